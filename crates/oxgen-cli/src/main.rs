@@ -1,0 +1,268 @@
+//! `oxgen`: train, sample, evaluate and inspect generative models.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use oxgen_models::ops::denoise::{self, OpPath};
+use oxgen_models::samplers::SamplerKind;
+use oxgen_train::TrainConfig;
+use oxgen_train::diffusion::{TrainOptions, train};
+use oxgen_wgpu::DeviceChoice;
+
+#[derive(Parser)]
+#[command(name = "oxgen", version, about = "Generation as a machine-learning task, on any GPU through wgpu.")]
+#[command(after_help = "Examples:\n  oxgen train diffusion --data digits8 --steps 3000 --out runs/digits\n  oxgen sample --ckpt runs/digits -n 64 --out samples/\n  oxgen eval --ckpt runs/digits\n  oxgen info")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter, as RUST_LOG (e.g. `info`, `oxgen_train=debug`).
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model family.
+    #[command(subcommand)]
+    Train(Family),
+    /// Draw samples from a trained run and write samples.png and samples.npy.
+    #[command(after_help = "Example:\n  oxgen sample --ckpt runs/digits -n 64 --class 3 --guidance 3 --out samples/")]
+    Sample(SampleArgs),
+    /// Report SWD and MMD of a trained run against held-out data, with their floors.
+    #[command(after_help = "Example:\n  oxgen eval --ckpt runs/moons -n 2000")]
+    Eval(EvalArgs),
+    /// List wgpu adapters, their kernel limits, and the CPU fallback.
+    Info,
+}
+
+#[derive(Subcommand)]
+enum Family {
+    /// Denoising diffusion (DDPM/DDIM, ε- or v-prediction, classifier-free guidance).
+    #[command(after_help = "Examples:\n  oxgen train diffusion --data digits8 --steps 3000 --out runs/digits\n  oxgen train diffusion --data moons --out runs/moons --device cpu\n  oxgen train diffusion --data mnist-images-idx3-ubyte.gz --config unet.toml --out runs/mnist\n  oxgen train diffusion --out runs/digits --resume\n\nBuilt-in data: moons, 8gaussians, checkerboard, swissroll, rings, pinwheel, digits8.")]
+    Diffusion(TrainArgs),
+}
+
+#[derive(Args)]
+struct DeviceArgs {
+    /// auto | wgpu | vulkan | metal | dx12 | cpu. `auto` takes the best hardware GPU, else the CPU.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    /// Which denoising-update implementation to run: auto | reference | fused.
+    #[arg(long, default_value = "auto", value_parser = parse_path)]
+    op_path: OpPath,
+}
+
+fn parse_path(s: &str) -> Result<OpPath, String> {
+    serde_json::from_value(serde_json::Value::String(s.into())).map_err(|_| format!("expected auto, reference or fused, got `{s}`"))
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Dataset: a built-in name or a path (IDX file, PNG folder, CSV file). Default: digits8.
+    #[arg(long)]
+    data: Option<String>,
+    /// Optimizer steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Run folder (config, metrics, loss curve, samples, checkpoints).
+    #[arg(long)]
+    out: PathBuf,
+    /// A TOML or JSON file overriding any config fields.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Seed of every random draw.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Batch size.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// A run folder or a checkpoint folder.
+    #[arg(long)]
+    ckpt: PathBuf,
+    /// Number of samples.
+    #[arg(short, long, default_value_t = 64)]
+    n: usize,
+    /// Output folder.
+    #[arg(long, default_value = "samples")]
+    out: PathBuf,
+    /// Sample this class only (conditional models).
+    #[arg(long)]
+    class: Option<u32>,
+    /// Guidance scale (conditional models); 1 = none.
+    #[arg(long)]
+    guidance: Option<f32>,
+    /// ddpm | ddim | euler_ancestral | dpm_solver_pp2m.
+    #[arg(long)]
+    sampler: Option<SamplerKind>,
+    /// Inference steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// DDIM η.
+    #[arg(long)]
+    eta: Option<f64>,
+    /// Noise seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A run folder or a checkpoint folder.
+    #[arg(long)]
+    ckpt: PathBuf,
+    /// Samples to compare (cut to the held-out size for image data).
+    #[arg(short, long)]
+    n: Option<usize>,
+    /// Where samples.png and quality.json go (default: the checkpoint's run folder/eval).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+fn device(args: &DeviceArgs) -> Result<burn::tensor::Device> {
+    denoise::set_path(args.op_path);
+    let selected = oxgen_wgpu::select(args.device).map_err(anyhow::Error::msg)?;
+    tracing::info!("device: {}", selected.description);
+    Ok(selected.device)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match cli.command {
+        Command::Train(Family::Diffusion(a)) => {
+            let device = device(&a.device)?;
+            let mut config = if a.resume {
+                let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
+                serde_json::from_value::<TrainConfig>(ck.manifest.config).context("config in checkpoint")?
+            } else {
+                let name = a.data.clone().unwrap_or_else(|| "digits8".into());
+                let mut probe = TrainConfig::defaults(&name, oxgen_models::DataShape::Vector { dim: 2 }, None);
+                probe.seed = a.seed.unwrap_or(0);
+                let data = oxgen_train::diffusion::load_data(&probe)?;
+                TrainConfig::defaults(&name, data.shape, data.num_classes)
+            };
+            if let Some(file) = &a.config {
+                config = config.merge_file(file)?;
+            }
+            if let Some(v) = a.steps {
+                config.steps = v;
+            }
+            if let Some(v) = a.seed {
+                config.seed = v;
+            }
+            if let Some(v) = a.batch_size {
+                config.batch_size = v;
+            }
+            if let Some(v) = a.lr {
+                config.lr = v;
+            }
+            let opts = TrainOptions {
+                out: a.out.clone(),
+                resume: a.resume,
+                device,
+                progress: !a.quiet,
+                stop_after: None,
+                skip_eval: false,
+            };
+            let report = train(&config, &opts)?;
+            println!(
+                "trained {} steps: loss {:.4} -> {:.4}{}",
+                report.steps,
+                report.first_loss,
+                report.last_loss,
+                if report.skipped > 0 { format!(" ({} non-finite steps skipped)", report.skipped) } else { String::new() }
+            );
+            if let Some(q) = report.quality {
+                println!("{q}");
+            }
+            println!("wrote {}/samples.png, samples.npy, loss.png, metrics.jsonl, checkpoints/", report.out.display());
+        }
+        Command::Sample(a) => {
+            let device = device(&a.device)?;
+            let run = oxgen_train::sample::load_run(&a.ckpt, &device)?;
+            let mut s = run.config.sample.clone();
+            if let Some(v) = a.guidance {
+                s.guidance = v;
+            }
+            if let Some(v) = a.sampler {
+                s.sampler = v;
+            }
+            if let Some(v) = a.steps {
+                s.steps = v;
+            }
+            if let Some(v) = a.eta {
+                s.eta = v;
+            }
+            if let Some(v) = a.seed {
+                s.seed = v;
+            }
+            if s.steps == 0 || s.steps > run.config.model.timesteps {
+                bail!("--steps must be in 1..={}", run.config.model.timesteps);
+            }
+            oxgen_train::sample::sample_to(&run, a.n, a.class, &s, &device, &a.out)?;
+            println!("wrote {}/samples.png and samples.npy ({} samples, {:?}, {} steps)", a.out.display(), a.n, s.sampler, s.steps);
+        }
+        Command::Eval(a) => {
+            let device = device(&a.device)?;
+            let run = oxgen_train::sample::load_run(&a.ckpt, &device)?;
+            let out = a.out.unwrap_or_else(|| {
+                let dir = oxgen_train::checkpoint::resolve(&a.ckpt).unwrap_or_else(|_| a.ckpt.clone());
+                dir.parent().and_then(|p| p.parent()).unwrap_or(&dir).join("eval")
+            });
+            let q = oxgen_train::sample::evaluate(&run, a.n, &device, &out)?;
+            println!("{q}");
+            println!("wrote {}/samples.png and quality.json", out.display());
+        }
+        Command::Info => info(),
+    }
+    Ok(())
+}
+
+fn info() {
+    let list = oxgen_wgpu::adapters();
+    if list.is_empty() {
+        println!("wgpu adapters: none found (install a Vulkan, Metal or DX12 driver; on Debian, mesa-vulkan-drivers)");
+    }
+    for (i, a) in list.iter().enumerate() {
+        println!("[{i}] {} — {} ({})", a.name, a.backend, a.device_type);
+        println!("    driver: {}", if a.driver.is_empty() { "unknown" } else { &a.driver });
+        println!(
+            "    workgroup storage {} KiB, {} invocations/workgroup, subgroups {}..{}, shader-f16 {}, max storage binding {} MiB",
+            a.workgroup_storage / 1024,
+            a.max_invocations,
+            a.subgroup_sizes.0,
+            a.subgroup_sizes.1,
+            if a.shader_f16 { "yes" } else { "no" },
+            a.max_storage_binding >> 20
+        );
+    }
+    println!("cpu fallback: burn Flex backend, {} threads available", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    match oxgen_wgpu::select(DeviceChoice::Auto) {
+        Ok(s) => println!("--device auto selects: {}", s.description),
+        Err(e) => println!("--device auto: {e}"),
+    }
+}

@@ -1,0 +1,258 @@
+//! Denoising diffusion: Ho et al., "Denoising Diffusion Probabilistic Models" (2020), with
+//! v-prediction (Salimans & Ho, 2022) and classifier-free guidance (Ho & Salimans, 2022).
+//!
+//! The model works on flattened data `[batch, features]`; [`DataShape`] says how an image
+//! denoiser folds it back into `[batch, channels, height, width]`.
+
+pub mod embed;
+pub mod mlp;
+pub mod schedule;
+pub mod unet;
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::ops::denoise::{Noise, seeded_noise};
+use crate::samplers::{self, ModelOutput, SamplerKind, SchedulerCore};
+use mlp::{MlpDenoiser, MlpDenoiserConfig};
+use schedule::{NoiseSchedule, Prediction, ScheduleKind};
+use unet::{UNet, UNetConfig};
+
+/// The shape of one data point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataShape {
+    /// A vector of `dim` features (2D points: `dim = 2`).
+    Vector {
+        /// Number of features.
+        dim: usize,
+    },
+    /// An image, stored channel-major.
+    Image {
+        /// Channels (1 grayscale, 3 RGB).
+        channels: usize,
+        /// Height in pixels.
+        height: usize,
+        /// Width in pixels.
+        width: usize,
+    },
+}
+
+impl DataShape {
+    /// Number of features of one flattened data point.
+    pub fn numel(&self) -> usize {
+        match *self {
+            DataShape::Vector { dim } => dim,
+            DataShape::Image { channels, height, width } => channels * height * width,
+        }
+    }
+}
+
+/// Which denoiser network to use.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DenoiserConfig {
+    /// Residual MLP, for vectors.
+    Mlp(MlpDenoiserConfig),
+    /// Small UNet, for images.
+    UNet(UNetConfig),
+}
+
+/// Configuration of a [`Diffusion`] model.
+#[derive(Config, Debug)]
+pub struct DiffusionConfig {
+    /// The denoiser network.
+    pub denoiser: DenoiserConfig,
+    /// Training timesteps T.
+    #[config(default = 1000)]
+    pub timesteps: usize,
+    /// β schedule.
+    #[config(default = "ScheduleKind::Cosine")]
+    pub schedule: ScheduleKind,
+    /// What the network predicts.
+    #[config(default = "Prediction::Epsilon")]
+    pub prediction: Prediction,
+    /// Number of classes for conditioning (`None`: unconditional).
+    #[config(default = "None")]
+    pub num_classes: Option<usize>,
+    /// Probability of replacing a label by the null class at train time (for guidance).
+    #[config(default = 0.1)]
+    pub cond_drop_prob: f64,
+}
+
+/// The denoiser network: one of the families in this folder.
+#[derive(Module, Debug)]
+pub enum Denoiser {
+    /// See [`MlpDenoiser`].
+    Mlp(MlpDenoiser),
+    /// See [`UNet`].
+    UNet(UNet),
+}
+
+/// A diffusion model: a denoiser and the data shape it was built for.
+#[derive(Module, Debug)]
+pub struct Diffusion {
+    /// The network.
+    pub denoiser: Denoiser,
+    shape: [usize; 3],
+    num_classes: usize,
+}
+
+/// One training batch's randomness, drawn on the host so that runs are reproducible.
+#[derive(Clone, Debug)]
+pub struct DiffusionBatchNoise {
+    /// Timesteps, `[batch]`.
+    pub t: Vec<usize>,
+    /// Standard-normal noise, `[batch · features]`.
+    pub eps: Vec<f32>,
+    /// Whether each label is dropped to the null class.
+    pub drop: Vec<bool>,
+}
+
+impl DiffusionConfig {
+    /// Builds the model for data of `shape`.
+    pub fn init(&self, shape: DataShape, device: &Device) -> Diffusion {
+        let denoiser = match (&self.denoiser, shape) {
+            (DenoiserConfig::Mlp(c), s) => Denoiser::Mlp(c.init(s.numel(), self.num_classes, device)),
+            (DenoiserConfig::UNet(c), DataShape::Image { channels, .. }) => {
+                Denoiser::UNet(c.init(channels, self.num_classes, device))
+            }
+            (DenoiserConfig::UNet(_), DataShape::Vector { dim }) => {
+                panic!("a UNet denoiser needs image data, got vectors of {dim} features; use the MLP")
+            }
+        };
+        let shape = match shape {
+            DataShape::Vector { dim } => [1, 1, dim],
+            DataShape::Image { channels, height, width } => [channels, height, width],
+        };
+        Diffusion { denoiser, shape, num_classes: self.num_classes.unwrap_or(0) }
+    }
+
+    /// The noise schedule this config trains with.
+    pub fn noise_schedule(&self) -> NoiseSchedule {
+        NoiseSchedule::new(self.schedule, self.timesteps)
+    }
+}
+
+impl Diffusion {
+    /// The null class index (used for unconditional outputs), if conditional.
+    pub fn null_class(&self) -> Option<usize> {
+        (self.num_classes > 0).then_some(self.num_classes)
+    }
+
+    /// Predicts ε or v.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, features]`, `t`: `[batch]`, `labels`: `[batch]`; returns `[batch, features]`.
+    pub fn forward(&self, x: Tensor<2>, t: Tensor<1>, labels: Option<Tensor<1, Int>>) -> Tensor<2> {
+        let [b, n] = x.dims();
+        let [c, h, w] = self.shape;
+        assert_eq!(n, c * h * w, "Diffusion::forward: expected {} features, got {n}", c * h * w);
+        match &self.denoiser {
+            Denoiser::Mlp(m) => m.forward(x, t, labels),
+            Denoiser::UNet(u) => u.forward(x.reshape([b, c, h, w]), t, labels).reshape([b, n]),
+        }
+    }
+
+    /// The denoising loss ‖target − prediction‖² averaged over the batch, for `x0` `[batch, n]`.
+    pub fn loss(
+        &self,
+        config: &DiffusionConfig,
+        schedule: &NoiseSchedule,
+        x0: Tensor<2>,
+        labels: Option<&[u32]>,
+        noise: &DiffusionBatchNoise,
+    ) -> Tensor<1> {
+        let device = x0.device();
+        let [b, n] = x0.dims();
+        let ab: Vec<f64> = noise.t.iter().map(|&t| schedule.alphas_cumprod[t]).collect();
+        let col = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [b, 1]), &device);
+        let sa = col(ab.iter().map(|a| a.sqrt() as f32).collect());
+        let so = col(ab.iter().map(|a| (1.0 - a).sqrt() as f32).collect());
+        let eps = Tensor::<2>::from_data(TensorData::new(noise.eps.clone(), [b, n]), &device);
+        let xt = x0.clone() * sa.clone() + eps.clone() * so.clone();
+        let target = match config.prediction {
+            Prediction::Epsilon => eps,
+            Prediction::V => eps * sa - x0 * so,
+        };
+        let labels = labels.map(|l| {
+            let null = self.num_classes as i64;
+            let v: Vec<i64> = l.iter().zip(&noise.drop).map(|(&y, &d)| if d { null } else { y as i64 }).collect();
+            Tensor::<1, Int>::from_data(TensorData::new(v, [b]), &device)
+        });
+        let t = Tensor::<1>::from_data(TensorData::new(noise.t.iter().map(|&t| t as f32).collect::<Vec<_>>(), [b]), &device);
+        let pred = self.forward(xt, t, labels);
+        (pred - target).powi_scalar(2).mean()
+    }
+}
+
+/// How to sample.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SampleConfig {
+    /// Which sampler.
+    pub sampler: SamplerKind,
+    /// Inference steps.
+    pub steps: usize,
+    /// DDIM η.
+    pub eta: f64,
+    /// Guidance scale w (1: no guidance; only used with labels).
+    pub guidance: f32,
+    /// Clamp x̂₀ to [−clip, clip].
+    pub clip: Option<f32>,
+    /// Noise seed.
+    pub seed: u64,
+}
+
+impl Default for SampleConfig {
+    fn default() -> Self {
+        Self { sampler: SamplerKind::Ddim, steps: 50, eta: 0.0, guidance: 3.0, clip: None, seed: 0 }
+    }
+}
+
+/// Draws `n` samples; with `labels`, class-conditional with guidance scale `sample.guidance`.
+///
+/// # Shapes
+/// - returns `[n, features]`.
+pub fn sample(
+    model: &Diffusion,
+    config: &DiffusionConfig,
+    sample: &SampleConfig,
+    n: usize,
+    labels: Option<&[u32]>,
+    device: &Device,
+) -> Tensor<2> {
+    let [c, h, w] = model.shape;
+    let features = c * h * w;
+    let core = SchedulerCore::new(config.noise_schedule(), config.prediction, sample.clip);
+    let mut scheduler = samplers::build(sample.sampler, core, sample.eta);
+    scheduler.set_timesteps(sample.steps);
+    let mut x = seeded_noise(sample.seed, u32::MAX, n * features, device);
+    let guided = labels.is_some() && model.null_class().is_some() && sample.guidance != 1.0;
+    let labels = labels.map(|l| {
+        assert_eq!(l.len(), n, "sample: {} labels for {n} samples", l.len());
+        let mut v: Vec<i64> = l.iter().map(|&y| y as i64).collect();
+        if guided {
+            v.extend(std::iter::repeat_n(model.num_classes as i64, n));
+        }
+        let len = v.len();
+        Tensor::<1, Int>::from_data(TensorData::new(v, [len]), device)
+    });
+    let timesteps = scheduler.timesteps().to_vec();
+    for (i, &t) in timesteps.iter().enumerate() {
+        let xb = x.clone().reshape([n, features]);
+        let rows = if guided { 2 * n } else { n };
+        let tt = Tensor::<1>::from_data(TensorData::new(vec![t as f32; rows], [rows]), device);
+        let output = if guided {
+            let out = model.forward(Tensor::cat(vec![xb.clone(), xb], 0), tt, labels.clone());
+            let cond = out.clone().slice([0..n]).reshape([n * features]);
+            let uncond = out.slice([n..2 * n]).reshape([n * features]);
+            ModelOutput { out: cond, uncond: Some((uncond, sample.guidance)) }
+        } else {
+            model.forward(xb, tt, labels.clone()).reshape([n * features]).into()
+        };
+        x = scheduler.step(output, t, x, Noise::Seeded { seed: sample.seed, stream: i as u32 });
+    }
+    x.reshape([n, features])
+}

@@ -1,0 +1,12 @@
+//! Backend-agnostic generative models for oxgen, and the op API they call.
+//!
+//! Nothing here names a GPU API: models are written against `burn::tensor::Tensor` and run on
+//! whatever device their tensors live on. Ops with fused kernels ([`ops`]) keep a plain-burn
+//! reference here; kernel crates register fused versions at run time.
+
+pub mod diffusion;
+pub mod ops;
+pub mod rng;
+pub mod samplers;
+
+pub use diffusion::{DataShape, Diffusion, DiffusionConfig, SampleConfig};

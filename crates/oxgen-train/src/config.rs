@@ -1,0 +1,165 @@
+//! The run config of `oxgen train diffusion`: one serde struct, written into the run folder
+//! before step 0 and into every checkpoint. A config file (TOML or JSON) may give any subset of
+//! the fields; the rest keep the defaults for the dataset.
+
+use std::path::Path;
+
+use oxgen_models::diffusion::mlp::MlpDenoiserConfig;
+use oxgen_models::diffusion::schedule::{Prediction, ScheduleKind};
+use oxgen_models::diffusion::unet::UNetConfig;
+use oxgen_models::diffusion::DenoiserConfig;
+use oxgen_models::samplers::SamplerKind;
+use oxgen_models::{DataShape, DiffusionConfig, SampleConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Everything a diffusion training run needs.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Dataset name or path.
+    pub data: String,
+    /// Seed of every random draw (init, data order, noise).
+    pub seed: u64,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Rows per step.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warmup steps.
+    pub warmup_steps: usize,
+    /// Final learning rate as a fraction of `lr` (cosine decay).
+    pub min_lr_ratio: f64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0: off).
+    pub grad_clip: f64,
+    /// EMA decay of the sampling weights.
+    pub ema_decay: f64,
+    /// Fraction of rows held out for validation (image and file datasets).
+    pub val_fraction: f64,
+    /// Save a checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: usize,
+    /// Stop after this many non-finite losses in a row.
+    pub max_bad_steps: usize,
+    /// Samples drawn for the final SWD/MMD report (cut to the held-out size for images).
+    pub eval_samples: usize,
+    /// Resize images to (height, width).
+    pub image_size: Option<(usize, usize)>,
+    /// Keep RGB when loading PNG folders.
+    pub rgb: bool,
+    /// The model.
+    pub model: DiffusionConfig,
+    /// How samples are drawn at the end of training and by default in `oxgen sample`.
+    pub sample: SampleConfig,
+}
+
+impl TrainConfig {
+    /// Defaults for a dataset of `shape` with `num_classes` classes.
+    pub fn defaults(data: &str, shape: DataShape, num_classes: Option<usize>) -> Self {
+        let image = matches!(shape, DataShape::Image { .. });
+        let denoiser = if image {
+            DenoiserConfig::UNet(UNetConfig::new())
+        } else {
+            DenoiserConfig::Mlp(MlpDenoiserConfig::new())
+        };
+        let model = DiffusionConfig::new(denoiser)
+            .with_num_classes(num_classes)
+            .with_schedule(ScheduleKind::Cosine)
+            .with_prediction(Prediction::Epsilon);
+        Self {
+            data: data.into(),
+            seed: 0,
+            steps: if image { 3000 } else { 4000 },
+            batch_size: if image { 64 } else { 512 },
+            lr: 2e-3,
+            warmup_steps: 100,
+            min_lr_ratio: 0.05,
+            weight_decay: 1e-4,
+            grad_clip: 1.0,
+            ema_decay: 0.995,
+            val_fraction: 0.2,
+            checkpoint_every: 1000,
+            max_bad_steps: 20,
+            eval_samples: 2000,
+            image_size: None,
+            rgb: false,
+            model,
+            sample: SampleConfig {
+                sampler: SamplerKind::Ddim,
+                steps: 50,
+                eta: 0.0,
+                guidance: 2.0,
+                clip: image.then_some(1.0),
+                seed: 0,
+            },
+        }
+    }
+
+    /// Overrides the fields given in `file` (TOML, or JSON by extension).
+    pub fn merge_file(self, file: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(file).map_err(|e| Error::io("config file", file, e))?;
+        let patch: serde_json::Value = if file.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).map_err(|e| Error::Parse { path: file.into(), reason: e.to_string() })?
+        } else {
+            let v: toml::Value = toml::from_str(&text).map_err(|e| Error::Parse { path: file.into(), reason: e.to_string() })?;
+            serde_json::to_value(v).expect("TOML converts to JSON")
+        };
+        let mut base = serde_json::to_value(&self).expect("config serializes");
+        merge(&mut base, patch);
+        serde_json::from_value(base).map_err(|e| Error::Config(format!("{}: {e}", file.display())))
+    }
+
+    /// Checks the values a run cannot start with.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.steps == 0 {
+            return bad("steps must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("lr must be a positive number, got {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return bad(format!("ema_decay must be in [0, 1), got {}", self.ema_decay));
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return bad(format!("val_fraction must be in [0, 1), got {}", self.val_fraction));
+        }
+        if self.sample.steps == 0 || self.sample.steps > self.model.timesteps {
+            return bad(format!("sample.steps must be in 1..={}, got {}", self.model.timesteps, self.sample.steps));
+        }
+        Ok(())
+    }
+}
+
+fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Learning rate at `step`: linear warmup to `lr`, then cosine decay to `lr · min_lr_ratio`.
+pub fn learning_rate(c: &TrainConfig, step: usize) -> f64 {
+    if step < c.warmup_steps {
+        return c.lr * (step + 1) as f64 / c.warmup_steps as f64;
+    }
+    let span = (c.steps.saturating_sub(c.warmup_steps)).max(1) as f64;
+    let progress = ((step - c.warmup_steps) as f64 / span).min(1.0);
+    let min = c.lr * c.min_lr_ratio;
+    min + 0.5 * (c.lr - min) * (1.0 + (std::f64::consts::PI * progress).cos())
+}

@@ -1,0 +1,95 @@
+//! The errors of the I/O and setup boundaries: data, checkpoints, configs and devices.
+
+use std::path::PathBuf;
+
+/// Every error oxgen-train returns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A dataset name that is neither built in nor a path.
+    #[error("unknown dataset `{name}`; built in: {known}; or give a path to an IDX file, a PNG folder or a CSV file")]
+    UnknownDataset {
+        /// What was asked for.
+        name: String,
+        /// The built-in names.
+        known: String,
+    },
+    /// A file or folder that does not exist.
+    #[error("{what} not found: {}", path.display())]
+    NotFound {
+        /// What the path was meant to be.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+    },
+    /// An I/O error on a path.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Data whose shape is not what was expected.
+    #[error("wrong shape in {context}: expected {expected}, got {got}")]
+    Shape {
+        /// Where.
+        context: String,
+        /// The shape expected.
+        expected: String,
+        /// The shape found.
+        got: String,
+    },
+    /// A file whose contents cannot be parsed.
+    #[error("cannot parse {}: {reason}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Data containing NaN or infinity.
+    #[error("{context} contains a non-finite value (NaN or infinity) at index {index}")]
+    NonFinite {
+        /// Where.
+        context: String,
+        /// The first bad index.
+        index: usize,
+    },
+    /// A checkpoint that is corrupt, truncated or written by another config.
+    #[error("refusing checkpoint {}: {reason}", path.display())]
+    Checkpoint {
+        /// The checkpoint folder.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A config that is invalid.
+    #[error("invalid config: {0}")]
+    Config(String),
+    /// Training diverged: too many non-finite losses in a row.
+    #[error("training diverged: {count} non-finite losses in a row (last at step {step}); lower the learning rate or check the data")]
+    Diverged {
+        /// Consecutive bad steps.
+        count: usize,
+        /// Step of the last one.
+        step: usize,
+    },
+    /// No device of the kind asked for.
+    #[error("device error: {0}")]
+    Device(String),
+}
+
+/// Result with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Wraps an I/O error with its path; a missing file becomes [`Error::NotFound`].
+    pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Error::NotFound { what, path }
+        } else {
+            Error::Io { path, source }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Optimizer helpers: global-norm gradient clipping and the EMA of weights.
+//!
+//! burn's own clipping is per parameter; [`clip_global_norm`] scales every gradient by one
+//! factor so that the norm of all of them together is at most `max_norm`.
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
+use burn::tensor::container::TensorContainer;
+
+struct SqNorms<'a> {
+    grads: &'a GradientsParams,
+    acc: Vec<Tensor<1>>,
+}
+
+impl ModuleVisitor for SqNorms<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.get::<D>(p.id) {
+            self.acc.push(g.square().sum());
+        }
+    }
+}
+
+struct Scale<'a> {
+    grads: &'a mut GradientsParams,
+    factor: f64,
+}
+
+impl ModuleVisitor for Scale<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.remove::<D>(p.id) {
+            self.grads.register::<D>(p.id, g.mul_scalar(self.factor));
+        }
+    }
+}
+
+/// The global L2 norm of all gradients of `model`, and the grads scaled so that it is at most
+/// `max_norm` (no scaling when `max_norm <= 0`). Returns the norm before clipping.
+pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+    let mut v = SqNorms { grads, acc: Vec::new() };
+    model.visit(&mut v);
+    if v.acc.is_empty() {
+        return 0.0;
+    }
+    let norm = (Tensor::cat(v.acc, 0).sum().into_scalar::<f32>() as f64).sqrt();
+    if max_norm > 0.0 && norm > max_norm && norm.is_finite() {
+        model.visit(&mut Scale { grads, factor: max_norm / (norm + 1e-6) });
+    }
+    norm
+}
+
+struct Collect(TensorContainer<ParamId>);
+
+impl ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        self.0.register(p.id, p.val().without_autodiff());
+    }
+}
+
+struct EmaUpdate {
+    src: TensorContainer<ParamId>,
+    decay: f64,
+}
+
+impl ModuleMapper for EmaUpdate {
+    fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let d = self.decay;
+        match self.src.remove::<Tensor<D>>(&p.id) {
+            Some(new) => p.map(|e| e.mul_scalar(d) + new.mul_scalar(1.0 - d)),
+            None => p,
+        }
+    }
+}
+
+/// ema ← decay·ema + (1 − decay)·model, parameter by parameter (matched by id; `ema` must be
+/// `model.valid()` or a copy of it).
+pub fn ema_update<M: Module>(ema: M, model: &M, decay: f64) -> M {
+    let mut c = Collect(TensorContainer::new());
+    model.visit(&mut c);
+    ema.map(&mut EmaUpdate { src: c.0, decay })
+}

@@ -1,0 +1,9 @@
+//! wgpu devices and hand-written WGSL kernels for oxgen.
+//!
+//! This crate is the only one that names wgpu. It lists adapters ([`device::adapters`]), picks
+//! one ([`device::select`]), and — as kernels land — registers fused implementations behind the
+//! op API of `oxgen-models` (see `docs/architecture.md`).
+
+pub mod device;
+
+pub use device::{AdapterReport, DeviceChoice, SelectedDevice, adapters, is_wgpu, select};
