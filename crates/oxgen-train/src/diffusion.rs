@@ -129,6 +129,7 @@ pub fn load_weights(model: Diffusion, bytes: &[u8], dir: &Path) -> Result<Diffus
 pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
     config.validate()?;
     let data = load_data(config)?;
+    check_fits(config, &data)?;
     let run = RunDir::create(&opts.out, opts.resume)?;
     let (train_set, val_set) = match data.toy {
         Some(_) => (data.clone(), None),
@@ -229,6 +230,27 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
     })
 }
 
+/// Refuses a config that cannot train on `data`, before anything is written.
+pub fn check_fits(config: &TrainConfig, data: &Dataset) -> Result<()> {
+    use oxgen_models::diffusion::DenoiserConfig;
+    if let (DenoiserConfig::UNet(_), data::DataShape::Vector { dim }) = (&config.model.denoiser, data.shape) {
+        return Err(Error::Config(format!("a UNet denoiser needs image data, but `{}` has vectors of {dim} features; use the MLP", data.name)));
+    }
+    if let (DenoiserConfig::UNet(u), data::DataShape::Image { height, width, .. }) = (&config.model.denoiser, data.shape) {
+        if height % 2 != 0 || width % 2 != 0 {
+            return Err(Error::Config(format!("the UNet needs even image sides, `{}` has {height}×{width}; set image_size", data.name)));
+        }
+        if u.channels % u.groups != 0 || (2 * u.channels) % u.heads != 0 {
+            return Err(Error::Config(format!("UNet channels {} must be divisible by groups {} and 2·channels by heads {}", u.channels, u.groups, u.heads)));
+        }
+    }
+    match (config.model.num_classes, data.num_classes) {
+        (Some(k), Some(n)) if n > k => Err(Error::Config(format!("the data has {n} classes, the model {k}"))),
+        (Some(_), None) => Err(Error::Config(format!("the model is class-conditional but `{}` has no labels", data.name))),
+        _ => Ok(()),
+    }
+}
+
 fn save_checkpoint(
     run: &RunDir,
     config: &TrainConfig,
@@ -299,7 +321,7 @@ pub fn final_report(
     let (a, b, labels) = held_out(config, data, val, n);
     let labels = labels.filter(|_| config.model.num_classes.is_some());
     let x = diffusion::sample(ema, &config.model, &config.sample, n, labels.as_deref(), device);
-    let samples: Vec<f32> = x.into_data().convert::<f32>().into_vec().map_err(|e| Error::Config(format!("{e:?}")))?;
+    let samples: Vec<f32> = x.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Config(format!("{e:?}")))?;
     let quality = Quality::measure(&samples, &a, &b, features, config.seed);
     crate::run::write_samples(out, &samples, labels.as_deref(), data.shape, Some(&a))?;
     std::fs::write(out.join("quality.json"), serde_json::to_vec_pretty(&quality).expect("serializes"))

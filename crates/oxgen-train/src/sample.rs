@@ -46,7 +46,7 @@ pub fn sample_to(run: &LoadedRun, n: usize, class: Option<u32>, sample: &SampleC
         (None, None) => None,
     };
     let x = diffusion::sample(&run.ema, &run.config.model, sample, n, labels.as_deref(), device);
-    let samples: Vec<f32> = x.into_data().convert::<f32>().into_vec().map_err(|e| Error::Config(format!("{e:?}")))?;
+    let samples: Vec<f32> = x.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Config(format!("{e:?}")))?;
     if let Some(i) = samples.iter().position(|v| !v.is_finite()) {
         return Err(Error::NonFinite { context: "generated samples".into(), index: i });
     }

@@ -135,7 +135,7 @@ pub fn adapters() -> Vec<AdapterReport> {
 }
 
 fn rank(a: &AdapterReport) -> u8 {
-    match a.kind.map(|k| k.1) {
+    match a.kind.clone().map(|k| k.1) {
         Some(DeviceKind::DiscreteGpu(_)) => 0,
         Some(DeviceKind::IntegratedGpu(_)) => 1,
         Some(DeviceKind::VirtualGpu(_)) => 2,
@@ -145,7 +145,7 @@ fn rank(a: &AdapterReport) -> u8 {
 }
 
 fn wgpu_device(a: &AdapterReport) -> Result<Device, String> {
-    let (api, kind) = a.kind.ok_or_else(|| format!("adapter {} cannot be opened by burn", a.name))?;
+    let (api, kind) = a.kind.clone().ok_or_else(|| format!("adapter {} cannot be opened by burn", a.name))?;
     Ok(Device::from(burn::backend::WgpuDevice::new(to_backend_kind(kind)).on(api)))
 }
 

@@ -8,7 +8,7 @@ use burn::tensor::{Device, Int, Tensor, activation::silu};
 use super::embed::CondEmbedding;
 
 /// Configuration of [`MlpDenoiser`].
-#[derive(Config, Debug)]
+#[derive(Config, Debug, PartialEq)]
 pub struct MlpDenoiserConfig {
     /// Width of the hidden layers.
     #[config(default = 256)]

@@ -61,7 +61,7 @@ pub enum DenoiserConfig {
 }
 
 /// Configuration of a [`Diffusion`] model.
-#[derive(Config, Debug)]
+#[derive(Config, Debug, PartialEq)]
 pub struct DiffusionConfig {
     /// The denoiser network.
     pub denoiser: DenoiserConfig,

@@ -19,7 +19,7 @@ use super::embed::CondEmbedding;
 use crate::ops::attention::attention;
 
 /// Configuration of [`UNet`].
-#[derive(Config, Debug)]
+#[derive(Config, Debug, PartialEq)]
 pub struct UNetConfig {
     /// Channels at full resolution; the lower level has twice as many.
     #[config(default = 32)]

@@ -1,0 +1,8 @@
+//! Integration tests of oxgen-train: one binary, one module per concern.
+
+mod bad_input;
+mod common;
+mod guidance;
+mod quality2d;
+mod resume;
+mod wgpu_parity;
