@@ -196,7 +196,9 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
         let grad_norm = clip_global_norm(&model, &mut grads, config.grad_clip);
         model = optim.step(lr, model, grads);
-        ema = ema_update(ema, &model, config.ema_decay);
+        // EMA warmup (as in diffusers' EMAModel): the decay ramps up, so early weights fade fast.
+        let decay = config.ema_decay.min((1.0 + step as f64) / (10.0 + step as f64));
+        ema = ema_update(ema, &model, decay);
         losses.push(loss_value);
         outputs.log(&StepMetrics { step, loss: loss_value, lr, grad_norm, skipped: false })?;
         bar.set_position(step as u64 + 1);

@@ -159,7 +159,7 @@ mod tests {
     #[test]
     fn densities_integrate_to_one() {
         for d in [Toy2d::EightGaussians, Toy2d::Rings, Toy2d::Checkerboard] {
-            let (n, lo, hi) = (600, -3.5, 3.5);
+            let (n, lo, hi) = (800, -4.0, 4.0);
             let h = (hi - lo) / n as f64;
             let mut total = 0.0;
             for i in 0..n {
