@@ -3,12 +3,12 @@
 //!
 //! Run: `cargo run --release --example train_moons`
 
+use oxgen::TrainConfig;
 use oxgen::models::samplers::SamplerKind;
 use oxgen::models::{SampleConfig, diffusion};
 use oxgen::train::data;
 use oxgen::train::diffusion::{TrainOptions, held_out, train};
 use oxgen::train::metrics::Quality;
-use oxgen::TrainConfig;
 
 fn main() -> Result<(), oxgen::Error> {
     let data = data::load("moons", 0, &Default::default())?;
@@ -17,17 +17,35 @@ fn main() -> Result<(), oxgen::Error> {
     let device = burn::tensor::Device::flex();
     let out = std::env::temp_dir().join("oxgen-example-moons");
     let _ = std::fs::remove_dir_all(&out);
-    let opts = TrainOptions { out: out.clone(), resume: false, device: device.clone(), progress: true, stop_after: None, skip_eval: true };
+    let opts = TrainOptions {
+        out: out.clone(),
+        resume: false,
+        device: device.clone(),
+        progress: true,
+        stop_after: None,
+        skip_eval: true,
+    };
     let report = train(&config, &opts)?;
     println!("loss {:.4} -> {:.4}", report.first_loss, report.last_loss);
 
     let n = 1000;
     let (a, b, _) = held_out(&config, &data, None, n);
     for (sampler, steps) in [(SamplerKind::Ddim, 50), (SamplerKind::DpmSolverPP2M, 20)] {
-        let s = SampleConfig { sampler, steps, ..config.sample.clone() };
+        let s = SampleConfig {
+            sampler,
+            steps,
+            ..config.sample.clone()
+        };
         let x = diffusion::sample(&report.ema, &config.model, &s, n, None, &device);
-        let x: Vec<f32> = x.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 samples");
-        println!("{sampler:?} ({steps} steps): {}", Quality::measure(&x, &a, &b, 2, 0));
+        let x: Vec<f32> = x
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 samples");
+        println!(
+            "{sampler:?} ({steps} steps): {}",
+            Quality::measure(&x, &a, &b, 2, 0)
+        );
     }
     println!("run folder: {}", out.display());
     Ok(())

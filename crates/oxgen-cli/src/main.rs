@@ -11,8 +11,14 @@ use oxgen_train::diffusion::{TrainOptions, train};
 use oxgen_wgpu::DeviceChoice;
 
 #[derive(Parser)]
-#[command(name = "oxgen", version, about = "Generation as a machine-learning task, on any GPU through wgpu.")]
-#[command(after_help = "Examples:\n  oxgen train diffusion --data digits8 --steps 3000 --out runs/digits\n  oxgen sample --ckpt runs/digits -n 64 --out samples/\n  oxgen eval --ckpt runs/digits\n  oxgen info")]
+#[command(
+    name = "oxgen",
+    version,
+    about = "Generation as a machine-learning task, on any GPU through wgpu."
+)]
+#[command(
+    after_help = "Examples:\n  oxgen train diffusion --data digits8 --steps 3000 --out runs/digits\n  oxgen sample --ckpt runs/digits -n 64 --out samples/\n  oxgen eval --ckpt runs/digits\n  oxgen info"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,7 +33,9 @@ enum Command {
     #[command(subcommand)]
     Train(Family),
     /// Draw samples from a trained run and write samples.png and samples.npy.
-    #[command(after_help = "Example:\n  oxgen sample --ckpt runs/digits -n 64 --class 3 --guidance 3 --out samples/")]
+    #[command(
+        after_help = "Example:\n  oxgen sample --ckpt runs/digits -n 64 --class 3 --guidance 3 --out samples/"
+    )]
     Sample(SampleArgs),
     /// Report SWD and MMD of a trained run against held-out data, with their floors.
     #[command(after_help = "Example:\n  oxgen eval --ckpt runs/moons -n 2000")]
@@ -39,7 +47,9 @@ enum Command {
 #[derive(Subcommand)]
 enum Family {
     /// Denoising diffusion (DDPM/DDIM, ε- or v-prediction, classifier-free guidance).
-    #[command(after_help = "Examples:\n  oxgen train diffusion --data digits8 --steps 3000 --out runs/digits\n  oxgen train diffusion --data moons --out runs/moons --device cpu\n  oxgen train diffusion --data mnist-images-idx3-ubyte.gz --config unet.toml --out runs/mnist\n  oxgen train diffusion --out runs/digits --resume\n\nBuilt-in data: moons, 8gaussians, checkerboard, swissroll, rings, pinwheel, digits8.")]
+    #[command(
+        after_help = "Examples:\n  oxgen train diffusion --data digits8 --steps 3000 --out runs/digits\n  oxgen train diffusion --data moons --out runs/moons --device cpu\n  oxgen train diffusion --data mnist-images-idx3-ubyte.gz --config unet.toml --out runs/mnist\n  oxgen train diffusion --out runs/digits --resume\n\nBuilt-in data: moons, 8gaussians, checkerboard, swissroll, rings, pinwheel, digits8."
+    )]
     Diffusion(TrainArgs),
 }
 
@@ -54,7 +64,8 @@ struct DeviceArgs {
 }
 
 fn parse_path(s: &str) -> Result<OpPath, String> {
-    serde_json::from_value(serde_json::Value::String(s.into())).map_err(|_| format!("expected auto, reference or fused, got `{s}`"))
+    serde_json::from_value(serde_json::Value::String(s.into()))
+        .map_err(|_| format!("expected auto, reference or fused, got `{s}`"))
 }
 
 #[derive(Args)]
@@ -104,6 +115,15 @@ struct SampleArgs {
     /// Sample this class only (conditional models).
     #[arg(long)]
     class: Option<u32>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// Overrides of the run's sampling config.
+#[derive(Args)]
+struct SamplingArgs {
     /// Guidance scale (conditional models); 1 = none.
     #[arg(long)]
     guidance: Option<f32>,
@@ -119,8 +139,34 @@ struct SampleArgs {
     /// Noise seed.
     #[arg(long)]
     seed: Option<u64>,
-    #[command(flatten)]
-    device: DeviceArgs,
+}
+
+impl SamplingArgs {
+    fn apply(
+        &self,
+        mut s: oxgen_models::SampleConfig,
+        timesteps: usize,
+    ) -> Result<oxgen_models::SampleConfig> {
+        if let Some(v) = self.guidance {
+            s.guidance = v;
+        }
+        if let Some(v) = self.sampler {
+            s.sampler = v;
+        }
+        if let Some(v) = self.steps {
+            s.steps = v;
+        }
+        if let Some(v) = self.eta {
+            s.eta = v;
+        }
+        if let Some(v) = self.seed {
+            s.seed = v;
+        }
+        if s.steps == 0 || s.steps > timesteps {
+            bail!("--steps must be in 1..={timesteps}");
+        }
+        Ok(s)
+    }
 }
 
 #[derive(Args)]
@@ -135,6 +181,8 @@ struct EvalArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     #[command(flatten)]
+    sampling: SamplingArgs,
+    #[command(flatten)]
     device: DeviceArgs,
 }
 
@@ -148,7 +196,9 @@ fn device(args: &DeviceArgs) -> Result<burn::tensor::Device> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
@@ -157,10 +207,12 @@ fn main() -> Result<()> {
             let device = device(&a.device)?;
             let mut config = if a.resume {
                 let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
-                serde_json::from_value::<TrainConfig>(ck.manifest.config).context("config in checkpoint")?
+                serde_json::from_value::<TrainConfig>(ck.manifest.config)
+                    .context("config in checkpoint")?
             } else {
                 let name = a.data.clone().unwrap_or_else(|| "digits8".into());
-                let mut probe = TrainConfig::defaults(&name, oxgen_models::DataShape::Vector { dim: 2 }, None);
+                let mut probe =
+                    TrainConfig::defaults(&name, oxgen_models::DataShape::Vector { dim: 2 }, None);
                 probe.seed = a.seed.unwrap_or(0);
                 let data = oxgen_train::diffusion::load_data(&probe)?;
                 TrainConfig::defaults(&name, data.shape, data.num_classes)
@@ -194,44 +246,48 @@ fn main() -> Result<()> {
                 report.steps,
                 report.first_loss,
                 report.last_loss,
-                if report.skipped > 0 { format!(" ({} non-finite steps skipped)", report.skipped) } else { String::new() }
+                if report.skipped > 0 {
+                    format!(" ({} non-finite steps skipped)", report.skipped)
+                } else {
+                    String::new()
+                }
             );
             if let Some(q) = report.quality {
                 println!("{q}");
             }
-            println!("wrote {}/samples.png, samples.npy, loss.png, metrics.jsonl, checkpoints/", report.out.display());
+            println!(
+                "wrote {}/samples.png, samples.npy, loss.png, metrics.jsonl, checkpoints/",
+                report.out.display()
+            );
         }
         Command::Sample(a) => {
             let device = device(&a.device)?;
             let run = oxgen_train::sample::load_run(&a.ckpt, &device)?;
-            let mut s = run.config.sample.clone();
-            if let Some(v) = a.guidance {
-                s.guidance = v;
-            }
-            if let Some(v) = a.sampler {
-                s.sampler = v;
-            }
-            if let Some(v) = a.steps {
-                s.steps = v;
-            }
-            if let Some(v) = a.eta {
-                s.eta = v;
-            }
-            if let Some(v) = a.seed {
-                s.seed = v;
-            }
-            if s.steps == 0 || s.steps > run.config.model.timesteps {
-                bail!("--steps must be in 1..={}", run.config.model.timesteps);
-            }
+            let s = a
+                .sampling
+                .apply(run.config.sample.clone(), run.config.model.timesteps)?;
             oxgen_train::sample::sample_to(&run, a.n, a.class, &s, &device, &a.out)?;
-            println!("wrote {}/samples.png and samples.npy ({} samples, {:?}, {} steps)", a.out.display(), a.n, s.sampler, s.steps);
+            println!(
+                "wrote {}/samples.png and samples.npy ({} samples, {:?}, {} steps)",
+                a.out.display(),
+                a.n,
+                s.sampler,
+                s.steps
+            );
         }
         Command::Eval(a) => {
             let device = device(&a.device)?;
-            let run = oxgen_train::sample::load_run(&a.ckpt, &device)?;
+            let mut run = oxgen_train::sample::load_run(&a.ckpt, &device)?;
+            run.config.sample = a
+                .sampling
+                .apply(run.config.sample.clone(), run.config.model.timesteps)?;
             let out = a.out.unwrap_or_else(|| {
-                let dir = oxgen_train::checkpoint::resolve(&a.ckpt).unwrap_or_else(|_| a.ckpt.clone());
-                dir.parent().and_then(|p| p.parent()).unwrap_or(&dir).join("eval")
+                let dir =
+                    oxgen_train::checkpoint::resolve(&a.ckpt).unwrap_or_else(|_| a.ckpt.clone());
+                dir.parent()
+                    .and_then(|p| p.parent())
+                    .unwrap_or(&dir)
+                    .join("eval")
             });
             let q = oxgen_train::sample::evaluate(&run, a.n, &device, &out)?;
             println!("{q}");
@@ -245,11 +301,20 @@ fn main() -> Result<()> {
 fn info() {
     let list = oxgen_wgpu::adapters();
     if list.is_empty() {
-        println!("wgpu adapters: none found (install a Vulkan, Metal or DX12 driver; on Debian, mesa-vulkan-drivers)");
+        println!(
+            "wgpu adapters: none found (install a Vulkan, Metal or DX12 driver; on Debian, mesa-vulkan-drivers)"
+        );
     }
     for (i, a) in list.iter().enumerate() {
         println!("[{i}] {} — {} ({})", a.name, a.backend, a.device_type);
-        println!("    driver: {}", if a.driver.is_empty() { "unknown" } else { &a.driver });
+        println!(
+            "    driver: {}",
+            if a.driver.is_empty() {
+                "unknown"
+            } else {
+                &a.driver
+            }
+        );
         println!(
             "    workgroup storage {} KiB, {} invocations/workgroup, subgroups {}..{}, shader-f16 {}, max storage binding {} MiB",
             a.workgroup_storage / 1024,
@@ -260,7 +325,10 @@ fn info() {
             a.max_storage_binding >> 20
         );
     }
-    println!("cpu fallback: burn Flex backend, {} threads available", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "cpu fallback: burn Flex backend, {} threads available",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     match oxgen_wgpu::select(DeviceChoice::Auto) {
         Ok(s) => println!("--device auto selects: {}", s.description),
         Err(e) => println!("--device auto: {e}"),

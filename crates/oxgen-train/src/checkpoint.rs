@@ -93,7 +93,13 @@ pub fn save(root: &Path, mut manifest: Manifest, files: &[(&str, Vec<u8>)]) -> R
     manifest.files.clear();
     for (file, bytes) in files {
         write_synced(&tmp.join(file), bytes)?;
-        manifest.files.insert(file.to_string(), FileEntry { bytes: bytes.len() as u64, crc32: crc32fast::hash(bytes) });
+        manifest.files.insert(
+            file.to_string(),
+            FileEntry {
+                bytes: bytes.len() as u64,
+                crc32: crc32fast::hash(bytes),
+            },
+        );
     }
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
     write_synced(&tmp.join("manifest.json"), &json)?;
@@ -116,10 +122,16 @@ pub fn save(root: &Path, mut manifest: Manifest, files: &[(&str, Vec<u8>)]) -> R
 }
 
 fn prune(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     let mut steps: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("step-"))
+        })
         .collect();
     steps.sort();
     let n = steps.len();
@@ -136,7 +148,10 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     }
     let latest = path.join("checkpoints").join("latest");
     if !path.exists() {
-        return Err(Error::NotFound { what: "checkpoint or run folder", path: path.into() });
+        return Err(Error::NotFound {
+            what: "checkpoint or run folder",
+            path: path.into(),
+        });
     }
     let name = fs::read_to_string(&latest).map_err(|_| Error::Checkpoint {
         path: path.into(),
@@ -159,34 +174,57 @@ pub struct Loaded {
 /// Reads and verifies the checkpoint at `path` (see [`resolve`]).
 pub fn load(path: &Path) -> Result<Loaded> {
     let dir = resolve(path)?;
-    let refuse = |reason: String| Error::Checkpoint { path: dir.clone(), reason };
-    let raw = fs::read(dir.join("manifest.json")).map_err(|e| refuse(format!("cannot read manifest.json: {e}")))?;
-    let manifest: Manifest = serde_json::from_slice(&raw).map_err(|e| refuse(format!("manifest.json is corrupt: {e}")))?;
+    let refuse = |reason: String| Error::Checkpoint {
+        path: dir.clone(),
+        reason,
+    };
+    let raw = fs::read(dir.join("manifest.json"))
+        .map_err(|e| refuse(format!("cannot read manifest.json: {e}")))?;
+    let manifest: Manifest = serde_json::from_slice(&raw)
+        .map_err(|e| refuse(format!("manifest.json is corrupt: {e}")))?;
     if manifest.format != FORMAT {
-        return Err(refuse(format!("manifest format {} is not supported (expected {FORMAT})", manifest.format)));
+        return Err(refuse(format!(
+            "manifest format {} is not supported (expected {FORMAT})",
+            manifest.format
+        )));
     }
     let mut files = BTreeMap::new();
     for (name, entry) in &manifest.files {
-        let bytes = fs::read(dir.join(name)).map_err(|e| refuse(format!("cannot read {name}: {e}")))?;
+        let bytes =
+            fs::read(dir.join(name)).map_err(|e| refuse(format!("cannot read {name}: {e}")))?;
         if bytes.len() as u64 != entry.bytes {
-            return Err(refuse(format!("{name} is truncated or padded: {} bytes, manifest says {}", bytes.len(), entry.bytes)));
+            return Err(refuse(format!(
+                "{name} is truncated or padded: {} bytes, manifest says {}",
+                bytes.len(),
+                entry.bytes
+            )));
         }
         let crc = crc32fast::hash(&bytes);
         if crc != entry.crc32 {
-            return Err(refuse(format!("{name} is corrupt: CRC-32 {crc:08x}, manifest says {:08x}", entry.crc32)));
+            return Err(refuse(format!(
+                "{name} is corrupt: CRC-32 {crc:08x}, manifest says {:08x}",
+                entry.crc32
+            )));
         }
         files.insert(name.clone(), bytes);
     }
-    Ok(Loaded { dir, manifest, files })
+    Ok(Loaded {
+        dir,
+        manifest,
+        files,
+    })
 }
 
 impl Loaded {
     /// The bytes of file `name`, or a refusal naming it.
     pub fn file(&self, name: &str) -> Result<&[u8]> {
-        self.files.get(name).map(Vec::as_slice).ok_or_else(|| Error::Checkpoint {
-            path: self.dir.clone(),
-            reason: format!("{name} is missing from the manifest"),
-        })
+        self.files
+            .get(name)
+            .map(Vec::as_slice)
+            .ok_or_else(|| Error::Checkpoint {
+                path: self.dir.clone(),
+                reason: format!("{name} is missing from the manifest"),
+            })
     }
 }
 
@@ -201,7 +239,10 @@ mod tests {
             step,
             shape: oxgen_models::DataShape::Vector { dim: 2 },
             config: serde_json::json!({"a": 1}),
-            rng: RngState { seed: 1, next_step: step },
+            rng: RngState {
+                seed: 1,
+                next_step: step,
+            },
             data_position: 0,
             files: BTreeMap::new(),
             oxgen_version: "0".into(),
@@ -212,14 +253,26 @@ mod tests {
     fn save_load_roundtrip_and_prune() {
         let root = tempfile::tempdir().unwrap();
         for step in 1..=5 {
-            save(root.path(), manifest(step), &[("w.bin", vec![step as u8; 100])]).unwrap();
+            save(
+                root.path(),
+                manifest(step),
+                &[("w.bin", vec![step as u8; 100])],
+            )
+            .unwrap();
         }
         let l = load(root.path()).unwrap();
         assert_eq!(l.manifest.step, 5);
         assert_eq!(l.file("w.bin").unwrap(), &[5u8; 100][..]);
-        let kept = fs::read_dir(root.path().join("checkpoints")).unwrap().filter(|e| {
-            e.as_ref().unwrap().file_name().to_str().unwrap().starts_with("step-")
-        });
+        let kept = fs::read_dir(root.path().join("checkpoints"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("step-")
+            });
         assert_eq!(kept.count(), KEEP);
     }
 
@@ -239,6 +292,9 @@ mod tests {
         fs::write(dir.join("manifest.json"), b"{ not json").unwrap();
         let e = load(&dir).unwrap_err().to_string();
         assert!(e.contains("manifest.json is corrupt"), "{e}");
-        assert!(matches!(load(Path::new("/no/such/run")), Err(Error::NotFound { .. })));
+        assert!(matches!(
+            load(Path::new("/no/such/run")),
+            Err(Error::NotFound { .. })
+        ));
     }
 }

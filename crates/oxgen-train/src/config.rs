@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
+use oxgen_models::diffusion::DenoiserConfig;
 use oxgen_models::diffusion::mlp::MlpDenoiserConfig;
 use oxgen_models::diffusion::schedule::{Prediction, ScheduleKind};
 use oxgen_models::diffusion::unet::UNetConfig;
-use oxgen_models::diffusion::DenoiserConfig;
 use oxgen_models::samplers::SamplerKind;
 use oxgen_models::{DataShape, DiffusionConfig, SampleConfig};
 use serde::{Deserialize, Serialize};
@@ -60,20 +60,26 @@ impl TrainConfig {
     /// Defaults for a dataset of `shape` with `num_classes` classes.
     pub fn defaults(data: &str, shape: DataShape, num_classes: Option<usize>) -> Self {
         let image = matches!(shape, DataShape::Image { .. });
-        let denoiser = if image {
-            DenoiserConfig::UNet(UNetConfig::new())
+        // Images: UNet, ε-prediction with x̂₀ clipped to the data range [−1, 1].
+        // Vectors: MLP, v-prediction, which stays well conditioned where ᾱ → 0 at the end of the
+        // cosine schedule (ε-prediction divides by √ᾱ there and, unclipped, blows up).
+        let (denoiser, prediction) = if image {
+            (DenoiserConfig::UNet(UNetConfig::new()), Prediction::Epsilon)
         } else {
-            DenoiserConfig::Mlp(MlpDenoiserConfig::new())
+            (
+                DenoiserConfig::Mlp(MlpDenoiserConfig::new().with_hidden(128)),
+                Prediction::V,
+            )
         };
         let model = DiffusionConfig::new(denoiser)
             .with_num_classes(num_classes)
             .with_schedule(ScheduleKind::Cosine)
-            .with_prediction(Prediction::Epsilon);
+            .with_prediction(prediction);
         Self {
             data: data.into(),
             seed: 0,
-            steps: if image { 3000 } else { 4000 },
-            batch_size: if image { 64 } else { 512 },
+            steps: if image { 1500 } else { 3000 },
+            batch_size: if image { 64 } else { 256 },
             lr: 2e-3,
             warmup_steps: 100,
             min_lr_ratio: 0.05,
@@ -87,9 +93,15 @@ impl TrainConfig {
             image_size: None,
             rgb: false,
             model,
+            // Images: deterministic DDIM, 50 steps. 2D: Euler ancestral, 100 steps; its fresh
+            // noise corrects the small errors that show as stray points between the modes.
             sample: SampleConfig {
-                sampler: SamplerKind::Ddim,
-                steps: 50,
+                sampler: if image {
+                    SamplerKind::Ddim
+                } else {
+                    SamplerKind::EulerAncestral
+                },
+                steps: if image { 50 } else { 100 },
                 eta: 0.0,
                 guidance: 2.0,
                 clip: image.then_some(1.0),
@@ -102,9 +114,15 @@ impl TrainConfig {
     pub fn merge_file(self, file: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(file).map_err(|e| Error::io("config file", file, e))?;
         let patch: serde_json::Value = if file.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| Error::Parse { path: file.into(), reason: e.to_string() })?
+            serde_json::from_str(&text).map_err(|e| Error::Parse {
+                path: file.into(),
+                reason: e.to_string(),
+            })?
         } else {
-            let v: toml::Value = toml::from_str(&text).map_err(|e| Error::Parse { path: file.into(), reason: e.to_string() })?;
+            let v: toml::Value = toml::from_str(&text).map_err(|e| Error::Parse {
+                path: file.into(),
+                reason: e.to_string(),
+            })?;
             serde_json::to_value(v).expect("TOML converts to JSON")
         };
         let mut base = serde_json::to_value(&self).expect("config serializes");
@@ -125,13 +143,22 @@ impl TrainConfig {
             return bad(format!("lr must be a positive number, got {}", self.lr));
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
-            return bad(format!("ema_decay must be in [0, 1), got {}", self.ema_decay));
+            return bad(format!(
+                "ema_decay must be in [0, 1), got {}",
+                self.ema_decay
+            ));
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
-            return bad(format!("val_fraction must be in [0, 1), got {}", self.val_fraction));
+            return bad(format!(
+                "val_fraction must be in [0, 1), got {}",
+                self.val_fraction
+            ));
         }
         if self.sample.steps == 0 || self.sample.steps > self.model.timesteps {
-            return bad(format!("sample.steps must be in 1..={}, got {}", self.model.timesteps, self.sample.steps));
+            return bad(format!(
+                "sample.steps must be in 1..={}, got {}",
+                self.model.timesteps, self.sample.steps
+            ));
         }
         Ok(())
     }

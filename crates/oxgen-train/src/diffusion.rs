@@ -45,9 +45,9 @@ pub struct TrainOptions {
 pub struct TrainReport {
     /// Steps done.
     pub steps: usize,
-    /// Mean loss over the first and the last 10% of steps of this invocation.
+    /// Mean loss over the first 10 steps of this invocation.
     pub first_loss: f64,
-    /// See `first_loss`.
+    /// Mean loss over the last 10% of steps of this invocation.
     pub last_loss: f64,
     /// Non-finite steps skipped.
     pub skipped: usize,
@@ -78,7 +78,14 @@ pub struct StepMetrics {
 
 /// Loads the dataset of a config.
 pub fn load_data(config: &TrainConfig) -> Result<Dataset> {
-    data::load(&config.data, config.seed, &LoadOptions { image_size: config.image_size, rgb: config.rgb })
+    data::load(
+        &config.data,
+        config.seed,
+        &LoadOptions {
+            image_size: config.image_size,
+            rgb: config.rgb,
+        },
+    )
 }
 
 /// The rows for step `step`: position `step · batch` in the endless sequence of per-epoch
@@ -91,7 +98,9 @@ pub fn batch_indices(n: usize, batch: usize, seed: u64, step: usize) -> Vec<usiz
         let epoch = pos / n;
         if perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
             let mut p: Vec<usize> = (0..n).collect();
-            p.shuffle(&mut StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+            p.shuffle(&mut StdRng::seed_from_u64(
+                seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ));
             perm = Some((epoch, p));
         }
         out.push(perm.as_ref().unwrap().1[pos % n]);
@@ -108,21 +117,37 @@ fn batch_noise(config: &TrainConfig, features: usize, step: usize) -> DiffusionB
     let mut rng = step_rng(config.seed, step);
     let b = config.batch_size;
     DiffusionBatchNoise {
-        t: (0..b).map(|_| rng.random_range(0..config.model.timesteps)).collect(),
-        eps: (0..b * features).map(|_| rng.sample::<f32, _>(StandardNormal)).collect(),
-        drop: (0..b).map(|_| rng.random_bool(config.model.cond_drop_prob)).collect(),
+        t: (0..b)
+            .map(|_| rng.random_range(0..config.model.timesteps))
+            .collect(),
+        eps: (0..b * features)
+            .map(|_| rng.sample::<f32, _>(StandardNormal))
+            .collect(),
+        drop: (0..b)
+            .map(|_| rng.random_bool(config.model.cond_drop_prob))
+            .collect(),
     }
 }
 
 fn to_bytes(m: &Diffusion) -> Result<Vec<u8>> {
-    m.clone().into_record().into_bytes().map(|b| b.to_vec()).map_err(|e| Error::Config(format!("serializing weights: {e}")))
+    m.clone()
+        .into_record()
+        .into_bytes()
+        .map(|b| b.to_vec())
+        .map_err(|e| Error::Config(format!("serializing weights: {e}")))
 }
 
 /// Loads burnpack weights into `model`, refusing any mismatch.
 pub fn load_weights(model: Diffusion, bytes: &[u8], dir: &Path) -> Result<Diffusion> {
-    let refuse = |e: String| Error::Checkpoint { path: dir.into(), reason: e };
-    let rec = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| refuse(format!("weights unreadable: {e}")))?;
-    model.try_load_record(rec).map_err(|e| refuse(format!("weights do not fit this model: {e}")))
+    let refuse = |e: String| Error::Checkpoint {
+        path: dir.into(),
+        reason: e,
+    };
+    let rec = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| refuse(format!("weights unreadable: {e}")))?;
+    model
+        .try_load_record(rec)
+        .map_err(|e| refuse(format!("weights do not fit this model: {e}")))
 }
 
 /// Trains a diffusion model as `config` says. See [`TrainOptions`].
@@ -142,7 +167,10 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
     let ad = opts.device.clone().autodiff();
     opts.device.seed(config.seed);
     let mut model = config.model.init(data.shape, &ad);
-    let mut optim: ModuleOptimizer = AdamWConfig::new().with_weight_decay(config.weight_decay as f32).with_epsilon(1e-8).init();
+    let mut optim: ModuleOptimizer = AdamWConfig::new()
+        .with_weight_decay(config.weight_decay as f32)
+        .with_epsilon(1e-8)
+        .init();
     let mut ema = model.valid();
     let mut start = 0;
     if opts.resume {
@@ -158,14 +186,19 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
         ema = load_weights(ema, ck.file("ema.bpk")?, &ck.dir)?;
         optim = optim
             .from_bytes(Bytes::from_bytes_vec(ck.file("optim.bpk")?.to_vec()))
-            .map_err(|e| Error::Checkpoint { path: ck.dir.clone(), reason: format!("optimizer state unreadable: {e}") })?;
+            .map_err(|e| Error::Checkpoint {
+                path: ck.dir.clone(),
+                reason: format!("optimizer state unreadable: {e}"),
+            })?;
         start = ck.manifest.step;
         tracing::info!("resumed from {} at step {start}", ck.dir.display());
     }
     run.write_config(config)?;
     let mut outputs = Outputs::open(&run, start)?;
     let schedule = config.model.noise_schedule();
-    let end = opts.stop_after.map_or(config.steps, |s| s.min(config.steps));
+    let end = opts
+        .stop_after
+        .map_or(config.steps, |s| s.min(config.steps));
     let bar = crate::run::progress(opts.progress, start, config.steps);
     let (mut bad_run, mut skipped, mut losses) = (0usize, 0usize, Vec::new());
     let t0 = Instant::now();
@@ -176,7 +209,10 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
             rows.extend_from_slice(train_set.row(i));
         }
         let x0 = Tensor::<2>::from_data(TensorData::new(rows, [idx.len(), features]), &ad);
-        let labels: Option<Vec<u32>> = train_set.labels.as_ref().map(|l| idx.iter().map(|&i| l[i]).collect());
+        let labels: Option<Vec<u32>> = train_set
+            .labels
+            .as_ref()
+            .map(|l| idx.iter().map(|&i| l[i]).collect());
         let labels = labels.filter(|_| config.model.num_classes.is_some());
         let noise = batch_noise(config, features, step);
         let loss = model.loss(&config.model, &schedule, x0, labels.as_deref(), &noise);
@@ -186,9 +222,18 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
             bad_run += 1;
             skipped += 1;
             tracing::warn!("step {step}: non-finite loss ({loss_value}); update skipped");
-            outputs.log(&StepMetrics { step, loss: loss_value, lr, grad_norm: f64::NAN, skipped: true })?;
+            outputs.log(&StepMetrics {
+                step,
+                loss: loss_value,
+                lr,
+                grad_norm: f64::NAN,
+                skipped: true,
+            })?;
             if bad_run >= config.max_bad_steps {
-                return Err(Error::Diverged { count: bad_run, step });
+                return Err(Error::Diverged {
+                    count: bad_run,
+                    step,
+                });
             }
             continue;
         }
@@ -197,32 +242,61 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
         let grad_norm = clip_global_norm(&model, &mut grads, config.grad_clip);
         model = optim.step(lr, model, grads);
         // EMA warmup (as in diffusers' EMAModel): the decay ramps up, so early weights fade fast.
-        let decay = config.ema_decay.min((1.0 + step as f64) / (10.0 + step as f64));
+        let decay = config
+            .ema_decay
+            .min((1.0 + step as f64) / (10.0 + step as f64));
         ema = ema_update(ema, &model, decay);
         losses.push(loss_value);
-        outputs.log(&StepMetrics { step, loss: loss_value, lr, grad_norm, skipped: false })?;
+        outputs.log(&StepMetrics {
+            step,
+            loss: loss_value,
+            lr,
+            grad_norm,
+            skipped: false,
+        })?;
         bar.set_position(step as u64 + 1);
         bar.set_message(format!("loss {loss_value:.4}"));
         let done = step + 1;
         if (config.checkpoint_every > 0 && done % config.checkpoint_every == 0) || done == end {
-            save_checkpoint(&run, config, done, &model, &ema, &optim, train_set.len(), data.shape)?;
+            save_checkpoint(
+                &run,
+                config,
+                done,
+                &model,
+                &ema,
+                &optim,
+                train_set.len(),
+                data.shape,
+            )?;
         }
     }
     bar.finish_and_clear();
     let elapsed = t0.elapsed().as_secs_f64();
     let done = end;
-    tracing::info!("{} steps in {elapsed:.1}s ({:.1} it/s)", done - start, (done - start) as f64 / elapsed.max(1e-9));
+    tracing::info!(
+        "{} steps in {elapsed:.1}s ({:.1} it/s)",
+        done - start,
+        (done - start) as f64 / elapsed.max(1e-9)
+    );
     outputs.plot_loss(&format!("diffusion on {}", config.data))?;
     let tenth = (losses.len() / 10).max(1);
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
+    let first = &losses[..losses.len().min(10)];
     let quality = if opts.skip_eval || done < config.steps {
         None
     } else {
-        Some(final_report(config, &data, val_set.as_ref(), &ema, &opts.device, run.path())?)
+        Some(final_report(
+            config,
+            &data,
+            val_set.as_ref(),
+            &ema,
+            &opts.device,
+            run.path(),
+        )?)
     };
     Ok(TrainReport {
         steps: done,
-        first_loss: mean(&losses[..tenth.min(losses.len())]),
+        first_loss: mean(first),
         last_loss: mean(&losses[losses.len().saturating_sub(tenth)..]),
         skipped,
         quality,
@@ -235,20 +309,38 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
 /// Refuses a config that cannot train on `data`, before anything is written.
 pub fn check_fits(config: &TrainConfig, data: &Dataset) -> Result<()> {
     use oxgen_models::diffusion::DenoiserConfig;
-    if let (DenoiserConfig::UNet(_), data::DataShape::Vector { dim }) = (&config.model.denoiser, data.shape) {
-        return Err(Error::Config(format!("a UNet denoiser needs image data, but `{}` has vectors of {dim} features; use the MLP", data.name)));
+    if let (DenoiserConfig::UNet(_), data::DataShape::Vector { dim }) =
+        (&config.model.denoiser, data.shape)
+    {
+        return Err(Error::Config(format!(
+            "a UNet denoiser needs image data, but `{}` has vectors of {dim} features; use the MLP",
+            data.name
+        )));
     }
-    if let (DenoiserConfig::UNet(u), data::DataShape::Image { height, width, .. }) = (&config.model.denoiser, data.shape) {
+    if let (DenoiserConfig::UNet(u), data::DataShape::Image { height, width, .. }) =
+        (&config.model.denoiser, data.shape)
+    {
         if height % 2 != 0 || width % 2 != 0 {
-            return Err(Error::Config(format!("the UNet needs even image sides, `{}` has {height}×{width}; set image_size", data.name)));
+            return Err(Error::Config(format!(
+                "the UNet needs even image sides, `{}` has {height}×{width}; set image_size",
+                data.name
+            )));
         }
         if u.channels % u.groups != 0 || (2 * u.channels) % u.heads != 0 {
-            return Err(Error::Config(format!("UNet channels {} must be divisible by groups {} and 2·channels by heads {}", u.channels, u.groups, u.heads)));
+            return Err(Error::Config(format!(
+                "UNet channels {} must be divisible by groups {} and 2·channels by heads {}",
+                u.channels, u.groups, u.heads
+            )));
         }
     }
     match (config.model.num_classes, data.num_classes) {
-        (Some(k), Some(n)) if n > k => Err(Error::Config(format!("the data has {n} classes, the model {k}"))),
-        (Some(_), None) => Err(Error::Config(format!("the model is class-conditional but `{}` has no labels", data.name))),
+        (Some(k), Some(n)) if n > k => Err(Error::Config(format!(
+            "the data has {n} classes, the model {k}"
+        ))),
+        (Some(_), None) => Err(Error::Config(format!(
+            "the model is class-conditional but `{}` has no labels",
+            data.name
+        ))),
         _ => Ok(()),
     }
 }
@@ -263,14 +355,20 @@ fn save_checkpoint(
     train_rows: usize,
     shape: oxgen_models::DataShape,
 ) -> Result<()> {
-    let optim_bytes = optim.into_bytes().map_err(|e| Error::Config(format!("serializing optimizer: {e}")))?.to_vec();
+    let optim_bytes = optim
+        .into_bytes()
+        .map_err(|e| Error::Config(format!("serializing optimizer: {e}")))?
+        .to_vec();
     let manifest = Manifest {
         format: checkpoint::FORMAT,
         family: "diffusion".into(),
         step,
         shape,
         config: serde_json::to_value(config).expect("config serializes"),
-        rng: RngState { seed: config.seed, next_step: step },
+        rng: RngState {
+            seed: config.seed,
+            next_step: step,
+        },
         data_position: (step * config.batch_size) as u64,
         files: Default::default(),
         oxgen_version: env!("CARGO_PKG_VERSION").into(),
@@ -278,18 +376,37 @@ fn save_checkpoint(
     let dir = checkpoint::save(
         run.path(),
         manifest,
-        &[("model.bpk", to_bytes(model)?), ("ema.bpk", to_bytes(ema)?), ("optim.bpk", optim_bytes)],
+        &[
+            ("model.bpk", to_bytes(model)?),
+            ("ema.bpk", to_bytes(ema)?),
+            ("optim.bpk", optim_bytes),
+        ],
     )?;
-    tracing::debug!("checkpoint {} (epoch {})", dir.display(), step * config.batch_size / train_rows.max(1));
+    tracing::debug!(
+        "checkpoint {} (epoch {})",
+        dir.display(),
+        step * config.batch_size / train_rows.max(1)
+    );
     Ok(())
 }
 
 /// Held-out sets A and B (and A's labels) for the quality report of `n` points.
-pub fn held_out(config: &TrainConfig, data: &Dataset, val: Option<&Dataset>, n: usize) -> (Vec<f32>, Vec<f32>, Option<Vec<u32>>) {
+pub fn held_out(
+    config: &TrainConfig,
+    data: &Dataset,
+    val: Option<&Dataset>,
+    n: usize,
+) -> (Vec<f32>, Vec<f32>, Option<Vec<u32>>) {
     match (data.toy, val) {
         (Some(toy), _) => {
-            let a = toy.sample(n, &mut StdRng::seed_from_u64(config.seed.wrapping_add(1001)));
-            let b = toy.sample(n, &mut StdRng::seed_from_u64(config.seed.wrapping_add(1002)));
+            let a = toy.sample(
+                n,
+                &mut StdRng::seed_from_u64(config.seed.wrapping_add(1001)),
+            );
+            let b = toy.sample(
+                n,
+                &mut StdRng::seed_from_u64(config.seed.wrapping_add(1002)),
+            );
             (a, b, None)
         }
         (None, Some(val)) => {
@@ -318,15 +435,31 @@ pub fn final_report(
         None => (val.map_or(0, |v| v.len()) / 2).min(config.eval_samples),
     };
     if n < 2 {
-        return Err(Error::Config(format!("too few held-out rows ({n}) for a quality report; raise val_fraction")));
+        return Err(Error::Config(format!(
+            "too few held-out rows ({n}) for a quality report; raise val_fraction"
+        )));
     }
     let (a, b, labels) = held_out(config, data, val, n);
     let labels = labels.filter(|_| config.model.num_classes.is_some());
-    let x = diffusion::sample(ema, &config.model, &config.sample, n, labels.as_deref(), device);
-    let samples: Vec<f32> = x.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Config(format!("{e:?}")))?;
+    let x = diffusion::sample(
+        ema,
+        &config.model,
+        &config.sample,
+        n,
+        labels.as_deref(),
+        device,
+    );
+    let samples: Vec<f32> = x
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::Config(format!("{e:?}")))?;
     let quality = Quality::measure(&samples, &a, &b, features, config.seed);
     crate::run::write_samples(out, &samples, labels.as_deref(), data.shape, Some(&a))?;
-    std::fs::write(out.join("quality.json"), serde_json::to_vec_pretty(&quality).expect("serializes"))
-        .map_err(|e| Error::io("quality report", out, e))?;
+    std::fs::write(
+        out.join("quality.json"),
+        serde_json::to_vec_pretty(&quality).expect("serializes"),
+    )
+    .map_err(|e| Error::io("quality report", out, e))?;
     Ok(quality)
 }

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A dataset name that is neither built in nor a path.
-    #[error("unknown dataset `{name}`; built in: {known}; or give a path to an IDX file, a PNG folder or a CSV file")]
+    #[error(
+        "unknown dataset `{name}`; built in: {known}; or give a path to an IDX file, a PNG folder or a CSV file"
+    )]
     UnknownDataset {
         /// What was asked for.
         name: String,
@@ -67,7 +69,9 @@ pub enum Error {
     #[error("invalid config: {0}")]
     Config(String),
     /// Training diverged: too many non-finite losses in a row.
-    #[error("training diverged: {count} non-finite losses in a row (last at step {step}); lower the learning rate or check the data")]
+    #[error(
+        "training diverged: {count} non-finite losses in a row (last at step {step}); lower the learning rate or check the data"
+    )]
     Diverged {
         /// Consecutive bad steps.
         count: usize,

@@ -25,19 +25,31 @@ pub fn swd(a: &[f32], b: &[f32], dim: usize, seed: u64) -> f64 {
         theta.iter_mut().for_each(|v| *v /= norm);
         let project = |x: &[f32], out: &mut [f64]| {
             for (i, o) in out.iter_mut().enumerate() {
-                *o = x[i * dim..(i + 1) * dim].iter().zip(&theta).map(|(&v, t)| v as f64 * t).sum();
+                *o = x[i * dim..(i + 1) * dim]
+                    .iter()
+                    .zip(&theta)
+                    .map(|(&v, t)| v as f64 * t)
+                    .sum();
             }
             out.sort_by(f64::total_cmp);
         };
         project(a, &mut pa);
         project(b, &mut pb);
-        total += pa.iter().zip(&pb).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / n as f64;
+        total += pa
+            .iter()
+            .zip(&pb)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f64>()
+            / n as f64;
     }
     (total / SWD_PROJECTIONS as f64).sqrt()
 }
 
 fn sq_dist(x: &[f32], y: &[f32]) -> f64 {
-    x.iter().zip(y).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum()
+    x.iter()
+        .zip(y)
+        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+        .sum()
 }
 
 /// The median pairwise distance within `x` (the usual RBF bandwidth heuristic).
@@ -92,7 +104,9 @@ impl Quality {
     /// Compares `samples` with `held_a`; the floor compares `held_b` with `held_a`. All three
     /// sets are cut to the same number of rows.
     pub fn measure(samples: &[f32], held_a: &[f32], held_b: &[f32], dim: usize, seed: u64) -> Self {
-        let n = (samples.len() / dim).min(held_a.len() / dim).min(held_b.len() / dim);
+        let n = (samples.len() / dim)
+            .min(held_a.len() / dim)
+            .min(held_b.len() / dim);
         let (s, a, b) = (&samples[..n * dim], &held_a[..n * dim], &held_b[..n * dim]);
         let h = median_distance(a, dim);
         Self {
@@ -128,7 +142,10 @@ mod tests {
 
     fn gauss(n: usize, dim: usize, shift: f32, seed: u64) -> Vec<f32> {
         let mut rng = StdRng::seed_from_u64(seed);
-        (0..n * dim).map(|_| StandardNormal.sample(&mut rng)).map(|v: f32| v + shift).collect()
+        (0..n * dim)
+            .map(|_| StandardNormal.sample(&mut rng))
+            .map(|v: f32| v + shift)
+            .collect()
     }
 
     #[test]
@@ -153,6 +170,9 @@ mod tests {
         let a = gauss(300, 2, 0.0, 3);
         assert!(mmd(&a, &a, 2, 1.0) < 1e-6);
         let q = Quality::measure(&gauss(300, 2, 1.0, 4), &a, &gauss(300, 2, 0.0, 5), 2, 0);
-        assert!(q.mmd > 3.0 * q.mmd_floor && q.swd > 3.0 * q.swd_floor, "{q}");
+        assert!(
+            q.mmd > 3.0 * q.mmd_floor && q.swd > 3.0 * q.swd_floor,
+            "{q}"
+        );
     }
 }

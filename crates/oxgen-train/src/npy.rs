@@ -7,10 +7,21 @@ use crate::error::{Error, Result};
 
 /// Encodes a little-endian `f32` array of `shape` in the NPY 1.0 format.
 pub fn encode_f32(data: &[f32], shape: &[usize]) -> Vec<u8> {
-    assert_eq!(data.len(), shape.iter().product::<usize>(), "npy: data does not fill shape {shape:?}");
+    assert_eq!(
+        data.len(),
+        shape.iter().product::<usize>(),
+        "npy: data does not fill shape {shape:?}"
+    );
     let dims = match shape {
         [n] => format!("({n},)"),
-        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
     // Magic (6) + version (2) + length (2) + header + '\n' is padded to a multiple of 64.
@@ -46,6 +57,9 @@ mod tests {
         assert_eq!((10 + hlen) % 64, 0);
         let header = std::str::from_utf8(&b[10..10 + hlen]).unwrap();
         assert!(header.contains("'shape': (2, 3)") && header.ends_with('\n'));
-        assert_eq!(f32::from_le_bytes(b[10 + hlen + 4..10 + hlen + 8].try_into().unwrap()), 2.0);
+        assert_eq!(
+            f32::from_le_bytes(b[10 + hlen + 4..10 + hlen + 8].try_into().unwrap()),
+            2.0
+        );
     }
 }

@@ -37,14 +37,20 @@ impl ModuleVisitor for Scale<'_> {
 /// The global L2 norm of all gradients of `model`, and the grads scaled so that it is at most
 /// `max_norm` (no scaling when `max_norm <= 0`). Returns the norm before clipping.
 pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
-    let mut v = SqNorms { grads, acc: Vec::new() };
+    let mut v = SqNorms {
+        grads,
+        acc: Vec::new(),
+    };
     model.visit(&mut v);
     if v.acc.is_empty() {
         return 0.0;
     }
     let norm = (Tensor::cat(v.acc, 0).sum().into_scalar::<f32>() as f64).sqrt();
     if max_norm > 0.0 && norm > max_norm && norm.is_finite() {
-        model.visit(&mut Scale { grads, factor: max_norm / (norm + 1e-6) });
+        model.visit(&mut Scale {
+            grads,
+            factor: max_norm / (norm + 1e-6),
+        });
     }
     norm
 }

@@ -10,19 +10,30 @@ use crate::error::{Error, Result};
 fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
     });
 }
 
 fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Io { path: path.into(), source: std::io::Error::other(e.to_string()) }
+    Error::Io {
+        path: path.into(),
+        source: std::io::Error::other(e.to_string()),
+    }
 }
 
 /// A loss curve: raw losses (light) and an exponential moving average (dark), log-scale y.
 pub fn loss_curve(path: &Path, steps: &[usize], losses: &[f64], title: &str) -> Result<()> {
     register_font();
-    let pts: Vec<(f64, f64)> =
-        steps.iter().zip(losses).filter(|(_, l)| l.is_finite() && **l > 0.0).map(|(&s, &l)| (s as f64, l)).collect();
+    let pts: Vec<(f64, f64)> = steps
+        .iter()
+        .zip(losses)
+        .filter(|(_, l)| l.is_finite() && **l > 0.0)
+        .map(|(&s, &l)| (s as f64, l))
+        .collect();
     if pts.is_empty() {
         return Ok(());
     }
@@ -45,7 +56,10 @@ pub fn loss_curve(path: &Path, steps: &[usize], losses: &[f64], title: &str) -> 
         .draw()
         .map_err(|e| plot_err(path, e))?;
     chart
-        .draw_series(LineSeries::new(pts.iter().copied(), RGBColor(150, 180, 230)))
+        .draw_series(LineSeries::new(
+            pts.iter().copied(),
+            RGBColor(150, 180, 230),
+        ))
         .map_err(|e| plot_err(path, e))?;
     let mut ema = pts[0].1;
     let smooth: Vec<(f64, f64)> = pts
@@ -56,7 +70,10 @@ pub fn loss_curve(path: &Path, steps: &[usize], losses: &[f64], title: &str) -> 
         })
         .collect();
     chart
-        .draw_series(LineSeries::new(smooth, RGBColor(20, 60, 160).stroke_width(2)))
+        .draw_series(LineSeries::new(
+            smooth,
+            RGBColor(20, 60, 160).stroke_width(2),
+        ))
         .map_err(|e| plot_err(path, e))?;
     root.present().map_err(|e| plot_err(path, e))
 }
@@ -64,7 +81,11 @@ pub fn loss_curve(path: &Path, steps: &[usize], losses: &[f64], title: &str) -> 
 /// A scatter plot of generated 2D points (blue) over reference points (grey).
 pub fn scatter(path: &Path, samples: &[f32], reference: &[f32], title: &str) -> Result<()> {
     register_font();
-    let all = samples.iter().chain(reference).copied().filter(|v| v.is_finite());
+    let all = samples
+        .iter()
+        .chain(reference)
+        .copied()
+        .filter(|v| v.is_finite());
     let lim = all.fold(1.0f32, |m, v| m.max(v.abs())).min(10.0) as f64 * 1.1;
     let root = BitMapBackend::new(path, (640, 640)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
@@ -75,24 +96,44 @@ pub fn scatter(path: &Path, samples: &[f32], reference: &[f32], title: &str) -> 
         .y_label_area_size(40)
         .build_cartesian_2d(-lim..lim, -lim..lim)
         .map_err(|e| plot_err(path, e))?;
-    chart.configure_mesh().draw().map_err(|e| plot_err(path, e))?;
+    chart
+        .configure_mesh()
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
     let dots = |pts: &[f32], color: RGBAColor| {
-        pts.chunks(2).map(move |p| Circle::new((p[0] as f64, p[1] as f64), 2, color.filled())).collect::<Vec<_>>()
+        pts.chunks(2)
+            .map(move |p| Circle::new((p[0] as f64, p[1] as f64), 2, color.filled()))
+            .collect::<Vec<_>>()
     };
-    chart.draw_series(dots(reference, RGBColor(170, 170, 170).mix(0.5))).map_err(|e| plot_err(path, e))?;
-    chart.draw_series(dots(samples, RGBColor(30, 90, 200).mix(0.7))).map_err(|e| plot_err(path, e))?;
+    chart
+        .draw_series(dots(reference, RGBColor(170, 170, 170).mix(0.5)))
+        .map_err(|e| plot_err(path, e))?;
+    chart
+        .draw_series(dots(samples, RGBColor(30, 90, 200).mix(0.7)))
+        .map_err(|e| plot_err(path, e))?;
     root.present().map_err(|e| plot_err(path, e))
 }
 
 /// A grid of images in [−1, 1], channel-major `[n, channels, h, w]`, each scaled up `zoom`×.
-pub fn image_grid(path: &Path, images: &[f32], channels: usize, h: usize, w: usize, zoom: usize) -> Result<()> {
+pub fn image_grid(
+    path: &Path,
+    images: &[f32],
+    channels: usize,
+    h: usize,
+    w: usize,
+    zoom: usize,
+) -> Result<()> {
     let per = channels * h * w;
     let n = images.len() / per;
     let cols = (n as f64).sqrt().ceil().max(1.0) as usize;
     let rows = n.div_ceil(cols);
     let pad = 2;
     let (cw, ch) = (w * zoom + pad, h * zoom + pad);
-    let mut img = image::RgbImage::from_pixel((cols * cw + pad) as u32, (rows * ch + pad) as u32, image::Rgb([40, 40, 40]));
+    let mut img = image::RgbImage::from_pixel(
+        (cols * cw + pad) as u32,
+        (rows * ch + pad) as u32,
+        image::Rgb([40, 40, 40]),
+    );
     for k in 0..n {
         let (r, c) = (k / cols, k % cols);
         for y in 0..h * zoom {
@@ -101,8 +142,16 @@ pub fn image_grid(path: &Path, images: &[f32], channels: usize, h: usize, w: usi
                     let v = images[k * per + ci * h * w + (y / zoom) * w + x / zoom];
                     ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8
                 };
-                let rgb = if channels == 3 { [px(0), px(1), px(2)] } else { [px(0); 3] };
-                img.put_pixel((pad + c * cw + x) as u32, (pad + r * ch + y) as u32, image::Rgb(rgb));
+                let rgb = if channels == 3 {
+                    [px(0), px(1), px(2)]
+                } else {
+                    [px(0); 3]
+                };
+                img.put_pixel(
+                    (pad + c * cw + x) as u32,
+                    (pad + r * ch + y) as u32,
+                    image::Rgb(rgb),
+                );
             }
         }
     }

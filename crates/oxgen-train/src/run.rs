@@ -24,7 +24,10 @@ impl RunDir {
     pub fn create(path: &Path, resume: bool) -> Result<Self> {
         let has_ckpt = path.join("checkpoints").join("latest").exists();
         if resume && !has_ckpt {
-            return Err(Error::Checkpoint { path: path.into(), reason: "--resume given, but the folder has no checkpoint".into() });
+            return Err(Error::Checkpoint {
+                path: path.into(),
+                reason: "--resume given, but the folder has no checkpoint".into(),
+            });
         }
         if !resume && has_ckpt {
             return Err(Error::Config(format!(
@@ -44,7 +47,11 @@ impl RunDir {
     /// Writes `config.json` (before step 0, and again on resume).
     pub fn write_config<C: Serialize>(&self, config: &C) -> Result<()> {
         let p = self.path.join("config.json");
-        fs::write(&p, serde_json::to_vec_pretty(config).expect("config serializes")).map_err(|e| Error::io("config.json", &p, e))
+        fs::write(
+            &p,
+            serde_json::to_vec_pretty(config).expect("config serializes"),
+        )
+        .map_err(|e| Error::io("config.json", &p, e))
     }
 }
 
@@ -78,8 +85,16 @@ impl Outputs {
             }
         }
         fs::write(&path, kept).map_err(|e| Error::io("metrics.jsonl", &path, e))?;
-        let file = OpenOptions::new().append(true).open(&path).map_err(|e| Error::io("metrics.jsonl", &path, e))?;
-        Ok(Self { file, path, steps, losses })
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io("metrics.jsonl", &path, e))?;
+        Ok(Self {
+            file,
+            path,
+            steps,
+            losses,
+        })
     }
 
     /// Appends one line.
@@ -93,7 +108,12 @@ impl Outputs {
 
     /// Writes `loss.png` next to `metrics.jsonl`.
     pub fn plot_loss(&self, title: &str) -> Result<()> {
-        crate::plot::loss_curve(&self.path.with_file_name("loss.png"), &self.steps, &self.losses, title)
+        crate::plot::loss_curve(
+            &self.path.with_file_name("loss.png"),
+            &self.steps,
+            &self.losses,
+            title,
+        )
     }
 }
 
@@ -105,8 +125,10 @@ pub fn progress(show: bool, start: usize, total: usize) -> ProgressBar {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
     bar.set_style(
-        ProgressStyle::with_template("{bar:30.cyan/blue} step {pos}/{len} {msg} {per_sec} ETA {eta}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{bar:30.cyan/blue} step {pos}/{len} {msg} {per_sec} ETA {eta}",
+        )
+        .expect("valid template"),
     );
     bar.set_position(start as u64);
     bar
@@ -114,29 +136,63 @@ pub fn progress(show: bool, start: usize, total: usize) -> ProgressBar {
 
 /// Writes `samples.npy` (`[n, features]`, or `[n, c, h, w]` for images) and `samples.png`: a
 /// scatter over `reference` for 2D points, a grid (ordered by label when given) for images.
-pub fn write_samples(out: &Path, samples: &[f32], labels: Option<&[u32]>, shape: DataShape, reference: Option<&[f32]>) -> Result<()> {
+pub fn write_samples(
+    out: &Path,
+    samples: &[f32],
+    labels: Option<&[u32]>,
+    shape: DataShape,
+    reference: Option<&[f32]>,
+) -> Result<()> {
     fs::create_dir_all(out).map_err(|e| Error::io("sample folder", out, e))?;
     let f = shape.numel();
     let n = samples.len() / f;
     match shape {
-        DataShape::Image { channels, height, width } => {
-            crate::npy::write_f32(&out.join("samples.npy"), samples, &[n, channels, height, width])?;
-            let mut order: Vec<usize> = (0..n).collect();
-            if let Some(l) = labels {
-                order.sort_by_key(|&i| l[i]);
-            }
-            let take = order.len().min(100);
-            let mut grid = Vec::with_capacity(take * f);
-            for &i in &order[..take] {
+        DataShape::Image {
+            channels,
+            height,
+            width,
+        } => {
+            crate::npy::write_f32(
+                &out.join("samples.npy"),
+                samples,
+                &[n, channels, height, width],
+            )?;
+            // With labels: up to ten samples of each class, one class after another.
+            let order: Vec<usize> = match labels {
+                Some(l) => {
+                    let mut idx: Vec<usize> = (0..n).collect();
+                    idx.sort_by_key(|&i| l[i]);
+                    let mut seen = std::collections::HashMap::new();
+                    idx.into_iter()
+                        .filter(|&i| *seen.entry(l[i]).and_modify(|c| *c += 1).or_insert(1) <= 10)
+                        .take(100)
+                        .collect()
+                }
+                None => (0..n.min(100)).collect(),
+            };
+            let mut grid = Vec::with_capacity(order.len() * f);
+            for &i in &order {
                 grid.extend_from_slice(&samples[i * f..(i + 1) * f]);
             }
             let zoom = (64 / height.max(width)).clamp(1, 8);
-            crate::plot::image_grid(&out.join("samples.png"), &grid, channels, height, width, zoom)
+            crate::plot::image_grid(
+                &out.join("samples.png"),
+                &grid,
+                channels,
+                height,
+                width,
+                zoom,
+            )
         }
         DataShape::Vector { dim } => {
             crate::npy::write_f32(&out.join("samples.npy"), samples, &[n, dim])?;
             if dim == 2 {
-                crate::plot::scatter(&out.join("samples.png"), samples, reference.unwrap_or(&[]), "samples (blue) over held-out data (grey)")
+                crate::plot::scatter(
+                    &out.join("samples.png"),
+                    samples,
+                    reference.unwrap_or(&[]),
+                    "samples (blue) over held-out data (grey)",
+                )
             } else {
                 Ok(())
             }

@@ -26,29 +26,68 @@ pub struct LoadedRun {
 pub fn load_run(ckpt: &Path, device: &Device) -> Result<LoadedRun> {
     let ck = checkpoint::load(ckpt)?;
     if ck.manifest.family != "diffusion" {
-        return Err(Error::Checkpoint { path: ck.dir.clone(), reason: format!("family `{}` is not diffusion", ck.manifest.family) });
+        return Err(Error::Checkpoint {
+            path: ck.dir.clone(),
+            reason: format!("family `{}` is not diffusion", ck.manifest.family),
+        });
     }
-    let config: TrainConfig = serde_json::from_value(ck.manifest.config.clone())
-        .map_err(|e| Error::Checkpoint { path: ck.dir.clone(), reason: format!("config in manifest is invalid: {e}") })?;
+    let config: TrainConfig =
+        serde_json::from_value(ck.manifest.config.clone()).map_err(|e| Error::Checkpoint {
+            path: ck.dir.clone(),
+            reason: format!("config in manifest is invalid: {e}"),
+        })?;
     let model = config.model.init(ck.manifest.shape, device);
     let ema = load_weights(model, ck.file("ema.bpk")?, &ck.dir)?;
-    Ok(LoadedRun { config, manifest: ck.manifest, ema })
+    Ok(LoadedRun {
+        config,
+        manifest: ck.manifest,
+        ema,
+    })
 }
 
 /// Draws `n` samples (of `class` for every row, or classes 0, 1, 2, … in turn for a conditional
 /// model) and writes `samples.png` and `samples.npy` into `out`.
-pub fn sample_to(run: &LoadedRun, n: usize, class: Option<u32>, sample: &SampleConfig, device: &Device, out: &Path) -> Result<Vec<f32>> {
+pub fn sample_to(
+    run: &LoadedRun,
+    n: usize,
+    class: Option<u32>,
+    sample: &SampleConfig,
+    device: &Device,
+    out: &Path,
+) -> Result<Vec<f32>> {
     let labels: Option<Vec<u32>> = match (run.config.model.num_classes, class) {
         (Some(k), Some(c)) if (c as usize) < k => Some(vec![c; n]),
-        (Some(k), Some(c)) => return Err(Error::Config(format!("class {c} is out of range: the model has {k} classes"))),
-        (None, Some(_)) => return Err(Error::Config("--class given, but the model is unconditional".into())),
+        (Some(k), Some(c)) => {
+            return Err(Error::Config(format!(
+                "class {c} is out of range: the model has {k} classes"
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(Error::Config(
+                "--class given, but the model is unconditional".into(),
+            ));
+        }
         (Some(k), None) => Some((0..n).map(|i| (i % k) as u32).collect()),
         (None, None) => None,
     };
-    let x = diffusion::sample(&run.ema, &run.config.model, sample, n, labels.as_deref(), device);
-    let samples: Vec<f32> = x.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Config(format!("{e:?}")))?;
+    let x = diffusion::sample(
+        &run.ema,
+        &run.config.model,
+        sample,
+        n,
+        labels.as_deref(),
+        device,
+    );
+    let samples: Vec<f32> = x
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::Config(format!("{e:?}")))?;
     if let Some(i) = samples.iter().position(|v| !v.is_finite()) {
-        return Err(Error::NonFinite { context: "generated samples".into(), index: i });
+        return Err(Error::NonFinite {
+            context: "generated samples".into(),
+            index: i,
+        });
     }
     crate::run::write_samples(out, &samples, labels.as_deref(), run.manifest.shape, None)?;
     Ok(samples)

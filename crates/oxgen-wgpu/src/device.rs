@@ -37,7 +37,11 @@ impl std::str::FromStr for DeviceChoice {
             "metal" => Self::Metal,
             "dx12" => Self::Dx12,
             "cpu" | "flex" => Self::Cpu,
-            other => return Err(format!("unknown device `{other}`; expected auto, wgpu, vulkan, metal, dx12 or cpu")),
+            other => {
+                return Err(format!(
+                    "unknown device `{other}`; expected auto, wgpu, vulkan, metal, dx12 or cpu"
+                ));
+            }
         })
     }
 }
@@ -91,7 +95,11 @@ fn api_of(b: wgpu::Backend) -> Option<WgpuBackend> {
 /// Lists the wgpu adapters of every native API, in the order and numbering burn uses.
 pub fn adapters() -> Vec<AdapterReport> {
     let mut out = Vec::new();
-    for backends in [wgpu::Backends::VULKAN, wgpu::Backends::METAL, wgpu::Backends::DX12] {
+    for backends in [
+        wgpu::Backends::VULKAN,
+        wgpu::Backends::METAL,
+        wgpu::Backends::DX12,
+    ] {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
             backends,
             ..wgpu::InstanceDescriptor::new_without_display_handle()
@@ -121,7 +129,9 @@ pub fn adapters() -> Vec<AdapterReport> {
                     wgpu::DeviceType::Other => "other",
                 }
                 .into(),
-                driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+                driver: format!("{} {}", info.driver, info.driver_info)
+                    .trim()
+                    .to_string(),
                 workgroup_storage: limits.max_compute_workgroup_storage_size,
                 max_invocations: limits.max_compute_invocations_per_workgroup,
                 subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
@@ -145,8 +155,13 @@ fn rank(a: &AdapterReport) -> u8 {
 }
 
 fn wgpu_device(a: &AdapterReport) -> Result<Device, String> {
-    let (api, kind) = a.kind.clone().ok_or_else(|| format!("adapter {} cannot be opened by burn", a.name))?;
-    Ok(Device::from(burn::backend::WgpuDevice::new(to_backend_kind(kind)).on(api)))
+    let (api, kind) = a
+        .kind
+        .clone()
+        .ok_or_else(|| format!("adapter {} cannot be opened by burn", a.name))?;
+    Ok(Device::from(
+        burn::backend::WgpuDevice::new(to_backend_kind(kind)).on(api),
+    ))
 }
 
 fn to_backend_kind(k: DeviceKind) -> burn::backend::WgpuDeviceKind {
@@ -163,7 +178,11 @@ fn to_backend_kind(k: DeviceKind) -> burn::backend::WgpuDeviceKind {
 /// Resolves a choice to a device. `auto` without a hardware adapter falls back to the CPU and
 /// says so in one log line; a named API without an adapter is an error.
 pub fn select(choice: DeviceChoice) -> Result<SelectedDevice, String> {
-    let cpu = || SelectedDevice { device: Device::flex(), description: "cpu (burn Flex backend)".into(), is_wgpu: false };
+    let cpu = || SelectedDevice {
+        device: Device::flex(),
+        description: "cpu (burn Flex backend)".into(),
+        is_wgpu: false,
+    };
     if choice == DeviceChoice::Cpu {
         return Ok(cpu());
     }
@@ -184,13 +203,26 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice, String> {
             is_wgpu: true,
         }),
         None if choice == DeviceChoice::Auto => {
-            let why = if list.is_empty() { "no wgpu adapter found" } else { "only software wgpu adapters found" };
-            tracing::warn!("{why}; falling back to the CPU (use --device wgpu to force a software adapter)");
+            let why = if list.is_empty() {
+                "no wgpu adapter found"
+            } else {
+                "only software wgpu adapters found"
+            };
+            tracing::warn!(
+                "{why}; falling back to the CPU (use --device wgpu to force a software adapter)"
+            );
             Ok(cpu())
         }
         None => Err(format!(
             "no {choice:?} adapter found (adapters: {}); try --device cpu",
-            if list.is_empty() { "none".to_string() } else { list.iter().map(|a| format!("{} [{}]", a.name, a.backend)).collect::<Vec<_>>().join(", ") }
+            if list.is_empty() {
+                "none".to_string()
+            } else {
+                list.iter()
+                    .map(|a| format!("{} [{}]", a.name, a.backend))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
         )),
     }
 }

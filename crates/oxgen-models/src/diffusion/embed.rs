@@ -11,7 +11,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData, activation::silu};
 pub fn sinusoidal(t: Tensor<1>, dim: usize) -> Tensor<2> {
     let half = dim / 2;
     let device = t.device();
-    let freqs: Vec<f32> = (0..half).map(|i| (-(10_000f32.ln()) * i as f32 / half as f32).exp()).collect();
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| (-(10_000f32.ln()) * i as f32 / half as f32).exp())
+        .collect();
     let freqs = Tensor::<1>::from_data(TensorData::new(freqs, [half]), &device);
     let args = t.unsqueeze_dim::<2>(1).mul(freqs.unsqueeze_dim(0)); // [b, half]
     Tensor::cat(vec![args.clone().sin(), args.cos()], 1)
@@ -43,7 +45,9 @@ impl CondEmbedding {
     /// # Shapes
     /// - `t`: `[batch]` (timestep as float), `labels`: `[batch]`; returns `[batch, dim]`.
     pub fn forward(&self, t: Tensor<1>, labels: Option<Tensor<1, Int>>) -> Tensor<2> {
-        let emb = self.time2.forward(silu(self.time1.forward(sinusoidal(t, self.freq_dim))));
+        let emb = self
+            .time2
+            .forward(silu(self.time1.forward(sinusoidal(t, self.freq_dim))));
         match (&self.class, labels) {
             (Some(class), Some(labels)) => {
                 let [b] = labels.dims();

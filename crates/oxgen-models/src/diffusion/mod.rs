@@ -45,7 +45,11 @@ impl DataShape {
     pub fn numel(&self) -> usize {
         match *self {
             DataShape::Vector { dim } => dim,
-            DataShape::Image { channels, height, width } => channels * height * width,
+            DataShape::Image {
+                channels,
+                height,
+                width,
+            } => channels * height * width,
         }
     }
 }
@@ -115,19 +119,31 @@ impl DiffusionConfig {
     /// Builds the model for data of `shape`.
     pub fn init(&self, shape: DataShape, device: &Device) -> Diffusion {
         let denoiser = match (&self.denoiser, shape) {
-            (DenoiserConfig::Mlp(c), s) => Denoiser::Mlp(c.init(s.numel(), self.num_classes, device)),
+            (DenoiserConfig::Mlp(c), s) => {
+                Denoiser::Mlp(c.init(s.numel(), self.num_classes, device))
+            }
             (DenoiserConfig::UNet(c), DataShape::Image { channels, .. }) => {
                 Denoiser::UNet(c.init(channels, self.num_classes, device))
             }
             (DenoiserConfig::UNet(_), DataShape::Vector { dim }) => {
-                panic!("a UNet denoiser needs image data, got vectors of {dim} features; use the MLP")
+                panic!(
+                    "a UNet denoiser needs image data, got vectors of {dim} features; use the MLP"
+                )
             }
         };
         let shape = match shape {
             DataShape::Vector { dim } => [1, 1, dim],
-            DataShape::Image { channels, height, width } => [channels, height, width],
+            DataShape::Image {
+                channels,
+                height,
+                width,
+            } => [channels, height, width],
         };
-        Diffusion { denoiser, shape, num_classes: self.num_classes.unwrap_or(0) }
+        Diffusion {
+            denoiser,
+            shape,
+            num_classes: self.num_classes.unwrap_or(0),
+        }
     }
 
     /// The noise schedule this config trains with.
@@ -149,10 +165,17 @@ impl Diffusion {
     pub fn forward(&self, x: Tensor<2>, t: Tensor<1>, labels: Option<Tensor<1, Int>>) -> Tensor<2> {
         let [b, n] = x.dims();
         let [c, h, w] = self.shape;
-        assert_eq!(n, c * h * w, "Diffusion::forward: expected {} features, got {n}", c * h * w);
+        assert_eq!(
+            n,
+            c * h * w,
+            "Diffusion::forward: expected {} features, got {n}",
+            c * h * w
+        );
         match &self.denoiser {
             Denoiser::Mlp(m) => m.forward(x, t, labels),
-            Denoiser::UNet(u) => u.forward(x.reshape([b, c, h, w]), t, labels).reshape([b, n]),
+            Denoiser::UNet(u) => u
+                .forward(x.reshape([b, c, h, w]), t, labels)
+                .reshape([b, n]),
         }
     }
 
@@ -167,7 +190,11 @@ impl Diffusion {
     ) -> Tensor<1> {
         let device = x0.device();
         let [b, n] = x0.dims();
-        let ab: Vec<f64> = noise.t.iter().map(|&t| schedule.alphas_cumprod[t]).collect();
+        let ab: Vec<f64> = noise
+            .t
+            .iter()
+            .map(|&t| schedule.alphas_cumprod[t])
+            .collect();
         let col = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [b, 1]), &device);
         let sa = col(ab.iter().map(|a| a.sqrt() as f32).collect());
         let so = col(ab.iter().map(|a| (1.0 - a).sqrt() as f32).collect());
@@ -179,10 +206,17 @@ impl Diffusion {
         };
         let labels = labels.map(|l| {
             let null = self.num_classes as i64;
-            let v: Vec<i64> = l.iter().zip(&noise.drop).map(|(&y, &d)| if d { null } else { y as i64 }).collect();
+            let v: Vec<i64> = l
+                .iter()
+                .zip(&noise.drop)
+                .map(|(&y, &d)| if d { null } else { y as i64 })
+                .collect();
             Tensor::<1, Int>::from_data(TensorData::new(v, [b]), &device)
         });
-        let t = Tensor::<1>::from_data(TensorData::new(noise.t.iter().map(|&t| t as f32).collect::<Vec<_>>(), [b]), &device);
+        let t = Tensor::<1>::from_data(
+            TensorData::new(noise.t.iter().map(|&t| t as f32).collect::<Vec<_>>(), [b]),
+            &device,
+        );
         let pred = self.forward(xt, t, labels);
         (pred - target).powi_scalar(2).mean()
     }
@@ -207,7 +241,14 @@ pub struct SampleConfig {
 
 impl Default for SampleConfig {
     fn default() -> Self {
-        Self { sampler: SamplerKind::Ddim, steps: 50, eta: 0.0, guidance: 3.0, clip: None, seed: 0 }
+        Self {
+            sampler: SamplerKind::Ddim,
+            steps: 50,
+            eta: 0.0,
+            guidance: 3.0,
+            clip: None,
+            seed: 0,
+        }
     }
 }
 
@@ -248,11 +289,25 @@ pub fn sample(
             let out = model.forward(Tensor::cat(vec![xb.clone(), xb], 0), tt, labels.clone());
             let cond = out.clone().slice([0..n]).reshape([n * features]);
             let uncond = out.slice([n..2 * n]).reshape([n * features]);
-            ModelOutput { out: cond, uncond: Some((uncond, sample.guidance)) }
+            ModelOutput {
+                out: cond,
+                uncond: Some((uncond, sample.guidance)),
+            }
         } else {
-            model.forward(xb, tt, labels.clone()).reshape([n * features]).into()
+            model
+                .forward(xb, tt, labels.clone())
+                .reshape([n * features])
+                .into()
         };
-        x = scheduler.step(output, t, x, Noise::Seeded { seed: sample.seed, stream: i as u32 });
+        x = scheduler.step(
+            output,
+            t,
+            x,
+            Noise::Seeded {
+                seed: sample.seed,
+                stream: i as u32,
+            },
+        );
     }
     x.reshape([n, features])
 }

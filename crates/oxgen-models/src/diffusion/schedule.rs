@@ -29,7 +29,10 @@ pub struct NoiseSchedule {
 impl NoiseSchedule {
     /// Builds the schedule of `kind` with `steps` training timesteps.
     pub fn new(kind: ScheduleKind, steps: usize) -> Self {
-        assert!(steps >= 2, "a schedule needs at least 2 timesteps, got {steps}");
+        assert!(
+            steps >= 2,
+            "a schedule needs at least 2 timesteps, got {steps}"
+        );
         let betas: Vec<f64> = match kind {
             ScheduleKind::Linear => {
                 let scale = 1000.0 / steps as f64;
@@ -40,7 +43,11 @@ impl NoiseSchedule {
             }
             ScheduleKind::Cosine => {
                 let s = 0.008;
-                let f = |t: f64| (((t / steps as f64 + s) / (1.0 + s)) * std::f64::consts::FRAC_PI_2).cos().powi(2);
+                let f = |t: f64| {
+                    (((t / steps as f64 + s) / (1.0 + s)) * std::f64::consts::FRAC_PI_2)
+                        .cos()
+                        .powi(2)
+                };
                 (0..steps)
                     .map(|i| (1.0 - f(i as f64 + 1.0) / f(i as f64)).min(0.999))
                     .collect()
@@ -52,7 +59,10 @@ impl NoiseSchedule {
             prod *= 1.0 - b;
             alphas_cumprod.push(prod);
         }
-        Self { betas, alphas_cumprod }
+        Self {
+            betas,
+            alphas_cumprod,
+        }
     }
 
     /// Number of training timesteps T.
@@ -102,7 +112,11 @@ mod tests {
         assert!((s.betas[0] - 1e-4).abs() < 1e-12);
         assert!((s.betas[999] - 0.02).abs() < 1e-12);
         // ᾱ_T of the DDPM linear schedule is about 4.04e-5.
-        assert!((s.alphas_cumprod[999] - 4.036e-5).abs() < 1e-7, "{}", s.alphas_cumprod[999]);
+        assert!(
+            (s.alphas_cumprod[999] - 4.036e-5).abs() < 1e-7,
+            "{}",
+            s.alphas_cumprod[999]
+        );
     }
 
     #[test]

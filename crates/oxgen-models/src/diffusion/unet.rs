@@ -86,7 +86,10 @@ struct AttnBlock {
 
 impl AttnBlock {
     fn new(c: usize, groups: usize, heads: usize, device: &Device) -> Self {
-        assert!(c % heads == 0, "attention channels {c} must be divisible by heads {heads}");
+        assert!(
+            c % heads == 0,
+            "attention channels {c} must be divisible by heads {heads}"
+        );
         Self {
             norm: GroupNormConfig::new(groups, c).init(device),
             qkv: LinearConfig::new(c, 3 * c).init(device),
@@ -98,8 +101,16 @@ impl AttnBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let (l, nh, d) = (h * w, self.heads, c / self.heads);
-        let t = self.norm.forward(x.clone()).reshape([b, c, l]).swap_dims(1, 2); // [b, l, c]
-        let qkv = self.qkv.forward(t).reshape([b, l, 3, nh, d]).permute([2, 0, 3, 1, 4]); // [3, b, nh, l, d]
+        let t = self
+            .norm
+            .forward(x.clone())
+            .reshape([b, c, l])
+            .swap_dims(1, 2); // [b, l, c]
+        let qkv = self
+            .qkv
+            .forward(t)
+            .reshape([b, l, 3, nh, d])
+            .permute([2, 0, 3, 1, 4]); // [3, b, nh, l, d]
         let part = |i: usize| qkv.clone().slice([i..i + 1]).reshape([b, nh, l, d]);
         let o = attention(part(0), part(1), part(2)); // [b, nh, l, d]
         let o = self.proj.forward(o.swap_dims(1, 2).reshape([b, l, c])); // [b, l, c]
@@ -130,7 +141,10 @@ impl UNetConfig {
     /// Builds a UNet for images of `in_channels` channels.
     pub fn init(&self, in_channels: usize, num_classes: Option<usize>, device: &Device) -> UNet {
         let (c, g) = (self.channels, self.groups);
-        assert!(c % g == 0, "UNet channels {c} must be divisible by groups {g}");
+        assert!(
+            c % g == 0,
+            "UNet channels {c} must be divisible by groups {g}"
+        );
         let emb = 4 * c;
         UNet {
             embed: CondEmbedding::new(emb, num_classes, device),
@@ -154,7 +168,9 @@ impl UNetConfig {
 /// Nearest-neighbour ×2 upsampling. `[b, c, h, w]` → `[b, c, 2h, 2w]`.
 fn upsample2(x: Tensor<4>) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
-    x.reshape([b, c, h, 1, w, 1]).expand([b, c, h, 2, w, 2]).reshape([b, c, 2 * h, 2 * w])
+    x.reshape([b, c, h, 1, w, 1])
+        .expand([b, c, h, 2, w, 2])
+        .reshape([b, c, 2 * h, 2 * w])
 }
 
 impl UNet {
@@ -163,10 +179,16 @@ impl UNet {
     /// - `t`: `[batch]`, `labels`: `[batch]`; returns the shape of `x`.
     pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, labels: Option<Tensor<1, Int>>) -> Tensor<4> {
         let [_, _, h, w] = x.dims();
-        assert!(h % 2 == 0 && w % 2 == 0, "UNet needs even image sides, got {h}×{w}");
+        assert!(
+            h % 2 == 0 && w % 2 == 0,
+            "UNet needs even image sides, got {h}×{w}"
+        );
         let emb = silu(self.embed.forward(t, labels)); // [b, 4c]
         let h0 = self.res0.forward(self.conv_in.forward(x), emb.clone()); // [b, c, H, W]
-        let h1 = self.attn1.forward(self.res1.forward(self.down.forward(h0.clone()), emb.clone())); // [b, 2c, H/2, W/2]
+        let h1 = self.attn1.forward(
+            self.res1
+                .forward(self.down.forward(h0.clone()), emb.clone()),
+        ); // [b, 2c, H/2, W/2]
         let m = self.mid1.forward(h1.clone(), emb.clone());
         let m = self.mid2.forward(self.mid_attn.forward(m), emb.clone());
         let u = self.up1.forward(Tensor::cat(vec![m, h1], 1), emb.clone()); // [b, 2c, H/2, W/2]

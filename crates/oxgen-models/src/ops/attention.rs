@@ -9,6 +9,8 @@ use burn::tensor::{Tensor, activation::softmax};
 /// - `q`, `k`, `v`: `[batch, heads, len, d]`; returns `[batch, heads, len, d]`.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let d = q.dims()[3];
-    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d as f64).sqrt()); // [b, h, l, l]
+    let scores = q
+        .matmul(k.swap_dims(2, 3))
+        .mul_scalar(1.0 / (d as f64).sqrt()); // [b, h, l, l]
     softmax(scores, 3).matmul(v)
 }

@@ -135,13 +135,27 @@ pub fn last_path() -> Option<&'static str> {
 /// - every tensor of `input`: `[n]`; the output tensors: `[n]`.
 pub fn denoise_step(input: DenoiseInput, coeffs: StepCoeffs, noise: Noise) -> DenoiseOutput {
     let n = input.x.dims()[0];
-    for (name, t) in [("out", Some(&input.out)), ("uncond", input.uncond.as_ref()), ("prev_x0", input.prev_x0.as_ref())] {
+    for (name, t) in [
+        ("out", Some(&input.out)),
+        ("uncond", input.uncond.as_ref()),
+        ("prev_x0", input.prev_x0.as_ref()),
+    ] {
         if let Some(t) = t {
-            assert_eq!(t.dims()[0], n, "denoise_step: `{name}` has {} elements, x_t has {n}", t.dims()[0]);
+            assert_eq!(
+                t.dims()[0],
+                n,
+                "denoise_step: `{name}` has {} elements, x_t has {n}",
+                t.dims()[0]
+            );
         }
     }
     if let Noise::Explicit(z) = &noise {
-        assert_eq!(z.dims()[0], n, "denoise_step: noise has {} elements, x_t has {n}", z.dims()[0]);
+        assert_eq!(
+            z.dims()[0],
+            n,
+            "denoise_step: noise has {} elements, x_t has {n}",
+            z.dims()[0]
+        );
     }
     let device = input.x.device();
     let fused = FUSED.get().filter(|k| k.accepts(&device));
@@ -149,7 +163,10 @@ pub fn denoise_step(input: DenoiseInput, coeffs: StepCoeffs, noise: Noise) -> De
         OpPath::Auto => fused.is_some(),
         OpPath::Reference => false,
         OpPath::Fused => {
-            assert!(fused.is_some(), "denoise_step: the fused path was forced, but no fused kernel accepts {device:?}");
+            assert!(
+                fused.is_some(),
+                "denoise_step: the fused path was forced, but no fused kernel accepts {device:?}"
+            );
             true
         }
     };
@@ -167,7 +184,12 @@ pub fn denoise_step(input: DenoiseInput, coeffs: StepCoeffs, noise: Noise) -> De
 
 /// The plain-burn reference: a chain of tensor ops, with the noise as a tensor in memory.
 pub fn denoise_step_reference(input: DenoiseInput, c: StepCoeffs, noise: Noise) -> DenoiseOutput {
-    let DenoiseInput { x, out, uncond, prev_x0 } = input;
+    let DenoiseInput {
+        x,
+        out,
+        uncond,
+        prev_x0,
+    } = input;
     let out = match uncond {
         Some(u) => u.clone() + (out - u).mul_scalar(c.guidance),
         None => out,
@@ -184,7 +206,9 @@ pub fn denoise_step_reference(input: DenoiseInput, c: StepCoeffs, noise: Noise) 
         let z = match noise {
             Noise::None => None,
             Noise::Explicit(z) => Some(z),
-            Noise::Seeded { seed, stream } => Some(seeded_noise(seed, stream, next.dims()[0], &next.device())),
+            Noise::Seeded { seed, stream } => {
+                Some(seeded_noise(seed, stream, next.dims()[0], &next.device()))
+            }
         };
         if let Some(z) = z {
             next = next + z.mul_scalar(c.sigma);
@@ -195,5 +219,8 @@ pub fn denoise_step_reference(input: DenoiseInput, c: StepCoeffs, noise: Noise) 
 
 /// The Philox noise of `(seed, stream)` as a tensor of `n` elements on `device`.
 pub fn seeded_noise(seed: u64, stream: u32, n: usize, device: &Device) -> Tensor<1> {
-    Tensor::from_data(TensorData::new(crate::rng::normals(seed, stream, n), [n]), device)
+    Tensor::from_data(
+        TensorData::new(crate::rng::normals(seed, stream, n), [n]),
+        device,
+    )
 }

@@ -31,9 +31,18 @@ impl Scheduler for Ddim {
         &self.core.timesteps
     }
 
-    fn step(&mut self, output: ModelOutput, t: usize, sample: Tensor<1>, noise: Noise) -> Tensor<1> {
+    fn step(
+        &mut self,
+        output: ModelOutput,
+        t: usize,
+        sample: Tensor<1>,
+        noise: Noise,
+    ) -> Tensor<1> {
         let (ab, ab_prev) = self.core.alpha_bars(t);
-        let sigma = self.eta * ((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev)).max(0.0).sqrt();
+        let sigma = self.eta
+            * ((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev))
+                .max(0.0)
+                .sqrt();
         let dir = (1.0 - ab_prev - sigma * sigma).max(0.0).sqrt();
         let cx = dir / (1.0 - ab).sqrt();
         let c0 = ab_prev.sqrt() - cx * ab.sqrt();
@@ -72,6 +81,16 @@ mod tests {
         assert_close(got, &GOLDEN_ETA1_V_T599_N50);
     }
 
-    const GOLDEN_ETA0_T599_N50: [f64; 4] = [0.550420140867, -1.087999518244, 1.58705660515, 0.34583426963];
-    const GOLDEN_ETA1_V_T599_N50: [f64; 4] = [0.577590225004, -1.197167283929, 1.805065830339, 0.264326047353];
+    const GOLDEN_ETA0_T599_N50: [f64; 4] = [
+        0.550420140867,
+        -1.087999518244,
+        1.58705660515,
+        0.34583426963,
+    ];
+    const GOLDEN_ETA1_V_T599_N50: [f64; 4] = [
+        0.577590225004,
+        -1.197167283929,
+        1.805065830339,
+        0.264326047353,
+    ];
 }

@@ -30,7 +30,13 @@ impl Scheduler for DdpmAncestral {
         &self.core.timesteps
     }
 
-    fn step(&mut self, output: ModelOutput, t: usize, sample: Tensor<1>, noise: Noise) -> Tensor<1> {
+    fn step(
+        &mut self,
+        output: ModelOutput,
+        t: usize,
+        sample: Tensor<1>,
+        noise: Noise,
+    ) -> Tensor<1> {
         let (ab, ab_prev) = self.core.alpha_bars(t);
         let beta = 1.0 - ab / ab_prev;
         let c0 = ab_prev.sqrt() * beta / (1.0 - ab);
@@ -70,6 +76,16 @@ mod tests {
         assert_close(got, &GOLDEN_V_T999_N10);
     }
 
-    const GOLDEN_EPS_T500: [f64; 4] = [0.531558152106, -1.072089060249, 1.609461331411, 0.261544275488];
-    const GOLDEN_V_T999_N10: [f64; 4] = [0.467155991638, -1.02526252475, 1.579122008666, 0.148998028139];
+    const GOLDEN_EPS_T500: [f64; 4] = [
+        0.531558152106,
+        -1.072089060249,
+        1.609461331411,
+        0.261544275488,
+    ];
+    const GOLDEN_V_T999_N10: [f64; 4] = [
+        0.467155991638,
+        -1.02526252475,
+        1.579122008666,
+        0.148998028139,
+    ];
 }

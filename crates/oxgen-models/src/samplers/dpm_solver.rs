@@ -40,7 +40,13 @@ impl Scheduler for DpmSolverPP2M {
         &self.core.timesteps
     }
 
-    fn step(&mut self, output: ModelOutput, t: usize, sample: Tensor<1>, _noise: Noise) -> Tensor<1> {
+    fn step(
+        &mut self,
+        output: ModelOutput,
+        t: usize,
+        sample: Tensor<1>,
+        _noise: Noise,
+    ) -> Tensor<1> {
         let (i, next) = self.core.locate(t);
         if i == 0 {
             self.prev = None;
@@ -100,6 +106,16 @@ mod tests {
         assert_close(x2, &GOLDEN_STEP2_N10);
     }
 
-    const GOLDEN_STEP1_N10: [f64; 4] = [1.144525196387, -2.127908479004, 2.627866020309, 1.458543123933];
-    const GOLDEN_STEP2_N10: [f64; 4] = [2.170798786943, -3.825398691459, 4.521915558023, 3.038722832826];
+    const GOLDEN_STEP1_N10: [f64; 4] = [
+        1.144525196387,
+        -2.127908479004,
+        2.627866020309,
+        1.458543123933,
+    ];
+    const GOLDEN_STEP2_N10: [f64; 4] = [
+        2.170798786943,
+        -3.825398691459,
+        4.521915558023,
+        3.038722832826,
+    ];
 }

@@ -32,11 +32,20 @@ impl Scheduler for EulerAncestral {
         &self.core.timesteps
     }
 
-    fn step(&mut self, output: ModelOutput, t: usize, sample: Tensor<1>, noise: Noise) -> Tensor<1> {
+    fn step(
+        &mut self,
+        output: ModelOutput,
+        t: usize,
+        sample: Tensor<1>,
+        noise: Noise,
+    ) -> Tensor<1> {
         let (ab, ab_next) = self.core.alpha_bars(t);
         let s = ((1.0 - ab) / ab).sqrt();
         let s_next = ((1.0 - ab_next) / ab_next).sqrt();
-        let s_up = (s_next * s_next * (s * s - s_next * s_next) / (s * s)).max(0.0).sqrt().min(s_next);
+        let s_up = (s_next * s_next * (s * s - s_next * s_next) / (s * s))
+            .max(0.0)
+            .sqrt()
+            .min(s_next);
         let s_down = (s_next * s_next - s_up * s_up).max(0.0).sqrt();
         let scale = ab_next.sqrt();
         let cx = scale / ab.sqrt() * (s_down / s);
@@ -68,5 +77,10 @@ mod tests {
         assert_close(got, &GOLDEN_T749_N20);
     }
 
-    const GOLDEN_T749_N20: [f64; 4] = [0.86172656157, -1.720401748344, 2.354185785345, 0.771251380241];
+    const GOLDEN_T749_N20: [f64; 4] = [
+        0.86172656157,
+        -1.720401748344,
+        2.354185785345,
+        0.771251380241,
+    ];
 }

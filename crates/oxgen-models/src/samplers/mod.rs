@@ -48,7 +48,8 @@ pub trait Scheduler: Send {
     ///
     /// # Shapes
     /// - `sample`, `output.out`: `[n]` (flattened); returns `[n]`.
-    fn step(&mut self, output: ModelOutput, t: usize, sample: Tensor<1>, noise: Noise) -> Tensor<1>;
+    fn step(&mut self, output: ModelOutput, t: usize, sample: Tensor<1>, noise: Noise)
+    -> Tensor<1>;
     /// Forward process: x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε.
     fn add_noise(&self, x0: Tensor<1>, noise: Tensor<1>, t: usize) -> Tensor<1> {
         let ab = self.core().schedule.alphas_cumprod[t];
@@ -77,7 +78,12 @@ impl SchedulerCore {
     /// A core with all T timesteps selected.
     pub fn new(schedule: NoiseSchedule, prediction: Prediction, clip: Option<f32>) -> Self {
         let timesteps = trailing_timesteps(schedule.len(), schedule.len());
-        Self { schedule, prediction, clip, timesteps }
+        Self {
+            schedule,
+            prediction,
+            clip,
+            timesteps,
+        }
     }
 
     /// Index of `t` in the timesteps and the timestep after it (`None` after the last).
@@ -86,14 +92,21 @@ impl SchedulerCore {
             .timesteps
             .iter()
             .position(|&s| s == t)
-            .unwrap_or_else(|| panic!("timestep {t} is not one of the scheduler's timesteps; call set_timesteps first"));
+            .unwrap_or_else(|| {
+                panic!(
+                    "timestep {t} is not one of the scheduler's timesteps; call set_timesteps first"
+                )
+            });
         (i, self.timesteps.get(i + 1).copied())
     }
 
     /// ᾱ at `t` and at the next timestep (1 after the last).
     pub fn alpha_bars(&self, t: usize) -> (f64, f64) {
         let (_, prev) = self.locate(t);
-        (self.schedule.alphas_cumprod[t], self.schedule.alpha_bar(prev))
+        (
+            self.schedule.alphas_cumprod[t],
+            self.schedule.alpha_bar(prev),
+        )
     }
 
     /// The step coefficients with the x̂₀ conversion of this core filled in.
@@ -115,9 +128,14 @@ impl SchedulerCore {
 /// `n` timesteps out of `t_max`, evenly spaced and ending at the least noisy step:
 /// t_i = round(T − i·T/n) − 1 (the "trailing" spacing of Lin et al., 2023).
 pub fn trailing_timesteps(t_max: usize, n: usize) -> Vec<usize> {
-    assert!(n >= 1 && n <= t_max, "inference steps must be in 1..={t_max}, got {n}");
+    assert!(
+        n >= 1 && n <= t_max,
+        "inference steps must be in 1..={t_max}, got {n}"
+    );
     let stride = t_max as f64 / n as f64;
-    (0..n).map(|i| ((t_max as f64 - i as f64 * stride).round() as usize).saturating_sub(1)).collect()
+    (0..n)
+        .map(|i| ((t_max as f64 - i as f64 * stride).round() as usize).saturating_sub(1))
+        .collect()
 }
 
 /// Runs the update through the op, threading guidance into the coefficients.
@@ -132,8 +150,21 @@ pub(crate) fn run_update(
         coeffs.guidance = w;
         u
     });
-    let noise = if coeffs.sigma == 0.0 { Noise::None } else { noise };
-    let r = denoise_step(DenoiseInput { x: sample, out: output.out, uncond, prev_x0 }, coeffs, noise);
+    let noise = if coeffs.sigma == 0.0 {
+        Noise::None
+    } else {
+        noise
+    };
+    let r = denoise_step(
+        DenoiseInput {
+            x: sample,
+            out: output.out,
+            uncond,
+            prev_x0,
+        },
+        coeffs,
+        noise,
+    );
     (r.x, r.x0)
 }
 
@@ -159,7 +190,9 @@ impl std::str::FromStr for SamplerKind {
             "ddim" => Ok(Self::Ddim),
             "euler_ancestral" | "euler-a" => Ok(Self::EulerAncestral),
             "dpm_solver_pp2m" | "dpm++2m" | "dpmpp2m" => Ok(Self::DpmSolverPP2M),
-            other => Err(format!("unknown sampler `{other}`; expected ddpm, ddim, euler_ancestral or dpm_solver_pp2m")),
+            other => Err(format!(
+                "unknown sampler `{other}`; expected ddpm, ddim, euler_ancestral or dpm_solver_pp2m"
+            )),
         }
     }
 }
@@ -184,7 +217,11 @@ pub(crate) mod golden {
     use burn::tensor::{Device, TensorData};
 
     pub fn core(prediction: Prediction) -> SchedulerCore {
-        SchedulerCore::new(NoiseSchedule::new(ScheduleKind::Linear, 1000), prediction, None)
+        SchedulerCore::new(
+            NoiseSchedule::new(ScheduleKind::Linear, 1000),
+            prediction,
+            None,
+        )
     }
 
     pub fn t1(v: &[f32]) -> Tensor<1> {
@@ -198,7 +235,10 @@ pub(crate) mod golden {
     pub fn assert_close(got: Tensor<1>, want: &[f64]) {
         let got = got.into_data().try_to_vec::<f32>().unwrap();
         for (g, w) in got.iter().zip(want) {
-            assert!((*g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()), "got {got:?}, want {want:?}");
+            assert!(
+                (*g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "got {got:?}, want {want:?}"
+            );
         }
     }
 }

@@ -12,7 +12,10 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|e| Error::Parse { path: path.into(), reason: format!("bad gzip stream: {e}") })?;
+            .map_err(|e| Error::Parse {
+                path: path.into(),
+                reason: format!("bad gzip stream: {e}"),
+            })?;
         Ok(out)
     } else {
         Ok(raw)
@@ -22,17 +25,28 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
 /// Parses an unsigned-byte IDX file: returns its dimensions and its bytes.
 pub fn parse_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     let bytes = read_maybe_gz(path)?;
-    let bad = |reason: String| Error::Parse { path: path.into(), reason };
+    let bad = |reason: String| Error::Parse {
+        path: path.into(),
+        reason,
+    };
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
-        return Err(bad("not an IDX file (magic number must start with two zero bytes)".into()));
+        return Err(bad(
+            "not an IDX file (magic number must start with two zero bytes)".into(),
+        ));
     }
     if bytes[2] != 0x08 {
-        return Err(bad(format!("IDX element type 0x{:02x} is not supported (only 0x08, unsigned byte)", bytes[2])));
+        return Err(bad(format!(
+            "IDX element type 0x{:02x} is not supported (only 0x08, unsigned byte)",
+            bytes[2]
+        )));
     }
     let rank = bytes[3] as usize;
     let header = 4 + 4 * rank;
     if bytes.len() < header {
-        return Err(bad(format!("truncated header: {rank} dimensions need {header} bytes, file has {}", bytes.len())));
+        return Err(bad(format!(
+            "truncated header: {rank} dimensions need {header} bytes, file has {}",
+            bytes.len()
+        )));
     }
     let dims: Vec<usize> = (0..rank)
         .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
@@ -84,19 +98,34 @@ pub fn idx_images(path: &Path, opts: &LoadOptions) -> Result<Dataset> {
     let (oh, ow) = opts.image_size.unwrap_or((h, w));
     let mut x = Vec::with_capacity(n * oh * ow);
     for i in 0..n {
-        let img = image::GrayImage::from_raw(w as u32, h as u32, data[i * h * w..(i + 1) * h * w].to_vec())
-            .expect("IDX image buffer has the size its header gives");
+        let img = image::GrayImage::from_raw(
+            w as u32,
+            h as u32,
+            data[i * h * w..(i + 1) * h * w].to_vec(),
+        )
+        .expect("IDX image buffer has the size its header gives");
         let img = if (oh, ow) == (h, w) {
             img
         } else {
-            image::imageops::resize(&img, ow as u32, oh as u32, image::imageops::FilterType::Triangle)
+            image::imageops::resize(
+                &img,
+                ow as u32,
+                oh as u32,
+                image::imageops::FilterType::Triangle,
+            )
         };
         x.extend(img.into_raw().into_iter().map(|p| p as f32 / 127.5 - 1.0));
     }
-    let num_classes = labels.as_ref().map(|l| l.iter().copied().max().unwrap_or(0) as usize + 1);
+    let num_classes = labels
+        .as_ref()
+        .map(|l| l.iter().copied().max().unwrap_or(0) as usize + 1);
     Ok(Dataset {
         name: path.display().to_string(),
-        shape: DataShape::Image { channels: 1, height: oh, width: ow },
+        shape: DataShape::Image {
+            channels: 1,
+            height: oh,
+            width: ow,
+        },
         x,
         labels,
         num_classes,
@@ -108,7 +137,11 @@ fn pngs_in(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io("image folder", dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("png")))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+        })
         .collect();
     v.sort();
     Ok(v)
@@ -123,7 +156,8 @@ pub fn png_folder(dir: &Path, opts: &LoadOptions) -> Result<Dataset> {
         .filter(|p| p.is_dir())
         .collect();
     classes.sort();
-    let mut files: Vec<(PathBuf, Option<u32>)> = pngs_in(dir)?.into_iter().map(|p| (p, None)).collect();
+    let mut files: Vec<(PathBuf, Option<u32>)> =
+        pngs_in(dir)?.into_iter().map(|p| (p, None)).collect();
     for (k, c) in classes.iter().enumerate() {
         files.extend(pngs_in(c)?.into_iter().map(|p| (p, Some(k as u32))));
     }
@@ -138,20 +172,36 @@ pub fn png_folder(dir: &Path, opts: &LoadOptions) -> Result<Dataset> {
     let mut size = opts.image_size;
     let mut x = Vec::new();
     for (path, _) in &files {
-        let img = image::open(path).map_err(|e| Error::Parse { path: path.clone(), reason: e.to_string() })?;
+        let img = image::open(path).map_err(|e| Error::Parse {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         let (h, w) = *size.get_or_insert((img.height() as usize, img.width() as usize));
         let img = img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle);
-        let raw: Vec<u8> = if opts.rgb { img.to_rgb8().into_raw() } else { img.to_luma8().into_raw() };
+        let raw: Vec<u8> = if opts.rgb {
+            img.to_rgb8().into_raw()
+        } else {
+            img.to_luma8().into_raw()
+        };
         // Interleaved HWC → channel-major CHW.
         for c in 0..channels {
-            x.extend(raw.iter().skip(c).step_by(channels).map(|&p| p as f32 / 127.5 - 1.0));
+            x.extend(
+                raw.iter()
+                    .skip(c)
+                    .step_by(channels)
+                    .map(|&p| p as f32 / 127.5 - 1.0),
+            );
         }
     }
     let (height, width) = size.expect("at least one image");
     let labelled = files.iter().all(|(_, l)| l.is_some());
     Ok(Dataset {
         name: dir.display().to_string(),
-        shape: DataShape::Image { channels, height, width },
+        shape: DataShape::Image {
+            channels,
+            height,
+            width,
+        },
         x,
         labels: labelled.then(|| files.iter().map(|(_, l)| l.unwrap()).collect()),
         num_classes: labelled.then_some(classes.len()),
@@ -170,12 +220,16 @@ pub fn csv(path: &Path) -> Result<Dataset> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let cells: std::result::Result<Vec<f32>, _> = line.split(',').map(|c| c.trim().parse::<f32>()).collect();
+        let cells: std::result::Result<Vec<f32>, _> =
+            line.split(',').map(|c| c.trim().parse::<f32>()).collect();
         let cells = match cells {
             Ok(c) => c,
             Err(_) if i == 0 => continue, // header
             Err(e) => {
-                return Err(Error::Parse { path: path.into(), reason: format!("line {}: {e}: `{line}`", i + 1) });
+                return Err(Error::Parse {
+                    path: path.into(),
+                    reason: format!("line {}: {e}: `{line}`", i + 1),
+                });
             }
         };
         match width {

@@ -75,15 +75,25 @@ pub fn load(spec: &str, seed: u64, opts: &LoadOptions) -> Result<Dataset> {
     let path = Path::new(spec);
     let looks_like_path = spec.contains('/') || spec.contains('.') || path.exists();
     if !looks_like_path {
-        return Err(Error::UnknownDataset { name: spec.into(), known: builtin_names().join(", ") });
+        return Err(Error::UnknownDataset {
+            name: spec.into(),
+            known: builtin_names().join(", "),
+        });
     }
     if !path.exists() {
-        return Err(Error::NotFound { what: "dataset", path: path.into() });
+        return Err(Error::NotFound {
+            what: "dataset",
+            path: path.into(),
+        });
     }
     let ds = if path.is_dir() {
         files::png_folder(path, opts)?
     } else {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_ascii_lowercase();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         if name.ends_with(".csv") {
             files::csv(path)?
         } else if name.contains("idx") || name.ends_with(".gz") || name.ends_with("ubyte") {
@@ -105,7 +115,11 @@ pub fn digits8() -> Dataset {
     let d = smartcore::dataset::digits::load_dataset();
     Dataset {
         name: "digits8".into(),
-        shape: DataShape::Image { channels: 1, height: 8, width: 8 },
+        shape: DataShape::Image {
+            channels: 1,
+            height: 8,
+            width: 8,
+        },
         x: d.data.iter().map(|v| v / 8.0 - 1.0).collect(),
         labels: Some(d.target.iter().map(|&y| y as u32).collect()),
         num_classes: Some(10),
@@ -133,7 +147,10 @@ impl Dataset {
     /// Fails with [`Error::NonFinite`] on the first NaN or infinity.
     pub fn check_finite(&self) -> Result<()> {
         match self.x.iter().position(|v| !v.is_finite()) {
-            Some(index) => Err(Error::NonFinite { context: format!("dataset `{}`", self.name), index }),
+            Some(index) => Err(Error::NonFinite {
+                context: format!("dataset `{}`", self.name),
+                index,
+            }),
             None => Ok(()),
         }
     }
@@ -148,7 +165,10 @@ impl Dataset {
             name: self.name.clone(),
             shape: self.shape,
             x,
-            labels: self.labels.as_ref().map(|l| idx.iter().map(|&i| l[i]).collect()),
+            labels: self
+                .labels
+                .as_ref()
+                .map(|l| idx.iter().map(|&i| l[i]).collect()),
             num_classes: self.num_classes,
             toy: self.toy,
         }

@@ -54,8 +54,15 @@ impl Toy2d {
             let (x, y) = match self {
                 Toy2d::Moons => {
                     let a = PI * u.sample(rng);
-                    let (x, y) = if rng.random::<bool>() { (a.cos(), a.sin()) } else { (1.0 - a.cos(), 0.5 - a.sin()) };
-                    (2.0 * (x - 0.5) + 0.1 * std.sample(rng), 2.0 * (y - 0.25) + 0.1 * std.sample(rng))
+                    let (x, y) = if rng.random::<bool>() {
+                        (a.cos(), a.sin())
+                    } else {
+                        (1.0 - a.cos(), 0.5 - a.sin())
+                    };
+                    (
+                        2.0 * (x - 0.5) + 0.1 * std.sample(rng),
+                        2.0 * (y - 0.25) + 0.1 * std.sample(rng),
+                    )
                 }
                 Toy2d::EightGaussians => {
                     let k = rng.random_range(0..8) as f64;
@@ -66,11 +73,17 @@ impl Toy2d {
                 Toy2d::Checkerboard => {
                     let cell = rng.random_range(0..8);
                     let (row, col) = (cell / 2, 2 * (cell % 2) + (cell / 2) % 2);
-                    (-2.0 + col as f64 + u.sample(rng), -2.0 + row as f64 + u.sample(rng))
+                    (
+                        -2.0 + col as f64 + u.sample(rng),
+                        -2.0 + row as f64 + u.sample(rng),
+                    )
                 }
                 Toy2d::SwissRoll => {
                     let t = 1.5 * PI * (1.0 + 2.0 * u.sample(rng));
-                    (t * t.cos() / 6.0 + 0.05 * std.sample(rng), t * t.sin() / 6.0 + 0.05 * std.sample(rng))
+                    (
+                        t * t.cos() / 6.0 + 0.05 * std.sample(rng),
+                        t * t.sin() / 6.0 + 0.05 * std.sample(rng),
+                    )
                 }
                 Toy2d::Rings => {
                     let r = if rng.random::<bool>() { 1.0 } else { 2.0 };
@@ -83,7 +96,10 @@ impl Toy2d {
                     let (rx, ry) = (1.0 + 0.3 * std.sample(rng), 0.05 * std.sample(rng));
                     let angle = TAU * arm / 5.0 + 0.25 * rx.exp();
                     let r = rx * 1.2;
-                    (r * angle.cos() - ry * angle.sin(), r * angle.sin() + ry * angle.cos())
+                    (
+                        r * angle.cos() - ry * angle.sin(),
+                        r * angle.sin() + ry * angle.cos(),
+                    )
                 }
             };
             out.push(x as f32);
@@ -109,7 +125,11 @@ impl Toy2d {
             Toy2d::Checkerboard => {
                 let inside = (-2.0..2.0).contains(&x) && (-2.0..2.0).contains(&y);
                 let (col, row) = ((x + 2.0).floor() as i64, (y + 2.0).floor() as i64);
-                Some(if inside && (col + row) % 2 == 0 { (1.0f64 / 8.0).ln() } else { f64::NEG_INFINITY })
+                Some(if inside && (col + row) % 2 == 0 {
+                    (1.0f64 / 8.0).ln()
+                } else {
+                    f64::NEG_INFINITY
+                })
             }
             Toy2d::Rings => {
                 // Polar: r ~ ½N(1, σ²) + ½N(2, σ²), angle uniform; p(x, y) = p(r) / (2π r).
@@ -132,7 +152,10 @@ impl Toy2d {
         self.log_density(0.0, 0.0)?;
         let mut rng = StdRng::seed_from_u64(0x5eed);
         let pts = self.sample(200_000, &mut rng);
-        let sum: f64 = pts.chunks(2).map(|p| self.log_density(p[0] as f64, p[1] as f64).unwrap()).sum();
+        let sum: f64 = pts
+            .chunks(2)
+            .map(|p| self.log_density(p[0] as f64, p[1] as f64).unwrap())
+            .sum();
         Some(-sum / 200_000.0)
     }
 }

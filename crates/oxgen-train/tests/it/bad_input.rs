@@ -29,7 +29,10 @@ fn idx(dims: &[u32], payload: usize) -> Vec<u8> {
 fn unknown_dataset_and_missing_file() {
     let e = data::load("checkerbored", 0, &LoadOptions::default()).unwrap_err();
     assert!(matches!(e, Error::UnknownDataset { .. }), "{e}");
-    assert!(e.to_string().contains("checkerboard"), "the error lists the known names: {e}");
+    assert!(
+        e.to_string().contains("checkerboard"),
+        "the error lists the known names: {e}"
+    );
     let e = data::load("missing/images-idx3-ubyte", 0, &LoadOptions::default()).unwrap_err();
     assert!(matches!(e, Error::NotFound { .. }), "{e}");
 }
@@ -43,7 +46,14 @@ fn idx_files_wrong_shape_truncated_and_gzip() {
     let d = load(&good).unwrap();
     assert_eq!(d.len(), 3);
     assert_eq!(d.labels.as_deref(), Some(&[7u32, 7, 7][..]));
-    assert_eq!(d.shape, data::DataShape::Image { channels: 1, height: 4, width: 6 });
+    assert_eq!(
+        d.shape,
+        data::DataShape::Image {
+            channels: 1,
+            height: 4,
+            width: 6
+        }
+    );
 
     let gz = dir.path().join("z-images-idx3-ubyte.gz");
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -54,12 +64,18 @@ fn idx_files_wrong_shape_truncated_and_gzip() {
     let short = dir.path().join("short-images-idx3-ubyte");
     fs::write(&short, idx(&[3, 4, 6], 50)).unwrap();
     let e = load(&short).unwrap_err();
-    assert!(matches!(e, Error::Shape { .. }) && e.to_string().contains("72 bytes"), "{e}");
+    assert!(
+        matches!(e, Error::Shape { .. }) && e.to_string().contains("72 bytes"),
+        "{e}"
+    );
 
     let flat = dir.path().join("flat-images-idx3-ubyte");
     fs::write(&flat, idx(&[10], 10)).unwrap();
     let e = load(&flat).unwrap_err();
-    assert!(matches!(e, Error::Shape { .. }) && e.to_string().contains("3 dimensions"), "{e}");
+    assert!(
+        matches!(e, Error::Shape { .. }) && e.to_string().contains("3 dimensions"),
+        "{e}"
+    );
 
     let bad_labels = dir.path().join("bad-images-idx3-ubyte");
     fs::write(&bad_labels, idx(&[3, 4, 6], 72)).unwrap();
@@ -77,7 +93,10 @@ fn csv_ragged_nan_and_png_folder() {
     let ragged = dir.path().join("ragged.csv");
     fs::write(&ragged, "1,2\n3,4,5\n").unwrap();
     let e = load(&ragged).unwrap_err();
-    assert!(matches!(e, Error::Shape { .. }) && e.to_string().contains("line 2"), "{e}");
+    assert!(
+        matches!(e, Error::Shape { .. }) && e.to_string().contains("line 2"),
+        "{e}"
+    );
     let nan = dir.path().join("nan.csv");
     fs::write(&nan, "1,2\nNaN,4\n").unwrap();
     let e = load(&nan).unwrap_err();
@@ -87,13 +106,33 @@ fn csv_ragged_nan_and_png_folder() {
     for (class, shade) in [("a", 10u8), ("b", 200u8)] {
         fs::create_dir_all(pngs.join(class)).unwrap();
         for i in 0..2 {
-            image::GrayImage::from_pixel(6, 4, image::Luma([shade])).save(pngs.join(class).join(format!("{i}.png"))).unwrap();
+            image::GrayImage::from_pixel(6, 4, image::Luma([shade]))
+                .save(pngs.join(class).join(format!("{i}.png")))
+                .unwrap();
         }
     }
-    let d = data::load(pngs.to_str().unwrap(), 0, &LoadOptions { image_size: Some((8, 8)), rgb: false }).unwrap();
+    let d = data::load(
+        pngs.to_str().unwrap(),
+        0,
+        &LoadOptions {
+            image_size: Some((8, 8)),
+            rgb: false,
+        },
+    )
+    .unwrap();
     assert_eq!((d.len(), d.num_classes), (4, Some(2)));
-    assert_eq!(d.shape, data::DataShape::Image { channels: 1, height: 8, width: 8 });
-    assert!((d.x[0] - (10.0 / 127.5 - 1.0)).abs() < 0.02 && d.labels.as_deref() == Some(&[0, 0, 1, 1][..]));
+    assert_eq!(
+        d.shape,
+        data::DataShape::Image {
+            channels: 1,
+            height: 8,
+            width: 8
+        }
+    );
+    assert!(
+        (d.x[0] - (10.0 / 127.5 - 1.0)).abs() < 0.02
+            && d.labels.as_deref() == Some(&[0, 0, 1, 1][..])
+    );
     let empty = dir.path().join("empty");
     fs::create_dir(&empty).unwrap();
     assert!(matches!(load(&empty).unwrap_err(), Error::Shape { .. }));
@@ -113,7 +152,10 @@ fn corrupt_truncated_and_mismatched_checkpoints_are_refused() {
     flipped[mid] ^= 0x40;
     fs::write(ck.join("ema.bpk"), &flipped).unwrap();
     let e = load_run(dir.path(), &Device::flex()).unwrap_err();
-    assert!(matches!(e, Error::Checkpoint { .. }) && e.to_string().contains("corrupt"), "{e}");
+    assert!(
+        matches!(e, Error::Checkpoint { .. }) && e.to_string().contains("corrupt"),
+        "{e}"
+    );
 
     fs::write(ck.join("ema.bpk"), &original[..original.len() - 9]).unwrap();
     let e = load_run(dir.path(), &Device::flex()).unwrap_err();
@@ -122,11 +164,15 @@ fn corrupt_truncated_and_mismatched_checkpoints_are_refused() {
 
     // Resuming with another model config is refused before anything is loaded.
     let mut other = config.clone();
-    other.model.denoiser = DenoiserConfig::Mlp(MlpDenoiserConfig::new().with_hidden(48).with_blocks(1));
+    other.model.denoiser =
+        DenoiserConfig::Mlp(MlpDenoiserConfig::new().with_hidden(48).with_blocks(1));
     let mut o = opts(dir.path(), Device::flex());
     o.resume = true;
     let e = train(&other, &o).unwrap_err();
-    assert!(matches!(e, Error::Checkpoint { .. }) && e.to_string().contains("another model config"), "{e}");
+    assert!(
+        matches!(e, Error::Checkpoint { .. }) && e.to_string().contains("another model config"),
+        "{e}"
+    );
     // The good checkpoint is still intact afterwards.
     assert!(load_run(dir.path(), &Device::flex()).is_ok());
 }
@@ -139,9 +185,16 @@ fn weights_of_another_shape_are_refused() {
     run(&config, &opts(dir.path(), Device::flex()));
     let ck = oxgen_train::checkpoint::resolve(dir.path()).unwrap();
     let text = fs::read_to_string(ck.join("manifest.json")).unwrap();
-    fs::write(ck.join("manifest.json"), text.replace("\"dim\": 2", "\"dim\": 3")).unwrap();
+    fs::write(
+        ck.join("manifest.json"),
+        text.replace("\"dim\": 2", "\"dim\": 3"),
+    )
+    .unwrap();
     let e = load_run(dir.path(), &Device::flex()).unwrap_err();
-    assert!(matches!(e, Error::Checkpoint { .. }) && e.to_string().contains("do not fit"), "{e}");
+    assert!(
+        matches!(e, Error::Checkpoint { .. }) && e.to_string().contains("do not fit"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -155,20 +208,36 @@ fn non_finite_losses_are_skipped_then_stop_the_run() {
     let e = train(&config, &opts(dir.path(), Device::flex())).unwrap_err();
     assert!(matches!(e, Error::Diverged { count: 4, .. }), "{e}");
     let metrics = fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
-    assert!(metrics.lines().filter(|l| l.contains("\"skipped\":true")).count() == 4, "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .filter(|l| l.contains("\"skipped\":true"))
+            .count()
+            == 4,
+        "{metrics}"
+    );
 }
 
 #[test]
 fn invalid_configs_are_typed_errors() {
     let mut config = tiny_2d("moons", 0);
     let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(train(&config, &opts(dir.path(), Device::flex())), Err(Error::Config(_))));
+    assert!(matches!(
+        train(&config, &opts(dir.path(), Device::flex())),
+        Err(Error::Config(_))
+    ));
     config.steps = 5;
     config.model.denoiser = DenoiserConfig::UNet(oxgen_models::diffusion::unet::UNetConfig::new());
     let e = train(&config, &opts(dir.path(), Device::flex())).unwrap_err();
-    assert!(matches!(e, Error::Config(_)) && e.to_string().contains("UNet"), "{e}");
+    assert!(
+        matches!(e, Error::Config(_)) && e.to_string().contains("UNet"),
+        "{e}"
+    );
     let file = dir.path().join("bad.toml");
     fs::write(&file, "stepz = 3\n").unwrap();
     let e = config.clone().merge_file(&file).unwrap_err();
-    assert!(matches!(e, Error::Config(_)) && e.to_string().contains("stepz"), "{e}");
+    assert!(
+        matches!(e, Error::Config(_)) && e.to_string().contains("stepz"),
+        "{e}"
+    );
 }

@@ -15,7 +15,13 @@ pub fn params<M: Module>(m: &M) -> Vec<f32> {
     struct V(Vec<f32>);
     impl ModuleVisitor for V {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            self.0.extend(p.val().into_data().convert::<f32>().try_into_vec::<f32>().unwrap());
+            self.0.extend(
+                p.val()
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .unwrap(),
+            );
         }
     }
     let mut v = V(Vec::new());
@@ -36,7 +42,14 @@ pub fn tiny_2d(data_name: &str, steps: usize) -> TrainConfig {
 }
 
 pub fn opts(out: &Path, device: Device) -> TrainOptions {
-    TrainOptions { out: out.into(), resume: false, device, progress: false, stop_after: None, skip_eval: true }
+    TrainOptions {
+        out: out.into(),
+        resume: false,
+        device,
+        progress: false,
+        stop_after: None,
+        skip_eval: true,
+    }
 }
 
 pub fn run(config: &TrainConfig, opts: &TrainOptions) -> TrainReport {

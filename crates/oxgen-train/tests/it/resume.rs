@@ -22,9 +22,17 @@ fn resume_is_bit_exact_on_cpu() {
 
     let (a, b) = (params(&straight.model), params(&resumed.model));
     assert_eq!(a.len(), b.len());
-    let diff = a.iter().zip(&b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+    let diff = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count();
     assert_eq!(diff, 0, "{diff} of {} weights differ after resume", a.len());
-    assert_eq!(params(&straight.ema), params(&resumed.ema), "EMA weights differ after resume");
+    assert_eq!(
+        params(&straight.ema),
+        params(&resumed.ema),
+        "EMA weights differ after resume"
+    );
     // The resumed run's metrics continue the curve: one line per step, no duplicates.
     let lines = std::fs::read_to_string(split_dir.path().join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 24);
@@ -42,5 +50,11 @@ fn fresh_run_refuses_to_overwrite_and_resume_needs_a_checkpoint() {
     let mut o = opts(empty.path(), Device::flex());
     o.resume = true;
     let e = oxgen_train::diffusion::train(&config, &o).unwrap_err();
-    assert!(matches!(e, oxgen_train::Error::Checkpoint { .. } | oxgen_train::Error::NotFound { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            oxgen_train::Error::Checkpoint { .. } | oxgen_train::Error::NotFound { .. }
+        ),
+        "{e}"
+    );
 }

@@ -6,9 +6,9 @@ use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Tensor, TensorData};
+use oxgen_models::diffusion::DenoiserConfig;
 use oxgen_models::diffusion::DiffusionBatchNoise;
 use oxgen_models::diffusion::unet::UNetConfig;
-use oxgen_models::diffusion::DenoiserConfig;
 use oxgen_train::TrainConfig;
 use oxgen_train::data::digits8;
 use oxgen_wgpu::DeviceChoice;
@@ -18,7 +18,9 @@ use crate::common::params;
 pub fn wgpu_device() -> Device {
     match oxgen_wgpu::select(DeviceChoice::Wgpu) {
         Ok(d) => d.device,
-        Err(e) => panic!("no wgpu adapter: {e}. Install a Vulkan driver (Debian: mesa-vulkan-drivers) to run this test."),
+        Err(e) => panic!(
+            "no wgpu adapter: {e}. Install a Vulkan driver (Debian: mesa-vulkan-drivers) to run this test."
+        ),
     }
 }
 
@@ -41,13 +43,22 @@ fn unet_training_step_matches_between_cpu_and_wgpu() {
     let cpu = Device::flex().autodiff();
     let gpu = wgpu_device().autodiff();
     let model_cpu = config.model.init(data.shape, &cpu);
-    let bytes = model_cpu.clone().into_record().into_bytes().unwrap().to_vec();
+    let bytes = model_cpu
+        .clone()
+        .into_record()
+        .into_bytes()
+        .unwrap()
+        .to_vec();
     let model_gpu = config
         .model
         .init(data.shape, &gpu)
         .try_load_record(ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).unwrap())
         .unwrap();
-    assert_eq!(params(&model_cpu), params(&model_gpu), "the weights must start identical");
+    assert_eq!(
+        params(&model_cpu),
+        params(&model_gpu),
+        "the weights must start identical"
+    );
 
     let step = |model: oxgen_models::Diffusion, device: &Device| {
         let x0 = Tensor::<2>::from_data(TensorData::new(rows.clone(), [b, features]), device);
@@ -59,9 +70,24 @@ fn unet_training_step_matches_between_cpu_and_wgpu() {
     };
     let (loss_cpu, after_cpu) = step(model_cpu, &cpu);
     let (loss_gpu, after_gpu) = step(model_gpu, &gpu);
-    assert!((loss_cpu - loss_gpu).abs() <= 1e-4 * loss_cpu.abs().max(1.0), "loss: cpu {loss_cpu}, wgpu {loss_gpu}");
-    let max_diff = after_cpu.iter().zip(&after_gpu).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(
+        (loss_cpu - loss_gpu).abs() <= 1e-4 * loss_cpu.abs().max(1.0),
+        "loss: cpu {loss_cpu}, wgpu {loss_gpu}"
+    );
+    let max_diff = after_cpu
+        .iter()
+        .zip(&after_gpu)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     // One AdamW step moves each weight by about lr = 1e-3; the two paths agree to well under that.
-    assert!(max_diff < 1e-4, "weights after one step differ by up to {max_diff}");
-    assert!(after_cpu.iter().zip(&after_gpu).all(|(a, b)| a.is_finite() && b.is_finite()));
+    assert!(
+        max_diff < 1e-4,
+        "weights after one step differ by up to {max_diff}"
+    );
+    assert!(
+        after_cpu
+            .iter()
+            .zip(&after_gpu)
+            .all(|(a, b)| a.is_finite() && b.is_finite())
+    );
 }
