@@ -42,6 +42,35 @@ enum Command {
     Eval(EvalArgs),
     /// List wgpu adapters, their kernel limits, and the CPU fallback.
     Info,
+    /// Benchmark kernels on this machine's GPU.
+    #[command(subcommand)]
+    Bench(BenchKind),
+}
+
+#[derive(Subcommand)]
+enum BenchKind {
+    /// The fused denoising update against burn's fused reference path, with the copy rate as
+    /// roofline. Prints a Markdown table and writes JSON.
+    #[command(
+        after_help = "Example:\n  oxgen bench denoise --sizes 10000,1000000,10000000 --json denoise.json"
+    )]
+    Denoise(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Element counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![10_000usize, 100_000, 1_000_000, 10_000_000])]
+    sizes: Vec<usize>,
+    /// Timed updates per measurement.
+    #[arg(long, default_value_t = 50)]
+    iters: usize,
+    /// Write the rows as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// auto | wgpu | vulkan | metal | dx12 (a wgpu device is required).
+    #[arg(long, default_value = "wgpu")]
+    device: DeviceChoice,
 }
 
 #[derive(Subcommand)]
@@ -294,6 +323,21 @@ fn main() -> Result<()> {
             println!("wrote {}/samples.png and quality.json", out.display());
         }
         Command::Info => info(),
+        Command::Bench(BenchKind::Denoise(a)) => {
+            let selected = oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?;
+            if !selected.is_wgpu {
+                bail!("the denoise benchmark needs a wgpu device; found only the CPU");
+            }
+            println!("device: {}", selected.description);
+            let rows = oxgen_wgpu::bench::run(&selected.device, &a.sizes, a.iters);
+            print!("{}", oxgen_wgpu::bench::table(&rows));
+            if let Some(path) = a.json {
+                let doc = serde_json::json!({ "device": selected.description, "rows": rows });
+                std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
+                    .with_context(|| path.display().to_string())?;
+                println!("wrote {}", path.display());
+            }
+        }
     }
     Ok(())
 }

@@ -178,6 +178,7 @@ fn to_backend_kind(k: DeviceKind) -> burn::backend::WgpuDeviceKind {
 /// Resolves a choice to a device. `auto` without a hardware adapter falls back to the CPU and
 /// says so in one log line; a named API without an adapter is an error.
 pub fn select(choice: DeviceChoice) -> Result<SelectedDevice, String> {
+    crate::register_kernels();
     let cpu = || SelectedDevice {
         device: Device::flex(),
         description: "cpu (burn Flex backend)".into(),

@@ -4,6 +4,14 @@
 //! one ([`device::select`]), and — as kernels land — registers fused implementations behind the
 //! op API of `oxgen-models` (see `docs/architecture.md`).
 
+pub mod bench;
+pub mod denoise;
 pub mod device;
 
 pub use device::{AdapterReport, DeviceChoice, SelectedDevice, adapters, is_wgpu, select};
+
+/// Installs every fused kernel of this crate behind the op API of `oxgen-models`. Idempotent;
+/// [`select`] calls it, so programs that pick their device through oxgen get the fused paths.
+pub fn register_kernels() {
+    denoise::register();
+}

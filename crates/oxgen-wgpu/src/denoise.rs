@@ -1,0 +1,283 @@
+//! The fused WGSL denoising update (`shaders/denoise_step.wgsl`) behind
+//! `oxgen_models::ops::denoise`.
+//!
+//! The kernel is a burn backend extension: implemented for `CubeBackend`, with burn generating
+//! the lazy `Fusion<CubeBackend>` version, so it runs on burn's default (fused) wgpu device and
+//! is ordered with the surrounding fused tensor ops. [`register`] installs it as the fused path
+//! of `denoise_step`, which every sampler calls.
+
+use burn::backend::wgpu::{
+    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
+};
+use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::server::KernelArguments;
+use burn::cubecl::{CubeCount, CubeDim};
+use burn::tensor::{DType, Device, Shape, Tensor};
+use oxgen_models::ops::denoise::{DenoiseInput, DenoiseOutput, FusedDenoise, Noise, StepCoeffs};
+
+/// The WGSL source, with `{{ … }}` placeholders (see its header).
+pub const SOURCE: &str = include_str!("../../../shaders/denoise_step.wgsl");
+/// Invocations per workgroup; each handles four elements.
+pub const WORKGROUP_SIZE: u32 = 256;
+/// WebGPU's limit on workgroups per grid dimension.
+pub const MAX_GROUPS_PER_DIM: u32 = 65_535;
+
+/// Which compile-time variant of the kernel to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Variant {
+    /// Classifier-free guidance combine.
+    pub guided: bool,
+    /// Clamp x̂₀.
+    pub clip: bool,
+    /// Add cp · x̂₀_prev (multistep solvers).
+    pub prev: bool,
+    /// 0: no noise, 1: explicit noise tensor, 2: Philox in registers.
+    pub noise: u32,
+    /// Write x̂₀ out.
+    pub write_x0: bool,
+}
+
+impl Variant {
+    /// Every variant (for validation).
+    pub fn all() -> Vec<Variant> {
+        let mut v = Vec::new();
+        for bits in 0..16u32 {
+            for noise in 0..3 {
+                v.push(Variant {
+                    guided: bits & 1 != 0,
+                    clip: bits & 2 != 0,
+                    prev: bits & 4 != 0,
+                    noise,
+                    write_x0: bits & 8 != 0,
+                });
+            }
+        }
+        v
+    }
+
+    /// The kernel source of this variant.
+    pub fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(SOURCE)
+            .register("workgroup_size", WORKGROUP_SIZE.to_string())
+            .register("guided", self.guided.to_string())
+            .register("clip", self.clip.to_string())
+            .register("prev", self.prev.to_string())
+            .register("noise", self.noise.to_string())
+            .register("write_x0", self.write_x0.to_string())
+    }
+}
+
+/// The `Params` struct of the shader, word for word (binding 7).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Params {
+    /// Elements.
+    pub n: u32,
+    /// Philox key.
+    pub seed: u64,
+    /// Philox stream (counter word 1).
+    pub stream: u32,
+    /// The update's scalars.
+    pub coeffs: StepCoeffs,
+}
+
+impl Params {
+    /// The 12 words of the uniform layout: n, seed_lo, seed_hi, stream, guidance, px, po, clip,
+    /// cx, c0, cp, sigma.
+    pub fn words(&self) -> [u32; 12] {
+        let c = &self.coeffs;
+        [
+            self.n,
+            self.seed as u32,
+            (self.seed >> 32) as u32,
+            self.stream,
+            c.guidance.to_bits(),
+            c.px.to_bits(),
+            c.po.to_bits(),
+            c.clip.unwrap_or(f32::INFINITY).to_bits(),
+            c.cx.to_bits(),
+            c.c0.to_bits(),
+            c.cp.to_bits(),
+            c.sigma.to_bits(),
+        ]
+    }
+}
+
+/// What the kernel is launched with besides tensors.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// Compile-time variant.
+    pub variant: Variant,
+    /// Run-time scalars.
+    pub params: Params,
+}
+
+struct DenoiseKernel(Variant);
+
+impl KernelSource for DenoiseKernel {
+    fn source(&self) -> SourceTemplate {
+        self.0.source()
+    }
+
+    fn id(&self) -> KernelId {
+        // `info` replaces rather than appends: key the cache on the whole variant.
+        KernelId::new::<Self>().info(self.0)
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+/// Output spec of the x̂₀ tensor: the input's shape, or one element when it is not written.
+fn x0_spec(
+    x: &burn::backend::fusion::custom::TensorSpec,
+    launch: &Launch,
+) -> burn::backend::fusion::custom::TensorSpec {
+    let shape = if launch.variant.write_x0 {
+        x.shape.clone()
+    } else {
+        Shape::new([1])
+    };
+    burn::backend::fusion::custom::TensorSpec::new(shape, x.dtype)
+}
+
+/// The fused update as a burn backend extension.
+#[backend_extension(Cube, Fusion)]
+pub trait DenoiseOps: Backend {
+    /// Runs the kernel: returns (x_{t−1}, x̂₀). Unused inputs may be any tensor (e.g. `x`).
+    #[fusion(meta = |x, _o, _u, _p, _z, l| (x.clone(), x0_spec(x, l)))]
+    fn fused_denoise(
+        x: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        uncond: FloatTensor<Self>,
+        prev_x0: FloatTensor<Self>,
+        noise: FloatTensor<Self>,
+        launch: Launch,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// The grid for `n` elements: 2D when one dimension would pass 65,535 workgroups.
+pub fn grid(n: usize) -> (u32, u32) {
+    let groups = (n.div_ceil(4) as u32).div_ceil(WORKGROUP_SIZE).max(1);
+    if groups <= MAX_GROUPS_PER_DIM {
+        (groups, 1)
+    } else {
+        (MAX_GROUPS_PER_DIM, groups.div_ceil(MAX_GROUPS_PER_DIM))
+    }
+}
+
+impl DenoiseOps for CubeBackend {
+    fn fused_denoise(
+        x: CubeTensor,
+        out: CubeTensor,
+        uncond: CubeTensor,
+        prev_x0: CubeTensor,
+        noise: CubeTensor,
+        launch: Launch,
+    ) -> (CubeTensor, CubeTensor) {
+        let [x, out, uncond, prev_x0, noise] =
+            [x, out, uncond, prev_x0, noise].map(into_contiguous);
+        let shape = x.meta.shape().clone();
+        let n = shape.num_elements();
+        let client = x.client.clone();
+        let next = client.empty(n * 4);
+        let x0_len = if launch.variant.write_x0 { n } else { 1 };
+        let x0 = client.empty(x0_len * 4);
+        let mut params = launch.params;
+        params.n = n as u32;
+        let words = params.words();
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let params_handle = client.create_from_slice(&bytes);
+        let (gx, gy) = grid(n);
+        client.launch(
+            Box::new(SourceKernel::new(
+                DenoiseKernel(launch.variant),
+                CubeDim::new_1d(WORKGROUP_SIZE),
+            )),
+            CubeCount::Static(gx, gy, 1),
+            KernelArguments::new().with_buffers(vec![
+                x.handle.clone().binding(),
+                out.handle.clone().binding(),
+                uncond.handle.clone().binding(),
+                prev_x0.handle.clone().binding(),
+                noise.handle.clone().binding(),
+                next.clone().binding(),
+                x0.clone().binding(),
+                params_handle.binding(),
+            ]),
+        );
+        let x0_shape = if launch.variant.write_x0 {
+            shape.clone()
+        } else {
+            Shape::new([1])
+        };
+        (
+            CubeTensor::new_contiguous(client.clone(), x.device.clone(), shape, next, DType::F32),
+            CubeTensor::new_contiguous(client, x.device.clone(), x0_shape, x0, DType::F32),
+        )
+    }
+}
+
+/// The kernel as the fused path of `oxgen_models::ops::denoise::denoise_step`.
+#[derive(Debug, Default)]
+pub struct WgslDenoise;
+
+impl FusedDenoise for WgslDenoise {
+    fn name(&self) -> &'static str {
+        "wgsl-denoise"
+    }
+
+    fn accepts(&self, device: &Device) -> bool {
+        crate::device::is_wgpu(device) && !device.is_autodiff()
+    }
+
+    fn step(&self, input: DenoiseInput, coeffs: StepCoeffs, noise: Noise) -> DenoiseOutput {
+        let DenoiseInput {
+            x,
+            out,
+            uncond,
+            prev_x0,
+        } = input;
+        let (noise_mode, seed, stream, z) = match noise {
+            Noise::None => (0, 0, 0, None),
+            Noise::Explicit(z) => (1, 0, 0, Some(z)),
+            Noise::Seeded { seed, stream } => (2, seed, stream, None),
+        };
+        let variant = Variant {
+            guided: uncond.is_some(),
+            clip: coeffs.clip.is_some(),
+            prev: prev_x0.is_some() && coeffs.cp != 0.0,
+            noise: if coeffs.sigma == 0.0 { 0 } else { noise_mode },
+            write_x0: true,
+        };
+        let n = x.dims()[0];
+        let launch = Launch {
+            variant,
+            params: Params {
+                n: n as u32,
+                seed,
+                stream,
+                coeffs,
+            },
+        };
+        let or_x = |t: Option<Tensor<1>>| t.unwrap_or_else(|| x.clone()).into_dispatch();
+        let (next, x0) = <Dispatch as DenoiseOps>::fused_denoise(
+            x.clone().into_dispatch(),
+            out.into_dispatch(),
+            or_x(uncond),
+            or_x(prev_x0),
+            or_x(z),
+            launch,
+        );
+        DenoiseOutput {
+            x: Tensor::from_dispatch(next),
+            x0: Tensor::from_dispatch(x0),
+        }
+    }
+}
+
+/// Installs the fused kernel behind `denoise_step`. Returns false if one was already installed.
+pub fn register() -> bool {
+    oxgen_models::ops::denoise::register_fused(Box::new(WgslDenoise))
+}

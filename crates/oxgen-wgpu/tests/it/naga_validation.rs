@@ -1,0 +1,32 @@
+//! Every template variant of every shader parses and validates with naga (no GPU needed).
+
+use oxgen_wgpu::denoise::Variant;
+
+fn validate(name: &str, source: &str) {
+    let module = naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::empty(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    assert!(
+        module.entry_points.iter().any(|e| e.name == "main"),
+        "{name}: no `main` entry point"
+    );
+}
+
+#[test]
+fn every_denoise_variant_validates() {
+    let variants = Variant::all();
+    assert_eq!(variants.len(), 48);
+    for v in variants {
+        let text = v.source().complete();
+        assert!(
+            !text.contains("{{"),
+            "{v:?}: a placeholder was left unfilled"
+        );
+        validate(&format!("denoise_step {v:?}"), &text);
+    }
+}

@@ -1,0 +1,152 @@
+// denoise_step.wgsl: one fused denoising update (DDPM ancestral, DDIM(η), Euler ancestral,
+// DPM-Solver++(2M)), one pass over memory. Reference: oxgen_models::ops::denoise.
+//
+//   out   = GUIDED ? u + w·(c − u) : c
+//   x̂₀    = px·x + po·out;  CLIP: x̂₀ = clamp(x̂₀, −clip, clip)
+//   x'    = cx·x + c0·x̂₀ + (PREV ? cp·x̂₀_prev : 0) + (NOISE ? σ·z : 0)
+//
+// Bindings (group 0), all f32 arrays of n elements unless noted. Every binding is declared
+// read_write although 0–4 and 7 are only read: CubeCL sub-allocates tensors from shared wgpu
+// buffers, and wgpu forbids a buffer in one dispatch as both read-only and read-write storage.
+//   0 x         in   x_t
+//   1 model     in   model output (conditional when GUIDED)
+//   2 uncond    in   unconditional output (any buffer when !GUIDED)
+//   3 prev_x0   in   previous x̂₀ (any buffer when !PREV)
+//   4 noise     in   explicit z (any buffer unless NOISE == 1)
+//   5 x_next    out  x_{t−1}
+//   6 x0_out    out  x̂₀ (one element when !WRITE_X0)
+//   7 params    in   `Params` below (layout: crates/oxgen-wgpu/src/denoise.rs, `Params`)
+//
+// Template placeholders: {{ workgroup_size }}, {{ guided }}, {{ clip }}, {{ prev }},
+// {{ noise }} (0 none, 1 explicit tensor, 2 Philox4x32-10 in registers), {{ write_x0 }}.
+//
+// Layout: invocation i owns elements 4i..4i+3 (one Philox block gives exactly four normals,
+// matching oxgen_models::rng::normals). The grid is 2D so that launches past 65,535 workgroups
+// work: i = gid.x + gid.y · (num_workgroups.x · workgroup_size).
+
+struct Params {
+    n: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    stream: u32,
+    guidance: f32,
+    px: f32,
+    po: f32,
+    clip: f32,
+    cx: f32,
+    c0: f32,
+    cp: f32,
+    sigma: f32,
+}
+
+@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> model: array<f32>;
+@group(0) @binding(2) var<storage, read_write> uncond: array<f32>;
+@group(0) @binding(3) var<storage, read_write> prev_x0: array<f32>;
+@group(0) @binding(4) var<storage, read_write> noise: array<f32>;
+@group(0) @binding(5) var<storage, read_write> x_next: array<f32>;
+@group(0) @binding(6) var<storage, read_write> x0_out: array<f32>;
+@group(0) @binding(7) var<storage, read_write> params: Params;
+
+const GUIDED: bool = {{ guided }};
+const CLIP: bool = {{ clip }};
+const PREV: bool = {{ prev }};
+const NOISE: u32 = {{ noise }}u;
+const WRITE_X0: bool = {{ write_x0 }};
+const WG: u32 = {{ workgroup_size }}u;
+
+const M0: u32 = 0xD2511F53u;
+const M1: u32 = 0xCD9E8D57u;
+const W0: u32 = 0x9E3779B9u;
+const W1: u32 = 0xBB67AE85u;
+
+// 32×32 → 64-bit product as (hi, lo), from 16-bit halves (WGSL has no 64-bit integers).
+fn mulhilo(a: u32, b: u32) -> vec2<u32> {
+    let a_lo = a & 0xFFFFu;
+    let a_hi = a >> 16u;
+    let b_lo = b & 0xFFFFu;
+    let b_hi = b >> 16u;
+    let ll = a_lo * b_lo;
+    let lh = a_lo * b_hi;
+    let hl = a_hi * b_lo;
+    let hh = a_hi * b_hi;
+    let mid = (ll >> 16u) + (lh & 0xFFFFu) + (hl & 0xFFFFu);
+    let hi = hh + (lh >> 16u) + (hl >> 16u) + (mid >> 16u);
+    return vec2<u32>(hi, a * b);
+}
+
+fn philox4x32_10(counter: vec4<u32>, key_in: vec2<u32>) -> vec4<u32> {
+    var c = counter;
+    var k = key_in;
+    for (var round = 0u; round < 10u; round++) {
+        if (round > 0u) {
+            k = k + vec2<u32>(W0, W1);
+        }
+        let p0 = mulhilo(M0, c.x);
+        let p1 = mulhilo(M1, c.z);
+        c = vec4<u32>(p1.x ^ c.y ^ k.x, p1.y, p0.x ^ c.w ^ k.y, p0.y);
+    }
+    return c;
+}
+
+// 32 random bits → uniform in (0, 1], as oxgen_models::rng::unit.
+fn unit(bits: u32) -> f32 {
+    return (f32(bits >> 8u) + 1.0) * (1.0 / 16777216.0);
+}
+
+fn normals4(block: u32) -> vec4<f32> {
+    let r = philox4x32_10(vec4<u32>(block, params.stream, 0u, 0u), vec2<u32>(params.seed_lo, params.seed_hi));
+    let tau = 6.2831855;
+    let r0 = sqrt(-2.0 * log(unit(r.x)));
+    let a0 = tau * unit(r.y);
+    let r1 = sqrt(-2.0 * log(unit(r.z)));
+    let a1 = tau * unit(r.w);
+    return vec4<f32>(r0 * cos(a0), r0 * sin(a0), r1 * cos(a1), r1 * sin(a1));
+}
+
+fn update(i: u32, z: f32) {
+    var out = model[i];
+    if (GUIDED) {
+        let u = uncond[i];
+        out = u + params.guidance * (out - u);
+    }
+    let xi = x[i];
+    var x0 = params.px * xi + params.po * out;
+    if (CLIP) {
+        x0 = clamp(x0, -params.clip, params.clip);
+    }
+    var next = params.cx * xi + params.c0 * x0;
+    if (PREV) {
+        next = next + params.cp * prev_x0[i];
+    }
+    if (NOISE == 1u) {
+        next = next + params.sigma * noise[i];
+    } else if (NOISE == 2u) {
+        next = next + params.sigma * z;
+    }
+    x_next[i] = next;
+    if (WRITE_X0) {
+        x0_out[i] = x0;
+    }
+}
+
+@compute @workgroup_size({{ workgroup_size }}, 1, 1)
+fn main(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let block = gid.x + gid.y * groups.x * WG;
+    let base = block * 4u;
+    let n = params.n;
+    if (base >= n) {
+        return;
+    }
+    var z = vec4<f32>(0.0);
+    if (NOISE == 2u) {
+        z = normals4(block);
+    }
+    let count = min(4u, n - base);
+    for (var lane = 0u; lane < count; lane++) {
+        update(base + lane, z[lane]);
+    }
+}
