@@ -20,9 +20,10 @@
 // Template placeholders: {{ workgroup_size }}, {{ guided }}, {{ clip }}, {{ prev }},
 // {{ noise }} (0 none, 1 explicit tensor, 2 Philox4x32-10 in registers), {{ write_x0 }}.
 //
-// Layout: invocation i owns elements 4i..4i+3 (one Philox block gives exactly four normals,
-// matching oxgen_models::rng::normals). The grid is 2D so that launches past 65,535 workgroups
-// work: i = gid.x + gid.y · (num_workgroups.x · workgroup_size).
+// Layout: with q = ceil(n/4), invocation b owns elements b, b+q, b+2q, b+3q: one Philox block
+// gives exactly their four normals (as oxgen_models::rng::normals), and neighbouring
+// invocations touch neighbouring addresses in each of the four runs. The grid is 2D so that
+// launches past 65,535 workgroups work: b = gid.x + gid.y · (num_workgroups.x · workgroup_size).
 
 struct Params {
     n: u32,
@@ -136,17 +137,23 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let block = gid.x + gid.y * groups.x * WG;
-    let base = block * 4u;
     let n = params.n;
-    if (base >= n) {
+    let q = (n + 3u) / 4u;
+    if (block >= q) {
         return;
     }
     var z = vec4<f32>(0.0);
     if (NOISE == 2u) {
         z = normals4(block);
     }
-    let count = min(4u, n - base);
-    for (var lane = 0u; lane < count; lane++) {
-        update(base + lane, z[lane]);
+    update(block, z.x);
+    if (block + q < n) {
+        update(block + q, z.y);
+    }
+    if (block + 2u * q < n) {
+        update(block + 2u * q, z.z);
+    }
+    if (block + 3u * q < n) {
+        update(block + 3u * q, z.w);
     }
 }

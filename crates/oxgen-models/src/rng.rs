@@ -34,8 +34,6 @@ fn unit(bits: u32) -> f32 {
 }
 
 /// Four standard normals for block `block` of the stream `(seed, stream)`.
-///
-/// Element `i` of a tensor uses block `i / 4`, lane `i % 4`.
 pub fn normal4(seed: u64, stream: u32, block: u32) -> [f32; 4] {
     let r = philox4x32_10([block, stream, 0, 0], [seed as u32, (seed >> 32) as u32]);
     let mut out = [0.0; 4];
@@ -50,13 +48,27 @@ pub fn normal4(seed: u64, stream: u32, block: u32) -> [f32; 4] {
     out
 }
 
-/// `n` standard normals of the stream `(seed, stream)`, element `i` at index `i`.
+/// Number of Philox blocks (a quarter of the elements, rounded up) for `n` elements.
+pub fn blocks(n: usize) -> usize {
+    n.div_ceil(4)
+}
+
+/// `n` standard normals of the stream `(seed, stream)`.
+///
+/// With `q = blocks(n)`, block `b` gives the elements `b`, `b + q`, `b + 2q` and `b + 3q`
+/// (those below `n`). A kernel invocation per block then reads and writes four contiguous
+/// runs, which keeps neighbouring invocations on neighbouring addresses.
 pub fn normals(seed: u64, stream: u32, n: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(n + 3);
-    for block in 0..n.div_ceil(4) {
-        out.extend_from_slice(&normal4(seed, stream, block as u32));
+    let q = blocks(n);
+    let mut out = vec![0.0; n];
+    for b in 0..q {
+        let z = normal4(seed, stream, b as u32);
+        for (lane, v) in z.into_iter().enumerate() {
+            if let Some(slot) = out.get_mut(b + lane * q) {
+                *slot = v;
+            }
+        }
     }
-    out.truncate(n);
     out
 }
 

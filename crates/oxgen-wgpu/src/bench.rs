@@ -2,8 +2,10 @@
 //! fused kernel against the plain-burn reference (burn's fused default path) on the same
 //! device, in the same run, with the device's copy rate as the roofline.
 //!
-//! Every output is kept alive: each iteration's result feeds the next one's input, and the last
-//! is read back, so burn's fusion cannot drop work whose result nobody reads.
+//! Every output is kept alive: each iteration's result feeds the next one's input, and the device
+//! is synchronised after every update, as a sampler's model forward would force. Without that,
+//! burn's fusion merges the whole chain of reference updates into one kernel (and drops work
+//! whose result nobody reads), which no real sampler can do.
 
 use std::time::Instant;
 
@@ -24,7 +26,7 @@ pub struct Row {
     pub n: usize,
     /// Bytes one update must move (read inputs + write x_{t−1}).
     pub bytes: usize,
-    /// Fused kernel, milliseconds per update.
+    /// Fused kernel, median milliseconds per update.
     pub fused_ms: f64,
     /// Reference path, milliseconds per update.
     pub reference_ms: f64,
@@ -82,13 +84,17 @@ fn time<F: FnMut(Tensor<1>) -> Tensor<1>>(
 ) -> f64 {
     let mut cur = f(x.clone()); // warm-up: compiles the kernels
     let _ = cur.clone().slice([0..1]).into_data();
-    let start = Instant::now();
+    device.sync().expect("device sync");
+    let mut times = Vec::with_capacity(iters);
     for _ in 0..iters {
+        let start = Instant::now();
         cur = f(cur);
+        device.sync().expect("device sync");
+        times.push(start.elapsed().as_secs_f64() * 1e3);
     }
     let _ = cur.slice([0..1]).into_data();
-    device.sync().expect("device sync");
-    start.elapsed().as_secs_f64() * 1e3 / iters as f64
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
 }
 
 /// Runs the benchmark on `device` for element counts `sizes`, `iters` timed updates each.
