@@ -441,19 +441,14 @@ pub fn final_report(
     }
     let (a, b, labels) = held_out(config, data, val, n);
     let labels = labels.filter(|_| config.model.num_classes.is_some());
-    let x = diffusion::sample(
+    let samples = draw(
         ema,
         &config.model,
         &config.sample,
         n,
         labels.as_deref(),
         device,
-    );
-    let samples: Vec<f32> = x
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::Config(format!("{e:?}")))?;
+    )?;
     let quality = Quality::measure(&samples, &a, &b, features, config.seed);
     crate::run::write_samples(out, &samples, labels.as_deref(), data.shape, Some(&a))?;
     std::fs::write(
@@ -462,4 +457,28 @@ pub fn final_report(
     )
     .map_err(|e| Error::io("quality report", out, e))?;
     Ok(quality)
+}
+
+/// Draws `n` samples to the host, `[n · features]` row-major; a non-finite sample is an error.
+pub fn draw(
+    model: &Diffusion,
+    config: &oxgen_models::DiffusionConfig,
+    sample: &oxgen_models::SampleConfig,
+    n: usize,
+    labels: Option<&[u32]>,
+    device: &Device,
+) -> Result<Vec<f32>> {
+    let x = diffusion::sample(model, config, sample, n, labels, device);
+    let samples: Vec<f32> = x
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::Config(format!("reading samples back: {e:?}")))?;
+    match samples.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(Error::NonFinite {
+            context: "generated samples".into(),
+            index,
+        }),
+        None => Ok(samples),
+    }
 }

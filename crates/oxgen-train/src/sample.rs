@@ -3,11 +3,11 @@
 use std::path::Path;
 
 use burn::tensor::Device;
-use oxgen_models::{Diffusion, SampleConfig, diffusion};
+use oxgen_models::{Diffusion, SampleConfig};
 
 use crate::checkpoint::{self, Manifest};
 use crate::config::TrainConfig;
-use crate::diffusion::{final_report, load_data, load_weights};
+use crate::diffusion::{draw, final_report, load_data, load_weights};
 use crate::error::{Error, Result};
 use crate::metrics::Quality;
 
@@ -70,25 +70,14 @@ pub fn sample_to(
         (Some(k), None) => Some((0..n).map(|i| (i % k) as u32).collect()),
         (None, None) => None,
     };
-    let x = diffusion::sample(
+    let samples = draw(
         &run.ema,
         &run.config.model,
         sample,
         n,
         labels.as_deref(),
         device,
-    );
-    let samples: Vec<f32> = x
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::Config(format!("{e:?}")))?;
-    if let Some(i) = samples.iter().position(|v| !v.is_finite()) {
-        return Err(Error::NonFinite {
-            context: "generated samples".into(),
-            index: i,
-        });
-    }
+    )?;
     crate::run::write_samples(out, &samples, labels.as_deref(), run.manifest.shape, None)?;
     Ok(samples)
 }

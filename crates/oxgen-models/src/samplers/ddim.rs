@@ -5,7 +5,7 @@
 
 use burn::tensor::Tensor;
 
-use super::{ModelOutput, Scheduler, SchedulerCore, run_update, trailing_timesteps};
+use super::{ModelOutput, Scheduler, SchedulerCore, run_update};
 use crate::ops::denoise::Noise;
 
 /// DDIM with stochasticity η (η = 0: deterministic; η = 1: DDPM-like).
@@ -23,14 +23,6 @@ impl Ddim {
 }
 
 impl Scheduler for Ddim {
-    fn set_timesteps(&mut self, n: usize) {
-        self.core.timesteps = trailing_timesteps(self.core.schedule.len(), n);
-    }
-
-    fn timesteps(&self) -> &[usize] {
-        &self.core.timesteps
-    }
-
     fn step(
         &mut self,
         output: ModelOutput,
@@ -56,6 +48,10 @@ impl Scheduler for Ddim {
 
     fn core(&self) -> &SchedulerCore {
         &self.core
+    }
+
+    fn core_mut(&mut self) -> &mut SchedulerCore {
+        &mut self.core
     }
 }
 

@@ -5,7 +5,7 @@
 
 use burn::tensor::Tensor;
 
-use super::{ModelOutput, Scheduler, SchedulerCore, run_update, trailing_timesteps};
+use super::{ModelOutput, Scheduler, SchedulerCore, run_update};
 use crate::ops::denoise::Noise;
 
 /// DDPM ancestral sampler; with fewer inference steps than T it uses the skipped-step posterior.
@@ -22,14 +22,6 @@ impl DdpmAncestral {
 }
 
 impl Scheduler for DdpmAncestral {
-    fn set_timesteps(&mut self, n: usize) {
-        self.core.timesteps = trailing_timesteps(self.core.schedule.len(), n);
-    }
-
-    fn timesteps(&self) -> &[usize] {
-        &self.core.timesteps
-    }
-
     fn step(
         &mut self,
         output: ModelOutput,
@@ -52,6 +44,10 @@ impl Scheduler for DdpmAncestral {
 
     fn core(&self) -> &SchedulerCore {
         &self.core
+    }
+
+    fn core_mut(&mut self) -> &mut SchedulerCore {
+        &mut self.core
     }
 }
 

@@ -36,10 +36,6 @@ impl Scheduler for DpmSolverPP2M {
         self.prev = None;
     }
 
-    fn timesteps(&self) -> &[usize] {
-        &self.core.timesteps
-    }
-
     fn step(
         &mut self,
         output: ModelOutput,
@@ -85,6 +81,10 @@ impl Scheduler for DpmSolverPP2M {
 
     fn core(&self) -> &SchedulerCore {
         &self.core
+    }
+
+    fn core_mut(&mut self) -> &mut SchedulerCore {
+        &mut self.core
     }
 }
 

@@ -7,7 +7,7 @@
 
 use burn::tensor::Tensor;
 
-use super::{ModelOutput, Scheduler, SchedulerCore, run_update, trailing_timesteps};
+use super::{ModelOutput, Scheduler, SchedulerCore, run_update};
 use crate::ops::denoise::Noise;
 
 /// Euler ancestral sampler (η = 1).
@@ -24,14 +24,6 @@ impl EulerAncestral {
 }
 
 impl Scheduler for EulerAncestral {
-    fn set_timesteps(&mut self, n: usize) {
-        self.core.timesteps = trailing_timesteps(self.core.schedule.len(), n);
-    }
-
-    fn timesteps(&self) -> &[usize] {
-        &self.core.timesteps
-    }
-
     fn step(
         &mut self,
         output: ModelOutput,
@@ -60,6 +52,10 @@ impl Scheduler for EulerAncestral {
 
     fn core(&self) -> &SchedulerCore {
         &self.core
+    }
+
+    fn core_mut(&mut self) -> &mut SchedulerCore {
+        &mut self.core
     }
 }
 

@@ -41,9 +41,14 @@ impl From<Tensor<1>> for ModelOutput {
 pub trait Scheduler: Send {
     /// Chooses `n` inference timesteps out of the T training ones (trailing spacing) and resets
     /// any multistep state.
-    fn set_timesteps(&mut self, n: usize);
+    fn set_timesteps(&mut self, n: usize) {
+        let core = self.core_mut();
+        core.timesteps = trailing_timesteps(core.schedule.len(), n);
+    }
     /// The inference timesteps, from most to least noisy.
-    fn timesteps(&self) -> &[usize];
+    fn timesteps(&self) -> &[usize] {
+        &self.core().timesteps
+    }
     /// One update from timestep `t` to the next one in [`Scheduler::timesteps`].
     ///
     /// # Shapes
@@ -59,6 +64,8 @@ pub trait Scheduler: Send {
     fn is_stochastic(&self) -> bool;
     /// The shared state.
     fn core(&self) -> &SchedulerCore;
+    /// The shared state, mutably.
+    fn core_mut(&mut self) -> &mut SchedulerCore;
 }
 
 /// State shared by every sampler: the schedule, the prediction type and the chosen timesteps.

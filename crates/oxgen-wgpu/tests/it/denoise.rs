@@ -100,36 +100,7 @@ fn fused_matches_reference_with_explicit_noise() {
 fn in_kernel_noise_matches_the_host_generator() {
     let gpu = gpu();
     let n = 10_007;
-    let zeros = vec![0.0f32; n];
-    // cx = c0 = 0, σ = 1: the output is the noise itself.
-    let c = StepCoeffs {
-        guidance: 1.0,
-        px: 0.0,
-        po: 0.0,
-        clip: None,
-        cx: 0.0,
-        c0: 0.0,
-        cp: 0.0,
-        sigma: 1.0,
-    };
-    let input = DenoiseInput {
-        x: vec1(&zeros, &gpu),
-        out: vec1(&zeros, &gpu),
-        uncond: None,
-        prev_x0: None,
-    };
-    let got = host(
-        WgslDenoise
-            .step(
-                input,
-                c,
-                Noise::Seeded {
-                    seed: 0xdead_beef_1234,
-                    stream: 17,
-                },
-            )
-            .x,
-    );
+    let got = host(seeded_noise_gpu(&gpu, n, 0xdead_beef_1234, 17));
     let want = oxgen_models::rng::normals(0xdead_beef_1234, 17, n);
     // Same bits in, same Box–Muller; only the GPU's log/sin/cos rounding differs.
     assert_close(&got, &want, 2e-5, "philox noise");
@@ -186,6 +157,7 @@ fn in_kernel_noise_is_standard_normal_and_uncorrelated() {
     assert_eq!(a, draw(1, 0), "the same seed and step give the same noise");
 }
 
+/// The kernel's in-register noise: with cx = c0 = 0 and σ = 1 the update returns z itself.
 fn seeded_noise_gpu(gpu: &Device, n: usize, seed: u64, stream: u32) -> Tensor<1> {
     let zeros = Tensor::<1>::zeros([n], gpu);
     let c = StepCoeffs {
