@@ -95,8 +95,8 @@ fn unit(bits: u32) -> f32 {
     return (f32(bits >> 8u) + 1.0) * (1.0 / 16777216.0);
 }
 
-fn normals4(block: u32) -> vec4<f32> {
-    let r = philox4x32_10(vec4<u32>(block, params.stream, 0u, 0u), vec2<u32>(params.seed_lo, params.seed_hi));
+fn normals4(block: u32, p: Params) -> vec4<f32> {
+    let r = philox4x32_10(vec4<u32>(block, p.stream, 0u, 0u), vec2<u32>(p.seed_lo, p.seed_hi));
     let tau = 6.2831855;
     let r0 = sqrt(-2.0 * log(unit(r.x)));
     let a0 = tau * unit(r.y);
@@ -105,25 +105,27 @@ fn normals4(block: u32) -> vec4<f32> {
     return vec4<f32>(r0 * cos(a0), r0 * sin(a0), r1 * cos(a1), r1 * sin(a1));
 }
 
-fn update(i: u32, z: f32) {
+// `p` is a copy in registers: every binding is read_write, so reading `params` after a store
+// would have to reload it.
+fn update(i: u32, z: f32, p: Params) {
     var out = model[i];
     if (GUIDED) {
         let u = uncond[i];
-        out = u + params.guidance * (out - u);
+        out = u + p.guidance * (out - u);
     }
     let xi = x[i];
-    var x0 = params.px * xi + params.po * out;
+    var x0 = p.px * xi + p.po * out;
     if (CLIP) {
-        x0 = clamp(x0, -params.clip, params.clip);
+        x0 = clamp(x0, -p.clip, p.clip);
     }
-    var next = params.cx * xi + params.c0 * x0;
+    var next = p.cx * xi + p.c0 * x0;
     if (PREV) {
-        next = next + params.cp * prev_x0[i];
+        next = next + p.cp * prev_x0[i];
     }
     if (NOISE == 1u) {
-        next = next + params.sigma * noise[i];
+        next = next + p.sigma * noise[i];
     } else if (NOISE == 2u) {
-        next = next + params.sigma * z;
+        next = next + p.sigma * z;
     }
     x_next[i] = next;
     if (WRITE_X0) {
@@ -137,23 +139,24 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let block = gid.x + gid.y * groups.x * WG;
-    let n = params.n;
+    let p = params;
+    let n = p.n;
     let q = (n + 3u) / 4u;
     if (block >= q) {
         return;
     }
     var z = vec4<f32>(0.0);
     if (NOISE == 2u) {
-        z = normals4(block);
+        z = normals4(block, p);
     }
-    update(block, z.x);
+    update(block, z.x, p);
     if (block + q < n) {
-        update(block + q, z.y);
+        update(block + q, z.y, p);
     }
     if (block + 2u * q < n) {
-        update(block + 2u * q, z.z);
+        update(block + 2u * q, z.z, p);
     }
     if (block + 3u * q < n) {
-        update(block + 3u * q, z.w);
+        update(block + 3u * q, z.w, p);
     }
 }

@@ -106,11 +106,15 @@ pub fn run(device: &Device, sizes: &[usize], iters: usize) -> Vec<Row> {
         let copy_ms = time(device, x.clone(), iters, |t| t.add_scalar(1.0));
         let copy_gbps = (8 * n) as f64 / copy_ms / 1e6;
         for (name, c, guided, prev) in families() {
+            // The multistep solver's x̂₀ is the next update's previous x̂₀, so it is consumed
+            // (and cannot be dropped by fusion) on both paths.
+            let prev_state = std::cell::RefCell::new(other.clone());
             let input = |t: Tensor<1>| DenoiseInput {
                 x: t,
                 out: other.clone(),
                 uncond: guided.then(|| other.clone()),
-                prev_x0: prev.then(|| other.clone()),
+                prev_x0: prev.then(|| prev_state.borrow().clone()),
+                want_x0: prev,
             };
             let noise = || {
                 if c.sigma > 0.0 {
@@ -119,14 +123,21 @@ pub fn run(device: &Device, sizes: &[usize], iters: usize) -> Vec<Row> {
                     Noise::None
                 }
             };
+            let keep = |r: oxgen_models::ops::denoise::DenoiseOutput| {
+                if prev {
+                    *prev_state.borrow_mut() = r.x0;
+                }
+                r.x
+            };
             let fused_ms = time(device, x.clone(), iters, |t| {
-                WgslDenoise.step(input(t), c, noise()).x
+                keep(WgslDenoise.step(input(t), c, noise()))
             });
             let reference_ms = time(device, x.clone(), iters, |t| {
-                denoise_step_reference(input(t), c, noise()).x
+                keep(denoise_step_reference(input(t), c, noise()))
             });
-            // Must move: x, out, optional uncond and prev, and x_{t−1}; the noise is generated.
-            let bytes = 4 * n * (3 + guided as usize + prev as usize);
+            // Must move: x, out, optional uncond and prev, x_{t−1}, and x̂₀ for the multistep
+            // solver; the noise is generated.
+            let bytes = 4 * n * (3 + guided as usize + 2 * prev as usize);
             let fused_gbps = bytes as f64 / fused_ms / 1e6;
             rows.push(Row {
                 update: name.into(),

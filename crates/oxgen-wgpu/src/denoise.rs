@@ -238,6 +238,7 @@ impl FusedDenoise for WgslDenoise {
             out,
             uncond,
             prev_x0,
+            want_x0,
         } = input;
         let (noise_mode, seed, stream, z) = match noise {
             Noise::None => (0, 0, 0, None),
@@ -249,7 +250,7 @@ impl FusedDenoise for WgslDenoise {
             clip: coeffs.clip.is_some(),
             prev: prev_x0.is_some() && coeffs.cp != 0.0,
             noise: if coeffs.sigma == 0.0 { 0 } else { noise_mode },
-            write_x0: true,
+            write_x0: want_x0,
         };
         let n = x.dims()[0];
         let launch = Launch {

@@ -70,6 +70,9 @@ pub struct DenoiseInput {
     pub uncond: Option<Tensor<1>>,
     /// x̂₀ of the previous step, for multistep solvers.
     pub prev_x0: Option<Tensor<1>>,
+    /// Whether the caller reads [`DenoiseOutput::x0`]. When false a fused kernel skips writing
+    /// it (4 bytes per element) and `x0` is unspecified.
+    pub want_x0: bool,
 }
 
 /// Result of one update.
@@ -189,6 +192,7 @@ pub fn denoise_step_reference(input: DenoiseInput, c: StepCoeffs, noise: Noise) 
         out,
         uncond,
         prev_x0,
+        ..
     } = input;
     let out = match uncond {
         Some(u) => u.clone() + (out - u).mul_scalar(c.guidance),

@@ -152,6 +152,7 @@ pub(crate) fn run_update(
     prev_x0: Option<Tensor<1>>,
     mut coeffs: StepCoeffs,
     noise: Noise,
+    want_x0: bool,
 ) -> (Tensor<1>, Tensor<1>) {
     let uncond = output.uncond.map(|(u, w)| {
         coeffs.guidance = w;
@@ -168,6 +169,7 @@ pub(crate) fn run_update(
             out: output.out,
             uncond,
             prev_x0,
+            want_x0,
         },
         coeffs,
         noise,

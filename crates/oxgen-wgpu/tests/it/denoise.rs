@@ -85,6 +85,7 @@ fn fused_matches_reference_with_explicit_noise() {
                 out: vec1(&out, d),
                 uncond: guided.then(|| vec1(&u, d)),
                 prev_x0: prev.then(|| vec1(&p, d)),
+                want_x0: true,
             };
             let want = denoise_step_reference(input(&cpu), c, Noise::Explicit(vec1(&z, &cpu)));
             let got = WgslDenoise.step(input(&gpu), c, Noise::Explicit(vec1(&z, &gpu)));
@@ -177,6 +178,7 @@ fn seeded_noise_gpu(gpu: &Device, n: usize, seed: u64, stream: u32) -> Tensor<1>
                 out: zeros,
                 uncond: None,
                 prev_x0: None,
+                want_x0: false,
             },
             c,
             Noise::Seeded { seed, stream },
@@ -252,6 +254,7 @@ fn a_ddim_sampler_run_takes_the_fused_path_and_matches_the_reference() {
             out: vec1(&[1.0], &Device::flex()),
             uncond: None,
             prev_x0: None,
+            want_x0: false,
         },
         coeffs(None, 0.0, 0.0),
         Noise::None,
