@@ -20,7 +20,7 @@ use crate::config::{TrainConfig, learning_rate};
 use crate::data::{self, Dataset, LoadOptions};
 use crate::error::{Error, Result};
 use crate::metrics::Quality;
-use crate::optim::{clip_global_norm, ema_update};
+use crate::optim::{clip_global_norm, ema_update, seeded_init};
 use crate::run::{Outputs, RunDir};
 
 /// How to run a training job (everything that is not part of the config).
@@ -165,8 +165,9 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
     };
     let features = data.shape.numel();
     let ad = opts.device.clone().autodiff();
-    opts.device.seed(config.seed);
-    let mut model = config.model.init(data.shape, &ad);
+    let mut model = seeded_init(&opts.device, config.seed, || {
+        config.model.init(data.shape, &ad)
+    });
     let mut optim: ModuleOptimizer = AdamWConfig::new()
         .with_weight_decay(config.weight_decay as f32)
         .with_epsilon(1e-8)

@@ -85,3 +85,29 @@ pub fn ema_update<M: Module>(ema: M, model: &M, decay: f64) -> M {
     model.visit(&mut c);
     ema.map(&mut EmaUpdate { src: c.0, decay })
 }
+
+struct Materialize;
+
+impl ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        let _ = p.val();
+    }
+}
+
+/// Builds a module from a seed, reproducibly across threads.
+///
+/// burn's random generator is global per backend and parameters initialise lazily, so two
+/// threads that seed and build at once would draw each other's numbers. This seeds `device`,
+/// runs `build`, and forces every parameter's initial value, all under one process-wide lock.
+pub fn seeded_init<M: Module>(
+    device: &burn::tensor::Device,
+    seed: u64,
+    build: impl FnOnce() -> M,
+) -> M {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(seed);
+    let module = build();
+    module.visit(&mut Materialize);
+    module
+}

@@ -36,11 +36,10 @@ impl Classifier {
 
 fn train_classifier(train_set: &Dataset, device: &Device) -> Classifier {
     let ad = device.clone().autodiff();
-    device.seed(7);
-    let mut model = Classifier {
+    let mut model = oxgen_train::optim::seeded_init(device, 7, || Classifier {
         fc1: LinearConfig::new(64, 256).init(&ad),
         fc2: LinearConfig::new(256, 10).init(&ad),
-    };
+    });
     let mut optim = AdamWConfig::new().init();
     let n = train_set.len();
     let x = Tensor::<2>::from_data(TensorData::new(train_set.x.clone(), [n, 64]), &ad);

@@ -42,7 +42,8 @@ fn unet_training_step_matches_between_cpu_and_wgpu() {
 
     let cpu = Device::flex().autodiff();
     let gpu = wgpu_device().autodiff();
-    let model_cpu = config.model.init(data.shape, &cpu);
+    let model_cpu =
+        oxgen_train::optim::seeded_init(&cpu, 1, || config.model.init(data.shape, &cpu));
     let bytes = model_cpu
         .clone()
         .into_record()
