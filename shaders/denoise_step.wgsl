@@ -40,13 +40,15 @@ struct Params {
     sigma: f32,
 }
 
-@group(0) @binding(0) var<storage, read_write> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> model: array<f32>;
-@group(0) @binding(2) var<storage, read_write> uncond: array<f32>;
-@group(0) @binding(3) var<storage, read_write> prev_x0: array<f32>;
-@group(0) @binding(4) var<storage, read_write> noise: array<f32>;
-@group(0) @binding(5) var<storage, read_write> x_next: array<f32>;
-@group(0) @binding(6) var<storage, read_write> x0_out: array<f32>;
+alias T = {{ elem }};
+
+@group(0) @binding(0) var<storage, read_write> x: array<T>;
+@group(0) @binding(1) var<storage, read_write> model: array<T>;
+@group(0) @binding(2) var<storage, read_write> uncond: array<T>;
+@group(0) @binding(3) var<storage, read_write> prev_x0: array<T>;
+@group(0) @binding(4) var<storage, read_write> noise: array<T>;
+@group(0) @binding(5) var<storage, read_write> x_next: array<T>;
+@group(0) @binding(6) var<storage, read_write> x0_out: array<T>;
 @group(0) @binding(7) var<storage, read_write> params: Params;
 
 const GUIDED: bool = {{ guided }};
@@ -54,6 +56,7 @@ const CLIP: bool = {{ clip }};
 const PREV: bool = {{ prev }};
 const NOISE: u32 = {{ noise }}u;
 const WRITE_X0: bool = {{ write_x0 }};
+const VEC4: bool = {{ vec4 }};
 const WG: u32 = {{ workgroup_size }}u;
 
 const M0: u32 = 0xD2511F53u;
@@ -107,7 +110,7 @@ fn normals4(block: u32, p: Params) -> vec4<f32> {
 
 // `p` is a copy in registers: every binding is read_write, so reading `params` after a store
 // would have to reload it.
-fn update(i: u32, z: f32, p: Params) {
+fn update(i: u32, z: T, p: Params) {
     var out = model[i];
     if (GUIDED) {
         let u = uncond[i];
@@ -116,7 +119,7 @@ fn update(i: u32, z: f32, p: Params) {
     let xi = x[i];
     var x0 = p.px * xi + p.po * out;
     if (CLIP) {
-        x0 = clamp(x0, -p.clip, p.clip);
+        x0 = clamp(x0, T(-p.clip), T(p.clip));
     }
     var next = p.cx * xi + p.c0 * x0;
     if (PREV) {
@@ -140,23 +143,21 @@ fn main(
 ) {
     let block = gid.x + gid.y * groups.x * WG;
     let p = params;
-    let n = p.n;
-    let q = (n + 3u) / 4u;
-    if (block >= q) {
+    if (block >= (p.n + 3u) / 4u) {
         return;
     }
     var z = vec4<f32>(0.0);
     if (NOISE == 2u) {
         z = normals4(block, p);
     }
-    update(block, z.x, p);
-    if (block + q < n) {
-        update(block + q, z.y, p);
+    if (VEC4) {
+        update(block, {{ as_elem }}, p);
+        return;
     }
-    if (block + 2u * q < n) {
-        update(block + 2u * q, z.z, p);
-    }
-    if (block + 3u * q < n) {
-        update(block + 3u * q, z.w, p);
+    let base = 4u * block;
+    for (var k = 0u; k < 4u; k++) {
+        if (base + k < p.n) {
+            update(base + k, {{ lane_elem }}, p);
+        }
     }
 }

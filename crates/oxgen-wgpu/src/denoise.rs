@@ -36,13 +36,15 @@ pub struct Variant {
     pub noise: u32,
     /// Write x̂₀ out.
     pub write_x0: bool,
+    /// One `vec4` (four consecutive elements) per invocation; needs n % 4 == 0.
+    pub vec4: bool,
 }
 
 impl Variant {
     /// Every variant (for validation).
     pub fn all() -> Vec<Variant> {
         let mut v = Vec::new();
-        for bits in 0..16u32 {
+        for bits in 0..32u32 {
             for noise in 0..3 {
                 v.push(Variant {
                     guided: bits & 1 != 0,
@@ -50,6 +52,7 @@ impl Variant {
                     prev: bits & 4 != 0,
                     noise,
                     write_x0: bits & 8 != 0,
+                    vec4: bits & 16 != 0,
                 });
             }
         }
@@ -65,6 +68,11 @@ impl Variant {
             .register("prev", self.prev.to_string())
             .register("noise", self.noise.to_string())
             .register("write_x0", self.write_x0.to_string())
+            .register("vec4", self.vec4.to_string())
+            .register("elem", if self.vec4 { "vec4<f32>" } else { "f32" })
+            // Each variant type-checks both branches of `main`; the dead one gets a dummy.
+            .register("as_elem", if self.vec4 { "z" } else { "z.x" })
+            .register("lane_elem", if self.vec4 { "T(z[k])" } else { "z[k]" })
     }
 }
 
@@ -137,7 +145,7 @@ fn x0_spec(
     let shape = if launch.variant.write_x0 {
         x.shape.clone()
     } else {
-        Shape::new([1])
+        Shape::new([4])
     };
     burn::backend::fusion::custom::TensorSpec::new(shape, x.dtype)
 }
@@ -182,7 +190,7 @@ impl DenoiseOps for CubeBackend {
         let n = shape.num_elements();
         let client = x.client.clone();
         let next = client.empty(n * 4);
-        let x0_len = if launch.variant.write_x0 { n } else { 1 };
+        let x0_len = if launch.variant.write_x0 { n } else { 4 };
         let x0 = client.empty(x0_len * 4);
         let mut params = launch.params;
         params.n = n as u32;
@@ -210,7 +218,7 @@ impl DenoiseOps for CubeBackend {
         let x0_shape = if launch.variant.write_x0 {
             shape.clone()
         } else {
-            Shape::new([1])
+            Shape::new([4])
         };
         (
             CubeTensor::new_contiguous(client.clone(), x.device.clone(), shape, next, DType::F32),
@@ -245,14 +253,15 @@ impl FusedDenoise for WgslDenoise {
             Noise::Explicit(z) => (1, 0, 0, Some(z)),
             Noise::Seeded { seed, stream } => (2, seed, stream, None),
         };
+        let n = x.dims()[0];
         let variant = Variant {
             guided: uncond.is_some(),
             clip: coeffs.clip.is_some(),
             prev: prev_x0.is_some() && coeffs.cp != 0.0,
             noise: if coeffs.sigma == 0.0 { 0 } else { noise_mode },
             write_x0: want_x0,
+            vec4: n % 4 == 0,
         };
-        let n = x.dims()[0];
         let launch = Launch {
             variant,
             params: Params {

@@ -76,7 +76,8 @@ fn fused_matches_reference_with_explicit_noise() {
             true,
         ),
     ];
-    for n in [1usize, 3, 64, 1023, 1025, 4099, 100_003] {
+    // Multiples of 4 take the vec4 variant, the others the scalar one.
+    for n in [1usize, 3, 4, 64, 1023, 1025, 4096, 4099, 100_000, 100_003] {
         for (name, clip, cp, sigma, guided, prev) in cases {
             let (x, out, u, p, z) = (data(n, 1), data(n, 2), data(n, 3), data(n, 4), data(n, 5));
             let c = coeffs(clip, cp, sigma);
@@ -100,11 +101,13 @@ fn fused_matches_reference_with_explicit_noise() {
 #[test]
 fn in_kernel_noise_matches_the_host_generator() {
     let gpu = gpu();
-    let n = 10_007;
-    let got = host(seeded_noise_gpu(&gpu, n, 0xdead_beef_1234, 17));
-    let want = oxgen_models::rng::normals(0xdead_beef_1234, 17, n);
-    // Same bits in, same Box–Muller; only the GPU's log/sin/cos rounding differs.
-    assert_close(&got, &want, 2e-5, "philox noise");
+    // 10,008 takes the vec4 variant, 10,007 the scalar one.
+    for n in [10_007, 10_008] {
+        let got = host(seeded_noise_gpu(&gpu, n, 0xdead_beef_1234, 17));
+        let want = oxgen_models::rng::normals(0xdead_beef_1234, 17, n);
+        // Same bits in, same Box–Muller; only the GPU's log/sin/cos rounding differs.
+        assert_close(&got, &want, 2e-5, &format!("philox noise, n={n}"));
+    }
 }
 
 /// Moments, a Kolmogorov–Smirnov test, neighbour and step correlations of the in-kernel noise.

@@ -20,7 +20,7 @@ fn validate(name: &str, source: &str) {
 #[test]
 fn every_denoise_variant_validates() {
     let variants = Variant::all();
-    assert_eq!(variants.len(), 48);
+    assert_eq!(variants.len(), 96);
     for v in variants {
         let text = v.source().complete();
         assert!(
