@@ -22,8 +22,13 @@ use oxgen_wgpu::DeviceChoice;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log filter, as RUST_LOG (e.g. `info`, `oxgen_train=debug`).
-    #[arg(long, global = true, default_value = "info")]
+    /// Log filter, as RUST_LOG (e.g. `info`, `oxgen_train=debug`). burn's, CubeCL's and
+    /// wgpu's own info lines (autotuning) are hidden by default.
+    #[arg(
+        long,
+        global = true,
+        default_value = "info,burn=warn,cubecl=warn,wgpu=warn,naga=warn"
+    )]
     log: String,
 }
 
@@ -49,10 +54,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchKind {
-    /// The fused denoising update against burn's fused reference path, with the copy rate as
-    /// roofline. Prints a Markdown table and writes JSON.
+    /// The fused denoising update against burn's reference path with fusion on and off, with the
+    /// copy rate as roofline, and whole-sampler wall times (UNet forward included). Prints
+    /// Markdown and writes JSON.
     #[command(
-        after_help = "Example:\n  oxgen bench denoise --sizes 10000,1000000,10000000 --json denoise.json"
+        after_help = "Examples:\n  oxgen bench denoise --json denoise.json\n  oxgen bench denoise --sizes 10000,1000000 --no-sampler\n\nSizes past the adapter's storage-binding limit are skipped and listed."
     )]
     Denoise(BenchArgs),
 }
@@ -60,11 +66,20 @@ enum BenchKind {
 #[derive(Args)]
 struct BenchArgs {
     /// Element counts, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = vec![10_000usize, 100_000, 1_000_000, 10_000_000])]
+    #[arg(long, value_delimiter = ',', default_values_t = vec![10_000usize, 100_000, 1_000_000, 10_000_000, 100_000_000])]
     sizes: Vec<usize>,
     /// Timed updates per measurement.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 30)]
     iters: usize,
+    /// Skip the whole-sampler timings (1,000-step DDPM and 50-step DDIM with the UNet).
+    #[arg(long)]
+    no_sampler: bool,
+    /// Images per whole-sampler run.
+    #[arg(long, default_value_t = 64)]
+    sampler_batch: usize,
+    /// Image shape for the whole-sampler runs, as C,H,W.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 8, 8])]
+    sampler_shape: Vec<usize>,
     /// Write the rows as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -328,12 +343,25 @@ fn main() -> Result<()> {
             if !selected.is_wgpu {
                 bail!("the denoise benchmark needs a wgpu device; found only the CPU");
             }
-            println!("device: {}", selected.description);
-            let rows = oxgen_wgpu::bench::run(&selected.device, &a.sizes, a.iters);
-            print!("{}", oxgen_wgpu::bench::table(&rows));
+            let shape: [usize; 3] = a.sampler_shape.as_slice().try_into().map_err(|_| {
+                anyhow::anyhow!(
+                    "--sampler-shape takes three numbers C,H,W, got {:?}",
+                    a.sampler_shape
+                )
+            })?;
+            if a.iters == 0 {
+                bail!("--iters must be at least 1");
+            }
+            eprintln!("benchmarking on {} …", selected.description);
+            let options = oxgen_wgpu::bench::Options {
+                sizes: a.sizes,
+                iters: a.iters,
+                sampler: (!a.no_sampler).then_some((a.sampler_batch, shape)),
+            };
+            let report = oxgen_wgpu::bench::suite(&selected, &options);
+            print!("{}", report.markdown());
             if let Some(path) = a.json {
-                let doc = serde_json::json!({ "device": selected.description, "rows": rows });
-                std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
                     .with_context(|| path.display().to_string())?;
                 println!("wrote {}", path.display());
             }

@@ -80,6 +80,8 @@ pub struct SelectedDevice {
     pub description: String,
     /// Whether it is a wgpu device.
     pub is_wgpu: bool,
+    /// The adapter's largest storage-buffer binding in bytes (0 for the CPU).
+    pub max_storage_binding: u64,
 }
 
 fn api_of(b: wgpu::Backend) -> Option<WgpuBackend> {
@@ -183,6 +185,7 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice, String> {
         device: Device::flex(),
         description: "cpu (burn Flex backend)".into(),
         is_wgpu: false,
+        max_storage_binding: 0,
     };
     if choice == DeviceChoice::Cpu {
         return Ok(cpu());
@@ -202,6 +205,7 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice, String> {
             device: wgpu_device(a)?,
             description: format!("wgpu: {} ({}, {})", a.name, a.backend, a.device_type),
             is_wgpu: true,
+            max_storage_binding: a.max_storage_binding,
         }),
         None if choice == DeviceChoice::Auto => {
             let why = if list.is_empty() {

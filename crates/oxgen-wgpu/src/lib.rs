@@ -1,12 +1,13 @@
 //! wgpu devices and hand-written WGSL kernels for oxgen.
 //!
 //! This crate is the only one that names wgpu. It lists adapters ([`device::adapters`]), picks
-//! one ([`device::select`]), and — as kernels land — registers fused implementations behind the
-//! op API of `oxgen-models` (see `docs/architecture.md`).
+//! one ([`device::select`]), and registers its fused kernels behind the op API of `oxgen-models`
+//! (see `docs/architecture.md`): the denoising update and the GroupNorm+SiLU forward.
 
 pub mod bench;
 pub mod denoise;
 pub mod device;
+pub mod group_norm;
 
 pub use device::{AdapterReport, DeviceChoice, SelectedDevice, adapters, is_wgpu, select};
 
@@ -14,4 +15,5 @@ pub use device::{AdapterReport, DeviceChoice, SelectedDevice, adapters, is_wgpu,
 /// [`select`] calls it, so programs that pick their device through oxgen get the fused paths.
 pub fn register_kernels() {
     denoise::register();
+    group_norm::register();
 }

@@ -17,6 +17,7 @@ use burn::tensor::{Device, Int, Tensor, activation::silu};
 
 use super::embed::CondEmbedding;
 use crate::ops::attention::attention;
+use crate::ops::group_norm::{GroupNormParams, group_norm_silu};
 
 /// Configuration of [`UNet`].
 #[derive(Config, Debug, PartialEq)]
@@ -38,6 +39,11 @@ fn conv(cin: usize, cout: usize, k: usize, stride: usize, device: &Device) -> Co
         .with_stride([stride, stride])
         .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
         .init(device)
+}
+
+/// GroupNorm then SiLU through the op API (fused on wgpu when not training).
+fn norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    group_norm_silu(x, &GroupNormParams::of(norm))
 }
 
 #[derive(Module, Debug)]
@@ -64,10 +70,10 @@ impl ResBlock {
 
     /// `x`: `[b, cin, h, w]`, `emb`: `[b, emb]` (already SiLU'd); returns `[b, cout, h, w]`.
     fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = self.conv1.forward(norm_silu(&self.norm1, x.clone()));
         let [b, c, _, _] = h.dims();
         let h = h + self.cond.forward(emb).reshape([b, c, 1, 1]);
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = self.conv2.forward(norm_silu(&self.norm2, h));
         let skip = match &self.skip {
             Some(s) => s.forward(x),
             None => x,
@@ -194,6 +200,6 @@ impl UNet {
         let u = self.up1.forward(Tensor::cat(vec![m, h1], 1), emb.clone()); // [b, 2c, H/2, W/2]
         let u = self.up_conv.forward(upsample2(u)); // [b, 2c, H, W]
         let u = self.up0.forward(Tensor::cat(vec![u, h0], 1), emb); // [b, c, H, W]
-        self.conv_out.forward(silu(self.norm_out.forward(u)))
+        self.conv_out.forward(norm_silu(&self.norm_out, u))
     }
 }

@@ -16,9 +16,11 @@
 //!
 //! The plain-burn reference below runs on any device. A fused kernel registers itself with
 //! [`register_fused`]; [`denoise_step`] then sends tensors on devices it accepts there, unless
-//! [`set_path`] forces the reference.
+//! [`set_path`] (shared by every op in [`crate::ops`]) forces the reference.
 
-use std::sync::{Mutex, OnceLock, RwLock};
+use std::sync::{Mutex, OnceLock};
+
+pub use super::{OpPath, path, set_path};
 
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -84,19 +86,6 @@ pub struct DenoiseOutput {
     pub x0: Tensor<1>,
 }
 
-/// Which implementation [`denoise_step`] uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OpPath {
-    /// The fused kernel where one accepts the device, else the reference.
-    #[default]
-    Auto,
-    /// Always the plain-burn reference.
-    Reference,
-    /// Always the fused kernel; panics where none accepts the device.
-    Fused,
-}
-
 /// A fused implementation of the update, provided by a kernel crate.
 pub trait FusedDenoise: Send + Sync {
     /// A short name for logs and benchmarks.
@@ -108,22 +97,11 @@ pub trait FusedDenoise: Send + Sync {
 }
 
 static FUSED: OnceLock<Box<dyn FusedDenoise>> = OnceLock::new();
-static PATH: RwLock<OpPath> = RwLock::new(OpPath::Auto);
 static LAST: Mutex<Option<&'static str>> = Mutex::new(None);
 
 /// Registers the fused implementation. The first registration wins; later ones return false.
 pub fn register_fused(kernel: Box<dyn FusedDenoise>) -> bool {
     FUSED.set(kernel).is_ok()
-}
-
-/// Forces a path for every later call (tests, benchmarks, `--op-path`).
-pub fn set_path(path: OpPath) {
-    *PATH.write().expect("op path lock") = path;
-}
-
-/// The path currently forced, if any.
-pub fn path() -> OpPath {
-    *PATH.read().expect("op path lock")
 }
 
 /// Name of the implementation the most recent [`denoise_step`] ran: `"reference"` or the fused
@@ -162,17 +140,7 @@ pub fn denoise_step(input: DenoiseInput, coeffs: StepCoeffs, noise: Noise) -> De
     }
     let device = input.x.device();
     let fused = FUSED.get().filter(|k| k.accepts(&device));
-    let use_fused = match path() {
-        OpPath::Auto => fused.is_some(),
-        OpPath::Reference => false,
-        OpPath::Fused => {
-            assert!(
-                fused.is_some(),
-                "denoise_step: the fused path was forced, but no fused kernel accepts {device:?}"
-            );
-            true
-        }
-    };
+    let use_fused = super::take_fused("denoise_step", fused.is_some(), &device);
     match fused.filter(|_| use_fused) {
         Some(kernel) => {
             *LAST.lock().expect("op path lock") = Some(kernel.name());

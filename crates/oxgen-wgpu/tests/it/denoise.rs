@@ -5,19 +5,10 @@ use oxgen_models::ops::denoise::FusedDenoise;
 use oxgen_models::ops::denoise::{
     self, DenoiseInput, Noise, OpPath, StepCoeffs, denoise_step, denoise_step_reference,
 };
-use oxgen_wgpu::DeviceChoice;
+use oxgen_models::ops::group_norm;
 use oxgen_wgpu::denoise::{WgslDenoise, grid};
-use std::sync::Mutex;
 
-/// Tests that set the global op path must not interleave.
-static PATH_LOCK: Mutex<()> = Mutex::new(());
-
-fn gpu() -> Device {
-    let d = oxgen_wgpu::select(DeviceChoice::Wgpu).unwrap_or_else(|e| {
-        panic!("no wgpu adapter: {e}. Install mesa-vulkan-drivers to run the kernel tests.")
-    });
-    d.device
-}
+use crate::{PATH_LOCK, gpu};
 
 fn vec1(v: &[f32], device: &Device) -> Tensor<1> {
     Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), device)
@@ -208,7 +199,7 @@ fn phi(x: f64) -> f64 {
 /// same images as the reference path with the same noise.
 #[test]
 fn a_ddim_sampler_run_takes_the_fused_path_and_matches_the_reference() {
-    let _guard = PATH_LOCK.lock().unwrap();
+    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let gpu = gpu();
     let cfg = oxgen_models::DiffusionConfig::new(oxgen_models::diffusion::DenoiserConfig::UNet(
         oxgen_models::diffusion::unet::UNetConfig::new()
@@ -233,6 +224,7 @@ fn a_ddim_sampler_run_takes_the_fused_path_and_matches_the_reference() {
     };
     let labels: Vec<u32> = (0..5).collect();
     denoise::set_path(OpPath::Auto);
+    let norms_before = group_norm::fused_calls();
     let fused = host(
         oxgen_models::diffusion::sample(&model, &cfg, &sample, 5, Some(&labels), &gpu)
             .reshape([5 * 64]),
@@ -242,6 +234,10 @@ fn a_ddim_sampler_run_takes_the_fused_path_and_matches_the_reference() {
         Some("wgsl-denoise"),
         "sampling on wgpu must take the fused kernel"
     );
+    // Every GroupNorm+SiLU of the UNet took the fused kernel too: 6 residual blocks × 2 plus the
+    // output norm, once per step (the guided batch is one forward).
+    assert_eq!(group_norm::last_path(), Some("wgsl-group-norm-silu"));
+    assert_eq!(group_norm::fused_calls() - norms_before, 13 * 8);
     denoise::set_path(OpPath::Reference);
     let reference = host(
         oxgen_models::diffusion::sample(&model, &cfg, &sample, 5, Some(&labels), &gpu)

@@ -30,3 +30,15 @@ fn every_denoise_variant_validates() {
         validate(&format!("denoise_step {v:?}"), &text);
     }
 }
+
+#[test]
+fn every_group_norm_variant_validates() {
+    for v in oxgen_wgpu::group_norm::Variant::all() {
+        let text = v.source().complete();
+        assert!(
+            !text.contains("{{"),
+            "{v:?}: a placeholder was left unfilled"
+        );
+        validate(&format!("group_norm_silu {v:?}"), &text);
+    }
+}

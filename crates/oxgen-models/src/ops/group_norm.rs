@@ -1,0 +1,149 @@
+//! GroupNorm followed by SiLU, the UNet's most frequent pair: [`group_norm_silu`].
+//!
+//! The reference is burn's `GroupNorm` module followed by `silu`: three or more kernels and two
+//! intermediate tensors. A kernel crate may register a fused forward with [`register_fused`];
+//! it takes tensors on the devices it accepts. Fused kernels only run forward: on an autodiff
+//! device (training) the reference runs, so its backward is burn's.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use burn::nn::GroupNorm;
+use burn::tensor::activation::silu;
+use burn::tensor::{Device, Tensor};
+
+/// The parameters of one GroupNorm, detached from the module.
+#[derive(Clone, Debug)]
+pub struct GroupNormParams {
+    /// Per-channel scale γ, `[c]` (absent when not affine).
+    pub gamma: Option<Tensor<1>>,
+    /// Per-channel shift β, `[c]`.
+    pub beta: Option<Tensor<1>>,
+    /// Groups G (must divide the channels).
+    pub groups: usize,
+    /// ε added to the variance.
+    pub epsilon: f64,
+}
+
+impl GroupNormParams {
+    /// The parameters of a burn `GroupNorm` module.
+    pub fn of(norm: &GroupNorm) -> Self {
+        Self {
+            gamma: norm.gamma.as_ref().map(|p| p.val()),
+            beta: norm.beta.as_ref().map(|p| p.val()),
+            groups: norm.num_groups,
+            epsilon: norm.epsilon,
+        }
+    }
+}
+
+/// A fused GroupNorm+SiLU forward, provided by a kernel crate.
+pub trait FusedGroupNormSilu: Send + Sync {
+    /// A short name for logs and tests.
+    fn name(&self) -> &'static str;
+    /// Whether tensors on `device` can take this path.
+    fn accepts(&self, device: &Device) -> bool;
+    /// `silu(group_norm(x))`. Only called when [`FusedGroupNormSilu::accepts`] is true.
+    fn forward(&self, x: Tensor<4>, params: &GroupNormParams) -> Tensor<4>;
+}
+
+static FUSED: OnceLock<Box<dyn FusedGroupNormSilu>> = OnceLock::new();
+static LAST: Mutex<Option<&'static str>> = Mutex::new(None);
+static FUSED_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// Registers the fused implementation. The first registration wins; later ones return false.
+pub fn register_fused(kernel: Box<dyn FusedGroupNormSilu>) -> bool {
+    FUSED.set(kernel).is_ok()
+}
+
+/// Name of the implementation the most recent call ran: `"reference"` or the kernel's name.
+pub fn last_path() -> Option<&'static str> {
+    *LAST.lock().expect("group norm path lock")
+}
+
+/// How many calls took the fused path since the process started (lets tests prove that a whole
+/// model forward ran it).
+pub fn fused_calls() -> usize {
+    FUSED_CALLS.load(Ordering::Relaxed)
+}
+
+/// `silu(group_norm(x))`, fused where a kernel accepts the device and the device does not track
+/// gradients.
+///
+/// # Shapes
+/// - `x`: `[b, c, h, w]`; γ, β: `[c]`; output: `[b, c, h, w]`.
+pub fn group_norm_silu(x: Tensor<4>, params: &GroupNormParams) -> Tensor<4> {
+    let [_, c, _, _] = x.dims();
+    assert!(
+        params.groups > 0 && c % params.groups == 0,
+        "group_norm_silu: {c} channels are not divisible into {} groups",
+        params.groups
+    );
+    let device = x.device();
+    let fused = FUSED
+        .get()
+        .filter(|k| !device.is_autodiff() && k.accepts(&device));
+    let use_fused = super::take_fused("group_norm_silu", fused.is_some(), &device);
+    match fused.filter(|_| use_fused) {
+        Some(kernel) => {
+            *LAST.lock().expect("group norm path lock") = Some(kernel.name());
+            FUSED_CALLS.fetch_add(1, Ordering::Relaxed);
+            kernel.forward(x, params)
+        }
+        None => {
+            *LAST.lock().expect("group norm path lock") = Some("reference");
+            group_norm_silu_reference(x, params)
+        }
+    }
+}
+
+/// The plain-burn reference, the same arithmetic as burn's `GroupNorm` module (two-pass mean and
+/// biased variance) followed by `silu`.
+///
+/// # Shapes
+/// - `x`: `[b, c, h, w]`; output: `[b, c, h, w]`.
+pub fn group_norm_silu_reference(x: Tensor<4>, params: &GroupNormParams) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let g = params.groups;
+    let grouped = x.reshape([b, g, (c / g) * h * w]);
+    let centred = grouped.clone() - grouped.mean_dim(2);
+    let var = centred.clone().square().mean_dim(2);
+    let mut y = (centred / var.add_scalar(params.epsilon).sqrt()).reshape([b, c, h, w]);
+    if let (Some(gamma), Some(beta)) = (&params.gamma, &params.beta) {
+        y = y * gamma.clone().reshape([1, c, 1, 1]) + beta.clone().reshape([1, c, 1, 1]);
+    }
+    silu(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::GroupNormConfig;
+    use burn::tensor::{Distribution, Tolerance};
+
+    /// The reference equals burn's own `GroupNorm` module followed by `silu`.
+    #[test]
+    fn reference_matches_burns_group_norm_then_silu() {
+        let device = Device::flex();
+        let norm = GroupNormConfig::new(3, 6).init(&device);
+        // A non-trivial affine: γ and β are not their 1/0 defaults.
+        let norm = GroupNorm {
+            gamma: Some(burn::module::Param::from_tensor(Tensor::random(
+                [6],
+                Distribution::Uniform(0.5, 1.5),
+                &device,
+            ))),
+            beta: Some(burn::module::Param::from_tensor(Tensor::random(
+                [6],
+                Distribution::Uniform(-0.5, 0.5),
+                &device,
+            ))),
+            ..norm
+        };
+        let x = Tensor::<4>::random([2, 6, 5, 3], Distribution::Normal(1.0, 2.0), &device);
+        let want = silu(norm.forward(x.clone()));
+        let got = group_norm_silu_reference(x, &GroupNormParams::of(&norm));
+        got.into_data()
+            .assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-5));
+    }
+}

@@ -1,0 +1,212 @@
+//! The fused GroupNorm+SiLU forward (`shaders/group_norm_silu.wgsl`) behind
+//! `oxgen_models::ops::group_norm`.
+//!
+//! Same design as [`crate::denoise`]: a burn backend extension implemented for `CubeBackend`,
+//! with burn generating the lazy `Fusion<CubeBackend>` version, so it runs in order with the
+//! fused tensor ops around it on burn's default wgpu device.
+
+use burn::backend::wgpu::{
+    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
+};
+use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::server::KernelArguments;
+use burn::cubecl::{CubeCount, CubeDim};
+use burn::tensor::{DType, Device, Tensor};
+use oxgen_models::ops::group_norm::{FusedGroupNormSilu, GroupNormParams};
+
+/// The WGSL source, with `{{ … }}` placeholders (see its header).
+pub const SOURCE: &str = include_str!("../../../shaders/group_norm_silu.wgsl");
+/// Invocations per workgroup (one workgroup per sample and group).
+pub const WORKGROUP_SIZE: u32 = 256;
+
+/// Which compile-time variant of the kernel to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Variant {
+    /// Apply γ and β.
+    pub affine: bool,
+}
+
+impl Variant {
+    /// Every variant (for validation).
+    pub fn all() -> Vec<Variant> {
+        vec![Variant { affine: false }, Variant { affine: true }]
+    }
+
+    /// The kernel source of this variant.
+    pub fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(SOURCE)
+            .register("workgroup_size", WORKGROUP_SIZE.to_string())
+            .register("affine", self.affine.to_string())
+    }
+}
+
+/// The `Params` struct of the shader, word for word (binding 4).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Params {
+    /// Samples B.
+    pub batch: u32,
+    /// Channels C.
+    pub channels: u32,
+    /// Groups G.
+    pub groups: u32,
+    /// Pixels per channel, H·W.
+    pub hw: u32,
+    /// ε.
+    pub eps: f32,
+}
+
+impl Params {
+    /// The words of the storage layout: batch, channels, groups, hw, eps, then padding to 32
+    /// bytes.
+    pub fn words(&self) -> [u32; 8] {
+        [
+            self.batch,
+            self.channels,
+            self.groups,
+            self.hw,
+            self.eps.to_bits(),
+            0,
+            0,
+            0,
+        ]
+    }
+}
+
+/// What the kernel is launched with besides tensors.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// Compile-time variant.
+    pub variant: Variant,
+    /// Groups G.
+    pub groups: usize,
+    /// ε.
+    pub eps: f32,
+}
+
+struct GroupNormKernel(Variant);
+
+impl KernelSource for GroupNormKernel {
+    fn source(&self) -> SourceTemplate {
+        self.0.source()
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info(self.0)
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+/// The fused forward as a burn backend extension.
+#[backend_extension(Cube, Fusion)]
+pub trait GroupNormOps: Backend {
+    /// `silu(group_norm(x))` for `x` of shape `[b, c, h, w]`. Without affine, γ and β may be any
+    /// tensor.
+    #[fusion(dtype = x, shape = x)]
+    fn fused_group_norm_silu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        launch: Launch,
+    ) -> FloatTensor<Self>;
+}
+
+/// The grid for `count` workgroups: 2D past WebGPU's 65,535 per dimension.
+pub fn grid(count: usize) -> (u32, u32) {
+    let count = count.max(1) as u32;
+    let max = crate::denoise::MAX_GROUPS_PER_DIM;
+    if count <= max {
+        (count, 1)
+    } else {
+        (max, count.div_ceil(max))
+    }
+}
+
+impl GroupNormOps for CubeBackend {
+    fn fused_group_norm_silu(
+        x: CubeTensor,
+        gamma: CubeTensor,
+        beta: CubeTensor,
+        launch: Launch,
+    ) -> CubeTensor {
+        let [x, gamma, beta] = [x, gamma, beta].map(into_contiguous);
+        let shape = x.meta.shape().clone();
+        let dims = shape.as_slice();
+        let (b, c) = (dims[0], dims[1]);
+        let hw: usize = dims[2..].iter().product();
+        let client = x.client.clone();
+        let y = client.empty(shape.num_elements() * 4);
+        let params = Params {
+            batch: b as u32,
+            channels: c as u32,
+            groups: launch.groups as u32,
+            hw: hw as u32,
+            eps: launch.eps,
+        };
+        let bytes: Vec<u8> = params
+            .words()
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        let params_handle = client.create_from_slice(&bytes);
+        let (gx, gy) = grid(b * launch.groups);
+        client.launch(
+            Box::new(SourceKernel::new(
+                GroupNormKernel(launch.variant),
+                CubeDim::new_1d(WORKGROUP_SIZE),
+            )),
+            CubeCount::Static(gx, gy, 1),
+            KernelArguments::new().with_buffers(vec![
+                x.handle.clone().binding(),
+                gamma.handle.clone().binding(),
+                beta.handle.clone().binding(),
+                y.clone().binding(),
+                params_handle.binding(),
+            ]),
+        );
+        CubeTensor::new_contiguous(client, x.device.clone(), shape, y, DType::F32)
+    }
+}
+
+/// The kernel as the fused path of `oxgen_models::ops::group_norm::group_norm_silu`.
+#[derive(Debug, Default)]
+pub struct WgslGroupNormSilu;
+
+impl FusedGroupNormSilu for WgslGroupNormSilu {
+    fn name(&self) -> &'static str {
+        "wgsl-group-norm-silu"
+    }
+
+    fn accepts(&self, device: &Device) -> bool {
+        crate::device::is_wgpu(device) && !device.is_autodiff()
+    }
+
+    fn forward(&self, x: Tensor<4>, params: &GroupNormParams) -> Tensor<4> {
+        let affine = params.gamma.is_some() && params.beta.is_some();
+        let or_x = |t: &Option<Tensor<1>>| match t {
+            Some(t) if affine => t.clone().into_dispatch(),
+            _ => x.clone().into_dispatch(),
+        };
+        let launch = Launch {
+            variant: Variant { affine },
+            groups: params.groups,
+            eps: params.epsilon as f32,
+        };
+        let y = <Dispatch as GroupNormOps>::fused_group_norm_silu(
+            x.clone().into_dispatch(),
+            or_x(&params.gamma),
+            or_x(&params.beta),
+            launch,
+        );
+        Tensor::from_dispatch(y)
+    }
+}
+
+/// Installs the fused kernel behind `group_norm_silu`. Returns false if one was already
+/// installed.
+pub fn register() -> bool {
+    oxgen_models::ops::group_norm::register_fused(Box::new(WgslGroupNormSilu))
+}

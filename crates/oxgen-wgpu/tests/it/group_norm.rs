@@ -1,0 +1,117 @@
+//! The fused GroupNorm+SiLU forward against the plain-burn reference, on wgpu (lavapipe in CI).
+
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use oxgen_models::ops::group_norm::{
+    self, FusedGroupNormSilu, GroupNormParams, group_norm_silu, group_norm_silu_reference,
+};
+use oxgen_models::ops::{OpPath, set_path};
+use oxgen_wgpu::group_norm::{WgslGroupNormSilu, grid};
+
+use crate::{PATH_LOCK, gpu};
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
+}
+
+fn on(device: &Device, v: &[f32], shape: [usize; 4]) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(v.to_vec(), shape), device)
+}
+
+fn params(c: usize, groups: usize, affine: bool, device: &Device) -> GroupNormParams {
+    let ramp = |scale: f32, shift: f32| {
+        let v: Vec<f32> = (0..c)
+            .map(|i| shift + scale * i as f32 / c as f32)
+            .collect();
+        Tensor::<1>::from_data(TensorData::new(v, [c]), device)
+    };
+    GroupNormParams {
+        gamma: affine.then(|| ramp(1.5, 0.25)),
+        beta: affine.then(|| ramp(-1.0, 0.5)),
+        groups,
+        epsilon: 1e-5,
+    }
+}
+
+/// Odd shapes, groups longer and shorter than the workgroup, a batch of one, with and without
+/// affine, and inputs far from zero mean (the statistics are two-pass, as the reference's).
+#[test]
+fn fused_matches_reference() {
+    let gpu = gpu();
+    let cpu = Device::flex();
+    let cases: [([usize; 4], usize); 6] = [
+        ([1, 6, 5, 3], 3),
+        ([2, 32, 8, 8], 8),
+        ([3, 64, 4, 4], 8),
+        ([1, 8, 33, 31], 2),
+        ([5, 4, 1, 1], 4),
+        ([2, 96, 16, 16], 32),
+    ];
+    for (shape, groups) in cases {
+        for affine in [false, true] {
+            let n: usize = shape.iter().product();
+            let x: Vec<f32> = oxgen_models::rng::normals(5, n as u32, n)
+                .into_iter()
+                .map(|v| 3.0 + 2.0 * v)
+                .collect();
+            let want = host(group_norm_silu_reference(
+                on(&cpu, &x, shape),
+                &params(shape[1], groups, affine, &cpu),
+            ));
+            let got = host(
+                WgslGroupNormSilu
+                    .forward(on(&gpu, &x, shape), &params(shape[1], groups, affine, &gpu)),
+            );
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 2e-5 * (1.0 + w.abs()),
+                    "{shape:?}, {groups} groups, affine {affine}: element {i}: fused {g}, reference {w}"
+                );
+            }
+        }
+    }
+}
+
+/// Large values must not overflow: SiLU of very negative inputs is −0, not NaN.
+#[test]
+fn extreme_inputs_stay_finite() {
+    let gpu = gpu();
+    let shape = [2, 4, 4, 4];
+    let x: Vec<f32> = (0..128)
+        .map(|i| if i % 2 == 0 { 1e4 } else { -1e4 })
+        .collect();
+    let y = host(WgslGroupNormSilu.forward(on(&gpu, &x, shape), &params(4, 2, true, &gpu)));
+    assert!(y.iter().all(|v| v.is_finite()), "{y:?}");
+}
+
+/// On wgpu without autodiff the op takes the kernel; with autodiff (training) and on the CPU it
+/// takes the reference, whose backward is burn's.
+#[test]
+fn path_selection() {
+    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    set_path(OpPath::Auto);
+    let gpu = gpu();
+    let x = Tensor::<4>::random([1, 4, 2, 2], Distribution::Default, &gpu);
+    let _ = group_norm_silu(x, &params(4, 2, true, &gpu));
+    assert_eq!(group_norm::last_path(), Some("wgsl-group-norm-silu"));
+    let ad = gpu.clone().autodiff();
+    let x = Tensor::<4>::random([1, 4, 2, 2], Distribution::Default, &ad).require_grad();
+    let y = group_norm_silu(x.clone(), &params(4, 2, true, &ad));
+    assert_eq!(group_norm::last_path(), Some("reference"));
+    let grads = y.sum().backward();
+    assert!(x.grad(&grads).is_some());
+    let cpu = Device::flex();
+    let x = Tensor::<4>::random([1, 4, 2, 2], Distribution::Default, &cpu);
+    let _ = group_norm_silu(x, &params(4, 2, true, &cpu));
+    assert_eq!(group_norm::last_path(), Some("reference"));
+}
+
+#[test]
+fn grid_is_2d_past_the_dispatch_limit() {
+    assert_eq!(grid(1), (1, 1));
+    assert_eq!(grid(65_535), (65_535, 1));
+    let (x, y) = grid(200_000);
+    assert!(x <= 65_535 && (x as u64) * (y as u64) >= 200_000);
+}
