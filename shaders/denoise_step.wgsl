@@ -3,6 +3,7 @@
 //
 //   out   = GUIDED ? u + w·(c − u) : c
 //   x̂₀    = px·x + po·out;  CLIP: x̂₀ = clamp(x̂₀, −clip, clip)
+//   DYNAMIC: x̂₀ = clamp(x̂₀, −s_r, s_r) / s_r, s_r = scale[element / row_len]
 //   x'    = cx·x + c0·x̂₀ + (PREV ? cp·x̂₀_prev : 0) + (NOISE ? σ·z : 0)
 //
 // Bindings (group 0), all f32 arrays of n elements unless noted. Every binding is declared
@@ -14,11 +15,15 @@
 //   3 prev_x0   in   previous x̂₀ (any buffer when !PREV)
 //   4 noise     in   explicit z (any buffer unless NOISE == 1)
 //   5 x_next    out  x_{t−1}
-//   6 x0_out    out  x̂₀ (one element when !WRITE_X0)
+//   6 x0_out    out  x̂₀ (four elements when !WRITE_X0)
 //   7 params    in   `Params` below (layout: crates/oxgen-wgpu/src/denoise.rs, `Params`)
+//   8 scale     in   per-sample bound s_r of dynamic thresholding, [n / row_len] (any buffer
+//                    when !DYNAMIC)
 //
 // Template placeholders: {{ workgroup_size }}, {{ guided }}, {{ clip }}, {{ prev }},
-// {{ noise }} (0 none, 1 explicit tensor, 2 Philox4x32-10 in registers), {{ write_x0 }}.
+// {{ noise }} (0 none, 1 explicit tensor, 2 Philox4x32-10 in registers), {{ write_x0 }},
+// {{ dynamic }}, {{ vec4 }} with {{ elem }} (f32 or vec4<f32>), and {{ as_elem }},
+// {{ lane_elem }}, {{ first_elem }} (expressions that make both branches of `main` type-check).
 //
 // Layout: with q = ceil(n/4), invocation b owns elements b, b+q, b+2q, b+3q: one Philox block
 // gives exactly their four normals (as oxgen_models::rng::normals), and neighbouring
@@ -38,6 +43,10 @@ struct Params {
     c0: f32,
     cp: f32,
     sigma: f32,
+    row_len: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 alias T = {{ elem }};
@@ -50,12 +59,14 @@ alias T = {{ elem }};
 @group(0) @binding(5) var<storage, read_write> x_next: array<T>;
 @group(0) @binding(6) var<storage, read_write> x0_out: array<T>;
 @group(0) @binding(7) var<storage, read_write> params: Params;
+@group(0) @binding(8) var<storage, read_write> scale: array<f32>;
 
 const GUIDED: bool = {{ guided }};
 const CLIP: bool = {{ clip }};
 const PREV: bool = {{ prev }};
 const NOISE: u32 = {{ noise }}u;
 const WRITE_X0: bool = {{ write_x0 }};
+const DYNAMIC: bool = {{ dynamic }};
 const VEC4: bool = {{ vec4 }};
 const WG: u32 = {{ workgroup_size }}u;
 
@@ -120,6 +131,11 @@ fn update(i: u32, z: T, p: Params) {
     var x0 = p.px * xi + p.po * out;
     if (CLIP) {
         x0 = clamp(x0, T(-p.clip), T(p.clip));
+    }
+    if (DYNAMIC) {
+        // With VEC4 the host guarantees that row_len is a multiple of 4.
+        let s = scale[({{ first_elem }}) / p.row_len];
+        x0 = clamp(x0, T(-s), T(s)) / s;
     }
     var next = p.cx * xi + p.c0 * x0;
     if (PREV) {

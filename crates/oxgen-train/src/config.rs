@@ -105,6 +105,7 @@ impl TrainConfig {
                 eta: 0.0,
                 guidance: 2.0,
                 clip: image.then_some(1.0),
+                dynamic_threshold: None,
                 seed: 0,
             },
         }

@@ -208,6 +208,7 @@ pub fn run(device: &Device, sizes: &[usize], iters: usize) -> Vec<Row> {
                 uncond: guided.then(|| other.clone()),
                 prev_x0: prev.then_some(p),
                 want_x0: prev,
+                threshold: None,
             };
             let keep = |r: DenoiseOutput| (r.x, r.x0);
             let seeded = if c.sigma > 0.0 {

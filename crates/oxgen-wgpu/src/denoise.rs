@@ -36,15 +36,18 @@ pub struct Variant {
     pub noise: u32,
     /// Write x̂₀ out.
     pub write_x0: bool,
-    /// One `vec4` (four consecutive elements) per invocation; needs n % 4 == 0.
+    /// One `vec4` (four consecutive elements) per invocation; needs n % 4 == 0 (and, with
+    /// `dynamic`, a sample length that is a multiple of 4).
     pub vec4: bool,
+    /// Dynamic thresholding of x̂₀ with per-sample bounds.
+    pub dynamic: bool,
 }
 
 impl Variant {
     /// Every variant (for validation).
     pub fn all() -> Vec<Variant> {
         let mut v = Vec::new();
-        for bits in 0..32u32 {
+        for bits in 0..64u32 {
             for noise in 0..3 {
                 v.push(Variant {
                     guided: bits & 1 != 0,
@@ -53,6 +56,7 @@ impl Variant {
                     noise,
                     write_x0: bits & 8 != 0,
                     vec4: bits & 16 != 0,
+                    dynamic: bits & 32 != 0,
                 });
             }
         }
@@ -71,6 +75,8 @@ impl Variant {
             .register("vec4", self.vec4.to_string())
             .register("elem", if self.vec4 { "vec4<f32>" } else { "f32" })
             // Each variant type-checks both branches of `main`; the dead one gets a dummy.
+            .register("dynamic", self.dynamic.to_string())
+            .register("first_elem", if self.vec4 { "4u * i" } else { "i" })
             .register("as_elem", if self.vec4 { "z" } else { "z.x" })
             .register("lane_elem", if self.vec4 { "T(z[k])" } else { "z[k]" })
     }
@@ -85,14 +91,16 @@ pub struct Params {
     pub seed: u64,
     /// Philox stream (counter word 1).
     pub stream: u32,
+    /// Elements per sample, for dynamic thresholding (0 without).
+    pub row_len: u32,
     /// The update's scalars.
     pub coeffs: StepCoeffs,
 }
 
 impl Params {
-    /// The 12 words of the uniform layout: n, seed_lo, seed_hi, stream, guidance, px, po, clip,
-    /// cx, c0, cp, sigma.
-    pub fn words(&self) -> [u32; 12] {
+    /// The 16 words of the storage layout: n, seed_lo, seed_hi, stream, guidance, px, po, clip,
+    /// cx, c0, cp, sigma, row_len, then three words of padding.
+    pub fn words(&self) -> [u32; 16] {
         let c = &self.coeffs;
         [
             self.n,
@@ -107,6 +115,10 @@ impl Params {
             c.c0.to_bits(),
             c.cp.to_bits(),
             c.sigma.to_bits(),
+            self.row_len,
+            0,
+            0,
+            0,
         ]
     }
 }
@@ -154,13 +166,14 @@ fn x0_spec(
 #[backend_extension(Cube, Fusion)]
 pub trait DenoiseOps: Backend {
     /// Runs the kernel: returns (x_{t−1}, x̂₀). Unused inputs may be any tensor (e.g. `x`).
-    #[fusion(meta = |x, _o, _u, _p, _z, l| (x.clone(), x0_spec(x, l)))]
+    #[fusion(meta = |x, _o, _u, _p, _z, _s, l| (x.clone(), x0_spec(x, l)))]
     fn fused_denoise(
         x: FloatTensor<Self>,
         out: FloatTensor<Self>,
         uncond: FloatTensor<Self>,
         prev_x0: FloatTensor<Self>,
         noise: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
         launch: Launch,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
@@ -182,10 +195,11 @@ impl DenoiseOps for CubeBackend {
         uncond: CubeTensor,
         prev_x0: CubeTensor,
         noise: CubeTensor,
+        scale: CubeTensor,
         launch: Launch,
     ) -> (CubeTensor, CubeTensor) {
-        let [x, out, uncond, prev_x0, noise] =
-            [x, out, uncond, prev_x0, noise].map(into_contiguous);
+        let [x, out, uncond, prev_x0, noise, scale] =
+            [x, out, uncond, prev_x0, noise, scale].map(into_contiguous);
         let shape = x.meta.shape().clone();
         let n = shape.num_elements();
         let client = x.client.clone();
@@ -213,6 +227,7 @@ impl DenoiseOps for CubeBackend {
                 next.clone().binding(),
                 x0.clone().binding(),
                 params_handle.binding(),
+                scale.handle.clone().binding(),
             ]),
         );
         let x0_shape = if launch.variant.write_x0 {
@@ -247,6 +262,7 @@ impl FusedDenoise for WgslDenoise {
             uncond,
             prev_x0,
             want_x0,
+            threshold,
         } = input;
         let (noise_mode, seed, stream, z) = match noise {
             Noise::None => (0, 0, 0, None),
@@ -254,13 +270,15 @@ impl FusedDenoise for WgslDenoise {
             Noise::Seeded { seed, stream } => (2, seed, stream, None),
         };
         let n = x.dims()[0];
+        let row_len = threshold.as_ref().map_or(0, |s| n / s.dims()[0]);
         let variant = Variant {
             guided: uncond.is_some(),
             clip: coeffs.clip.is_some(),
             prev: prev_x0.is_some() && coeffs.cp != 0.0,
             noise: if coeffs.sigma == 0.0 { 0 } else { noise_mode },
             write_x0: want_x0,
-            vec4: n % 4 == 0,
+            vec4: n % 4 == 0 && row_len % 4 == 0,
+            dynamic: threshold.is_some(),
         };
         let launch = Launch {
             variant,
@@ -268,6 +286,7 @@ impl FusedDenoise for WgslDenoise {
                 n: n as u32,
                 seed,
                 stream,
+                row_len: row_len as u32,
                 coeffs,
             },
         };
@@ -278,6 +297,7 @@ impl FusedDenoise for WgslDenoise {
             or_x(uncond),
             or_x(prev_x0),
             or_x(z),
+            or_x(threshold),
             launch,
         );
         DenoiseOutput {

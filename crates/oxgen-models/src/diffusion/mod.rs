@@ -235,6 +235,9 @@ pub struct SampleConfig {
     pub guidance: f32,
     /// Clamp x̂₀ to [−clip, clip].
     pub clip: Option<f32>,
+    /// Dynamic thresholding of x̂₀ at this percentile of |x̂₀| per sample (Imagen: 0.995).
+    #[serde(default)]
+    pub dynamic_threshold: Option<f32>,
     /// Noise seed.
     pub seed: u64,
 }
@@ -247,6 +250,7 @@ impl Default for SampleConfig {
             eta: 0.0,
             guidance: 3.0,
             clip: None,
+            dynamic_threshold: None,
             seed: 0,
         }
     }
@@ -266,7 +270,8 @@ pub fn sample(
 ) -> Tensor<2> {
     let [c, h, w] = model.shape;
     let features = c * h * w;
-    let core = SchedulerCore::new(config.noise_schedule(), config.prediction, sample.clip);
+    let core = SchedulerCore::new(config.noise_schedule(), config.prediction, sample.clip)
+        .with_dynamic_threshold(sample.dynamic_threshold);
     let mut scheduler = samplers::build(sample.sampler, core, sample.eta);
     scheduler.set_timesteps(sample.steps);
     let mut x = seeded_noise(sample.seed, u32::MAX, n * features, device);
@@ -292,12 +297,16 @@ pub fn sample(
             ModelOutput {
                 out: cond,
                 uncond: Some((uncond, sample.guidance)),
+                rows: n,
             }
         } else {
-            model
-                .forward(xb, tt, labels.clone())
-                .reshape([n * features])
-                .into()
+            ModelOutput {
+                out: model
+                    .forward(xb, tt, labels.clone())
+                    .reshape([n * features]),
+                uncond: None,
+                rows: n,
+            }
         };
         x = scheduler.step(
             output,

@@ -5,7 +5,8 @@
 //! ```text
 //! out   = uncond + w · (cond − uncond)          (classifier-free guidance, optional)
 //! x̂₀    = px · x_t + po · out                   (prediction type → x₀)
-//! x̂₀    = clamp(x̂₀, −c, c)                      (optional)
+//! x̂₀    = clamp(x̂₀, −c, c)                      (optional static clipping)
+//! x̂₀    = clamp(x̂₀, −s_r, s_r) / s_r            (optional dynamic thresholding, per sample r)
 //! x_{t−1} = cx · x_t + c0 · x̂₀ + cp · x̂₀_prev + σ · z
 //! ```
 //!
@@ -75,6 +76,9 @@ pub struct DenoiseInput {
     /// Whether the caller reads [`DenoiseOutput::x0`]. When false a fused kernel skips writing
     /// it (4 bytes per element) and `x0` is unspecified.
     pub want_x0: bool,
+    /// Dynamic thresholding (Saharia et al., 2022): the per-sample bound s_r ≥ 1, `[rows]`, from
+    /// [`dynamic_threshold`]. Sample r owns elements `r·n/rows .. (r+1)·n/rows`.
+    pub threshold: Option<Tensor<1>>,
 }
 
 /// Result of one update.
@@ -130,6 +134,13 @@ pub fn denoise_step(input: DenoiseInput, coeffs: StepCoeffs, noise: Noise) -> De
             );
         }
     }
+    if let Some(s) = &input.threshold {
+        let rows = s.dims()[0];
+        assert!(
+            rows > 0 && n % rows == 0,
+            "denoise_step: {n} elements do not split into {rows} samples for thresholding"
+        );
+    }
     if let Noise::Explicit(z) = &noise {
         assert_eq!(
             z.dims()[0],
@@ -160,15 +171,20 @@ pub fn denoise_step_reference(input: DenoiseInput, c: StepCoeffs, noise: Noise) 
         out,
         uncond,
         prev_x0,
+        threshold,
         ..
     } = input;
-    let out = match uncond {
-        Some(u) => u.clone() + (out - u).mul_scalar(c.guidance),
-        None => out,
-    };
-    let mut x0 = x.clone().mul_scalar(c.px) + out.mul_scalar(c.po);
-    if let Some(clip) = c.clip {
-        x0 = x0.clamp(-clip, clip);
+    let mut x0 = raw_x0(&x, out, uncond, &c);
+    if let Some(s) = threshold {
+        let rows = s.dims()[0];
+        let n = x0.dims()[0];
+        let s = s.reshape([rows, 1]).expand([rows, n / rows]);
+        x0 = x0
+            .reshape([rows, n / rows])
+            .min_pair(s.clone())
+            .max_pair(s.clone().neg())
+            .div(s)
+            .reshape([n]);
     }
     let mut next = x.mul_scalar(c.cx) + x0.clone().mul_scalar(c.c0);
     if let Some(prev) = prev_x0.filter(|_| c.cp != 0.0) {
@@ -189,10 +205,116 @@ pub fn denoise_step_reference(input: DenoiseInput, c: StepCoeffs, noise: Noise) 
     DenoiseOutput { x: next, x0 }
 }
 
+/// x̂₀ after guidance and static clipping, before dynamic thresholding.
+fn raw_x0(x: &Tensor<1>, out: Tensor<1>, uncond: Option<Tensor<1>>, c: &StepCoeffs) -> Tensor<1> {
+    let out = match uncond {
+        Some(u) => u.clone() + (out - u).mul_scalar(c.guidance),
+        None => out,
+    };
+    let x0 = x.clone().mul_scalar(c.px) + out.mul_scalar(c.po);
+    match c.clip {
+        Some(clip) => x0.clamp(-clip, clip),
+        None => x0,
+    }
+}
+
+/// The per-sample bound of dynamic thresholding (Imagen; Saharia et al., 2022): the
+/// `percentile` quantile of |x̂₀| over each of `rows` samples (linear interpolation between order
+/// statistics, as NumPy's default), raised to at least 1. The update then clamps x̂₀ to ±s and
+/// divides by s. A quantile needs the whole sample, so this runs before the fused pass (as burn
+/// ops: one sort per sample); the clamp and rescale run inside it.
+///
+/// # Shapes
+/// - the tensors of `input`: `[n]` with `n` divisible by `rows`; output: `[rows]`.
+pub fn dynamic_threshold(
+    input: &DenoiseInput,
+    c: &StepCoeffs,
+    rows: usize,
+    percentile: f32,
+) -> Tensor<1> {
+    let n = input.x.dims()[0];
+    assert!(
+        rows > 0 && n % rows == 0,
+        "dynamic_threshold: {n} elements do not split into {rows} samples"
+    );
+    assert!(
+        (0.0..=1.0).contains(&percentile),
+        "dynamic_threshold: the percentile must be in [0, 1], got {percentile}"
+    );
+    let len = n / rows;
+    let x0 = raw_x0(&input.x, input.out.clone(), input.uncond.clone(), c);
+    let sorted = x0.abs().reshape([rows, len]).sort(1);
+    let pos = percentile as f64 * (len - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    let frac = (pos - lo as f64) as f32;
+    let at = |k: usize| sorted.clone().slice([0..rows, k..k + 1]).reshape([rows]);
+    let s = if hi == lo {
+        at(lo)
+    } else {
+        at(lo).mul_scalar(1.0 - frac) + at(hi).mul_scalar(frac)
+    };
+    s.clamp_min(1.0)
+}
+
 /// The Philox noise of `(seed, stream)` as a tensor of `n` elements on `device`.
 pub fn seeded_noise(seed: u64, stream: u32, n: usize, device: &Device) -> Tensor<1> {
     Tensor::from_data(
         TensorData::new(crate::rng::normals(seed, stream, n), [n]),
         device,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(v: &[f32]) -> Tensor<1> {
+        Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), &Device::flex())
+    }
+
+    fn host(t: Tensor<1>) -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+
+    /// Per-sample percentiles as NumPy computes them (`np.percentile(|x|, 90)` of
+    /// [0.2, 0.5, 1, 2, 3] is 2.6), raised to 1, then clamp and rescale.
+    #[test]
+    fn dynamic_thresholding_by_hand() {
+        let x = [0.5, -3.0, 2.0, 1.0, -0.2, 0.1, 0.2, -0.3, 0.4, 0.5];
+        let c = StepCoeffs {
+            guidance: 1.0,
+            px: 1.0,
+            po: 0.0,
+            clip: None,
+            cx: 0.0,
+            c0: 1.0,
+            cp: 0.0,
+            sigma: 0.0,
+        };
+        let mut input = DenoiseInput {
+            x: t(&x),
+            out: t(&[0.0; 10]),
+            uncond: None,
+            prev_x0: None,
+            want_x0: true,
+            threshold: None,
+        };
+        let s = host(dynamic_threshold(&input, &c, 2, 0.9));
+        assert!((s[0] - 2.6).abs() < 1e-6 && s[1] == 1.0, "{s:?}");
+        let s75 = host(dynamic_threshold(&input, &c, 2, 0.75));
+        assert!((s75[0] - 2.0).abs() < 1e-6, "{s75:?}");
+        input.threshold = Some(t(&s));
+        let out = host(denoise_step_reference(input, c, Noise::None).x);
+        let want: Vec<f32> = x[..5]
+            .iter()
+            .map(|v| v.clamp(-2.6, 2.6) / 2.6)
+            .chain(x[5..].iter().copied())
+            .collect();
+        for (g, w) in out.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-6, "{out:?} vs {want:?}");
+        }
+    }
 }

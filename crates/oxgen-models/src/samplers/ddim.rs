@@ -39,7 +39,7 @@ impl Scheduler for Ddim {
         let cx = dir / (1.0 - ab).sqrt();
         let c0 = ab_prev.sqrt() - cx * ab.sqrt();
         let coeffs = self.core.coeffs(ab, cx, c0, 0.0, sigma);
-        run_update(output, sample, None, coeffs, noise, false).0
+        run_update(&self.core, output, sample, None, coeffs, noise, false).0
     }
 
     fn is_stochastic(&self) -> bool {

@@ -35,7 +35,7 @@ impl Scheduler for DdpmAncestral {
         let cx = (1.0 - beta).sqrt() * (1.0 - ab_prev) / (1.0 - ab);
         let var = (1.0 - ab_prev) / (1.0 - ab) * beta;
         let coeffs = self.core.coeffs(ab, cx, c0, 0.0, var.max(0.0).sqrt());
-        run_update(output, sample, None, coeffs, noise, false).0
+        run_update(&self.core, output, sample, None, coeffs, noise, false).0
     }
 
     fn is_stochastic(&self) -> bool {

@@ -52,7 +52,8 @@ impl Scheduler for DpmSolverPP2M {
             None => {
                 // Final step to ᾱ = 1: x = D = x̂₀.
                 let coeffs = self.core.coeffs(ab, 0.0, 1.0, 0.0, 0.0);
-                let (x, x0) = run_update(output, sample, None, coeffs, Noise::None, true);
+                let (x, x0) =
+                    run_update(&self.core, output, sample, None, coeffs, Noise::None, true);
                 (x, x0, f64::INFINITY)
             }
             Some(_) => {
@@ -67,7 +68,15 @@ impl Scheduler for DpmSolverPP2M {
                     None => (cd, 0.0, None),
                 };
                 let coeffs = self.core.coeffs(ab, cx, c0, cp, 0.0);
-                let (x, x0) = run_update(output, sample, prev_x0, coeffs, Noise::None, true);
+                let (x, x0) = run_update(
+                    &self.core,
+                    output,
+                    sample,
+                    prev_x0,
+                    coeffs,
+                    Noise::None,
+                    true,
+                );
                 (x, x0, h)
             }
         };

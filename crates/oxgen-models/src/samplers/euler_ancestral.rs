@@ -43,7 +43,7 @@ impl Scheduler for EulerAncestral {
         let cx = scale / ab.sqrt() * (s_down / s);
         let c0 = scale * (1.0 - s_down / s);
         let coeffs = self.core.coeffs(ab, cx, c0, 0.0, scale * s_up);
-        run_update(output, sample, None, coeffs, noise, false).0
+        run_update(&self.core, output, sample, None, coeffs, noise, false).0
     }
 
     fn is_stochastic(&self) -> bool {

@@ -20,7 +20,7 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::diffusion::schedule::{NoiseSchedule, Prediction};
-use crate::ops::denoise::{DenoiseInput, Noise, StepCoeffs, denoise_step};
+use crate::ops::denoise::{DenoiseInput, Noise, StepCoeffs, denoise_step, dynamic_threshold};
 
 /// The model's output at one step, possibly with an unconditional output for guidance.
 #[derive(Clone, Debug)]
@@ -29,11 +29,19 @@ pub struct ModelOutput {
     pub out: Tensor<1>,
     /// The unconditional prediction and the guidance scale w: out ← u + w·(c − u).
     pub uncond: Option<(Tensor<1>, f32)>,
+    /// Samples in the flattened tensors (per-sample statistics such as dynamic thresholding
+    /// need it).
+    pub rows: usize,
 }
 
 impl From<Tensor<1>> for ModelOutput {
+    /// One sample.
     fn from(out: Tensor<1>) -> Self {
-        Self { out, uncond: None }
+        Self {
+            out,
+            uncond: None,
+            rows: 1,
+        }
     }
 }
 
@@ -77,6 +85,8 @@ pub struct SchedulerCore {
     pub prediction: Prediction,
     /// Clamp x̂₀ to [−clip, clip].
     pub clip: Option<f32>,
+    /// Dynamic thresholding of x̂₀ at this percentile of |x̂₀| per sample (Imagen uses 0.995).
+    pub dynamic_threshold: Option<f32>,
     /// Inference timesteps, most noisy first.
     pub timesteps: Vec<usize>,
 }
@@ -89,8 +99,15 @@ impl SchedulerCore {
             schedule,
             prediction,
             clip,
+            dynamic_threshold: None,
             timesteps,
         }
+    }
+
+    /// The same core with dynamic thresholding at `percentile` (or without, for `None`).
+    pub fn with_dynamic_threshold(mut self, percentile: Option<f32>) -> Self {
+        self.dynamic_threshold = percentile;
+        self
     }
 
     /// Index of `t` in the timesteps and the timestep after it (`None` after the last).
@@ -147,6 +164,7 @@ pub fn trailing_timesteps(t_max: usize, n: usize) -> Vec<usize> {
 
 /// Runs the update through the op, threading guidance into the coefficients.
 pub(crate) fn run_update(
+    core: &SchedulerCore,
     output: ModelOutput,
     sample: Tensor<1>,
     prev_x0: Option<Tensor<1>>,
@@ -163,17 +181,18 @@ pub(crate) fn run_update(
     } else {
         noise
     };
-    let r = denoise_step(
-        DenoiseInput {
-            x: sample,
-            out: output.out,
-            uncond,
-            prev_x0,
-            want_x0,
-        },
-        coeffs,
-        noise,
-    );
+    let mut input = DenoiseInput {
+        x: sample,
+        out: output.out,
+        uncond,
+        prev_x0,
+        want_x0,
+        threshold: None,
+    };
+    if let Some(p) = core.dynamic_threshold {
+        input.threshold = Some(dynamic_threshold(&input, &coeffs, output.rows, p));
+    }
+    let r = denoise_step(input, coeffs, noise);
     (r.x, r.x0)
 }
 

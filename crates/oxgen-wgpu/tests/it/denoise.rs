@@ -78,6 +78,7 @@ fn fused_matches_reference_with_explicit_noise() {
                 uncond: guided.then(|| vec1(&u, d)),
                 prev_x0: prev.then(|| vec1(&p, d)),
                 want_x0: true,
+                threshold: None,
             };
             let want = denoise_step_reference(input(&cpu), c, Noise::Explicit(vec1(&z, &cpu)));
             let got = WgslDenoise.step(input(&gpu), c, Noise::Explicit(vec1(&z, &gpu)));
@@ -85,6 +86,49 @@ fn fused_matches_reference_with_explicit_noise() {
             assert_close(&host(got.x), &host(want.x), 1e-5, &what);
             assert_close(&host(got.x0), &host(want.x0), 1e-5, &format!("{what}, x0"));
         }
+    }
+}
+
+/// Dynamic thresholding in the kernel matches the reference: sample lengths that take the vec4
+/// variant (64), the scalar one (7), and an even total with a sample length that is not a multiple
+/// of 4 (2 × 4,102), which must fall back to the scalar variant.
+#[test]
+fn fused_dynamic_thresholding_matches_reference() {
+    let gpu = gpu();
+    let cpu = Device::flex();
+    for (rows, len) in [(3usize, 7usize), (4, 64), (2, 4102), (1, 1000)] {
+        let n = rows * len;
+        let scaled = |s: u32| -> Vec<f32> { data(n, s).iter().map(|v| 2.5 * v).collect() };
+        let (x, out, u) = (scaled(11), scaled(12), scaled(13));
+        let c = coeffs(None, 0.0, 0.0);
+        let input = |d: &Device| DenoiseInput {
+            x: vec1(&x, d),
+            out: vec1(&out, d),
+            uncond: Some(vec1(&u, d)),
+            prev_x0: None,
+            want_x0: true,
+            threshold: None,
+        };
+        let with_threshold = |d: &Device| {
+            let mut i = input(d);
+            i.threshold = Some(denoise::dynamic_threshold(&i, &c, rows, 0.9));
+            i
+        };
+        let s = host(denoise::dynamic_threshold(&input(&cpu), &c, rows, 0.9));
+        assert!(
+            s.iter().any(|&v| v > 1.0),
+            "{rows}×{len}: nothing to threshold: {s:?}"
+        );
+        let want = denoise_step_reference(with_threshold(&cpu), c, Noise::None);
+        let got = WgslDenoise.step(with_threshold(&gpu), c, Noise::None);
+        let what = format!("dynamic threshold, {rows}×{len}");
+        let want_x0 = host(want.x0);
+        assert!(
+            want_x0.iter().all(|v| v.abs() <= 1.0 + 1e-6),
+            "{what}: |x̂₀| > 1"
+        );
+        assert_close(&host(got.x), &host(want.x), 1e-5, &what);
+        assert_close(&host(got.x0), &want_x0, 1e-5, &format!("{what}, x0"));
     }
 }
 
@@ -173,6 +217,7 @@ fn seeded_noise_gpu(gpu: &Device, n: usize, seed: u64, stream: u32) -> Tensor<1>
                 uncond: None,
                 prev_x0: None,
                 want_x0: false,
+                threshold: None,
             },
             c,
             Noise::Seeded { seed, stream },
@@ -220,6 +265,7 @@ fn a_ddim_sampler_run_takes_the_fused_path_and_matches_the_reference() {
         eta: 0.5,
         guidance: 2.0,
         clip: Some(1.0),
+        dynamic_threshold: None,
         seed: 11,
     };
     let labels: Vec<u32> = (0..5).collect();
@@ -254,6 +300,7 @@ fn a_ddim_sampler_run_takes_the_fused_path_and_matches_the_reference() {
             uncond: None,
             prev_x0: None,
             want_x0: false,
+            threshold: None,
         },
         coeffs(None, 0.0, 0.0),
         Noise::None,

@@ -20,7 +20,7 @@ fn validate(name: &str, source: &str) {
 #[test]
 fn every_denoise_variant_validates() {
     let variants = Variant::all();
-    assert_eq!(variants.len(), 96);
+    assert_eq!(variants.len(), 192);
     for v in variants {
         let text = v.source().complete();
         assert!(
