@@ -180,6 +180,9 @@ struct SamplingArgs {
     /// DDIM η.
     #[arg(long)]
     eta: Option<f64>,
+    /// Dynamic thresholding of x̂₀ at this percentile of |x̂₀| per sample (Imagen: 0.995).
+    #[arg(long, value_name = "P")]
+    dynamic_threshold: Option<f32>,
     /// Noise seed.
     #[arg(long)]
     seed: Option<u64>,
@@ -202,6 +205,12 @@ impl SamplingArgs {
         }
         if let Some(v) = self.eta {
             s.eta = v;
+        }
+        if let Some(p) = self.dynamic_threshold {
+            if !(0.0..=1.0).contains(&p) {
+                bail!("--dynamic-threshold takes a percentile in [0, 1], got {p}");
+            }
+            s.dynamic_threshold = Some(p);
         }
         if let Some(v) = self.seed {
             s.seed = v;
