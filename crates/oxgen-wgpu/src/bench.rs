@@ -6,7 +6,8 @@
 //!   on, its best path), with the noise drawn on the device by burn (`Tensor::random`);
 //! - **unfused**: the same ops on burn's `CubeBackend` directly, which is what the wgpu backend
 //!   runs when it is built without its `fusion` feature: one kernel and one buffer per op;
-//! - **copy**: burn's fused `x + 1`, the roofline.
+//! - **copy**: the roofline, the better of a vec4 WGSL copy kernel (`shaders/copy.wgsl`) and
+//!   burn's fused `x + 1`.
 //!
 //! Every output is kept alive: each update's result feeds the next one's input, and the device is
 //! synchronised after every update, as a sampler's model forward would force. Without that,
@@ -53,8 +54,13 @@ pub struct Row {
     pub speedup: f64,
     /// unfused_ms / fused_ms.
     pub speedup_unfused: f64,
-    /// Copy bandwidth (read n + write n floats) measured in the same run, GB/s.
+    /// Copy bandwidth (read n + write n floats) measured in the same run, GB/s: the better of
+    /// the vec4 copy kernel and burn's fused `x + 1`.
     pub copy_gbps: f64,
+    /// The vec4 copy kernel alone, GB/s.
+    pub copy_kernel_gbps: f64,
+    /// burn's fused `x + 1` alone, GB/s.
+    pub burn_copy_gbps: f64,
     /// fused_gbps / copy_gbps.
     pub roofline_fraction: f64,
 }
@@ -188,8 +194,17 @@ pub fn run(device: &Device, sizes: &[usize], iters: usize) -> Vec<Row> {
     for &n in sizes {
         let normal = || Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), device);
         let (x, other) = (normal(), normal());
-        let copy_ms = median_ms(iters, x.clone(), |t| t.add_scalar(1.0), sync);
-        let copy_gbps = (8 * n) as f64 / copy_ms / 1e6;
+        let burn_copy_ms = median_ms(iters, x.clone(), |t| t.add_scalar(1.0), sync);
+        // The copy kernel needs a multiple of 4 elements; copying ≤ 3 fewer changes nothing.
+        let n4 = n - n % 4;
+        let copy_kernel_gbps = if n4 == 0 {
+            0.0
+        } else {
+            let ms = median_ms(iters, normal().slice([0..n4]), crate::copy::copy, sync);
+            (8 * n4) as f64 / ms / 1e6
+        };
+        let burn_copy_gbps = (8 * n) as f64 / burn_copy_ms / 1e6;
+        let copy_gbps = burn_copy_gbps.max(copy_kernel_gbps);
         let host = |t: &Tensor<1>| t.to_data();
         let to_cube = |d: TensorData| CubeBackend::float_from_data(d, &cube);
         let (x_data, other_data) = (host(&x), host(&other));
@@ -266,6 +281,8 @@ pub fn run(device: &Device, sizes: &[usize], iters: usize) -> Vec<Row> {
                 speedup: reference_ms / fused_ms,
                 speedup_unfused: unfused_ms / fused_ms,
                 copy_gbps,
+                copy_kernel_gbps,
+                burn_copy_gbps,
                 roofline_fraction: fused_gbps / copy_gbps,
             });
         }

@@ -5,6 +5,7 @@
 //! (see `docs/architecture.md`): the denoising update and the GroupNorm+SiLU forward.
 
 pub mod bench;
+pub mod copy;
 pub mod denoise;
 pub mod device;
 pub mod group_norm;

@@ -316,3 +316,14 @@ fn grids_stay_within_the_dispatch_limit() {
     let (x, y) = grid(100_000_000);
     assert!(x <= 65_535 && y >= 2 && (x as u64) * (y as u64) * 1024 >= 100_000_000);
 }
+
+/// The benchmark's roofline kernel copies exactly.
+#[test]
+fn the_copy_kernel_copies() {
+    let gpu = gpu();
+    for n in [4usize, 1024, 1_000_004] {
+        let x = data(n, 7);
+        let got = host(oxgen_wgpu::copy::copy(vec1(&x, &gpu)));
+        assert!(got == x, "copy of {n} elements differs");
+    }
+}

@@ -32,6 +32,11 @@ fn every_denoise_variant_validates() {
 }
 
 #[test]
+fn the_copy_kernel_validates() {
+    validate("copy", &oxgen_wgpu::copy::source().complete());
+}
+
+#[test]
 fn every_group_norm_variant_validates() {
     for v in oxgen_wgpu::group_norm::Variant::all() {
         let text = v.source().complete();

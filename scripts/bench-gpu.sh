@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Every oxgen benchmark on a GPU machine, written to one results folder.
+#
+#   scripts/bench-gpu.sh                 build with cargo and run here (a machine with a GPU)
+#   scripts/bench-gpu.sh prepare         build here, pack for a machine without a toolchain:
+#                                        .carry/oxgen.gz (stripped release binary), the PyTorch
+#                                        peer script, and the Vulkan loader .debs in .gl/
+#   scripts/bench-gpu.sh run [OUT]       on that machine, from the repository root: unpack, run,
+#                                        write OUT (default $OUT, else bench-results/)
+#
+# What runs (later kernels add a line to `benchmarks` below):
+#   oxgen info                             the adapter and its limits
+#   oxgen bench denoise                    fused denoising update vs burn (fusion on and off),
+#                                          copy roofline, whole-sampler wall times
+#   ../shared/peers/torch_anchors.py       PyTorch's eager DDPM step and copy rate, same machine,
+#                                          same run (skipped where python3 has no CUDA torch)
+# Results: OUT/results.json ({"meta": …, "denoise": …, "torch": …}) and one .txt per benchmark.
+# OXGEN_BENCH_ARGS adds flags to `oxgen bench denoise` (e.g. "--sizes 10000 --no-sampler").
+set -uo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+mode=${1:-local}
+
+benchmarks() { # $1: the oxgen binary, $2: the output folder
+    local bin=$1 out=$2
+    "$bin" info 2>&1 | tee "$out/info.txt"
+    # shellcheck disable=SC2086 # OXGEN_BENCH_ARGS is a list of flags, e.g. "--iters 5 --no-sampler"
+    timeout 480 "$bin" bench denoise --json "$out/denoise.json" ${OXGEN_BENCH_ARGS:-} 2>&1 |
+        tee "$out/denoise.txt"
+}
+
+peer() { # $1: torch_anchors.py, $2: the output folder
+    if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+        (export OUT=$2 PYTHONUNBUFFERED=1; timeout 300 python3 "$1" 2>&1 | tee "$2/torch.txt")
+    else
+        echo "no CUDA PyTorch here: the peer columns stay empty" | tee "$2/torch.txt"
+    fi
+}
+
+combine() { # $1: the output folder
+    python3 - "$1" <<'EOF'
+import json, os, subprocess, sys, datetime
+out = sys.argv[1]
+def load(name):
+    p = os.path.join(out, name)
+    return json.load(open(p)) if os.path.exists(p) else None
+commit = os.environ.get("OXGEN_COMMIT") or subprocess.run(
+    ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+doc = {
+    "meta": {"date": datetime.date.today().isoformat(), "commit": commit or "unknown"},
+    "denoise": load("denoise.json"),
+    "torch": load("torch_anchors.json"),
+}
+json.dump(doc, open(os.path.join(out, "results.json"), "w"), indent=1)
+print("wrote", os.path.join(out, "results.json"))
+EOF
+}
+
+case $mode in
+local)
+    out=${2:-bench-results/$(date +%Y-%m-%d)}
+    mkdir -p "$out"
+    cargo build --release -p oxgen-cli || exit 1
+    benchmarks target/release/oxgen "$out"
+    [ -f ../shared/peers/torch_anchors.py ] && peer ../shared/peers/torch_anchors.py "$out"
+    combine "$out"
+    ;;
+prepare)
+    cargo build --release --workspace || exit 1
+    mkdir -p .carry .gl
+    strip -o .carry/oxgen target/release/oxgen && gzip -9f .carry/oxgen
+    git rev-parse --short HEAD > .carry/commit
+    cp ../shared/device/run-gpu.sh ../shared/peers/torch_anchors.py .carry/ 2>/dev/null ||
+        echo "../shared not found: the PyTorch peer will be skipped"
+    if ! ls .gl/*.deb >/dev/null 2>&1; then
+        o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+        mkdir -p /tmp/amd64/partial
+        apt-get $o update >/dev/null &&
+            (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
+    fi
+    du -ch .carry .gl | tail -1
+    ;;
+run)
+    out=${2:-${OUT:-bench-results}}
+    mkdir -p "$out"
+    if ls .gl/*.deb >/dev/null 2>&1; then
+        for f in .gl/*.deb; do dpkg -x "$f" /; done
+        ldconfig
+    fi
+    [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] &&
+        export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    nvidia-smi -L 2>/dev/null | tee "$out/gpu.txt"
+    mkdir -p /tmp/oxgen-bin
+    gunzip -c .carry/oxgen.gz > /tmp/oxgen-bin/oxgen && chmod +x /tmp/oxgen-bin/oxgen
+    export OXGEN_COMMIT=$(cat .carry/commit 2>/dev/null)
+    benchmarks /tmp/oxgen-bin/oxgen "$out"
+    [ -f .carry/torch_anchors.py ] && peer .carry/torch_anchors.py "$out"
+    combine "$out"
+    ;;
+*)
+    sed -n 2,17p "$0"
+    exit 2
+    ;;
+esac
