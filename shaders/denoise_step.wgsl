@@ -20,15 +20,16 @@
 //   8 scale     in   per-sample bound s_r of dynamic thresholding, [n / row_len] (any buffer
 //                    when !DYNAMIC)
 //
-// Template placeholders: {{ workgroup_size }}, {{ guided }}, {{ clip }}, {{ prev }},
+// Template placeholders: {{ workgroup_size }}, {{ blocks_per_invocation }}, {{ guided }}, {{ clip }}, {{ prev }},
 // {{ noise }} (0 none, 1 explicit tensor, 2 Philox4x32-10 in registers), {{ write_x0 }},
 // {{ dynamic }}, {{ vec4 }} with {{ elem }} (f32 or vec4<f32>), and {{ as_elem }},
 // {{ lane_elem }}, {{ first_elem }} (expressions that make both branches of `main` type-check).
 //
-// Layout: with q = ceil(n/4), invocation b owns elements b, b+q, b+2q, b+3q: one Philox block
-// gives exactly their four normals (as oxgen_models::rng::normals), and neighbouring
-// invocations touch neighbouring addresses in each of the four runs. The grid is 2D so that
-// launches past 65,535 workgroups work: b = gid.x + gid.y · (num_workgroups.x · workgroup_size).
+// Layout: block b is the four consecutive elements 4b..4b+3 and one Philox4x32-10 draw (as
+// oxgen_models::rng::normals). With VEC4 an invocation loads and stores a block as one vec4;
+// otherwise element by element. Workgroup w owns blocks w·PER·WG .. (w+1)·PER·WG, interleaved
+// across its invocations. The grid is 2D so that launches past 65,535 workgroups work:
+// w = wid.x + wid.y · num_workgroups.x.
 
 struct Params {
     n: u32,
@@ -69,6 +70,7 @@ const WRITE_X0: bool = {{ write_x0 }};
 const DYNAMIC: bool = {{ dynamic }};
 const VEC4: bool = {{ vec4 }};
 const WG: u32 = {{ workgroup_size }}u;
+const PER: u32 = {{ blocks_per_invocation }}u;
 
 const M0: u32 = 0xD2511F53u;
 const M1: u32 = 0xCD9E8D57u;
@@ -152,16 +154,8 @@ fn update(i: u32, z: T, p: Params) {
     }
 }
 
-@compute @workgroup_size({{ workgroup_size }}, 1, 1)
-fn main(
-    @builtin(global_invocation_id) gid: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-) {
-    let block = gid.x + gid.y * groups.x * WG;
-    let p = params;
-    if (block >= (p.n + 3u) / 4u) {
-        return;
-    }
+// One block: four consecutive elements, one Philox draw.
+fn block_update(block: u32, p: Params) {
     var z = vec4<f32>(0.0);
     if (NOISE == 2u) {
         z = normals4(block, p);
@@ -174,6 +168,26 @@ fn main(
     for (var k = 0u; k < 4u; k++) {
         if (base + k < p.n) {
             update(base + k, {{ lane_elem }}, p);
+        }
+    }
+}
+
+@compute @workgroup_size({{ workgroup_size }}, 1, 1)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let p = params;
+    let blocks = (p.n + 3u) / 4u;
+    // The workgroup owns PER · WG consecutive blocks; invocation lid takes every WG-th of them,
+    // so each of the PER steps touches WG consecutive blocks (coalesced on a GPU, one SIMD row
+    // per load on lavapipe), and the parameters are loaded once per PER blocks.
+    let first = (wid.x + wid.y * groups.x) * (PER * WG) + lid;
+    for (var k = 0u; k < PER; k++) {
+        let block = first + k * WG;
+        if (block < blocks) {
+            block_update(block, p);
         }
     }
 }

@@ -1,7 +1,8 @@
 // group_norm_silu.wgsl: GroupNorm followed by SiLU, forward only, in one kernel.
 // Reference: oxgen_models::ops::group_norm::group_norm_silu_reference (burn's GroupNorm + silu).
 //
-//   μ, σ² = mean and biased variance of x over one (sample, group): C/G channels × HW pixels
+//   μ, σ² = mean and biased variance of x over one (sample, group): C/G channels × HW pixels,
+//           from the sums of d = x − K and d² with K = the group's first element (shifted data)
 //   v     = (x − μ) / sqrt(σ² + ε);  AFFINE: v = γ[c]·v + β[c]
 //   y     = v · sigmoid(v)
 //
@@ -16,11 +17,12 @@
 //
 // Template placeholders: {{ workgroup_size }} (a power of two), {{ affine }}.
 //
-// Layout: one workgroup per (sample, group), whose C/G channels are contiguous in memory. Three
-// sweeps over the group (sum; squared deviations; normalise and write), each followed by a tree
-// reduction in workgroup memory; the statistics use the two-pass formula, as the reference does.
-// The group is read three times and written once; for the UNet's groups (≤ 64 KiB) the re-reads
-// hit the cache. The grid is 2D: workgroup = wid.x + wid.y · num_workgroups.x.
+// Layout: one workgroup per (sample, group), whose C/G channels are contiguous in memory. Two
+// sweeps over the group: both moments of the shifted data (one tree reduction in workgroup
+// memory), then normalise and write. The group is read twice and written once; for the UNet's
+// groups (≤ 64 KiB) the re-read hits the cache. Barriers are few and the workgroup small (64),
+// because on lavapipe every barrier is a coroutine switch for each SIMD row of the workgroup.
+// The grid is 2D: workgroup = wid.x + wid.y · num_workgroups.x.
 
 struct Params {
     batch: u32,
@@ -39,11 +41,11 @@ struct Params {
 const WG: u32 = {{ workgroup_size }}u;
 const AFFINE: bool = {{ affine }};
 
-var<workgroup> partial: array<f32, WG>;
+var<workgroup> partial: array<vec2<f32>, WG>;
 var<workgroup> shared_params: Params;
 
-// Sum of `v` over the workgroup. Every invocation gets the total.
-fn workgroup_sum(lid: u32, v: f32) -> f32 {
+// Sums of `v` over the workgroup. Every invocation gets the totals.
+fn workgroup_sum(lid: u32, v: vec2<f32>) -> vec2<f32> {
     partial[lid] = v;
     workgroupBarrier();
     for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
@@ -52,10 +54,7 @@ fn workgroup_sum(lid: u32, v: f32) -> f32 {
         }
         workgroupBarrier();
     }
-    let total = partial[0];
-    // Nobody may overwrite `partial` before everyone has read the total.
-    workgroupBarrier();
-    return total;
+    return partial[0];
 }
 
 @compute @workgroup_size({{ workgroup_size }}, 1, 1)
@@ -79,18 +78,21 @@ fn main(
     let base = index * len;
     let first_channel = (index % p.groups) * per_group;
 
-    var s = 0.0;
+    // One sweep for both moments, of the data shifted by one of its own values: the variance
+    // (S2 − S1²/len)/len then loses only about (μ − K)²/σ² ulps, not μ²/σ² as an unshifted one-pass
+    // formula would.
+    let shift = x[base];
+    var sums = vec2<f32>(0.0);
     for (var i = lid; i < len; i = i + WG) {
-        s = s + x[base + i];
+        let d = x[base + i] - shift;
+        sums = sums + vec2<f32>(d, d * d);
     }
-    let mean = workgroup_sum(lid, s) / f32(len);
-
-    var q = 0.0;
-    for (var i = lid; i < len; i = i + WG) {
-        let d = x[base + i] - mean;
-        q = q + d * d;
-    }
-    let rstd = inverseSqrt(workgroup_sum(lid, q) / f32(len) + p.eps);
+    let total = workgroup_sum(lid, sums);
+    let n = f32(len);
+    let mean_shifted = total.x / n;
+    let mean = shift + mean_shifted;
+    let var_ = max(total.y / n - mean_shifted * mean_shifted, 0.0);
+    let rstd = inverseSqrt(var_ + p.eps);
 
     for (var i = lid; i < len; i = i + WG) {
         var v = (x[base + i] - mean) * rstd;

@@ -415,6 +415,85 @@ mod tests {
     }
 }
 
+/// One GroupNorm+SiLU timing.
+#[derive(Clone, Debug, Serialize)]
+pub struct NormRow {
+    /// Input shape [b, c, h, w].
+    pub shape: [usize; 4],
+    /// Groups.
+    pub groups: usize,
+    /// Fused kernel, median milliseconds.
+    pub fused_ms: f64,
+    /// burn reference (fusion on), median milliseconds.
+    pub reference_ms: f64,
+    /// reference_ms / fused_ms.
+    pub speedup: f64,
+    /// Fused effective bandwidth (read x once, write y once), GB/s.
+    pub fused_gbps: f64,
+}
+
+/// GroupNorm+SiLU, fused kernel against burn's reference, at the default UNet's shapes for a
+/// batch of `batch` images of `[c, h, w]` (32 channels at full resolution, 64 at half, 8 groups).
+pub fn group_norm(
+    device: &Device,
+    batch: usize,
+    [_, h, w]: [usize; 3],
+    iters: usize,
+) -> Vec<NormRow> {
+    use crate::group_norm::WgslGroupNormSilu;
+    use oxgen_models::ops::group_norm::{
+        FusedGroupNormSilu, GroupNormParams, group_norm_silu_reference,
+    };
+    let sync = || device.sync().expect("device sync");
+    let mut rows = Vec::new();
+    for shape in [
+        [batch, 32, h, w],
+        [batch, 64, h / 2, w / 2],
+        [batch, 128, h / 2, w / 2],
+    ] {
+        let c = shape[1];
+        let params = GroupNormParams {
+            gamma: Some(Tensor::random([c], Distribution::Default, device)),
+            beta: Some(Tensor::random([c], Distribution::Default, device)),
+            groups: 8,
+            epsilon: 1e-5,
+        };
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
+        // Each output feeds the next call, so nothing can be dropped or merged away.
+        let fused_ms = median_ms(
+            iters,
+            x.clone(),
+            |t| WgslGroupNormSilu.forward(t, &params),
+            sync,
+        );
+        let reference_ms = median_ms(iters, x, |t| group_norm_silu_reference(t, &params), sync);
+        let bytes = 8 * shape.iter().product::<usize>();
+        rows.push(NormRow {
+            shape,
+            groups: 8,
+            fused_ms,
+            reference_ms,
+            speedup: reference_ms / fused_ms,
+            fused_gbps: bytes as f64 / fused_ms / 1e6,
+        });
+    }
+    rows
+}
+
+/// The GroupNorm rows as a Markdown table.
+pub fn norm_table(rows: &[NormRow]) -> String {
+    let mut s = String::from(
+        "| GroupNorm+SiLU shape | groups | fused ms | reference ms | speed-up | fused GB/s |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "| {:?} | {} | {:.4} | {:.4} | {:.2}× | {:.1} |\n",
+            r.shape, r.groups, r.fused_ms, r.reference_ms, r.speedup, r.fused_gbps
+        ));
+    }
+    s
+}
+
 /// What [`suite`] runs.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -445,6 +524,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Sizes not run because one buffer would pass the adapter's storage-binding limit.
     pub skipped_sizes: Vec<usize>,
+    /// GroupNorm+SiLU timings at the UNet's shapes (same batch and image as the samplers).
+    pub group_norm: Vec<NormRow>,
     /// Whole-sampler timings.
     pub sampler: Vec<SamplerRow>,
 }
@@ -453,6 +534,8 @@ pub struct Report {
 pub fn suite(selected: &crate::SelectedDevice, options: &Options) -> Report {
     let (sizes, skipped_sizes) = fitting(&options.sizes, selected.max_storage_binding);
     let rows = run(&selected.device, &sizes, options.iters);
+    let (batch, shape) = options.sampler.unwrap_or((64, [1, 8, 8]));
+    let group_norm = group_norm(&selected.device, batch, shape, options.iters);
     let sampler = options
         .sampler
         .map(|(batch, shape)| sampler(&selected.device, batch, shape))
@@ -461,6 +544,7 @@ pub fn suite(selected: &crate::SelectedDevice, options: &Options) -> Report {
         device: selected.description.clone(),
         rows,
         skipped_sizes,
+        group_norm,
         sampler,
     }
 }
@@ -475,6 +559,8 @@ impl Report {
                 self.skipped_sizes
             ));
         }
+        s.push('\n');
+        s.push_str(&norm_table(&self.group_norm));
         if !self.sampler.is_empty() {
             s.push('\n');
             s.push_str(&sampler_table(&self.sampler));

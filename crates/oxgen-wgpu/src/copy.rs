@@ -55,7 +55,7 @@ impl CopyOps for CubeBackend {
         let words = [(n / 4) as u32, 0, 0, 0];
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         let params = client.create_from_slice(&bytes);
-        let (gx, gy) = crate::denoise::grid(n);
+        let (gx, gy) = crate::denoise::grid_2d((n / 4).div_ceil(WORKGROUP_SIZE as usize));
         client.launch(
             Box::new(SourceKernel::new(
                 CopyKernel,

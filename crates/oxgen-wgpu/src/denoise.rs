@@ -18,8 +18,10 @@ use oxgen_models::ops::denoise::{DenoiseInput, DenoiseOutput, FusedDenoise, Nois
 
 /// The WGSL source, with `{{ … }}` placeholders (see its header).
 pub const SOURCE: &str = include_str!("../../../shaders/denoise_step.wgsl");
-/// Invocations per workgroup; each handles four elements.
+/// Invocations per workgroup.
 pub const WORKGROUP_SIZE: u32 = 256;
+/// Blocks of four elements per invocation.
+pub const BLOCKS_PER_INVOCATION: u32 = 4;
 /// WebGPU's limit on workgroups per grid dimension.
 pub const MAX_GROUPS_PER_DIM: u32 = 65_535;
 
@@ -67,6 +69,7 @@ impl Variant {
     pub fn source(&self) -> SourceTemplate {
         SourceTemplate::new(SOURCE)
             .register("workgroup_size", WORKGROUP_SIZE.to_string())
+            .register("blocks_per_invocation", BLOCKS_PER_INVOCATION.to_string())
             .register("guided", self.guided.to_string())
             .register("clip", self.clip.to_string())
             .register("prev", self.prev.to_string())
@@ -180,11 +183,17 @@ pub trait DenoiseOps: Backend {
 
 /// The grid for `n` elements: 2D when one dimension would pass 65,535 workgroups.
 pub fn grid(n: usize) -> (u32, u32) {
-    let groups = (n.div_ceil(4) as u32).div_ceil(WORKGROUP_SIZE).max(1);
-    if groups <= MAX_GROUPS_PER_DIM {
-        (groups, 1)
+    let per_group = (4 * WORKGROUP_SIZE * BLOCKS_PER_INVOCATION) as usize;
+    grid_2d(n.div_ceil(per_group))
+}
+
+/// `workgroups` laid out as (x, y) with x ≤ 65,535 and x·y ≥ workgroups (at least one).
+pub fn grid_2d(workgroups: usize) -> (u32, u32) {
+    let count = workgroups.max(1) as u32;
+    if count <= MAX_GROUPS_PER_DIM {
+        (count, 1)
     } else {
-        (MAX_GROUPS_PER_DIM, groups.div_ceil(MAX_GROUPS_PER_DIM))
+        (MAX_GROUPS_PER_DIM, count.div_ceil(MAX_GROUPS_PER_DIM))
     }
 }
 

@@ -310,11 +310,14 @@ fn a_ddim_sampler_run_takes_the_fused_path_and_matches_the_reference() {
 
 #[test]
 fn grids_stay_within_the_dispatch_limit() {
+    // A workgroup covers 256 invocations × 4 blocks × 4 elements.
     assert_eq!(grid(1), (1, 1));
-    assert_eq!(grid(4 * 256), (1, 1));
-    assert_eq!(grid(4 * 256 + 1), (2, 1));
+    assert_eq!(grid(4096), (1, 1));
+    assert_eq!(grid(4097), (2, 1));
     let (x, y) = grid(100_000_000);
-    assert!(x <= 65_535 && y >= 2 && (x as u64) * (y as u64) * 1024 >= 100_000_000);
+    assert!(x <= 65_535 && (x as u64) * (y as u64) * 4096 >= 100_000_000);
+    let (x, y) = grid(4096 * 65_536);
+    assert!(x == 65_535 && y == 2);
 }
 
 /// The benchmark's roofline kernel copies exactly.
