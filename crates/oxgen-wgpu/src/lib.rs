@@ -4,6 +4,7 @@
 //! one ([`device::select`]), and registers its fused kernels behind the op API of `oxgen-models`
 //! (see `docs/architecture.md`): the denoising update and the GroupNorm+SiLU forward.
 
+pub mod attention;
 pub mod bench;
 pub mod copy;
 pub mod denoise;
@@ -15,6 +16,7 @@ pub use device::{AdapterReport, DeviceChoice, SelectedDevice, adapters, is_wgpu,
 /// Installs every fused kernel of this crate behind the op API of `oxgen-models`. Idempotent;
 /// [`select`] calls it, so programs that pick their device through oxgen get the fused paths.
 pub fn register_kernels() {
+    attention::register();
     denoise::register();
     group_norm::register();
 }

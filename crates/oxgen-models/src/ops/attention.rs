@@ -1,16 +1,171 @@
 //! Scaled dot-product attention: the op that attention layers call, with its plain-burn
-//! reference. A fused flash-attention kernel plugs in behind it later.
+//! reference (burn's `attention_fallback`). A kernel crate may register a fused flash attention
+//! with [`register_fused`]; it takes tensors on the devices and head dims it accepts, forward and
+//! backward (it brings its own autodiff node).
 
-use burn::tensor::{Tensor, activation::softmax};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use burn::tensor::module::attention_fallback;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Tensor};
+
+/// Options of one attention call.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AttentionOptions {
+    /// Mask keys after the query (bottom-right aligned when the lengths differ, as burn's
+    /// `attention_fallback`: key j is visible to query i when j + lq ≤ i + lk).
+    pub causal: bool,
+    /// Score scale; `None` is 1/√d.
+    pub scale: Option<f64>,
+}
+
+/// A fused attention, provided by a kernel crate.
+pub trait FusedAttention: Send + Sync {
+    /// A short name for logs and tests.
+    fn name(&self) -> &'static str;
+    /// Whether tensors on `device` with head dim `head_dim` can take this path.
+    fn accepts(&self, device: &Device, head_dim: usize) -> bool;
+    /// The attention output. Only called when [`FusedAttention::accepts`] is true.
+    fn forward(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        bias: Option<Tensor<4>>,
+        options: AttentionOptions,
+    ) -> Tensor<4>;
+}
+
+static FUSED: OnceLock<Box<dyn FusedAttention>> = OnceLock::new();
+static LAST: Mutex<Option<&'static str>> = Mutex::new(None);
+static FUSED_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// Registers the fused implementation. The first registration wins; later ones return false.
+pub fn register_fused(kernel: Box<dyn FusedAttention>) -> bool {
+    FUSED.set(kernel).is_ok()
+}
+
+/// Name of the implementation the most recent call ran: `"reference"` or the kernel's name.
+pub fn last_path() -> Option<&'static str> {
+    *LAST.lock().expect("attention path lock")
+}
+
+/// How many calls took the fused path since the process started.
+pub fn fused_calls() -> usize {
+    FUSED_CALLS.load(Ordering::Relaxed)
+}
 
 /// softmax(q·kᵀ/√d)·v.
 ///
 /// # Shapes
 /// - `q`, `k`, `v`: `[batch, heads, len, d]`; returns `[batch, heads, len, d]`.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-    let d = q.dims()[3];
-    let scores = q
-        .matmul(k.swap_dims(2, 3))
-        .mul_scalar(1.0 / (d as f64).sqrt()); // [b, h, l, l]
-    softmax(scores, 3).matmul(v)
+    attention_with(q, k, v, None, AttentionOptions::default())
+}
+
+/// softmax(scale · q·kᵀ + bias, causal mask)·v, fused where a kernel accepts the device and head
+/// dim.
+///
+/// # Shapes
+/// - `q`: `[b, h, lq, d]`; `k`, `v`: `[b, h, lk, d]`; `bias`: `[b, h, lq, lk]` (−∞ masks a
+///   key); returns `[b, h, lq, d]`.
+pub fn attention_with(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Option<Tensor<4>>,
+    options: AttentionOptions,
+) -> Tensor<4> {
+    let [b, h, lq, d] = q.dims();
+    let [kb, kh, lk, kd] = k.dims();
+    assert!(
+        [kb, kh, kd] == [b, h, d] && v.dims() == k.dims(),
+        "attention: q {:?}, k {:?}, v {:?} do not match",
+        q.dims(),
+        k.dims(),
+        v.dims()
+    );
+    if let Some(bias) = &bias {
+        assert_eq!(
+            bias.dims(),
+            [b, h, lq, lk],
+            "attention: bias must be [b, h, lq, lk]"
+        );
+    }
+    let device = q.device();
+    let fused = FUSED.get().filter(|k| k.accepts(&device, d));
+    let use_fused = super::take_fused("attention", fused.is_some(), &device);
+    match fused.filter(|_| use_fused) {
+        Some(kernel) => {
+            *LAST.lock().expect("attention path lock") = Some(kernel.name());
+            FUSED_CALLS.fetch_add(1, Ordering::Relaxed);
+            kernel.forward(q, k, v, bias, options)
+        }
+        None => {
+            *LAST.lock().expect("attention path lock") = Some("reference");
+            attention_reference(q, k, v, bias, options)
+        }
+    }
+}
+
+/// The reference: burn's `attention_fallback` (scores, mask, softmax, matmul; differentiable).
+///
+/// # Shapes
+/// - as [`attention_with`].
+pub fn attention_reference(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Option<Tensor<4>>,
+    options: AttentionOptions,
+) -> Tensor<4> {
+    attention_fallback(
+        q,
+        k,
+        v,
+        None,
+        bias,
+        AttentionModuleOptions {
+            scale: options.scale,
+            softcap: None,
+            is_causal: options.causal,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tolerance, activation::softmax};
+
+    /// The reference equals softmax(q·kᵀ/√d)·v written out, and its causal mask hides the future.
+    #[test]
+    fn reference_matches_the_formula_and_masks_the_future() {
+        let device = Device::flex();
+        let r = |s: [usize; 4]| Tensor::<4>::random(s, Distribution::Normal(0.0, 1.0), &device);
+        let (q, k, v) = (r([2, 3, 5, 8]), r([2, 3, 5, 8]), r([2, 3, 5, 8]));
+        let want = softmax(
+            q.clone()
+                .matmul(k.clone().swap_dims(2, 3))
+                .div_scalar(8f64.sqrt()),
+            3,
+        )
+        .matmul(v.clone());
+        let got = attention_reference(q.clone(), k.clone(), v.clone(), None, Default::default());
+        got.into_data()
+            .assert_approx_eq::<f32>(&want.into_data(), Tolerance::absolute(1e-5));
+        // Causal: the first query sees only the first key, so its output is v's first row.
+        let causal = AttentionOptions {
+            causal: true,
+            scale: None,
+        };
+        let got = attention_reference(q, k, v.clone(), None, causal);
+        got.slice([0..2, 0..3, 0..1, 0..8])
+            .into_data()
+            .assert_approx_eq::<f32>(
+                &v.slice([0..2, 0..3, 0..1, 0..8]).into_data(),
+                Tolerance::absolute(1e-6),
+            );
+    }
 }

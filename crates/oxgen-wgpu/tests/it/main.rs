@@ -1,6 +1,7 @@
 //! Tests of oxgen-wgpu: one binary. The wgpu tests run on lavapipe in CI and fail, never skip,
 //! when no adapter is found.
 
+mod attention;
 mod denoise;
 mod group_norm;
 mod naga_validation;

@@ -47,3 +47,17 @@ fn every_group_norm_variant_validates() {
         validate(&format!("group_norm_silu {v:?}"), &text);
     }
 }
+
+#[test]
+fn every_attention_variant_validates() {
+    let variants = oxgen_wgpu::attention::Variant::all();
+    assert_eq!(variants.len(), 36);
+    for v in variants {
+        let text = v.source().complete();
+        assert!(
+            !text.contains("{{"),
+            "{v:?}: a placeholder was left unfilled"
+        );
+        validate(&format!("attention {v:?}"), &text);
+    }
+}

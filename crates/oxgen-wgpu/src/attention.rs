@@ -1,0 +1,533 @@
+//! Flash attention in WGSL, forward (`shaders/attention_fwd.wgsl`) and backward
+//! (`shaders/attention_bwd_dq.wgsl`, `shaders/attention_bwd_dkdv.wgsl`), behind
+//! `oxgen_models::ops::attention`, with its own autodiff backward.
+//!
+//! A burn backend extension for `Cube`, `Autodiff` and `Fusion`: the `CubeBackend` impl launches
+//! the kernels, burn generates the lazy `Fusion` one, and the `Autodiff` impl below records one
+//! backward node whose step runs the two backward kernels. Only the attention output is tracked;
+//! the saved logsumexp comes back untracked. The bias is a constant (no gradient).
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::fusion::custom::TensorSpec;
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::wgpu::{
+    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
+};
+use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::server::KernelArguments;
+use burn::cubecl::{CubeCount, CubeDim};
+use burn::tensor::{DType, Device, Shape, Tensor};
+use oxgen_models::ops::attention::{AttentionOptions, FusedAttention};
+
+/// Forward source, with `{{ … }}` placeholders (see its header).
+pub const FWD: &str = include_str!("../../../shaders/attention_fwd.wgsl");
+/// Backward source for dQ.
+pub const BWD_DQ: &str = include_str!("../../../shaders/attention_bwd_dq.wgsl");
+/// Backward source for dK and dV.
+pub const BWD_DKDV: &str = include_str!("../../../shaders/attention_bwd_dkdv.wgsl");
+/// Head dims with a kernel; others take the reference.
+pub const HEAD_DIMS: [usize; 3] = [32, 64, 128];
+/// Rows per workgroup: query rows (forward, dQ) or key rows (dK/dV).
+pub const ROWS: u32 = 64;
+
+/// Which kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pass {
+    /// Output and logsumexp.
+    Forward,
+    /// dQ.
+    Dq,
+    /// dK and dV.
+    DkDv,
+}
+
+/// A compile-time variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Variant {
+    /// Which kernel.
+    pub pass: Pass,
+    /// Head dim.
+    pub d: u32,
+    /// Rows of the tile staged in workgroup memory (keys for Forward/Dq, queries for DkDv).
+    pub tile: u32,
+    /// Causal mask.
+    pub causal: bool,
+    /// Additive bias.
+    pub bias: bool,
+}
+
+impl Variant {
+    /// Every variant at the tile sizes a 32 KiB adapter gets (for validation).
+    pub fn all() -> Vec<Variant> {
+        let mut v = Vec::new();
+        for pass in [Pass::Forward, Pass::Dq, Pass::DkDv] {
+            for d in HEAD_DIMS {
+                for causal in [false, true] {
+                    for bias in [false, true] {
+                        v.push(Variant {
+                            pass,
+                            d: d as u32,
+                            tile: tile_rows(d as u32, 32 * 1024),
+                            causal,
+                            bias,
+                        });
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// The kernel source of this variant.
+    pub fn source(&self) -> SourceTemplate {
+        let d4 = self.d / 4;
+        let (text, br, bc) = match self.pass {
+            Pass::Forward => (FWD, ROWS, self.tile),
+            Pass::Dq => (BWD_DQ, ROWS, self.tile),
+            Pass::DkDv => (BWD_DKDV, self.tile, ROWS),
+        };
+        SourceTemplate::new(text)
+            .register("d4", d4.to_string())
+            .register("br", br.to_string())
+            .register("bc", bc.to_string())
+            .register("bc_d4", (bc * d4).to_string())
+            .register("br_d4", (br * d4).to_string())
+            .register("causal", self.causal.to_string())
+            .register("bias", self.bias.to_string())
+            .register("dot_q_k", sum(d4, "dot(qr[#], ks[kb + #u])"))
+            .register("dot_do_v", sum(d4, "dot(dor[#], vs[kb + #u])"))
+            .register("acc_add_pv", lines(d4, "acc[#] += pj * vs[vb + #u];"))
+            .register("acc_add_ds_k", lines(d4, "acc[#] += ds * ks[kb + #u];"))
+            .register("dot_qs_k", sum(d4, "dot(qs[qb + #u], kr[#])"))
+            .register("dot_dos_v", sum(d4, "dot(dos[qb + #u], vr[#])"))
+            .register(
+                "dkdv_add",
+                lines(
+                    d4,
+                    "dv_acc[#] += pij * dos[qb + #u]; dk_acc[#] += ds * qs[qb + #u];",
+                ),
+            )
+    }
+
+    fn workgroup(&self) -> u32 {
+        ROWS
+    }
+}
+
+/// `n` copies of `term` (with `#` the chunk index) joined by " + ".
+fn sum(n: u32, term: &str) -> String {
+    let parts: Vec<String> = (0..n).map(|i| term.replace('#', &i.to_string())).collect();
+    format!("({})", parts.join(" + "))
+}
+
+/// `n` copies of `statement` (with `#` the chunk index), one per line.
+fn lines(n: u32, statement: &str) -> String {
+    (0..n)
+        .map(|i| statement.replace('#', &i.to_string()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Rows of a staged tile for head dim `d`: two tiles of `rows × d` floats in at most half the
+/// adapter's workgroup storage (leaving room for two workgroups per core), a power of two in
+/// 8..=64. 32 KiB (lavapipe): 64, 32, 16 rows for d = 32, 64, 128; 48 KiB (H200) the same.
+pub fn tile_rows(d: u32, workgroup_storage: usize) -> u32 {
+    let budget = (workgroup_storage / 2) as u32;
+    let rows = budget / (2 * d * 4);
+    let rows = if rows == 0 {
+        8
+    } else {
+        1 << (31 - rows.leading_zeros())
+    };
+    rows.clamp(8, 64)
+}
+
+struct AttentionKernel(Variant);
+
+impl KernelSource for AttentionKernel {
+    fn source(&self) -> SourceTemplate {
+        self.0.source()
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info(self.0)
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+/// Run-time options of one call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FlashLaunch {
+    /// Causal mask (bottom-right aligned).
+    pub causal: bool,
+    /// Whether the bias argument is real.
+    pub bias: bool,
+    /// Score scale (1/√d by default).
+    pub scale: f32,
+}
+
+fn out_spec(q: &TensorSpec, v: &TensorSpec) -> TensorSpec {
+    let mut dims = q.shape.as_slice().to_vec();
+    let last = dims.len() - 1;
+    dims[last] = v.shape.as_slice()[last];
+    TensorSpec::new(Shape::from(dims), q.dtype)
+}
+
+fn lse_spec(q: &TensorSpec) -> TensorSpec {
+    let d = q.shape.as_slice();
+    TensorSpec::new(Shape::new([d[0], d[1], d[2]]), DType::F32)
+}
+
+/// Flash attention as a burn backend extension.
+#[backend_extension(Cube, Autodiff, Fusion)]
+pub trait FlashAttentionOps: Backend {
+    /// (out `[b, h, lq, d]`, lse `[b, h, lq]`). Without bias, `bias` may be any tensor.
+    #[fusion(meta = |q, _k, v, _b, _l| (out_spec(q, v), lse_spec(q)))]
+    fn flash_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        launch: FlashLaunch,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// (dq, dk, dv) from the forward's inputs, output and lse, and the output gradient.
+    #[fusion(meta = |q, k, v, _b, _o, _lse, _g, _l| (q.clone(), k.clone(), v.clone()))]
+    #[allow(clippy::too_many_arguments)]
+    fn flash_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+        launch: FlashLaunch,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+fn params(bh: usize, lq: usize, lk: usize, scale: f32) -> Vec<u8> {
+    [bh as u32, lq as u32, lk as u32, scale.to_bits()]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect()
+}
+
+fn dims4(t: &CubeTensor) -> [usize; 4] {
+    let s = t.meta.shape().as_slice();
+    [s[0], s[1], s[2], s[3]]
+}
+
+fn variant(client_storage: usize, pass: Pass, d: usize, launch: &FlashLaunch) -> Variant {
+    Variant {
+        pass,
+        d: d as u32,
+        tile: tile_rows(d as u32, client_storage),
+        causal: launch.causal,
+        bias: launch.bias,
+    }
+}
+
+fn launch_kernel(
+    x: &CubeTensor,
+    variant: Variant,
+    groups: (u32, u32),
+    buffers: Vec<burn::cubecl::server::BufferBinding>,
+) {
+    x.client.launch(
+        Box::new(SourceKernel::new(
+            AttentionKernel(variant),
+            CubeDim::new_1d(variant.workgroup()),
+        )),
+        CubeCount::Static(groups.0, groups.1, 1),
+        KernelArguments::new().with_buffers(buffers),
+    );
+}
+
+impl FlashAttentionOps for CubeBackend {
+    fn flash_attention(
+        q: CubeTensor,
+        k: CubeTensor,
+        v: CubeTensor,
+        bias: CubeTensor,
+        launch: FlashLaunch,
+    ) -> (CubeTensor, CubeTensor) {
+        let [q, k, v, bias] = [q, k, v, bias].map(into_contiguous);
+        let [b, h, lq, d] = dims4(&q);
+        let lk = k.meta.shape().as_slice()[2];
+        let client = q.client.clone();
+        let storage = client.properties().hardware.max_shared_memory_size;
+        let out = client.empty(b * h * lq * d * 4);
+        let lse = client.empty((b * h * lq).max(1) * 4);
+        let p = client.create_from_slice(&params(b * h, lq, lk, launch.scale));
+        launch_kernel(
+            &q,
+            variant(storage, Pass::Forward, d, &launch),
+            ((lq as u32).div_ceil(ROWS).max(1), (b * h) as u32),
+            vec![
+                q.handle.clone().binding(),
+                k.handle.clone().binding(),
+                v.handle.clone().binding(),
+                bias.handle.clone().binding(),
+                out.clone().binding(),
+                lse.clone().binding(),
+                p.binding(),
+            ],
+        );
+        let device = q.device.clone();
+        (
+            CubeTensor::new_contiguous(
+                client.clone(),
+                device.clone(),
+                Shape::new([b, h, lq, d]),
+                out,
+                DType::F32,
+            ),
+            CubeTensor::new_contiguous(client, device, Shape::new([b, h, lq]), lse, DType::F32),
+        )
+    }
+
+    fn flash_attention_backward(
+        q: CubeTensor,
+        k: CubeTensor,
+        v: CubeTensor,
+        bias: CubeTensor,
+        out: CubeTensor,
+        lse: CubeTensor,
+        d_out: CubeTensor,
+        launch: FlashLaunch,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        // Δ_i = dO_i · O_i, [b, h, lq, 1]: a plain reduction, no L×L buffer.
+        let delta = CubeBackend::float_sum_dim(CubeBackend::float_mul(d_out.clone(), out), 3);
+        let [q, k, v, bias, lse, d_out, delta] =
+            [q, k, v, bias, lse, d_out, delta].map(into_contiguous);
+        let [b, h, lq, d] = dims4(&q);
+        let lk = k.meta.shape().as_slice()[2];
+        let client = q.client.clone();
+        let storage = client.properties().hardware.max_shared_memory_size;
+        let dq = client.empty(b * h * lq * d * 4);
+        let dk = client.empty(b * h * lk * d * 4);
+        let dv = client.empty(b * h * lk * d * 4);
+        let bh = (b * h) as u32;
+        let p = client.create_from_slice(&params(b * h, lq, lk, launch.scale));
+        let common = || {
+            vec![
+                q.handle.clone().binding(),
+                k.handle.clone().binding(),
+                v.handle.clone().binding(),
+                bias.handle.clone().binding(),
+                d_out.handle.clone().binding(),
+                lse.handle.clone().binding(),
+                delta.handle.clone().binding(),
+            ]
+        };
+        let mut dq_buffers = common();
+        dq_buffers.extend([dq.clone().binding(), p.clone().binding()]);
+        launch_kernel(
+            &q,
+            variant(storage, Pass::Dq, d, &launch),
+            ((lq as u32).div_ceil(ROWS).max(1), bh),
+            dq_buffers,
+        );
+        let mut dkdv_buffers = common();
+        dkdv_buffers.extend([dk.clone().binding(), dv.clone().binding(), p.binding()]);
+        launch_kernel(
+            &q,
+            variant(storage, Pass::DkDv, d, &launch),
+            ((lk as u32).div_ceil(ROWS).max(1), bh),
+            dkdv_buffers,
+        );
+        let device = q.device.clone();
+        let wrap = |handle, len| {
+            CubeTensor::new_contiguous(
+                client.clone(),
+                device.clone(),
+                Shape::new([b, h, len, d]),
+                handle,
+                DType::F32,
+            )
+        };
+        (wrap(dq, lq), wrap(dk, lk), wrap(dv, lk))
+    }
+}
+
+impl<B: FlashAttentionOps, C: CheckpointStrategy> FlashAttentionOps for Autodiff<B, C> {
+    fn flash_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        launch: FlashLaunch,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        #[derive(Debug)]
+        struct FlashBackward;
+
+        impl<B: FlashAttentionOps> Backward<B, 3> for FlashBackward {
+            type State = (
+                NodeId,
+                NodeId,
+                NodeId,
+                FloatTensor<B>,
+                FloatTensor<B>,
+                FloatTensor<B>,
+                FlashLaunch,
+            );
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
+                let [node_q, node_k, node_v] = ops.parents;
+                let d_out = grads.consume::<B>(&ops.node);
+                let (q_id, k_id, v_id, bias, out, lse, launch) = ops.state;
+                let q: FloatTensor<B> = checkpointer.retrieve_node_output(q_id);
+                let k: FloatTensor<B> = checkpointer.retrieve_node_output(k_id);
+                let v: FloatTensor<B> = checkpointer.retrieve_node_output(v_id);
+                let (dq, dk, dv) =
+                    B::flash_attention_backward(q, k, v, bias, out, lse, d_out, launch);
+                for (node, grad) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
+                    if let Some(node) = node {
+                        grads.register::<B>(node.id, grad);
+                    }
+                }
+            }
+        }
+
+        match FlashBackward
+            .prepare::<C>([q.node(), k.node(), v.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let q_id = prep.checkpoint(&q);
+                let k_id = prep.checkpoint(&k);
+                let v_id = prep.checkpoint(&v);
+                let bias = bias.into_primitive();
+                let (out, lse) = B::flash_attention(
+                    q.into_primitive(),
+                    k.into_primitive(),
+                    v.into_primitive(),
+                    bias.clone(),
+                    launch,
+                );
+                let state = (q_id, k_id, v_id, bias, out.clone(), lse.clone(), launch);
+                let out = prep.finish(state, out);
+                (out, <Autodiff<B, C> as AutodiffBackend>::from_inner(lse))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (out, lse) = B::flash_attention(
+                    q.into_primitive(),
+                    k.into_primitive(),
+                    v.into_primitive(),
+                    bias.into_primitive(),
+                    launch,
+                );
+                (
+                    prep.finish(out),
+                    <Autodiff<B, C> as AutodiffBackend>::from_inner(lse),
+                )
+            }
+        }
+    }
+
+    fn flash_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+        launch: FlashLaunch,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        // The backward is not itself differentiable: its results are constants.
+        let (dq, dk, dv) = B::flash_attention_backward(
+            q.into_primitive(),
+            k.into_primitive(),
+            v.into_primitive(),
+            bias.into_primitive(),
+            out.into_primitive(),
+            lse.into_primitive(),
+            d_out.into_primitive(),
+            launch,
+        );
+        (
+            <Autodiff<B, C> as AutodiffBackend>::from_inner(dq),
+            <Autodiff<B, C> as AutodiffBackend>::from_inner(dk),
+            <Autodiff<B, C> as AutodiffBackend>::from_inner(dv),
+        )
+    }
+}
+
+/// Runs the kernels on Dispatch tensors: (out, lse).
+///
+/// # Shapes
+/// - `q`: `[b, h, lq, d]`; `k`, `v`: `[b, h, lk, d]`; `bias`: `[b, h, lq, lk]`;
+///   out: `[b, h, lq, d]`; lse: `[b, h, lq]`.
+pub fn flash_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Option<Tensor<4>>,
+    options: AttentionOptions,
+) -> (Tensor<4>, Tensor<3>) {
+    let d = q.dims()[3];
+    let launch = FlashLaunch {
+        causal: options.causal,
+        bias: bias.is_some(),
+        scale: options.scale.unwrap_or(1.0 / (d as f64).sqrt()) as f32,
+    };
+    let bias = bias.unwrap_or_else(|| q.clone());
+    let (out, lse) = <Dispatch as FlashAttentionOps>::flash_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        bias.into_dispatch(),
+        launch,
+    );
+    (Tensor::from_dispatch(out), Tensor::from_dispatch(lse))
+}
+
+/// The kernels as the fused path of `oxgen_models::ops::attention::attention`.
+#[derive(Debug, Default)]
+pub struct WgslAttention;
+
+impl FusedAttention for WgslAttention {
+    fn name(&self) -> &'static str {
+        "wgsl-flash-attention"
+    }
+
+    fn accepts(&self, device: &Device, head_dim: usize) -> bool {
+        crate::device::is_wgpu(device) && HEAD_DIMS.contains(&head_dim)
+    }
+
+    fn forward(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        bias: Option<Tensor<4>>,
+        options: AttentionOptions,
+    ) -> Tensor<4> {
+        let [b, h, _, _] = q.dims();
+        if b * h > crate::denoise::MAX_GROUPS_PER_DIM as usize {
+            // One grid row per (batch, head): past the dispatch limit, take the reference.
+            return oxgen_models::ops::attention::attention_reference(q, k, v, bias, options);
+        }
+        flash_attention(q, k, v, bias, options).0
+    }
+}
+
+/// Installs the kernels behind `attention`. Returns false if one was already installed.
+pub fn register() -> bool {
+    oxgen_models::ops::attention::register_fused(Box::new(WgslAttention))
+}

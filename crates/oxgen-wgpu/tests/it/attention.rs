@@ -1,0 +1,221 @@
+//! Flash attention (WGSL, forward and backward) against burn's `attention_fallback` on the CPU,
+//! through autodiff, on wgpu (lavapipe in CI).
+
+use burn::tensor::{Device, Tensor, TensorData};
+use oxgen_models::ops::attention::{self, AttentionOptions, attention_reference, attention_with};
+use oxgen_models::ops::{OpPath, set_path};
+
+use crate::{PATH_LOCK, gpu};
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
+}
+
+fn on(device: &Device, v: &[f32], shape: [usize; 4]) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(v.to_vec(), shape), device)
+}
+
+fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = (0.0f32, 0usize);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(g.is_finite(), "{what}: element {i} is {g}");
+        let err = (g - w).abs() / (1.0 + w.abs());
+        if err > worst.0 {
+            worst = (err, i);
+        }
+    }
+    assert!(
+        worst.0 <= tol,
+        "{what}: element {}: got {}, want {} (relative error {:.2e} > {tol:.0e})",
+        worst.1,
+        got[worst.1],
+        want[worst.1],
+        worst.0
+    );
+}
+
+struct Case {
+    lq: usize,
+    lk: usize,
+    d: usize,
+    causal: bool,
+    bias: bool,
+    logit_scale: f32,
+}
+
+/// Output and the three gradients of sum(out ∘ w), on `device`.
+fn run(device: &Device, c: &Case, fused: bool) -> [Vec<f32>; 4] {
+    let (b, h) = (2, 2);
+    let sq = [b, h, c.lq, c.d];
+    let sk = [b, h, c.lk, c.d];
+    let normals = |n: usize, stream: u32| oxgen_models::rng::normals(42, stream, n);
+    let q: Vec<f32> = normals(b * h * c.lq * c.d, 1)
+        .iter()
+        .map(|x| x * c.logit_scale)
+        .collect();
+    let (k, v) = (
+        normals(b * h * c.lk * c.d, 2),
+        normals(b * h * c.lk * c.d, 3),
+    );
+    let w = normals(b * h * c.lq * c.d, 4);
+    let dev = device.clone().autodiff();
+    let qt = on(&dev, &q, sq).require_grad();
+    let kt = on(&dev, &k, sk).require_grad();
+    let vt = on(&dev, &v, sk).require_grad();
+    // Bias: small values, and every key j ≡ 3 (mod 5) masked with −∞ (never key 0, so no row
+    // is fully masked).
+    let bias = c.bias.then(|| {
+        let n = b * h * c.lq * c.lk;
+        let mut bias: Vec<f32> = normals(n, 5).iter().map(|x| 0.5 * x).collect();
+        for (i, x) in bias.iter_mut().enumerate() {
+            if i % c.lk % 5 == 3 {
+                *x = f32::NEG_INFINITY;
+            }
+        }
+        on(&dev, &bias, [b, h, c.lq, c.lk])
+    });
+    let options = AttentionOptions {
+        causal: c.causal,
+        scale: None,
+    };
+    let out = if fused {
+        set_path(OpPath::Fused);
+        let out = attention_with(qt.clone(), kt.clone(), vt.clone(), bias, options);
+        set_path(OpPath::Auto);
+        assert_eq!(attention::last_path(), Some("wgsl-flash-attention"));
+        out
+    } else {
+        attention_reference(qt.clone(), kt.clone(), vt.clone(), bias, options)
+    };
+    let grads = (out.clone() * on(&dev, &w, sq)).sum().backward();
+    let grad = |t: &Tensor<4>| host(t.grad(&grads).expect("a gradient"));
+    [host(out), grad(&qt), grad(&kt), grad(&vt)]
+}
+
+fn check(gpu: &Device, c: &Case) {
+    let what = format!(
+        "lq={} lk={} d={} causal={} bias={} logits×{}",
+        c.lq, c.lk, c.d, c.causal, c.bias, c.logit_scale
+    );
+    let want = run(&Device::flex(), c, false);
+    let got = run(gpu, c, true);
+    for (i, name) in ["out", "dq", "dk", "dv"].iter().enumerate() {
+        close(&got[i], &want[i], 2e-4, &format!("{what}: {name}"));
+    }
+}
+
+/// Forward and all three gradients: lengths that are not tile multiples, causal and not, with and
+/// without a bias that masks keys, every head dim, batch × heads = 4.
+#[test]
+fn forward_and_gradients_match_the_reference() {
+    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let gpu = gpu();
+    for l in [1, 17, 129, 300] {
+        for d in [32, 64, 128] {
+            for causal in [false, true] {
+                for bias in [false, true] {
+                    let case = Case {
+                        lq: l,
+                        lk: l,
+                        d,
+                        causal,
+                        bias,
+                        logit_scale: 1.0,
+                    };
+                    check(&gpu, &case);
+                }
+            }
+        }
+    }
+}
+
+/// Queries and keys of different lengths (bottom-right causal alignment, as burn's).
+#[test]
+fn cross_attention_lengths() {
+    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let gpu = gpu();
+    for (lq, lk) in [(17, 40), (40, 17)] {
+        for causal in [false, true] {
+            let case = Case {
+                lq,
+                lk,
+                d: 64,
+                causal,
+                bias: false,
+                logit_scale: 1.0,
+            };
+            check(&gpu, &case);
+        }
+    }
+}
+
+/// A sequence long enough that a kernel looping over the head dim would pass lavapipe's limit
+/// of 65,535 loop iterations per invocation (it silently stopped after about 480 keys at d = 64).
+#[test]
+fn long_sequences() {
+    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let gpu = gpu();
+    for (l, d) in [(1024, 64), (600, 128)] {
+        let case = Case {
+            lq: l,
+            lk: l,
+            d,
+            causal: false,
+            bias: false,
+            logit_scale: 1.0,
+        };
+        check(&gpu, &case);
+    }
+}
+
+/// Logits scaled by 30: no NaN or Inf, and still the reference's numbers.
+#[test]
+fn large_logits_stay_finite() {
+    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let gpu = gpu();
+    for causal in [false, true] {
+        let case = Case {
+            lq: 129,
+            lk: 129,
+            d: 64,
+            causal,
+            bias: true,
+            logit_scale: 30.0,
+        };
+        check(&gpu, &case);
+    }
+}
+
+/// Off wgpu, and for head dims without a kernel, the op takes the reference.
+#[test]
+fn path_selection() {
+    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    set_path(OpPath::Auto);
+    let gpu = gpu();
+    let t = |d: usize, device: &Device| on(device, &vec![0.5; 2 * 3 * d], [1, 2, 3, d]);
+    let _ = attention::attention(t(64, &gpu), t(64, &gpu), t(64, &gpu));
+    assert_eq!(attention::last_path(), Some("wgsl-flash-attention"));
+    let _ = attention::attention(t(16, &gpu), t(16, &gpu), t(16, &gpu));
+    assert_eq!(attention::last_path(), Some("reference"));
+    let cpu = Device::flex();
+    let _ = attention::attention(t(64, &cpu), t(64, &cpu), t(64, &cpu));
+    assert_eq!(attention::last_path(), Some("reference"));
+}
+
+#[test]
+fn tile_rows_fit_the_workgroup_storage() {
+    use oxgen_wgpu::attention::tile_rows;
+    for (storage, d, rows) in [
+        (32 * 1024, 32, 64),
+        (32 * 1024, 64, 32),
+        (32 * 1024, 128, 16),
+    ] {
+        assert_eq!(tile_rows(d, storage), rows);
+        assert!(2 * rows as usize * d as usize * 4 <= storage / 2);
+    }
+    assert_eq!(tile_rows(128, 16 * 1024), 8);
+}

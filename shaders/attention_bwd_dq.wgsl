@@ -1,0 +1,130 @@
+// attention_bwd_dq.wgsl: attention backward, dQ. Rebuilds P from the saved logsumexp; no L×L
+// buffer. Reference: autodiff through oxgen_models::ops::attention::attention_reference.
+//
+//   p_ij  = exp(s_ij − lse_i)   (s_ij as in attention_fwd.wgsl)
+//   dp_ij = dO_i · v_j;  ds_ij = p_ij (dp_ij − Δ_i),  Δ_i = dO_i · O_i (computed by the launcher)
+//   dQ_i  = scale · Σ_j ds_ij k_j
+//
+// Bindings (group 0), f32, all declared read_write (CubeCL sub-allocates shared wgpu buffers):
+//   0 q       in   [BH, Lq, D] as vec4<f32>
+//   1 k       in   [BH, Lk, D] as vec4<f32>
+//   2 v       in   [BH, Lk, D] as vec4<f32>
+//   3 bias    in   [BH, Lq, Lk] f32; any buffer when !BIAS
+//   4 d_out   in   [BH, Lq, D] as vec4<f32>
+//   5 lse     in   [BH, Lq] f32, from the forward
+//   6 delta   in   [BH, Lq] f32
+//   7 dq      out  [BH, Lq, D] as vec4<f32>
+//   8 params  in   `Params` (layout: crates/oxgen-wgpu/src/attention.rs, `Params`)
+//
+// Template placeholders: {{ d4 }}, {{ br }} (query rows per workgroup), {{ bc }} (keys per tile),
+// {{ bc_d4 }} (= bc·d4), {{ causal }}, {{ bias }}, and code unrolled over the head dim (see
+// attention_fwd.wgsl for why): `dot_q_k`, `dot_do_v`, `acc_add_ds_k`.
+//
+// Layout: as the forward. Workgroup (x, y) = (query tile, batch·head); invocation r owns query row
+// x·BR + r, with its q, dO and dQ rows in registers; K and V tiles are staged in workgroup memory.
+
+struct Params {
+    bh: u32,
+    lq: u32,
+    lk: u32,
+    scale: f32,
+}
+
+@group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> d_out: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(6) var<storage, read_write> delta: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dq: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> params: Params;
+
+const D4: u32 = {{ d4 }}u;
+const BR: u32 = {{ br }}u;
+const BC: u32 = {{ bc }}u;
+const CAUSAL: bool = {{ causal }};
+const BIAS: bool = {{ bias }};
+const NEG_INF: f32 = -3.4028235e38;
+
+var<workgroup> ks: array<vec4<f32>, {{ bc_d4 }}>;
+var<workgroup> vs: array<vec4<f32>, {{ bc_d4 }}>;
+var<workgroup> shared_params: Params;
+
+@compute @workgroup_size({{ br }}, 1, 1)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    if (lid == 0u) {
+        shared_params = params;
+    }
+    let p = workgroupUniformLoad(&shared_params);
+    let bh = wid.y;
+    let row = wid.x * BR + lid;
+    let live = row < p.lq;
+    let base = (bh * p.lq + row) * D4;
+    var lse_i = NEG_INF;
+    var delta_i = 0.0;
+    var qr: array<vec4<f32>, D4>;
+    var dor: array<vec4<f32>, D4>;
+    var acc: array<vec4<f32>, D4>;
+    for (var c = 0u; c < D4; c++) {
+        if (live) {
+            qr[c] = q[base + c] * p.scale;
+            dor[c] = d_out[base + c];
+        }
+        acc[c] = vec4<f32>(0.0);
+    }
+    if (live) {
+        lse_i = lse[bh * p.lq + row];
+        delta_i = delta[bh * p.lq + row];
+    }
+
+    var key_end = p.lk;
+    if (CAUSAL) {
+        let rows_end = min(wid.x * BR + BR, p.lq);
+        key_end = min(p.lk, select(0u, rows_end + p.lk - p.lq, rows_end + p.lk >= p.lq));
+    }
+    for (var t0 = 0u; t0 < key_end; t0 += BC) {
+        for (var e = lid; e < BC * D4; e += BR) {
+            let key = t0 + e / D4;
+            var kk = vec4<f32>(0.0);
+            var vv = vec4<f32>(0.0);
+            if (key < p.lk) {
+                let src = (bh * p.lk + key) * D4 + e % D4;
+                kk = k[src];
+                vv = v[src];
+            }
+            ks[e] = kk;
+            vs[e] = vv;
+        }
+        workgroupBarrier();
+        if (live && lse_i > NEG_INF) {
+            for (var j = 0u; j < BC; j++) {
+                let key = t0 + j;
+                var visible = key < p.lk;
+                if (CAUSAL) {
+                    visible = visible && key + p.lq <= row + p.lk;
+                }
+                if (visible) {
+                    let kb = j * D4;
+                    var s = {{ dot_q_k }};
+                    let dp = {{ dot_do_v }};
+                    if (BIAS) {
+                        s += bias[(bh * p.lq + row) * p.lk + key];
+                    }
+                    let pij = exp(max(s, NEG_INF) - lse_i);
+                    let ds = pij * (dp - delta_i);
+                    {{ acc_add_ds_k }}
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    if (live) {
+        for (var c = 0u; c < D4; c++) {
+            dq[base + c] = acc[c] * p.scale;
+        }
+    }
+}
