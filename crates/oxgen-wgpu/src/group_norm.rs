@@ -31,7 +31,7 @@ impl Variant {
     /// Every variant (for validation).
     pub fn all() -> Vec<Variant> {
         let mut v = Vec::new();
-        for workgroup_size in [16, 32, 64, 128] {
+        for workgroup_size in [16, 32, 64, 128, 256] {
             for affine in [false, true] {
                 v.push(Variant {
                     affine,
@@ -128,8 +128,14 @@ pub trait GroupNormOps: Backend {
 /// halving, and on lavapipe (8-wide rows) every barrier is a coroutine switch per row: 16 there
 /// was 2.5× faster than 64 and 7× faster than 256 at the UNet's shapes (2026-11-30). GPUs get 64
 /// (NVIDIA, 32-wide warps) or 128 (AMD, 64-wide waves).
-pub fn workgroup_size(plane_size: u32) -> u32 {
-    (2 * plane_size).next_power_of_two().clamp(16, 128)
+///
+/// Groups longer than 8,192 elements per invocation get a wider workgroup (up to 256), so that
+/// each invocation's two sweeps stay far below lavapipe's limit of 65,535 loop iterations per
+/// invocation (past it, llvmpipe silently ends the loop).
+pub fn workgroup_size(plane_size: u32, group_len: usize) -> u32 {
+    let base = (2 * plane_size).next_power_of_two().clamp(16, 128);
+    let needed = (group_len.div_ceil(8192) as u32).next_power_of_two();
+    base.max(needed).min(256)
 }
 
 /// The grid for `count` workgroups: 2D past WebGPU's 65,535 per dimension.
@@ -151,7 +157,10 @@ impl GroupNormOps for CubeBackend {
         let hw: usize = dims[2..].iter().product();
         let client = x.client.clone();
         let mut variant = launch.variant;
-        variant.workgroup_size = workgroup_size(client.properties().hardware.plane_size_max);
+        variant.workgroup_size = workgroup_size(
+            client.properties().hardware.plane_size_max,
+            c / launch.groups * hw,
+        );
         let y = client.empty(shape.num_elements() * 4);
         let params = Params {
             batch: b as u32,

@@ -43,7 +43,7 @@ fn params(c: usize, groups: usize, affine: bool, device: &Device) -> GroupNormPa
 fn fused_matches_reference() {
     let gpu = gpu();
     let cpu = Device::flex();
-    let cases: [([usize; 4], usize, f32, f32, f32); 7] = [
+    let cases: [([usize; 4], usize, f32, f32, f32); 8] = [
         ([1, 6, 5, 3], 3, 3.0, 2.0, 2e-5),
         ([2, 32, 8, 8], 8, 3.0, 2.0, 2e-5),
         ([3, 64, 4, 4], 8, 3.0, 2.0, 2e-5),
@@ -52,6 +52,9 @@ fn fused_matches_reference() {
         ([2, 96, 16, 16], 32, 3.0, 2.0, 2e-5),
         // f32 holds 100 + x to 8e-6, so both sides round (x − μ) at that level.
         ([2, 8, 6, 6], 4, 100.0, 1.0, 2e-4),
+        // One group of 524,288 elements: past 65,535 loop iterations per invocation at the
+        // lavapipe workgroup size of 16, unless the workgroup widens.
+        ([1, 2, 512, 512], 1, 3.0, 2.0, 1e-4),
     ];
     for (shape, groups, mean, std, tol) in cases {
         for affine in [false, true] {
@@ -115,10 +118,13 @@ fn path_selection() {
 #[test]
 fn workgroup_size_follows_the_subgroup_width() {
     use oxgen_wgpu::group_norm::workgroup_size;
-    assert_eq!(workgroup_size(8), 16); // lavapipe
-    assert_eq!(workgroup_size(32), 64); // NVIDIA
-    assert_eq!(workgroup_size(64), 128); // AMD
-    assert_eq!(workgroup_size(0), 16);
+    assert_eq!(workgroup_size(8, 256), 16); // lavapipe
+    assert_eq!(workgroup_size(32, 256), 64); // NVIDIA
+    assert_eq!(workgroup_size(64, 256), 128); // AMD
+    assert_eq!(workgroup_size(0, 256), 16);
+    // Long groups widen the workgroup: at most 8,192 elements per invocation, 256 at most.
+    assert_eq!(workgroup_size(8, 32 * 8192), 32);
+    assert_eq!(workgroup_size(8, 1 << 30), 256);
 }
 
 #[test]
