@@ -11,7 +11,8 @@
 # What runs (later kernels add a line to `benchmarks` below):
 #   oxgen info                             the adapter and its limits
 #   oxgen bench denoise                    fused denoising update vs burn (fusion on and off),
-#                                          copy roofline, whole-sampler wall times
+#                                          copy roofline, GroupNorm+SiLU, whole-sampler wall times
+#   oxgen bench attention [--causal]       flash attention vs burn's attention and fallback
 #   ../shared/peers/torch_anchors.py       PyTorch's eager DDPM step and copy rate, same machine,
 #                                          same run (skipped where python3 has no CUDA torch)
 # Results: OUT/results.json ({"meta": …, "denoise": …, "torch": …}) and one .txt per benchmark.
@@ -28,6 +29,9 @@ benchmarks() { # $1: the oxgen binary, $2: the output folder
     # shellcheck disable=SC2086 # OXGEN_BENCH_ARGS is a list of flags, e.g. "--iters 5 --no-sampler"
     timeout 480 "$bin" bench denoise --json "$out/denoise.json" ${OXGEN_BENCH_ARGS:-} 2>&1 |
         tee "$out/denoise.txt"
+    timeout 300 "$bin" bench attention --json "$out/attention.json" 2>&1 | tee "$out/attention.txt"
+    timeout 300 "$bin" bench attention --causal --json "$out/attention-causal.json" 2>&1 |
+        tee "$out/attention-causal.txt"
 }
 
 peer() { # $1: torch_anchors.py, $2: the output folder
@@ -50,6 +54,8 @@ commit = os.environ.get("OXGEN_COMMIT") or subprocess.run(
 doc = {
     "meta": {"date": datetime.date.today().isoformat(), "commit": commit or "unknown"},
     "denoise": load("denoise.json"),
+    "attention": load("attention.json"),
+    "attention_causal": load("attention-causal.json"),
     "torch": load("torch_anchors.json"),
 }
 json.dump(doc, open(os.path.join(out, "results.json"), "w"), indent=1)

@@ -61,6 +61,40 @@ enum BenchKind {
         after_help = "Examples:\n  oxgen bench denoise --json denoise.json\n  oxgen bench denoise --sizes 10000,1000000 --no-sampler\n\nSizes past the adapter's storage-binding limit are skipped and listed."
     )]
     Denoise(BenchArgs),
+    /// Our flash attention (WGSL, forward and backward) against burn's `attention` and
+    /// `attention_fallback`, in ms and TFLOP/s. Prints Markdown and writes JSON.
+    #[command(
+        after_help = "Examples:\n  oxgen bench attention --seq 1024,2048,4096 --json attention.json\n  oxgen bench attention --seq 128,256 --batch 1 --heads 4 --causal"
+    )]
+    Attention(AttentionBenchArgs),
+}
+
+#[derive(Args)]
+struct AttentionBenchArgs {
+    /// Sequence lengths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![256usize, 1024, 2048, 4096])]
+    seq: Vec<usize>,
+    /// Batch.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Heads.
+    #[arg(long, default_value_t = 8)]
+    heads: usize,
+    /// Head dim: 32, 64 or 128.
+    #[arg(long, default_value_t = 64)]
+    dim: usize,
+    /// Causal mask.
+    #[arg(long)]
+    causal: bool,
+    /// Timed calls per measurement.
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Write the rows as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// auto | wgpu | vulkan | metal | dx12 (a wgpu device is required).
+    #[arg(long, default_value = "wgpu")]
+    device: DeviceChoice,
 }
 
 #[derive(Args)]
@@ -347,6 +381,39 @@ fn main() -> Result<()> {
             println!("wrote {}/samples.png and quality.json", out.display());
         }
         Command::Info => info(),
+        Command::Bench(BenchKind::Attention(a)) => {
+            let selected = oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?;
+            if !selected.is_wgpu {
+                bail!("the attention benchmark needs a wgpu device; found only the CPU");
+            }
+            if !oxgen_wgpu::attention::HEAD_DIMS.contains(&a.dim) {
+                bail!(
+                    "--dim must be one of {:?}",
+                    oxgen_wgpu::attention::HEAD_DIMS
+                );
+            }
+            if a.iters == 0 {
+                bail!("--iters must be at least 1");
+            }
+            eprintln!("benchmarking attention on {} …", selected.description);
+            let rows = oxgen_wgpu::bench_attention::run(
+                &selected.device,
+                &a.seq,
+                a.batch,
+                a.heads,
+                a.dim,
+                a.causal,
+                a.iters,
+            );
+            println!("device: {}\n", selected.description);
+            print!("{}", oxgen_wgpu::bench_attention::table(&rows));
+            if let Some(path) = a.json {
+                let doc = serde_json::json!({ "device": selected.description, "rows": rows });
+                std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
+                    .with_context(|| path.display().to_string())?;
+                println!("wrote {}", path.display());
+            }
+        }
         Command::Bench(BenchKind::Denoise(a)) => {
             let selected = oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?;
             if !selected.is_wgpu {

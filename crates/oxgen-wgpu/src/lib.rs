@@ -6,6 +6,7 @@
 
 pub mod attention;
 pub mod bench;
+pub mod bench_attention;
 pub mod copy;
 pub mod denoise;
 pub mod device;
