@@ -136,7 +136,9 @@ struct DeviceArgs {
     /// auto | wgpu | vulkan | metal | dx12 | cpu. `auto` takes the best hardware GPU, else the CPU.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
-    /// Which denoising-update implementation to run: auto | reference | fused.
+    /// Which implementation the fused ops (denoising update, GroupNorm+SiLU, attention) run:
+    /// auto | reference | fused. `fused` fails when no kernel takes the device; inputs a kernel
+    /// has no variant for (attention head dims other than 32, 64, 128) take the reference.
     #[arg(long, default_value = "auto", value_parser = parse_path)]
     op_path: OpPath,
 }

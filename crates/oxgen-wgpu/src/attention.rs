@@ -506,8 +506,12 @@ impl FusedAttention for WgslAttention {
         "wgsl-flash-attention"
     }
 
-    fn accepts(&self, device: &Device, head_dim: usize) -> bool {
-        crate::device::is_wgpu(device) && HEAD_DIMS.contains(&head_dim)
+    fn accepts(&self, device: &Device) -> bool {
+        crate::device::is_wgpu(device)
+    }
+
+    fn supports(&self, head_dim: usize) -> bool {
+        HEAD_DIMS.contains(&head_dim)
     }
 
     fn forward(

@@ -24,8 +24,10 @@ pub struct AttentionOptions {
 pub trait FusedAttention: Send + Sync {
     /// A short name for logs and tests.
     fn name(&self) -> &'static str;
-    /// Whether tensors on `device` with head dim `head_dim` can take this path.
-    fn accepts(&self, device: &Device, head_dim: usize) -> bool;
+    /// Whether tensors on `device` can take this path.
+    fn accepts(&self, device: &Device) -> bool;
+    /// Whether the kernel has a variant for this head dim.
+    fn supports(&self, head_dim: usize) -> bool;
     /// The attention output. Only called when [`FusedAttention::accepts`] is true.
     fn forward(
         &self,
@@ -94,9 +96,11 @@ pub fn attention_with(
         );
     }
     let device = q.device();
-    let fused = FUSED.get().filter(|k| k.accepts(&device, d));
+    let fused = FUSED.get().filter(|k| k.accepts(&device));
+    // A forced fused path panics only when no kernel takes the device; head dims without a
+    // kernel variant take the reference either way.
     let use_fused = super::take_fused("attention", fused.is_some(), &device);
-    match fused.filter(|_| use_fused) {
+    match fused.filter(|k| use_fused && k.supports(d)) {
         Some(kernel) => {
             *LAST.lock().expect("attention path lock") = Some(kernel.name());
             FUSED_CALLS.fetch_add(1, Ordering::Relaxed);

@@ -201,6 +201,11 @@ fn path_selection() {
     assert_eq!(attention::last_path(), Some("wgsl-flash-attention"));
     let _ = attention::attention(t(16, &gpu), t(16, &gpu), t(16, &gpu));
     assert_eq!(attention::last_path(), Some("reference"));
+    // Forcing the fused path still sends a head dim without a kernel to the reference.
+    set_path(OpPath::Fused);
+    let _ = attention::attention(t(16, &gpu), t(16, &gpu), t(16, &gpu));
+    set_path(OpPath::Auto);
+    assert_eq!(attention::last_path(), Some("reference"));
     let cpu = Device::flex();
     let _ = attention::attention(t(64, &cpu), t(64, &cpu), t(64, &cpu));
     assert_eq!(attention::last_path(), Some("reference"));
