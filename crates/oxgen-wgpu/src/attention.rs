@@ -7,17 +7,15 @@
 //! backward node whose step runs the two backward kernels. Only the attention output is tracked;
 //! the saved logsumexp comes back untracked. The bias is a constant (no gradient).
 
+use crate::kernel::{Template, Wgsl, words_to_bytes};
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::ops::FloatTensorOps;
-use burn::backend::wgpu::{
-    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
-};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, SourceKernel, SourceTemplate, into_contiguous};
 use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension, tensor::FloatTensor};
-use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Device, Shape, Tensor};
@@ -132,6 +130,12 @@ fn lines(n: u32, statement: &str) -> String {
         .join("\n")
 }
 
+impl Template for Variant {
+    fn template(&self) -> SourceTemplate {
+        self.source()
+    }
+}
+
 /// Rows of a staged tile for head dim `d`: two tiles of `rows × d` floats in at most half the
 /// adapter's workgroup storage (leaving room for two workgroups per core), a power of two in
 /// 8..=64. 32 KiB (lavapipe): 64, 32, 16 rows for d = 32, 64, 128; 48 KiB (H200) the same.
@@ -144,22 +148,6 @@ pub fn tile_rows(d: u32, workgroup_storage: usize) -> u32 {
         1 << (31 - rows.leading_zeros())
     };
     rows.clamp(8, 64)
-}
-
-struct AttentionKernel(Variant);
-
-impl KernelSource for AttentionKernel {
-    fn source(&self) -> SourceTemplate {
-        self.0.source()
-    }
-
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info(self.0)
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
 }
 
 /// Run-time options of one call.
@@ -214,10 +202,7 @@ pub trait FlashAttentionOps: Backend {
 }
 
 fn params(bh: usize, lq: usize, lk: usize, scale: f32) -> Vec<u8> {
-    [bh as u32, lq as u32, lk as u32, scale.to_bits()]
-        .iter()
-        .flat_map(|w| w.to_le_bytes())
-        .collect()
+    words_to_bytes(&[bh as u32, lq as u32, lk as u32, scale.to_bits()])
 }
 
 fn dims4(t: &CubeTensor) -> [usize; 4] {
@@ -243,7 +228,7 @@ fn launch_kernel(
 ) {
     x.client.launch(
         Box::new(SourceKernel::new(
-            AttentionKernel(variant),
+            Wgsl(variant),
             CubeDim::new_1d(variant.workgroup()),
         )),
         CubeCount::Static(groups.0, groups.1, 1),

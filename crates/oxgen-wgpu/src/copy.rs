@@ -1,11 +1,9 @@
 //! A vec4 copy kernel (`shaders/copy.wgsl`): the benchmarks' roofline, launched like the other
 //! kernels of this crate.
 
-use burn::backend::wgpu::{
-    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
-};
+use crate::kernel::{Template, Wgsl, words_to_bytes};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, SourceKernel, SourceTemplate, into_contiguous};
 use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
-use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Tensor};
@@ -20,19 +18,13 @@ pub fn source() -> SourceTemplate {
     SourceTemplate::new(SOURCE).register("workgroup_size", WORKGROUP_SIZE.to_string())
 }
 
-struct CopyKernel;
+/// The copy kernel has a single variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct CopyVariant;
 
-impl KernelSource for CopyKernel {
-    fn source(&self) -> SourceTemplate {
+impl Template for CopyVariant {
+    fn template(&self) -> SourceTemplate {
         source()
-    }
-
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>()
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
     }
 }
 
@@ -53,12 +45,11 @@ impl CopyOps for CubeBackend {
         let client = x.client.clone();
         let y = client.empty(n * 4);
         let words = [(n / 4) as u32, 0, 0, 0];
-        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        let params = client.create_from_slice(&bytes);
+        let params = client.create_from_slice(&words_to_bytes(&words));
         let (gx, gy) = crate::denoise::grid_2d((n / 4).div_ceil(WORKGROUP_SIZE as usize));
         client.launch(
             Box::new(SourceKernel::new(
-                CopyKernel,
+                Wgsl(CopyVariant),
                 CubeDim::new_1d(WORKGROUP_SIZE),
             )),
             CubeCount::Static(gx, gy, 1),

@@ -6,11 +6,9 @@
 //! is ordered with the surrounding fused tensor ops. [`register`] installs it as the fused path
 //! of `denoise_step`, which every sampler calls.
 
-use burn::backend::wgpu::{
-    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
-};
+use crate::kernel::{Template, Wgsl, words_to_bytes};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, SourceKernel, SourceTemplate, into_contiguous};
 use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
-use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Device, Shape, Tensor};
@@ -85,6 +83,12 @@ impl Variant {
     }
 }
 
+impl Template for Variant {
+    fn template(&self) -> SourceTemplate {
+        self.source()
+    }
+}
+
 /// The `Params` struct of the shader, word for word (binding 7).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Params {
@@ -133,23 +137,6 @@ pub struct Launch {
     pub variant: Variant,
     /// Run-time scalars.
     pub params: Params,
-}
-
-struct DenoiseKernel(Variant);
-
-impl KernelSource for DenoiseKernel {
-    fn source(&self) -> SourceTemplate {
-        self.0.source()
-    }
-
-    fn id(&self) -> KernelId {
-        // `info` replaces rather than appends: key the cache on the whole variant.
-        KernelId::new::<Self>().info(self.0)
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
 }
 
 /// Output spec of the x̂₀ tensor: the input's shape, or one element when it is not written.
@@ -218,12 +205,11 @@ impl DenoiseOps for CubeBackend {
         let mut params = launch.params;
         params.n = n as u32;
         let words = params.words();
-        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        let params_handle = client.create_from_slice(&bytes);
+        let params_handle = client.create_from_slice(&words_to_bytes(&words));
         let (gx, gy) = grid(n);
         client.launch(
             Box::new(SourceKernel::new(
-                DenoiseKernel(launch.variant),
+                Wgsl(launch.variant),
                 CubeDim::new_1d(WORKGROUP_SIZE),
             )),
             CubeCount::Static(gx, gy, 1),

@@ -5,11 +5,9 @@
 //! with burn generating the lazy `Fusion<CubeBackend>` version, so it runs in order with the
 //! fused tensor ops around it on burn's default wgpu device.
 
-use burn::backend::wgpu::{
-    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
-};
+use crate::kernel::{Template, Wgsl, words_to_bytes};
+use burn::backend::wgpu::{CubeBackend, CubeTensor, SourceKernel, SourceTemplate, into_contiguous};
 use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
-use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Device, Tensor};
@@ -47,6 +45,12 @@ impl Variant {
         SourceTemplate::new(SOURCE)
             .register("workgroup_size", self.workgroup_size.to_string())
             .register("affine", self.affine.to_string())
+    }
+}
+
+impl Template for Variant {
+    fn template(&self) -> SourceTemplate {
+        self.source()
     }
 }
 
@@ -91,22 +95,6 @@ pub struct Launch {
     pub groups: usize,
     /// ε.
     pub eps: f32,
-}
-
-struct GroupNormKernel(Variant);
-
-impl KernelSource for GroupNormKernel {
-    fn source(&self) -> SourceTemplate {
-        self.0.source()
-    }
-
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info(self.0)
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
 }
 
 /// The fused forward as a burn backend extension.
@@ -169,16 +157,11 @@ impl GroupNormOps for CubeBackend {
             hw: hw as u32,
             eps: launch.eps,
         };
-        let bytes: Vec<u8> = params
-            .words()
-            .iter()
-            .flat_map(|w| w.to_le_bytes())
-            .collect();
-        let params_handle = client.create_from_slice(&bytes);
+        let params_handle = client.create_from_slice(&words_to_bytes(&params.words()));
         let (gx, gy) = grid(b * launch.groups);
         client.launch(
             Box::new(SourceKernel::new(
-                GroupNormKernel(variant),
+                Wgsl(variant),
                 CubeDim::new_1d(variant.workgroup_size),
             )),
             CubeCount::Static(gx, gy, 1),

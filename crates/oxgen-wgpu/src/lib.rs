@@ -11,6 +11,7 @@ pub mod copy;
 pub mod denoise;
 pub mod device;
 pub mod group_norm;
+mod kernel;
 
 pub use device::{AdapterReport, DeviceChoice, SelectedDevice, adapters, is_wgpu, select};
 
