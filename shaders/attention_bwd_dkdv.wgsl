@@ -4,25 +4,34 @@
 //   p_ij  = exp(s_ij − lse_i);  dV_j = Σ_i p_ij dO_i
 //   ds_ij = p_ij (dO_i·v_j − Δ_i);  dK_j = scale · Σ_i ds_ij q_i
 //
-// Bindings (group 0), f32, all declared read_write (CubeCL sub-allocates shared wgpu buffers):
-//   0 q       in   [BH, Lq, D] as vec4<f32>
-//   1 k       in   [BH, Lk, D] as vec4<f32>
-//   2 v       in   [BH, Lk, D] as vec4<f32>
+// Bindings (group 0), all declared read_write (CubeCL sub-allocates shared wgpu buffers):
+//   0 q       in   [BH, Lq, D] as S
+//   1 k       in   [BH, Lk, D] as S
+//   2 v       in   [BH, Lk, D] as S
 //   3 bias    in   [BH, Lq, Lk] f32; any buffer when !BIAS
-//   4 d_out   in   [BH, Lq, D] as vec4<f32>
+//   4 d_out   in   [BH, Lq, D] as S
 //   5 lse     in   [BH, Lq] f32, from the forward
 //   6 delta   in   [BH, Lq] f32, Δ_i = dO_i · O_i
-//   7 dk      out  [BH, Lk, D] as vec4<f32>
-//   8 dv      out  [BH, Lk, D] as vec4<f32>
+//   7 dk      out  [BH, Lk, D] as S
+//   8 dv      out  [BH, Lk, D] as S
 //   9 params  in   `Params` (layout: crates/oxgen-wgpu/src/attention.rs, `Params`)
 //
-// Template placeholders: {{ d4 }}, {{ br }} (query rows per tile), {{ bc }} (keys per workgroup
+// Storage: S is vec4<f32>, or vec4<f16> where the adapter has shader-f16 and the tensors are
+// f16 (the half variant). Rows are converted to f32 on load; scores, softmax statistics,
+// accumulators and workgroup tiles are f32; results are rounded to S once, on store. bias,
+// lse and delta stay f32.
+//
+// Template placeholders: `enable_f16` (the f16 enable directive, or nothing), `storage` (S),
+// {{ d4 }}, {{ br }} (query rows per tile), {{ bc }} (keys per workgroup
 // = invocations), {{ br_d4 }} (= br·d4), {{ causal }}, {{ bias }}, and code unrolled over the
 // head dim (see attention_fwd.wgsl for why): `dot_qs_k`, `dot_dos_v`, `dkdv_add`.
 //
 // Layout: workgroup (x, y) = (key tile, batch·head); invocation r owns key row x·BC + r, with its
 // k, v, dK and dV rows in registers. Query tiles of BR rows (q, dO, lse, Δ) are staged in
 // workgroup memory. Causal: query rows that cannot see any key of the tile are skipped.
+
+{{ enable_f16 }}
+alias S = {{ storage }};
 
 struct Params {
     bh: u32,
@@ -31,15 +40,15 @@ struct Params {
     scale: f32,
 }
 
-@group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read_write> q: array<S>;
+@group(0) @binding(1) var<storage, read_write> k: array<S>;
+@group(0) @binding(2) var<storage, read_write> v: array<S>;
 @group(0) @binding(3) var<storage, read_write> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> d_out: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> d_out: array<S>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(6) var<storage, read_write> delta: array<f32>;
-@group(0) @binding(7) var<storage, read_write> dk: array<vec4<f32>>;
-@group(0) @binding(8) var<storage, read_write> dv: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> dk: array<S>;
+@group(0) @binding(8) var<storage, read_write> dv: array<S>;
 @group(0) @binding(9) var<storage, read_write> params: Params;
 
 const D4: u32 = {{ d4 }}u;
@@ -75,8 +84,8 @@ fn main(
     var dv_acc: array<vec4<f32>, D4>;
     for (var c = 0u; c < D4; c++) {
         if (live) {
-            kr[c] = k[base + c];
-            vr[c] = v[base + c];
+            kr[c] = vec4<f32>(k[base + c]);
+            vr[c] = vec4<f32>(v[base + c]);
         }
         dk_acc[c] = vec4<f32>(0.0);
         dv_acc[c] = vec4<f32>(0.0);
@@ -96,8 +105,8 @@ fn main(
             var gg = vec4<f32>(0.0);
             if (row < p.lq) {
                 let src = (bh * p.lq + row) * D4 + e % D4;
-                qq = q[src] * p.scale;
-                gg = d_out[src];
+                qq = vec4<f32>(q[src]) * p.scale;
+                gg = vec4<f32>(d_out[src]);
             }
             qs[e] = qq;
             dos[e] = gg;
@@ -138,8 +147,8 @@ fn main(
     }
     if (live) {
         for (var c = 0u; c < D4; c++) {
-            dk[base + c] = dk_acc[c];
-            dv[base + c] = dv_acc[c];
+            dk[base + c] = S(dk_acc[c]);
+            dv[base + c] = S(dv_acc[c]);
         }
     }
 }

@@ -5,23 +5,32 @@
 //   dp_ij = dO_i · v_j;  ds_ij = p_ij (dp_ij − Δ_i),  Δ_i = dO_i · O_i (computed by the launcher)
 //   dQ_i  = scale · Σ_j ds_ij k_j
 //
-// Bindings (group 0), f32, all declared read_write (CubeCL sub-allocates shared wgpu buffers):
-//   0 q       in   [BH, Lq, D] as vec4<f32>
-//   1 k       in   [BH, Lk, D] as vec4<f32>
-//   2 v       in   [BH, Lk, D] as vec4<f32>
+// Bindings (group 0), all declared read_write (CubeCL sub-allocates shared wgpu buffers):
+//   0 q       in   [BH, Lq, D] as S
+//   1 k       in   [BH, Lk, D] as S
+//   2 v       in   [BH, Lk, D] as S
 //   3 bias    in   [BH, Lq, Lk] f32; any buffer when !BIAS
-//   4 d_out   in   [BH, Lq, D] as vec4<f32>
+//   4 d_out   in   [BH, Lq, D] as S
 //   5 lse     in   [BH, Lq] f32, from the forward
 //   6 delta   in   [BH, Lq] f32
-//   7 dq      out  [BH, Lq, D] as vec4<f32>
+//   7 dq      out  [BH, Lq, D] as S
 //   8 params  in   `Params` (layout: crates/oxgen-wgpu/src/attention.rs, `Params`)
 //
-// Template placeholders: {{ d4 }}, {{ br }} (query rows per workgroup), {{ bc }} (keys per tile),
+// Storage: S is vec4<f32>, or vec4<f16> where the adapter has shader-f16 and the tensors are
+// f16 (the half variant). Rows are converted to f32 on load; scores, softmax statistics,
+// accumulators and workgroup tiles are f32; results are rounded to S once, on store. bias,
+// lse and delta stay f32.
+//
+// Template placeholders: `enable_f16` (the f16 enable directive, or nothing), `storage` (S),
+// {{ d4 }}, {{ br }} (query rows per workgroup), {{ bc }} (keys per tile),
 // {{ bc_d4 }} (= bc·d4), {{ causal }}, {{ bias }}, and code unrolled over the head dim (see
 // attention_fwd.wgsl for why): `dot_q_k`, `dot_do_v`, `acc_add_ds_k`.
 //
 // Layout: as the forward. Workgroup (x, y) = (query tile, batch·head); invocation r owns query row
 // x·BR + r, with its q, dO and dQ rows in registers; K and V tiles are staged in workgroup memory.
+
+{{ enable_f16 }}
+alias S = {{ storage }};
 
 struct Params {
     bh: u32,
@@ -30,14 +39,14 @@ struct Params {
     scale: f32,
 }
 
-@group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read_write> q: array<S>;
+@group(0) @binding(1) var<storage, read_write> k: array<S>;
+@group(0) @binding(2) var<storage, read_write> v: array<S>;
 @group(0) @binding(3) var<storage, read_write> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> d_out: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> d_out: array<S>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(6) var<storage, read_write> delta: array<f32>;
-@group(0) @binding(7) var<storage, read_write> dq: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> dq: array<S>;
 @group(0) @binding(8) var<storage, read_write> params: Params;
 
 const D4: u32 = {{ d4 }}u;
@@ -71,8 +80,8 @@ fn main(
     var acc: array<vec4<f32>, D4>;
     for (var c = 0u; c < D4; c++) {
         if (live) {
-            qr[c] = q[base + c] * p.scale;
-            dor[c] = d_out[base + c];
+            qr[c] = vec4<f32>(q[base + c]) * p.scale;
+            dor[c] = vec4<f32>(d_out[base + c]);
         }
         acc[c] = vec4<f32>(0.0);
     }
@@ -93,8 +102,8 @@ fn main(
             var vv = vec4<f32>(0.0);
             if (key < p.lk) {
                 let src = (bh * p.lk + key) * D4 + e % D4;
-                kk = k[src];
-                vv = v[src];
+                kk = vec4<f32>(k[src]);
+                vv = vec4<f32>(v[src]);
             }
             ks[e] = kk;
             vs[e] = vv;
@@ -124,7 +133,7 @@ fn main(
     }
     if (live) {
         for (var c = 0u; c < D4; c++) {
-            dq[base + c] = acc[c] * p.scale;
+            dq[base + c] = S(acc[c] * p.scale);
         }
     }
 }

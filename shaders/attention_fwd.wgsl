@@ -1,4 +1,4 @@
-// attention_fwd.wgsl: tiled online-softmax attention, forward (FlashAttention-2 style), f32.
+// attention_fwd.wgsl: tiled online-softmax attention, forward (FlashAttention-2 style).
 // Reference: oxgen_models::ops::attention::attention_reference (burn's attention_fallback).
 //
 //   s_ij = scale · q_i·k_j (+ bias_ij);  causal: key j is visible to query i when
@@ -6,15 +6,21 @@
 //   o_i  = Σ_j softmax_j(s_ij) · v_j;     lse_i = log Σ_j exp(s_ij)   (saved for the backward)
 //
 // Bindings (group 0), all declared read_write (CubeCL sub-allocates shared wgpu buffers):
-//   0 q       in   [BH, Lq, D] as vec4<f32> (D/4 per row)
-//   1 k       in   [BH, Lk, D] as vec4<f32>
-//   2 v       in   [BH, Lk, D] as vec4<f32>
+//   0 q       in   [BH, Lq, D] as S (D/4 per row)
+//   1 k       in   [BH, Lk, D] as S
+//   2 v       in   [BH, Lk, D] as S
 //   3 bias    in   [BH, Lq, Lk] f32, additive (−inf masks a key); any buffer when !BIAS
-//   4 out     out  [BH, Lq, D] as vec4<f32>
+//   4 out     out  [BH, Lq, D] as S
 //   5 lse     out  [BH, Lq] f32; −3.4e38 for a row whose keys are all masked (its output is 0)
 //   6 params  in   `Params` below (layout: crates/oxgen-wgpu/src/attention.rs, `params`)
 //
-// Template placeholders: {{ d4 }} (head dim / 4), {{ br }} (query rows per workgroup =
+// Storage: S is vec4<f32>, or vec4<f16> where the adapter has shader-f16 and the tensors are
+// f16 (the half variant). Rows are converted to f32 on load; scores, softmax statistics,
+// accumulators and workgroup tiles are f32; results are rounded to S once, on store. bias,
+// lse and delta stay f32.
+//
+// Template placeholders: `enable_f16` (the f16 enable directive, or nothing), `storage` (S),
+// {{ d4 }} (head dim / 4), {{ br }} (query rows per workgroup =
 // invocations), {{ bc }} (keys per tile), {{ bc_d4 }} (= bc·d4), {{ causal }}, {{ bias }}, and
 // code unrolled over the d4 vec4 chunks by the launcher (placeholders named in backquotes here,
 // since a placeholder inside a comment would be filled with code): `dot_q_k` (an expression),
@@ -28,6 +34,9 @@
 // scores, one rescale of the accumulator by exp(m_old − m_new), then the weighted sum of V.
 // Causal: tiles wholly above the diagonal are never loaded.
 
+{{ enable_f16 }}
+alias S = {{ storage }};
+
 struct Params {
     bh: u32,
     lq: u32,
@@ -35,11 +44,11 @@ struct Params {
     scale: f32,
 }
 
-@group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
+@group(0) @binding(0) var<storage, read_write> q: array<S>;
+@group(0) @binding(1) var<storage, read_write> k: array<S>;
+@group(0) @binding(2) var<storage, read_write> v: array<S>;
 @group(0) @binding(3) var<storage, read_write> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> out: array<S>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(6) var<storage, read_write> params: Params;
 
@@ -73,7 +82,7 @@ fn main(
     var acc: array<vec4<f32>, D4>;
     for (var c = 0u; c < D4; c++) {
         if (live) {
-            qr[c] = q[q_base + c] * p.scale;
+            qr[c] = vec4<f32>(q[q_base + c]) * p.scale;
         }
         acc[c] = vec4<f32>(0.0);
     }
@@ -93,8 +102,8 @@ fn main(
             var vv = vec4<f32>(0.0);
             if (key < p.lk) {
                 let src = (bh * p.lk + key) * D4 + e % D4;
-                kk = k[src];
-                vv = v[src];
+                kk = vec4<f32>(k[src]);
+                vv = vec4<f32>(v[src]);
             }
             ks[e] = kk;
             vs[e] = vv;
@@ -146,7 +155,7 @@ fn main(
     if (live) {
         let inv = select(0.0, 1.0 / l, l > 0.0);
         for (var c = 0u; c < D4; c++) {
-            out[q_base + c] = acc[c] * inv;
+            out[q_base + c] = S(acc[c] * inv);
         }
         lse[bh * p.lq + row] = select(NEG_INF, m + log(l), l > 0.0);
     }

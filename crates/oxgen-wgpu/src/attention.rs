@@ -7,6 +7,8 @@
 //! backward node whose step runs the two backward kernels. Only the attention output is tracked;
 //! the saved logsumexp comes back untracked. The bias is a constant (no gradient).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use crate::kernel::{Template, Wgsl, words_to_bytes};
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
@@ -16,9 +18,10 @@ use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::wgpu::{CubeBackend, CubeTensor, SourceKernel, SourceTemplate, into_contiguous};
 use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::cubecl::ir::{ElemType, FloatKind};
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
-use burn::tensor::{DType, Device, Shape, Tensor};
+use burn::tensor::{DType, Device, FloatDType, Shape, Tensor};
 use oxgen_models::ops::attention::{AttentionOptions, FusedAttention};
 
 /// Forward source, with `{{ … }}` placeholders (see its header).
@@ -56,6 +59,8 @@ pub struct Variant {
     pub causal: bool,
     /// Additive bias.
     pub bias: bool,
+    /// f16 storage (f32 arithmetic); needs shader-f16.
+    pub half: bool,
 }
 
 impl Variant {
@@ -66,13 +71,16 @@ impl Variant {
             for d in HEAD_DIMS {
                 for causal in [false, true] {
                     for bias in [false, true] {
-                        v.push(Variant {
-                            pass,
-                            d: d as u32,
-                            tile: tile_rows(d as u32, 32 * 1024),
-                            causal,
-                            bias,
-                        });
+                        for half in [false, true] {
+                            v.push(Variant {
+                                pass,
+                                d: d as u32,
+                                tile: tile_rows(d as u32, 32 * 1024),
+                                causal,
+                                bias,
+                                half,
+                            });
+                        }
                     }
                 }
             }
@@ -88,7 +96,14 @@ impl Variant {
             Pass::Dq => (BWD_DQ, ROWS, self.tile),
             Pass::DkDv => (BWD_DKDV, self.tile, ROWS),
         };
+        let (enable, storage) = if self.half {
+            ("enable f16;", "vec4<f16>")
+        } else {
+            ("", "vec4<f32>")
+        };
         SourceTemplate::new(text)
+            .register("enable_f16", enable)
+            .register("storage", storage)
             .register("d4", d4.to_string())
             .register("br", br.to_string())
             .register("bc", bc.to_string())
@@ -210,14 +225,28 @@ fn dims4(t: &CubeTensor) -> [usize; 4] {
     [s[0], s[1], s[2], s[3]]
 }
 
-fn variant(client_storage: usize, pass: Pass, d: usize, launch: &FlashLaunch) -> Variant {
+fn variant(
+    client_storage: usize,
+    pass: Pass,
+    d: usize,
+    launch: &FlashLaunch,
+    store: DType,
+) -> Variant {
     Variant {
         pass,
         d: d as u32,
         tile: tile_rows(d as u32, client_storage),
         causal: launch.causal,
         bias: launch.bias,
+        half: store == DType::F16,
     }
+}
+
+static HALF_LAUNCHES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many kernels ran in f16 storage since the process started (for tests).
+pub fn half_launches() -> usize {
+    HALF_LAUNCHES.load(Ordering::Relaxed)
 }
 
 fn launch_kernel(
@@ -226,6 +255,9 @@ fn launch_kernel(
     groups: (u32, u32),
     buffers: Vec<burn::cubecl::server::BufferBinding>,
 ) {
+    if variant.half {
+        HALF_LAUNCHES.fetch_add(1, Ordering::Relaxed);
+    }
     x.client.launch(
         Box::new(SourceKernel::new(
             Wgsl(variant),
@@ -236,6 +268,24 @@ fn launch_kernel(
     );
 }
 
+/// The storage the kernels run in: f16 when q, k and v all are f16 and the adapter has
+/// shader-f16; otherwise f32 (inputs of other dtypes are cast to f32, results cast back).
+fn storage(q: &CubeTensor, k: &CubeTensor, v: &CubeTensor) -> DType {
+    let half = [q, k, v].iter().all(|t| t.dtype == DType::F16)
+        && q.client
+            .properties()
+            .supports_type(ElemType::Float(FloatKind::F16));
+    if half { DType::F16 } else { DType::F32 }
+}
+
+fn cast(t: CubeTensor, dtype: DType) -> CubeTensor {
+    if t.dtype == dtype {
+        t
+    } else {
+        CubeBackend::float_cast(t, FloatDType::from(dtype))
+    }
+}
+
 impl FlashAttentionOps for CubeBackend {
     fn flash_attention(
         q: CubeTensor,
@@ -244,17 +294,24 @@ impl FlashAttentionOps for CubeBackend {
         bias: CubeTensor,
         launch: FlashLaunch,
     ) -> (CubeTensor, CubeTensor) {
-        let [q, k, v, bias] = [q, k, v, bias].map(into_contiguous);
+        let dtype = q.dtype;
+        let store = storage(&q, &k, &v);
+        let [q, k, v] = [q, k, v].map(|t| into_contiguous(cast(t, store)));
+        let bias = into_contiguous(if launch.bias {
+            cast(bias, DType::F32)
+        } else {
+            bias
+        });
         let [b, h, lq, d] = dims4(&q);
         let lk = k.meta.shape().as_slice()[2];
         let client = q.client.clone();
         let storage = client.properties().hardware.max_shared_memory_size;
-        let out = client.empty(b * h * lq * d * 4);
+        let out = client.empty(b * h * lq * d * store.size());
         let lse = client.empty((b * h * lq).max(1) * 4);
         let p = client.create_from_slice(&params(b * h, lq, lk, launch.scale));
         launch_kernel(
             &q,
-            variant(storage, Pass::Forward, d, &launch),
+            variant(storage, Pass::Forward, d, &launch, store),
             ((lq as u32).div_ceil(ROWS).max(1), (b * h) as u32),
             vec![
                 q.handle.clone().binding(),
@@ -267,14 +324,15 @@ impl FlashAttentionOps for CubeBackend {
             ],
         );
         let device = q.device.clone();
+        let out = CubeTensor::new_contiguous(
+            client.clone(),
+            device.clone(),
+            Shape::new([b, h, lq, d]),
+            out,
+            store,
+        );
         (
-            CubeTensor::new_contiguous(
-                client.clone(),
-                device.clone(),
-                Shape::new([b, h, lq, d]),
-                out,
-                DType::F32,
-            ),
+            cast(out, dtype),
             CubeTensor::new_contiguous(client, device, Shape::new([b, h, lq]), lse, DType::F32),
         )
     }
@@ -289,17 +347,27 @@ impl FlashAttentionOps for CubeBackend {
         d_out: CubeTensor,
         launch: FlashLaunch,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
-        // Δ_i = dO_i · O_i, [b, h, lq, 1]: a plain reduction, no L×L buffer.
-        let delta = CubeBackend::float_sum_dim(CubeBackend::float_mul(d_out.clone(), out), 3);
-        let [q, k, v, bias, lse, d_out, delta] =
-            [q, k, v, bias, lse, d_out, delta].map(into_contiguous);
+        let dtypes = [q.dtype, k.dtype, v.dtype];
+        let store = storage(&q, &k, &v);
+        // Δ_i = dO_i · O_i, [b, h, lq, 1], in f32: a plain reduction, no L×L buffer.
+        let delta = CubeBackend::float_sum_dim(
+            CubeBackend::float_mul(cast(d_out.clone(), DType::F32), cast(out, DType::F32)),
+            3,
+        );
+        let [q, k, v, d_out] = [q, k, v, d_out].map(|t| into_contiguous(cast(t, store)));
+        let bias = if launch.bias {
+            cast(bias, DType::F32)
+        } else {
+            bias
+        };
+        let [bias, lse, delta] = [bias, cast(lse, DType::F32), delta].map(into_contiguous);
         let [b, h, lq, d] = dims4(&q);
         let lk = k.meta.shape().as_slice()[2];
         let client = q.client.clone();
         let storage = client.properties().hardware.max_shared_memory_size;
-        let dq = client.empty(b * h * lq * d * 4);
-        let dk = client.empty(b * h * lk * d * 4);
-        let dv = client.empty(b * h * lk * d * 4);
+        let dq = client.empty(b * h * lq * d * store.size());
+        let dk = client.empty(b * h * lk * d * store.size());
+        let dv = client.empty(b * h * lk * d * store.size());
         let bh = (b * h) as u32;
         let p = client.create_from_slice(&params(b * h, lq, lk, launch.scale));
         let common = || {
@@ -317,7 +385,7 @@ impl FlashAttentionOps for CubeBackend {
         dq_buffers.extend([dq.clone().binding(), p.clone().binding()]);
         launch_kernel(
             &q,
-            variant(storage, Pass::Dq, d, &launch),
+            variant(storage, Pass::Dq, d, &launch, store),
             ((lq as u32).div_ceil(ROWS).max(1), bh),
             dq_buffers,
         );
@@ -325,21 +393,26 @@ impl FlashAttentionOps for CubeBackend {
         dkdv_buffers.extend([dk.clone().binding(), dv.clone().binding(), p.binding()]);
         launch_kernel(
             &q,
-            variant(storage, Pass::DkDv, d, &launch),
+            variant(storage, Pass::DkDv, d, &launch, store),
             ((lk as u32).div_ceil(ROWS).max(1), bh),
             dkdv_buffers,
         );
         let device = q.device.clone();
-        let wrap = |handle, len| {
-            CubeTensor::new_contiguous(
+        let wrap = |handle, len, dtype| {
+            let t = CubeTensor::new_contiguous(
                 client.clone(),
                 device.clone(),
                 Shape::new([b, h, len, d]),
                 handle,
-                DType::F32,
-            )
+                store,
+            );
+            cast(t, dtype)
         };
-        (wrap(dq, lq), wrap(dk, lk), wrap(dv, lk))
+        (
+            wrap(dq, lq, dtypes[0]),
+            wrap(dk, lk, dtypes[1]),
+            wrap(dv, lk, dtypes[2]),
+        )
     }
 }
 

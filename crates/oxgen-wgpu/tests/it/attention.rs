@@ -1,7 +1,7 @@
 //! Flash attention (WGSL, forward and backward) against burn's `attention_fallback` on the CPU,
 //! through autodiff, on wgpu (lavapipe in CI).
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData, f16};
 use oxgen_models::ops::attention::{self, AttentionOptions, attention_reference, attention_with};
 use oxgen_models::ops::{OpPath, set_path};
 
@@ -45,6 +45,9 @@ struct Case {
     causal: bool,
     bias: bool,
     logit_scale: f32,
+    /// f16 tensors (the kernels' f16-storage variant); the reference gets the same f16-rounded
+    /// inputs in f32.
+    half: bool,
 }
 
 /// Output and the three gradients of sum(out ∘ w), on `device`.
@@ -52,20 +55,37 @@ fn run(device: &Device, c: &Case, fused: bool) -> [Vec<f32>; 4] {
     let (b, h) = (2, 2);
     let sq = [b, h, c.lq, c.d];
     let sk = [b, h, c.lk, c.d];
-    let normals = |n: usize, stream: u32| oxgen_models::rng::normals(42, stream, n);
-    let q: Vec<f32> = normals(b * h * c.lq * c.d, 1)
-        .iter()
-        .map(|x| x * c.logit_scale)
-        .collect();
+    let round = |v: Vec<f32>| -> Vec<f32> {
+        if c.half {
+            v.into_iter().map(|x| f16::from_f32(x).to_f32()).collect()
+        } else {
+            v
+        }
+    };
+    let normals = |n: usize, stream: u32| round(oxgen_models::rng::normals(42, stream, n));
+    let q: Vec<f32> = round(
+        normals(b * h * c.lq * c.d, 1)
+            .iter()
+            .map(|x| x * c.logit_scale)
+            .collect(),
+    );
     let (k, v) = (
         normals(b * h * c.lk * c.d, 2),
         normals(b * h * c.lk * c.d, 3),
     );
     let w = normals(b * h * c.lq * c.d, 4);
     let dev = device.clone().autodiff();
-    let qt = on(&dev, &q, sq).require_grad();
-    let kt = on(&dev, &k, sk).require_grad();
-    let vt = on(&dev, &v, sk).require_grad();
+    let put = |v: &[f32], shape: [usize; 4]| {
+        let t = on(&dev, v, shape);
+        if c.half && fused {
+            t.cast(DType::F16)
+        } else {
+            t
+        }
+    };
+    let qt = put(&q, sq).require_grad();
+    let kt = put(&k, sk).require_grad();
+    let vt = put(&v, sk).require_grad();
     // Bias: small values, and every key j ≡ 3 (mod 5) masked with −∞ (never key 0, so no row
     // is fully masked).
     let bias = c.bias.then(|| {
@@ -76,7 +96,7 @@ fn run(device: &Device, c: &Case, fused: bool) -> [Vec<f32>; 4] {
                 *x = f32::NEG_INFINITY;
             }
         }
-        on(&dev, &bias, [b, h, c.lq, c.lk])
+        put(&round(bias), [b, h, c.lq, c.lk])
     });
     let options = AttentionOptions {
         causal: c.causal,
@@ -91,20 +111,25 @@ fn run(device: &Device, c: &Case, fused: bool) -> [Vec<f32>; 4] {
     } else {
         attention_reference(qt.clone(), kt.clone(), vt.clone(), bias, options)
     };
-    let grads = (out.clone() * on(&dev, &w, sq)).sum().backward();
+    if c.half && fused {
+        assert_eq!(out.dtype(), DType::F16, "f16 in, f16 out");
+    }
+    let grads = (out.clone() * put(&w, sq)).sum().backward();
     let grad = |t: &Tensor<4>| host(t.grad(&grads).expect("a gradient"));
     [host(out), grad(&qt), grad(&kt), grad(&vt)]
 }
 
 fn check(gpu: &Device, c: &Case) {
     let what = format!(
-        "lq={} lk={} d={} causal={} bias={} logits×{}",
-        c.lq, c.lk, c.d, c.causal, c.bias, c.logit_scale
+        "lq={} lk={} d={} causal={} bias={} logits×{} f16={}",
+        c.lq, c.lk, c.d, c.causal, c.bias, c.logit_scale, c.half
     );
+    // f16 results are rounded once on store (2⁻¹¹ relative); Δ = dO·O then sees rounded O.
+    let tol = if c.half { 3e-3 } else { 2e-4 };
     let want = run(&Device::flex(), c, false);
     let got = run(gpu, c, true);
     for (i, name) in ["out", "dq", "dk", "dv"].iter().enumerate() {
-        close(&got[i], &want[i], 2e-4, &format!("{what}: {name}"));
+        close(&got[i], &want[i], tol, &format!("{what}: {name}"));
     }
 }
 
@@ -125,11 +150,46 @@ fn forward_and_gradients_match_the_reference() {
                         causal,
                         bias,
                         logit_scale: 1.0,
+                        half: false,
                     };
                     check(&gpu, &case);
                 }
             }
         }
+    }
+}
+
+/// f16 storage with f32 arithmetic (lavapipe has shader-f16): forward and all three gradients,
+/// which come back as f16, against the f32 reference on the same f16-rounded inputs.
+#[test]
+fn half_storage_matches_the_reference() {
+    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let gpu = gpu();
+    let half = gpu.supports_dtype(DType::F16);
+    if !half {
+        eprintln!("this adapter has no shader-f16: the f16 inputs run in the f32 kernels");
+    }
+    let before = oxgen_wgpu::attention::half_launches();
+    for (l, d, causal, bias) in [
+        (17, 32, false, true),
+        (129, 64, true, false),
+        (129, 64, false, true),
+        (40, 128, true, true),
+    ] {
+        let case = Case {
+            lq: l,
+            lk: l,
+            d,
+            causal,
+            bias,
+            logit_scale: 1.0,
+            half: true,
+        };
+        check(&gpu, &case);
+    }
+    if half {
+        // Forward, dQ and dK/dV for each case: the f16 kernels really ran.
+        assert_eq!(oxgen_wgpu::attention::half_launches() - before, 4 * 3);
     }
 }
 
@@ -147,6 +207,7 @@ fn cross_attention_lengths() {
                 causal,
                 bias: false,
                 logit_scale: 1.0,
+                half: false,
             };
             check(&gpu, &case);
         }
@@ -167,6 +228,7 @@ fn long_sequences() {
             causal: false,
             bias: false,
             logit_scale: 1.0,
+            half: false,
         };
         check(&gpu, &case);
     }
@@ -185,6 +247,7 @@ fn large_logits_stay_finite() {
             causal,
             bias: true,
             logit_scale: 30.0,
+            half: false,
         };
         check(&gpu, &case);
     }

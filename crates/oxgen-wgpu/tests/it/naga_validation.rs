@@ -3,14 +3,16 @@
 use oxgen_wgpu::denoise::Variant;
 
 fn validate(name: &str, source: &str) {
+    validate_with(name, source, naga::valid::Capabilities::empty());
+}
+
+/// As `validate`, for a shader that needs `capabilities` (f16 variants: `SHADER_FLOAT16`).
+fn validate_with(name: &str, source: &str, capabilities: naga::valid::Capabilities) {
     let module = naga::front::wgsl::parse_str(source)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
-    naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::empty(),
-    )
-    .validate(&module)
-    .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities)
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
     assert!(
         module.entry_points.iter().any(|e| e.name == "main"),
         "{name}: no `main` entry point"
@@ -51,13 +53,19 @@ fn every_group_norm_variant_validates() {
 #[test]
 fn every_attention_variant_validates() {
     let variants = oxgen_wgpu::attention::Variant::all();
-    assert_eq!(variants.len(), 36);
+    assert_eq!(variants.len(), 72);
     for v in variants {
         let text = v.source().complete();
         assert!(
             !text.contains("{{"),
             "{v:?}: a placeholder was left unfilled"
         );
-        validate(&format!("attention {v:?}"), &text);
+        // Only the f16-storage variants need the capability.
+        let capabilities = if v.half {
+            naga::valid::Capabilities::SHADER_FLOAT16
+        } else {
+            naga::valid::Capabilities::empty()
+        };
+        validate_with(&format!("attention {v:?}"), &text, capabilities);
     }
 }
