@@ -18,11 +18,15 @@ fn main() {
         rows.extend(oxgen::wgpu::bench_attention::run(
             &selected.device,
             &lens,
-            4,
-            8,
-            64,
-            causal,
-            10,
+            oxgen::wgpu::bench_attention::AttentionBench {
+                batch: 4,
+                heads: 8,
+                dim: 64,
+                causal,
+                half: false,
+                iters: 10,
+                peers: true,
+            },
         ));
     }
     print!("{}", oxgen::wgpu::bench_attention::table(&rows));

@@ -64,7 +64,7 @@ enum BenchKind {
     /// Our flash attention (WGSL, forward and backward) against burn's `attention` and
     /// `attention_fallback`, in ms and TFLOP/s. Prints Markdown and writes JSON.
     #[command(
-        after_help = "Examples:\n  oxgen bench attention --seq 1024,2048,4096 --json attention.json\n  oxgen bench attention --seq 128,256 --batch 1 --heads 4 --causal"
+        after_help = "Examples:\n  oxgen bench attention --seq 1024,2048,4096 --json attention.json\n  oxgen bench attention --seq 128,256 --batch 1 --heads 4 --causal\n  oxgen bench attention --seq 16384 --batch 1 --heads 8 --iters 1 --no-peers   (memory grows with L)"
     )]
     Attention(AttentionBenchArgs),
 }
@@ -86,6 +86,13 @@ struct AttentionBenchArgs {
     /// Causal mask.
     #[arg(long)]
     causal: bool,
+    /// f16 storage (f32 arithmetic) for q, k, v and the results, where the adapter has
+    /// shader-f16.
+    #[arg(long)]
+    f16: bool,
+    /// Run only ours (for lengths where burn's L×L buffers cannot exist).
+    #[arg(long)]
+    no_peers: bool,
     /// Timed calls per measurement.
     #[arg(long, default_value_t = 10)]
     iters: usize,
@@ -398,14 +405,21 @@ fn main() -> Result<()> {
                 bail!("--iters must be at least 1");
             }
             eprintln!("benchmarking attention on {} …", selected.description);
+            if a.f16 && !selected.device.supports_dtype(burn::tensor::DType::F16) {
+                bail!("--f16: this adapter has no shader-f16");
+            }
             let rows = oxgen_wgpu::bench_attention::run(
                 &selected.device,
                 &a.seq,
-                a.batch,
-                a.heads,
-                a.dim,
-                a.causal,
-                a.iters,
+                oxgen_wgpu::bench_attention::AttentionBench {
+                    batch: a.batch,
+                    heads: a.heads,
+                    dim: a.dim,
+                    causal: a.causal,
+                    half: a.f16,
+                    iters: a.iters,
+                    peers: !a.no_peers,
+                },
             );
             println!("device: {}\n", selected.description);
             print!("{}", oxgen_wgpu::bench_attention::table(&rows));

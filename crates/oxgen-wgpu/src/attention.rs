@@ -165,6 +165,19 @@ pub fn tile_rows(d: u32, workgroup_storage: usize) -> u32 {
     rows.clamp(8, 64)
 }
 
+/// The longest key sequence the forward kernel handles on a software adapter (lavapipe), which
+/// silently ends an invocation after 65,535 loop iterations in total. Per tile of BC keys the
+/// forward loops BC·D/4/ROWS times to load, 2·BC times over scores and values, D/4 times to
+/// rescale, and once around the tile loop; 2·D/4 more before and after. With 32 KiB of workgroup
+/// storage: 28,864 keys at d = 32, 23,520 at d = 64, 14,336 at d = 128. Longer sequences take the
+/// reference there. (The backward kernels loop less per key.)
+pub fn software_max_keys(d: usize) -> usize {
+    let d4 = d / 4;
+    let bc = tile_rows(d as u32, 32 * 1024) as usize;
+    let per_tile = bc * d4 / ROWS as usize + 2 * bc + d4 + 1;
+    (65_535 - 2 * d4) / per_tile * bc
+}
+
 /// Run-time options of one call.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FlashLaunch {
@@ -580,9 +593,13 @@ impl FusedAttention for WgslAttention {
         bias: Option<Tensor<4>>,
         options: AttentionOptions,
     ) -> Tensor<4> {
-        let [b, h, _, _] = q.dims();
-        if b * h > crate::denoise::MAX_GROUPS_PER_DIM as usize {
-            // One grid row per (batch, head): past the dispatch limit, take the reference.
+        let [b, h, _, d] = q.dims();
+        let lk = k.dims()[2];
+        // One grid row per (batch, head): past the dispatch limit, take the reference; so too
+        // for keys past a software adapter's loop limit.
+        if b * h > crate::denoise::MAX_GROUPS_PER_DIM as usize
+            || (crate::device::software_selected() && lk > software_max_keys(d))
+        {
             return oxgen_models::ops::attention::attention_reference(q, k, v, bias, options);
         }
         flash_attention(q, k, v, bias, options).0

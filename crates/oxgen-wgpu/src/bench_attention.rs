@@ -7,13 +7,17 @@
 //! forward + backward 3.5× that. Outputs are kept alive: each call's output (or q's gradient)
 //! is the next call's q, and the device is synchronised after every call. A path that fails
 //! (burn's L×L buffer past the adapter's binding limit, say) is reported as failed.
+//!
+//! Peak memory of a forward + backward is the device pool's reserved bytes after the warm-up
+//! call, with the pools emptied just before it: burn's pools only grow between cleanups, so this
+//! is the call's high-water mark (inputs included), rounded up to whole pages.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
 use burn::tensor::module::{attention as burn_attention, attention_fallback};
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{DType, Device, Distribution, Tensor};
 use oxgen_models::ops::attention::AttentionOptions;
 use serde::Serialize;
 
@@ -32,6 +36,8 @@ pub struct AttentionRow {
     pub dim: usize,
     /// Causal mask.
     pub causal: bool,
+    /// Storage dtype of q, k, v ("f32" or "f16").
+    pub dtype: String,
     /// Ours, forward, ms.
     pub ours_fwd_ms: Option<f64>,
     /// burn `attention`, forward, ms.
@@ -44,14 +50,60 @@ pub struct AttentionRow {
     pub fallback_fwd_bwd_ms: Option<f64>,
     /// Forward FLOPs.
     pub fwd_flops: f64,
+    /// Ours, forward + backward: device memory at the peak, MiB.
+    pub ours_peak_mib: Option<f64>,
+    /// `attention_fallback`, forward + backward: device memory at the peak, MiB.
+    pub fallback_peak_mib: Option<f64>,
+    /// One B·H·L·L score buffer of the fallback in this dtype, MiB (its autodiff keeps several).
+    pub l2_buffer_mib: f64,
+    /// Whether burn's paths were run (a `None` time of theirs is then a failure).
+    pub peers: bool,
 }
 
-/// Median milliseconds of `iters` calls after one warm-up; `None` if a call panicked (an
-/// allocation past the adapter's limits, say) or the device failed.
-fn median<S>(iters: usize, device: &Device, state: S, mut step: impl FnMut(S) -> S) -> Option<f64> {
+/// What to run: the shape of each call, the dtype, and which paths.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionBench {
+    /// Batch.
+    pub batch: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Head dim.
+    pub dim: usize,
+    /// Causal mask.
+    pub causal: bool,
+    /// f16 storage (f32 arithmetic) instead of f32.
+    pub half: bool,
+    /// Timed calls per measurement (after one warm-up call).
+    pub iters: usize,
+    /// Also run burn's `attention` and `attention_fallback` (off for lengths whose L×L buffers
+    /// cannot exist on the device).
+    pub peers: bool,
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The pool's reserved bytes, in MiB.
+fn reserved_mib(device: &Device) -> Option<f64> {
+    device
+        .memory_pool_usage()
+        .map(|u| u.bytes_reserved as f64 / MIB)
+}
+
+/// Median milliseconds of `iters` calls after one warm-up, and the peak memory (MiB) of the
+/// warm-up call; `None` if a call panicked (an allocation past the adapter's limits, say) or the
+/// device failed.
+fn median<S>(
+    iters: usize,
+    device: &Device,
+    state: S,
+    mut step: impl FnMut(S) -> S,
+) -> Option<(f64, Option<f64>)> {
     let run = catch_unwind(AssertUnwindSafe(move || {
+        device.sync().ok()?;
+        device.memory_cleanup();
         let mut state = step(state);
         device.sync().ok()?;
+        let peak = reserved_mib(device);
         let mut times = Vec::with_capacity(iters);
         for _ in 0..iters {
             let start = Instant::now();
@@ -61,21 +113,22 @@ fn median<S>(iters: usize, device: &Device, state: S, mut step: impl FnMut(S) ->
         }
         drop(state);
         times.sort_by(f64::total_cmp);
-        Some(times[times.len() / 2])
+        Some((times[times.len() / 2], peak))
     }));
     run.ok().flatten()
 }
 
 /// Runs the benchmark for each sequence length in `lens`.
-pub fn run(
-    device: &Device,
-    lens: &[usize],
-    batch: usize,
-    heads: usize,
-    dim: usize,
-    causal: bool,
-    iters: usize,
-) -> Vec<AttentionRow> {
+pub fn run(device: &Device, lens: &[usize], cfg: AttentionBench) -> Vec<AttentionRow> {
+    let AttentionBench {
+        batch,
+        heads,
+        dim,
+        causal,
+        half,
+        iters,
+        peers,
+    } = cfg;
     let options = AttentionOptions {
         causal,
         scale: None,
@@ -85,18 +138,27 @@ pub fn run(
         softcap: None,
         is_causal: causal,
     };
+    let dtype = if half { DType::F16 } else { DType::F32 };
     let autodiff = device.clone().autodiff();
     let mut rows = Vec::new();
     for &len in lens {
         let shape = [batch, heads, len, dim];
-        let r = |d: &Device| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), d);
+        let r =
+            |d: &Device| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), d).cast(dtype);
         let (q, k, v) = (r(device), r(device), r(device));
-        let fwd = |f: &dyn Fn(Tensor<4>) -> Tensor<4>| median(iters, device, q.clone(), |q| f(q));
+        let fwd = |f: &dyn Fn(Tensor<4>) -> Tensor<4>| {
+            median(iters, device, q.clone(), |q| f(q)).map(|(ms, _)| ms)
+        };
         let ours_fwd_ms = fwd(&|q| flash_attention(q, k.clone(), v.clone(), None, options).0);
-        let burn_fwd_ms =
-            fwd(&|q| burn_attention(q, k.clone(), v.clone(), None, None, burn_options));
-        let fallback_fwd_ms =
-            fwd(&|q| attention_fallback(q, k.clone(), v.clone(), None, None, burn_options));
+        let (burn_fwd_ms, fallback_fwd_ms) = if peers {
+            (
+                fwd(&|q| burn_attention(q, k.clone(), v.clone(), None, None, burn_options)),
+                fwd(&|q| attention_fallback(q, k.clone(), v.clone(), None, None, burn_options)),
+            )
+        } else {
+            (None, None)
+        };
+        drop((q, k, v));
         let (qa, ka, va) = (r(&autodiff), r(&autodiff), r(&autodiff));
         let fwd_bwd = |f: &dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
             median(iters, device, qa.clone(), |q| {
@@ -111,9 +173,12 @@ pub fn run(
                 Tensor::from_inner(q.grad(&grads).expect("q has a gradient"))
             })
         };
-        let ours_fwd_bwd_ms = fwd_bwd(&|q, k, v| flash_attention(q, k, v, None, options).0);
-        let fallback_fwd_bwd_ms =
-            fwd_bwd(&|q, k, v| attention_fallback(q, k, v, None, None, burn_options));
+        let ours = fwd_bwd(&|q, k, v| flash_attention(q, k, v, None, options).0);
+        let fallback = if peers {
+            fwd_bwd(&|q, k, v| attention_fallback(q, k, v, None, None, burn_options))
+        } else {
+            None
+        };
         let full = 4.0 * (batch * heads) as f64 * (len * len) as f64 * dim as f64;
         rows.push(AttentionRow {
             batch,
@@ -121,12 +186,17 @@ pub fn run(
             len,
             dim,
             causal,
+            dtype: if half { "f16" } else { "f32" }.into(),
             ours_fwd_ms,
             burn_fwd_ms,
             fallback_fwd_ms,
-            ours_fwd_bwd_ms,
-            fallback_fwd_bwd_ms,
+            ours_fwd_bwd_ms: ours.map(|(ms, _)| ms),
+            fallback_fwd_bwd_ms: fallback.map(|(ms, _)| ms),
             fwd_flops: if causal { full / 2.0 } else { full },
+            ours_peak_mib: ours.and_then(|(_, peak)| peak),
+            fallback_peak_mib: fallback.and_then(|(_, peak)| peak),
+            l2_buffer_mib: (batch * heads * len * len * dtype.size()) as f64 / MIB,
+            peers,
         });
     }
     rows
@@ -134,12 +204,14 @@ pub fn run(
 
 /// The rows as a Markdown table: ms and TFLOP/s for each path.
 pub fn table(rows: &[AttentionRow]) -> String {
-    let cell = |ms: Option<f64>, flops: f64| match ms {
+    let cell = |ms: Option<f64>, flops: f64, ran: bool| match ms {
         Some(ms) => format!("{ms:.3} ({:.3})", flops / ms / 1e9),
-        None => "failed".into(),
+        None if ran => "failed".into(),
+        None => "not run".into(),
     };
+    let mib = |m: Option<f64>| m.map_or("—".into(), |m| format!("{m:.0}"));
     let mut s = String::from(
-        "| B·H | L | d | causal | ours fwd ms (TFLOP/s) | burn attention | attention_fallback | ours fwd+bwd | fallback fwd+bwd | ours ÷ fallback (fwd+bwd) |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| B·H | L | d | causal | dtype | ours fwd ms (TFLOP/s) | burn attention | attention_fallback | ours fwd+bwd | fallback fwd+bwd | ours ÷ fallback (fwd+bwd) | peak MiB ours | peak MiB fallback | one L×L buffer MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let ratio = match (r.ours_fwd_bwd_ms, r.fallback_fwd_bwd_ms) {
@@ -147,18 +219,22 @@ pub fn table(rows: &[AttentionRow]) -> String {
             _ => "—".into(),
         };
         s.push_str(&format!(
-            "| {}·{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {}·{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
             r.batch,
             r.heads,
             r.len,
             r.dim,
             r.causal,
-            cell(r.ours_fwd_ms, r.fwd_flops),
-            cell(r.burn_fwd_ms, r.fwd_flops),
-            cell(r.fallback_fwd_ms, r.fwd_flops),
-            cell(r.ours_fwd_bwd_ms, 3.5 * r.fwd_flops),
-            cell(r.fallback_fwd_bwd_ms, 3.5 * r.fwd_flops),
-            ratio
+            r.dtype,
+            cell(r.ours_fwd_ms, r.fwd_flops, true),
+            cell(r.burn_fwd_ms, r.fwd_flops, r.peers),
+            cell(r.fallback_fwd_ms, r.fwd_flops, r.peers),
+            cell(r.ours_fwd_bwd_ms, 3.5 * r.fwd_flops, true),
+            cell(r.fallback_fwd_bwd_ms, 3.5 * r.fwd_flops, r.peers),
+            ratio,
+            mib(r.ours_peak_mib),
+            mib(r.fallback_peak_mib),
+            r.l2_buffer_mib
         ));
     }
     s

@@ -4,6 +4,8 @@
 //! Software rasterisers such as lavapipe are used only when asked for by name (`wgpu`,
 //! `vulkan`), because the CPU backend is faster than them for oxgen's models.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use burn::tensor::wgpu::{WgpuBackend, wgpu};
 use burn::tensor::{Device, DeviceKind};
 use serde::Serialize;
@@ -201,12 +203,18 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice, String> {
         DeviceChoice::Cpu => false,
     };
     match list.iter().find(wanted) {
-        Some(a) => Ok(SelectedDevice {
-            device: wgpu_device(a)?,
-            description: format!("wgpu: {} ({}, {})", a.name, a.backend, a.device_type),
-            is_wgpu: true,
-            max_storage_binding: a.max_storage_binding,
-        }),
+        Some(a) => {
+            // Noted for kernels whose loops could pass llvmpipe's per-invocation limit.
+            let software =
+                matches!(a.kind, Some((_, DeviceKind::Cpu))) || a.name.contains("llvmpipe");
+            SOFTWARE_SELECTED.store(software, Ordering::Relaxed);
+            Ok(SelectedDevice {
+                device: wgpu_device(a)?,
+                description: format!("wgpu: {} ({}, {})", a.name, a.backend, a.device_type),
+                is_wgpu: true,
+                max_storage_binding: a.max_storage_binding,
+            })
+        }
         None if choice == DeviceChoice::Auto => {
             let why = if list.is_empty() {
                 "no wgpu adapter found"
@@ -230,6 +238,14 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice, String> {
             }
         )),
     }
+}
+
+static SOFTWARE_SELECTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether [`select`] last chose a software (CPU) wgpu adapter such as lavapipe (llvmpipe),
+/// which silently ends a shader invocation after 65,535 loop iterations in total.
+pub fn software_selected() -> bool {
+    SOFTWARE_SELECTED.load(Ordering::Relaxed)
 }
 
 /// Whether `device` (autodiff or not) is a wgpu device.

@@ -287,3 +287,11 @@ fn tile_rows_fit_the_workgroup_storage() {
     }
     assert_eq!(tile_rows(128, 16 * 1024), 8);
 }
+
+#[test]
+fn software_key_limits() {
+    use oxgen_wgpu::attention::software_max_keys;
+    assert_eq!(software_max_keys(32), 28_864);
+    assert_eq!(software_max_keys(64), 23_520);
+    assert_eq!(software_max_keys(128), 14_336);
+}
