@@ -23,7 +23,10 @@
 // Template placeholders: {{ workgroup_size }}, {{ blocks_per_invocation }}, {{ guided }}, {{ clip }}, {{ prev }},
 // {{ noise }} (0 none, 1 explicit tensor, 2 Philox4x32-10 in registers), {{ write_x0 }},
 // {{ dynamic }}, {{ vec4 }} with {{ elem }} (f32 or vec4<f32>), and {{ as_elem }},
-// {{ lane_elem }}, {{ first_elem }} (expressions that make both branches of `main` type-check).
+// {{ lane_elem }}, {{ first_elem }} (expressions that make both branches of `main` type-check);
+// `mulhilo` names Philox's 32×32 → 64-bit product: mulhilo16 (16-bit halves, core WGSL) or
+// mulhilo64 (one u64 multiply, shaders/mulhilo64.wgsl, spliced in at `mulhilo64` where the
+// adapter has shader-int64; empty otherwise).
 //
 // Layout: block b is the four consecutive elements 4b..4b+3 and one Philox4x32-10 draw (as
 // oxgen_models::rng::normals). With VEC4 an invocation loads and stores a block as one vec4;
@@ -77,8 +80,10 @@ const M1: u32 = 0xCD9E8D57u;
 const W0: u32 = 0x9E3779B9u;
 const W1: u32 = 0xBB67AE85u;
 
-// 32×32 → 64-bit product as (hi, lo), from 16-bit halves (WGSL has no 64-bit integers).
-fn mulhilo(a: u32, b: u32) -> vec2<u32> {
+{{ mulhilo64 }}
+
+// 32×32 → 64-bit product as (hi, lo), from 16-bit halves (core WGSL has no 64-bit integers).
+fn mulhilo16(a: u32, b: u32) -> vec2<u32> {
     let a_lo = a & 0xFFFFu;
     let a_hi = a >> 16u;
     let b_lo = b & 0xFFFFu;
@@ -99,8 +104,8 @@ fn philox4x32_10(counter: vec4<u32>, key_in: vec2<u32>) -> vec4<u32> {
         if (round > 0u) {
             k = k + vec2<u32>(W0, W1);
         }
-        let p0 = mulhilo(M0, c.x);
-        let p1 = mulhilo(M1, c.z);
+        let p0 = {{ mulhilo }}(M0, c.x);
+        let p1 = {{ mulhilo }}(M1, c.z);
         c = vec4<u32>(p1.x ^ c.y ^ k.x, p1.y, p0.x ^ c.w ^ k.y, p0.y);
     }
     return c;

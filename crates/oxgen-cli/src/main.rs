@@ -118,6 +118,10 @@ struct BenchArgs {
     /// Images per whole-sampler run.
     #[arg(long, default_value_t = 64)]
     sampler_batch: usize,
+    /// Philox's products from 16-bit halves even where the adapter has shader-int64 (to compare
+    /// the two; they give the same noise).
+    #[arg(long)]
+    philox16: bool,
     /// Image shape for the whole-sampler runs, as C,H,W.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 8, 8])]
     sampler_shape: Vec<usize>,
@@ -445,6 +449,7 @@ fn main() -> Result<()> {
                 bail!("--iters must be at least 1");
             }
             eprintln!("benchmarking on {} …", selected.description);
+            oxgen_wgpu::denoise::set_native_u64(!a.philox16);
             let options = oxgen_wgpu::bench::Options {
                 sizes: a.sizes,
                 iters: a.iters,
@@ -480,12 +485,13 @@ fn info() {
             }
         );
         println!(
-            "    workgroup storage {} KiB, {} invocations/workgroup, subgroups {}..{}, shader-f16 {}, max storage binding {} MiB",
+            "    workgroup storage {} KiB, {} invocations/workgroup, subgroups {}..{}, shader-f16 {}, shader-int64 {}, max storage binding {} MiB",
             a.workgroup_storage / 1024,
             a.max_invocations,
             a.subgroup_sizes.0,
             a.subgroup_sizes.1,
             if a.shader_f16 { "yes" } else { "no" },
+            if a.shader_int64 { "yes" } else { "no" },
             a.max_storage_binding >> 20
         );
     }

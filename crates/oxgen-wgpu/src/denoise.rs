@@ -6,9 +6,12 @@
 //! is ordered with the surrounding fused tensor ops. [`register`] installs it as the fused path
 //! of `denoise_step`, which every sampler calls.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use crate::kernel::{Template, Wgsl, words_to_bytes};
 use burn::backend::wgpu::{CubeBackend, CubeTensor, SourceKernel, SourceTemplate, into_contiguous};
 use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::cubecl::ir::{ElemType, UIntKind};
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Device, Shape, Tensor};
@@ -16,12 +19,29 @@ use oxgen_models::ops::denoise::{DenoiseInput, DenoiseOutput, FusedDenoise, Nois
 
 /// The WGSL source, with `{{ … }}` placeholders (see its header).
 pub const SOURCE: &str = include_str!("../../../shaders/denoise_step.wgsl");
+/// Philox's product with a native 64-bit multiply (needs shader-int64).
+pub const MULHILO64: &str = include_str!("../../../shaders/mulhilo64.wgsl");
 /// Invocations per workgroup.
 pub const WORKGROUP_SIZE: u32 = 256;
 /// Blocks of four elements per invocation.
 pub const BLOCKS_PER_INVOCATION: u32 = 4;
 /// WebGPU's limit on workgroups per grid dimension.
 pub const MAX_GROUPS_PER_DIM: u32 = 65_535;
+
+static NATIVE_U64: AtomicBool = AtomicBool::new(true);
+static MUL64_LAUNCHES: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether Philox may use the adapter's 64-bit multiply where it has shader-int64 (default on).
+/// Off forces the 16-bit-halves product everywhere; both give the same bits (for tests and
+/// benchmarks).
+pub fn set_native_u64(enabled: bool) {
+    NATIVE_U64.store(enabled, Ordering::Relaxed);
+}
+
+/// Launches that drew their noise with the 64-bit multiply since the process started.
+pub fn mul64_launches() -> usize {
+    MUL64_LAUNCHES.load(Ordering::Relaxed)
+}
 
 /// Which compile-time variant of the kernel to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -41,6 +61,9 @@ pub struct Variant {
     pub vec4: bool,
     /// Dynamic thresholding of x̂₀ with per-sample bounds.
     pub dynamic: bool,
+    /// Philox's 32×32 → 64-bit products as one u64 multiply (adapters with shader-int64)
+    /// rather than four 16-bit ones; only with `noise == 2`.
+    pub mul64: bool,
 }
 
 impl Variant {
@@ -48,7 +71,7 @@ impl Variant {
     pub fn all() -> Vec<Variant> {
         let mut v = Vec::new();
         for bits in 0..64u32 {
-            for noise in 0..3 {
+            for (noise, mul64) in [(0, false), (1, false), (2, false), (2, true)] {
                 v.push(Variant {
                     guided: bits & 1 != 0,
                     clip: bits & 2 != 0,
@@ -57,6 +80,7 @@ impl Variant {
                     write_x0: bits & 8 != 0,
                     vec4: bits & 16 != 0,
                     dynamic: bits & 32 != 0,
+                    mul64,
                 });
             }
         }
@@ -80,6 +104,11 @@ impl Variant {
             .register("first_elem", if self.vec4 { "4u * i" } else { "i" })
             .register("as_elem", if self.vec4 { "z" } else { "z.x" })
             .register("lane_elem", if self.vec4 { "T(z[k])" } else { "z[k]" })
+            .register("mulhilo64", if self.mul64 { MULHILO64 } else { "" })
+            .register(
+                "mulhilo",
+                if self.mul64 { "mulhilo64" } else { "mulhilo16" },
+            )
     }
 }
 
@@ -202,6 +231,15 @@ impl DenoiseOps for CubeBackend {
         let next = client.empty(n * 4);
         let x0_len = if launch.variant.write_x0 { n } else { 4 };
         let x0 = client.empty(x0_len * 4);
+        let mut variant = launch.variant;
+        variant.mul64 = variant.noise == 2
+            && NATIVE_U64.load(Ordering::Relaxed)
+            && client
+                .properties()
+                .supports_type(ElemType::UInt(UIntKind::U64));
+        if variant.mul64 {
+            MUL64_LAUNCHES.fetch_add(1, Ordering::Relaxed);
+        }
         let mut params = launch.params;
         params.n = n as u32;
         let words = params.words();
@@ -209,7 +247,7 @@ impl DenoiseOps for CubeBackend {
         let (gx, gy) = grid(n);
         client.launch(
             Box::new(SourceKernel::new(
-                Wgsl(launch.variant),
+                Wgsl(variant),
                 CubeDim::new_1d(WORKGROUP_SIZE),
             )),
             CubeCount::Static(gx, gy, 1),
@@ -274,6 +312,8 @@ impl FusedDenoise for WgslDenoise {
             write_x0: want_x0,
             vec4: n % 4 == 0 && row_len % 4 == 0,
             dynamic: threshold.is_some(),
+            // Decided where the adapter is known (`CubeBackend::fused_denoise`).
+            mul64: false,
         };
         let launch = Launch {
             variant,

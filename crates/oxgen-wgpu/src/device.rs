@@ -67,6 +67,8 @@ pub struct AdapterReport {
     pub subgroup_sizes: (u32, u32),
     /// Whether `f16` is supported in shaders.
     pub shader_f16: bool,
+    /// Whether 64-bit integers are supported in shaders (Philox's product uses them).
+    pub shader_int64: bool,
     /// Largest storage buffer binding, bytes.
     pub max_storage_binding: u64,
     #[serde(skip)]
@@ -140,6 +142,7 @@ pub fn adapters() -> Vec<AdapterReport> {
                 max_invocations: limits.max_compute_invocations_per_workgroup,
                 subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
                 shader_f16: a.features().contains(wgpu::Features::SHADER_F16),
+                shader_int64: a.features().contains(wgpu::Features::SHADER_INT64),
                 max_storage_binding: limits.max_storage_buffer_binding_size as u64,
                 kind: api_of(info.backend).zip(kind),
             });

@@ -135,15 +135,30 @@ fn fused_dynamic_thresholding_matches_reference() {
 /// The in-kernel Philox noise is the reference generator's noise.
 #[test]
 fn in_kernel_noise_matches_the_host_generator() {
+    let _guard = U64_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let gpu = gpu();
-    // 10,008 takes the vec4 variant, 10,007 the scalar one.
-    for n in [10_007, 10_008] {
-        let got = host(seeded_noise_gpu(&gpu, n, 0xdead_beef_1234, 17));
-        let want = oxgen_models::rng::normals(0xdead_beef_1234, 17, n);
-        // Same bits in, same Box–Muller; only the GPU's log/sin/cos rounding differs.
-        assert_close(&got, &want, 2e-5, &format!("philox noise, n={n}"));
+    // Both Philox products: 16-bit halves, and the native 64-bit multiply where the adapter has
+    // shader-int64 (lavapipe does).
+    let int64 = gpu.supports_dtype(burn::tensor::DType::U64);
+    for native in [false, true] {
+        oxgen_wgpu::denoise::set_native_u64(native);
+        let before = oxgen_wgpu::denoise::mul64_launches();
+        // 10,008 takes the vec4 variant, 10,007 the scalar one.
+        for n in [10_007, 10_008] {
+            let got = host(seeded_noise_gpu(&gpu, n, 0xdead_beef_1234, 17));
+            let want = oxgen_models::rng::normals(0xdead_beef_1234, 17, n);
+            // Same bits in, same Box–Muller; only the GPU's log/sin/cos rounding differs.
+            let what = format!("philox noise, n={n}, native u64 {native}");
+            assert_close(&got, &want, 2e-5, &what);
+        }
+        let used = oxgen_wgpu::denoise::mul64_launches() - before;
+        assert_eq!(used, if native && int64 { 2 } else { 0 });
     }
+    oxgen_wgpu::denoise::set_native_u64(true);
 }
+
+/// Serialises the tests that switch Philox's product.
+static U64_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Moments, a Kolmogorov–Smirnov test, neighbour and step correlations of the in-kernel noise.
 #[test]
