@@ -163,6 +163,7 @@ static U64_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Moments, a Kolmogorov–Smirnov test, neighbour and step correlations of the in-kernel noise.
 #[test]
 fn in_kernel_noise_is_standard_normal_and_uncorrelated() {
+    let _u64 = U64_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let gpu = gpu();
     let n = 1 << 18;
     let draw = |seed: u64, stream: u32| host(seeded_noise_gpu(&gpu, n, seed, stream));
@@ -259,6 +260,7 @@ fn phi(x: f64) -> f64 {
 /// same images as the reference path with the same noise.
 #[test]
 fn a_ddim_sampler_run_takes_the_fused_path_and_matches_the_reference() {
+    let _u64 = U64_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let gpu = gpu();
     let cfg = oxgen_models::DiffusionConfig::new(oxgen_models::diffusion::DenoiserConfig::UNet(
