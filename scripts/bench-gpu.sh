@@ -12,7 +12,9 @@
 #   oxgen info                             the adapter and its limits
 #   oxgen bench denoise                    fused denoising update vs burn (fusion on and off),
 #                                          copy roofline, GroupNorm+SiLU, whole-sampler wall times
-#   oxgen bench attention [--causal]       flash attention vs burn's attention and fallback
+#   oxgen bench attention                  flash attention vs burn's attention and fallback, L 256 to
+#                                          8,192: d = 64 (plain and causal), d = 128, f16; then ours
+#                                          alone at L = 16,384 and 32,768 with peak memory
 #   ../shared/peers/torch_anchors.py       PyTorch's eager DDPM step and copy rate, same machine,
 #                                          same run (skipped where python3 has no CUDA torch)
 # Results: OUT/results.json ({"meta": …, "denoise": …, "torch": …}) and one .txt per benchmark.
@@ -29,9 +31,18 @@ benchmarks() { # $1: the oxgen binary, $2: the output folder
     # shellcheck disable=SC2086 # OXGEN_BENCH_ARGS is a list of flags, e.g. "--iters 5 --no-sampler"
     timeout 480 "$bin" bench denoise --json "$out/denoise.json" ${OXGEN_BENCH_ARGS:-} 2>&1 |
         tee "$out/denoise.txt"
-    timeout 300 "$bin" bench attention --json "$out/attention.json" 2>&1 | tee "$out/attention.txt"
-    timeout 300 "$bin" bench attention --causal --json "$out/attention-causal.json" 2>&1 |
+    local seq=256,1024,2048,4096,8192
+    timeout 300 "$bin" bench attention --seq $seq --json "$out/attention.json" 2>&1 |
+        tee "$out/attention.txt"
+    timeout 300 "$bin" bench attention --seq $seq --causal --json "$out/attention-causal.json" 2>&1 |
         tee "$out/attention-causal.txt"
+    timeout 240 "$bin" bench attention --seq $seq --dim 128 --json "$out/attention-d128.json" 2>&1 |
+        tee "$out/attention-d128.txt"
+    timeout 240 "$bin" bench attention --seq 1024,2048,4096 --f16 --json "$out/attention-f16.json" \
+        2>&1 | tee "$out/attention-f16.txt"
+    # Memory grows with L: B = 1, H = 8, ours only (burn's L×L buffers would be 8 and 32 GiB).
+    timeout 300 "$bin" bench attention --seq 16384,32768 --batch 1 --heads 8 --iters 2 --no-peers \
+        --json "$out/attention-long.json" 2>&1 | tee "$out/attention-long.txt"
 }
 
 peer() { # $1: torch_anchors.py, $2: the output folder
@@ -56,6 +67,9 @@ doc = {
     "denoise": load("denoise.json"),
     "attention": load("attention.json"),
     "attention_causal": load("attention-causal.json"),
+    "attention_d128": load("attention-d128.json"),
+    "attention_f16": load("attention-f16.json"),
+    "attention_long": load("attention-long.json"),
     "torch": load("torch_anchors.json"),
 }
 json.dump(doc, open(os.path.join(out, "results.json"), "w"), indent=1)
