@@ -4,6 +4,7 @@
 //! whatever device their tensors live on. Ops with fused kernels ([`ops`]) keep a plain-burn
 //! reference here; kernel crates register fused versions at run time.
 
+pub mod ar;
 pub mod diffusion;
 pub mod ops;
 pub mod rng;

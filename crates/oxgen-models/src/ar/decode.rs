@@ -1,0 +1,170 @@
+//! Autoregressive decoding: incremental with a KV cache (or, for checks and benchmarks, by
+//! re-running the whole window), with temperature, top-k, top-p, a repetition penalty, stop
+//! sequences, a token limit and a seed. The logits of the last position come to the host and
+//! the choice is made there, so a seed gives the same text on every device.
+
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::gpt::{Gpt, KvCache};
+
+/// How to pick each next token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecodeOptions {
+    /// Tokens to generate at most.
+    pub max_new_tokens: usize,
+    /// Softmax temperature; 0 is greedy (argmax).
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (0: all).
+    pub top_k: usize,
+    /// Keep the smallest set of most likely tokens whose probability reaches p (1: all).
+    pub top_p: f32,
+    /// CTRL's repetition penalty (Keskar et al., 2019): logits of tokens already in the text are
+    /// divided by it when positive and multiplied when negative (1: off).
+    pub repetition_penalty: f32,
+    /// Stop after any of these token sequences (it is kept in the output).
+    pub stop: Vec<Vec<u32>>,
+    /// Seed of the sampler.
+    pub seed: u64,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 256,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            stop: Vec::new(),
+            seed: 0,
+        }
+    }
+}
+
+/// Picks a token from one row of logits.
+pub fn pick(logits: &mut [f32], history: &[u32], o: &DecodeOptions, rng: &mut StdRng) -> u32 {
+    if o.repetition_penalty != 1.0 {
+        for &t in history {
+            let l = &mut logits[t as usize];
+            *l = if *l > 0.0 {
+                *l / o.repetition_penalty
+            } else {
+                *l * o.repetition_penalty
+            };
+        }
+    }
+    if o.temperature <= 0.0 {
+        return argmax(logits);
+    }
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    if o.top_k > 0 {
+        order.truncate(o.top_k);
+    }
+    let max = logits[order[0]];
+    let mut probs: Vec<f64> = order
+        .iter()
+        .map(|&i| (((logits[i] - max) / o.temperature) as f64).exp())
+        .collect();
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+    if o.top_p < 1.0 {
+        let mut cumulative = 0.0;
+        let keep = probs
+            .iter()
+            .position(|p| {
+                cumulative += p;
+                cumulative >= o.top_p as f64
+            })
+            .map_or(probs.len(), |i| i + 1);
+        order.truncate(keep);
+        probs.truncate(keep);
+    }
+    let mut u = rng.random::<f64>() * probs.iter().sum::<f64>();
+    for (i, p) in order.iter().zip(&probs) {
+        if u < *p {
+            return *i as u32;
+        }
+        u -= p;
+    }
+    order[order.len() - 1] as u32
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn last_logits(logits: Tensor<3>) -> Vec<f32> {
+    let [_, t, vocab] = logits.dims();
+    logits
+        .slice([0..1, t - 1..t, 0..vocab])
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 logits")
+}
+
+fn ids(tokens: &[u32], device: &burn::tensor::Device) -> Tensor<2, Int> {
+    let data: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+    Tensor::from_data(TensorData::new(data, [1, tokens.len()]), device)
+}
+
+/// Generates after `prompt` (at least one token), calling `on_token` with each new token as it
+/// is chosen (for streaming); returns the new tokens. With `cached`, each step feeds only the
+/// new token through the model and reuses the keys and values of the others; without, each step
+/// re-runs the whole window (the check and the baseline). When the text outgrows the context
+/// window, both condition on its last `context` tokens (the cache is rebuilt for that window).
+pub fn generate(
+    model: &Gpt,
+    prompt: &[u32],
+    options: &DecodeOptions,
+    cached: bool,
+    device: &burn::tensor::Device,
+    mut on_token: impl FnMut(u32),
+) -> Vec<u32> {
+    assert!(
+        !prompt.is_empty(),
+        "generation needs a prompt of at least one token"
+    );
+    let context = model.context();
+    let mut rng = StdRng::seed_from_u64(options.seed);
+    let mut text = prompt.to_vec();
+    let mut cache = KvCache::default();
+    let mut fed = 0; // tokens of `text` in the cache
+    for _ in 0..options.max_new_tokens {
+        let window_start = text.len().saturating_sub(context);
+        let logits = if !cached {
+            model.forward(ids(&text[window_start..], device))
+        } else {
+            if window_start > 0 && text.len() - fed + cache.len() > context {
+                // Past the window: start a fresh cache on the last `context` tokens.
+                cache = KvCache::default();
+                fed = window_start;
+            }
+            let new = ids(&text[fed..], device);
+            fed = text.len();
+            model.forward_cached(new, &mut cache)
+        };
+        let mut row = last_logits(logits);
+        let next = pick(&mut row, &text, options, &mut rng);
+        text.push(next);
+        on_token(next);
+        if options
+            .stop
+            .iter()
+            .any(|s| !s.is_empty() && text.ends_with(s))
+        {
+            break;
+        }
+    }
+    text.split_off(prompt.len())
+}

@@ -1,0 +1,245 @@
+//! A GPT-style decoder (Radford et al., 2019; nanoGPT's layout): token and learned position
+//! embeddings, pre-LayerNorm blocks of causal self-attention and a GELU MLP, a final LayerNorm,
+//! and a language-model head (tied to the token embedding by default).
+//!
+//! Attention goes through [`crate::ops::attention::attention_with`], so on wgpu it runs the WGSL
+//! flash-attention kernels forward and backward, and elsewhere burn's reference.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
+    LinearConfig,
+};
+use burn::tensor::activation::{gelu, log_softmax};
+use burn::tensor::{Device, Int, Tensor};
+
+use crate::ops::attention::{AttentionOptions, attention_with};
+
+/// Configuration of [`Gpt`]. The defaults are nanoGPT's shakespeare_char model.
+#[derive(Config, Debug, PartialEq)]
+pub struct GptConfig {
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// Longest sequence (context window, "block size").
+    #[config(default = 256)]
+    pub context: usize,
+    /// Transformer blocks.
+    #[config(default = 6)]
+    pub layers: usize,
+    /// Attention heads per block; `width` must be a multiple.
+    #[config(default = 6)]
+    pub heads: usize,
+    /// Model width (embedding size).
+    #[config(default = 384)]
+    pub width: usize,
+    /// Dropout on attention output, MLP output and embeddings (training only).
+    #[config(default = 0.0)]
+    pub dropout: f64,
+    /// Share the token embedding with the output head.
+    #[config(default = true)]
+    pub tie_weights: bool,
+}
+
+#[derive(Module, Debug)]
+struct Block {
+    ln1: LayerNorm,
+    qkv: Linear,
+    proj: Linear,
+    ln2: LayerNorm,
+    fc: Linear,
+    out: Linear,
+    dropout: Dropout,
+    heads: usize,
+}
+
+/// Keys and values of the tokens seen so far, one pair per block, each `[b, heads, len, d]`.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Tokens held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no token is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Block {
+    /// `x`: `[b, t, w]`. With `cache`, `x` holds the new tokens only and attends to the cached
+    /// ones too; the new keys and values are appended to `cache`.
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let [b, t, w] = x.dims();
+        let d = w / self.heads;
+        let qkv = self.qkv.forward(self.ln1.forward(x.clone()));
+        let split = |i: usize| {
+            qkv.clone()
+                .slice([0..b, 0..t, i * w..(i + 1) * w])
+                .reshape([b, t, self.heads, d])
+                .swap_dims(1, 2)
+        };
+        let (q, mut k, mut v) = (split(0), split(1), split(2));
+        if let Some(slot) = cache {
+            if let Some((ck, cv)) = slot.take() {
+                k = Tensor::cat(vec![ck, k], 2);
+                v = Tensor::cat(vec![cv, v], 2);
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        // Causal masks are bottom-right aligned: the t new queries see every cached key.
+        let options = AttentionOptions {
+            causal: true,
+            scale: None,
+        };
+        let y = attention_with(q, k, v, None, options)
+            .swap_dims(1, 2)
+            .reshape([b, t, w]);
+        let x = x + self.dropout.forward(self.proj.forward(y));
+        let h = gelu(self.fc.forward(self.ln2.forward(x.clone())));
+        x.clone() + self.dropout.forward(self.out.forward(h))
+    }
+}
+
+/// The decoder. See [`GptConfig`].
+#[derive(Module, Debug)]
+pub struct Gpt {
+    wte: Embedding,
+    wpe: Embedding,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    head: Option<Linear>,
+    dropout: Dropout,
+    context: usize,
+}
+
+impl GptConfig {
+    /// Builds the model with freshly initialised weights.
+    pub fn init(&self, device: &Device) -> Gpt {
+        assert!(
+            self.heads > 0 && self.width.is_multiple_of(self.heads),
+            "width {} is not a multiple of heads {}",
+            self.width,
+            self.heads
+        );
+        let w = self.width;
+        let linear = |i: usize, o: usize| LinearConfig::new(i, o).init(device);
+        Gpt {
+            wte: EmbeddingConfig::new(self.vocab, w).init(device),
+            wpe: EmbeddingConfig::new(self.context, w).init(device),
+            blocks: (0..self.layers)
+                .map(|_| Block {
+                    ln1: LayerNormConfig::new(w).init(device),
+                    qkv: linear(w, 3 * w),
+                    proj: linear(w, w),
+                    ln2: LayerNormConfig::new(w).init(device),
+                    fc: linear(w, 4 * w),
+                    out: linear(4 * w, w),
+                    dropout: DropoutConfig::new(self.dropout).init(),
+                    heads: self.heads,
+                })
+                .collect(),
+            ln_f: LayerNormConfig::new(w).init(device),
+            head: (!self.tie_weights).then(|| LinearConfig::new(w, self.vocab).init(device)),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            context: self.context,
+        }
+    }
+}
+
+impl Gpt {
+    /// The context window.
+    pub fn context(&self) -> usize {
+        self.context
+    }
+
+    /// Next-token logits at every position.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[b, t]` with t ≤ context; returns `[b, t, vocab]`.
+    pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        self.run(tokens, None)
+    }
+
+    /// Logits of `tokens` that follow the ones in `cache`, which then holds them too.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[b, t]` with cache.len() + t ≤ context; returns `[b, t, vocab]`.
+    pub fn forward_cached(&self, tokens: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
+        if cache.layers.is_empty() {
+            cache.layers = self.blocks.iter().map(|_| None).collect();
+        }
+        let t = tokens.dims()[1];
+        let logits = self.run(tokens, Some(cache));
+        cache.len += t;
+        logits
+    }
+
+    fn run(&self, tokens: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let [b, t] = tokens.dims();
+        let start = cache.as_ref().map_or(0, |c| c.len);
+        assert!(
+            start + t <= self.context,
+            "{} tokens past the context window of {}",
+            start + t,
+            self.context
+        );
+        let device = tokens.device();
+        let positions = Tensor::<1, Int>::arange(start as i64..(start + t) as i64, &device)
+            .reshape([1, t])
+            .repeat_dim(0, b);
+        let mut x = self
+            .dropout
+            .forward(self.wte.forward(tokens) + self.wpe.forward(positions));
+        for (i, block) in self.blocks.iter().enumerate() {
+            let layer = cache.as_mut().map(|c| &mut c.layers[i]);
+            x = block.forward(x, layer);
+        }
+        let x = self.ln_f.forward(x);
+        let w = x.dims()[2];
+        match &self.head {
+            Some(head) => head.forward(x),
+            None => {
+                let table = self.wte.weight.val(); // [vocab, w]
+                let vocab = table.dims()[0];
+                x.reshape([b * t, w])
+                    .matmul(table.transpose())
+                    .reshape([b, t, vocab])
+            }
+        }
+    }
+
+    /// Exact log-likelihood of each sequence, in nats: Σ_{i≥1} log p(x_i | x_<i). The first
+    /// token is the condition (a prompt or a start token), not scored.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[b, t]`, 2 ≤ t ≤ context; returns `[b]`.
+    pub fn log_prob(&self, tokens: Tensor<2, Int>) -> Tensor<1> {
+        let [b, _] = tokens.dims();
+        self.token_log_probs(tokens).sum_dim(1).reshape([b])
+    }
+
+    /// log p(x_i | x_<i) for i = 1..t.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[b, t]`; returns `[b, t − 1]`.
+    pub fn token_log_probs(&self, tokens: Tensor<2, Int>) -> Tensor<2> {
+        let [b, t] = tokens.dims();
+        assert!(t >= 2, "log_prob needs at least two tokens");
+        let inputs = tokens.clone().slice([0..b, 0..t - 1]);
+        let targets = tokens.slice([0..b, 1..t]).reshape([b, t - 1, 1]);
+        log_softmax(self.forward(inputs), 2)
+            .gather(2, targets)
+            .reshape([b, t - 1])
+    }
+}

@@ -1,0 +1,184 @@
+//! The autoregressive family: a GPT-style decoder ([`gpt`]) and its decoding ([`decode`]).
+//!
+//! Generation is next-token prediction, and the likelihood is exact: [`Gpt::log_prob`] is the
+//! sum of the per-token log-probabilities that the training loss (cross-entropy) averages.
+
+pub mod decode;
+pub mod gpt;
+
+pub use decode::{DecodeOptions, generate};
+pub use gpt::{Gpt, GptConfig, KvCache};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::tensor::{Device, Int, Tensor, TensorData};
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn tiny(tie: bool) -> (Gpt, Device) {
+        let device = Device::flex();
+        let model = GptConfig::new(11)
+            .with_context(16)
+            .with_layers(2)
+            .with_heads(2)
+            .with_width(16)
+            .with_tie_weights(tie)
+            .init(&device);
+        (model, device)
+    }
+
+    fn tokens(rows: &[&[i64]], device: &Device) -> Tensor<2, Int> {
+        let t = rows[0].len();
+        let flat: Vec<i64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        Tensor::from_data(TensorData::new(flat, [rows.len(), t]), device)
+    }
+
+    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+
+    /// Feeding a sequence in chunks through the cache gives the logits of one full forward.
+    #[test]
+    fn cached_chunks_match_the_full_forward() {
+        let (model, device) = tiny(true);
+        let seq: Vec<i64> = (0..13).map(|i| (i * 7 % 11) as i64).collect();
+        let full = host(model.forward(tokens(&[&seq], &device)));
+        let mut cache = KvCache::default();
+        let mut got = Vec::new();
+        for chunk in [&seq[0..5], &seq[5..6], &seq[6..13]] {
+            got.extend(host(
+                model.forward_cached(tokens(&[chunk], &device), &mut cache),
+            ));
+        }
+        assert_eq!(cache.len(), 13);
+        assert_eq!(got.len(), full.len());
+        for (g, w) in got.iter().zip(&full) {
+            assert!((g - w).abs() < 1e-4, "cached {g} vs full {w}");
+        }
+    }
+
+    /// Greedy decoding with and without the cache picks the same tokens, also past the context
+    /// window (16 here), where both condition on the last 16 tokens.
+    #[test]
+    fn greedy_decoding_is_the_same_with_and_without_the_cache() {
+        for tie in [true, false] {
+            let (model, device) = tiny(tie);
+            let options = DecodeOptions {
+                max_new_tokens: 30,
+                temperature: 0.0,
+                ..DecodeOptions::default()
+            };
+            let mut streamed = Vec::new();
+            let cached = generate(&model, &[1, 2, 3], &options, true, &device, |t| {
+                streamed.push(t)
+            });
+            let plain = generate(&model, &[1, 2, 3], &options, false, &device, |_| {});
+            assert_eq!(cached.len(), 30);
+            assert_eq!(cached, plain);
+            assert_eq!(streamed, cached, "every token is streamed, in order");
+        }
+    }
+
+    /// log_prob is minus the sum of burn's cross-entropy over the predicted tokens.
+    #[test]
+    fn log_prob_is_the_sum_of_token_cross_entropies() {
+        let (model, device) = tiny(false);
+        let rows: [&[i64]; 2] = [
+            &[3, 1, 4, 1, 5, 9, 2, 6, 5, 3],
+            &[2, 7, 1, 8, 2, 8, 1, 8, 2, 8],
+        ];
+        let got = host(model.log_prob(tokens(&rows, &device)));
+        let ce = CrossEntropyLossConfig::new().init(&device);
+        for (i, row) in rows.iter().enumerate() {
+            let t = row.len();
+            let logits = model
+                .forward(tokens(&[&row[..t - 1]], &device))
+                .reshape([t - 1, 11]);
+            let targets =
+                Tensor::<1, Int>::from_data(TensorData::new(row[1..].to_vec(), [t - 1]), &device);
+            let mean = host(ce.forward(logits, targets))[0];
+            let want = -mean * (t - 1) as f32;
+            assert!(
+                (got[i] - want).abs() < 1e-4 * (1.0 + want.abs()),
+                "row {i}: log_prob {} vs −Σ CE {want}",
+                got[i]
+            );
+            // An untrained model over 11 tokens: about −ln 11 per token.
+            assert!((got[i] / (t - 1) as f32 + 11f32.ln()).abs() < 0.5);
+        }
+    }
+
+    #[test]
+    fn sampling_rules() {
+        let logits = [0.0f32, 1.0, 2.0, 0.5];
+        let mut rng = StdRng::seed_from_u64(7);
+        let o = |f: fn(&mut DecodeOptions)| {
+            let mut o = DecodeOptions::default();
+            f(&mut o);
+            o
+        };
+        let mut pick = |o: &DecodeOptions, history: &[u32]| {
+            decode::pick(&mut logits.clone(), history, o, &mut rng)
+        };
+        assert_eq!(pick(&o(|o| o.temperature = 0.0), &[]), 2);
+        assert_eq!(pick(&o(|o| o.top_k = 1), &[]), 2);
+        assert_eq!(pick(&o(|o| o.top_p = 0.1), &[]), 2);
+        // A penalty of 10 on token 2 (logit 2 → 0.2) makes token 1 the argmax.
+        let greedy_penalised = o(|o| {
+            o.temperature = 0.0;
+            o.repetition_penalty = 10.0
+        });
+        assert_eq!(pick(&greedy_penalised, &[2]), 1);
+        // top-k = 2 never leaves {1, 2}; frequencies follow softmax(1, 2) = (0.269, 0.731).
+        let top2 = o(|o| o.top_k = 2);
+        let n = 20_000;
+        let mut ones = 0;
+        for _ in 0..n {
+            match pick(&top2, &[]) {
+                1 => ones += 1,
+                2 => {}
+                other => panic!("top-k 2 picked {other}"),
+            }
+        }
+        let p = ones as f64 / n as f64;
+        assert!((p - 0.2689).abs() < 0.01, "P(token 1) = {p}");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_text() {
+        // Untied: a tied untrained model puts most mass on repeating its input token.
+        let (model, device) = tiny(false);
+        let options = DecodeOptions {
+            max_new_tokens: 12,
+            seed: 5,
+            ..DecodeOptions::default()
+        };
+        let a = generate(&model, &[0], &options, true, &device, |_| {});
+        let b = generate(&model, &[0], &options, true, &device, |_| {});
+        let c = generate(
+            &model,
+            &[0],
+            &DecodeOptions {
+                seed: 6,
+                ..options.clone()
+            },
+            true,
+            &device,
+            |_| {},
+        );
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        // A stop sequence ends generation right after it.
+        let stop = DecodeOptions {
+            stop: vec![a[3..5].to_vec()],
+            ..options
+        };
+        let d = generate(&model, &[0], &stop, true, &device, |_| {});
+        assert!(d.len() <= 5 && d.ends_with(&a[3..5]) && a.starts_with(&d));
+    }
+}
