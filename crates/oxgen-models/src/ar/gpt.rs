@@ -8,8 +8,8 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
-    LinearConfig,
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
+    Linear, LinearConfig,
 };
 use burn::tensor::activation::{gelu, log_softmax};
 use burn::tensor::{Device, Int, Tensor};
@@ -134,9 +134,19 @@ impl GptConfig {
         );
         let w = self.width;
         let linear = |i: usize, o: usize| LinearConfig::new(i, o).init(device);
+        // GPT-2's initialisation of the embeddings (std 0.02): with a tied head, burn's default
+        // N(0, 1) would start the logits at a scale of √width.
+        let embedding = |n: usize| {
+            EmbeddingConfig::new(n, w)
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.02,
+                })
+                .init(device)
+        };
         Gpt {
-            wte: EmbeddingConfig::new(self.vocab, w).init(device),
-            wpe: EmbeddingConfig::new(self.context, w).init(device),
+            wte: embedding(self.vocab),
+            wpe: embedding(self.context),
             blocks: (0..self.layers)
                 .map(|_| Block {
                     ln1: LayerNormConfig::new(w).init(device),

@@ -3,11 +3,14 @@
 //! Generation is next-token prediction, and the likelihood is exact: [`Gpt::log_prob`] is the
 //! sum of the per-token log-probabilities that the training loss (cross-entropy) averages.
 
+pub mod arithmetic;
 pub mod decode;
 pub mod gpt;
+pub mod tokenizer;
 
 pub use decode::{DecodeOptions, generate};
 pub use gpt::{Gpt, GptConfig, KvCache};
+pub use tokenizer::Tokenizer;
 
 #[cfg(test)]
 mod tests {
