@@ -67,6 +67,41 @@ enum BenchKind {
         after_help = "Examples:\n  oxgen bench attention --seq 1024,2048,4096 --json attention.json\n  oxgen bench attention --seq 128,256 --batch 1 --heads 4 --causal\n  oxgen bench attention --seq 16384 --batch 1 --heads 8 --iters 1 --no-peers   (memory grows with L)"
     )]
     Attention(AttentionBenchArgs),
+    /// GPT decoding with the KV cache against re-running the window each step: same model
+    /// (nanoGPT's shakespeare_char shape by default, random weights), same run, greedy, tokens
+    /// checked equal. Prints Markdown and writes JSON.
+    #[command(
+        after_help = "Examples:\n  oxgen bench decode\n  oxgen bench decode --new-tokens 512 --device wgpu --json decode.json"
+    )]
+    Decode(DecodeBenchArgs),
+}
+
+#[derive(Args)]
+struct DecodeBenchArgs {
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    new_tokens: usize,
+    /// Prompt tokens.
+    #[arg(long, default_value_t = 1)]
+    prompt: usize,
+    /// Blocks.
+    #[arg(long, default_value_t = 6)]
+    layers: usize,
+    /// Heads.
+    #[arg(long, default_value_t = 6)]
+    heads: usize,
+    /// Width.
+    #[arg(long, default_value_t = 384)]
+    width: usize,
+    /// Vocabulary size.
+    #[arg(long, default_value_t = 65)]
+    vocab: usize,
+    /// Write the row as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// auto | wgpu | vulkan | metal | dx12 | cpu.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
 }
 
 #[derive(Args)]
@@ -394,6 +429,34 @@ fn main() -> Result<()> {
             println!("wrote {}/samples.png and quality.json", out.display());
         }
         Command::Info => info(),
+        Command::Bench(BenchKind::Decode(a)) => {
+            if a.heads == 0 || a.width % a.heads != 0 {
+                bail!("--width must be a multiple of --heads");
+            }
+            if a.prompt == 0 {
+                bail!("--prompt must be at least 1");
+            }
+            let selected = oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?;
+            let config = oxgen_models::ar::GptConfig::new(a.vocab)
+                .with_context(a.prompt + a.new_tokens)
+                .with_layers(a.layers)
+                .with_heads(a.heads)
+                .with_width(a.width);
+            eprintln!("benchmarking decoding on {} …", selected.description);
+            let row =
+                oxgen_train::bench_decode::run(&selected.device, &config, a.prompt, a.new_tokens);
+            println!("device: {}\n", selected.description);
+            print!(
+                "{}",
+                oxgen_train::bench_decode::table(std::slice::from_ref(&row))
+            );
+            if let Some(path) = a.json {
+                let doc = serde_json::json!({ "device": selected.description, "rows": [row] });
+                std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
+                    .with_context(|| path.display().to_string())?;
+                println!("wrote {}", path.display());
+            }
+        }
         Command::Bench(BenchKind::Attention(a)) => {
             let selected = oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?;
             if !selected.is_wgpu {
