@@ -3,6 +3,7 @@
 
 mod attention;
 mod denoise;
+mod gpt;
 mod group_norm;
 mod naga_validation;
 
