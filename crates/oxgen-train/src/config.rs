@@ -165,7 +165,7 @@ impl TrainConfig {
     }
 }
 
-fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
+pub(crate) fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
     match (base, patch) {
         (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
             for (k, v) in p {

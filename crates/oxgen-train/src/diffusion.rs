@@ -129,7 +129,8 @@ fn batch_noise(config: &TrainConfig, features: usize, step: usize) -> DiffusionB
     }
 }
 
-fn to_bytes(m: &Diffusion) -> Result<Vec<u8>> {
+/// A module's weights as burnpack bytes.
+pub(crate) fn to_bytes<M: Module>(m: &M) -> Result<Vec<u8>> {
     m.clone()
         .into_record()
         .into_bytes()
@@ -138,7 +139,7 @@ fn to_bytes(m: &Diffusion) -> Result<Vec<u8>> {
 }
 
 /// Loads burnpack weights into `model`, refusing any mismatch.
-pub fn load_weights(model: Diffusion, bytes: &[u8], dir: &Path) -> Result<Diffusion> {
+pub fn load_weights<M: Module>(model: M, bytes: &[u8], dir: &Path) -> Result<M> {
     let refuse = |e: String| Error::Checkpoint {
         path: dir.into(),
         reason: e,

@@ -3,6 +3,7 @@
 //! The trainer is one flat loop ([`diffusion::train`]); runs write their config, metrics, loss
 //! curve, samples and checkpoints into one folder ([`run`]).
 
+pub mod ar;
 pub mod bench_decode;
 pub mod checkpoint;
 pub mod config;

@@ -94,6 +94,13 @@ impl ModuleVisitor for Materialize {
     }
 }
 
+/// Held while seeding a device and drawing from its generator (initialisation, dropout masks),
+/// so that runs in one process (tests, say) draw reproducibly: burn's device generator is shared.
+pub fn device_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Builds a module from a seed, reproducibly across threads.
 ///
 /// burn's random generator is global per backend and parameters initialise lazily, so two
@@ -104,8 +111,7 @@ pub fn seeded_init<M: Module>(
     seed: u64,
     build: impl FnOnce() -> M,
 ) -> M {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = device_rng_lock();
     device.seed(seed);
     let module = build();
     module.visit(&mut Materialize);

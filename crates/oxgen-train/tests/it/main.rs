@@ -1,5 +1,6 @@
 //! Integration tests of oxgen-train: one binary, one module per concern.
 
+mod ar;
 mod bad_input;
 mod common;
 mod guidance;

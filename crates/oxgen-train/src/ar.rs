@@ -1,0 +1,511 @@
+//! The autoregressive trainer: one flat loop (as the diffusion trainer's) over next-token
+//! prediction, with AdamW, warmup + cosine learning rate, global-norm clipping, gradient
+//! accumulation, periodic validation loss in nats and bits per token, periodic greedy samples in
+//! the log, atomic checkpoints that resume exactly, `metrics.jsonl` and `loss.png`.
+//!
+//! Data: `arithmetic` (the embedded synthetic language of sums; the loss is on the answer) or
+//! any text file (character tokenizer built from it, the first 90% for training, the rest for
+//! validation; the loss is on every token of random windows).
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
+use oxgen_models::ar::arithmetic::{self, Arithmetic};
+use oxgen_models::ar::{DecodeOptions, Gpt, GptConfig, Tokenizer, generate};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, Manifest, RngState};
+use crate::diffusion::{StepMetrics, TrainOptions, load_weights, to_bytes};
+use crate::optim::{clip_global_norm, seeded_init};
+use crate::run::{Outputs, RunDir};
+use crate::{Error, Result};
+
+fn d_steps() -> usize {
+    2000
+}
+fn d_batch() -> usize {
+    64
+}
+fn d_one() -> usize {
+    1
+}
+fn d_lr() -> f64 {
+    1e-3
+}
+fn d_warmup() -> usize {
+    100
+}
+fn d_wd() -> f64 {
+    0.1
+}
+fn d_clip() -> f64 {
+    1.0
+}
+fn d_every() -> usize {
+    250
+}
+fn d_eval_batches() -> usize {
+    8
+}
+fn d_digits() -> u32 {
+    2
+}
+
+/// What to train and how. `model.vocab` and, for arithmetic, `model.context` are set from the
+/// data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArTrainConfig {
+    /// The model.
+    pub model: GptConfig,
+    /// `arithmetic` or a text file.
+    pub data: String,
+    /// Digits per operand of the arithmetic language.
+    #[serde(default = "d_digits")]
+    pub digits: u32,
+    /// Optimizer steps.
+    #[serde(default = "d_steps")]
+    pub steps: usize,
+    /// Sequences per micro-batch.
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// Micro-batches per step (gradient accumulation).
+    #[serde(default = "d_one")]
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    /// Linear warmup steps, then cosine decay to lr / 10.
+    #[serde(default = "d_warmup")]
+    pub warmup: usize,
+    /// AdamW weight decay.
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0: off).
+    #[serde(default = "d_clip")]
+    pub grad_clip: f64,
+    /// Validation, sample and checkpoint interval, in steps.
+    #[serde(default = "d_every")]
+    pub eval_every: usize,
+    /// Validation batches per evaluation.
+    #[serde(default = "d_eval_batches")]
+    pub eval_batches: usize,
+    /// Seed of initialisation and batches.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl ArTrainConfig {
+    /// A config for `data` with the given model.
+    pub fn new(model: GptConfig, data: &str) -> Self {
+        serde_json::from_value(serde_json::json!({ "model": model, "data": data }))
+            .expect("defaults fill the rest")
+    }
+
+    /// The defaults for `data`: a 2-layer, 4-head, 64-wide model for `arithmetic` (1,500 steps,
+    /// lr 3e-3), nanoGPT's shakespeare_char model and schedule for a text file.
+    pub fn defaults(data: &str) -> Self {
+        if data == "arithmetic" {
+            let model = GptConfig::new(arithmetic::VOCAB)
+                .with_layers(2)
+                .with_heads(4)
+                .with_width(64);
+            let mut c = Self::new(model, data);
+            c.steps = 1500;
+            c.lr = 3e-3;
+            c.weight_decay = 0.01;
+            c.warmup = 50;
+            c
+        } else {
+            let mut c = Self::new(GptConfig::new(65).with_dropout(0.2), data);
+            c.steps = 5000;
+            c.warmup = 100;
+            c
+        }
+    }
+
+    /// The config with the fields of a TOML (or `.json`) file laid over it.
+    pub fn merge_file(self, file: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(file).map_err(|e| Error::io("config file", file, e))?;
+        let patch: serde_json::Value = if file.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).map_err(|e| Error::Parse {
+                path: file.into(),
+                reason: e.to_string(),
+            })?
+        } else {
+            let v: toml::Value = toml::from_str(&text).map_err(|e| Error::Parse {
+                path: file.into(),
+                reason: e.to_string(),
+            })?;
+            serde_json::to_value(v).expect("TOML converts to JSON")
+        };
+        let mut base = serde_json::to_value(&self).expect("config serializes");
+        crate::config::merge(&mut base, patch);
+        serde_json::from_value(base).map_err(|e| Error::Config(format!("{}: {e}", file.display())))
+    }
+}
+
+/// The training data.
+#[derive(Clone, Debug)]
+pub enum TextData {
+    /// Sums; loss on the answer tokens.
+    Arithmetic(Arithmetic),
+    /// A corpus, tokenized.
+    Corpus {
+        /// Its tokenizer.
+        tokenizer: Tokenizer,
+        /// Training tokens (the first 90%).
+        train: Vec<u32>,
+        /// Validation tokens (the rest).
+        val: Vec<u32>,
+    },
+}
+
+/// Loads `config.data`.
+pub fn load_text(config: &ArTrainConfig) -> Result<TextData> {
+    if config.data == "arithmetic" {
+        return Ok(TextData::Arithmetic(Arithmetic {
+            digits: config.digits,
+            seed: config.seed,
+        }));
+    }
+    let path = Path::new(&config.data);
+    if !path.exists() {
+        return Err(Error::UnknownDataset {
+            name: config.data.clone(),
+            known: "arithmetic (or a path to a text file)".into(),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("text data", path, e))?;
+    let tokenizer = Tokenizer::chars_of(&text);
+    let tokens = tokenizer
+        .encode(&text)
+        .expect("every character is in the vocabulary");
+    let cut = tokens.len() * 9 / 10;
+    if cut < config.model.context + 2 || tokens.len() - cut < config.model.context + 2 {
+        return Err(Error::Config(format!(
+            "{} has {} characters: too few for a context of {}",
+            path.display(),
+            tokens.len(),
+            config.model.context
+        )));
+    }
+    Ok(TextData::Corpus {
+        tokenizer,
+        train: tokens[..cut].to_vec(),
+        val: tokens[cut..].to_vec(),
+    })
+}
+
+impl TextData {
+    fn vocab(&self) -> usize {
+        match self {
+            TextData::Arithmetic(_) => arithmetic::VOCAB,
+            TextData::Corpus { tokenizer, .. } => tokenizer.vocab(),
+        }
+    }
+
+    /// A batch of `n` sequences and the mean negative log-likelihood (nats per scored token) the
+    /// model gives them.
+    fn loss(
+        &self,
+        model: &Gpt,
+        n: usize,
+        val: bool,
+        rng: &mut StdRng,
+        device: &Device,
+    ) -> Tensor<1> {
+        match self {
+            TextData::Arithmetic(lang) => {
+                let pool = lang.problems(val);
+                let idx: Vec<(u64, u64)> = (0..n)
+                    .map(|_| pool[rng.random_range(0..pool.len())])
+                    .collect();
+                let t = lang.line_len();
+                let answer = lang.digits as usize + 1;
+                model
+                    .token_log_probs(lang.batch(&idx, device))
+                    .slice([0..n, t - 1 - answer..t - 1])
+                    .mean()
+                    .neg()
+            }
+            TextData::Corpus { train, val: v, .. } => {
+                let tokens = if val { v } else { train };
+                let len = model.context() + 1;
+                let data: Vec<i64> = (0..n)
+                    .flat_map(|_| {
+                        let s = rng.random_range(0..=tokens.len() - len);
+                        tokens[s..s + len].iter().map(|&t| t as i64)
+                    })
+                    .collect();
+                let batch = Tensor::<2, Int>::from_data(TensorData::new(data, [n, len]), device);
+                model.token_log_probs(batch).mean().neg()
+            }
+        }
+    }
+}
+
+/// What a run returns.
+#[derive(Debug)]
+pub struct ArReport {
+    /// The trained model (on the training device, without autodiff).
+    pub model: Gpt,
+    /// Steps done in total.
+    pub steps: usize,
+    /// Training loss of the first and last step of this call.
+    pub first_loss: f64,
+    /// See `first_loss`.
+    pub last_loss: f64,
+    /// Validation loss (nats per token) at each evaluation: (step, loss).
+    pub val: Vec<(usize, f64)>,
+    /// Held-out exact match for arithmetic, after training.
+    pub exact_match: Option<f64>,
+}
+
+fn learning_rate(c: &ArTrainConfig, step: usize) -> f64 {
+    if step < c.warmup {
+        return c.lr * (step + 1) as f64 / c.warmup as f64;
+    }
+    let p = (step - c.warmup) as f64 / (c.steps - c.warmup).max(1) as f64;
+    let min = c.lr / 10.0;
+    min + 0.5 * (c.lr - min) * (1.0 + (std::f64::consts::PI * p.min(1.0)).cos())
+}
+
+fn step_rng(seed: u64, step: usize) -> StdRng {
+    StdRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (step as u64 + 7))
+}
+
+/// Trains a GPT as `config` says.
+pub fn train_ar(config: &ArTrainConfig, opts: &TrainOptions) -> Result<ArReport> {
+    if config.steps == 0 || config.batch_size == 0 || config.grad_accum == 0 {
+        return Err(Error::Config(
+            "steps, batch_size and grad_accum must be positive".into(),
+        ));
+    }
+    let data = load_text(config)?;
+    let mut config = config.clone();
+    config.model.vocab = data.vocab();
+    if let TextData::Arithmetic(lang) = &data {
+        config.model.context = lang.line_len();
+    }
+    let run = RunDir::create(&opts.out, opts.resume)?;
+    let ad = opts.device.clone().autodiff();
+    let mut model = seeded_init(&opts.device, config.seed, || config.model.init(&ad));
+    let mut optim: ModuleOptimizer = AdamWConfig::new()
+        .with_weight_decay(config.weight_decay as f32)
+        .init();
+    let mut start = 0;
+    if opts.resume {
+        let ck = checkpoint::load(&opts.out)?;
+        if ck.manifest.config != serde_json::to_value(&config).expect("config serializes") {
+            return Err(Error::Checkpoint {
+                path: ck.dir.clone(),
+                reason: "it was written for another config".into(),
+            });
+        }
+        model = load_weights(model, ck.file("model.bpk")?, &ck.dir)?;
+        optim = optim
+            .from_bytes(Bytes::from_bytes_vec(ck.file("optim.bpk")?.to_vec()))
+            .map_err(|e| Error::Checkpoint {
+                path: ck.dir.clone(),
+                reason: format!("optimizer state unreadable: {e}"),
+            })?;
+        start = ck.manifest.step;
+    }
+    run.write_config(&config)?;
+    let mut outputs = Outputs::open(&run, start)?;
+    let end = opts
+        .stop_after
+        .map_or(config.steps, |s| s.min(config.steps));
+    let bar = crate::run::progress(opts.progress, start, config.steps);
+    let (mut first_loss, mut last_loss, mut val) = (f64::NAN, f64::NAN, Vec::new());
+    let t0 = Instant::now();
+    for step in start..end {
+        let mut rng = step_rng(config.seed, step);
+        // Dropout draws from the device's generator: seeded per step (and held for the step),
+        // so a resumed run draws the same masks as a straight one.
+        let dropout_seed: u64 = rng.random();
+        let rng_guard = (config.model.dropout > 0.0).then(|| {
+            let guard = crate::optim::device_rng_lock();
+            opts.device.seed(dropout_seed);
+            guard
+        });
+        let lr = learning_rate(&config, step);
+        let mut grads = GradientsParams::new();
+        let mut loss_sum = 0.0;
+        for _ in 0..config.grad_accum {
+            let loss = data.loss(&model, config.batch_size, false, &mut rng, &ad);
+            let loss = loss.div_scalar(config.grad_accum as f64);
+            loss_sum += loss.clone().into_scalar::<f32>() as f64;
+            let g = GradientsParams::from_grads(loss.backward(), &model);
+            grads = accumulate(&model, grads, g);
+        }
+        if !loss_sum.is_finite() {
+            return Err(Error::Diverged { count: 1, step });
+        }
+        drop(rng_guard);
+        let grad_norm = clip_global_norm(&model, &mut grads, config.grad_clip);
+        model = optim.step(lr, model, grads);
+        if step == start {
+            first_loss = loss_sum;
+        }
+        last_loss = loss_sum;
+        outputs.log(&StepMetrics {
+            step,
+            loss: loss_sum,
+            lr,
+            grad_norm,
+            skipped: false,
+        })?;
+        bar.inc(1);
+        let done = step + 1;
+        if done % config.eval_every == 0 || done == end {
+            let v = validation_loss(&config, &data, &model.valid(), &opts.device);
+            val.push((done, v));
+            bar.suspend(|| {
+                tracing::info!(
+                    "step {done}: train {loss_sum:.4}, val {v:.4} nats/token ({:.4} bits)",
+                    v / std::f64::consts::LN_2
+                );
+                tracing::info!(
+                    "sample: {:?}",
+                    sample_text(&data, &model.valid(), &opts.device)
+                );
+            });
+            save(&run, &config, done, &model, &optim)?;
+        }
+    }
+    bar.finish_and_clear();
+    outputs.plot_loss("GPT training loss (nats/token)")?;
+    tracing::info!(
+        "{} steps in {:.1}s",
+        end - start,
+        t0.elapsed().as_secs_f64()
+    );
+    let model = model.valid();
+    let exact_match = match &data {
+        TextData::Arithmetic(lang) if !opts.skip_eval => Some(arithmetic::exact_match(
+            &model,
+            lang,
+            &lang.problems(true),
+            &opts.device,
+        )),
+        _ => None,
+    };
+    Ok(ArReport {
+        model,
+        steps: end,
+        first_loss,
+        last_loss,
+        val,
+        exact_match,
+    })
+}
+
+/// Sums two sets of gradients parameter by parameter.
+fn accumulate(model: &Gpt, mut acc: GradientsParams, new: GradientsParams) -> GradientsParams {
+    use burn::module::{ModuleVisitor, Param};
+    struct Add<'a> {
+        acc: &'a mut GradientsParams,
+        new: GradientsParams,
+    }
+    impl ModuleVisitor for Add<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if let Some(g) = self.new.remove::<D>(p.id) {
+                let sum = match self.acc.remove::<D>(p.id) {
+                    Some(a) => a + g,
+                    None => g,
+                };
+                self.acc.register::<D>(p.id, sum);
+            }
+        }
+    }
+    model.visit(&mut Add { acc: &mut acc, new });
+    acc
+}
+
+/// Mean validation loss in nats per scored token, on fixed batches.
+pub fn validation_loss(
+    config: &ArTrainConfig,
+    data: &TextData,
+    model: &Gpt,
+    device: &Device,
+) -> f64 {
+    let mut rng = StdRng::seed_from_u64(config.seed ^ 0x5eed);
+    let total: f64 = (0..config.eval_batches)
+        .map(|_| {
+            data.loss(model, config.batch_size, true, &mut rng, device)
+                .into_scalar::<f32>() as f64
+        })
+        .sum();
+    total / config.eval_batches as f64
+}
+
+fn sample_text(data: &TextData, model: &Gpt, device: &Device) -> String {
+    let greedy = DecodeOptions {
+        temperature: 0.0,
+        max_new_tokens: 0,
+        ..DecodeOptions::default()
+    };
+    match data {
+        TextData::Arithmetic(lang) => {
+            let (a, b) = lang.problems(true)[0];
+            let prompt = lang.prompt(a, b);
+            let opts = DecodeOptions {
+                max_new_tokens: lang.digits as usize + 1,
+                ..greedy
+            };
+            let answer = generate(model, &prompt, &opts, true, device, |_| {});
+            Arithmetic::render(&[prompt, answer].concat())
+                .trim()
+                .to_string()
+        }
+        TextData::Corpus { tokenizer, val, .. } => {
+            let opts = DecodeOptions {
+                max_new_tokens: 80.min(model.context() - 1),
+                ..greedy
+            };
+            let out = generate(model, &val[..1], &opts, true, device, |_| {});
+            tokenizer.decode(&[&val[..1], &out[..]].concat())
+        }
+    }
+}
+
+fn save(
+    run: &RunDir,
+    config: &ArTrainConfig,
+    step: usize,
+    model: &Gpt,
+    optim: &ModuleOptimizer,
+) -> Result<()> {
+    let optim_bytes = optim
+        .into_bytes()
+        .map_err(|e| Error::Config(format!("serializing optimizer: {e}")))?
+        .to_vec();
+    let manifest = Manifest {
+        format: checkpoint::FORMAT,
+        family: "ar".into(),
+        step,
+        shape: oxgen_models::DataShape::Vector {
+            dim: config.model.context,
+        },
+        config: serde_json::to_value(config).expect("config serializes"),
+        rng: RngState {
+            seed: config.seed,
+            next_step: step,
+        },
+        data_position: (step * config.batch_size * config.grad_accum) as u64,
+        files: Default::default(),
+        oxgen_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    checkpoint::save(
+        run.path(),
+        manifest,
+        &[("model.bpk", to_bytes(model)?), ("optim.bpk", optim_bytes)],
+    )?;
+    Ok(())
+}
