@@ -37,11 +37,18 @@ enum Command {
     /// Train a model family.
     #[command(subcommand)]
     Train(Family),
-    /// Draw samples from a trained run and write samples.png and samples.npy.
+    /// Draw samples from a trained run: images (samples.png, samples.npy) for diffusion; text,
+    /// streamed and one sample per line, for an autoregressive run.
     #[command(
-        after_help = "Example:\n  oxgen sample --ckpt runs/digits -n 64 --class 3 --guidance 3 --out samples/"
+        after_help = "Examples:\n  oxgen sample --ckpt runs/digits -n 64 --class 3 --guidance 3 --out samples/\n  oxgen sample --ckpt runs/shakespeare -n 5 --max-tokens 200 --out samples.txt --prompt \"ROMEO:\"\n  oxgen sample --ckpt runs/sums -n 3 --prompt 12+34= --temperature 0"
     )]
     Sample(SampleArgs),
+    /// The exact negative log-likelihood of a text under an autoregressive run, in total and in
+    /// bits per character.
+    #[command(
+        after_help = "Examples:\n  oxgen logprob --ckpt runs/shakespeare --text \"To be, or not to be\"\n  oxgen logprob --ckpt runs/shakespeare --file hamlet.txt --json nll.json"
+    )]
+    Logprob(LogprobArgs),
     /// Report SWD and MMD of a trained run against held-out data, with their floors.
     #[command(after_help = "Example:\n  oxgen eval --ckpt runs/moons -n 2000")]
     Eval(EvalArgs),
@@ -251,6 +258,53 @@ struct SampleArgs {
     #[command(flatten)]
     sampling: SamplingArgs,
     #[command(flatten)]
+    text: TextSamplingArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// Decoding options of autoregressive runs (`--out` is then a text file, or a folder that gets
+/// samples.txt).
+#[derive(Args)]
+struct TextSamplingArgs {
+    /// Text every sample starts from (default: a line start).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// New tokens per sample.
+    #[arg(long, default_value_t = 200)]
+    max_tokens: usize,
+    /// Softmax temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Keep the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Nucleus sampling: keep the most likely tokens up to this probability (1: all).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// CTRL repetition penalty (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Stop a sample after this text (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+}
+
+#[derive(Args)]
+struct LogprobArgs {
+    /// An autoregressive run or checkpoint folder.
+    #[arg(long)]
+    ckpt: PathBuf,
+    /// The text to score.
+    #[arg(long, conflicts_with = "file")]
+    text: Option<String>,
+    /// A file whose text to score.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Also write the result as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(flatten)]
     device: DeviceArgs,
 }
 
@@ -455,6 +509,86 @@ fn main() -> Result<()> {
                 "wrote {}/samples.png, samples.npy, loss.png, metrics.jsonl, checkpoints/",
                 report.out.display()
             );
+        }
+        Command::Sample(a) if oxgen_train::ar::is_ar_checkpoint(&a.ckpt) => {
+            let device = device(&a.device)?;
+            let run = oxgen_train::ar::load_ar(&a.ckpt, &device)?;
+            let t = &a.text;
+            let prompt = match &t.prompt {
+                Some(p) => run.codec.prompt(p)?,
+                None => run.codec.default_prompt(),
+            };
+            if prompt.is_empty() {
+                bail!("--prompt must not be empty");
+            }
+            let stop = t
+                .stop
+                .iter()
+                .map(|s| run.codec.encode(s))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let path = if a.out.extension().is_some() {
+                a.out.clone()
+            } else {
+                std::fs::create_dir_all(&a.out)?;
+                a.out.join("samples.txt")
+            };
+            let mut lines = Vec::with_capacity(a.n);
+            for i in 0..a.n {
+                let options = oxgen_models::ar::DecodeOptions {
+                    max_new_tokens: t.max_tokens,
+                    temperature: t.temperature,
+                    top_k: t.top_k,
+                    top_p: t.top_p,
+                    repetition_penalty: t.repetition_penalty,
+                    stop: stop.clone(),
+                    seed: a.sampling.seed.unwrap_or(0).wrapping_add(i as u64),
+                };
+                use std::io::Write;
+                let mut stdout = std::io::stdout();
+                print!("{}", run.codec.decode(&prompt));
+                let out = oxgen_models::ar::generate(
+                    &run.model,
+                    &prompt,
+                    &options,
+                    true,
+                    &device,
+                    |tok| {
+                        print!("{}", run.codec.decode(&[tok]));
+                        let _ = stdout.flush();
+                    },
+                );
+                println!();
+                let text = run.codec.decode(&[prompt.clone(), out].concat());
+                // One sample per line: line breaks inside a sample are written as \n.
+                lines.push(text.replace('\\', "\\\\").replace('\n', "\\n"));
+            }
+            std::fs::write(&path, lines.join("\n") + "\n")
+                .with_context(|| path.display().to_string())?;
+            eprintln!("wrote {} samples to {}", a.n, path.display());
+        }
+        Command::Logprob(a) => {
+            let device = device(&a.device)?;
+            let run = oxgen_train::ar::load_ar(&a.ckpt, &device)?;
+            let text = match (&a.text, &a.file) {
+                (Some(t), _) => t.clone(),
+                (None, Some(f)) => std::fs::read_to_string(f)
+                    .with_context(|| format!("reading {}", f.display()))?,
+                (None, None) => bail!("give --text or --file"),
+            };
+            let (nats, tokens, chars) = oxgen_train::ar::nll_of_text(&run, &text, &device)?;
+            let bpc = nats / std::f64::consts::LN_2 / chars.max(1) as f64;
+            println!(
+                "nll: {nats:.4} nats (exact) over {tokens} tokens; {:.4} nats/token; {bpc:.4} bits/char",
+                nats / tokens as f64
+            );
+            if let Some(path) = a.json {
+                let doc = serde_json::json!({
+                    "nll_nats": nats, "exact": true, "tokens": tokens, "chars": chars,
+                    "nats_per_token": nats / tokens as f64, "bits_per_char": bpc,
+                });
+                std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
+                    .with_context(|| path.display().to_string())?;
+            }
         }
         Command::Sample(a) => {
             let device = device(&a.device)?;
