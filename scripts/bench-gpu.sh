@@ -15,6 +15,7 @@
 #   oxgen bench attention                  flash attention vs burn's attention and fallback, L 256 to
 #                                          8,192: d = 64 (plain and causal), d = 128, f16; then ours
 #                                          alone at L = 16,384 and 32,768 with peak memory
+#   oxgen bench decode                     GPT decoding with the KV cache vs re-running the window
 #   ../shared/peers/torch_anchors.py       PyTorch's eager DDPM step and copy rate, same machine,
 #                                          same run (skipped where python3 has no CUDA torch)
 # Results: OUT/results.json ({"meta": …, "denoise": …, "torch": …}) and one .txt per benchmark.
@@ -40,6 +41,8 @@ benchmarks() { # $1: the oxgen binary, $2: the output folder
         tee "$out/attention-d128.txt"
     timeout 240 "$bin" bench attention --seq 1024,2048,4096 --f16 --json "$out/attention-f16.json" \
         2>&1 | tee "$out/attention-f16.txt"
+    timeout 240 "$bin" bench decode --device wgpu --json "$out/decode.json" 2>&1 |
+        tee "$out/decode.txt"
     # Memory grows with L: B = 1, H = 8, ours only (burn's L×L buffers would be 8 and 32 GiB).
     timeout 300 "$bin" bench attention --seq 16384,32768 --batch 1 --heads 8 --iters 2 --no-peers \
         --json "$out/attention-long.json" 2>&1 | tee "$out/attention-long.txt"
@@ -70,6 +73,7 @@ doc = {
     "attention_d128": load("attention-d128.json"),
     "attention_f16": load("attention-f16.json"),
     "attention_long": load("attention-long.json"),
+    "decode": load("decode.json"),
     "torch": load("torch_anchors.json"),
 }
 json.dump(doc, open(os.path.join(out, "results.json"), "w"), indent=1)
