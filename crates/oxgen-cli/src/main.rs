@@ -513,6 +513,13 @@ fn main() -> Result<()> {
         Command::Sample(a) if oxgen_train::ar::is_ar_checkpoint(&a.ckpt) => {
             let device = device(&a.device)?;
             let run = oxgen_train::ar::load_ar(&a.ckpt, &device)?;
+            if run.codec == oxgen_train::ar::Codec::Pixels {
+                let seed = a.sampling.seed.unwrap_or(0);
+                let images = oxgen_train::ar::sample_images(&run.model, a.n, seed, &device);
+                oxgen_train::ar::write_images(&a.out, &images)?;
+                println!("wrote {}/samples.png and samples.npy", a.out.display());
+                return Ok(());
+            }
             let t = &a.text;
             let prompt = match &t.prompt {
                 Some(p) => run.codec.prompt(p)?,

@@ -107,7 +107,8 @@ impl ArTrainConfig {
     }
 
     /// The defaults for `data`: a 2-layer, 4-head, 64-wide model for `arithmetic` (1,500 steps,
-    /// lr 3e-3), nanoGPT's shakespeare_char model and schedule for a text file.
+    /// lr 3e-3), 3 layers × 3 heads × 96 for `digits8` (1,000 steps of 32, lr 2e-3), nanoGPT's
+    /// shakespeare_char model and schedule for a text file.
     pub fn defaults(data: &str) -> Self {
         if data == "arithmetic" {
             let model = GptConfig::new(arithmetic::VOCAB)
@@ -119,6 +120,18 @@ impl ArTrainConfig {
             c.lr = 3e-3;
             c.weight_decay = 0.01;
             c.warmup = 50;
+            c
+        } else if data == "digits8" {
+            let model = GptConfig::new(PIXEL_VOCAB)
+                .with_layers(3)
+                .with_heads(3)
+                .with_width(96);
+            let mut c = Self::new(model, data);
+            c.steps = 1000;
+            c.batch_size = 32;
+            c.lr = 2e-3;
+            c.warmup = 50;
+            c.eval_every = 250;
             c
         } else {
             let mut c = Self::new(GptConfig::new(65).with_dropout(0.2), data);
@@ -154,6 +167,14 @@ impl ArTrainConfig {
 pub enum TextData {
     /// Sums; loss on the answer tokens.
     Arithmetic(Arithmetic),
+    /// Images as sequences: 8×8 digits, START then 64 pixel tokens (levels 0..16, row-major);
+    /// the loss is on every pixel, so `log_prob` is the exact log-likelihood of a discrete image.
+    Pixels {
+        /// Training images, 64 tokens each.
+        train: Vec<Vec<u32>>,
+        /// Validation images.
+        val: Vec<Vec<u32>>,
+    },
     /// A corpus, tokenized.
     Corpus {
         /// Its tokenizer.
@@ -173,11 +194,29 @@ pub fn load_text(config: &ArTrainConfig) -> Result<TextData> {
             seed: config.seed,
         }));
     }
+    if config.data == "digits8" {
+        let d = crate::data::digits8();
+        let (train, val) = d.split(0.1, config.seed);
+        let rows = |d: &crate::data::Dataset| -> Vec<Vec<u32>> {
+            (0..d.len())
+                .map(|i| {
+                    d.row(i)
+                        .iter()
+                        .map(|v| ((v + 1.0) * 8.0).round().clamp(0.0, 16.0) as u32)
+                        .collect()
+                })
+                .collect()
+        };
+        return Ok(TextData::Pixels {
+            train: rows(&train),
+            val: rows(&val),
+        });
+    }
     let path = Path::new(&config.data);
     if !path.exists() {
         return Err(Error::UnknownDataset {
             name: config.data.clone(),
-            known: "arithmetic (or a path to a text file)".into(),
+            known: "arithmetic, digits8 (or a path to a text file)".into(),
         });
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("text data", path, e))?;
@@ -205,6 +244,7 @@ impl TextData {
     fn vocab(&self) -> usize {
         match self {
             TextData::Arithmetic(_) => arithmetic::VOCAB,
+            TextData::Pixels { .. } => PIXEL_VOCAB,
             TextData::Corpus { tokenizer, .. } => tokenizer.vocab(),
         }
     }
@@ -232,6 +272,17 @@ impl TextData {
                     .slice([0..n, t - 1 - answer..t - 1])
                     .mean()
                     .neg()
+            }
+            TextData::Pixels { train, val: v } => {
+                let pool = if val { v } else { train };
+                let data: Vec<i64> = (0..n)
+                    .flat_map(|_| {
+                        let img = &pool[rng.random_range(0..pool.len())];
+                        std::iter::once(PIXEL_START as i64).chain(img.iter().map(|&t| t as i64))
+                    })
+                    .collect();
+                let batch = Tensor::<2, Int>::from_data(TensorData::new(data, [n, 65]), device);
+                model.token_log_probs(batch).mean().neg()
             }
             TextData::Corpus { train, val: v, .. } => {
                 let tokens = if val { v } else { train };
@@ -289,8 +340,10 @@ pub fn train_ar(config: &ArTrainConfig, opts: &TrainOptions) -> Result<ArReport>
     let data = load_text(config)?;
     let mut config = config.clone();
     config.model.vocab = data.vocab();
-    if let TextData::Arithmetic(lang) = &data {
-        config.model.context = lang.line_len();
+    match &data {
+        TextData::Arithmetic(lang) => config.model.context = lang.line_len(),
+        TextData::Pixels { .. } => config.model.context = 65,
+        TextData::Corpus { .. } => {}
     }
     let run = RunDir::create(&opts.out, opts.resume)?;
     let ad = opts.device.clone().autodiff();
@@ -387,6 +440,17 @@ pub fn train_ar(config: &ArTrainConfig, opts: &TrainOptions) -> Result<ArReport>
         t0.elapsed().as_secs_f64()
     );
     let model = model.valid();
+    if let TextData::Pixels { val, .. } = &data
+        && !opts.skip_eval
+    {
+        let images = sample_images(&model, 100, config.seed, &opts.device);
+        write_images(&opts.out, &images)?;
+        let nats = images_nll(&model, val, &opts.device);
+        tracing::info!(
+            "held-out digits: {nats:.2} nats per image ({:.4} bits/dim, exact)",
+            nats / 64.0 / std::f64::consts::LN_2
+        );
+    }
     let exact_match = match &data {
         TextData::Arithmetic(lang) if !opts.skip_eval => Some(arithmetic::exact_match(
             &model,
@@ -464,6 +528,21 @@ fn sample_text(data: &TextData, model: &Gpt, device: &Device) -> String {
                 .trim()
                 .to_string()
         }
+        TextData::Pixels { .. } => {
+            let opts = DecodeOptions {
+                max_new_tokens: 64,
+                ..greedy
+            };
+            let img = generate(model, &[PIXEL_START], &opts, true, device, |_| {});
+            img.chunks(8)
+                .map(|r| {
+                    r.iter()
+                        .map(|&v| [' ', '.', ':', '#'][(v as usize / 5).min(3)])
+                        .collect::<String>()
+                })
+                .collect::<Vec<_>>()
+                .join("|")
+        }
         TextData::Corpus { tokenizer, val, .. } => {
             let opts = DecodeOptions {
                 max_new_tokens: 80.min(model.context() - 1),
@@ -522,6 +601,8 @@ fn save(
 pub enum Codec {
     /// Sums (see `oxgen_models::ar::arithmetic`).
     Arithmetic(Arithmetic),
+    /// 8×8 images with pixel levels 0..16 (tokens), after a start token.
+    Pixels,
     /// A tokenizer.
     Text(Tokenizer),
 }
@@ -530,6 +611,7 @@ impl Codec {
     fn of(data: &TextData) -> Self {
         match data {
             TextData::Arithmetic(lang) => Codec::Arithmetic(*lang),
+            TextData::Pixels { .. } => Codec::Pixels,
             TextData::Corpus { tokenizer, .. } => Codec::Text(tokenizer.clone()),
         }
     }
@@ -549,6 +631,9 @@ impl Codec {
                     ))),
                 })
                 .collect(),
+            Codec::Pixels => Err(Error::Config(
+                "an image model has no text codec: sample it into images".into(),
+            )),
             Codec::Text(t) => t.encode(text).map_err(|e| Error::Config(e.to_string())),
         }
     }
@@ -557,6 +642,7 @@ impl Codec {
     pub fn decode(&self, tokens: &[u32]) -> String {
         match self {
             Codec::Arithmetic(_) => Arithmetic::render(tokens),
+            Codec::Pixels => format!("{tokens:?}"),
             Codec::Text(t) => t.decode(tokens),
         }
     }
@@ -575,6 +661,7 @@ impl Codec {
     pub fn default_prompt(&self) -> Vec<u32> {
         match self {
             Codec::Arithmetic(_) => vec![arithmetic::START],
+            Codec::Pixels => vec![PIXEL_START],
             Codec::Text(t) => t.encode("\n").unwrap_or_else(|_| vec![0]),
         }
     }
@@ -647,4 +734,47 @@ pub fn nll_of_text(run: &ArRun, text: &str, device: &Device) -> Result<(f64, usi
         _ => text.chars().count() - 1,
     };
     Ok((total, tokens.len() - 1, scored_chars))
+}
+
+/// Pixel levels of the 8×8 digits (0..16) plus the start token.
+pub const PIXEL_VOCAB: usize = 18;
+/// The start token of an image sequence.
+pub const PIXEL_START: u32 = 17;
+
+/// `n` images (64 pixel levels each) drawn at temperature 1 with the KV cache, seeds seed..seed+n.
+pub fn sample_images(model: &Gpt, n: usize, seed: u64, device: &Device) -> Vec<Vec<u32>> {
+    (0..n)
+        .map(|i| {
+            let options = DecodeOptions {
+                max_new_tokens: 64,
+                seed: seed.wrapping_add(i as u64),
+                ..DecodeOptions::default()
+            };
+            generate(model, &[PIXEL_START], &options, true, device, |_| {})
+        })
+        .collect()
+}
+
+/// Mean exact negative log-likelihood of `images` in nats per image (64 pixels, 17 levels).
+pub fn images_nll(model: &Gpt, images: &[Vec<u32>], device: &Device) -> f64 {
+    let data: Vec<i64> = images
+        .iter()
+        .flat_map(|img| std::iter::once(PIXEL_START as i64).chain(img.iter().map(|&t| t as i64)))
+        .collect();
+    let batch = Tensor::<2, Int>::from_data(TensorData::new(data, [images.len(), 65]), device);
+    -(model.log_prob(batch).mean().into_scalar::<f32>() as f64)
+}
+
+/// Writes `samples.png` (and `samples.npy`) of 8×8 pixel-level images into `out`.
+pub fn write_images(out: &Path, images: &[Vec<u32>]) -> Result<()> {
+    let values: Vec<f32> = images
+        .iter()
+        .flat_map(|img| img.iter().map(|&v| v as f32 / 8.0 - 1.0))
+        .collect();
+    let shape = oxgen_models::DataShape::Image {
+        channels: 1,
+        height: 8,
+        width: 8,
+    };
+    crate::run::write_samples(out, &values, None, shape, None)
 }
