@@ -107,7 +107,7 @@ impl ArTrainConfig {
     }
 
     /// The defaults for `data`: a 2-layer, 4-head, 64-wide model for `arithmetic` (1,500 steps,
-    /// lr 3e-3), 3 layers × 3 heads × 96 for `digits8` (1,000 steps of 32, lr 2e-3), nanoGPT's
+    /// lr 3e-3), 3 layers × 3 heads × 96 for `digits8` (500 steps of 32, lr 2e-3), nanoGPT's
     /// shakespeare_char model and schedule for a text file.
     pub fn defaults(data: &str) -> Self {
         if data == "arithmetic" {
@@ -127,7 +127,9 @@ impl ArTrainConfig {
                 .with_heads(3)
                 .with_width(96);
             let mut c = Self::new(model, data);
-            c.steps = 1000;
+            // 1,617 training images: validation NLL was lowest near step 500 (1.33 nats/pixel)
+            // and rose to 1.73 by step 1,000 as the model memorised them.
+            c.steps = 500;
             c.batch_size = 32;
             c.lr = 2e-3;
             c.warmup = 50;
