@@ -39,6 +39,44 @@ pub struct GptConfig {
     /// Share the token embedding with the output head.
     #[config(default = true)]
     pub tie_weights: bool,
+    /// Rotary position embeddings (RoFormer; Su et al., 2021) on queries and keys instead of a
+    /// learned position table.
+    #[config(default = false)]
+    pub rotary: bool,
+}
+
+/// Rotates the two halves of each head's features by position-dependent angles (RoPE, in the
+/// GPT-NeoX half-split layout): pair i of position p turns by p · 10000^(−2i/d). Query–key dot
+/// products then depend only on relative positions.
+///
+/// # Shapes
+/// - `x`: `[b, h, t, d]` with even d, positions `start..start + t`; returns the same shape.
+pub fn rotary(x: Tensor<4>, start: usize) -> Tensor<4> {
+    let [b, h, t, d] = x.dims();
+    let half = d / 2;
+    let mut cos = Vec::with_capacity(t * half);
+    let mut sin = Vec::with_capacity(t * half);
+    for p in start..start + t {
+        for i in 0..half {
+            let angle = p as f64 * 10000f64.powf(-2.0 * i as f64 / d as f64);
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    let device = x.device();
+    let table = |v: Vec<f32>| {
+        Tensor::<4>::from_data(burn::tensor::TensorData::new(v, [1, 1, t, half]), &device)
+    };
+    let (cos, sin) = (table(cos), table(sin));
+    let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
+    let x2 = x.slice([0..b, 0..h, 0..t, half..d]);
+    Tensor::cat(
+        vec![
+            x1.clone() * cos.clone() - x2.clone() * sin.clone(),
+            x1 * sin + x2 * cos,
+        ],
+        3,
+    )
 }
 
 #[derive(Module, Debug)]
@@ -51,6 +89,7 @@ struct Block {
     out: Linear,
     dropout: Dropout,
     heads: usize,
+    rotary: bool,
 }
 
 /// Keys and values of the tokens seen so far, one pair per block, each `[b, heads, len, d]`.
@@ -78,6 +117,7 @@ impl Block {
     fn forward(
         &self,
         x: Tensor<3>,
+        start: usize,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
         let [b, t, w] = x.dims();
@@ -89,7 +129,12 @@ impl Block {
                 .reshape([b, t, self.heads, d])
                 .swap_dims(1, 2)
         };
-        let (q, mut k, mut v) = (split(0), split(1), split(2));
+        let (mut q, mut k, mut v) = (split(0), split(1), split(2));
+        if self.rotary {
+            // Keys are cached rotated, at their own positions.
+            q = rotary(q, start);
+            k = rotary(k, start);
+        }
         if let Some(slot) = cache {
             if let Some((ck, cv)) = slot.take() {
                 k = Tensor::cat(vec![ck, k], 2);
@@ -115,7 +160,7 @@ impl Block {
 #[derive(Module, Debug)]
 pub struct Gpt {
     wte: Embedding,
-    wpe: Embedding,
+    wpe: Option<Embedding>,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
     head: Option<Linear>,
@@ -126,6 +171,10 @@ pub struct Gpt {
 impl GptConfig {
     /// Builds the model with freshly initialised weights.
     pub fn init(&self, device: &Device) -> Gpt {
+        assert!(
+            !self.rotary || (self.width / self.heads.max(1)).is_multiple_of(2),
+            "rotary embeddings need an even head dim"
+        );
         assert!(
             self.heads > 0 && self.width.is_multiple_of(self.heads),
             "width {} is not a multiple of heads {}",
@@ -146,7 +195,7 @@ impl GptConfig {
         };
         Gpt {
             wte: embedding(self.vocab),
-            wpe: embedding(self.context),
+            wpe: (!self.rotary).then(|| embedding(self.context)),
             blocks: (0..self.layers)
                 .map(|_| Block {
                     ln1: LayerNormConfig::new(w).init(device),
@@ -157,6 +206,7 @@ impl GptConfig {
                     out: linear(4 * w, w),
                     dropout: DropoutConfig::new(self.dropout).init(),
                     heads: self.heads,
+                    rotary: self.rotary,
                 })
                 .collect(),
             ln_f: LayerNormConfig::new(w).init(device),
@@ -205,15 +255,17 @@ impl Gpt {
             self.context
         );
         let device = tokens.device();
-        let positions = Tensor::<1, Int>::arange(start as i64..(start + t) as i64, &device)
-            .reshape([1, t])
-            .repeat_dim(0, b);
-        let mut x = self
-            .dropout
-            .forward(self.wte.forward(tokens) + self.wpe.forward(positions));
+        let mut x = self.wte.forward(tokens);
+        if let Some(wpe) = &self.wpe {
+            let positions = Tensor::<1, Int>::arange(start as i64..(start + t) as i64, &device)
+                .reshape([1, t])
+                .repeat_dim(0, b);
+            x = x + wpe.forward(positions);
+        }
+        let mut x = self.dropout.forward(x);
         for (i, block) in self.blocks.iter().enumerate() {
             let layer = cache.as_mut().map(|c| &mut c.layers[i]);
-            x = block.forward(x, layer);
+            x = block.forward(x, start, layer);
         }
         let x = self.ln_f.forward(x);
         let w = x.dims()[2];

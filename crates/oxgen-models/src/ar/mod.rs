@@ -21,6 +21,10 @@ mod tests {
     use rand::rngs::StdRng;
 
     fn tiny(tie: bool) -> (Gpt, Device) {
+        tiny_with(tie, false)
+    }
+
+    fn tiny_with(tie: bool, rotary: bool) -> (Gpt, Device) {
         let device = Device::flex();
         let model = GptConfig::new(11)
             .with_context(16)
@@ -28,8 +32,71 @@ mod tests {
             .with_heads(2)
             .with_width(16)
             .with_tie_weights(tie)
+            .with_rotary(rotary)
             .init(&device);
         (model, device)
+    }
+
+    /// RoPE: norms are kept, and q·k depends only on the distance between the positions.
+    #[test]
+    fn rotary_embeddings_are_relative() {
+        let device = Device::flex();
+        let v = |seed: u32| {
+            Tensor::<4>::from_data(
+                TensorData::new(crate::rng::normals(9, seed, 8), [1, 1, 1, 8]),
+                &device,
+            )
+        };
+        let (q, k) = (v(1), v(2));
+        let dot = |m: usize, n: usize| {
+            let a = gpt::rotary(q.clone(), m);
+            let b = gpt::rotary(k.clone(), n);
+            host((a * b).sum())[0]
+        };
+        assert!(
+            (dot(3, 1) - dot(10, 8)).abs() < 1e-4,
+            "{} vs {}",
+            dot(3, 1),
+            dot(10, 8)
+        );
+        assert!(
+            (dot(3, 1) - dot(1, 3)).abs() > 1e-3,
+            "not symmetric in general"
+        );
+        let norm = |x: Tensor<4>| host(x.clone() * x).iter().sum::<f32>();
+        assert!((norm(gpt::rotary(q.clone(), 7)) - norm(q.clone())).abs() < 1e-4);
+        // Position 0 is the identity.
+        let same = host(gpt::rotary(q.clone(), 0));
+        for (a, b) in same.iter().zip(host(q)) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
+
+    /// With rotary positions, the cache (whose keys are stored rotated) still reproduces the full
+    /// forward, and greedy decoding agrees with and without it.
+    #[test]
+    fn rotary_models_cache_correctly() {
+        let (model, device) = tiny_with(false, true);
+        let seq: Vec<i64> = (0..13).map(|i| (i * 5 % 11) as i64).collect();
+        let full = host(model.forward(tokens(&[&seq], &device)));
+        let mut cache = KvCache::default();
+        let mut got = Vec::new();
+        for chunk in [&seq[0..4], &seq[4..13]] {
+            got.extend(host(
+                model.forward_cached(tokens(&[chunk], &device), &mut cache),
+            ));
+        }
+        for (g, w) in got.iter().zip(&full) {
+            assert!((g - w).abs() < 1e-4, "cached {g} vs full {w}");
+        }
+        let options = DecodeOptions {
+            max_new_tokens: 20,
+            temperature: 0.0,
+            ..DecodeOptions::default()
+        };
+        let a = generate(&model, &[1, 2], &options, true, &device, |_| {});
+        let b = generate(&model, &[1, 2], &options, false, &device, |_| {});
+        assert_eq!(a, b);
     }
 
     fn tokens(rows: &[&[i64]], device: &Device) -> Tensor<2, Int> {
