@@ -145,22 +145,7 @@ impl ArTrainConfig {
 
     /// The config with the fields of a TOML (or `.json`) file laid over it.
     pub fn merge_file(self, file: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(file).map_err(|e| Error::io("config file", file, e))?;
-        let patch: serde_json::Value = if file.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| Error::Parse {
-                path: file.into(),
-                reason: e.to_string(),
-            })?
-        } else {
-            let v: toml::Value = toml::from_str(&text).map_err(|e| Error::Parse {
-                path: file.into(),
-                reason: e.to_string(),
-            })?;
-            serde_json::to_value(v).expect("TOML converts to JSON")
-        };
-        let mut base = serde_json::to_value(&self).expect("config serializes");
-        crate::config::merge(&mut base, patch);
-        serde_json::from_value(base).map_err(|e| Error::Config(format!("{}: {e}", file.display())))
+        crate::config::merge_file(self, file)
     }
 }
 

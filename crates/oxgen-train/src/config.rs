@@ -113,22 +113,7 @@ impl TrainConfig {
 
     /// Overrides the fields given in `file` (TOML, or JSON by extension).
     pub fn merge_file(self, file: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(file).map_err(|e| Error::io("config file", file, e))?;
-        let patch: serde_json::Value = if file.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| Error::Parse {
-                path: file.into(),
-                reason: e.to_string(),
-            })?
-        } else {
-            let v: toml::Value = toml::from_str(&text).map_err(|e| Error::Parse {
-                path: file.into(),
-                reason: e.to_string(),
-            })?;
-            serde_json::to_value(v).expect("TOML converts to JSON")
-        };
-        let mut base = serde_json::to_value(&self).expect("config serializes");
-        merge(&mut base, patch);
-        serde_json::from_value(base).map_err(|e| Error::Config(format!("{}: {e}", file.display())))
+        merge_file(self, file)
     }
 
     /// Checks the values a run cannot start with.
@@ -165,7 +150,30 @@ impl TrainConfig {
     }
 }
 
-pub(crate) fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
+/// `config` with the fields of a TOML (or `.json`) file laid over it.
+pub(crate) fn merge_file<C: Serialize + serde::de::DeserializeOwned>(
+    config: C,
+    file: &Path,
+) -> Result<C> {
+    let text = std::fs::read_to_string(file).map_err(|e| Error::io("config file", file, e))?;
+    let patch: serde_json::Value = if file.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(|e| Error::Parse {
+            path: file.into(),
+            reason: e.to_string(),
+        })?
+    } else {
+        let v: toml::Value = toml::from_str(&text).map_err(|e| Error::Parse {
+            path: file.into(),
+            reason: e.to_string(),
+        })?;
+        serde_json::to_value(v).expect("TOML converts to JSON")
+    };
+    let mut base = serde_json::to_value(&config).expect("config serializes");
+    merge(&mut base, patch);
+    serde_json::from_value(base).map_err(|e| Error::Config(format!("{}: {e}", file.display())))
+}
+
+fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
     match (base, patch) {
         (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
             for (k, v) in p {
