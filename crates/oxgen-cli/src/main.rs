@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+mod ar;
+
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use oxgen_models::ops::denoise::{self, OpPath};
@@ -400,58 +402,7 @@ fn main() -> Result<()> {
         .init();
     match cli.command {
         Command::Train(Family::Ar(a)) => {
-            let device = device(&a.device)?;
-            let mut config = if a.resume {
-                let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
-                serde_json::from_value::<oxgen_train::ar::ArTrainConfig>(ck.manifest.config)
-                    .context("config in checkpoint")?
-            } else {
-                oxgen_train::ar::ArTrainConfig::defaults(a.data.as_deref().unwrap_or("arithmetic"))
-            };
-            if let Some(file) = &a.config {
-                config = config.merge_file(file)?;
-            }
-            if let Some(d) = &a.data {
-                config.data = d.clone();
-            }
-            if let Some(v) = a.steps {
-                config.steps = v;
-            }
-            if let Some(v) = a.seed {
-                config.seed = v;
-            }
-            if let Some(v) = a.batch_size {
-                config.batch_size = v;
-            }
-            if let Some(v) = a.lr {
-                config.lr = v;
-            }
-            let opts = TrainOptions {
-                out: a.out.clone(),
-                resume: a.resume,
-                device,
-                progress: !a.quiet,
-                stop_after: None,
-                skip_eval: false,
-            };
-            let report = oxgen_train::ar::train_ar(&config, &opts)?;
-            println!(
-                "trained {} steps: loss {:.4} -> {:.4} nats/token",
-                report.steps, report.first_loss, report.last_loss
-            );
-            if let Some((step, v)) = report.val.last() {
-                println!(
-                    "validation at step {step}: {v:.4} nats/token ({:.4} bits/token)",
-                    v / std::f64::consts::LN_2
-                );
-            }
-            if let Some(acc) = report.exact_match {
-                println!("held-out exact match: {:.2}%", 100.0 * acc);
-            }
-            println!(
-                "wrote {}/metrics.jsonl, loss.png, checkpoints/",
-                a.out.display()
-            );
+            ar::train(a)?;
         }
         Command::Train(Family::Diffusion(a)) => {
             let device = device(&a.device)?;
@@ -511,91 +462,10 @@ fn main() -> Result<()> {
             );
         }
         Command::Sample(a) if oxgen_train::ar::is_ar_checkpoint(&a.ckpt) => {
-            let device = device(&a.device)?;
-            let run = oxgen_train::ar::load_ar(&a.ckpt, &device)?;
-            if run.codec == oxgen_train::ar::Codec::Pixels {
-                let seed = a.sampling.seed.unwrap_or(0);
-                let images = oxgen_train::ar::sample_images(&run.model, a.n, seed, &device);
-                oxgen_train::ar::write_images(&a.out, &images)?;
-                println!("wrote {}/samples.png and samples.npy", a.out.display());
-                return Ok(());
-            }
-            let t = &a.text;
-            let prompt = match &t.prompt {
-                Some(p) => run.codec.prompt(p)?,
-                None => run.codec.default_prompt(),
-            };
-            if prompt.is_empty() {
-                bail!("--prompt must not be empty");
-            }
-            let stop = t
-                .stop
-                .iter()
-                .map(|s| run.codec.encode(s))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            let path = if a.out.extension().is_some() {
-                a.out.clone()
-            } else {
-                std::fs::create_dir_all(&a.out)?;
-                a.out.join("samples.txt")
-            };
-            let mut lines = Vec::with_capacity(a.n);
-            for i in 0..a.n {
-                let options = oxgen_models::ar::DecodeOptions {
-                    max_new_tokens: t.max_tokens,
-                    temperature: t.temperature,
-                    top_k: t.top_k,
-                    top_p: t.top_p,
-                    repetition_penalty: t.repetition_penalty,
-                    stop: stop.clone(),
-                    seed: a.sampling.seed.unwrap_or(0).wrapping_add(i as u64),
-                };
-                use std::io::Write;
-                let mut stdout = std::io::stdout();
-                print!("{}", run.codec.decode(&prompt));
-                let out = oxgen_models::ar::generate(
-                    &run.model,
-                    &prompt,
-                    &options,
-                    true,
-                    &device,
-                    |tok| {
-                        print!("{}", run.codec.decode(&[tok]));
-                        let _ = stdout.flush();
-                    },
-                );
-                println!();
-                let text = run.codec.decode(&[prompt.clone(), out].concat());
-                // One sample per line: line breaks inside a sample are written as \n.
-                lines.push(text.replace('\\', "\\\\").replace('\n', "\\n"));
-            }
-            std::fs::write(&path, lines.join("\n") + "\n")
-                .with_context(|| path.display().to_string())?;
-            eprintln!("wrote {} samples to {}", a.n, path.display());
+            ar::sample(a)?;
         }
         Command::Logprob(a) => {
-            let device = device(&a.device)?;
-            let run = oxgen_train::ar::load_ar(&a.ckpt, &device)?;
-            let text = match (&a.text, &a.file) {
-                (Some(t), _) => t.clone(),
-                (None, Some(f)) => std::fs::read_to_string(f)
-                    .with_context(|| format!("reading {}", f.display()))?,
-                (None, None) => bail!("give --text or --file"),
-            };
-            let (nats, tokens, chars) = oxgen_train::ar::nll_of_text(&run, &text, &device)?;
-            let bpc = nats / std::f64::consts::LN_2 / chars.max(1) as f64;
-            println!(
-                "nll: {nats:.4} nats (exact) over {tokens} tokens; {:.4} nats/token; {bpc:.4} bits/char",
-                nats / tokens as f64
-            );
-            if let Some(path) = a.json {
-                let doc = serde_json::json!({
-                    "nll_nats": nats, "exact": true, "tokens": tokens, "chars": chars,
-                    "nats_per_token": nats / tokens as f64, "bits_per_char": bpc,
-                });
-                std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
-                    .with_context(|| path.display().to_string())?;
-            }
+            ar::logprob(a)?;
         }
         Command::Sample(a) => {
             let device = device(&a.device)?;
@@ -632,32 +502,7 @@ fn main() -> Result<()> {
         }
         Command::Info => info(),
         Command::Bench(BenchKind::Decode(a)) => {
-            if a.heads == 0 || a.width % a.heads != 0 {
-                bail!("--width must be a multiple of --heads");
-            }
-            if a.prompt == 0 {
-                bail!("--prompt must be at least 1");
-            }
-            let selected = oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?;
-            let config = oxgen_models::ar::GptConfig::new(a.vocab)
-                .with_context(a.prompt + a.new_tokens)
-                .with_layers(a.layers)
-                .with_heads(a.heads)
-                .with_width(a.width);
-            eprintln!("benchmarking decoding on {} …", selected.description);
-            let row =
-                oxgen_train::bench_decode::run(&selected.device, &config, a.prompt, a.new_tokens);
-            println!("device: {}\n", selected.description);
-            print!(
-                "{}",
-                oxgen_train::bench_decode::table(std::slice::from_ref(&row))
-            );
-            if let Some(path) = a.json {
-                let doc = serde_json::json!({ "device": selected.description, "rows": [row] });
-                std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
-                    .with_context(|| path.display().to_string())?;
-                println!("wrote {}", path.display());
-            }
+            ar::bench_decode(a)?;
         }
         Command::Bench(BenchKind::Attention(a)) => {
             let selected = oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?;
