@@ -6,6 +6,8 @@
 
 pub mod ar;
 pub mod diffusion;
+pub mod flow;
+pub mod generative;
 pub mod ops;
 pub mod rng;
 pub mod samplers;
