@@ -7,9 +7,11 @@
 pub mod ar;
 pub mod diffusion;
 pub mod flow;
+pub mod gan;
 pub mod generative;
 pub mod ops;
 pub mod rng;
 pub mod samplers;
+pub mod vae;
 
 pub use diffusion::{DataShape, Diffusion, DiffusionConfig, SampleConfig};
