@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 mod ar;
+mod family;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -51,7 +52,8 @@ enum Command {
         after_help = "Examples:\n  oxgen logprob --ckpt runs/shakespeare --text \"To be, or not to be\"\n  oxgen logprob --ckpt runs/shakespeare --file hamlet.txt --json nll.json"
     )]
     Logprob(LogprobArgs),
-    /// Report SWD and MMD of a trained run against held-out data, with their floors.
+    /// Evaluate a trained run on held-out data: its likelihood, labelled exact, bound or none
+    /// (VAE, flow, GAN), and SWD and MMD against held-out data with their floors.
     #[command(after_help = "Example:\n  oxgen eval --ckpt runs/moons -n 2000")]
     Eval(EvalArgs),
     /// List wgpu adapters, their kernel limits, and the CPU fallback.
@@ -191,6 +193,24 @@ enum Family {
         after_help = "Examples:\n  oxgen train ar --out runs/sums\n  oxgen train ar --data input.txt --config configs/shakespeare_char.toml --out runs/shakespeare\n  oxgen train ar --out runs/sums --resume"
     )]
     Ar(TrainArgs),
+    /// Variational autoencoder (Gaussian encoder; Gaussian, discretized-logistic or Bernoulli
+    /// decoder; MLP or conv). Reports the ELBO and the IWAE bound: a likelihood bound.
+    #[command(
+        after_help = "Examples:\n  oxgen train vae --data digits8 --out runs/vae-digits\n  oxgen train vae --data moons --out runs/vae-moons"
+    )]
+    Vae(TrainArgs),
+    /// Normalizing flow (ActNorm, invertible 1×1 conv, affine or spline couplings; multiscale
+    /// for images). Exact likelihood (a dequantization bound on discrete pixels).
+    #[command(
+        after_help = "Examples:\n  oxgen train flow --data 8gaussians --out runs/flow-8g\n  oxgen train flow --data digits8 --out runs/flow-digits"
+    )]
+    Flow(TrainArgs),
+    /// Generative adversarial network (non-saturating or Wasserstein loss, R1 or gradient
+    /// penalty, spectral norm; MLP or DCGAN). Samples only: no likelihood.
+    #[command(
+        after_help = "Examples:\n  oxgen train gan --data 8gaussians --out runs/gan-8g\n  oxgen train gan --data digits8 --out runs/gan-digits"
+    )]
+    Gan(TrainArgs),
 }
 
 #[derive(Args)]
@@ -378,10 +398,22 @@ struct EvalArgs {
     /// Where samples.png and quality.json go (default: the checkpoint's run folder/eval).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Evaluate on this dataset instead of the run's own (VAE, flow, GAN runs; same row shape).
+    #[arg(long)]
+    data: Option<String>,
     #[command(flatten)]
     sampling: SamplingArgs,
     #[command(flatten)]
     device: DeviceArgs,
+}
+
+/// `<run>/eval` for a run or checkpoint folder.
+fn eval_dir(ckpt: &std::path::Path) -> PathBuf {
+    let dir = oxgen_train::checkpoint::resolve(ckpt).unwrap_or_else(|_| ckpt.to_path_buf());
+    dir.parent()
+        .and_then(|p| p.parent())
+        .unwrap_or(&dir)
+        .join("eval")
 }
 
 fn device(args: &DeviceArgs) -> Result<burn::tensor::Device> {
@@ -404,6 +436,9 @@ fn main() -> Result<()> {
         Command::Train(Family::Ar(a)) => {
             ar::train(a)?;
         }
+        Command::Train(Family::Vae(a)) => family::train("vae", a)?,
+        Command::Train(Family::Flow(a)) => family::train("flow", a)?,
+        Command::Train(Family::Gan(a)) => family::train("gan", a)?,
         Command::Train(Family::Diffusion(a)) => {
             let device = device(&a.device)?;
             let mut config = if a.resume {
@@ -464,6 +499,12 @@ fn main() -> Result<()> {
         Command::Sample(a) if oxgen_train::ar::is_ar_checkpoint(&a.ckpt) => {
             ar::sample(a)?;
         }
+        Command::Sample(a) if oxgen_train::family::is_family_checkpoint(&a.ckpt) => {
+            family::sample(a)?;
+        }
+        Command::Eval(a) if oxgen_train::family::is_family_checkpoint(&a.ckpt) => {
+            family::eval(a)?;
+        }
         Command::Logprob(a) => {
             ar::logprob(a)?;
         }
@@ -483,19 +524,17 @@ fn main() -> Result<()> {
             );
         }
         Command::Eval(a) => {
+            if a.data.is_some() {
+                bail!(
+                    "--data is for VAE, flow and GAN runs; a diffusion run is evaluated on its own data"
+                );
+            }
             let device = device(&a.device)?;
             let mut run = oxgen_train::sample::load_run(&a.ckpt, &device)?;
             run.config.sample = a
                 .sampling
                 .apply(run.config.sample.clone(), run.config.model.timesteps)?;
-            let out = a.out.unwrap_or_else(|| {
-                let dir =
-                    oxgen_train::checkpoint::resolve(&a.ckpt).unwrap_or_else(|_| a.ckpt.clone());
-                dir.parent()
-                    .and_then(|p| p.parent())
-                    .unwrap_or(&dir)
-                    .join("eval")
-            });
+            let out = a.out.unwrap_or_else(|| eval_dir(&a.ckpt));
             let q = oxgen_train::sample::evaluate(&run, a.n, &device, &out)?;
             println!("{q}");
             println!("wrote {}/samples.png and quality.json", out.display());

@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod diffusion;
 pub mod error;
+pub mod family;
 pub mod metrics;
 pub mod npy;
 pub mod optim;

@@ -106,6 +106,15 @@ impl Outputs {
         Ok(())
     }
 
+    /// Appends one line of any shape that carries the fields of [`StepMetrics`] (and more).
+    pub fn log_line<T: Serialize>(&mut self, step: usize, loss: f64, line: &T) -> Result<()> {
+        let line = serde_json::to_string(line).expect("metrics serialize");
+        writeln!(self.file, "{line}").map_err(|e| Error::io("metrics.jsonl", &self.path, e))?;
+        self.steps.push(step);
+        self.losses.push(loss);
+        Ok(())
+    }
+
     /// Writes `loss.png` next to `metrics.jsonl`.
     pub fn plot_loss(&self, title: &str) -> Result<()> {
         crate::plot::loss_curve(

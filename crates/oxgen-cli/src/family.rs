@@ -1,0 +1,136 @@
+//! The VAE, flow and GAN commands: `train vae|flow|gan`, and `sample` and `eval` on their runs.
+
+use anyhow::{Context, Result};
+use oxgen_train::diffusion::TrainOptions;
+use oxgen_train::family::{FamilyConfig, evaluate_model, load_family, train_family};
+
+use crate::{EvalArgs, SampleArgs, TrainArgs, device};
+
+pub(crate) fn train(family: &str, a: TrainArgs) -> Result<()> {
+    let device = device(&a.device)?;
+    let mut config = if a.resume {
+        let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
+        serde_json::from_value::<FamilyConfig>(ck.manifest.config)
+            .context("config in checkpoint")?
+    } else {
+        let name = a.data.clone().unwrap_or_else(|| "digits8".into());
+        let data = oxgen_train::data::load(&name, a.seed.unwrap_or(0), &Default::default())?;
+        FamilyConfig::defaults(family, &data)?
+    };
+    if let Some(file) = &a.config {
+        config = config.merge_file(file)?;
+    }
+    if let Some(v) = a.steps {
+        config.steps = v;
+    }
+    if let Some(v) = a.seed {
+        config.seed = v;
+    }
+    if let Some(v) = a.batch_size {
+        config.batch_size = v;
+    }
+    if let Some(v) = a.lr {
+        config.lr = v;
+    }
+    let opts = TrainOptions {
+        out: a.out.clone(),
+        resume: a.resume,
+        device,
+        progress: !a.quiet,
+        stop_after: None,
+        skip_eval: false,
+    };
+    let report = train_family(&config, &opts)?;
+    println!(
+        "trained {} {} steps in {:.1}s: loss {:.4} -> {:.4}{}",
+        family,
+        report.steps,
+        report.train_seconds,
+        report.first_loss,
+        report.last_loss,
+        if report.skipped > 0 {
+            format!(" ({} non-finite steps skipped)", report.skipped)
+        } else {
+            String::new()
+        }
+    );
+    if let Some(q) = &report.quality {
+        println!("{q}");
+    }
+    println!(
+        "wrote {}/samples.png, samples.npy, quality.json, loss.png, metrics.jsonl, checkpoints/",
+        report.out.display()
+    );
+    Ok(())
+}
+
+pub(crate) fn sample(a: SampleArgs) -> Result<()> {
+    let device = device(&a.device)?;
+    let (config, model) = load_family(&a.ckpt, &device)?;
+    let ck = oxgen_train::checkpoint::load(&a.ckpt)?;
+    let g = model.generative();
+    let x = g.sample(
+        a.n,
+        None,
+        a.sampling.seed.unwrap_or(config.seed ^ 0x5a11),
+        &device,
+    );
+    let samples: Vec<f32> = x
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading samples back: {e:?}"))?;
+    if let Some(i) = samples.iter().position(|v| !v.is_finite()) {
+        anyhow::bail!("sample value {i} is not finite; the checkpoint may have diverged");
+    }
+    oxgen_train::run::write_samples(&a.out, &samples, None, ck.manifest.shape, None)?;
+    println!(
+        "wrote {}/samples.png and samples.npy ({} {} samples)",
+        a.out.display(),
+        a.n,
+        g.capabilities().family
+    );
+    Ok(())
+}
+
+pub(crate) fn eval(a: EvalArgs) -> Result<()> {
+    let device = device(&a.device)?;
+    let (mut config, model) = load_family(&a.ckpt, &device)?;
+    if let Some(d) = &a.data {
+        config.data = d.clone();
+    }
+    if let Some(n) = a.n {
+        config.eval_samples = n;
+    }
+    let data = oxgen_train::data::load(&config.data, config.seed, &Default::default())?;
+    let ck = oxgen_train::checkpoint::load(&a.ckpt)?;
+    if data.shape != ck.manifest.shape {
+        anyhow::bail!(
+            "`{}` has rows of shape {:?}, the model was trained on {:?}",
+            config.data,
+            data.shape,
+            ck.manifest.shape
+        );
+    }
+    let (_, val) = match data.toy {
+        Some(_) => (data.clone(), None),
+        None => {
+            let (t, v) = data.split(config.val_fraction, config.seed);
+            (t, Some(v))
+        }
+    };
+    let out = a.out.clone().unwrap_or_else(|| crate::eval_dir(&a.ckpt));
+    let q = evaluate_model(
+        &model,
+        &config,
+        &data,
+        val.as_ref(),
+        &device,
+        &out,
+        0.0,
+        &[],
+    )?;
+    println!("{q}");
+    println!("wrote {}/samples.png and quality.json", out.display());
+    Ok(())
+}

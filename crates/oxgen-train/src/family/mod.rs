@@ -1,0 +1,211 @@
+//! The VAE, flow and GAN families: one run config, one trainer ([`train_family`]) and one
+//! report ([`report`]), writing the same run folder and checkpoint format as the diffusion and
+//! autoregressive trainers.
+
+mod report;
+mod train;
+
+use std::path::Path;
+
+use oxgen_models::DataShape;
+use oxgen_models::flow::FlowConfig;
+use oxgen_models::flow::coupling::CouplingKind;
+use oxgen_models::gan::{GanConfig, GanNet, Penalty};
+use oxgen_models::vae::{DecoderKind, VaeConfig, VaeNet};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+
+pub use report::{FamilyQuality, ModeCoverage, evaluate_model, mode_coverage};
+pub use train::{FamilyReport, Trained, is_family_checkpoint, load_family, train_family};
+
+/// The model of a run, by family.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum FamilyModel {
+    /// A VAE.
+    Vae(VaeConfig),
+    /// A normalizing flow.
+    Flow(FlowConfig),
+    /// A GAN.
+    Gan(GanConfig),
+}
+
+impl FamilyModel {
+    /// `vae`, `flow` or `gan`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FamilyModel::Vae(_) => "vae",
+            FamilyModel::Flow(_) => "flow",
+            FamilyModel::Gan(_) => "gan",
+        }
+    }
+}
+
+/// The run config of `oxgen train vae|flow|gan`, written into the run folder and every
+/// checkpoint. A config file may give any subset of the fields.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FamilyConfig {
+    /// Dataset: a built-in name or a path.
+    pub data: String,
+    /// Seed of every random draw.
+    pub seed: u64,
+    /// Optimizer steps (generator steps for a GAN).
+    pub steps: usize,
+    /// Rows per batch.
+    pub batch_size: usize,
+    /// Peak learning rate (the generator's for a GAN).
+    pub lr: f64,
+    /// The discriminator's learning rate (GAN only).
+    pub lr_d: f64,
+    /// Adam's β₁ (0.5 is usual for GANs).
+    pub beta1: f64,
+    /// Linear warmup steps, then cosine decay to 5% of `lr`.
+    pub warmup_steps: usize,
+    /// Global gradient-norm clip (0: none).
+    pub grad_clip: f64,
+    /// Share of rows held out for validation (file and image data; 2D data draw fresh points).
+    pub val_fraction: f64,
+    /// Samples drawn for the final report.
+    pub eval_samples: usize,
+    /// Importance samples of the VAE's IWAE bound in the report.
+    pub iwae_k: usize,
+    /// Checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: usize,
+    /// Consecutive non-finite steps before the run stops with an error.
+    pub max_bad_steps: usize,
+    /// Resize images to (height, width).
+    pub image_size: Option<(usize, usize)>,
+    /// Keep colour.
+    pub rgb: bool,
+    /// The model.
+    pub model: FamilyModel,
+}
+
+/// Families this module trains.
+pub const FAMILIES: [&str; 3] = ["vae", "flow", "gan"];
+
+/// Levels of the discrete pixels of `data` (17 for the 8×8 digits, else 8-bit).
+pub fn pixel_levels(data: &Dataset) -> usize {
+    if data.name == "digits8" { 17 } else { 256 }
+}
+
+impl FamilyConfig {
+    /// The default config of `family` for `data`.
+    pub fn defaults(family: &str, data: &Dataset) -> Result<Self> {
+        let image = matches!(data.shape, DataShape::Image { .. });
+        let levels = pixel_levels(data);
+        let model = match family {
+            "flow" if image => FamilyModel::Flow(
+                FlowConfig::new()
+                    .with_steps(6)
+                    .with_hidden(64)
+                    .with_scales(2)
+                    .with_levels(levels),
+            ),
+            "flow" => FamilyModel::Flow(
+                FlowConfig::new()
+                    .with_coupling(CouplingKind::Spline {
+                        bins: 10,
+                        bound: 4.0,
+                    })
+                    .with_steps(6)
+                    .with_hidden(64),
+            ),
+            "vae" if image => FamilyModel::Vae(
+                VaeConfig::new()
+                    .with_latent(16)
+                    .with_hidden(256)
+                    .with_net(VaeNet::Mlp)
+                    .with_decoder(DecoderKind::Logistic)
+                    .with_levels(levels),
+            ),
+            "vae" => FamilyModel::Vae(VaeConfig::new().with_latent(2).with_hidden(128)),
+            "gan" if image => FamilyModel::Gan(
+                GanConfig::new()
+                    .with_net(GanNet::Dcgan)
+                    .with_latent(32)
+                    .with_hidden(32),
+            ),
+            "gan" => FamilyModel::Gan(
+                GanConfig::new()
+                    .with_latent(8)
+                    .with_hidden(128)
+                    .with_penalty(Penalty::R1 { gamma: 0.1 }),
+            ),
+            other => {
+                return Err(Error::Config(format!(
+                    "unknown family `{other}`; expected one of {}",
+                    FAMILIES.join(", ")
+                )));
+            }
+        };
+        let gan = family == "gan";
+        Ok(Self {
+            data: data.name.clone(),
+            seed: 0,
+            steps: match (family, image) {
+                ("gan", false) => 6000,
+                (_, false) => 4000,
+                (_, true) => 3000,
+            },
+            batch_size: if image { 64 } else { 256 },
+            lr: if gan { 2e-4 } else { 2e-3 },
+            lr_d: 2e-4,
+            beta1: if gan { 0.5 } else { 0.9 },
+            warmup_steps: if gan { 0 } else { 100 },
+            grad_clip: if gan { 0.0 } else { 5.0 },
+            val_fraction: 0.2,
+            eval_samples: 2000,
+            iwae_k: 64,
+            checkpoint_every: 1000,
+            max_bad_steps: 20,
+            image_size: None,
+            rgb: false,
+            model,
+        })
+    }
+
+    /// Overrides fields from a TOML or JSON file.
+    pub fn merge_file(self, file: &Path) -> Result<Self> {
+        crate::config::merge_file(self, file)
+    }
+
+    /// Refuses values no run can use, and models that do not fit `shape`.
+    pub fn validate(&self, shape: DataShape) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.steps == 0 || self.batch_size < 2 {
+            return bad("steps must be ≥ 1 and batch_size ≥ 2".into());
+        }
+        for (name, v) in [("lr", self.lr), ("lr_d", self.lr_d)] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(format!("{name} must be a positive number, got {v}"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.val_fraction) {
+            return bad("beta1 and val_fraction must be in [0, 1)".into());
+        }
+        if self.iwae_k == 0 {
+            return bad("iwae_k must be at least 1".into());
+        }
+        let fits = match &self.model {
+            FamilyModel::Vae(c) => c.check(shape),
+            FamilyModel::Flow(c) => c.check(shape),
+            FamilyModel::Gan(c) => c.check(shape),
+        };
+        fits.map_err(|e| Error::Config(format!("{} on `{}`: {e}", self.model.name(), self.data)))
+    }
+
+    /// Learning rate at `step`: linear warmup, then cosine decay to 5% of `peak`.
+    pub fn learning_rate(&self, peak: f64, step: usize) -> f64 {
+        if step < self.warmup_steps {
+            return peak * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = self.steps.saturating_sub(self.warmup_steps).max(1) as f64;
+        let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        let min = 0.05 * peak;
+        min + 0.5 * (peak - min) * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
+}
