@@ -146,7 +146,7 @@ pub fn train_family(config: &FamilyConfig, opts: &TrainOptions) -> Result<Family
         FamilyModel::Flow(c) => {
             let m = seeded_init(&opts.device, config.seed, || c.init(shape, &ad));
             let init = |m: Flow, x: Tensor<2>| m.data_init(x);
-            let (m, s) = loop_.single(m, init, |m: &Flow, x, seed| {
+            let (m, s) = loop_.single(m, init, |m: &Flow, x, seed, _| {
                 let x = if image { dequantize(x, delta, seed) } else { x };
                 use oxgen_models::generative::ExactDensity;
                 m.log_prob(x).mean().neg().div_scalar(f)
@@ -155,18 +155,21 @@ pub fn train_family(config: &FamilyConfig, opts: &TrainOptions) -> Result<Family
         }
         FamilyModel::Vae(c) => {
             let m = seeded_init(&opts.device, config.seed, || c.init(shape, &ad));
-            let beta = c.beta;
-            let deq = image && c.decoder == DecoderKind::Gaussian;
+            let deq = image
+                && matches!(
+                    c.decoder,
+                    DecoderKind::Gaussian | DecoderKind::SharedGaussian
+                );
             let (m, s) = loop_.single(
                 m,
                 |m, _| m,
-                |m: &Vae, x, seed| {
+                |m: &Vae, x, seed, step| {
                     let x = if deq {
                         dequantize(x, delta, seed ^ 1)
                     } else {
                         x
                     };
-                    m.loss(x, beta, seed).div_scalar(f)
+                    m.loss(x, c.beta_at(step), c.train_k, seed).div_scalar(f)
                 },
             )?;
             (Trained::Vae(m.valid()), s)
@@ -310,13 +313,13 @@ impl Loop<'_> {
         (every > 0 && done % every == 0) || done == end
     }
 
-    /// One model, one optimizer, minimising `loss(model, batch, seed)`. `init` runs on the
+    /// One model, one optimizer, minimising `loss(model, batch, seed, step)`. `init` runs on the
     /// first batch of a fresh run (a flow's data-dependent ActNorm).
     fn single<M: Module>(
         &self,
         model: M,
         init: impl FnOnce(M, Tensor<2>) -> M,
-        loss: impl Fn(&M, Tensor<2>, u64) -> Tensor<1>,
+        loss: impl Fn(&M, Tensor<2>, u64, usize) -> Tensor<1>,
     ) -> Result<(M, Summary)> {
         let c = self.config;
         let ad = self.opts.device.clone().autodiff();
@@ -334,7 +337,7 @@ impl Loop<'_> {
         let t0 = Instant::now();
         for step in start..end {
             let x = batch(self.train, c, step, &ad);
-            let l = loss(&model, x, step_seed(c.seed, step, 0));
+            let l = loss(&model, x, step_seed(c.seed, step, 0), step);
             let value = l.clone().into_scalar::<f32>() as f64;
             let lr = c.learning_rate(c.lr, step);
             let mut line = StepMetrics {
