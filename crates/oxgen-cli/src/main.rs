@@ -535,9 +535,13 @@ fn main() -> Result<()> {
                 .sampling
                 .apply(run.config.sample.clone(), run.config.model.timesteps)?;
             let out = a.out.unwrap_or_else(|| eval_dir(&a.ckpt));
-            let q = oxgen_train::sample::evaluate(&run, a.n, &device, &out)?;
+            let (q, nll) = oxgen_train::sample::evaluate(&run, a.n, &device, &out)?;
+            println!("{nll}");
             println!("{q}");
-            println!("wrote {}/samples.png and quality.json", out.display());
+            println!(
+                "wrote {}/samples.png, quality.json and nll.json",
+                out.display()
+            );
         }
         Command::Info => info(),
         Command::Bench(BenchKind::Decode(a)) => {

@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::ranged1d::{Ranged, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
@@ -25,13 +27,14 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// A loss curve: raw losses (light) and an exponential moving average (dark), log-scale y.
+/// A loss curve: raw losses (light) and an exponential moving average (dark); log-scale y when
+/// every loss is positive, linear otherwise (a flow's NLL per dimension goes below zero).
 pub fn loss_curve(path: &Path, steps: &[usize], losses: &[f64], title: &str) -> Result<()> {
     register_font();
     let pts: Vec<(f64, f64)> = steps
         .iter()
         .zip(losses)
-        .filter(|(_, l)| l.is_finite() && **l > 0.0)
+        .filter(|(_, l)| l.is_finite())
         .map(|(&s, &l)| (s as f64, l))
         .collect();
     if pts.is_empty() {
@@ -39,16 +42,40 @@ pub fn loss_curve(path: &Path, steps: &[usize], losses: &[f64], title: &str) -> 
     }
     let (x0, x1) = (pts[0].0, pts.last().unwrap().0.max(pts[0].0 + 1.0));
     let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-    let hi = pts.iter().map(|p| p.1).fold(0.0, f64::max);
+    let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
     let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x0..x1, (lo * 0.9..hi * 1.1).log_scale())
-        .map_err(|e| plot_err(path, e))?;
+    let builder = || {
+        let mut b = ChartBuilder::on(&root);
+        b.caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60);
+        b
+    };
+    if lo > 0.0 {
+        let chart = builder()
+            .build_cartesian_2d(x0..x1, (lo * 0.9..hi * 1.1).log_scale())
+            .map_err(|e| plot_err(path, e))?;
+        draw_curve(chart, &pts, path)?;
+    } else {
+        let pad = 0.05 * (hi - lo).max(1e-9);
+        let chart = builder()
+            .build_cartesian_2d(x0..x1, lo - pad..hi + pad)
+            .map_err(|e| plot_err(path, e))?;
+        draw_curve(chart, &pts, path)?;
+    }
+    root.present().map_err(|e| plot_err(path, e))
+}
+
+fn draw_curve<Y>(
+    mut chart: ChartContext<'_, BitMapBackend<'_>, Cartesian2d<RangedCoordf64, Y>>,
+    pts: &[(f64, f64)],
+    path: &Path,
+) -> Result<()>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
     chart
         .configure_mesh()
         .x_desc("step")
@@ -75,7 +102,7 @@ pub fn loss_curve(path: &Path, steps: &[usize], losses: &[f64], title: &str) -> 
             RGBColor(20, 60, 160).stroke_width(2),
         ))
         .map_err(|e| plot_err(path, e))?;
-    root.present().map_err(|e| plot_err(path, e))
+    Ok(())
 }
 
 /// A scatter plot of generated 2D points (blue) over reference points (grey).

@@ -2,12 +2,14 @@
 
 use std::path::Path;
 
-use burn::tensor::Device;
-use oxgen_models::{Diffusion, SampleConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+use oxgen_models::diffusion::vlb::DiffusionModel;
+use oxgen_models::generative::{Generative, Nll};
+use oxgen_models::{DataShape, Diffusion, SampleConfig};
 
 use crate::checkpoint::{self, Manifest};
 use crate::config::TrainConfig;
-use crate::diffusion::{draw, final_report, load_data, load_weights};
+use crate::diffusion::{draw, final_report, held_out, load_data, load_weights};
 use crate::error::{Error, Result};
 use crate::metrics::Quality;
 
@@ -82,9 +84,15 @@ pub fn sample_to(
     Ok(samples)
 }
 
-/// SWD and MMD of the run's samples against held-out data, with floors; writes the samples and
-/// `quality.json` into `out`.
-pub fn evaluate(run: &LoadedRun, n: Option<usize>, device: &Device, out: &Path) -> Result<Quality> {
+/// SWD and MMD of the run's samples against held-out data, with floors, and the variational
+/// bound on the held-out NLL (100 strata over t); writes the samples, `quality.json` and
+/// `nll.json` into `out`.
+pub fn evaluate(
+    run: &LoadedRun,
+    n: Option<usize>,
+    device: &Device,
+    out: &Path,
+) -> Result<(Quality, Nll)> {
     let mut config = run.config.clone();
     if let Some(n) = n {
         config.eval_samples = n;
@@ -95,5 +103,44 @@ pub fn evaluate(run: &LoadedRun, n: Option<usize>, device: &Device, out: &Path) 
         None => Some(data.split(config.val_fraction, config.seed).1),
     };
     std::fs::create_dir_all(out).map_err(|e| Error::io("output folder", out, e))?;
-    final_report(&config, &data, val.as_ref(), &run.ema, device, out)
+    let quality = final_report(&config, &data, val.as_ref(), &run.ema, device, out)?;
+    let image = matches!(data.shape, DataShape::Image { .. });
+    let g = DiffusionModel {
+        model: &run.ema,
+        config: &config.model,
+        sample: config.sample.clone(),
+        levels: image.then(|| crate::family::pixel_levels(&data)),
+        strata: 100,
+    };
+    let f = data.shape.numel();
+    let (_, held, _) = held_out(&config, &data, val.as_ref(), quality.n);
+    let mut total = 0.0;
+    for (i, c) in held.chunks(500 * f).enumerate() {
+        let x = Tensor::<2>::from_data(TensorData::new(c.to_vec(), [c.len() / f, f]), device);
+        let v: Vec<f32> = g
+            .nll(x, config.seed ^ i as u64)
+            .expect("diffusion has a bound")
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::Config(format!("reading the bound back: {e:?}")))?;
+        if let Some(index) = v.iter().position(|x| !x.is_finite()) {
+            return Err(Error::NonFinite {
+                context: "held-out variational bound".into(),
+                index,
+            });
+        }
+        total += v.iter().map(|&x| x as f64).sum::<f64>();
+    }
+    let nll = Nll {
+        nats: Some(total / (held.len() / f).max(1) as f64),
+        dims: f,
+        likelihood: g.capabilities().likelihood,
+    };
+    std::fs::write(
+        out.join("nll.json"),
+        serde_json::to_vec_pretty(&nll).expect("serializes"),
+    )
+    .map_err(|e| Error::io("nll.json", out, e))?;
+    Ok((quality, nll))
 }

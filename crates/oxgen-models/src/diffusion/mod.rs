@@ -8,6 +8,7 @@ pub mod embed;
 pub mod mlp;
 pub mod schedule;
 pub mod unet;
+pub mod vlb;
 
 use burn::config::Config;
 use burn::module::Module;
