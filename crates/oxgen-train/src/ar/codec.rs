@@ -197,3 +197,43 @@ pub fn write_images(out: &Path, images: &[Vec<u32>]) -> Result<()> {
     };
     crate::run::write_samples(out, &values, None, shape, None)
 }
+
+/// A GPT trained on pixel sequences (`--data digits8`), behind the shared
+/// [`Generative`](oxgen_models::generative::Generative) API: rows are 8×8 images scaled to
+/// [−1, 1] as the other families see them; the likelihood is exact, of the 17-level pixels.
+#[derive(Debug)]
+pub struct PixelGpt<'a>(pub &'a Gpt);
+
+impl oxgen_models::generative::Generative for PixelGpt<'_> {
+    fn capabilities(&self) -> oxgen_models::generative::Capabilities {
+        oxgen_models::generative::Capabilities {
+            family: "ar",
+            sample: true,
+            conditional: false,
+            likelihood: oxgen_models::generative::Likelihood::Exact,
+        }
+    }
+
+    fn sample(&self, n: usize, _labels: Option<&[u32]>, seed: u64, device: &Device) -> Tensor<2> {
+        let values: Vec<f32> = sample_images(self.0, n, seed, device)
+            .iter()
+            .flat_map(|img| img.iter().map(|&v| v as f32 / 8.0 - 1.0))
+            .collect();
+        Tensor::from_data(TensorData::new(values, [n, 64]), device)
+    }
+
+    /// Exact: each value is rounded to its pixel level, `round((x + 1) · 8)` in 0..=16.
+    fn nll(&self, x: Tensor<2>, _seed: u64) -> Option<Tensor<1>> {
+        let [b, f] = x.dims();
+        assert_eq!(f, 64, "a pixel GPT scores 8×8 images, got {f} features");
+        let device = x.device();
+        let levels = x
+            .add_scalar(1.0)
+            .mul_scalar(8.0)
+            .round()
+            .clamp(0.0, 16.0)
+            .int();
+        let start = Tensor::<2, Int>::full([b, 1], PIXEL_START as i64, &device);
+        Some(self.0.log_prob(Tensor::cat(vec![start, levels], 1)).neg())
+    }
+}

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 mod codec;
 
 pub use codec::{
-    ArRun, Codec, PIXEL_START, PIXEL_VOCAB, images_nll, is_ar_checkpoint, load_ar, nll_of_text,
-    sample_images, write_images,
+    ArRun, Codec, PIXEL_START, PIXEL_VOCAB, PixelGpt, images_nll, is_ar_checkpoint, load_ar,
+    nll_of_text, sample_images, write_images,
 };
 
 use crate::checkpoint::{self, Manifest, RngState};

@@ -156,8 +156,12 @@ impl FamilyConfig {
             data: data.name.clone(),
             seed: 0,
             steps: match (family, image) {
-                ("gan" | "vae", false) => 6000 + 2000 * (family == "vae") as usize,
+                ("vae", false) => 8000,
+                ("gan", false) => 6000,
                 (_, false) => 4000,
+                // The flow overfits the 1,437 training digits: held-out 2.30 bits/dim after
+                // 800 steps, 2.32 after 1,500, 2.78 after 3,000.
+                ("flow", true) => 1000,
                 (_, true) => 3000,
             },
             batch_size: if image { 64 } else { 256 },

@@ -149,6 +149,31 @@ fn ar_models_digits_as_pixel_sequences() {
     let uniform = 64.0 * 17f64.ln();
     let nll = oxgen_train::ar::images_nll(&report.model, &val, &Device::flex());
     assert!(nll.is_finite() && nll > 0.0);
+    // The same exact NLL through the shared API, from images scaled to [−1, 1].
+    use oxgen_models::generative::{Generative, Likelihood};
+    let g = oxgen_train::ar::PixelGpt(&report.model);
+    assert_eq!(g.capabilities().likelihood, Likelihood::Exact);
+    let rows: Vec<f32> = val
+        .iter()
+        .flatten()
+        .map(|&v| v as f32 / 8.0 - 1.0)
+        .collect();
+    let x = burn::tensor::Tensor::<2>::from_data(
+        burn::tensor::TensorData::new(rows, [2, 64]),
+        &Device::flex(),
+    );
+    let per: Vec<f32> = g
+        .nll(x, 0)
+        .unwrap()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let mean = (per[0] + per[1]) as f64 / 2.0;
+    assert!(
+        (mean - nll).abs() < 1e-3 * nll,
+        "API {mean} vs images_nll {nll}"
+    );
+    assert_eq!(g.sample(2, None, 1, &Device::flex()).dims(), [2, 64]);
     let (_, v) = *report.val.last().unwrap();
     assert!(
         v * 64.0 < 0.6 * uniform,
