@@ -398,7 +398,7 @@ struct EvalArgs {
     /// Where samples.png and quality.json go (default: the checkpoint's run folder/eval).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Evaluate on this dataset instead of the run's own (VAE, flow, GAN runs; same row shape).
+    /// Evaluate on this dataset instead of the run's own (rows of the same shape).
     #[arg(long)]
     data: Option<String>,
     #[command(flatten)]
@@ -524,13 +524,11 @@ fn main() -> Result<()> {
             );
         }
         Command::Eval(a) => {
-            if a.data.is_some() {
-                bail!(
-                    "--data is for VAE, flow and GAN runs; a diffusion run is evaluated on its own data"
-                );
-            }
             let device = device(&a.device)?;
             let mut run = oxgen_train::sample::load_run(&a.ckpt, &device)?;
+            if let Some(d) = &a.data {
+                run.config.data = d.clone();
+            }
             run.config.sample = a
                 .sampling
                 .apply(run.config.sample.clone(), run.config.model.timesteps)?;

@@ -98,6 +98,13 @@ pub fn evaluate(
         config.eval_samples = n;
     }
     let data = load_data(&config)?;
+    if data.shape != run.manifest.shape {
+        return Err(Error::Shape {
+            context: format!("dataset `{}`", config.data),
+            expected: format!("{:?}, as the model was trained on", run.manifest.shape),
+            got: format!("{:?}", data.shape),
+        });
+    }
     let val = match data.toy {
         Some(_) => None,
         None => Some(data.split(config.val_fraction, config.seed).1),

@@ -169,3 +169,36 @@ fn bad_family_configs_are_typed_errors() {
     let e = train_family(&c, &opts(dir.path(), Device::flex())).unwrap_err();
     assert!(e.to_string().contains("needs image data"), "{e}");
 }
+
+/// Failure modes are reported: a discriminator that wins outright (the generator barely moves)
+/// is flagged as collapsed, and non-finite losses stop the run with a typed error.
+#[test]
+fn gan_failure_modes_are_detected() {
+    let d = data::load("8gaussians", 0, &Default::default()).unwrap();
+    let mut c = FamilyConfig::defaults("gan", &d).unwrap();
+    c.steps = 500;
+    c.batch_size = 64;
+    c.lr = 1e-9;
+    c.lr_d = 1e-2;
+    c.checkpoint_every = 0;
+    if let oxgen_train::family::FamilyModel::Gan(g) = &mut c.model {
+        g.hidden = 32;
+        g.penalty = oxgen_models::gan::Penalty::None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let r = train_family(&c, &opts(dir.path(), Device::flex())).unwrap();
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("discriminator collapse")),
+        "no collapse reported: {:?}",
+        r.warnings
+    );
+    // Exploding learning rates: the losses go non-finite and the run stops, typed.
+    c.lr = 1e30;
+    c.lr_d = 1e30;
+    c.max_bad_steps = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let e = train_family(&c, &opts(dir.path(), Device::flex())).unwrap_err();
+    assert!(matches!(e, oxgen_train::Error::Diverged { .. }), "{e}");
+}
