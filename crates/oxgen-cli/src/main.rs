@@ -56,6 +56,13 @@ enum Command {
     /// (VAE, flow, GAN), and SWD and MMD against held-out data with their floors.
     #[command(after_help = "Example:\n  oxgen eval --ckpt runs/moons -n 2000")]
     Eval(EvalArgs),
+    /// Train (or reuse) every family with its default config on the same data and split, and
+    /// compare them: likelihood (exact, bound or none), SWD/MMD with floors, precision, recall,
+    /// density, coverage, memorization, cost. Writes report.md, report.json, grids and pr.png.
+    #[command(
+        after_help = "Examples:\n  oxgen compare --data digits8 --out runs/compare-digits\n  oxgen compare --data 8gaussians --out runs/compare-8g --families flow,vae,gan"
+    )]
+    Compare(CompareArgs),
     /// List wgpu adapters, their kernel limits, and the CPU fallback.
     Info,
     /// Benchmark kernels on this machine's GPU.
@@ -388,6 +395,27 @@ impl SamplingArgs {
 }
 
 #[derive(Args)]
+struct CompareArgs {
+    /// Dataset: a built-in name or a path.
+    #[arg(long, default_value = "digits8")]
+    data: String,
+    /// Output folder (one run folder per family inside; finished runs are reused).
+    #[arg(long)]
+    out: PathBuf,
+    /// Families to run, comma-separated (default: diffusion,ar,flow,vae,gan).
+    #[arg(long, value_delimiter = ',')]
+    families: Vec<String>,
+    /// Seed of the split, the runs and the samples.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Hide the progress bars.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Args)]
 struct EvalArgs {
     /// A run folder or a checkpoint folder.
     #[arg(long)]
@@ -539,6 +567,26 @@ fn main() -> Result<()> {
             println!(
                 "wrote {}/samples.png, quality.json and nll.json",
                 out.display()
+            );
+        }
+        Command::Compare(a) => {
+            let device = device(&a.device)?;
+            let report = oxgen_train::compare::compare(&oxgen_train::compare::CompareOptions {
+                data: a.data.clone(),
+                out: a.out.clone(),
+                families: a.families.clone(),
+                device,
+                progress: !a.quiet,
+                seed: a.seed,
+            })?;
+            print!(
+                "{}",
+                std::fs::read_to_string(a.out.join("report.md")).unwrap_or_default()
+            );
+            println!(
+                "wrote {}/report.md, report.json, pr.png and {} sample grids",
+                a.out.display(),
+                report.rows.iter().filter(|r| r.skipped.is_none()).count()
             );
         }
         Command::Info => info(),

@@ -6,6 +6,7 @@
 pub mod ar;
 pub mod bench_decode;
 pub mod checkpoint;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod diffusion;

@@ -184,3 +184,43 @@ pub fn image_grid(
     }
     img.save(path).map_err(|e| plot_err(path, e))
 }
+
+/// Named points on the unit square (precision against recall, say), one colour each.
+pub fn labelled_points(
+    path: &Path,
+    points: &[(String, f64, f64)],
+    x_desc: &str,
+    y_desc: &str,
+    title: &str,
+) -> Result<()> {
+    register_font();
+    let root = BitMapBackend::new(path, (600, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..1.05, 0.0..1.05)
+        .map_err(|e| plot_err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    for (i, (name, x, y)) in points.iter().enumerate() {
+        let colour = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(std::iter::once(Circle::new((*x, *y), 6, colour.filled())))
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                name.clone(),
+                (*x + 0.015, *y + 0.015),
+                ("sans-serif", 16).into_font().color(&colour),
+            )))
+            .map_err(|e| plot_err(path, e))?;
+    }
+    root.present().map_err(|e| plot_err(path, e))
+}

@@ -174,7 +174,8 @@ fn spline_starts_as_identity_and_is_monotone() {
         assert!((y[i] - xs[i]).abs() < 1e-5 && ld[i].abs() < 1e-5);
     }
     // Random parameters: strictly increasing, continuous at the bounds, tails untouched.
-    let p = Tensor::<2>::random([1, kind.params()], Distribution::Normal(0.0, 1.5), &device)
+    let p = random(1, kind.params(), 8, &device)
+        .mul_scalar(1.5)
         .expand([n, kind.params()]);
     let (y, _) = coupling::elementwise(kind, x, p, false);
     let y: Vec<f32> = y.into_data().try_to_vec::<f32>().unwrap();
@@ -192,7 +193,7 @@ fn spline_inverts_elementwise() {
         bound: 3.0,
     };
     let x = random(n, 1, 5, &device).mul_scalar(2.0).reshape([n]);
-    let p = Tensor::<2>::random([n, kind.params()], Distribution::Normal(0.0, 1.0), &device);
+    let p = random(n, kind.params(), 6, &device);
     let (y, ld) = coupling::elementwise(kind, x.clone(), p.clone(), false);
     let (back, ldi) = coupling::elementwise(kind, y.clone(), p, true);
     let xs: Vec<f32> = x.into_data().try_to_vec::<f32>().unwrap();
@@ -200,9 +201,12 @@ fn spline_inverts_elementwise() {
     let bs: Vec<f32> = back.into_data().try_to_vec::<f32>().unwrap();
     let l1: Vec<f32> = ld.into_data().try_to_vec::<f32>().unwrap();
     let l2: Vec<f32> = ldi.into_data().try_to_vec::<f32>().unwrap();
+    // Where the spline is nearly flat (dy/dx down to ~1e-4) the inverse amplifies f32 rounding
+    // of y by dx/dy, so the error is measured in y-space: |x − f⁻¹(f(x))| · dy/dx.
     for i in 0..n {
+        let slope = (l1[i] as f64).exp().min(1.0);
         assert!(
-            (xs[i] - bs[i]).abs() < 1e-4 && (l1[i] + l2[i]).abs() < 1e-3,
+            ((xs[i] - bs[i]).abs() as f64) * slope < 1e-5 && (l1[i] + l2[i]).abs() < 1e-3,
             "x {} -> y {} -> x {} (log-dets {} {})",
             xs[i],
             ys[i],

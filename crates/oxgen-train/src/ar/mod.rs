@@ -104,6 +104,14 @@ pub struct ArTrainConfig {
     /// Seed of initialisation and batches.
     #[serde(default)]
     pub seed: u64,
+    /// Share of the digits held out (`digits8` only; the split is the shared seeded one, so
+    /// 0.2 holds out the same rows as the other families' default).
+    #[serde(default = "d_pixel_val")]
+    pub val_fraction: f64,
+}
+
+fn d_pixel_val() -> f64 {
+    0.1
 }
 
 impl ArTrainConfig {
@@ -190,7 +198,7 @@ pub fn load_text(config: &ArTrainConfig) -> Result<TextData> {
     }
     if config.data == "digits8" {
         let d = crate::data::digits8();
-        let (train, val) = d.split(0.1, config.seed);
+        let (train, val) = d.split(config.val_fraction, config.seed);
         let rows = |d: &crate::data::Dataset| -> Vec<Vec<u32>> {
             (0..d.len())
                 .map(|i| {

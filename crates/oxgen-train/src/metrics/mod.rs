@@ -1,7 +1,14 @@
 //! Sample-quality metrics between two point sets: the sliced Wasserstein distance (SWD) and the
-//! maximum mean discrepancy (MMD), each reported with its finite-sample floor.
+//! maximum mean discrepancy (MMD), each reported with its finite-sample floor; precision,
+//! recall, density and coverage ([`prdc`]); and memorization ([`memorization`]).
 //!
-//! Both are computed on the host in `f64`. Sets are row-major `[n, dim]`.
+//! All are computed on the host in `f64`. Sets are row-major `[n, dim]`.
+
+pub mod memorization;
+pub mod prdc;
+
+pub use memorization::{Memorization, memorization};
+pub use prdc::{Prdc, prdc};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
