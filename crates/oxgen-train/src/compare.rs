@@ -311,7 +311,7 @@ fn score(
         nll: Some(nll),
         quality: Some(Quality::measure(&samples, a, b, f, opts.seed)),
         prdc: Some(prdc(a, &samples, f, 5)),
-        memorization: Some(memorization(&samples, train_rows, f)),
+        memorization: Some(memorization(&samples, train_rows, b, f)),
         train_seconds: Some(train_seconds),
         samples_per_second: Some(samples_per_second),
     })
@@ -351,7 +351,7 @@ fn write_report(r: &Report, out: &Path) -> Result<()> {
             "True entropy of the data: **{h:.4} nats** — no model's NLL can be below it (up to sampling error).\n\n"
         );
     }
-    md += "| family | NLL (nats) | SWD / floor | MMD / floor | precision | recall | density | coverage | near dup. | NN ratio | train s | samples/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    md += "| family | NLL (nats) | SWD / floor | MMD / floor | precision | recall | density | coverage | near dup. (held-out) | NN ratio (held-out) | train s | samples/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for row in &r.rows {
         match (&row.skipped, &row.quality, &row.prdc, &row.memorization) {
             (Some(why), ..) => {
@@ -359,7 +359,7 @@ fn write_report(r: &Report, out: &Path) -> Result<()> {
             }
             (None, Some(q), Some(p), Some(m)) => {
                 md += &format!(
-                    "| {} | {} | {:.4} / {:.4} | {:.4} / {:.4} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1}% | {:.2} | {:.0} | {:.0} |\n",
+                    "| {} | {} | {:.4} / {:.4} | {:.4} / {:.4} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1}% ({:.1}%){} | {:.2} ({:.2}) | {:.0} | {:.0} |\n",
                     row.family,
                     likelihood_cell(&row.nll),
                     q.swd,
@@ -371,7 +371,10 @@ fn write_report(r: &Report, out: &Path) -> Result<()> {
                     p.density,
                     p.coverage,
                     100.0 * m.near,
+                    100.0 * m.near_baseline,
+                    if m.flagged() { " **flagged**" } else { "" },
                     m.median_ratio,
+                    m.median_ratio_baseline,
                     row.train_seconds.unwrap_or(0.0),
                     row.samples_per_second.unwrap_or(0.0)
                 )

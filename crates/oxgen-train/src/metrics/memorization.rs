@@ -7,6 +7,10 @@
 //! distribution of d₁ is set against the training items' own nearest-neighbour distances: a
 //! model that generalises puts its samples about as far from the training set as the training
 //! items are from each other; one that copies puts them much closer.
+//!
+//! Both criteria depend on dimension and sample density (for points scattered uniformly in 2D,
+//! d₁ < d₂/3 happens by chance 1 time in 9), so every number comes with its **baseline**: the
+//! same statistic for held-out real data, which no model has seen.
 
 use serde::{Deserialize, Serialize};
 
@@ -29,12 +33,17 @@ pub struct Memorization {
     /// Median sample-to-train distance over the median train-to-train distance (≈ 1 or more
     /// for a model that generalises; ≪ 1 for one that copies).
     pub median_ratio: f64,
+    /// `near` for held-out real rows instead of samples: what chance gives.
+    pub near_baseline: f64,
+    /// `median_ratio` for held-out real rows.
+    pub median_ratio_baseline: f64,
 }
 
 impl Memorization {
-    /// Whether it looks like copying: more than 10% near duplicates or a median ratio below 0.5.
+    /// Whether it looks like copying: 10 points more near duplicates than held-out data has, or
+    /// a median ratio below half of held-out data's.
     pub fn flagged(&self) -> bool {
-        self.near > 0.1 || self.median_ratio < 0.5
+        self.near > self.near_baseline + 0.1 || self.median_ratio < 0.5 * self.median_ratio_baseline
     }
 }
 
@@ -69,38 +78,49 @@ fn quantiles(mut v: Vec<f64>) -> Quantiles {
     [q(0.05), q(0.25), q(0.5), q(0.75), q(0.95)]
 }
 
-/// Checks `samples` against `train` (row-major, `dim` features; at least 3 training rows).
-pub fn memorization(samples: &[f32], train: &[f32], dim: usize) -> Memorization {
-    let m = samples.len() / dim;
-    assert!(
-        train.len() / dim >= 3 && m > 0,
-        "memorization needs ≥ 3 training rows and a sample"
-    );
+/// (exact share, near share, distances to the nearest training row) of `rows`.
+fn nearest(rows: &[f32], train: &[f32], dim: usize) -> (f64, f64, Vec<f64>) {
+    let m = rows.len() / dim;
     let scale = train
         .iter()
         .map(|v| v.abs() as f64)
         .fold(0.0, f64::max)
         .max(1e-12);
     let (mut exact, mut near, mut d1s) = (0usize, 0usize, Vec::with_capacity(m));
-    for s in samples.chunks(dim) {
+    for s in rows.chunks(dim) {
         let (d1, d2) = two_nearest(s, train, dim, None);
         exact += (d1 <= 1e-6 * scale) as usize;
         near += (d1 < d2 / 3.0) as usize;
         d1s.push(d1);
     }
+    (exact as f64 / m as f64, near as f64 / m as f64, d1s)
+}
+
+/// Checks `samples` against `train`, with `held_out` real rows (never trained on) as the
+/// baseline. Row-major, `dim` features; at least 3 training rows.
+pub fn memorization(samples: &[f32], train: &[f32], held_out: &[f32], dim: usize) -> Memorization {
+    let m = samples.len() / dim;
+    assert!(
+        train.len() / dim >= 3 && m > 0 && held_out.len() >= dim,
+        "memorization needs ≥ 3 training rows, a sample and a held-out row"
+    );
+    let (exact, near, d1s) = nearest(samples, train, dim);
+    let (_, near_baseline, base) = nearest(held_out, train, dim);
     let tt: Vec<f64> = train
         .chunks(dim)
         .enumerate()
         .map(|(i, row)| two_nearest(row, train, dim, Some(i)).0)
         .collect();
-    let (s, t) = (quantiles(d1s), quantiles(tt));
+    let (s, t, h) = (quantiles(d1s), quantiles(tt), quantiles(base));
     Memorization {
         samples: m,
-        exact: exact as f64 / m as f64,
-        near: near as f64 / m as f64,
+        exact,
+        near,
         median_ratio: s[2] / t[2].max(1e-12),
         sample_to_train: s,
         train_to_train: t,
+        near_baseline,
+        median_ratio_baseline: h[2] / t[2].max(1e-12),
     }
 }
 
@@ -122,7 +142,7 @@ mod tests {
     fn a_copying_model_is_flagged() {
         let train = gauss(300, 4, 1);
         let copies: Vec<f32> = train[..100 * 4].to_vec();
-        let m = memorization(&copies, &train, 4);
+        let m = memorization(&copies, &train, &gauss(100, 4, 9), 4);
         assert_eq!((m.exact, m.near), (1.0, 1.0));
         assert_eq!(m.sample_to_train[4], 0.0);
         assert!(m.flagged());
@@ -134,14 +154,29 @@ mod tests {
     fn fresh_draws_are_not_flagged() {
         let train = gauss(300, 4, 1);
         let fresh = gauss(100, 4, 2);
-        let m = memorization(&fresh, &train, 4);
+        let m = memorization(&fresh, &train, &gauss(100, 4, 9), 4);
         assert_eq!(m.exact, 0.0);
         assert!(m.near < 0.1, "{m:?}");
         assert!(m.median_ratio > 0.7, "{m:?}");
+        assert!(
+            (m.median_ratio - m.median_ratio_baseline).abs() < 0.3,
+            "{m:?}"
+        );
         assert!(!m.flagged());
     }
 
     /// Copies with a little noise (1% of the typical neighbour distance) are near duplicates.
+    /// In 2D, d₁ < d₂/3 happens by chance about 1 time in 9: the baseline says so, and fresh
+    /// draws are not flagged although 11% of them are "near".
+    #[test]
+    fn the_baseline_absorbs_chance_in_low_dimensions() {
+        let train = gauss(2000, 2, 1);
+        let m = memorization(&gauss(1000, 2, 2), &train, &gauss(1000, 2, 3), 2);
+        assert!((m.near_baseline - 1.0 / 9.0).abs() < 0.04, "{m:?}");
+        assert!((m.near - m.near_baseline).abs() < 0.04, "{m:?}");
+        assert!(!m.flagged());
+    }
+
     #[test]
     fn noisy_copies_are_near_duplicates() {
         let train = gauss(300, 4, 1);
@@ -151,7 +186,7 @@ mod tests {
             .zip(&noise)
             .map(|(x, e)| x + 0.005 * e)
             .collect();
-        let m = memorization(&noisy, &train, 4);
+        let m = memorization(&noisy, &train, &gauss(100, 4, 9), 4);
         assert_eq!(m.exact, 0.0);
         assert_eq!(m.near, 1.0);
         assert!(m.flagged());
