@@ -50,6 +50,14 @@ fn flow_reaches_entropy(name: &str) {
         nll - h > -0.05,
         "{name}: NLL {nll:.4} below the entropy {h:.4}?"
     );
+    // Must show 2 for the flow on 8 gaussians rides along: its samples reach the SWD floor.
+    let q = &q.quality;
+    assert!(
+        q.swd < 3.0 * q.swd_floor,
+        "{name}: flow SWD {:.4} vs floor {:.4}",
+        q.swd,
+        q.swd_floor
+    );
 }
 
 #[test]
