@@ -20,6 +20,7 @@ use crate::data::{self, DataShape, Dataset, LoadOptions};
 use crate::diffusion::TrainOptions;
 use crate::error::{Error, Result};
 use crate::family::{FamilyConfig, load_family, pixel_levels, train_family};
+use crate::metrics::classifier::{Classifier, FEATURES, classifier, frechet_distance};
 use crate::metrics::{Memorization, Prdc, Quality, memorization, prdc};
 
 /// All families, in report order.
@@ -44,6 +45,11 @@ pub struct Row {
     pub train_seconds: Option<f64>,
     /// Samples per second.
     pub samples_per_second: Option<f64>,
+    /// Fréchet distance to held-out set A in the dataset classifier's feature space (labelled
+    /// data only).
+    pub fd: Option<f64>,
+    /// The classifier's accuracy on class-conditional samples (conditional models only).
+    pub class_accuracy: Option<f64>,
 }
 
 /// `report.json`.
@@ -57,6 +63,16 @@ pub struct Report {
     pub entropy: Option<f64>,
     /// One row per family.
     pub rows: Vec<Row>,
+    /// The classifier's Fréchet distance between held-out sets B and A: the floor of `fd`.
+    pub fd_floor: Option<f64>,
+    /// The classifier's accuracy on held-out set A.
+    pub classifier_accuracy: Option<f64>,
+}
+
+/// The dataset classifier and the features of held-out set A.
+struct Judge {
+    classifier: Classifier,
+    features_a: Vec<f64>,
 }
 
 /// Options of [`compare`].
@@ -144,6 +160,32 @@ pub fn compare(opts: &CompareOptions) -> Result<Report> {
     let f = data.shape.numel();
     let (held_a, held_b, labels_a) = held_out(&data, val.as_ref(), probe.eval_samples, opts.seed);
     let n = held_a.len() / f;
+    // Labelled data: a classifier, cached in OUT, for the Fréchet distance and the accuracy of
+    // class-conditional samples.
+    let (judge, fd_floor, classifier_accuracy) = match (&labels_a, data.toy) {
+        (Some(la), None) => {
+            println!("classifier for the Fréchet distance (cached in classifier.bpk)");
+            let c = classifier(
+                &train,
+                &opts.out.join("classifier.bpk"),
+                opts.seed,
+                &opts.device,
+            )?;
+            let features_a = c.host_features(&held_a, f, &opts.device);
+            let fb = c.host_features(&held_b, f, &opts.device);
+            let floor = frechet_distance(&features_a, &fb, FEATURES);
+            let acc = c.accuracy(&held_a, la, &opts.device);
+            (
+                Some(Judge {
+                    classifier: c,
+                    features_a,
+                }),
+                Some(floor),
+                Some(acc),
+            )
+        }
+        _ => (None, None, None),
+    };
     let mut rows = Vec::new();
     for (i, name) in families.iter().enumerate() {
         let dir = opts.out.join(name);
@@ -157,6 +199,7 @@ pub fn compare(opts: &CompareOptions) -> Result<Report> {
                 &held_a,
                 &held_b,
                 labels_a.as_deref(),
+                judge.as_ref(),
                 seconds,
                 &dir,
                 opts,
@@ -189,6 +232,8 @@ pub fn compare(opts: &CompareOptions) -> Result<Report> {
                 memorization: None,
                 train_seconds: None,
                 samples_per_second: None,
+                fd: None,
+                class_accuracy: None,
             },
             "ar" => {
                 let mut c = crate::ar::ArTrainConfig::defaults("digits8");
@@ -216,6 +261,8 @@ pub fn compare(opts: &CompareOptions) -> Result<Report> {
         n,
         entropy: data.toy.and_then(|t| t.entropy()),
         rows,
+        fd_floor,
+        classifier_accuracy,
     };
     write_report(&report, &opts.out)?;
     Ok(report)
@@ -256,6 +303,7 @@ fn score(
     a: &[f32],
     b: &[f32],
     labels: Option<&[u32]>,
+    judge: Option<&Judge>,
     train_seconds: f64,
     dir: &Path,
     opts: &CompareOptions,
@@ -305,7 +353,17 @@ fn score(
         likelihood: caps.likelihood,
     };
     let train_rows = &train.x[..train.x.len().min(5000 * f)];
+    let fd = judge.map(|j| {
+        let fs = j.classifier.host_features(&samples, f, &opts.device);
+        frechet_distance(&j.features_a, &fs, FEATURES)
+    });
+    let class_accuracy = match (judge, labels) {
+        (Some(j), Some(l)) => Some(j.classifier.accuracy(&samples, l, &opts.device)),
+        _ => None,
+    };
     Ok(Row {
+        fd,
+        class_accuracy,
         family: caps.family.into(),
         skipped: None,
         nll: Some(nll),
@@ -346,12 +404,18 @@ fn write_report(r: &Report, out: &Path) -> Result<()> {
         "# {} — five families, one split\n\nHeld-out rows: {} per set. NLL in nats per data point on held-out set B; SWD/MMD of {} samples against held-out set A, with the floor (B against A); PRDC with k = 5; memorization against the training rows (near: d₁ < d₂/3).\n\n",
         r.data, r.n, r.n
     );
+    if let (Some(fl), Some(acc)) = (r.fd_floor, r.classifier_accuracy) {
+        md += &format!(
+            "FD: Fréchet distance in the feature space of a {FEATURES}-feature MLP classifier trained on the training split (held-out accuracy {:.1}%); its floor, held-out B against A, is **{fl:.3}**. Class acc.: the classifier's accuracy on class-conditional samples.\n\n",
+            100.0 * acc
+        );
+    }
     if let Some(h) = r.entropy {
         md += &format!(
             "True entropy of the data: **{h:.4} nats** — no model's NLL can be below it (up to sampling error).\n\n"
         );
     }
-    md += "| family | NLL (nats) | SWD / floor | MMD / floor | precision | recall | density | coverage | near dup. (held-out) | NN ratio (held-out) | train s | samples/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    md += "| family | NLL (nats) | SWD / floor | MMD / floor | precision | recall | density | coverage | near dup. (held-out) | NN ratio (held-out) | FD | class acc. | train s | samples/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for row in &r.rows {
         match (&row.skipped, &row.quality, &row.prdc, &row.memorization) {
             (Some(why), ..) => {
@@ -359,7 +423,7 @@ fn write_report(r: &Report, out: &Path) -> Result<()> {
             }
             (None, Some(q), Some(p), Some(m)) => {
                 md += &format!(
-                    "| {} | {} | {:.4} / {:.4} | {:.4} / {:.4} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1}% ({:.1}%){} | {:.2} ({:.2}) | {:.0} | {:.0} |\n",
+                    "| {} | {} | {:.4} / {:.4} | {:.4} / {:.4} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1}% ({:.1}%){} | {:.2} ({:.2}) | {} | {} | {:.0} | {:.0} |\n",
                     row.family,
                     likelihood_cell(&row.nll),
                     q.swd,
@@ -375,6 +439,9 @@ fn write_report(r: &Report, out: &Path) -> Result<()> {
                     if m.flagged() { " **flagged**" } else { "" },
                     m.median_ratio,
                     m.median_ratio_baseline,
+                    row.fd.map_or("—".into(), |v| format!("{v:.3}")),
+                    row.class_accuracy
+                        .map_or("—".into(), |v| format!("{:.1}%", 100.0 * v)),
                     row.train_seconds.unwrap_or(0.0),
                     row.samples_per_second.unwrap_or(0.0)
                 )

@@ -4,6 +4,7 @@
 //!
 //! All are computed on the host in `f64`. Sets are row-major `[n, dim]`.
 
+pub mod classifier;
 pub mod memorization;
 pub mod prdc;
 
