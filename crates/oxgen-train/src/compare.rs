@@ -419,7 +419,7 @@ fn write_report(r: &Report, out: &Path) -> Result<()> {
     for row in &r.rows {
         match (&row.skipped, &row.quality, &row.prdc, &row.memorization) {
             (Some(why), ..) => {
-                md += &format!("| {} | n/a: {why} | | | | | | | | | | |\n", row.family)
+                md += &format!("| {} | n/a: {why} | | | | | | | | | | | | |\n", row.family)
             }
             (None, Some(q), Some(p), Some(m)) => {
                 md += &format!(
