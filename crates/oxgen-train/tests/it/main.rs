@@ -3,6 +3,7 @@
 mod ar;
 mod bad_input;
 mod common;
+mod compare;
 mod families;
 mod guidance;
 mod quality2d;
