@@ -1,10 +1,11 @@
-//! The VAE, flow and GAN commands: `train vae|flow|gan`, and `sample` and `eval` on their runs.
+//! The VAE, flow and GAN commands (`train vae|flow|gan`, and `sample` and `eval` on their
+//! runs), and `compare`.
 
 use anyhow::{Context, Result};
 use oxgen_train::diffusion::TrainOptions;
 use oxgen_train::family::{FamilyConfig, evaluate_model, load_family, train_family};
 
-use crate::{EvalArgs, SampleArgs, TrainArgs, device};
+use crate::{CompareArgs, EvalArgs, SampleArgs, TrainArgs, device};
 
 pub(crate) fn train(family: &str, a: TrainArgs) -> Result<()> {
     let device = device(&a.device)?;
@@ -132,5 +133,27 @@ pub(crate) fn eval(a: EvalArgs) -> Result<()> {
     )?;
     println!("{q}");
     println!("wrote {}/samples.png and quality.json", out.display());
+    Ok(())
+}
+
+pub(crate) fn compare(a: CompareArgs) -> Result<()> {
+    let device = device(&a.device)?;
+    let report = oxgen_train::compare::compare(&oxgen_train::compare::CompareOptions {
+        data: a.data.clone(),
+        out: a.out.clone(),
+        families: a.families.clone(),
+        device,
+        progress: !a.quiet,
+        seed: a.seed,
+    })?;
+    print!(
+        "{}",
+        std::fs::read_to_string(a.out.join("report.md")).unwrap_or_default()
+    );
+    println!(
+        "wrote {}/report.md, report.json, pr.png and {} sample grids",
+        a.out.display(),
+        report.rows.iter().filter(|r| r.skipped.is_none()).count()
+    );
     Ok(())
 }

@@ -569,26 +569,7 @@ fn main() -> Result<()> {
                 out.display()
             );
         }
-        Command::Compare(a) => {
-            let device = device(&a.device)?;
-            let report = oxgen_train::compare::compare(&oxgen_train::compare::CompareOptions {
-                data: a.data.clone(),
-                out: a.out.clone(),
-                families: a.families.clone(),
-                device,
-                progress: !a.quiet,
-                seed: a.seed,
-            })?;
-            print!(
-                "{}",
-                std::fs::read_to_string(a.out.join("report.md")).unwrap_or_default()
-            );
-            println!(
-                "wrote {}/report.md, report.json, pr.png and {} sample grids",
-                a.out.display(),
-                report.rows.iter().filter(|r| r.skipped.is_none()).count()
-            );
-        }
+        Command::Compare(a) => family::compare(a)?,
         Command::Info => info(),
         Command::Bench(BenchKind::Decode(a)) => {
             ar::bench_decode(a)?;
