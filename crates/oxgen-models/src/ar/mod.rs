@@ -178,8 +178,14 @@ mod tests {
                 "row {i}: log_prob {} vs −Σ CE {want}",
                 got[i]
             );
-            // An untrained model over 11 tokens: about −ln 11 per token.
-            assert!((got[i] / (t - 1) as f32 + 11f32.ln()).abs() < 0.5);
+            // An untrained model over 11 tokens: near −ln 11 per token. The weights are not seeded
+            // (burn's device generator is shared by tests running in parallel), so the bound
+            // is loose: small random logits stay well within 1.5 nats of uniform.
+            let per_token = got[i] / (t - 1) as f32;
+            assert!(
+                (per_token + 11f32.ln()).abs() < 1.5,
+                "row {i}: {per_token} nats per token vs −ln 11"
+            );
         }
     }
 
