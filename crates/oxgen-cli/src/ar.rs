@@ -2,7 +2,6 @@
 //! `bench decode`.
 
 use anyhow::{Context, Result, bail};
-use oxgen_train::diffusion::TrainOptions;
 
 use crate::{DecodeBenchArgs, LogprobArgs, SampleArgs, TrainArgs, device};
 
@@ -21,26 +20,8 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
     if let Some(d) = &a.data {
         config.data = d.clone();
     }
-    if let Some(v) = a.steps {
-        config.steps = v;
-    }
-    if let Some(v) = a.seed {
-        config.seed = v;
-    }
-    if let Some(v) = a.batch_size {
-        config.batch_size = v;
-    }
-    if let Some(v) = a.lr {
-        config.lr = v;
-    }
-    let opts = TrainOptions {
-        out: a.out.clone(),
-        resume: a.resume,
-        device,
-        progress: !a.quiet,
-        stop_after: None,
-        skip_eval: false,
-    };
+    apply_train_flags!(config, a);
+    let opts = a.options(device);
     let report = oxgen_train::ar::train_ar(&config, &opts)?;
     println!(
         "trained {} steps: loss {:.4} -> {:.4} nats/token",

@@ -2,7 +2,6 @@
 //! runs), and `compare`.
 
 use anyhow::{Context, Result};
-use oxgen_train::diffusion::TrainOptions;
 use oxgen_train::family::{FamilyConfig, evaluate_model, load_family, train_family};
 
 use crate::{CompareArgs, EvalArgs, SampleArgs, TrainArgs, device};
@@ -21,26 +20,8 @@ pub(crate) fn train(family: &str, a: TrainArgs) -> Result<()> {
     if let Some(file) = &a.config {
         config = config.merge_file(file)?;
     }
-    if let Some(v) = a.steps {
-        config.steps = v;
-    }
-    if let Some(v) = a.seed {
-        config.seed = v;
-    }
-    if let Some(v) = a.batch_size {
-        config.batch_size = v;
-    }
-    if let Some(v) = a.lr {
-        config.lr = v;
-    }
-    let opts = TrainOptions {
-        out: a.out.clone(),
-        resume: a.resume,
-        device,
-        progress: !a.quiet,
-        stop_after: None,
-        skip_eval: false,
-    };
+    apply_train_flags!(config, a);
+    let opts = a.options(device);
     let report = train_family(&config, &opts)?;
     println!(
         "trained {} {} steps in {:.1}s: loss {:.4} -> {:.4}{}",

@@ -2,6 +2,25 @@
 
 use std::path::PathBuf;
 
+/// Applies the flags every trainer shares (`--steps`, `--seed`, `--batch-size`, `--lr`) to a
+/// run config with fields of those names.
+macro_rules! apply_train_flags {
+    ($config:expr, $a:expr) => {{
+        if let Some(v) = $a.steps {
+            $config.steps = v;
+        }
+        if let Some(v) = $a.seed {
+            $config.seed = v;
+        }
+        if let Some(v) = $a.batch_size {
+            $config.batch_size = v;
+        }
+        if let Some(v) = $a.lr {
+            $config.lr = v;
+        }
+    }};
+}
+
 mod ar;
 mod family;
 
@@ -270,6 +289,20 @@ struct TrainArgs {
     device: DeviceArgs,
 }
 
+impl TrainArgs {
+    /// How to run: the run folder, resume, the device, and the progress bar.
+    fn options(&self, device: burn::tensor::Device) -> TrainOptions {
+        TrainOptions {
+            out: self.out.clone(),
+            resume: self.resume,
+            device,
+            progress: !self.quiet,
+            stop_after: None,
+            skip_eval: false,
+        }
+    }
+}
+
 #[derive(Args)]
 struct SampleArgs {
     /// A run folder or a checkpoint folder.
@@ -484,26 +517,8 @@ fn main() -> Result<()> {
             if let Some(file) = &a.config {
                 config = config.merge_file(file)?;
             }
-            if let Some(v) = a.steps {
-                config.steps = v;
-            }
-            if let Some(v) = a.seed {
-                config.seed = v;
-            }
-            if let Some(v) = a.batch_size {
-                config.batch_size = v;
-            }
-            if let Some(v) = a.lr {
-                config.lr = v;
-            }
-            let opts = TrainOptions {
-                out: a.out.clone(),
-                resume: a.resume,
-                device,
-                progress: !a.quiet,
-                stop_after: None,
-                skip_eval: false,
-            };
+            apply_train_flags!(config, a);
+            let opts = a.options(device);
             let report = train(&config, &opts)?;
             println!(
                 "trained {} steps: loss {:.4} -> {:.4}{}",

@@ -233,14 +233,7 @@ impl GanConfig {
     /// Builds G and D for data of `shape`. Panics where [`GanConfig::check`] fails.
     pub fn init(&self, shape: DataShape, device: &Device) -> Gan {
         self.check(shape).expect("GAN config fits the data");
-        let (image, data) = match shape {
-            DataShape::Vector { dim } => (false, [dim, 1, 1]),
-            DataShape::Image {
-                channels,
-                height,
-                width,
-            } => (true, [channels, height, width]),
-        };
+        let (image, data) = shape.layout();
         let f: usize = data.iter().product();
         let (h, l) = (self.hidden, self.latent);
         let lin = |i, o| LinearConfig::new(i, o).init(device);

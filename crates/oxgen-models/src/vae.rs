@@ -181,14 +181,7 @@ impl VaeConfig {
     /// Builds the VAE for data of `shape`. Panics where [`VaeConfig::check`] fails.
     pub fn init(&self, shape: DataShape, device: &Device) -> Vae {
         self.check(shape).expect("VAE config fits the data");
-        let (image, data) = match shape {
-            DataShape::Vector { dim } => (false, [dim, 1, 1]),
-            DataShape::Image {
-                channels,
-                height,
-                width,
-            } => (true, [channels, height, width]),
-        };
+        let (image, data) = shape.layout();
         let f: usize = data.iter().product();
         let (h, l, p) = (self.hidden, self.latent, self.decoder.params());
         let lin = |i, o| LinearConfig::new(i, o).init(device);

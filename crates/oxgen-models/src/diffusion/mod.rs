@@ -42,6 +42,19 @@ pub enum DataShape {
 }
 
 impl DataShape {
+    /// Whether it is an image, and its `[channels, height, width]` (vectors: `[dim, 1, 1]`, so
+    /// a vector is one pixel of `dim` channels).
+    pub fn layout(&self) -> (bool, [usize; 3]) {
+        match *self {
+            DataShape::Vector { dim } => (false, [dim, 1, 1]),
+            DataShape::Image {
+                channels,
+                height,
+                width,
+            } => (true, [channels, height, width]),
+        }
+    }
+
     /// Number of features of one flattened data point.
     pub fn numel(&self) -> usize {
         match *self {

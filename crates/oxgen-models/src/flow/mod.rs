@@ -120,14 +120,7 @@ impl FlowConfig {
     /// Builds the flow for data of `shape`. Panics where [`FlowConfig::check`] fails.
     pub fn init(&self, shape: DataShape, device: &Device) -> Flow {
         self.check(shape).expect("flow config fits the data");
-        let (image, data) = match shape {
-            DataShape::Vector { dim } => (false, [dim, 1, 1]),
-            DataShape::Image {
-                channels,
-                height,
-                width,
-            } => (true, [channels, height, width]),
-        };
+        let (image, data) = shape.layout();
         let n_scales = if image { self.scales } else { 1 };
         let [mut c, mut h, mut w] = data;
         let mut scales = Vec::new();
