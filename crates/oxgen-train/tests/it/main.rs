@@ -5,6 +5,7 @@ mod bad_input;
 mod common;
 mod compare;
 mod families;
+mod fixtures;
 mod guidance;
 mod quality2d;
 mod resume;

@@ -1,0 +1,213 @@
+//! Versioned-run fixtures: small runs of every family, written by an earlier oxgen and
+//! committed under `tests/fixtures/v<N>/`, with the samples they gave for a fixed seed.
+//!
+//! Each fixture is a run stopped at step 3 of 6. `samples.json` holds what its checkpoint
+//! samples with seed 7; `resumed.json` what the run samples after resuming to step 6. The tests
+//! load every fixture with today's oxgen and require both, bit for bit, on the CPU.
+//!
+//! `write_fixtures` (ignored) writes a new set with the oxgen it is built with:
+//! `OXGEN_FIXTURES=dir cargo test --release --workspace --test it -- --ignored write_fixtures`.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor};
+use oxgen_models::ar::{DecodeOptions, generate};
+use oxgen_train::TrainConfig;
+use oxgen_train::ar::{ArTrainConfig, load_ar, sample_images, train_ar};
+use oxgen_train::diffusion::{TrainOptions, draw, train};
+use oxgen_train::family::{FamilyConfig, load_family, train_family};
+use serde::{Deserialize, Serialize};
+
+/// The families and data of the fixture set.
+pub const FIXTURES: [&str; 6] = [
+    "diffusion-moons",
+    "vae-moons",
+    "flow-moons",
+    "gan-8gaussians",
+    "ar-arithmetic",
+    "ar-digits8",
+];
+
+/// Samples of one checkpoint for a seed: the values of floats, or tokens.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct Samples {
+    pub seed: u64,
+    pub floats: Vec<f32>,
+    pub tokens: Vec<u32>,
+}
+
+const SEED: u64 = 7;
+const N: usize = 8;
+
+fn to_vec(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+}
+
+/// What the checkpoint at `run` samples with [`SEED`], on `device`.
+pub fn samples_of(name: &str, run: &Path, device: &Device) -> Samples {
+    let (mut floats, mut tokens) = (Vec::new(), Vec::new());
+    if name.starts_with("diffusion") {
+        let r = oxgen_train::sample::load_run(run, device).unwrap();
+        let mut s = r.config.sample.clone();
+        s.seed = SEED;
+        s.steps = 10;
+        floats = draw(&r.ema, &r.config.model, &s, N, None, device).unwrap();
+    } else if name.starts_with("ar-digits") {
+        let r = load_ar(run, device).unwrap();
+        tokens = sample_images(&r.model, 2, SEED, device).concat();
+    } else if name.starts_with("ar") {
+        let r = load_ar(run, device).unwrap();
+        let o = DecodeOptions {
+            max_new_tokens: 24,
+            seed: SEED,
+            ..Default::default()
+        };
+        tokens = generate(&r.model, &r.codec.default_prompt(), &o, true, device, |_| {});
+    } else {
+        let (_, m) = load_family(run, device).unwrap();
+        floats = to_vec(m.generative().sample(N, None, SEED, device));
+    }
+    Samples {
+        seed: SEED,
+        floats,
+        tokens,
+    }
+}
+
+fn options(out: &Path, resume: bool, stop_after: Option<usize>) -> TrainOptions {
+    TrainOptions {
+        out: out.into(),
+        resume,
+        device: Device::flex(),
+        progress: false,
+        stop_after,
+        skip_eval: true,
+    }
+}
+
+/// The tiny config of fixture `name`, as JSON (so it states every field it changes).
+fn config_patch(name: &str) -> serde_json::Value {
+    use serde_json::json;
+    match name {
+        "diffusion-moons" => json!({"steps": 6, "batch_size": 16, "warmup_steps": 2,
+            "checkpoint_every": 0,
+            "model": {"denoiser": {"mlp": {"hidden": 16, "blocks": 1}}}}),
+        "vae-moons" => json!({"steps": 6, "batch_size": 16, "warmup_steps": 2,
+            "checkpoint_every": 0, "model": {"vae": {"hidden": 16, "latent": 2}}}),
+        "flow-moons" => json!({"steps": 6, "batch_size": 16, "warmup_steps": 2,
+            "checkpoint_every": 0, "model": {"flow": {"hidden": 16, "steps": 2}}}),
+        "gan-8gaussians" => json!({"steps": 6, "batch_size": 16, "checkpoint_every": 0,
+            "model": {"gan": {"hidden": 16, "latent": 4}}}),
+        "ar-arithmetic" | "ar-digits8" => json!({"steps": 6, "batch_size": 8, "warmup": 2,
+            "eval_every": 3, "eval_batches": 1,
+            "model": {"layers": 1, "heads": 2, "width": 16}}),
+        _ => unreachable!("{name}"),
+    }
+}
+
+fn patched<C: Serialize + serde::de::DeserializeOwned>(c: C, patch: serde_json::Value) -> C {
+    fn merge(b: &mut serde_json::Value, p: serde_json::Value) {
+        match (b, p) {
+            (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+                for (k, v) in p {
+                    match b.get_mut(&k) {
+                        Some(s) => merge(s, v),
+                        None => {
+                            b.insert(k, v);
+                        }
+                    }
+                }
+            }
+            (s, v) => *s = v,
+        }
+    }
+    let mut v = serde_json::to_value(c).unwrap();
+    merge(&mut v, patch);
+    serde_json::from_value(v).unwrap()
+}
+
+/// Trains fixture `name` in `out` for `steps` steps (resuming when `resume`).
+fn train_fixture(name: &str, out: &Path, resume: bool, stop_after: Option<usize>) {
+    let o = options(out, resume, stop_after);
+    let (family, data) = name.split_once('-').unwrap();
+    match family {
+        "diffusion" => {
+            let config: TrainConfig = if resume {
+                saved_config(out)
+            } else {
+                let d = oxgen_train::data::load(data, 0, &Default::default()).unwrap();
+                patched(
+                    TrainConfig::defaults(data, d.shape, d.num_classes),
+                    config_patch(name),
+                )
+            };
+            train(&config, &o).unwrap();
+        }
+        "ar" => {
+            let config: ArTrainConfig = if resume {
+                saved_config(out)
+            } else {
+                patched(ArTrainConfig::defaults(data), config_patch(name))
+            };
+            train_ar(&config, &o).unwrap();
+        }
+        _ => {
+            let config: FamilyConfig = if resume {
+                saved_config(out)
+            } else {
+                let d = oxgen_train::data::load(data, 0, &Default::default()).unwrap();
+                patched(
+                    FamilyConfig::defaults(family, &d).unwrap(),
+                    config_patch(name),
+                )
+            };
+            train_family(&config, &o).unwrap();
+        }
+    }
+}
+
+fn saved_config<C: serde::de::DeserializeOwned>(run: &Path) -> C {
+    let ck = oxgen_train::checkpoint::load(run).unwrap();
+    serde_json::from_value(ck.manifest.config).unwrap()
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) {
+    std::fs::write(path, serde_json::to_vec(v).unwrap()).unwrap();
+}
+
+/// Writes the fixture set into `$OXGEN_FIXTURES`.
+#[test]
+#[ignore = "writes a new fixture set; run by hand"]
+fn write_fixtures() {
+    let root = PathBuf::from(std::env::var("OXGEN_FIXTURES").expect("set OXGEN_FIXTURES"));
+    for name in FIXTURES {
+        let dir = root.join(name);
+        assert!(!dir.exists(), "{} exists; fixtures are never rewritten", dir.display());
+        let run = dir.join("run");
+        train_fixture(name, &run, false, Some(3));
+        let _ = std::fs::remove_file(run.join("loss.png"));
+        write_json(&dir.join("samples.json"), &samples_of(name, &run, &Device::flex()));
+        // The resumed samples come from a copy, so the committed run stays at step 3.
+        let tmp = tempfile::tempdir().unwrap();
+        copy_dir(&run, tmp.path());
+        train_fixture(name, tmp.path(), true, None);
+        write_json(
+            &dir.join("resumed.json"),
+            &samples_of(name, tmp.path(), &Device::flex()),
+        );
+    }
+}
+
+/// Copies a folder tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
