@@ -7,7 +7,9 @@ use oxgen::TrainConfig;
 use oxgen::models::samplers::SamplerKind;
 use oxgen::models::{SampleConfig, diffusion};
 use oxgen::train::data;
-use oxgen::train::diffusion::{TrainOptions, held_out, train};
+use oxgen::train::TrainOptions;
+use oxgen::train::diffusion::train;
+use oxgen::train::sample::held_out;
 use oxgen::train::metrics::Quality;
 
 fn main() -> Result<(), oxgen::Error> {
@@ -18,7 +20,7 @@ fn main() -> Result<(), oxgen::Error> {
     let out = std::env::temp_dir().join("oxgen-example-moons");
     let _ = std::fs::remove_dir_all(&out);
     let opts = TrainOptions {
-        out: out.clone(),
+        out: Some(out.clone()),
         resume: false,
         device: device.clone(),
         progress: true,

@@ -41,7 +41,7 @@ pub(crate) fn train(family: &str, a: TrainArgs) -> Result<()> {
     }
     println!(
         "wrote {}/samples.png, samples.npy, quality.json, loss.png, metrics.jsonl, checkpoints/",
-        report.out.display()
+        a.out.display()
     );
     Ok(())
 }

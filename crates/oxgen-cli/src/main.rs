@@ -29,7 +29,8 @@ use clap::{Args, Parser, Subcommand};
 use oxgen_models::ops::denoise::{self, OpPath};
 use oxgen_models::samplers::SamplerKind;
 use oxgen_train::TrainConfig;
-use oxgen_train::diffusion::{TrainOptions, train};
+use oxgen_train::TrainOptions;
+use oxgen_train::diffusion::train;
 use oxgen_wgpu::DeviceChoice;
 
 #[derive(Parser)]
@@ -293,7 +294,7 @@ impl TrainArgs {
     /// How to run: the run folder, resume, the device, and the progress bar.
     fn options(&self, device: burn::tensor::Device) -> TrainOptions {
         TrainOptions {
-            out: self.out.clone(),
+            out: Some(self.out.clone()),
             resume: self.resume,
             device,
             progress: !self.quiet,
@@ -511,7 +512,7 @@ fn main() -> Result<()> {
                 let mut probe =
                     TrainConfig::defaults(&name, oxgen_models::DataShape::Vector { dim: 2 }, None);
                 probe.seed = a.seed.unwrap_or(0);
-                let data = oxgen_train::diffusion::load_data(&probe)?;
+                let data = probe.load_data()?;
                 TrainConfig::defaults(&name, data.shape, data.num_classes)
             };
             if let Some(file) = &a.config {
@@ -536,7 +537,7 @@ fn main() -> Result<()> {
             }
             println!(
                 "wrote {}/samples.png, samples.npy, loss.png, metrics.jsonl, checkpoints/",
-                report.out.display()
+                a.out.display()
             );
         }
         Command::Sample(a) if oxgen_train::ar::is_ar_checkpoint(&a.ckpt) => {

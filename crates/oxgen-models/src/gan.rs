@@ -10,7 +10,7 @@
 //! derivatives only. Spectral normalization (Miyato et al., 2018) divides each discriminator
 //! weight by its largest singular value, estimated by power iteration.
 
-use burn::config::Config;
+use crate::settings::settings;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
@@ -61,30 +61,31 @@ pub enum GanNet {
     Dcgan,
 }
 
-/// Configuration of a [`Gan`].
-#[derive(Config, Debug, PartialEq)]
-pub struct GanConfig {
-    /// Latent dimensions.
-    #[config(default = 16)]
-    pub latent: usize,
-    /// Hidden width (MLP) or base channels (DCGAN).
-    #[config(default = 128)]
-    pub hidden: usize,
-    /// Network kind.
-    #[config(default = "GanNet::Mlp")]
-    pub net: GanNet,
-    /// The adversarial loss.
-    #[config(default = "GanLoss::NonSaturating")]
-    pub loss: GanLoss,
-    /// Gradient penalty.
-    #[config(default = "Penalty::R1 { gamma: 0.1 }")]
-    pub penalty: Penalty,
-    /// Spectral normalization of the discriminator's weights.
-    #[config(default = false)]
-    pub spectral_norm: bool,
-    /// Discriminator updates per generator update.
-    #[config(default = 1)]
-    pub d_steps: usize,
+settings! {
+    /// Configuration of a [`Gan`].
+    pub struct GanConfig {
+        /// Latent dimensions.
+        pub latent: usize = 16, with_latent;
+        /// Hidden width (MLP) or base channels (DCGAN).
+        pub hidden: usize = 128, with_hidden;
+        /// Network kind.
+        pub net: GanNet = GanNet::Mlp, with_net;
+        /// The adversarial loss.
+        pub loss: GanLoss = GanLoss::NonSaturating, with_loss;
+        /// Gradient penalty.
+        pub penalty: Penalty = Penalty::R1 { gamma: 0.1 }, with_penalty;
+        /// Spectral normalization of the discriminator's weights.
+        pub spectral_norm: bool = false, with_spectral_norm;
+        /// Discriminator updates per generator update.
+        pub d_steps: usize = 1, with_d_steps;
+    }
+}
+
+impl GanConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
 }
 
 /// A linear layer whose weight may be spectrally normalized.

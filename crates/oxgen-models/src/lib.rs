@@ -12,6 +12,7 @@ pub mod generative;
 pub mod ops;
 pub mod rng;
 pub mod samplers;
+mod settings;
 pub mod vae;
 
 pub use diffusion::{DataShape, Diffusion, DiffusionConfig, SampleConfig};

@@ -6,7 +6,7 @@
 //! discretized logistic of PixelCNN++ (Salimans et al., 2017), whose likelihood is a proper
 //! probability of discrete pixels.
 
-use burn::config::Config;
+use crate::settings::settings;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
@@ -74,35 +74,35 @@ pub enum VaeNet {
     Conv,
 }
 
-/// Configuration of a [`Vae`].
-#[derive(Config, Debug, PartialEq)]
-pub struct VaeConfig {
-    /// Latent dimensions.
-    #[config(default = 8)]
-    pub latent: usize,
-    /// Hidden width (MLP) or base channels (conv).
-    #[config(default = 256)]
-    pub hidden: usize,
-    /// Network kind.
-    #[config(default = "VaeNet::Mlp")]
-    pub net: VaeNet,
-    /// Decoder likelihood.
-    #[config(default = "DecoderKind::Gaussian")]
-    pub decoder: DecoderKind,
-    /// Weight of the KL term in the training loss (1: the ELBO; evaluation always uses 1).
-    #[config(default = 1.0)]
-    pub beta: f64,
-    /// Pixel levels of image data (for the discretized logistic and dequantization).
-    #[config(default = 256)]
-    pub levels: usize,
-    /// Steps over which the KL weight ramps linearly from 0 to `beta` (KL annealing, Bowman
-    /// et al., 2016); 0: no ramp.
-    #[config(default = 0)]
-    pub kl_warmup: usize,
-    /// Importance samples of the training objective: 1 trains on the (β-weighted) ELBO, k > 1
-    /// on the IWAE bound (Burda et al., 2016), which fits the density better.
-    #[config(default = 1)]
-    pub train_k: usize,
+settings! {
+    /// Configuration of a [`Vae`].
+    pub struct VaeConfig {
+        /// Latent dimensions.
+        pub latent: usize = 8, with_latent;
+        /// Hidden width (MLP) or base channels (conv).
+        pub hidden: usize = 256, with_hidden;
+        /// Network kind.
+        pub net: VaeNet = VaeNet::Mlp, with_net;
+        /// Decoder likelihood.
+        pub decoder: DecoderKind = DecoderKind::Gaussian, with_decoder;
+        /// Weight of the KL term in the training loss (1: the ELBO; evaluation always uses 1).
+        pub beta: f64 = 1.0, with_beta;
+        /// Pixel levels of image data (for the discretized logistic and dequantization).
+        pub levels: usize = 256, with_levels;
+        /// Steps over which the KL weight ramps linearly from 0 to `beta` (KL annealing, Bowman
+        /// et al., 2016); 0: no ramp.
+        pub kl_warmup: usize = 0, with_kl_warmup;
+        /// Importance samples of the training objective: 1 trains on the (β-weighted) ELBO, k > 1
+        /// on the IWAE bound (Burda et al., 2016), which fits the density better.
+        pub train_k: usize = 1, with_train_k;
+    }
+}
+
+impl VaeConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
 }
 
 impl VaeConfig {

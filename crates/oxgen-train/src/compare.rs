@@ -17,7 +17,7 @@ use oxgen_models::generative::{Generative, Likelihood, Nll};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{self, DataShape, Dataset, LoadOptions};
-use crate::diffusion::TrainOptions;
+use crate::trainer::TrainOptions;
 use crate::error::{Error, Result};
 use crate::family::{FamilyConfig, load_family, pixel_levels, train_family};
 use crate::metrics::classifier::{Classifier, FEATURES, classifier, frechet_distance};
@@ -116,7 +116,7 @@ fn recorded(dir: &Path) -> Option<f64> {
 
 fn train_opts(o: &CompareOptions, dir: &Path) -> TrainOptions {
     TrainOptions {
-        out: dir.into(),
+        out: Some(dir.into()),
         resume: dir.join("checkpoints").exists(),
         device: o.device.clone(),
         progress: o.progress,

@@ -12,11 +12,14 @@ use oxgen_models::samplers::SamplerKind;
 use oxgen_models::{DataShape, DiffusionConfig, SampleConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::data::{Dataset, LoadOptions};
 use crate::error::{Error, Result};
+use crate::trainer::Schedule;
 
-/// Everything a diffusion training run needs.
+/// Everything a diffusion training run needs. Every field has a default (those of
+/// [`TrainConfig::default`], a 2D run), so a config written before a field existed still loads.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     /// Dataset name or path.
     pub data: String,
@@ -28,10 +31,8 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Peak learning rate.
     pub lr: f64,
-    /// Linear warmup steps.
-    pub warmup_steps: usize,
-    /// Final learning rate as a fraction of `lr` (cosine decay).
-    pub min_lr_ratio: f64,
+    /// Warmup and decay of the learning rate.
+    pub schedule: Schedule,
     /// AdamW decoupled weight decay.
     pub weight_decay: f64,
     /// Global gradient-norm clip (0: off).
@@ -56,7 +57,26 @@ pub struct TrainConfig {
     pub sample: SampleConfig,
 }
 
+impl Default for TrainConfig {
+    /// The defaults for 2D data (`moons`).
+    fn default() -> Self {
+        Self::defaults("moons", DataShape::Vector { dim: 2 }, None)
+    }
+}
+
 impl TrainConfig {
+    /// Loads the dataset the config names.
+    pub fn load_data(&self) -> Result<Dataset> {
+        crate::data::load(
+            &self.data,
+            self.seed,
+            &LoadOptions {
+                image_size: self.image_size,
+                rgb: self.rgb,
+            },
+        )
+    }
+
     /// Defaults for a dataset of `shape` with `num_classes` classes.
     pub fn defaults(data: &str, shape: DataShape, num_classes: Option<usize>) -> Self {
         let image = matches!(shape, DataShape::Image { .. });
@@ -81,8 +101,7 @@ impl TrainConfig {
             steps: if image { 1500 } else { 3000 },
             batch_size: if image { 64 } else { 256 },
             lr: 2e-3,
-            warmup_steps: 100,
-            min_lr_ratio: 0.05,
+            schedule: Schedule::cosine(100, 0.05),
             weight_decay: 1e-4,
             grad_clip: 1.0,
             ema_decay: 0.995,
@@ -113,7 +132,7 @@ impl TrainConfig {
 
     /// Overrides the fields given in `file` (TOML, or JSON by extension).
     pub fn merge_file(self, file: &Path) -> Result<Self> {
-        merge_file(self, file)
+        merge_file(self, file, "diffusion")
     }
 
     /// Checks the values a run cannot start with.
@@ -127,6 +146,22 @@ impl TrainConfig {
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("lr must be a positive number, got {}", self.lr));
+        }
+        self.schedule.validate()?;
+        if !self.weight_decay.is_finite() || self.weight_decay < 0.0 {
+            return bad(format!(
+                "weight_decay must be a non-negative number, got {}",
+                self.weight_decay
+            ));
+        }
+        if !self.grad_clip.is_finite() || self.grad_clip < 0.0 {
+            return bad(format!(
+                "grad_clip must be a non-negative number (0: off), got {}",
+                self.grad_clip
+            ));
+        }
+        if self.max_bad_steps == 0 {
+            return bad("max_bad_steps must be at least 1".into());
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
             return bad(format!(
@@ -150,10 +185,12 @@ impl TrainConfig {
     }
 }
 
-/// `config` with the fields of a TOML (or `.json`) file laid over it.
+/// `config` with the fields of a TOML (or `.json`) file laid over it. Keys of older run formats
+/// (`warmup_steps`, …) are moved to their place first ([`crate::run::migrate`]).
 pub(crate) fn merge_file<C: Serialize + serde::de::DeserializeOwned>(
     config: C,
     file: &Path,
+    family: &str,
 ) -> Result<C> {
     let text = std::fs::read_to_string(file).map_err(|e| Error::io("config file", file, e))?;
     let patch: serde_json::Value = if file.extension().is_some_and(|e| e == "json") {
@@ -168,6 +205,8 @@ pub(crate) fn merge_file<C: Serialize + serde::de::DeserializeOwned>(
         })?;
         serde_json::to_value(v).expect("TOML converts to JSON")
     };
+    let mut patch = patch;
+    crate::run::migrate::config_v1_to_v2(family, &mut patch);
     let mut base = serde_json::to_value(&config).expect("config serializes");
     merge(&mut base, patch);
     serde_json::from_value(base).map_err(|e| Error::Config(format!("{}: {e}", file.display())))
@@ -187,15 +226,4 @@ fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
         }
         (slot, v) => *slot = v,
     }
-}
-
-/// Learning rate at `step`: linear warmup to `lr`, then cosine decay to `lr · min_lr_ratio`.
-pub fn learning_rate(c: &TrainConfig, step: usize) -> f64 {
-    if step < c.warmup_steps {
-        return c.lr * (step + 1) as f64 / c.warmup_steps as f64;
-    }
-    let span = (c.steps.saturating_sub(c.warmup_steps)).max(1) as f64;
-    let progress = ((step - c.warmup_steps) as f64 / span).min(1.0);
-    let min = c.lr * c.min_lr_ratio;
-    min + 0.5 * (c.lr - min) * (1.0 + (std::f64::consts::PI * progress).cos())
 }

@@ -65,6 +65,22 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// A run written by a newer oxgen, in a run format this one cannot read.
+    #[error(
+        "{} was written by oxgen {written_by} in run format {found}; this oxgen ({}) reads run formats up to {supported}; upgrade oxgen to load it",
+        path.display(),
+        env!("CARGO_PKG_VERSION")
+    )]
+    NewerRun {
+        /// The checkpoint folder.
+        path: PathBuf,
+        /// Its run format.
+        found: u32,
+        /// The oxgen version that wrote it, as its manifest says.
+        written_by: String,
+        /// The newest run format this oxgen reads.
+        supported: u32,
+    },
     /// A config that is invalid.
     #[error("invalid config: {0}")]
     Config(String),

@@ -1,11 +1,13 @@
 //! Data, trainers, checkpoints and metrics for oxgen.
 //!
-//! The trainer is one flat loop ([`diffusion::train`]); runs write their config, metrics, loss
-//! curve, samples and checkpoints into one folder ([`run`]).
+//! - [`trainer`]: the one training loop, its schedule, step RNG and optimizer helpers;
+//! - [`run`]: the run folder, versioned checkpoints and their migrations;
+//! - one step module per family: [`diffusion`], [`ar`], [`family`] (VAE, flow, GAN);
+//! - evaluation, apart from training: [`metrics`], [`sample`], [`compare`];
+//! - [`data`]: built-in and file datasets, and the program's own rows.
 
 pub mod ar;
 pub mod bench_decode;
-pub mod checkpoint;
 pub mod compare;
 pub mod config;
 pub mod data;
@@ -14,10 +16,12 @@ pub mod error;
 pub mod family;
 pub mod metrics;
 pub mod npy;
-pub mod optim;
 pub mod plot;
 pub mod run;
 pub mod sample;
+pub mod trainer;
 
+pub use run::checkpoint;
 pub use config::TrainConfig;
+pub use trainer::{Schedule, TrainOptions};
 pub use error::{Error, Result};

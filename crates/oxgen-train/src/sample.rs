@@ -3,13 +3,17 @@
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use oxgen_models::diffusion;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use oxgen_models::diffusion::vlb::DiffusionModel;
 use oxgen_models::generative::{Generative, Nll};
 use oxgen_models::{DataShape, Diffusion, SampleConfig};
 
 use crate::checkpoint::{self, Manifest};
+use crate::checkpoint::load_weights;
 use crate::config::TrainConfig;
-use crate::diffusion::{draw, final_report, held_out, load_data, load_weights};
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::metrics::Quality;
 
@@ -97,7 +101,7 @@ pub fn evaluate(
     if let Some(n) = n {
         config.eval_samples = n;
     }
-    let data = load_data(&config)?;
+    let data = config.load_data()?;
     if data.shape != run.manifest.shape {
         return Err(Error::Shape {
             context: format!("dataset `{}`", config.data),
@@ -150,4 +154,97 @@ pub fn evaluate(
     )
     .map_err(|e| Error::io("nll.json", out, e))?;
     Ok((quality, nll))
+}
+
+/// Held-out sets A and B (and A's labels) for the quality report of `n` points.
+pub fn held_out(
+    config: &TrainConfig,
+    data: &Dataset,
+    val: Option<&Dataset>,
+    n: usize,
+) -> (Vec<f32>, Vec<f32>, Option<Vec<u32>>) {
+    match (data.toy, val) {
+        (Some(toy), _) => {
+            let a = toy.sample(
+                n,
+                &mut StdRng::seed_from_u64(config.seed.wrapping_add(1001)),
+            );
+            let b = toy.sample(
+                n,
+                &mut StdRng::seed_from_u64(config.seed.wrapping_add(1002)),
+            );
+            (a, b, None)
+        }
+        (None, Some(val)) => {
+            let half = val.len() / 2;
+            let a = val.subset(&(0..half).collect::<Vec<_>>());
+            let b = val.subset(&(half..2 * half).collect::<Vec<_>>());
+            (a.x, b.x, a.labels)
+        }
+        (None, None) => (Vec::new(), Vec::new(), None),
+    }
+}
+
+/// Samples with the EMA weights, measures SWD/MMD against held-out data, and writes
+/// `samples.png` and `samples.npy` into `out`.
+pub fn final_report(
+    config: &TrainConfig,
+    data: &Dataset,
+    val: Option<&Dataset>,
+    ema: &Diffusion,
+    device: &Device,
+    out: &Path,
+) -> Result<Quality> {
+    let features = data.shape.numel();
+    let n = match data.toy {
+        Some(_) => config.eval_samples,
+        None => (val.map_or(0, |v| v.len()) / 2).min(config.eval_samples),
+    };
+    if n < 2 {
+        return Err(Error::Config(format!(
+            "too few held-out rows ({n}) for a quality report; raise val_fraction"
+        )));
+    }
+    let (a, b, labels) = held_out(config, data, val, n);
+    let labels = labels.filter(|_| config.model.num_classes.is_some());
+    let samples = draw(
+        ema,
+        &config.model,
+        &config.sample,
+        n,
+        labels.as_deref(),
+        device,
+    )?;
+    let quality = Quality::measure(&samples, &a, &b, features, config.seed);
+    crate::run::write_samples(out, &samples, labels.as_deref(), data.shape, Some(&a))?;
+    std::fs::write(
+        out.join("quality.json"),
+        serde_json::to_vec_pretty(&quality).expect("serializes"),
+    )
+    .map_err(|e| Error::io("quality report", out, e))?;
+    Ok(quality)
+}
+
+/// Draws `n` samples to the host, `[n · features]` row-major; a non-finite sample is an error.
+pub fn draw(
+    model: &Diffusion,
+    config: &oxgen_models::DiffusionConfig,
+    sample: &oxgen_models::SampleConfig,
+    n: usize,
+    labels: Option<&[u32]>,
+    device: &Device,
+) -> Result<Vec<f32>> {
+    let x = diffusion::sample(model, config, sample, n, labels, device);
+    let samples: Vec<f32> = x
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::Config(format!("reading samples back: {e:?}")))?;
+    match samples.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(Error::NonFinite {
+            context: "generated samples".into(),
+            index,
+        }),
+        None => Ok(samples),
+    }
 }

@@ -5,7 +5,7 @@
 //! Attention goes through [`crate::ops::attention::attention_with`], so on wgpu it runs the WGSL
 //! flash-attention kernels forward and backward, and elsewhere burn's reference.
 
-use burn::config::Config;
+use crate::settings::settings;
 use burn::module::Module;
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
@@ -16,33 +16,34 @@ use burn::tensor::{Device, Int, Tensor};
 
 use crate::ops::attention::{AttentionOptions, attention_with};
 
-/// Configuration of [`Gpt`]. The defaults are nanoGPT's shakespeare_char model.
-#[derive(Config, Debug, PartialEq)]
-pub struct GptConfig {
-    /// Vocabulary size.
-    pub vocab: usize,
-    /// Longest sequence (context window, "block size").
-    #[config(default = 256)]
-    pub context: usize,
-    /// Transformer blocks.
-    #[config(default = 6)]
-    pub layers: usize,
-    /// Attention heads per block; `width` must be a multiple.
-    #[config(default = 6)]
-    pub heads: usize,
-    /// Model width (embedding size).
-    #[config(default = 384)]
-    pub width: usize,
-    /// Dropout on attention output, MLP output and embeddings (training only).
-    #[config(default = 0.0)]
-    pub dropout: f64,
-    /// Share the token embedding with the output head.
-    #[config(default = true)]
-    pub tie_weights: bool,
-    /// Rotary position embeddings (RoFormer; Su et al., 2021) on queries and keys instead of a
-    /// learned position table.
-    #[config(default = false)]
-    pub rotary: bool,
+settings! {
+    /// Configuration of [`Gpt`]. The defaults are nanoGPT's shakespeare_char model.
+    pub struct GptConfig {
+        /// Vocabulary size.
+        pub vocab: usize = 256, with_vocab;
+        /// Longest sequence (context window, "block size").
+        pub context: usize = 256, with_context;
+        /// Transformer blocks.
+        pub layers: usize = 6, with_layers;
+        /// Attention heads per block; `width` must be a multiple.
+        pub heads: usize = 6, with_heads;
+        /// Model width (embedding size).
+        pub width: usize = 384, with_width;
+        /// Dropout on attention output, MLP output and embeddings (training only).
+        pub dropout: f64 = 0.0, with_dropout;
+        /// Share the token embedding with the output head.
+        pub tie_weights: bool = true, with_tie_weights;
+        /// Rotary position embeddings (RoFormer; Su et al., 2021) on queries and keys instead of a
+        /// learned position table.
+        pub rotary: bool = false, with_rotary;
+    }
+}
+
+impl GptConfig {
+    /// A config with vocabulary `vocab` and the other fields at their defaults.
+    pub fn new(vocab: usize) -> Self {
+        Self { vocab, ..Self::default() }
+    }
 }
 
 /// Rotates the two halves of each head's features by position-dependent angles (RoPE, in the
@@ -169,18 +170,43 @@ pub struct Gpt {
 }
 
 impl GptConfig {
+    /// Refuses a config no model can be built from: zero sizes, a width that is not a multiple
+    /// of the heads, an odd rotary head dim, or a dropout outside [0, 1).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.vocab == 0 || self.context == 0 || self.layers == 0 || self.width == 0 {
+            return Err(format!(
+                "vocab, context, layers and width must be at least 1 (got {}, {}, {}, {})",
+                self.vocab, self.context, self.layers, self.width
+            ));
+        }
+        if self.heads == 0 || !self.width.is_multiple_of(self.heads) {
+            return Err(format!(
+                "model width {} is not a multiple of heads {}",
+                self.width, self.heads
+            ));
+        }
+        if self.rotary && !(self.width / self.heads).is_multiple_of(2) {
+            return Err(format!(
+                "rotary embeddings need an even head dim; width {} / heads {} = {}",
+                self.width,
+                self.heads,
+                self.width / self.heads
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        Ok(())
+    }
+
     /// Builds the model with freshly initialised weights.
+    ///
+    /// # Panics
+    /// On a config that [`GptConfig::validate`] refuses; trainers validate first.
     pub fn init(&self, device: &Device) -> Gpt {
-        assert!(
-            !self.rotary || (self.width / self.heads.max(1)).is_multiple_of(2),
-            "rotary embeddings need an even head dim"
-        );
-        assert!(
-            self.heads > 0 && self.width.is_multiple_of(self.heads),
-            "width {} is not a multiple of heads {}",
-            self.width,
-            self.heads
-        );
+        if let Err(e) = self.validate() {
+            panic!("invalid GptConfig: {e}");
+        }
         let w = self.width;
         let linear = |i: usize, o: usize| LinearConfig::new(i, o).init(device);
         // GPT-2's initialisation of the embeddings (std 0.02): with a tied head, burn's default

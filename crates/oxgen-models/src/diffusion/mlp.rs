@@ -1,25 +1,30 @@
 //! An MLP denoiser with a timestep embedding, for low-dimensional (2D) data.
 
-use burn::config::Config;
+use crate::settings::settings;
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, activation::silu};
 
 use super::embed::{CondEmbedding, sinusoidal};
 
-/// Configuration of [`MlpDenoiser`].
-#[derive(Config, Debug, PartialEq)]
-pub struct MlpDenoiserConfig {
-    /// Width of the hidden layers.
-    #[config(default = 128)]
-    pub hidden: usize,
-    /// Number of residual blocks.
-    #[config(default = 3)]
-    pub blocks: usize,
-    /// Sinusoidal frequencies per input coordinate (0: feed raw coordinates). Fourier features
-    /// of the input let a small MLP draw sharp low-dimensional densities (Tancik et al., 2020).
-    #[config(default = 0)]
-    pub input_frequencies: usize,
+settings! {
+    /// Configuration of [`MlpDenoiser`].
+    pub struct MlpDenoiserConfig {
+        /// Width of the hidden layers.
+        pub hidden: usize = 128, with_hidden;
+        /// Number of residual blocks.
+        pub blocks: usize = 3, with_blocks;
+        /// Sinusoidal frequencies per input coordinate (0: feed raw coordinates). Fourier features
+        /// of the input let a small MLP draw sharp low-dimensional densities (Tancik et al., 2020).
+        pub input_frequencies: usize = 0, with_input_frequencies;
+    }
+}
+
+impl MlpDenoiserConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
 }
 
 #[derive(Module, Debug)]

@@ -10,7 +10,7 @@ pub mod schedule;
 pub mod unet;
 pub mod vlb;
 
-use burn::config::Config;
+use crate::settings::settings;
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -78,26 +78,29 @@ pub enum DenoiserConfig {
     UNet(UNetConfig),
 }
 
-/// Configuration of a [`Diffusion`] model.
-#[derive(Config, Debug, PartialEq)]
-pub struct DiffusionConfig {
-    /// The denoiser network.
-    pub denoiser: DenoiserConfig,
-    /// Training timesteps T.
-    #[config(default = 1000)]
-    pub timesteps: usize,
-    /// β schedule.
-    #[config(default = "ScheduleKind::Cosine")]
-    pub schedule: ScheduleKind,
-    /// What the network predicts.
-    #[config(default = "Prediction::Epsilon")]
-    pub prediction: Prediction,
-    /// Number of classes for conditioning (`None`: unconditional).
-    #[config(default = "None")]
-    pub num_classes: Option<usize>,
-    /// Probability of replacing a label by the null class at train time (for guidance).
-    #[config(default = 0.1)]
-    pub cond_drop_prob: f64,
+settings! {
+    /// Configuration of a [`Diffusion`] model.
+    pub struct DiffusionConfig {
+        /// The denoiser network.
+        pub denoiser: DenoiserConfig = DenoiserConfig::Mlp(MlpDenoiserConfig::new()), with_denoiser;
+        /// Training timesteps T.
+        pub timesteps: usize = 1000, with_timesteps;
+        /// β schedule.
+        pub schedule: ScheduleKind = ScheduleKind::Cosine, with_schedule;
+        /// What the network predicts.
+        pub prediction: Prediction = Prediction::Epsilon, with_prediction;
+        /// Number of classes for conditioning (`None`: unconditional).
+        pub num_classes: Option<usize> = None, with_num_classes;
+        /// Probability of replacing a label by the null class at train time (for guidance).
+        pub cond_drop_prob: f64 = 0.1, with_cond_drop_prob;
+    }
+}
+
+impl DiffusionConfig {
+    /// A config with this denoiser and the other fields at their defaults.
+    pub fn new(denoiser: DenoiserConfig) -> Self {
+        Self { denoiser, ..Self::default() }
+    }
 }
 
 /// The denoiser network: one of the families in this folder.

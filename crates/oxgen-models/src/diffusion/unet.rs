@@ -9,7 +9,7 @@
 //! cat skip0 ─ res(3c→c) ─ GroupNorm ─ SiLU ─ conv_out
 //! ```
 
-use burn::config::Config;
+use crate::settings::settings;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
@@ -19,18 +19,23 @@ use super::embed::CondEmbedding;
 use crate::ops::attention::attention;
 use crate::ops::group_norm::{GroupNormParams, group_norm_silu};
 
-/// Configuration of [`UNet`].
-#[derive(Config, Debug, PartialEq)]
-pub struct UNetConfig {
-    /// Channels at full resolution; the lower level has twice as many.
-    #[config(default = 32)]
-    pub channels: usize,
-    /// GroupNorm groups (must divide `channels`).
-    #[config(default = 8)]
-    pub groups: usize,
-    /// Attention heads at the lower level.
-    #[config(default = 4)]
-    pub heads: usize,
+settings! {
+    /// Configuration of [`UNet`].
+    pub struct UNetConfig {
+        /// Channels at full resolution; the lower level has twice as many.
+        pub channels: usize = 32, with_channels;
+        /// GroupNorm groups (must divide `channels`).
+        pub groups: usize = 8, with_groups;
+        /// Attention heads at the lower level.
+        pub heads: usize = 4, with_heads;
+    }
+}
+
+impl UNetConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
 }
 
 fn conv(cin: usize, cout: usize, k: usize, stride: usize, device: &Device) -> Conv2d {

@@ -12,7 +12,7 @@
 pub mod coupling;
 pub mod layers;
 
-use burn::config::Config;
+use crate::settings::settings;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -24,31 +24,32 @@ use crate::generative::{
 use coupling::{Coupling, CouplingKind};
 use layers::{ActNorm, InvConv, squeeze, unsqueeze};
 
-/// Configuration of a [`Flow`].
-#[derive(Config, Debug, PartialEq)]
-pub struct FlowConfig {
-    /// The coupling map.
-    #[config(default = "CouplingKind::Affine")]
-    pub coupling: CouplingKind,
-    /// Flow steps (ActNorm, 1×1 conv, coupling) per scale.
-    #[config(default = 8)]
-    pub steps: usize,
-    /// Hidden width of each coupling's conditioner.
-    #[config(default = 64)]
-    pub hidden: usize,
-    /// Scales for images (each halves height and width); vectors use one.
-    #[config(default = 2)]
-    pub scales: usize,
-    /// Use ActNorm in each step.
-    #[config(default = true)]
-    pub actnorm: bool,
-    /// Use the invertible 1×1 convolution in each step (else the halves just alternate).
-    #[config(default = true)]
-    pub invconv: bool,
-    /// Levels of the discrete pixels of image data (256 for 8-bit, 17 for the 8×8 digits);
-    /// images are scaled to [−1, 1], so the dequantization step is 2 / (levels − 1).
-    #[config(default = 256)]
-    pub levels: usize,
+settings! {
+    /// Configuration of a [`Flow`].
+    pub struct FlowConfig {
+        /// The coupling map.
+        pub coupling: CouplingKind = CouplingKind::Affine, with_coupling;
+        /// Flow steps (ActNorm, 1×1 conv, coupling) per scale.
+        pub steps: usize = 8, with_steps;
+        /// Hidden width of each coupling's conditioner.
+        pub hidden: usize = 64, with_hidden;
+        /// Scales for images (each halves height and width); vectors use one.
+        pub scales: usize = 2, with_scales;
+        /// Use ActNorm in each step.
+        pub actnorm: bool = true, with_actnorm;
+        /// Use the invertible 1×1 convolution in each step (else the halves just alternate).
+        pub invconv: bool = true, with_invconv;
+        /// Levels of the discrete pixels of image data (256 for 8-bit, 17 for the 8×8 digits);
+        /// images are scaled to [−1, 1], so the dequantization step is 2 / (levels − 1).
+        pub levels: usize = 256, with_levels;
+    }
+}
+
+impl FlowConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
 }
 
 /// One step: ActNorm, 1×1 convolution, coupling.

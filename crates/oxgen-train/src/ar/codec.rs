@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ArTrainConfig, TextData};
 use crate::checkpoint;
-use crate::diffusion::load_weights;
+use crate::checkpoint::load_weights;
 use crate::{Error, Result};
 
 /// How a run turns text into tokens and back: the arithmetic language, or a tokenizer. Saved in

@@ -8,11 +8,10 @@
 //! validation; the loss is on every token of random windows).
 
 use std::path::Path;
-use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use oxgen_models::ar::arithmetic::{self, Arithmetic};
 use oxgen_models::ar::{DecodeOptions, Gpt, GptConfig, Tokenizer, generate};
 use rand::rngs::StdRng;
@@ -26,10 +25,10 @@ pub use codec::{
     nll_of_text, sample_images, write_images,
 };
 
-use crate::checkpoint::{self, Manifest, RngState};
-use crate::diffusion::{StepMetrics, TrainOptions, load_weights, to_bytes};
-use crate::optim::{clip_global_norm, seeded_init};
-use crate::run::{Outputs, RunDir};
+use crate::checkpoint::{Loaded, load_weights, optim_bytes, optim_from, to_bytes};
+use crate::trainer::optim::{accumulate, clip_global_norm, device_rng_lock, seeded_init};
+use crate::trainer::rng::{Stream, step_rng};
+use crate::trainer::{self, LoopSpec, Schedule, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
 
 fn d_steps() -> usize {
@@ -44,8 +43,11 @@ fn d_one() -> usize {
 fn d_lr() -> f64 {
     1e-3
 }
-fn d_warmup() -> usize {
-    100
+fn d_schedule() -> Schedule {
+    Schedule::cosine(100, 0.1)
+}
+fn d_bad() -> usize {
+    20
 }
 fn d_wd() -> f64 {
     0.1
@@ -64,12 +66,15 @@ fn d_digits() -> u32 {
 }
 
 /// What to train and how. `model.vocab` and, for arithmetic, `model.context` are set from the
-/// data.
+/// data. Every field has a default, so a config written before a field existed still loads.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ArTrainConfig {
     /// The model.
+    #[serde(default)]
     pub model: GptConfig,
-    /// `arithmetic` or a text file.
+    /// `arithmetic`, `digits8` or a text file.
+    #[serde(default = "d_data")]
     pub data: String,
     /// Digits per operand of the arithmetic language.
     #[serde(default = "d_digits")]
@@ -86,9 +91,9 @@ pub struct ArTrainConfig {
     /// Peak learning rate.
     #[serde(default = "d_lr")]
     pub lr: f64,
-    /// Linear warmup steps, then cosine decay to lr / 10.
-    #[serde(default = "d_warmup")]
-    pub warmup: usize,
+    /// Warmup and decay of the learning rate (cosine to lr / 10 by default).
+    #[serde(default = "d_schedule")]
+    pub schedule: Schedule,
     /// AdamW weight decay.
     #[serde(default = "d_wd")]
     pub weight_decay: f64,
@@ -108,6 +113,20 @@ pub struct ArTrainConfig {
     /// 0.2 holds out the same rows as the other families' default).
     #[serde(default = "d_pixel_val")]
     pub val_fraction: f64,
+    /// Non-finite steps in a row before the run stops with an error.
+    #[serde(default = "d_bad")]
+    pub max_bad_steps: usize,
+}
+
+fn d_data() -> String {
+    "arithmetic".into()
+}
+
+impl Default for ArTrainConfig {
+    /// [`ArTrainConfig::defaults`] of the arithmetic language.
+    fn default() -> Self {
+        Self::defaults("arithmetic")
+    }
 }
 
 fn d_pixel_val() -> f64 {
@@ -134,7 +153,7 @@ impl ArTrainConfig {
             c.steps = 1500;
             c.lr = 3e-3;
             c.weight_decay = 0.01;
-            c.warmup = 50;
+            c.schedule.warmup_steps = 50;
             c
         } else if data == "digits8" {
             let model = GptConfig::new(PIXEL_VOCAB)
@@ -147,20 +166,63 @@ impl ArTrainConfig {
             c.steps = 500;
             c.batch_size = 32;
             c.lr = 2e-3;
-            c.warmup = 50;
+            c.schedule.warmup_steps = 50;
             c.eval_every = 250;
             c
         } else {
             let mut c = Self::new(GptConfig::new(65).with_dropout(0.2), data);
             c.steps = 5000;
-            c.warmup = 100;
+            c.schedule.warmup_steps = 100;
             c
         }
     }
 
     /// The config with the fields of a TOML (or `.json`) file laid over it.
     pub fn merge_file(self, file: &Path) -> Result<Self> {
-        crate::config::merge_file(self, file)
+        crate::config::merge_file(self, file, "ar")
+    }
+
+    /// Refuses values no run can use (the model's own checks included).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.steps == 0 || self.batch_size == 0 || self.grad_accum == 0 {
+            return bad(format!(
+                "steps, batch_size and grad_accum must be at least 1 (got {}, {}, {})",
+                self.steps, self.batch_size, self.grad_accum
+            ));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("lr must be a positive number, got {}", self.lr));
+        }
+        if !self.weight_decay.is_finite() || self.weight_decay < 0.0 {
+            return bad(format!(
+                "weight_decay must be a non-negative number, got {}",
+                self.weight_decay
+            ));
+        }
+        if !self.grad_clip.is_finite() || self.grad_clip < 0.0 {
+            return bad(format!(
+                "grad_clip must be a non-negative number (0: off), got {}",
+                self.grad_clip
+            ));
+        }
+        if self.eval_every == 0 || self.eval_batches == 0 || self.max_bad_steps == 0 {
+            return bad("eval_every, eval_batches and max_bad_steps must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return bad(format!(
+                "val_fraction must be in [0, 1), got {}",
+                self.val_fraction
+            ));
+        }
+        if self.data == "digits8" && self.val_fraction <= 0.0 {
+            return bad("digits8 needs a validation split: val_fraction must be above 0".into());
+        }
+        self.schedule.validate()?;
+        // vocab and context come from the data; check the rest with placeholders.
+        let mut m = self.model.clone();
+        (m.vocab, m.context) = (m.vocab.max(1), m.context.max(1));
+        m.validate().map_err(|e| Error::Config(format!("model: {e}")))
     }
 }
 
@@ -319,141 +381,160 @@ pub struct ArReport {
     pub exact_match: Option<f64>,
 }
 
-fn learning_rate(c: &ArTrainConfig, step: usize) -> f64 {
-    if step < c.warmup {
-        return c.lr * (step + 1) as f64 / c.warmup as f64;
-    }
-    let p = (step - c.warmup) as f64 / (c.steps - c.warmup).max(1) as f64;
-    let min = c.lr / 10.0;
-    min + 0.5 * (c.lr - min) * (1.0 + (std::f64::consts::PI * p.min(1.0)).cos())
+/// The autoregressive family's [`TrainStep`].
+struct Step<'a> {
+    config: &'a ArTrainConfig,
+    data: &'a TextData,
+    device: Device,
+    eval_device: Device,
+    model: Gpt,
+    optim: ModuleOptimizer,
+    /// Validation loss (nats per token) at each evaluation: (step, loss).
+    val: Vec<(usize, f64)>,
 }
 
-fn step_rng(seed: u64, step: usize) -> StdRng {
-    StdRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (step as u64 + 7))
+impl TrainStep for Step<'_> {
+    fn step(&mut self, ctx: StepContext) -> Result<StepOutput> {
+        let c = self.config;
+        let mut rng = step_rng(c.seed, ctx.step, Stream::Ar);
+        // Dropout draws from the device's generator: seeded per step (and held for the step),
+        // so a resumed run draws the same masks as a straight one.
+        let dropout_seed: u64 = rng.random();
+        let rng_guard = (c.model.dropout > 0.0).then(|| {
+            let guard = device_rng_lock();
+            self.eval_device.seed(dropout_seed);
+            guard
+        });
+        let mut grads = GradientsParams::new();
+        let mut loss_sum = 0.0;
+        for _ in 0..c.grad_accum {
+            let loss = self
+                .data
+                .loss(&self.model, c.batch_size, false, &mut rng, &self.device)
+                .div_scalar(c.grad_accum as f64);
+            loss_sum += loss.clone().into_scalar::<f32>() as f64;
+            let g = GradientsParams::from_grads(loss.backward(), &self.model);
+            grads = accumulate(&self.model, grads, g);
+        }
+        drop(rng_guard);
+        if !loss_sum.is_finite() {
+            return Ok(StepOutput::loss(loss_sum, f64::NAN));
+        }
+        let grad_norm = clip_global_norm(&self.model, &mut grads, c.grad_clip);
+        self.model = self.optim.step(ctx.lr, self.model.clone(), grads);
+        Ok(StepOutput::loss(loss_sum, grad_norm))
+    }
+
+    fn state(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
+        let codec = serde_json::to_vec(&Codec::of(self.data)).expect("codec serializes");
+        Ok(vec![
+            ("model.bpk", to_bytes(&self.model)?),
+            ("optim.bpk", optim_bytes(&self.optim)?),
+            ("codec.json", codec),
+        ])
+    }
+
+    fn restore(&mut self, ck: &Loaded) -> Result<()> {
+        self.model = load_weights(self.model.clone(), ck.file("model.bpk")?, &ck.dir)?;
+        let fresh = std::mem::replace(&mut self.optim, adamw(self.config));
+        self.optim = optim_from(fresh, ck.file("optim.bpk")?, &ck.dir)?;
+        Ok(())
+    }
+
+    fn evaluate(&mut self, done: usize) -> Result<()> {
+        let model = self.model.valid();
+        let v = validation_loss(self.config, self.data, &model, &self.eval_device);
+        self.val.push((done, v));
+        tracing::info!(
+            "step {done}: val {v:.4} nats/token ({:.4} bits)",
+            v / std::f64::consts::LN_2
+        );
+        tracing::info!(
+            "sample: {:?}",
+            sample_text(self.data, &model, &self.eval_device)
+        );
+        Ok(())
+    }
+}
+
+fn adamw(config: &ArTrainConfig) -> ModuleOptimizer {
+    AdamWConfig::new()
+        .with_weight_decay(config.weight_decay as f32)
+        .init()
 }
 
 /// Trains a GPT as `config` says.
 pub fn train_ar(config: &ArTrainConfig, opts: &TrainOptions) -> Result<ArReport> {
-    if config.steps == 0 || config.batch_size == 0 || config.grad_accum == 0 {
-        return Err(Error::Config(
-            "steps, batch_size and grad_accum must be positive".into(),
-        ));
-    }
-    let data = load_text(config)?;
+    config.validate()?;
+    train_ar_on(config, &load_text(config)?, opts)
+}
+
+/// Trains a GPT on `data`: the embedded languages or the program's own tokens
+/// ([`TextData::Corpus`]).
+pub fn train_ar_on(config: &ArTrainConfig, data: &TextData, opts: &TrainOptions) -> Result<ArReport> {
+    config.validate()?;
     let mut config = config.clone();
     config.model.vocab = data.vocab();
-    match &data {
+    match data {
         TextData::Arithmetic(lang) => config.model.context = lang.line_len(),
         TextData::Pixels { .. } => config.model.context = 65,
-        TextData::Corpus { .. } => {}
+        TextData::Corpus { train, val, .. } => {
+            let need = config.model.context + 2;
+            if train.len() < need || val.len() < need {
+                return Err(Error::Config(format!(
+                    "the corpus has {} training and {} validation tokens: too few for a context of {}",
+                    train.len(),
+                    val.len(),
+                    config.model.context
+                )));
+            }
+        }
     }
-    let run = RunDir::create(&opts.out, opts.resume)?;
+    config.model.validate().map_err(Error::Config)?;
+    let run = trainer::open_run(opts)?;
     let ad = opts.device.clone().autodiff();
-    let mut model = seeded_init(&opts.device, config.seed, || config.model.init(&ad));
-    let mut optim: ModuleOptimizer = AdamWConfig::new()
-        .with_weight_decay(config.weight_decay as f32)
-        .init();
-    let mut start = 0;
-    if opts.resume {
-        let ck = checkpoint::load(&opts.out)?;
-        if ck.manifest.config != serde_json::to_value(&config).expect("config serializes") {
-            return Err(Error::Checkpoint {
-                path: ck.dir.clone(),
-                reason: "it was written for another config".into(),
-            });
-        }
-        model = load_weights(model, ck.file("model.bpk")?, &ck.dir)?;
-        optim = optim
-            .from_bytes(Bytes::from_bytes_vec(ck.file("optim.bpk")?.to_vec()))
-            .map_err(|e| Error::Checkpoint {
-                path: ck.dir.clone(),
-                reason: format!("optimizer state unreadable: {e}"),
-            })?;
-        start = ck.manifest.step;
-    }
-    run.write_config(&config)?;
-    let mut outputs = Outputs::open(&run, start)?;
-    let end = opts
-        .stop_after
-        .map_or(config.steps, |s| s.min(config.steps));
-    let bar = crate::run::progress(opts.progress, start, config.steps);
-    let (mut first_loss, mut last_loss, mut val) = (f64::NAN, f64::NAN, Vec::new());
-    let t0 = Instant::now();
-    for step in start..end {
-        let mut rng = step_rng(config.seed, step);
-        // Dropout draws from the device's generator: seeded per step (and held for the step),
-        // so a resumed run draws the same masks as a straight one.
-        let dropout_seed: u64 = rng.random();
-        let rng_guard = (config.model.dropout > 0.0).then(|| {
-            let guard = crate::optim::device_rng_lock();
-            opts.device.seed(dropout_seed);
-            guard
-        });
-        let lr = learning_rate(&config, step);
-        let mut grads = GradientsParams::new();
-        let mut loss_sum = 0.0;
-        for _ in 0..config.grad_accum {
-            let loss = data.loss(&model, config.batch_size, false, &mut rng, &ad);
-            let loss = loss.div_scalar(config.grad_accum as f64);
-            loss_sum += loss.clone().into_scalar::<f32>() as f64;
-            let g = GradientsParams::from_grads(loss.backward(), &model);
-            grads = accumulate(&model, grads, g);
-        }
-        if !loss_sum.is_finite() {
-            return Err(Error::Diverged { count: 1, step });
-        }
-        drop(rng_guard);
-        let grad_norm = clip_global_norm(&model, &mut grads, config.grad_clip);
-        model = optim.step(lr, model, grads);
-        if step == start {
-            first_loss = loss_sum;
-        }
-        last_loss = loss_sum;
-        outputs.log(&StepMetrics {
-            step,
-            loss: loss_sum,
-            lr,
-            grad_norm,
-            skipped: false,
-        })?;
-        bar.inc(1);
-        let done = step + 1;
-        if done % config.eval_every == 0 || done == end {
-            let v = validation_loss(&config, &data, &model.valid(), &opts.device);
-            val.push((done, v));
-            bar.suspend(|| {
-                tracing::info!(
-                    "step {done}: train {loss_sum:.4}, val {v:.4} nats/token ({:.4} bits)",
-                    v / std::f64::consts::LN_2
-                );
-                tracing::info!(
-                    "sample: {:?}",
-                    sample_text(&data, &model.valid(), &opts.device)
-                );
-            });
-            save(&run, &config, &data, done, &model, &optim)?;
-        }
-    }
-    bar.finish_and_clear();
-    outputs.plot_loss("GPT training loss (nats/token)")?;
-    tracing::info!(
-        "{} steps in {:.1}s",
-        end - start,
-        t0.elapsed().as_secs_f64()
-    );
-    let model = model.valid();
-    if let TextData::Pixels { val, .. } = &data
+    let model = seeded_init(&opts.device, config.seed, || config.model.init(&ad));
+    let mut step = Step {
+        config: &config,
+        data,
+        device: ad,
+        eval_device: opts.device.clone(),
+        model,
+        optim: adamw(&config),
+        val: Vec::new(),
+    };
+    let spec = LoopSpec {
+        family: "ar",
+        config: &config,
+        must_match: &["model", "data"],
+        shape: oxgen_models::DataShape::Vector {
+            dim: config.model.context,
+        },
+        seed: config.seed,
+        steps: config.steps,
+        lr: config.lr,
+        schedule: &config.schedule,
+        rows_per_step: config.batch_size * config.grad_accum,
+        checkpoint_every: config.eval_every,
+        eval_every: config.eval_every,
+        max_bad_steps: config.max_bad_steps,
+        ema_decay: None,
+        title: "GPT training loss (nats/token)".into(),
+    };
+    let summary = trainer::run(&mut step, &spec, run.as_ref(), opts)?;
+    let model = step.model.valid();
+    if let (TextData::Pixels { val, .. }, Some(r)) = (data, run.as_ref())
         && !opts.skip_eval
     {
         let images = sample_images(&model, 100, config.seed, &opts.device);
-        write_images(&opts.out, &images)?;
+        write_images(r.path(), &images)?;
         let nats = images_nll(&model, val, &opts.device);
         tracing::info!(
             "held-out digits: {nats:.2} nats per image ({:.4} bits/dim, exact)",
             nats / 64.0 / std::f64::consts::LN_2
         );
     }
-    let exact_match = match &data {
+    let exact_match = match data {
         TextData::Arithmetic(lang) if !opts.skip_eval => Some(arithmetic::exact_match(
             &model,
             lang,
@@ -464,34 +545,12 @@ pub fn train_ar(config: &ArTrainConfig, opts: &TrainOptions) -> Result<ArReport>
     };
     Ok(ArReport {
         model,
-        steps: end,
-        first_loss,
-        last_loss,
-        val,
+        steps: summary.done,
+        first_loss: summary.losses.first().copied().unwrap_or(f64::NAN),
+        last_loss: summary.losses.last().copied().unwrap_or(f64::NAN),
+        val: step.val,
         exact_match,
     })
-}
-
-/// Sums two sets of gradients parameter by parameter.
-fn accumulate(model: &Gpt, mut acc: GradientsParams, new: GradientsParams) -> GradientsParams {
-    use burn::module::{ModuleVisitor, Param};
-    struct Add<'a> {
-        acc: &'a mut GradientsParams,
-        new: GradientsParams,
-    }
-    impl ModuleVisitor for Add<'_> {
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            if let Some(g) = self.new.remove::<D>(p.id) {
-                let sum = match self.acc.remove::<D>(p.id) {
-                    Some(a) => a + g,
-                    None => g,
-                };
-                self.acc.register::<D>(p.id, sum);
-            }
-        }
-    }
-    model.visit(&mut Add { acc: &mut acc, new });
-    acc
 }
 
 /// Mean validation loss in nats per scored token, on fixed batches.
@@ -554,45 +613,4 @@ fn sample_text(data: &TextData, model: &Gpt, device: &Device) -> String {
             tokenizer.decode(&[&val[..1], &out[..]].concat())
         }
     }
-}
-
-fn save(
-    run: &RunDir,
-    config: &ArTrainConfig,
-    data: &TextData,
-    step: usize,
-    model: &Gpt,
-    optim: &ModuleOptimizer,
-) -> Result<()> {
-    let optim_bytes = optim
-        .into_bytes()
-        .map_err(|e| Error::Config(format!("serializing optimizer: {e}")))?
-        .to_vec();
-    let manifest = Manifest {
-        format: checkpoint::FORMAT,
-        family: "ar".into(),
-        step,
-        shape: oxgen_models::DataShape::Vector {
-            dim: config.model.context,
-        },
-        config: serde_json::to_value(config).expect("config serializes"),
-        rng: RngState {
-            seed: config.seed,
-            next_step: step,
-        },
-        data_position: (step * config.batch_size * config.grad_accum) as u64,
-        files: Default::default(),
-        oxgen_version: env!("CARGO_PKG_VERSION").into(),
-    };
-    let codec = serde_json::to_vec(&Codec::of(data)).expect("codec serializes");
-    checkpoint::save(
-        run.path(),
-        manifest,
-        &[
-            ("model.bpk", to_bytes(model)?),
-            ("optim.bpk", optim_bytes),
-            ("codec.json", codec),
-        ],
-    )?;
-    Ok(())
 }

@@ -128,6 +128,109 @@ pub fn digits8() -> Dataset {
 }
 
 impl Dataset {
+    /// A dataset of the program's own rows: `x` is row-major `[n, shape.numel()]` (images
+    /// channel-major, scaled to [−1, 1]), with optional class labels. Refuses a length that is
+    /// not a whole number of rows, labels of another count, and non-finite values.
+    pub fn from_rows(
+        name: &str,
+        shape: DataShape,
+        x: Vec<f32>,
+        labels: Option<Vec<u32>>,
+    ) -> Result<Self> {
+        let f = shape.numel();
+        if f == 0 || x.is_empty() || x.len() % f != 0 {
+            return Err(Error::Shape {
+                context: format!("rows of `{name}`"),
+                expected: format!("a non-empty multiple of {f} values ({shape:?})"),
+                got: format!("{} values", x.len()),
+            });
+        }
+        let n = x.len() / f;
+        if let Some(l) = &labels
+            && l.len() != n
+        {
+            return Err(Error::Shape {
+                context: format!("labels of `{name}`"),
+                expected: format!("{n} labels, one per row"),
+                got: format!("{}", l.len()),
+            });
+        }
+        let ds = Dataset {
+            name: name.into(),
+            shape,
+            num_classes: labels
+                .as_ref()
+                .and_then(|l| l.iter().max())
+                .map(|&m| m as usize + 1),
+            x,
+            labels,
+            toy: None,
+        };
+        ds.check_finite()?;
+        Ok(ds)
+    }
+
+    /// A dataset of the rows of a `[n, features]` tensor (see [`Dataset::from_rows`]).
+    pub fn from_tensor(
+        name: &str,
+        shape: DataShape,
+        x: burn::tensor::Tensor<2>,
+        labels: Option<Vec<u32>>,
+    ) -> Result<Self> {
+        let values = x
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::Config(format!("reading the tensor: {e:?}")))?;
+        Self::from_rows(name, shape, values, labels)
+    }
+
+    /// A dataset of the rows an iterator yields, each of `shape.numel()` values.
+    pub fn from_iter<I, R>(name: &str, shape: DataShape, rows: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = R>,
+        R: AsRef<[f32]>,
+    {
+        let mut x = Vec::new();
+        for (i, r) in rows.into_iter().enumerate() {
+            let r = r.as_ref();
+            if r.len() != shape.numel() {
+                return Err(Error::Shape {
+                    context: format!("row {i} of `{name}`"),
+                    expected: format!("{} values", shape.numel()),
+                    got: format!("{}", r.len()),
+                });
+            }
+            x.extend_from_slice(r);
+        }
+        Self::from_rows(name, shape, x, None)
+    }
+
+    /// The rows at `idx` as a `[idx.len(), features]` tensor on `device`.
+    pub fn batch(&self, idx: &[usize], device: &burn::tensor::Device) -> burn::tensor::Tensor<2> {
+        let f = self.shape.numel();
+        let mut rows = Vec::with_capacity(idx.len() * f);
+        for &i in idx {
+            rows.extend_from_slice(self.row(i));
+        }
+        burn::tensor::Tensor::from_data(
+            burn::tensor::TensorData::new(rows, [idx.len(), f]),
+            device,
+        )
+    }
+
+    /// The training rows and, except for a built-in 2D distribution (whose held-out points are
+    /// fresh draws), the validation rows of [`Dataset::split`].
+    pub fn train_val(&self, val_fraction: f64, seed: u64) -> (Dataset, Option<Dataset>) {
+        match self.toy {
+            Some(_) => (self.clone(), None),
+            None => {
+                let (t, v) = self.split(val_fraction, seed);
+                (t, Some(v))
+            }
+        }
+    }
+
     /// Number of rows.
     pub fn len(&self) -> usize {
         self.x.len() / self.shape.numel()

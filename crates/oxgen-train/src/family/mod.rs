@@ -16,9 +16,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::trainer::Schedule;
 
 pub use report::{FamilyQuality, ModeCoverage, evaluate_model, mode_coverage};
-pub use train::{FamilyReport, Trained, is_family_checkpoint, load_family, train_family};
+pub use train::{
+    FamilyReport, Trained, is_family_checkpoint, load_family, train_family, train_family_on,
+};
 
 /// The model of a run, by family.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -44,9 +47,10 @@ impl FamilyModel {
 }
 
 /// The run config of `oxgen train vae|flow|gan`, written into the run folder and every
-/// checkpoint. A config file may give any subset of the fields.
+/// checkpoint. A config file may give any subset of the fields; every field has a default (those
+/// of [`FamilyConfig::default`], a flow on 2D data).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct FamilyConfig {
     /// Dataset: a built-in name or a path.
     pub data: String,
@@ -62,8 +66,8 @@ pub struct FamilyConfig {
     pub lr_d: f64,
     /// Adam's β₁ (0.5 is usual for GANs).
     pub beta1: f64,
-    /// Linear warmup steps, then cosine decay to 5% of `lr`.
-    pub warmup_steps: usize,
+    /// Warmup and decay of the learning rate (both of a GAN's rates follow it).
+    pub schedule: Schedule,
     /// Global gradient-norm clip (0: none).
     pub grad_clip: f64,
     /// Share of rows held out for validation (file and image data; 2D data draw fresh points).
@@ -90,6 +94,21 @@ pub const FAMILIES: [&str; 3] = ["vae", "flow", "gan"];
 /// Levels of the discrete pixels of `data` (17 for the 8×8 digits, else 8-bit).
 pub fn pixel_levels(data: &Dataset) -> usize {
     if data.name == "digits8" { 17 } else { 256 }
+}
+
+impl Default for FamilyConfig {
+    /// The defaults of a flow on 2D data (`moons`).
+    fn default() -> Self {
+        let data = Dataset {
+            name: "moons".into(),
+            shape: DataShape::Vector { dim: 2 },
+            x: Vec::new(),
+            labels: None,
+            num_classes: None,
+            toy: None,
+        };
+        Self::defaults("flow", &data).expect("flow is a family")
+    }
 }
 
 impl FamilyConfig {
@@ -168,7 +187,7 @@ impl FamilyConfig {
             lr: if gan { 2e-4 } else { 2e-3 },
             lr_d: 2e-4,
             beta1: if gan { 0.5 } else { 0.9 },
-            warmup_steps: if gan { 0 } else { 100 },
+            schedule: Schedule::cosine(if gan { 0 } else { 100 }, 0.05),
             grad_clip: if gan { 0.0 } else { 5.0 },
             val_fraction: 0.2,
             eval_samples: 2000,
@@ -183,7 +202,8 @@ impl FamilyConfig {
 
     /// Overrides fields from a TOML or JSON file.
     pub fn merge_file(self, file: &Path) -> Result<Self> {
-        crate::config::merge_file(self, file)
+        let family = self.model.name();
+        crate::config::merge_file(self, file, family)
     }
 
     /// Refuses values no run can use, and models that do not fit `shape`.
@@ -200,6 +220,16 @@ impl FamilyConfig {
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.val_fraction) {
             return bad("beta1 and val_fraction must be in [0, 1)".into());
         }
+        self.schedule.validate()?;
+        if self.max_bad_steps == 0 {
+            return bad("max_bad_steps must be at least 1".into());
+        }
+        if !self.grad_clip.is_finite() || self.grad_clip < 0.0 {
+            return bad(format!(
+                "grad_clip must be a non-negative number (0: off), got {}",
+                self.grad_clip
+            ));
+        }
         if self.iwae_k == 0 {
             return bad("iwae_k must be at least 1".into());
         }
@@ -209,16 +239,5 @@ impl FamilyConfig {
             FamilyModel::Gan(c) => c.check(shape),
         };
         fits.map_err(|e| Error::Config(format!("{} on `{}`: {e}", self.model.name(), self.data)))
-    }
-
-    /// Learning rate at `step`: linear warmup, then cosine decay to 5% of `peak`.
-    pub fn learning_rate(&self, peak: f64, step: usize) -> f64 {
-        if step < self.warmup_steps {
-            return peak * (step + 1) as f64 / self.warmup_steps as f64;
-        }
-        let span = self.steps.saturating_sub(self.warmup_steps).max(1) as f64;
-        let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
-        let min = 0.05 * peak;
-        min + 0.5 * (peak - min) * (1.0 + (std::f64::consts::PI * progress).cos())
     }
 }

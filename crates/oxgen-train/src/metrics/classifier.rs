@@ -13,9 +13,10 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::data::Dataset;
-use crate::diffusion::{batch_indices, load_weights, to_bytes};
+use crate::checkpoint::{load_weights, to_bytes};
+use crate::trainer::rng::batch_indices;
 use crate::error::{Error, Result};
-use crate::optim::seeded_init;
+use crate::trainer::optim::seeded_init;
 
 /// Width of the feature layer the Fréchet distance is measured in.
 pub const FEATURES: usize = 32;

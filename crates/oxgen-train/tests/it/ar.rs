@@ -17,7 +17,7 @@ fn tiny(data: &str, steps: usize) -> ArTrainConfig {
     c.steps = steps;
     c.batch_size = 8;
     c.grad_accum = 2;
-    c.warmup = 2;
+    c.schedule.warmup_steps = 2;
     c.eval_every = 4;
     c.eval_batches = 2;
     c

@@ -201,7 +201,7 @@ fn weights_of_another_shape_are_refused() {
 fn non_finite_losses_are_skipped_then_stop_the_run() {
     let mut config = tiny_2d("moons", 60);
     config.lr = 1e30;
-    config.warmup_steps = 0;
+    config.schedule.warmup_steps = 0;
     config.grad_clip = 0.0;
     config.max_bad_steps = 4;
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,8 @@ use oxgen_models::diffusion::DenoiserConfig;
 use oxgen_models::diffusion::mlp::MlpDenoiserConfig;
 use oxgen_train::TrainConfig;
 use oxgen_train::data;
-use oxgen_train::diffusion::{TrainOptions, TrainReport, train};
+use oxgen_train::TrainOptions;
+use oxgen_train::diffusion::{TrainReport, train};
 
 /// Every float parameter of a module, flattened, in visit order.
 pub fn params<M: Module>(m: &M) -> Vec<f32> {
@@ -36,14 +37,14 @@ pub fn tiny_2d(data_name: &str, steps: usize) -> TrainConfig {
     c.model.denoiser = DenoiserConfig::Mlp(MlpDenoiserConfig::new().with_hidden(32).with_blocks(1));
     c.steps = steps;
     c.batch_size = 32;
-    c.warmup_steps = 3;
+    c.schedule.warmup_steps = 3;
     c.checkpoint_every = 0;
     c
 }
 
 pub fn opts(out: &Path, device: Device) -> TrainOptions {
     TrainOptions {
-        out: out.into(),
+        out: Some(out.into()),
         resume: false,
         device,
         progress: false,

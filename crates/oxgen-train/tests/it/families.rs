@@ -124,7 +124,7 @@ fn vae_flow_and_gan_runs_resume_exactly() {
         c.steps = 8;
         c.batch_size = 32;
         c.checkpoint_every = 4;
-        c.warmup_steps = 2;
+        c.schedule.warmup_steps = 2;
         let straight = tempfile::tempdir().unwrap();
         let whole = train_family(&c, &opts(straight.path(), Device::flex())).unwrap();
         let split = tempfile::tempdir().unwrap();

@@ -14,7 +14,9 @@ use burn::tensor::{Device, Tensor};
 use oxgen_models::ar::{DecodeOptions, generate};
 use oxgen_train::TrainConfig;
 use oxgen_train::ar::{ArTrainConfig, load_ar, sample_images, train_ar};
-use oxgen_train::diffusion::{TrainOptions, draw, train};
+use oxgen_train::TrainOptions;
+use oxgen_train::diffusion::train;
+use oxgen_train::sample::draw;
 use oxgen_train::family::{FamilyConfig, load_family, train_family};
 use serde::{Deserialize, Serialize};
 
@@ -76,7 +78,7 @@ pub fn samples_of(name: &str, run: &Path, device: &Device) -> Samples {
 
 fn options(out: &Path, resume: bool, stop_after: Option<usize>) -> TrainOptions {
     TrainOptions {
-        out: out.into(),
+        out: Some(out.into()),
         resume,
         device: Device::flex(),
         progress: false,
@@ -89,16 +91,16 @@ fn options(out: &Path, resume: bool, stop_after: Option<usize>) -> TrainOptions 
 fn config_patch(name: &str) -> serde_json::Value {
     use serde_json::json;
     match name {
-        "diffusion-moons" => json!({"steps": 6, "batch_size": 16, "warmup_steps": 2,
+        "diffusion-moons" => json!({"steps": 6, "batch_size": 16, "schedule": {"warmup_steps": 2},
             "checkpoint_every": 0,
             "model": {"denoiser": {"mlp": {"hidden": 16, "blocks": 1}}}}),
-        "vae-moons" => json!({"steps": 6, "batch_size": 16, "warmup_steps": 2,
+        "vae-moons" => json!({"steps": 6, "batch_size": 16, "schedule": {"warmup_steps": 2},
             "checkpoint_every": 0, "model": {"vae": {"hidden": 16, "latent": 2}}}),
-        "flow-moons" => json!({"steps": 6, "batch_size": 16, "warmup_steps": 2,
+        "flow-moons" => json!({"steps": 6, "batch_size": 16, "schedule": {"warmup_steps": 2},
             "checkpoint_every": 0, "model": {"flow": {"hidden": 16, "steps": 2}}}),
         "gan-8gaussians" => json!({"steps": 6, "batch_size": 16, "checkpoint_every": 0,
             "model": {"gan": {"hidden": 16, "latent": 4}}}),
-        "ar-arithmetic" | "ar-digits8" => json!({"steps": 6, "batch_size": 8, "warmup": 2,
+        "ar-arithmetic" | "ar-digits8" => json!({"steps": 6, "batch_size": 8, "schedule": {"warmup_steps": 2},
             "eval_every": 3, "eval_batches": 1,
             "model": {"layers": 1, "heads": 2, "width": 16}}),
         _ => unreachable!("{name}"),
@@ -210,4 +212,107 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), &target).unwrap();
         }
     }
+}
+
+fn read_samples(path: &Path) -> Samples {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Equal bit for bit (floats compared as bits, so -0.0 and NaN count too).
+fn assert_same(got: &Samples, want: &Samples, what: &str) {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(got.tokens, want.tokens, "{what}: tokens differ");
+    assert_eq!(
+        bits(&got.floats),
+        bits(&want.floats),
+        "{what}: samples differ\n got {:?}\nwant {:?}",
+        got.floats,
+        want.floats
+    );
+}
+
+fn fixture_sets() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut sets: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    sets.sort();
+    sets
+}
+
+/// Every fixture written by an earlier oxgen loads, samples what it sampled then, resumes to
+/// the end of its run, and samples what the resumed run sampled then: bit for bit, on the CPU.
+#[test]
+fn every_fixture_loads_samples_and_resumes_as_when_written() {
+    let sets = fixture_sets();
+    assert!(
+        sets.iter().any(|s| s.ends_with("v1")),
+        "the format-1 fixtures are missing"
+    );
+    let mut checked = 0;
+    for set in &sets {
+        for name in FIXTURES {
+            let dir = set.join(name);
+            let what = format!("{}/{name}", set.file_name().unwrap().to_string_lossy());
+            let run = dir.join("run");
+            let want = read_samples(&dir.join("samples.json"));
+            assert!(!(want.floats.is_empty() && want.tokens.is_empty()), "{what}");
+            assert_same(&samples_of(name, &run, &Device::flex()), &want, &what);
+            let tmp = tempfile::tempdir().unwrap();
+            copy_dir(&run, tmp.path());
+            train_fixture(name, tmp.path(), true, None);
+            let ck = oxgen_train::checkpoint::load(tmp.path()).unwrap();
+            assert_eq!(ck.manifest.step, 6, "{what}: resumed to the end");
+            assert_eq!(ck.manifest.format, oxgen_train::checkpoint::FORMAT);
+            assert_same(
+                &samples_of(name, tmp.path(), &Device::flex()),
+                &read_samples(&dir.join("resumed.json")),
+                &format!("{what} resumed"),
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= FIXTURES.len());
+}
+
+/// A run whose manifest says a newer format is refused with a typed error that names its
+/// format, the oxgen that wrote it and the newest format this one reads.
+#[test]
+fn a_run_from_a_newer_oxgen_is_refused_naming_both_versions() {
+    use oxgen_train::checkpoint::FORMAT;
+    let v1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1/flow-moons/run");
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&v1, tmp.path());
+    let m = tmp.path().join("checkpoints/step-00000003/manifest.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+    v["format"] = serde_json::json!(FORMAT + 1);
+    v["oxgen_version"] = serde_json::json!("7.0.0");
+    std::fs::write(&m, serde_json::to_vec(&v).unwrap()).unwrap();
+    let e = oxgen_train::checkpoint::load(tmp.path()).unwrap_err();
+    match &e {
+        oxgen_train::Error::NewerRun {
+            found, supported, written_by, ..
+        } => {
+            assert_eq!((*found, *supported), (FORMAT + 1, FORMAT));
+            assert_eq!(written_by, "7.0.0");
+        }
+        other => panic!("expected NewerRun, got {other}"),
+    }
+    let text = e.to_string();
+    assert!(
+        text.contains("7.0.0")
+            && text.contains(&format!("run format {}", FORMAT + 1))
+            && text.contains(&format!("up to {FORMAT}")),
+        "{text}"
+    );
+    // Sampling and resuming refuse it the same way.
+    let e = load_family(tmp.path(), &Device::flex()).unwrap_err();
+    assert!(matches!(e, oxgen_train::Error::NewerRun { .. }), "{e}");
+    let config = FamilyConfig::default();
+    let mut o = options(tmp.path(), true, None);
+    o.skip_eval = true;
+    let e = train_family(&config, &o).unwrap_err();
+    assert!(matches!(e, oxgen_train::Error::NewerRun { .. }), "{e}");
 }

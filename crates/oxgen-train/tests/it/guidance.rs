@@ -36,7 +36,7 @@ impl Classifier {
 
 fn train_classifier(train_set: &Dataset, device: &Device) -> Classifier {
     let ad = device.clone().autodiff();
-    let mut model = oxgen_train::optim::seeded_init(device, 7, || Classifier {
+    let mut model = oxgen_train::trainer::optim::seeded_init(device, 7, || Classifier {
         fc1: LinearConfig::new(64, 256).init(&ad),
         fc2: LinearConfig::new(256, 10).init(&ad),
     });

@@ -43,7 +43,7 @@ fn unet_training_step_matches_between_cpu_and_wgpu() {
     let cpu = Device::flex().autodiff();
     let gpu = wgpu_device().autodiff();
     let model_cpu =
-        oxgen_train::optim::seeded_init(&cpu, 1, || config.model.init(data.shape, &cpu));
+        oxgen_train::trainer::optim::seeded_init(&cpu, 1, || config.model.init(data.shape, &cpu));
     let bytes = model_cpu
         .clone()
         .into_record()

@@ -11,12 +11,15 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Manifest format version.
-pub const FORMAT: u32 = 1;
+pub use super::migrate::FORMAT;
 /// Checkpoints kept on disk (older ones are deleted after a successful save).
 pub const KEEP: usize = 3;
 
@@ -51,6 +54,34 @@ pub struct Manifest {
     pub files: BTreeMap<String, FileEntry>,
     /// oxgen version that wrote it.
     pub oxgen_version: String,
+}
+
+impl Manifest {
+    /// The manifest of a checkpoint of `family` after `step` steps: the one writer every
+    /// trainer uses. `files` is filled in by [`save`].
+    pub fn new(
+        family: &str,
+        step: usize,
+        shape: oxgen_models::DataShape,
+        config: serde_json::Value,
+        seed: u64,
+        data_position: u64,
+    ) -> Self {
+        Self {
+            format: FORMAT,
+            family: family.into(),
+            step,
+            shape,
+            config,
+            rng: RngState {
+                seed,
+                next_step: step,
+            },
+            data_position,
+            files: BTreeMap::new(),
+            oxgen_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
 }
 
 /// The random state of a run; see [`Manifest::rng`].
@@ -180,14 +211,11 @@ pub fn load(path: &Path) -> Result<Loaded> {
     };
     let raw = fs::read(dir.join("manifest.json"))
         .map_err(|e| refuse(format!("cannot read manifest.json: {e}")))?;
-    let manifest: Manifest = serde_json::from_slice(&raw)
+    let value: serde_json::Value = serde_json::from_slice(&raw)
         .map_err(|e| refuse(format!("manifest.json is corrupt: {e}")))?;
-    if manifest.format != FORMAT {
-        return Err(refuse(format!(
-            "manifest format {} is not supported (expected {FORMAT})",
-            manifest.format
-        )));
-    }
+    let value = super::migrate::manifest(value, &dir)?;
+    let manifest: Manifest = serde_json::from_value(value)
+        .map_err(|e| refuse(format!("manifest.json is corrupt: {e}")))?;
     let mut files = BTreeMap::new();
     for (name, entry) in &manifest.files {
         let bytes =
@@ -226,6 +254,46 @@ impl Loaded {
                 reason: format!("{name} is missing from the manifest"),
             })
     }
+}
+
+/// A module's weights as burnpack bytes.
+pub fn to_bytes<M: Module>(m: &M) -> Result<Vec<u8>> {
+    m.clone()
+        .into_record()
+        .into_bytes()
+        .map(|b| b.to_vec())
+        .map_err(|e| Error::Config(format!("serializing weights: {e}")))
+}
+
+/// Loads burnpack weights into `model`, refusing any mismatch.
+pub fn load_weights<M: Module>(model: M, bytes: &[u8], dir: &Path) -> Result<M> {
+    let refuse = |e: String| Error::Checkpoint {
+        path: dir.into(),
+        reason: e,
+    };
+    let rec = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| refuse(format!("weights unreadable: {e}")))?;
+    model
+        .try_load_record(rec)
+        .map_err(|e| refuse(format!("weights do not fit this model: {e}")))
+}
+
+/// An optimizer's state as bytes.
+pub fn optim_bytes(optim: &ModuleOptimizer) -> Result<Vec<u8>> {
+    Ok(optim
+        .into_bytes()
+        .map_err(|e| Error::Config(format!("serializing optimizer: {e}")))?
+        .to_vec())
+}
+
+/// `optim` with the state in `bytes` (written by [`optim_bytes`]).
+pub fn optim_from(optim: ModuleOptimizer, bytes: &[u8], dir: &Path) -> Result<ModuleOptimizer> {
+    optim
+        .from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| Error::Checkpoint {
+            path: dir.into(),
+            reason: format!("optimizer state unreadable: {e}"),
+        })
 }
 
 #[cfg(test)]

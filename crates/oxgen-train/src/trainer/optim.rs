@@ -1,10 +1,14 @@
-//! Optimizer helpers: global-norm gradient clipping and the EMA of weights.
+//! What every step calls for its update: gradients with global-norm clipping ([`grads_of`],
+//! [`update`]), gradient accumulation ([`accumulate`]), the EMA of weights, and seeded
+//! initialisation.
 //!
 //! burn's own clipping is per parameter; [`clip_global_norm`] scales every gradient by one
 //! factor so that the norm of all of them together is at most `max_norm`.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+
+use super::StepOutput;
 use burn::tensor::Tensor;
 use burn::tensor::container::TensorContainer;
 
@@ -116,4 +120,55 @@ pub fn seeded_init<M: Module>(
     let module = build();
     module.visit(&mut Materialize);
     module
+}
+
+/// The gradients of `loss` for the parameters of `part` (the whole model, or a GAN's generator
+/// or discriminator), clipped to a global norm of `clip` (0: no clipping); and the norm before
+/// clipping.
+pub fn grads_of<P: Module>(loss: Tensor<1>, part: &P, clip: f64) -> (GradientsParams, f64) {
+    let mut grads = GradientsParams::from_grads(loss.backward(), part);
+    let norm = clip_global_norm(part, &mut grads, clip);
+    (grads, norm)
+}
+
+/// One optimizer update of `model` on `loss` at rate `lr`, with global-norm clipping. A
+/// non-finite loss makes no update (the model comes back as it was).
+pub fn update<M: Module>(
+    model: M,
+    optim: &mut ModuleOptimizer,
+    loss: Tensor<1>,
+    lr: f64,
+    clip: f64,
+) -> (M, StepOutput) {
+    let value = loss.clone().into_scalar::<f32>() as f64;
+    if !value.is_finite() {
+        return (model, StepOutput::loss(value, f64::NAN));
+    }
+    let (grads, norm) = grads_of(loss, &model, clip);
+    (optim.step(lr, model, grads), StepOutput::loss(value, norm))
+}
+
+/// Sums two sets of gradients parameter by parameter (gradient accumulation).
+pub fn accumulate<M: Module>(
+    model: &M,
+    mut acc: GradientsParams,
+    new: GradientsParams,
+) -> GradientsParams {
+    struct Add<'a> {
+        acc: &'a mut GradientsParams,
+        new: GradientsParams,
+    }
+    impl ModuleVisitor for Add<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if let Some(g) = self.new.remove::<D>(p.id) {
+                let sum = match self.acc.remove::<D>(p.id) {
+                    Some(a) => a + g,
+                    None => g,
+                };
+                self.acc.register::<D>(p.id, sum);
+            }
+        }
+    }
+    model.visit(&mut Add { acc: &mut acc, new });
+    acc
 }

@@ -1,5 +1,8 @@
 //! A run folder and what a run writes into it: `config.json`, `metrics.jsonl`, `loss.png`,
-//! `samples.png`, `samples.npy`, and `checkpoints/`.
+//! `samples.png`, `samples.npy`, and `checkpoints/` ([`checkpoint`], versioned by [`migrate`]).
+
+pub mod checkpoint;
+pub mod migrate;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -9,7 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use oxgen_models::DataShape;
 use serde::Serialize;
 
-use crate::diffusion::StepMetrics;
+use crate::trainer::StepMetrics;
 use crate::error::{Error, Result};
 
 /// The output folder of one run.
@@ -44,30 +47,39 @@ impl RunDir {
         &self.path
     }
 
-    /// Writes `config.json` (before step 0, and again on resume).
+    /// Writes `config.json` (before step 0, and again on resume), atomically.
     pub fn write_config<C: Serialize>(&self, config: &C) -> Result<()> {
         let p = self.path.join("config.json");
+        let tmp = self.path.join(format!(".config.json-{}", std::process::id()));
         fs::write(
-            &p,
+            &tmp,
             serde_json::to_vec_pretty(config).expect("config serializes"),
         )
-        .map_err(|e| Error::io("config.json", &p, e))
+        .map_err(|e| Error::io("config.json", &tmp, e))?;
+        fs::rename(&tmp, &p).map_err(|e| Error::io("config.json", &p, e))
     }
 }
 
-/// `metrics.jsonl` and the loss history for `loss.png`.
+/// `metrics.jsonl` and the loss history for `loss.png` (in memory only for a run without a
+/// folder).
 #[derive(Debug)]
 pub struct Outputs {
-    file: File,
-    path: PathBuf,
+    file: Option<(File, PathBuf)>,
     steps: Vec<usize>,
     losses: Vec<f64>,
 }
 
 impl Outputs {
-    /// Opens `metrics.jsonl`, keeping only the lines of steps before `start` (so a resumed run
-    /// continues the same curve).
-    pub fn open(run: &RunDir, start: usize) -> Result<Self> {
+    /// Opens `metrics.jsonl` of `run`, keeping only the lines of steps before `start` (so a
+    /// resumed run continues the same curve). Without a run folder nothing is written.
+    pub fn open(run: Option<&RunDir>, start: usize) -> Result<Self> {
+        let Some(run) = run else {
+            return Ok(Self {
+                file: None,
+                steps: Vec::new(),
+                losses: Vec::new(),
+            });
+        };
         let path = run.path().join("metrics.jsonl");
         let (mut steps, mut losses, mut kept) = (Vec::new(), Vec::new(), String::new());
         if start > 0
@@ -90,39 +102,34 @@ impl Outputs {
             .open(&path)
             .map_err(|e| Error::io("metrics.jsonl", &path, e))?;
         Ok(Self {
-            file,
-            path,
+            file: Some((file, path)),
             steps,
             losses,
         })
     }
 
-    /// Appends one line.
-    pub fn log(&mut self, m: &StepMetrics) -> Result<()> {
-        let line = serde_json::to_string(m).expect("metrics serialize");
-        writeln!(self.file, "{line}").map_err(|e| Error::io("metrics.jsonl", &self.path, e))?;
-        self.steps.push(m.step);
-        self.losses.push(m.loss);
-        Ok(())
-    }
-
     /// Appends one line of any shape that carries the fields of [`StepMetrics`] (and more).
     pub fn log_line<T: Serialize>(&mut self, step: usize, loss: f64, line: &T) -> Result<()> {
-        let line = serde_json::to_string(line).expect("metrics serialize");
-        writeln!(self.file, "{line}").map_err(|e| Error::io("metrics.jsonl", &self.path, e))?;
+        if let Some((file, path)) = &mut self.file {
+            let line = serde_json::to_string(line).expect("metrics serialize");
+            writeln!(file, "{line}").map_err(|e| Error::io("metrics.jsonl", &*path, e))?;
+        }
         self.steps.push(step);
         self.losses.push(loss);
         Ok(())
     }
 
-    /// Writes `loss.png` next to `metrics.jsonl`.
+    /// Writes `loss.png` next to `metrics.jsonl` (nothing without a run folder).
     pub fn plot_loss(&self, title: &str) -> Result<()> {
-        crate::plot::loss_curve(
-            &self.path.with_file_name("loss.png"),
-            &self.steps,
-            &self.losses,
-            title,
-        )
+        match &self.file {
+            Some((_, path)) => crate::plot::loss_curve(
+                &path.with_file_name("loss.png"),
+                &self.steps,
+                &self.losses,
+                title,
+            ),
+            None => Ok(()),
+        }
     }
 }
 

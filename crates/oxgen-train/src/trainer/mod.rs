@@ -1,0 +1,339 @@
+//! The one training loop. A family supplies only its step ([`TrainStep`]), as a
+//! LightningModule or burn-train's `TrainStep` does; the loop owns everything else:
+//!
+//! - the step RNG and batch order ([`rng`]) and the learning-rate schedule ([`schedule`]);
+//! - non-finite losses (the update is skipped; `max_bad_steps` in a row stop the run);
+//! - the EMA decay, `metrics.jsonl`, the progress bar and `loss.png`;
+//! - evaluation hooks, atomic checkpoints through one manifest writer, and exact resume.
+//!
+//! Clipping and gradient accumulation are [`optim`]'s, which every step calls.
+
+pub mod optim;
+pub mod rng;
+pub mod schedule;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use oxgen_models::DataShape;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::checkpoint::{self, Loaded};
+use crate::error::{Error, Result};
+use crate::run::{Outputs, RunDir};
+pub use schedule::{Decay, Schedule};
+
+/// How to run a training job: everything that is not part of the config.
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    /// Run folder; `None` trains in memory (no config, metrics, checkpoints or pictures).
+    pub out: Option<PathBuf>,
+    /// Continue from the run folder's latest checkpoint.
+    pub resume: bool,
+    /// Device (without autodiff).
+    pub device: burn::tensor::Device,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Stop (after checkpointing) once this many steps are done, as if interrupted.
+    pub stop_after: Option<usize>,
+    /// Skip the final sampling and quality report.
+    pub skip_eval: bool,
+}
+
+impl Default for TrainOptions {
+    /// In memory, on the CPU, no progress bar, with the final report.
+    fn default() -> Self {
+        Self {
+            out: None,
+            resume: false,
+            device: burn::tensor::Device::flex(),
+            progress: false,
+            stop_after: None,
+            skip_eval: false,
+        }
+    }
+}
+
+impl TrainOptions {
+    /// Options that write the run folder `out`.
+    pub fn in_folder(out: impl Into<PathBuf>, device: burn::tensor::Device) -> Self {
+        Self {
+            out: Some(out.into()),
+            progress: true,
+            device,
+            ..Self::default()
+        }
+    }
+}
+
+/// What one step is given.
+#[derive(Clone, Copy, Debug)]
+pub struct StepContext {
+    /// The step index (0-based).
+    pub step: usize,
+    /// Learning rate from the run's schedule.
+    pub lr: f64,
+}
+
+/// What one step reports.
+#[derive(Clone, Debug)]
+pub struct StepOutput {
+    /// The loss (NaN or infinite: the step made no update).
+    pub loss: f64,
+    /// Gradient norm before clipping (NaN where not measured).
+    pub grad_norm: f64,
+    /// More fields for this step's line of `metrics.jsonl` (a JSON object, or null).
+    pub extra: serde_json::Value,
+    /// The progress bar's message, if not `loss …`.
+    pub message: Option<String>,
+}
+
+impl StepOutput {
+    /// A plain loss and gradient norm.
+    pub fn loss(loss: f64, grad_norm: f64) -> Self {
+        Self {
+            loss,
+            grad_norm,
+            extra: serde_json::Value::Null,
+            message: None,
+        }
+    }
+}
+
+/// One family's part of training.
+pub trait TrainStep {
+    /// One optimizer step (for a GAN, the discriminator's updates and the generator's). A step
+    /// whose loss is not finite must leave the weights as they were.
+    fn step(&mut self, ctx: StepContext) -> Result<StepOutput>;
+    /// The files of a checkpoint: weights and optimizer state, by name.
+    fn state(&self) -> Result<Vec<(&'static str, Vec<u8>)>>;
+    /// Loads what [`TrainStep::state`] wrote.
+    fn restore(&mut self, checkpoint: &Loaded) -> Result<()>;
+    /// Moves EMA weights towards the current ones with `decay` (families with EMA weights).
+    fn update_ema(&mut self, _decay: f64) {}
+    /// Runs at every evaluation interval and at the last step (validation in the log).
+    fn evaluate(&mut self, _done: usize) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What the loop is told about a run.
+#[derive(Debug)]
+pub struct LoopSpec<'a, C> {
+    /// Family name in manifests.
+    pub family: &'a str,
+    /// The run's config, written into `config.json` and every manifest.
+    pub config: &'a C,
+    /// Top-level config keys that a resumed run must share with its checkpoint.
+    pub must_match: &'a [&'a str],
+    /// Shape of one data point.
+    pub shape: DataShape,
+    /// Run seed.
+    pub seed: u64,
+    /// Steps of the whole run.
+    pub steps: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// The schedule.
+    pub schedule: &'a Schedule,
+    /// Rows consumed per step (for the manifest's data position).
+    pub rows_per_step: usize,
+    /// Checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: usize,
+    /// Call [`TrainStep::evaluate`] every this many steps (0: only at the end).
+    pub eval_every: usize,
+    /// Non-finite steps in a row before [`Error::Diverged`].
+    pub max_bad_steps: usize,
+    /// EMA decay (with warmup: min(decay, (1 + s)/(10 + s))), if the family keeps EMA weights.
+    pub ema_decay: Option<f64>,
+    /// Title of `loss.png`.
+    pub title: String,
+}
+
+/// What the loop returns.
+#[derive(Debug)]
+pub struct Summary {
+    /// Steps done in total.
+    pub done: usize,
+    /// Finite losses of this invocation, in order.
+    pub losses: Vec<f64>,
+    /// Non-finite steps skipped.
+    pub skipped: usize,
+    /// Wall time of the loop, seconds.
+    pub seconds: f64,
+}
+
+impl Summary {
+    /// Mean loss over the first 10 steps of this invocation.
+    pub fn first_loss(&self) -> f64 {
+        mean(&self.losses[..self.losses.len().min(10)])
+    }
+    /// Mean loss over the last 10% of steps of this invocation.
+    pub fn last_loss(&self) -> f64 {
+        let tenth = (self.losses.len() / 10).max(1);
+        mean(&self.losses[self.losses.len().saturating_sub(tenth)..])
+    }
+}
+
+fn mean(s: &[f64]) -> f64 {
+    s.iter().sum::<f64>() / s.len().max(1) as f64
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct StepMetrics {
+    /// Step index.
+    pub step: usize,
+    /// Training loss (NaN lines mark skipped steps).
+    pub loss: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Whether the step was skipped for a non-finite loss.
+    pub skipped: bool,
+}
+
+/// Opens (or creates) the run folder of `opts`, refusing to overwrite a run.
+pub fn open_run(opts: &TrainOptions) -> Result<Option<RunDir>> {
+    match &opts.out {
+        Some(out) => RunDir::create(out, opts.resume).map(Some),
+        None if opts.resume => Err(Error::Config(
+            "resume needs a run folder (TrainOptions::out)".into(),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Checks that the checkpoint of a resumed run was written for `spec`'s family and config.
+fn check_resumable<C: Serialize + DeserializeOwned>(
+    spec: &LoopSpec<'_, C>,
+    ck: &Loaded,
+) -> Result<()> {
+    let refuse = |reason: String| Error::Checkpoint {
+        path: ck.dir.clone(),
+        reason,
+    };
+    if ck.manifest.family != spec.family {
+        return Err(refuse(format!(
+            "it was written for another model: a {} run, not {}",
+            ck.manifest.family, spec.family
+        )));
+    }
+    // Both sides go through the typed config, so fields added since (with their defaults)
+    // compare equal.
+    let saved: C = serde_json::from_value(ck.manifest.config.clone())
+        .map_err(|e| refuse(format!("config unreadable: {e}")))?;
+    let (saved, want) = (to_json(&saved), to_json(spec.config));
+    for key in spec.must_match {
+        if saved.get(*key) != want.get(*key) {
+            return Err(refuse(format!(
+                "it was written for another {key} config: {}",
+                saved.get(*key).unwrap_or(&serde_json::Value::Null)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn to_json<C: Serialize>(c: &C) -> serde_json::Value {
+    serde_json::to_value(c).expect("configs serialize")
+}
+
+/// Runs `step` from the start (or the run's latest checkpoint) to the end of the run, or to
+/// `opts.stop_after`.
+pub fn run<C: Serialize + DeserializeOwned>(
+    step: &mut dyn TrainStep,
+    spec: &LoopSpec<'_, C>,
+    run: Option<&RunDir>,
+    opts: &TrainOptions,
+) -> Result<Summary> {
+    spec.schedule.validate()?;
+    let mut start = 0;
+    if opts.resume {
+        let dir = run.ok_or_else(|| Error::Config("resume needs a run folder".into()))?;
+        let ck = checkpoint::load(dir.path())?;
+        check_resumable(spec, &ck)?;
+        step.restore(&ck)?;
+        start = ck.manifest.step;
+        tracing::info!("resumed from {} at step {start}", ck.dir.display());
+    }
+    if let Some(r) = run {
+        r.write_config(spec.config)?;
+    }
+    let mut out = Outputs::open(run, start)?;
+    let end = opts.stop_after.map_or(spec.steps, |s| s.min(spec.steps));
+    let bar = crate::run::progress(opts.progress, start, spec.steps);
+    let (mut bad, mut skipped, mut losses) = (0usize, 0usize, Vec::new());
+    let due = |every: usize, done: usize| (every > 0 && done % every == 0) || done == end;
+    let t0 = Instant::now();
+    for s in start..end {
+        let lr = spec.schedule.at(spec.lr, s, spec.steps);
+        let o = step.step(StepContext { step: s, lr })?;
+        let finite = o.loss.is_finite();
+        let line = StepMetrics {
+            step: s,
+            loss: o.loss,
+            lr,
+            grad_norm: o.grad_norm,
+            skipped: !finite,
+        };
+        if o.extra.is_null() {
+            out.log_line(s, o.loss, &line)?;
+        } else {
+            let mut v = to_json(&line);
+            if let (Some(m), Some(e)) = (v.as_object_mut(), o.extra.as_object()) {
+                m.extend(e.clone());
+            }
+            out.log_line(s, o.loss, &v)?;
+        }
+        if !finite {
+            (bad, skipped) = (bad + 1, skipped + 1);
+            bar.suspend(|| tracing::warn!("step {s}: non-finite loss; update skipped"));
+            if bad >= spec.max_bad_steps {
+                return Err(Error::Diverged { count: bad, step: s });
+            }
+            continue;
+        }
+        bad = 0;
+        if let Some(d) = spec.ema_decay {
+            // EMA warmup (as diffusers' EMAModel): the decay ramps up, so early weights fade.
+            step.update_ema(d.min((1.0 + s as f64) / (10.0 + s as f64)));
+        }
+        losses.push(o.loss);
+        bar.set_position(s as u64 + 1);
+        bar.set_message(o.message.unwrap_or_else(|| format!("loss {:.4}", o.loss)));
+        let done = s + 1;
+        if due(spec.eval_every, done) {
+            bar.suspend(|| step.evaluate(done))?;
+        }
+        if let Some(r) = run
+            && due(spec.checkpoint_every, done)
+        {
+            let manifest = checkpoint::Manifest::new(
+                spec.family,
+                done,
+                spec.shape,
+                to_json(spec.config),
+                spec.seed,
+                (done * spec.rows_per_step) as u64,
+            );
+            checkpoint::save(r.path(), manifest, &step.state()?)?;
+        }
+    }
+    bar.finish_and_clear();
+    let seconds = t0.elapsed().as_secs_f64();
+    tracing::info!(
+        "{} steps in {seconds:.1}s ({:.1} it/s)",
+        end - start,
+        (end - start) as f64 / seconds.max(1e-9)
+    );
+    out.plot_loss(&spec.title)?;
+    Ok(Summary {
+        done: end,
+        losses,
+        skipped,
+        seconds,
+    })
+}
