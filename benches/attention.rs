@@ -15,10 +15,10 @@ fn main() {
     println!("device: {}\n", selected.description);
     let mut rows = Vec::new();
     for causal in [false, true] {
-        rows.extend(oxgen::wgpu::bench_attention::run(
+        rows.extend(oxgen_bench::attention::run(
             &selected.device,
             &lens,
-            oxgen::wgpu::bench_attention::AttentionBench {
+            oxgen_bench::attention::AttentionBench {
                 batch: 4,
                 heads: 8,
                 dim: 64,
@@ -29,7 +29,7 @@ fn main() {
             },
         ));
     }
-    print!("{}", oxgen::wgpu::bench_attention::table(&rows));
+    print!("{}", oxgen_bench::attention::table(&rows));
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-attention.json");
     std::fs::write(
         &out,

@@ -7,7 +7,7 @@
 fn main() {
     let selected =
         oxgen::wgpu::select(oxgen::wgpu::DeviceChoice::Wgpu).expect("a wgpu adapter is required");
-    let mut options = oxgen::wgpu::bench::Options::default();
+    let mut options = oxgen_bench::denoise::Options::default();
     if let Some(sizes) = std::env::args()
         .skip(1)
         .find(|a| a.chars().next().is_some_and(|c| c.is_ascii_digit()))
@@ -17,7 +17,7 @@ fn main() {
             .filter_map(|v| v.trim().parse().ok())
             .collect();
     }
-    let report = oxgen::wgpu::bench::suite(&selected, &options);
+    let report = oxgen_bench::denoise::suite(&selected, &options);
     print!("{}", report.markdown());
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-denoise.json");
     std::fs::write(

@@ -141,11 +141,11 @@ pub(crate) fn bench_decode(a: DecodeBenchArgs) -> Result<()> {
         .with_heads(a.heads)
         .with_width(a.width);
     eprintln!("benchmarking decoding on {} …", selected.description);
-    let row = oxgen_train::bench_decode::run(&selected.device, &config, a.prompt, a.new_tokens);
+    let row = oxgen_bench::decode::run(&selected.device, &config, a.prompt, a.new_tokens);
     println!("device: {}\n", selected.description);
     print!(
         "{}",
-        oxgen_train::bench_decode::table(std::slice::from_ref(&row))
+        oxgen_bench::decode::table(std::slice::from_ref(&row))
     );
     if let Some(path) = a.json {
         let doc = serde_json::json!({ "device": selected.description, "rows": [row] });

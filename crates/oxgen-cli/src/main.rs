@@ -481,6 +481,7 @@ fn eval_dir(ckpt: &std::path::Path) -> PathBuf {
 fn device(args: &DeviceArgs) -> Result<burn::tensor::Device> {
     denoise::set_path(args.op_path);
     let selected = oxgen_wgpu::select(args.device).map_err(anyhow::Error::msg)?;
+    oxgen_models::ops::check_path(args.op_path, &selected.device).map_err(anyhow::Error::msg)?;
     tracing::info!("device: {}", selected.description);
     Ok(selected.device)
 }
@@ -608,10 +609,10 @@ fn main() -> Result<()> {
             if a.f16 && !selected.device.supports_dtype(burn::tensor::DType::F16) {
                 bail!("--f16: this adapter has no shader-f16");
             }
-            let rows = oxgen_wgpu::bench_attention::run(
+            let rows = oxgen_bench::attention::run(
                 &selected.device,
                 &a.seq,
-                oxgen_wgpu::bench_attention::AttentionBench {
+                oxgen_bench::attention::AttentionBench {
                     batch: a.batch,
                     heads: a.heads,
                     dim: a.dim,
@@ -622,7 +623,7 @@ fn main() -> Result<()> {
                 },
             );
             println!("device: {}\n", selected.description);
-            print!("{}", oxgen_wgpu::bench_attention::table(&rows));
+            print!("{}", oxgen_bench::attention::table(&rows));
             if let Some(path) = a.json {
                 let doc = serde_json::json!({ "device": selected.description, "rows": rows });
                 std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
@@ -646,12 +647,12 @@ fn main() -> Result<()> {
             }
             eprintln!("benchmarking on {} …", selected.description);
             oxgen_wgpu::denoise::set_native_u64(!a.philox16);
-            let options = oxgen_wgpu::bench::Options {
+            let options = oxgen_bench::denoise::Options {
                 sizes: a.sizes,
                 iters: a.iters,
                 sampler: (!a.no_sampler).then_some((a.sampler_batch, shape)),
             };
-            let report = oxgen_wgpu::bench::suite(&selected, &options);
+            let report = oxgen_bench::denoise::suite(&selected, &options);
             print!("{}", report.markdown());
             if let Some(path) = a.json {
                 std::fs::write(&path, serde_json::to_vec_pretty(&report)?)

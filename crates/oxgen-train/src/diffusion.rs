@@ -130,6 +130,9 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
 pub fn train_on(config: &TrainConfig, data: &Dataset, opts: &TrainOptions) -> Result<TrainReport> {
     config.validate()?;
     check_fits(config, data)?;
+    if !opts.skip_eval && opts.out.is_some() {
+        data.check_val_split(config.val_fraction, 4)?;
+    }
     let run = trainer::open_run(opts)?;
     let (train_set, val_set) = data.train_val(config.val_fraction, config.seed);
     let ad = opts.device.clone().autodiff();

@@ -7,7 +7,6 @@
 //! - [`data`]: built-in and file datasets, and the program's own rows.
 
 pub mod ar;
-pub mod bench_decode;
 pub mod compare;
 pub mod config;
 pub mod data;

@@ -248,3 +248,76 @@ pub fn draw(
         None => Ok(samples),
     }
 }
+
+/// A trained run of any family, loaded for sampling and scoring.
+#[derive(Debug)]
+pub enum Loaded {
+    /// A diffusion run (EMA weights).
+    Diffusion(LoadedRun),
+    /// A VAE, flow or GAN run.
+    Family(crate::family::FamilyConfig, crate::family::Trained, Manifest),
+    /// An autoregressive run.
+    Ar(crate::ar::ArRun, Manifest),
+}
+
+impl Loaded {
+    /// The checkpoint's manifest (family, step, data shape, config).
+    pub fn manifest(&self) -> &Manifest {
+        match self {
+            Loaded::Diffusion(r) => &r.manifest,
+            Loaded::Family(_, _, m) | Loaded::Ar(_, m) => m,
+        }
+    }
+
+    /// The model behind the shared API: every family but a text GPT, whose samples are tokens
+    /// (see `oxgen_models::ar::generate`).
+    pub fn generative(&self) -> Option<Box<dyn Generative + '_>> {
+        match self {
+            Loaded::Diffusion(r) => {
+                let image = matches!(r.manifest.shape, DataShape::Image { .. });
+                Some(Box::new(DiffusionModel {
+                    model: &r.ema,
+                    config: &r.config.model,
+                    sample: r.config.sample.clone(),
+                    levels: image.then(|| if r.config.data == "digits8" { 17 } else { 256 }),
+                    strata: 100,
+                }))
+            }
+            Loaded::Family(_, t, _) => Some(Box::new(FamilyModelRef(t))),
+            Loaded::Ar(run, _) => matches!(run.codec, crate::ar::Codec::Pixels)
+                .then(|| Box::new(crate::ar::PixelGpt(&run.model)) as Box<dyn Generative + '_>),
+        }
+    }
+}
+
+/// A trained VAE, flow or GAN behind [`Generative`].
+struct FamilyModelRef<'a>(&'a crate::family::Trained);
+
+impl Generative for FamilyModelRef<'_> {
+    fn capabilities(&self) -> oxgen_models::generative::Capabilities {
+        self.0.generative().capabilities()
+    }
+    fn sample(&self, n: usize, labels: Option<&[u32]>, seed: u64, device: &Device) -> Tensor<2> {
+        self.0.generative().sample(n, labels, seed, device)
+    }
+    fn nll(&self, x: Tensor<2>, seed: u64) -> Option<Tensor<1>> {
+        self.0.generative().nll(x, seed)
+    }
+}
+
+/// Loads the run (or checkpoint folder) at `path`, whatever its family.
+pub fn load_any(path: &Path, device: &Device) -> Result<Loaded> {
+    let ck = checkpoint::load(path)?;
+    match ck.manifest.family.as_str() {
+        "diffusion" => Ok(Loaded::Diffusion(load_run(path, device)?)),
+        "ar" => Ok(Loaded::Ar(crate::ar::load_ar(path, device)?, ck.manifest)),
+        f if crate::family::FAMILIES.contains(&f) => {
+            let (config, model) = crate::family::load_family(path, device)?;
+            Ok(Loaded::Family(config, model, ck.manifest))
+        }
+        other => Err(Error::Checkpoint {
+            path: ck.dir,
+            reason: format!("unknown family `{other}`"),
+        }),
+    }
+}

@@ -598,7 +598,7 @@ impl FusedAttention for WgslAttention {
         // One grid row per (batch, head): past the dispatch limit, take the reference; so too
         // for keys past a software adapter's loop limit.
         if b * h > crate::denoise::MAX_GROUPS_PER_DIM as usize
-            || (crate::device::software_selected() && lk > software_max_keys(d))
+            || (lk > software_max_keys(d) && crate::device::maybe_software())
         {
             return oxgen_models::ops::attention::attention_reference(q, k, v, bias, options);
         }

@@ -251,6 +251,19 @@ pub fn software_selected() -> bool {
     SOFTWARE_SELECTED.load(Ordering::Relaxed)
 }
 
+/// Whether the wgpu adapter behind kernels may be a software one (lavapipe/llvmpipe): the one
+/// [`select`] chose, or, for a device the program made itself, any machine whose adapters are
+/// all software. Kernels whose loops could pass llvmpipe's per-invocation limit check it.
+pub fn maybe_software() -> bool {
+    static ONLY_SOFTWARE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    software_selected()
+        || *ONLY_SOFTWARE.get_or_init(|| {
+            adapters()
+                .iter()
+                .all(|a| rank(a) >= 3 || a.name.contains("llvmpipe"))
+        })
+}
+
 /// Whether `device` (autodiff or not) is a wgpu device.
 pub fn is_wgpu(device: &Device) -> bool {
     use burn::backend::{CubeDevice, DispatchDevice};

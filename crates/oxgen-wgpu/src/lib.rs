@@ -5,8 +5,6 @@
 //! (see `docs/architecture.md`): the denoising update and the GroupNorm+SiLU forward.
 
 pub mod attention;
-pub mod bench;
-pub mod bench_attention;
 pub mod copy;
 pub mod denoise;
 pub mod device;
@@ -15,8 +13,12 @@ mod kernel;
 
 pub use device::{AdapterReport, DeviceChoice, SelectedDevice, adapters, is_wgpu, select};
 
+// Found by `oxgen_models::ops::install_kernels` at the first fused-op call, so the kernels take
+// effect on any wgpu device, including one a program made itself.
+inventory::submit!(oxgen_models::ops::KernelInstaller(register_kernels));
+
 /// Installs every fused kernel of this crate behind the op API of `oxgen-models`. Idempotent;
-/// [`select`] calls it, so programs that pick their device through oxgen get the fused paths.
+/// the op API runs it at its first call, and [`select`] calls it too.
 pub fn register_kernels() {
     attention::register();
     denoise::register();

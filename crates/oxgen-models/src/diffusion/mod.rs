@@ -10,13 +10,13 @@ pub mod schedule;
 pub mod unet;
 pub mod vlb;
 
-use crate::settings::settings;
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::ops::denoise::{Noise, seeded_noise};
-use crate::samplers::{self, ModelOutput, SamplerKind, SchedulerCore};
+use crate::settings::settings;
+use crate::samplers::{self, ModelOutput, SamplerKind, Scheduler, SchedulerCore};
 use mlp::{MlpDenoiser, MlpDenoiserConfig};
 use schedule::{NoiseSchedule, Prediction, ScheduleKind};
 use unet::{UNet, UNetConfig};
@@ -285,12 +285,29 @@ pub fn sample(
     labels: Option<&[u32]>,
     device: &Device,
 ) -> Tensor<2> {
-    let [c, h, w] = model.shape;
-    let features = c * h * w;
     let core = SchedulerCore::new(config.noise_schedule(), config.prediction, sample.clip)
         .with_dynamic_threshold(sample.dynamic_threshold);
     let mut scheduler = samplers::build(sample.sampler, core, sample.eta);
     scheduler.set_timesteps(sample.steps);
+    sample_with(model, scheduler.as_mut(), sample, n, labels, device)
+}
+
+/// Samples with any [`Scheduler`], built-in or the program's own, whose timesteps are already
+/// set; `sample`'s sampler, steps, clip and η are the scheduler's business, its seed and
+/// guidance are used here.
+///
+/// # Shapes
+/// - returns `[n, features]`.
+pub fn sample_with(
+    model: &Diffusion,
+    scheduler: &mut dyn Scheduler,
+    sample: &SampleConfig,
+    n: usize,
+    labels: Option<&[u32]>,
+    device: &Device,
+) -> Tensor<2> {
+    let [c, h, w] = model.shape;
+    let features = c * h * w;
     let mut x = seeded_noise(sample.seed, u32::MAX, n * features, device);
     let guided = labels.is_some() && model.null_class().is_some() && sample.guidance != 1.0;
     let labels = labels.map(|l| {

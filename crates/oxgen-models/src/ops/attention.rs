@@ -40,6 +40,12 @@ pub trait FusedAttention: Send + Sync {
 }
 
 static FUSED: OnceLock<Box<dyn FusedAttention>> = OnceLock::new();
+
+/// Whether a registered fused kernel accepts tensors on `device`.
+pub fn accepts(device: &Device) -> bool {
+    super::install_kernels();
+    FUSED.get().is_some_and(|k| k.accepts(device))
+}
 static LAST: Mutex<Option<&'static str>> = Mutex::new(None);
 static FUSED_CALLS: AtomicUsize = AtomicUsize::new(0);
 
@@ -96,6 +102,7 @@ pub fn attention_with(
         );
     }
     let device = q.device();
+    super::install_kernels();
     let fused = FUSED.get().filter(|k| k.accepts(&device));
     // A forced fused path panics only when no kernel takes the device; head dims without a
     // kernel variant take the reference either way.

@@ -101,6 +101,12 @@ pub trait FusedDenoise: Send + Sync {
 }
 
 static FUSED: OnceLock<Box<dyn FusedDenoise>> = OnceLock::new();
+
+/// Whether a registered fused kernel accepts tensors on `device`.
+pub fn accepts(device: &Device) -> bool {
+    super::install_kernels();
+    FUSED.get().is_some_and(|k| k.accepts(device))
+}
 static LAST: Mutex<Option<&'static str>> = Mutex::new(None);
 
 /// Registers the fused implementation. The first registration wins; later ones return false.
@@ -150,6 +156,7 @@ pub fn denoise_step(input: DenoiseInput, coeffs: StepCoeffs, noise: Noise) -> De
         );
     }
     let device = input.x.device();
+    super::install_kernels();
     let fused = FUSED.get().filter(|k| k.accepts(&device));
     let use_fused = super::take_fused("denoise_step", fused.is_some(), &device);
     match fused.filter(|_| use_fused) {

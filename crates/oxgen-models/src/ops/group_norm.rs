@@ -48,6 +48,12 @@ pub trait FusedGroupNormSilu: Send + Sync {
 }
 
 static FUSED: OnceLock<Box<dyn FusedGroupNormSilu>> = OnceLock::new();
+
+/// Whether a registered fused kernel accepts tensors on `device`.
+pub fn accepts(device: &Device) -> bool {
+    super::install_kernels();
+    FUSED.get().is_some_and(|k| k.accepts(device))
+}
 static LAST: Mutex<Option<&'static str>> = Mutex::new(None);
 static FUSED_CALLS: AtomicUsize = AtomicUsize::new(0);
 
@@ -80,11 +86,11 @@ pub fn group_norm_silu(x: Tensor<4>, params: &GroupNormParams) -> Tensor<4> {
         params.groups
     );
     let device = x.device();
-    let fused = FUSED
-        .get()
-        .filter(|k| !device.is_autodiff() && k.accepts(&device));
+    super::install_kernels();
+    let fused = FUSED.get().filter(|k| k.accepts(&device));
     let use_fused = super::take_fused("group_norm_silu", fused.is_some(), &device);
-    match fused.filter(|_| use_fused) {
+    // The kernel is forward-only: under autodiff (training) the reference runs, forced or not.
+    match fused.filter(|_| use_fused && !device.is_autodiff()) {
         Some(kernel) => {
             *LAST.lock().expect("group norm path lock") = Some(kernel.name());
             FUSED_CALLS.fetch_add(1, Ordering::Relaxed);

@@ -4,6 +4,11 @@
 //! Every op with a fused version follows the same contract: a kernel crate registers it once,
 //! tensors on a device it accepts take it, every other device takes the reference, and
 //! [`set_path`] forces one path for all ops (tests, benchmarks, `--op-path`).
+//!
+//! A kernel crate announces itself with `inventory::submit!(KernelInstaller(...))`. The first
+//! call of any fused op runs every installer linked into the program, so the kernels take
+//! effect on any device they accept, including one the program created itself: nothing has to
+//! be called first.
 
 use std::sync::RwLock;
 
@@ -26,6 +31,49 @@ pub enum OpPath {
 
 static PATH: RwLock<OpPath> = RwLock::new(OpPath::Auto);
 
+/// A kernel crate's installer: registers its fused ops with each op's `register_fused`.
+#[derive(Debug)]
+pub struct KernelInstaller(pub fn());
+
+inventory::collect!(KernelInstaller);
+
+/// Runs every linked [`KernelInstaller`], once per process.
+pub fn install_kernels() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for k in inventory::iter::<KernelInstaller> {
+            (k.0)();
+        }
+    });
+}
+
+/// Whether `path` can be honoured on `device`: with [`OpPath::Fused`], every fused op must have
+/// a kernel that accepts it. Check this (with [`path`]) before running anything, so that a forced
+/// path is a clear error rather than a panic in the middle of a run.
+pub fn check_path(path: OpPath, device: &burn::tensor::Device) -> Result<(), String> {
+    install_kernels();
+    if path != OpPath::Fused {
+        return Ok(());
+    }
+    let refused: Vec<&str> = [
+        ("attention", attention::accepts(device)),
+        ("denoise", denoise::accepts(device)),
+        ("group_norm_silu", group_norm::accepts(device)),
+    ]
+    .into_iter()
+    .filter(|(_, ok)| !ok)
+    .map(|(op, _)| op)
+    .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the fused path was forced, but no kernel accepts {device:?} for {}; use --op-path auto or a wgpu device",
+            refused.join(", ")
+        ))
+    }
+}
+
 /// Forces a path for every later call of every fused op.
 pub fn set_path(path: OpPath) {
     *PATH.write().expect("op path lock") = path;
@@ -37,7 +85,10 @@ pub fn path() -> OpPath {
 }
 
 /// Whether an op takes its fused path, given whether a fused kernel accepts the device.
-/// Panics when the fused path is forced and none does.
+///
+/// # Panics
+/// When the fused path is forced and no kernel accepts the device; [`check_path`] reports that
+/// as an error up front.
 pub(crate) fn take_fused(op: &str, accepted: bool, device: &burn::tensor::Device) -> bool {
     match path() {
         OpPath::Auto => accepted,

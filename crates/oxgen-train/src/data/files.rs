@@ -51,7 +51,17 @@ pub fn parse_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     let dims: Vec<usize> = (0..rank)
         .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
         .collect();
-    let expected: usize = dims.iter().product();
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| {
+            bad(format!(
+                "header dimensions {dims:?} overflow: their product does not fit in memory"
+            ))
+        })?;
+    if dims.contains(&0) {
+        return Err(bad(format!("header dimensions {dims:?} include a zero")));
+    }
     let data = bytes[header..].to_vec();
     if data.len() != expected {
         return Err(Error::Shape {

@@ -186,7 +186,7 @@ impl Dataset {
     }
 
     /// A dataset of the rows an iterator yields, each of `shape.numel()` values.
-    pub fn from_iter<I, R>(name: &str, shape: DataShape, rows: I) -> Result<Self>
+    pub fn from_row_iter<I, R>(name: &str, shape: DataShape, rows: I) -> Result<Self>
     where
         I: IntoIterator<Item = R>,
         R: AsRef<[f32]>,
@@ -217,6 +217,24 @@ impl Dataset {
             burn::tensor::TensorData::new(rows, [idx.len(), f]),
             device,
         )
+    }
+
+    /// Refuses a split that leaves fewer than `min` validation rows (a file or image dataset
+    /// whose report needs held-out data); built-in 2D distributions draw fresh points instead.
+    pub fn check_val_split(&self, val_fraction: f64, min: usize) -> Result<()> {
+        if self.toy.is_some() {
+            return Ok(());
+        }
+        let n_val = ((self.len() as f64) * val_fraction).round() as usize;
+        if n_val < min {
+            return Err(Error::Config(format!(
+                "`{}` has no validation split big enough for the report: val_fraction {} of {} rows gives {n_val}, at least {min} are needed; raise val_fraction (or skip the report)",
+                self.name,
+                val_fraction,
+                self.len()
+            )));
+        }
+        Ok(())
     }
 
     /// The training rows and, except for a built-in 2D distribution (whose held-out points are

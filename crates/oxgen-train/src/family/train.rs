@@ -249,6 +249,9 @@ pub fn train_family_on(
     opts: &TrainOptions,
 ) -> Result<FamilyReport> {
     config.validate(data.shape)?;
+    if !opts.skip_eval && opts.out.is_some() {
+        data.check_val_split(config.val_fraction, 4)?;
+    }
     let run = trainer::open_run(opts)?;
     let (train, val) = data.train_val(config.val_fraction, config.seed);
     let ad = opts.device.clone().autodiff();

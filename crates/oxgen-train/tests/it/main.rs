@@ -8,5 +8,6 @@ mod families;
 mod fixtures;
 mod guidance;
 mod quality2d;
+mod reliability;
 mod resume;
 mod wgpu_parity;

@@ -29,7 +29,7 @@ use oxgen_models::ops::denoise::{
 };
 use serde::Serialize;
 
-use crate::denoise::WgslDenoise;
+use oxgen_wgpu::denoise::WgslDenoise;
 
 /// One row of the update table.
 #[derive(Clone, Debug, Serialize)]
@@ -200,7 +200,7 @@ pub fn run(device: &Device, sizes: &[usize], iters: usize) -> Vec<Row> {
         let copy_kernel_gbps = if n4 == 0 {
             0.0
         } else {
-            let ms = median_ms(iters, normal().slice([0..n4]), crate::copy::copy, sync);
+            let ms = median_ms(iters, normal().slice([0..n4]), oxgen_wgpu::copy::copy, sync);
             (8 * n4) as f64 / ms / 1e6
         };
         let burn_copy_gbps = (8 * n) as f64 / burn_copy_ms / 1e6;
@@ -442,7 +442,7 @@ pub fn group_norm(
     [_, h, w]: [usize; 3],
     iters: usize,
 ) -> Vec<NormRow> {
-    use crate::group_norm::WgslGroupNormSilu;
+    use oxgen_wgpu::group_norm::WgslGroupNormSilu;
     use oxgen_models::ops::group_norm::{
         FusedGroupNormSilu, GroupNormParams, group_norm_silu_reference,
     };
@@ -533,7 +533,7 @@ pub struct Report {
 }
 
 /// Runs the update table and, if asked, the whole-sampler timings on `selected`.
-pub fn suite(selected: &crate::SelectedDevice, options: &Options) -> Report {
+pub fn suite(selected: &oxgen_wgpu::SelectedDevice, options: &Options) -> Report {
     let (sizes, skipped_sizes) = fitting(&options.sizes, selected.max_storage_binding);
     let rows = run(&selected.device, &sizes, options.iters);
     let (batch, shape) = options.sampler.unwrap_or((64, [1, 8, 8]));

@@ -21,7 +21,7 @@ use burn::tensor::{DType, Device, Distribution, Tensor};
 use oxgen_models::ops::attention::AttentionOptions;
 use serde::Serialize;
 
-use crate::attention::flash_attention;
+use oxgen_wgpu::attention::flash_attention;
 
 /// One shape's timings. `None`: the path failed or does not apply.
 #[derive(Clone, Debug, Serialize)]
