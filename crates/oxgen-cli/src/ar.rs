@@ -3,7 +3,8 @@
 
 use anyhow::{Context, Result, bail};
 
-use crate::{DecodeBenchArgs, LogprobArgs, SampleArgs, TrainArgs, device};
+use crate::args::{DecodeBenchArgs, LogprobArgs, SampleArgs, TrainArgs};
+use crate::device;
 
 pub(crate) fn train(a: TrainArgs) -> Result<()> {
     let device = device(&a.device)?;

@@ -4,7 +4,8 @@
 use anyhow::{Context, Result};
 use oxgen_train::family::{FamilyConfig, evaluate_model, load_family, train_family};
 
-use crate::{CompareArgs, EvalArgs, SampleArgs, TrainArgs, device};
+use crate::args::{CompareArgs, EvalArgs, SampleArgs, TrainArgs};
+use crate::device;
 
 pub(crate) fn train(family: &str, a: TrainArgs) -> Result<()> {
     let device = device(&a.device)?;

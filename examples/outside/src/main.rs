@@ -7,6 +7,9 @@ use oxgen::burn::tensor::activation::softmax;
 use oxgen::prelude::*;
 
 fn main() -> Result<(), oxgen::Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info,burn=warn,cubecl=warn,wgpu=warn"))
+        .init();
     let device = Device::flex();
 
     // 1. Attention against softmax(q·kᵀ/√d)·v written here.

@@ -20,7 +20,7 @@ use crate::trainer::Schedule;
 
 pub use report::{FamilyQuality, ModeCoverage, evaluate_model, mode_coverage};
 pub use train::{
-    FamilyReport, Trained, is_family_checkpoint, load_family, train_family, train_family_on,
+    FamilyReport, is_family_checkpoint, load_family, train_family, train_family_on,
 };
 
 /// The model of a run, by family.
@@ -86,6 +86,28 @@ pub struct FamilyConfig {
     pub rgb: bool,
     /// The model.
     pub model: FamilyModel,
+}
+
+/// A trained model of one of the three families (weights without autodiff).
+#[derive(Debug)]
+pub enum Trained {
+    /// See [`oxgen_models::vae::Vae`].
+    Vae(oxgen_models::vae::Vae),
+    /// See [`oxgen_models::flow::Flow`].
+    Flow(oxgen_models::flow::Flow),
+    /// See [`oxgen_models::gan::Gan`].
+    Gan(oxgen_models::gan::Gan),
+}
+
+impl Trained {
+    /// The model behind the shared API.
+    pub fn generative(&self) -> &dyn oxgen_models::generative::Generative {
+        match self {
+            Trained::Vae(m) => m,
+            Trained::Flow(m) => m,
+            Trained::Gan(m) => m,
+        }
+    }
 }
 
 /// Families this module trains.

@@ -9,8 +9,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use oxgen_models::generative::{Bound, Likelihood, Nll};
 use serde::{Deserialize, Serialize};
 
-use super::FamilyConfig;
-use super::train::Trained;
+use super::{FamilyConfig, Trained};
 use crate::data::Dataset;
 use crate::data::toy2d::Toy2d;
 use crate::error::{Error, Result};

@@ -9,39 +9,16 @@ use burn::tensor::{Device, Tensor, TensorData};
 use oxgen_models::DataShape;
 use oxgen_models::flow::Flow;
 use oxgen_models::gan::{Gan, GanConfig, GanLoss};
-use oxgen_models::generative::Generative;
 use oxgen_models::vae::{DecoderKind, Vae};
 
 use super::report::{FamilyQuality, evaluate_model};
-use super::{FamilyConfig, FamilyModel, pixel_levels};
+use super::{FamilyConfig, FamilyModel, Trained, pixel_levels};
 use crate::checkpoint::{self, Loaded, load_weights, optim_bytes, optim_from, to_bytes};
 use crate::data::{self, Dataset, LoadOptions};
 use crate::error::{Error, Result};
 use crate::trainer::optim::{grads_of, seeded_init, update};
 use crate::trainer::rng::{Stream, batch_indices, step_seed};
 use crate::trainer::{self, LoopSpec, StepContext, StepOutput, TrainOptions, TrainStep};
-
-/// A trained model of one of the three families (weights without autodiff).
-#[derive(Debug)]
-pub enum Trained {
-    /// See [`Vae`].
-    Vae(Vae),
-    /// See [`Flow`].
-    Flow(Flow),
-    /// See [`Gan`].
-    Gan(Gan),
-}
-
-impl Trained {
-    /// The model behind the shared API.
-    pub fn generative(&self) -> &dyn Generative {
-        match self {
-            Trained::Vae(m) => m,
-            Trained::Flow(m) => m,
-            Trained::Gan(m) => m,
-        }
-    }
-}
 
 /// What [`train_family`] returns.
 #[derive(Debug)]

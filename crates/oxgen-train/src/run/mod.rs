@@ -12,7 +12,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use oxgen_models::DataShape;
 use serde::Serialize;
 
-use crate::trainer::StepMetrics;
 use crate::error::{Error, Result};
 
 /// The output folder of one run.
@@ -58,6 +57,21 @@ impl RunDir {
         .map_err(|e| Error::io("config.json", &tmp, e))?;
         fs::rename(&tmp, &p).map_err(|e| Error::io("config.json", &p, e))
     }
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct StepMetrics {
+    /// Step index.
+    pub step: usize,
+    /// Training loss (NaN lines mark skipped steps).
+    pub loss: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Whether the step was skipped for a non-finite loss.
+    pub skipped: bool,
 }
 
 /// `metrics.jsonl` and the loss history for `loss.png` (in memory only for a run without a

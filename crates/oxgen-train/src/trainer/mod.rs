@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use crate::checkpoint::{self, Loaded};
 use crate::error::{Error, Result};
 use crate::run::{Outputs, RunDir};
+pub use crate::run::StepMetrics;
 pub use schedule::{Decay, Schedule};
 
 /// How to run a training job: everything that is not part of the config.
@@ -178,21 +179,6 @@ impl Summary {
 
 fn mean(s: &[f64]) -> f64 {
     s.iter().sum::<f64>() / s.len().max(1) as f64
-}
-
-/// One line of `metrics.jsonl`.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct StepMetrics {
-    /// Step index.
-    pub step: usize,
-    /// Training loss (NaN lines mark skipped steps).
-    pub loss: f64,
-    /// Learning rate used.
-    pub lr: f64,
-    /// Gradient norm before clipping.
-    pub grad_norm: f64,
-    /// Whether the step was skipped for a non-finite loss.
-    pub skipped: bool,
 }
 
 /// Opens (or creates) the run folder of `opts`, refusing to overwrite a run.

@@ -1,0 +1,446 @@
+//! The command line: every subcommand's flags, as clap structs.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand};
+use oxgen_models::ops::denoise::OpPath;
+use oxgen_models::samplers::SamplerKind;
+use oxgen_train::TrainOptions;
+use oxgen_wgpu::DeviceChoice;
+
+#[derive(Parser)]
+#[command(
+    name = "oxgen",
+    version,
+    about = "Generation as a machine-learning task, on any GPU through wgpu."
+)]
+#[command(
+    after_help = "Examples:\n  oxgen train diffusion --data digits8 --steps 3000 --out runs/digits\n  oxgen sample --ckpt runs/digits -n 64 --out samples/\n  oxgen eval --ckpt runs/digits\n  oxgen info"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+    /// Log filter, as RUST_LOG (e.g. `info`, `oxgen_train=debug`). burn's, CubeCL's and
+    /// wgpu's own info lines (autotuning) are hidden by default.
+    #[arg(
+        long,
+        global = true,
+        default_value = "info,burn=warn,cubecl=warn,wgpu=warn,naga=warn"
+    )]
+    pub(crate) log: String,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Train a model family.
+    #[command(subcommand)]
+    Train(Family),
+    /// Draw samples from a trained run: images (samples.png, samples.npy) for diffusion; text,
+    /// streamed and one sample per line, for an autoregressive run.
+    #[command(
+        after_help = "Examples:\n  oxgen sample --ckpt runs/digits -n 64 --class 3 --guidance 3 --out samples/\n  oxgen sample --ckpt runs/shakespeare -n 5 --max-tokens 200 --out samples.txt --prompt \"ROMEO:\"\n  oxgen sample --ckpt runs/sums -n 3 --prompt 12+34= --temperature 0"
+    )]
+    Sample(SampleArgs),
+    /// The exact negative log-likelihood of a text under an autoregressive run, in total and in
+    /// bits per character.
+    #[command(
+        after_help = "Examples:\n  oxgen logprob --ckpt runs/shakespeare --text \"To be, or not to be\"\n  oxgen logprob --ckpt runs/shakespeare --file hamlet.txt --json nll.json"
+    )]
+    Logprob(LogprobArgs),
+    /// Evaluate a trained run on held-out data: its likelihood, labelled exact, bound or none
+    /// (VAE, flow, GAN), and SWD and MMD against held-out data with their floors.
+    #[command(after_help = "Example:\n  oxgen eval --ckpt runs/moons -n 2000")]
+    Eval(EvalArgs),
+    /// Train (or reuse) every family with its default config on the same data and split, and
+    /// compare them: likelihood (exact, bound or none), SWD/MMD with floors, precision, recall,
+    /// density, coverage, memorization, cost. Writes report.md, report.json, grids and pr.png.
+    #[command(
+        after_help = "Examples:\n  oxgen compare --data digits8 --out runs/compare-digits\n  oxgen compare --data 8gaussians --out runs/compare-8g --families flow,vae,gan"
+    )]
+    Compare(CompareArgs),
+    /// List wgpu adapters, their kernel limits, and the CPU fallback.
+    Info,
+    /// Benchmark kernels on this machine's GPU.
+    #[command(subcommand)]
+    Bench(BenchKind),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum BenchKind {
+    /// The fused denoising update against burn's reference path with fusion on and off, with the
+    /// copy rate as roofline, and whole-sampler wall times (UNet forward included). Prints
+    /// Markdown and writes JSON.
+    #[command(
+        after_help = "Examples:\n  oxgen bench denoise --json denoise.json\n  oxgen bench denoise --sizes 10000,1000000 --no-sampler\n\nSizes past the adapter's storage-binding limit are skipped and listed."
+    )]
+    Denoise(BenchArgs),
+    /// Our flash attention (WGSL, forward and backward) against burn's `attention` and
+    /// `attention_fallback`, in ms and TFLOP/s. Prints Markdown and writes JSON.
+    #[command(
+        after_help = "Examples:\n  oxgen bench attention --seq 1024,2048,4096 --json attention.json\n  oxgen bench attention --seq 128,256 --batch 1 --heads 4 --causal\n  oxgen bench attention --seq 16384 --batch 1 --heads 8 --iters 1 --no-peers   (memory grows with L)"
+    )]
+    Attention(AttentionBenchArgs),
+    /// GPT decoding with the KV cache against re-running the window each step: same model
+    /// (nanoGPT's shakespeare_char shape by default, random weights), same run, greedy, tokens
+    /// checked equal. Prints Markdown and writes JSON.
+    #[command(
+        after_help = "Examples:\n  oxgen bench decode\n  oxgen bench decode --new-tokens 512 --device wgpu --json decode.json"
+    )]
+    Decode(DecodeBenchArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct DecodeBenchArgs {
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) new_tokens: usize,
+    /// Prompt tokens.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) prompt: usize,
+    /// Blocks.
+    #[arg(long, default_value_t = 6)]
+    pub(crate) layers: usize,
+    /// Heads.
+    #[arg(long, default_value_t = 6)]
+    pub(crate) heads: usize,
+    /// Width.
+    #[arg(long, default_value_t = 384)]
+    pub(crate) width: usize,
+    /// Vocabulary size.
+    #[arg(long, default_value_t = 65)]
+    pub(crate) vocab: usize,
+    /// Write the row as JSON here.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    /// auto | wgpu | vulkan | metal | dx12 | cpu.
+    #[arg(long, default_value = "auto")]
+    pub(crate) device: DeviceChoice,
+}
+
+#[derive(Args)]
+pub(crate) struct AttentionBenchArgs {
+    /// Sequence lengths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![256usize, 1024, 2048, 4096])]
+    pub(crate) seq: Vec<usize>,
+    /// Batch.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) batch: usize,
+    /// Heads.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) heads: usize,
+    /// Head dim: 32, 64 or 128.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) dim: usize,
+    /// Causal mask.
+    #[arg(long)]
+    pub(crate) causal: bool,
+    /// f16 storage (f32 arithmetic) for q, k, v and the results, where the adapter has
+    /// shader-f16.
+    #[arg(long)]
+    pub(crate) f16: bool,
+    /// Run only ours (for lengths where burn's L×L buffers cannot exist).
+    #[arg(long)]
+    pub(crate) no_peers: bool,
+    /// Timed calls per measurement.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) iters: usize,
+    /// Write the rows as JSON here.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    /// auto | wgpu | vulkan | metal | dx12 (a wgpu device is required).
+    #[arg(long, default_value = "wgpu")]
+    pub(crate) device: DeviceChoice,
+}
+
+#[derive(Args)]
+pub(crate) struct BenchArgs {
+    /// Element counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![10_000usize, 100_000, 1_000_000, 10_000_000, 100_000_000])]
+    pub(crate) sizes: Vec<usize>,
+    /// Timed updates per measurement.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) iters: usize,
+    /// Skip the whole-sampler timings (1,000-step DDPM and 50-step DDIM with the UNet).
+    #[arg(long)]
+    pub(crate) no_sampler: bool,
+    /// Images per whole-sampler run.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) sampler_batch: usize,
+    /// Philox's products from 16-bit halves even where the adapter has shader-int64 (to compare
+    /// the two; they give the same noise).
+    #[arg(long)]
+    pub(crate) philox16: bool,
+    /// Image shape for the whole-sampler runs, as C,H,W.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 8, 8])]
+    pub(crate) sampler_shape: Vec<usize>,
+    /// Write the rows as JSON here.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    /// auto | wgpu | vulkan | metal | dx12 (a wgpu device is required).
+    #[arg(long, default_value = "wgpu")]
+    pub(crate) device: DeviceChoice,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Family {
+    /// Denoising diffusion (DDPM/DDIM, ε- or v-prediction, classifier-free guidance).
+    #[command(
+        after_help = "Examples:\n  oxgen train diffusion --data digits8 --steps 3000 --out runs/digits\n  oxgen train diffusion --data moons --out runs/moons --device cpu\n  oxgen train diffusion --data mnist-images-idx3-ubyte.gz --config unet.toml --out runs/mnist\n  oxgen train diffusion --out runs/digits --resume\n\nBuilt-in data: moons, 8gaussians, checkerboard, swissroll, rings, pinwheel, digits8."
+    )]
+    Diffusion(TrainArgs),
+    /// Autoregressive GPT (next-token prediction, exact likelihood). --data arithmetic (default,
+    /// embedded sums such as 37+58, scored by held-out exact match) or a text file (character
+    /// tokenizer; configs/shakespeare_char.toml is nanoGPT's setup).
+    #[command(
+        after_help = "Examples:\n  oxgen train ar --out runs/sums\n  oxgen train ar --data input.txt --config configs/shakespeare_char.toml --out runs/shakespeare\n  oxgen train ar --out runs/sums --resume"
+    )]
+    Ar(TrainArgs),
+    /// Variational autoencoder (Gaussian encoder; Gaussian, discretized-logistic or Bernoulli
+    /// decoder; MLP or conv). Reports the ELBO and the IWAE bound: a likelihood bound.
+    #[command(
+        after_help = "Examples:\n  oxgen train vae --data digits8 --out runs/vae-digits\n  oxgen train vae --data moons --out runs/vae-moons"
+    )]
+    Vae(TrainArgs),
+    /// Normalizing flow (ActNorm, invertible 1×1 conv, affine or spline couplings; multiscale
+    /// for images). Exact likelihood (a dequantization bound on discrete pixels).
+    #[command(
+        after_help = "Examples:\n  oxgen train flow --data 8gaussians --out runs/flow-8g\n  oxgen train flow --data digits8 --out runs/flow-digits"
+    )]
+    Flow(TrainArgs),
+    /// Generative adversarial network (non-saturating or Wasserstein loss, R1 or gradient
+    /// penalty, spectral norm; MLP or DCGAN). Samples only: no likelihood.
+    #[command(
+        after_help = "Examples:\n  oxgen train gan --data 8gaussians --out runs/gan-8g\n  oxgen train gan --data digits8 --out runs/gan-digits"
+    )]
+    Gan(TrainArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct DeviceArgs {
+    /// auto | wgpu | vulkan | metal | dx12 | cpu. `auto` takes the best hardware GPU, else the CPU.
+    #[arg(long, default_value = "auto")]
+    pub(crate) device: DeviceChoice,
+    /// Which implementation the fused ops (denoising update, GroupNorm+SiLU, attention) run:
+    /// auto | reference | fused. `fused` fails when no kernel takes the device; inputs a kernel
+    /// has no variant for (attention head dims other than 32, 64, 128) take the reference.
+    #[arg(long, default_value = "auto", value_parser = parse_path)]
+    pub(crate) op_path: OpPath,
+}
+
+pub(crate) fn parse_path(s: &str) -> Result<OpPath, String> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
+        .map_err(|_| format!("expected auto, reference or fused, got `{s}`"))
+}
+
+#[derive(Args)]
+pub(crate) struct TrainArgs {
+    /// Dataset: a built-in name or a path (IDX file, PNG folder, CSV file). Default: digits8.
+    #[arg(long)]
+    pub(crate) data: Option<String>,
+    /// Optimizer steps.
+    #[arg(long)]
+    pub(crate) steps: Option<usize>,
+    /// Run folder (config, metrics, loss curve, samples, checkpoints).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// A TOML or JSON file overriding any config fields.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// Seed of every random draw.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// Batch size.
+    #[arg(long)]
+    pub(crate) batch_size: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub(crate) lr: Option<f64>,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    pub(crate) resume: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
+}
+
+impl TrainArgs {
+    /// How to run: the run folder, resume, the device, and the progress bar.
+    pub(crate) fn options(&self, device: burn::tensor::Device) -> TrainOptions {
+        TrainOptions {
+            out: Some(self.out.clone()),
+            resume: self.resume,
+            device,
+            progress: !self.quiet,
+            stop_after: None,
+            skip_eval: false,
+        }
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct SampleArgs {
+    /// A run folder or a checkpoint folder.
+    #[arg(long)]
+    pub(crate) ckpt: PathBuf,
+    /// Number of samples.
+    #[arg(short, long, default_value_t = 64)]
+    pub(crate) n: usize,
+    /// Output folder.
+    #[arg(long, default_value = "samples")]
+    pub(crate) out: PathBuf,
+    /// Sample this class only (conditional models).
+    #[arg(long)]
+    pub(crate) class: Option<u32>,
+    #[command(flatten)]
+    pub(crate) sampling: SamplingArgs,
+    #[command(flatten)]
+    pub(crate) text: TextSamplingArgs,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
+}
+
+/// Decoding options of autoregressive runs (`--out` is then a text file, or a folder that gets
+/// samples.txt).
+#[derive(Args)]
+pub(crate) struct TextSamplingArgs {
+    /// Text every sample starts from (default: a line start).
+    #[arg(long)]
+    pub(crate) prompt: Option<String>,
+    /// New tokens per sample.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) max_tokens: usize,
+    /// Softmax temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    pub(crate) temperature: f32,
+    /// Keep the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) top_k: usize,
+    /// Nucleus sampling: keep the most likely tokens up to this probability (1: all).
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) top_p: f32,
+    /// CTRL repetition penalty (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) repetition_penalty: f32,
+    /// Stop a sample after this text (repeatable).
+    #[arg(long)]
+    pub(crate) stop: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct LogprobArgs {
+    /// An autoregressive run or checkpoint folder.
+    #[arg(long)]
+    pub(crate) ckpt: PathBuf,
+    /// The text to score.
+    #[arg(long, conflicts_with = "file")]
+    pub(crate) text: Option<String>,
+    /// A file whose text to score.
+    #[arg(long)]
+    pub(crate) file: Option<PathBuf>,
+    /// Also write the result as JSON here.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
+}
+
+/// Overrides of the run's sampling config.
+#[derive(Args)]
+pub(crate) struct SamplingArgs {
+    /// Guidance scale (conditional models); 1 = none.
+    #[arg(long)]
+    pub(crate) guidance: Option<f32>,
+    /// ddpm | ddim | euler_ancestral | dpm_solver_pp2m.
+    #[arg(long)]
+    pub(crate) sampler: Option<SamplerKind>,
+    /// Inference steps.
+    #[arg(long)]
+    pub(crate) steps: Option<usize>,
+    /// DDIM η.
+    #[arg(long)]
+    pub(crate) eta: Option<f64>,
+    /// Dynamic thresholding of x̂₀ at this percentile of |x̂₀| per sample (Imagen: 0.995).
+    #[arg(long, value_name = "P")]
+    pub(crate) dynamic_threshold: Option<f32>,
+    /// Noise seed.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+}
+
+impl SamplingArgs {
+    pub(crate) fn apply(
+        &self,
+        mut s: oxgen_models::SampleConfig,
+        timesteps: usize,
+    ) -> Result<oxgen_models::SampleConfig> {
+        if let Some(v) = self.guidance {
+            s.guidance = v;
+        }
+        if let Some(v) = self.sampler {
+            s.sampler = v;
+        }
+        if let Some(v) = self.steps {
+            s.steps = v;
+        }
+        if let Some(v) = self.eta {
+            s.eta = v;
+        }
+        if let Some(p) = self.dynamic_threshold {
+            if !(0.0..=1.0).contains(&p) {
+                bail!("--dynamic-threshold takes a percentile in [0, 1], got {p}");
+            }
+            s.dynamic_threshold = Some(p);
+        }
+        if let Some(v) = self.seed {
+            s.seed = v;
+        }
+        if s.steps == 0 || s.steps > timesteps {
+            bail!("--steps must be in 1..={timesteps}");
+        }
+        Ok(s)
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct CompareArgs {
+    /// Dataset: a built-in name or a path.
+    #[arg(long, default_value = "digits8")]
+    pub(crate) data: String,
+    /// Output folder (one run folder per family inside; finished runs are reused).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Families to run, comma-separated (default: diffusion,ar,flow,vae,gan).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) families: Vec<String>,
+    /// Seed of the split, the runs and the samples.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// Hide the progress bars.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct EvalArgs {
+    /// A run folder or a checkpoint folder.
+    #[arg(long)]
+    pub(crate) ckpt: PathBuf,
+    /// Samples to compare (cut to the held-out size for image data).
+    #[arg(short, long)]
+    pub(crate) n: Option<usize>,
+    /// Where samples.png and quality.json go (default: the checkpoint's run folder/eval).
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Evaluate on this dataset instead of the run's own (rows of the same shape).
+    #[arg(long)]
+    pub(crate) data: Option<String>,
+    #[command(flatten)]
+    pub(crate) sampling: SamplingArgs,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
+}

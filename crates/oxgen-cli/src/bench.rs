@@ -1,0 +1,117 @@
+//! `oxgen bench attention|denoise` (the harnesses live in oxgen-bench) and `oxgen info`.
+
+use anyhow::{Context, Result, bail};
+use oxgen_wgpu::DeviceChoice;
+
+use crate::args::{AttentionBenchArgs, BenchArgs};
+
+pub(crate) fn attention(a: AttentionBenchArgs) -> Result<()> {
+    let selected = oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?;
+    if !selected.is_wgpu {
+        bail!("the attention benchmark needs a wgpu device; found only the CPU");
+    }
+    if !oxgen_wgpu::attention::HEAD_DIMS.contains(&a.dim) {
+        bail!(
+            "--dim must be one of {:?}",
+            oxgen_wgpu::attention::HEAD_DIMS
+        );
+    }
+    if a.iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    eprintln!("benchmarking attention on {} …", selected.description);
+    if a.f16 && !selected.device.supports_dtype(burn::tensor::DType::F16) {
+        bail!("--f16: this adapter has no shader-f16");
+    }
+    let rows = oxgen_bench::attention::run(
+        &selected.device,
+        &a.seq,
+        oxgen_bench::attention::AttentionBench {
+            batch: a.batch,
+            heads: a.heads,
+            dim: a.dim,
+            causal: a.causal,
+            half: a.f16,
+            iters: a.iters,
+            peers: !a.no_peers,
+        },
+    );
+    println!("device: {}\n", selected.description);
+    print!("{}", oxgen_bench::attention::table(&rows));
+    if let Some(path) = a.json {
+        let doc = serde_json::json!({ "device": selected.description, "rows": rows });
+        std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| path.display().to_string())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+pub(crate) fn denoise(a: BenchArgs) -> Result<()> {
+    let selected = oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?;
+    if !selected.is_wgpu {
+        bail!("the denoise benchmark needs a wgpu device; found only the CPU");
+    }
+    let shape: [usize; 3] = a.sampler_shape.as_slice().try_into().map_err(|_| {
+        anyhow::anyhow!(
+            "--sampler-shape takes three numbers C,H,W, got {:?}",
+            a.sampler_shape
+        )
+    })?;
+    if a.iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    eprintln!("benchmarking on {} …", selected.description);
+    oxgen_wgpu::denoise::set_native_u64(!a.philox16);
+    let options = oxgen_bench::denoise::Options {
+        sizes: a.sizes,
+        iters: a.iters,
+        sampler: (!a.no_sampler).then_some((a.sampler_batch, shape)),
+    };
+    let report = oxgen_bench::denoise::suite(&selected, &options);
+    print!("{}", report.markdown());
+    if let Some(path) = a.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| path.display().to_string())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+pub(crate) fn info() {
+    let list = oxgen_wgpu::adapters();
+    if list.is_empty() {
+        println!(
+            "wgpu adapters: none found (install a Vulkan, Metal or DX12 driver; on Debian, mesa-vulkan-drivers)"
+        );
+    }
+    for (i, a) in list.iter().enumerate() {
+        println!("[{i}] {} — {} ({})", a.name, a.backend, a.device_type);
+        println!(
+            "    driver: {}",
+            if a.driver.is_empty() {
+                "unknown"
+            } else {
+                &a.driver
+            }
+        );
+        println!(
+            "    workgroup storage {} KiB, {} invocations/workgroup, subgroups {}..{}, shader-f16 {}, shader-int64 {}, max storage binding {} MiB",
+            a.workgroup_storage / 1024,
+            a.max_invocations,
+            a.subgroup_sizes.0,
+            a.subgroup_sizes.1,
+            if a.shader_f16 { "yes" } else { "no" },
+            if a.shader_int64 { "yes" } else { "no" },
+            a.max_storage_binding >> 20
+        );
+    }
+    println!(
+        "cpu fallback: burn Flex backend, {} threads available",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    match oxgen_wgpu::select(DeviceChoice::Auto) {
+        Ok(s) => println!("--device auto selects: {}", s.description),
+        Err(e) => println!("--device auto: {e}"),
+    }
+}

@@ -1,0 +1,86 @@
+//! `oxgen train diffusion`, and `oxgen sample` and `oxgen eval` on diffusion runs.
+
+use anyhow::{Context, Result};
+use oxgen_train::TrainConfig;
+use oxgen_train::diffusion::train as train_diffusion;
+
+use crate::args::{EvalArgs, SampleArgs, TrainArgs};
+use crate::{device, eval_dir};
+
+pub(crate) fn train(a: TrainArgs) -> Result<()> {
+    let device = device(&a.device)?;
+    let mut config = if a.resume {
+        let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
+        serde_json::from_value::<TrainConfig>(ck.manifest.config)
+            .context("config in checkpoint")?
+    } else {
+        let name = a.data.clone().unwrap_or_else(|| "digits8".into());
+        let mut probe =
+            TrainConfig::defaults(&name, oxgen_models::DataShape::Vector { dim: 2 }, None);
+        probe.seed = a.seed.unwrap_or(0);
+        let data = probe.load_data()?;
+        TrainConfig::defaults(&name, data.shape, data.num_classes)
+    };
+    if let Some(file) = &a.config {
+        config = config.merge_file(file)?;
+    }
+    apply_train_flags!(config, a);
+    let opts = a.options(device);
+    let report = train_diffusion(&config, &opts)?;
+    println!(
+        "trained {} steps: loss {:.4} -> {:.4}{}",
+        report.steps,
+        report.first_loss,
+        report.last_loss,
+        if report.skipped > 0 {
+            format!(" ({} non-finite steps skipped)", report.skipped)
+        } else {
+            String::new()
+        }
+    );
+    if let Some(q) = report.quality {
+        println!("{q}");
+    }
+    println!(
+        "wrote {}/samples.png, samples.npy, loss.png, metrics.jsonl, checkpoints/",
+        a.out.display()
+    );
+    Ok(())
+}
+
+pub(crate) fn sample(a: SampleArgs) -> Result<()> {
+    let device = device(&a.device)?;
+    let run = oxgen_train::sample::load_run(&a.ckpt, &device)?;
+    let s = a
+        .sampling
+        .apply(run.config.sample.clone(), run.config.model.timesteps)?;
+    oxgen_train::sample::sample_to(&run, a.n, a.class, &s, &device, &a.out)?;
+    println!(
+        "wrote {}/samples.png and samples.npy ({} samples, {:?}, {} steps)",
+        a.out.display(),
+        a.n,
+        s.sampler,
+        s.steps
+    );
+    Ok(())
+}
+
+pub(crate) fn eval(a: EvalArgs) -> Result<()> {
+    let device = device(&a.device)?;
+    let mut run = oxgen_train::sample::load_run(&a.ckpt, &device)?;
+    if let Some(d) = &a.data {
+        run.config.data = d.clone();
+    }
+    run.config.sample = a
+        .sampling
+        .apply(run.config.sample.clone(), run.config.model.timesteps)?;
+    let out = a.out.unwrap_or_else(|| eval_dir(&a.ckpt));
+    let (q, nll) = oxgen_train::sample::evaluate(&run, a.n, &device, &out)?;
+    println!("{nll}");
+    println!("{q}");
+    println!(
+        "wrote {}/samples.png, quality.json and nll.json",
+        out.display()
+    );
+    Ok(())
+}
