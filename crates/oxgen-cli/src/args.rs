@@ -59,6 +59,15 @@ pub(crate) enum Command {
         after_help = "Examples:\n  oxgen compare --data digits8 --out runs/compare-digits\n  oxgen compare --data 8gaussians --out runs/compare-8g --families flow,vae,gan"
     )]
     Compare(CompareArgs),
+    /// Write a run's weights to a safetensors file (tensor names as in the model; the run's
+    /// manifest in the metadata). Diffusion runs export their EMA weights.
+    #[command(
+        after_help = "Examples:\n  oxgen export --ckpt runs/digits --out digits.safetensors\n  oxgen export --ckpt runs/sums --out sums.safetensors --list"
+    )]
+    Export(ExportArgs),
+    /// Make a run folder from a file `oxgen export` wrote (to sample and evaluate it).
+    #[command(after_help = "Example:\n  oxgen import --file digits.safetensors --out runs/digits-copy")]
+    Import(ImportArgs),
     /// List wgpu adapters, their kernel limits, and the CPU fallback.
     Info,
     /// Benchmark kernels on this machine's GPU.
@@ -443,4 +452,27 @@ pub(crate) struct EvalArgs {
     pub(crate) sampling: SamplingArgs,
     #[command(flatten)]
     pub(crate) device: DeviceArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct ExportArgs {
+    /// A run folder or a checkpoint folder.
+    #[arg(long)]
+    pub(crate) ckpt: PathBuf,
+    /// The safetensors file to write.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Print every tensor's name and shape.
+    #[arg(long)]
+    pub(crate) list: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct ImportArgs {
+    /// A safetensors file written by `oxgen export`.
+    #[arg(long)]
+    pub(crate) file: PathBuf,
+    /// The run folder to make (it must not hold a run).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
 }

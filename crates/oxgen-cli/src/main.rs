@@ -76,6 +76,19 @@ fn main() -> Result<()> {
         Command::Eval(a) => diffusion::eval(a)?,
         Command::Logprob(a) => ar::logprob(a)?,
         Command::Compare(a) => family::compare(a)?,
+        Command::Export(a) => {
+            let e = oxgen_train::interchange::export(&a.ckpt, &a.out)?;
+            if a.list {
+                for (name, shape) in &e.tensors {
+                    println!("{name} {shape:?}");
+                }
+            }
+            println!("wrote {} ({} tensors)", e.path.display(), e.tensors.len());
+        }
+        Command::Import(a) => {
+            let dir = oxgen_train::interchange::import(&a.file, &a.out)?;
+            println!("wrote {}", dir.display());
+        }
         Command::Info => bench::info(),
         Command::Bench(BenchKind::Decode(a)) => ar::bench_decode(a)?,
         Command::Bench(BenchKind::Attention(a)) => bench::attention(a)?,

@@ -4,7 +4,8 @@
 //! - [`run`]: the run folder, versioned checkpoints and their migrations;
 //! - one step module per family: [`diffusion`], [`ar`], [`family`] (VAE, flow, GAN);
 //! - evaluation, apart from training: [`metrics`], [`sample`], [`compare`];
-//! - [`data`]: built-in and file datasets, and the program's own rows.
+//! - [`data`]: built-in and file datasets, and the program's own rows;
+//! - [`interchange`]: weights as safetensors (export, import, GPT-2 layout).
 
 pub mod ar;
 pub mod compare;
@@ -13,6 +14,7 @@ pub mod data;
 pub mod diffusion;
 pub mod error;
 pub mod family;
+pub mod interchange;
 pub mod metrics;
 pub mod npy;
 pub mod plot;

@@ -7,6 +7,7 @@ mod compare;
 mod families;
 mod fixtures;
 mod guidance;
+mod interchange;
 mod quality2d;
 mod reliability;
 mod resume;
