@@ -67,10 +67,17 @@ fn main() -> Result<(), oxgen::Error> {
     let b = sample_with(&report.ema, &mut builtin, &sample, n, None, &device);
     let diff = (a.clone() - b).abs().max().into_scalar::<f32>();
     println!("my DDIM vs oxgen's DDIM(η=0), {n} samples of 25 steps: max |Δ| = {diff:.2e}");
-    let a: Vec<f32> = a.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 samples");
+    let a: Vec<f32> = a
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 samples");
     let (held, _, _) = oxgen::train::sample::held_out(&config, &data, None, n);
     let quality = oxgen::train::metrics::Quality::measure(&a, &held, &held, 2, 0);
-    println!("my DDIM's samples: SWD {:.4} against held-out moons", quality.swd);
+    println!(
+        "my DDIM's samples: SWD {:.4} against held-out moons",
+        quality.swd
+    );
     assert!(diff < 1e-4, "the two DDIMs disagree by {diff}");
     Ok(())
 }

@@ -20,7 +20,11 @@ fn naive(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool) -> Tensor<4> {
         let mask: Vec<f32> = (0..lq * lk)
             .map(|ij| {
                 let (i, j) = (ij / lk, ij % lk);
-                if j + lq <= i + lk { 0.0 } else { f32::NEG_INFINITY }
+                if j + lq <= i + lk {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
             })
             .collect();
         let mask = Tensor::<2>::from_data(TensorData::new(mask, [lq, lk]), &scores.device());
@@ -45,7 +49,10 @@ fn main() {
     for (shape, causal) in [([2, 3, 37, 64], true), ([1, 2, 50, 32], false)] {
         let r = || Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &ad).require_grad();
         let (q, k, v) = (r(), r(), r());
-        let opts = AttentionOptions { causal, scale: None };
+        let opts = AttentionOptions {
+            causal,
+            scale: None,
+        };
         let ours = attention_with(q.clone(), k.clone(), v.clone(), None, opts);
         let path = last_path().unwrap_or("none");
         let want = naive(q.clone(), k.clone(), v.clone(), causal);
@@ -60,12 +67,17 @@ fn main() {
             a.into_data()
                 .assert_approx_eq::<f32>(&b.into_data(), Tolerance::absolute(2e-3));
         }
-        println!("{shape:?} causal={causal}: forward and gradients match the naive attention ({path})");
+        println!(
+            "{shape:?} causal={causal}: forward and gradients match the naive attention ({path})"
+        );
     }
     println!("fused kernel calls: {}", fused_calls());
     #[cfg(feature = "wgpu")]
     if oxgen::wgpu::is_wgpu(&device) {
         // No select() or registration call above: the kernels found the device themselves.
-        assert!(fused_calls() >= 2, "the WGSL kernel did not take the program's wgpu device");
+        assert!(
+            fused_calls() >= 2,
+            "the WGSL kernel did not take the program's wgpu device"
+        );
     }
 }

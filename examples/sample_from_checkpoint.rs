@@ -38,7 +38,11 @@ fn main() -> Result<(), oxgen::Error> {
         loaded.manifest().step
     );
     let x = model.sample(n, None, 7, &device);
-    let rows: Vec<f32> = x.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 samples");
+    let rows: Vec<f32> = x
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 samples");
     let out = std::env::temp_dir().join("oxgen-example-samples");
     oxgen::train::run::write_samples(&out, &rows, None, loaded.manifest().shape, None)?;
     println!("wrote {n} samples to {}/samples.png", out.display());

@@ -12,7 +12,10 @@ mod rand_like {
     pub struct Lcg(pub u64);
     impl Lcg {
         pub fn uniform(&mut self) -> f64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
         }
         /// Box–Muller.
@@ -73,6 +76,9 @@ fn main() -> Result<(), oxgen::Error> {
         report.steps,
         model.capabilities().likelihood
     );
-    assert!((nll - truth).abs() < 0.25, "NLL {nll} is far from the truth {truth}");
+    assert!(
+        (nll - truth).abs() < 0.25,
+        "NLL {nll} is far from the truth {truth}"
+    );
     Ok(())
 }

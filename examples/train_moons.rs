@@ -6,11 +6,11 @@
 use oxgen::TrainConfig;
 use oxgen::models::samplers::SamplerKind;
 use oxgen::models::{SampleConfig, diffusion};
-use oxgen::train::data;
 use oxgen::train::TrainOptions;
+use oxgen::train::data;
 use oxgen::train::diffusion::train;
-use oxgen::train::sample::held_out;
 use oxgen::train::metrics::Quality;
+use oxgen::train::sample::held_out;
 
 fn main() -> Result<(), oxgen::Error> {
     let data = data::load("moons", 0, &Default::default())?;

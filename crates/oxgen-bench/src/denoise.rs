@@ -442,10 +442,10 @@ pub fn group_norm(
     [_, h, w]: [usize; 3],
     iters: usize,
 ) -> Vec<NormRow> {
-    use oxgen_wgpu::group_norm::WgslGroupNormSilu;
     use oxgen_models::ops::group_norm::{
         FusedGroupNormSilu, GroupNormParams, group_norm_silu_reference,
     };
+    use oxgen_wgpu::group_norm::WgslGroupNormSilu;
     let sync = || device.sync().expect("device sync");
     let mut rows = Vec::new();
     for shape in [

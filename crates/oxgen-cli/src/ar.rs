@@ -144,10 +144,7 @@ pub(crate) fn bench_decode(a: DecodeBenchArgs) -> Result<()> {
     eprintln!("benchmarking decoding on {} …", selected.description);
     let row = oxgen_bench::decode::run(&selected.device, &config, a.prompt, a.new_tokens);
     println!("device: {}\n", selected.description);
-    print!(
-        "{}",
-        oxgen_bench::decode::table(std::slice::from_ref(&row))
-    );
+    print!("{}", oxgen_bench::decode::table(std::slice::from_ref(&row)));
     if let Some(path) = a.json {
         let doc = serde_json::json!({ "device": selected.description, "rows": [row] });
         std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)

@@ -66,7 +66,9 @@ pub(crate) enum Command {
     )]
     Export(ExportArgs),
     /// Make a run folder from a file `oxgen export` wrote (to sample and evaluate it).
-    #[command(after_help = "Example:\n  oxgen import --file digits.safetensors --out runs/digits-copy")]
+    #[command(
+        after_help = "Example:\n  oxgen import --file digits.safetensors --out runs/digits-copy"
+    )]
     Import(ImportArgs),
     /// List wgpu adapters, their kernel limits, and the CPU fallback.
     Info,

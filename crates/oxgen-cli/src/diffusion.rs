@@ -11,8 +11,7 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
     let device = device(&a.device)?;
     let mut config = if a.resume {
         let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
-        serde_json::from_value::<TrainConfig>(ck.manifest.config)
-            .context("config in checkpoint")?
+        serde_json::from_value::<TrainConfig>(ck.manifest.config).context("config in checkpoint")?
     } else {
         let name = a.data.clone().unwrap_or_else(|| "digits8".into());
         let mut probe =

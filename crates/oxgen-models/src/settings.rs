@@ -60,7 +60,14 @@ mod tests {
         let old: GptConfig =
             serde_json::from_str(r#"{"vocab": 11, "context": 16, "layers": 2, "heads": 2, "width": 8, "tie_weights": true}"#)
                 .unwrap();
-        assert_eq!(old, GptConfig::new(11).with_context(16).with_layers(2).with_heads(2).with_width(8));
+        assert_eq!(
+            old,
+            GptConfig::new(11)
+                .with_context(16)
+                .with_layers(2)
+                .with_heads(2)
+                .with_width(8)
+        );
         assert!(!old.rotary && old.dropout == 0.0);
         let flow: FlowConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(flow, FlowConfig::new());

@@ -136,7 +136,9 @@ pub fn train_on(config: &TrainConfig, data: &Dataset, opts: &TrainOptions) -> Re
     let run = trainer::open_run(opts)?;
     let (train_set, val_set) = data.train_val(config.val_fraction, config.seed);
     let ad = opts.device.clone().autodiff();
-    let model = seeded_init(&opts.device, config.seed, || config.model.init(data.shape, &ad));
+    let model = seeded_init(&opts.device, config.seed, || {
+        config.model.init(data.shape, &ad)
+    });
     let mut step = Step {
         config,
         train: &train_set,

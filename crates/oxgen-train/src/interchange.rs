@@ -111,7 +111,11 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 
 /// Loads `store` into `model`, refusing missing tensors, wrong shapes and (unless filtered out
 /// by the store) unknown names.
-fn apply<M: ModuleSnapshot>(model: &mut M, store: &mut SafetensorsStore, path: &Path) -> Result<()> {
+fn apply<M: ModuleSnapshot>(
+    model: &mut M,
+    store: &mut SafetensorsStore,
+    path: &Path,
+) -> Result<()> {
     apply_skipping(model, store, path, |_| false)
 }
 
@@ -162,7 +166,8 @@ pub fn import(file: &Path, out: &Path) -> Result<PathBuf> {
     let store = || SafetensorsStore::from_bytes(Some(bytes.clone()));
     let files: Vec<(&str, Vec<u8>)> = match manifest.family.as_str() {
         "diffusion" => {
-            let c: crate::TrainConfig = serde_json::from_value(manifest.config.clone()).map_err(bad)?;
+            let c: crate::TrainConfig =
+                serde_json::from_value(manifest.config.clone()).map_err(bad)?;
             let mut m = c.model.init(shape, &device);
             apply(&mut m, &mut store(), file)?;
             let w = checkpoint::to_bytes(&m)?;
@@ -258,7 +263,11 @@ pub fn load_gpt2(file: &Path, heads: usize, device: &Device) -> Result<(GptConfi
         .keys()
         .filter_map(|k| {
             let k = k.strip_prefix("transformer.").unwrap_or(k);
-            k.strip_prefix("h.")?.split('.').next()?.parse::<usize>().ok()
+            k.strip_prefix("h.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
         })
         .max()
         .map_or(0, |m| m + 1);

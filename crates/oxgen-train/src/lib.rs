@@ -3,26 +3,25 @@
 //! - [`trainer`]: the one training loop, its schedule, step RNG and optimizer helpers;
 //! - [`run`]: the run folder, versioned checkpoints and their migrations;
 //! - one step module per family: [`diffusion`], [`ar`], [`family`] (VAE, flow, GAN);
-//! - evaluation, apart from training: [`metrics`], [`sample`], [`compare`];
+//! - [`eval`], apart from training: [`metrics`], [`sample`], [`compare`] (re-exported here);
 //! - [`data`]: built-in and file datasets, and the program's own rows;
 //! - [`interchange`]: weights as safetensors (export, import, GPT-2 layout).
 
 pub mod ar;
-pub mod compare;
 pub mod config;
 pub mod data;
 pub mod diffusion;
 pub mod error;
+pub mod eval;
 pub mod family;
 pub mod interchange;
-pub mod metrics;
 pub mod npy;
 pub mod plot;
 pub mod run;
-pub mod sample;
 pub mod trainer;
 
-pub use run::checkpoint;
 pub use config::TrainConfig;
-pub use trainer::{Schedule, TrainOptions};
 pub use error::{Error, Result};
+pub use eval::{compare, metrics, sample};
+pub use run::checkpoint;
+pub use trainer::{Schedule, TrainOptions};

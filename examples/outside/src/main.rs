@@ -8,7 +8,9 @@ use oxgen::prelude::*;
 
 fn main() -> Result<(), oxgen::Error> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info,burn=warn,cubecl=warn,wgpu=warn"))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "info,burn=warn,cubecl=warn,wgpu=warn",
+        ))
         .init();
     let device = Device::flex();
 
@@ -47,7 +49,13 @@ fn main() -> Result<(), oxgen::Error> {
         ..config.sample.clone()
     };
     let x = oxgen::models::diffusion::sample(&report.ema, &config.model, &s, 500, None, &device);
-    let radius = x.powi_scalar(2).sum_dim(1).sqrt().sub_scalar(2.0).abs().mean();
+    let radius = x
+        .powi_scalar(2)
+        .sum_dim(1)
+        .sqrt()
+        .sub_scalar(2.0)
+        .abs()
+        .mean();
     let radius = radius.into_scalar::<f32>();
     println!("DPM-Solver++(2M) samples: mean | |x| − 2 | = {radius:.3}");
     assert!(radius < 0.3, "samples are not on the circle");

@@ -22,11 +22,19 @@ pub const START: u32 = 12;
 
 /// The language of sums of two `digits`-digit numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Arithmetic {
     /// Digits per operand.
     pub digits: u32,
     /// Which pairs are held out.
     pub seed: u64,
+}
+
+impl Default for Arithmetic {
+    /// Two-digit sums, seed 0.
+    fn default() -> Self {
+        Self { digits: 2, seed: 0 }
+    }
 }
 
 impl Arithmetic {

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::gpt::{Gpt, KvCache};
 
-/// How to pick each next token.
+/// How to pick each next token. Every field has a default (see `Default`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DecodeOptions {
     /// Tokens to generate at most.
     pub max_new_tokens: usize,

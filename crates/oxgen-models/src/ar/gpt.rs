@@ -42,7 +42,10 @@ settings! {
 impl GptConfig {
     /// A config with vocabulary `vocab` and the other fields at their defaults.
     pub fn new(vocab: usize) -> Self {
-        Self { vocab, ..Self::default() }
+        Self {
+            vocab,
+            ..Self::default()
+        }
     }
 }
 

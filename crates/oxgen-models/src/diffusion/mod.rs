@@ -15,8 +15,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::ops::denoise::{Noise, seeded_noise};
-use crate::settings::settings;
 use crate::samplers::{self, ModelOutput, SamplerKind, Scheduler, SchedulerCore};
+use crate::settings::settings;
 use mlp::{MlpDenoiser, MlpDenoiserConfig};
 use schedule::{NoiseSchedule, Prediction, ScheduleKind};
 use unet::{UNet, UNetConfig};
@@ -99,7 +99,10 @@ settings! {
 impl DiffusionConfig {
     /// A config with this denoiser and the other fields at their defaults.
     pub fn new(denoiser: DenoiserConfig) -> Self {
-        Self { denoiser, ..Self::default() }
+        Self {
+            denoiser,
+            ..Self::default()
+        }
     }
 }
 
@@ -239,8 +242,9 @@ impl Diffusion {
     }
 }
 
-/// How to sample.
+/// How to sample. Every field has a default (see `Default`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SampleConfig {
     /// Which sampler.
     pub sampler: SamplerKind,
@@ -253,7 +257,6 @@ pub struct SampleConfig {
     /// Clamp x̂₀ to [−clip, clip].
     pub clip: Option<f32>,
     /// Dynamic thresholding of x̂₀ at this percentile of |x̂₀| per sample (Imagen: 0.995).
-    #[serde(default)]
     pub dynamic_threshold: Option<f32>,
     /// Noise seed.
     pub seed: u64,

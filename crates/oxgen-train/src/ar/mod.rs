@@ -222,7 +222,8 @@ impl ArTrainConfig {
         // vocab and context come from the data; check the rest with placeholders.
         let mut m = self.model.clone();
         (m.vocab, m.context) = (m.vocab.max(1), m.context.max(1));
-        m.validate().map_err(|e| Error::Config(format!("model: {e}")))
+        m.validate()
+            .map_err(|e| Error::Config(format!("model: {e}")))
     }
 }
 
@@ -471,7 +472,11 @@ pub fn train_ar(config: &ArTrainConfig, opts: &TrainOptions) -> Result<ArReport>
 
 /// Trains a GPT on `data`: the embedded languages or the program's own tokens
 /// ([`TextData::Corpus`]).
-pub fn train_ar_on(config: &ArTrainConfig, data: &TextData, opts: &TrainOptions) -> Result<ArReport> {
+pub fn train_ar_on(
+    config: &ArTrainConfig,
+    data: &TextData,
+    opts: &TrainOptions,
+) -> Result<ArReport> {
     config.validate()?;
     let mut config = config.clone();
     config.model.vocab = data.vocab();

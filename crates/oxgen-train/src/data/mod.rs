@@ -213,10 +213,7 @@ impl Dataset {
         for &i in idx {
             rows.extend_from_slice(self.row(i));
         }
-        burn::tensor::Tensor::from_data(
-            burn::tensor::TensorData::new(rows, [idx.len(), f]),
-            device,
-        )
+        burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(rows, [idx.len(), f]), device)
     }
 
     /// Refuses a split that leaves fewer than `min` validation rows (a file or image dataset

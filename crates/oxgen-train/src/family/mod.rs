@@ -19,9 +19,7 @@ use crate::error::{Error, Result};
 use crate::trainer::Schedule;
 
 pub use report::{FamilyQuality, ModeCoverage, evaluate_model, mode_coverage};
-pub use train::{
-    FamilyReport, is_family_checkpoint, load_family, train_family, train_family_on,
-};
+pub use train::{FamilyReport, is_family_checkpoint, load_family, train_family, train_family_on};
 
 /// The model of a run, by family.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -21,10 +21,13 @@ pub const FORMAT: u32 = 2;
 
 /// Moves the manifest `v` (any format up to [`FORMAT`]) to [`FORMAT`].
 pub fn manifest(mut v: Value, path: &Path) -> Result<Value> {
-    let found = v.get("format").and_then(Value::as_u64).ok_or_else(|| Error::Checkpoint {
-        path: path.into(),
-        reason: "manifest.json has no format version".into(),
-    })?;
+    let found = v
+        .get("format")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| Error::Checkpoint {
+            path: path.into(),
+            reason: "manifest.json has no format version".into(),
+        })?;
     if found > FORMAT as u64 {
         return Err(Error::NewerRun {
             path: path.into(),

@@ -49,7 +49,9 @@ impl RunDir {
     /// Writes `config.json` (before step 0, and again on resume), atomically.
     pub fn write_config<C: Serialize>(&self, config: &C) -> Result<()> {
         let p = self.path.join("config.json");
-        let tmp = self.path.join(format!(".config.json-{}", std::process::id()));
+        let tmp = self
+            .path
+            .join(format!(".config.json-{}", std::process::id()));
         fs::write(
             &tmp,
             serde_json::to_vec_pretty(config).expect("config serializes"),

@@ -21,8 +21,8 @@ use serde::de::DeserializeOwned;
 
 use crate::checkpoint::{self, Loaded};
 use crate::error::{Error, Result};
-use crate::run::{Outputs, RunDir};
 pub use crate::run::StepMetrics;
+use crate::run::{Outputs, RunDir};
 pub use schedule::{Decay, Schedule};
 
 /// How to run a training job: everything that is not part of the config.
@@ -278,7 +278,10 @@ pub fn run<C: Serialize + DeserializeOwned>(
             (bad, skipped) = (bad + 1, skipped + 1);
             bar.suspend(|| tracing::warn!("step {s}: non-finite loss; update skipped"));
             if bad >= spec.max_bad_steps {
-                return Err(Error::Diverged { count: bad, step: s });
+                return Err(Error::Diverged {
+                    count: bad,
+                    step: s,
+                });
             }
             continue;
         }

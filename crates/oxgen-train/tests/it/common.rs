@@ -7,8 +7,8 @@ use burn::tensor::{Device, Tensor};
 use oxgen_models::diffusion::DenoiserConfig;
 use oxgen_models::diffusion::mlp::MlpDenoiserConfig;
 use oxgen_train::TrainConfig;
-use oxgen_train::data;
 use oxgen_train::TrainOptions;
+use oxgen_train::data;
 use oxgen_train::diffusion::{TrainReport, train};
 
 /// Every float parameter of a module, flattened, in visit order.

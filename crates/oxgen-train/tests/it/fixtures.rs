@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor};
 use oxgen_models::ar::{DecodeOptions, generate};
 use oxgen_train::TrainConfig;
-use oxgen_train::ar::{ArTrainConfig, load_ar, sample_images, train_ar};
 use oxgen_train::TrainOptions;
+use oxgen_train::ar::{ArTrainConfig, load_ar, sample_images, train_ar};
 use oxgen_train::diffusion::train;
-use oxgen_train::sample::draw;
 use oxgen_train::family::{FamilyConfig, load_family, train_family};
+use oxgen_train::sample::draw;
 use serde::{Deserialize, Serialize};
 
 /// The families and data of the fixture set.
@@ -42,7 +42,10 @@ const SEED: u64 = 7;
 const N: usize = 8;
 
 fn to_vec(t: Tensor<2>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
 }
 
 /// What the checkpoint at `run` samples with [`SEED`], on `device`.
@@ -64,7 +67,14 @@ pub fn samples_of(name: &str, run: &Path, device: &Device) -> Samples {
             seed: SEED,
             ..Default::default()
         };
-        tokens = generate(&r.model, &r.codec.default_prompt(), &o, true, device, |_| {});
+        tokens = generate(
+            &r.model,
+            &r.codec.default_prompt(),
+            &o,
+            true,
+            device,
+            |_| {},
+        );
     } else {
         let (_, m) = load_family(run, device).unwrap();
         floats = to_vec(m.generative().sample(N, None, SEED, device));
@@ -100,9 +110,11 @@ fn config_patch(name: &str) -> serde_json::Value {
             "checkpoint_every": 0, "model": {"flow": {"hidden": 16, "steps": 2}}}),
         "gan-8gaussians" => json!({"steps": 6, "batch_size": 16, "checkpoint_every": 0,
             "model": {"gan": {"hidden": 16, "latent": 4}}}),
-        "ar-arithmetic" | "ar-digits8" => json!({"steps": 6, "batch_size": 8, "schedule": {"warmup_steps": 2},
+        "ar-arithmetic" | "ar-digits8" => {
+            json!({"steps": 6, "batch_size": 8, "schedule": {"warmup_steps": 2},
             "eval_every": 3, "eval_batches": 1,
-            "model": {"layers": 1, "heads": 2, "width": 16}}),
+            "model": {"layers": 1, "heads": 2, "width": 16}})
+        }
         _ => unreachable!("{name}"),
     }
 }
@@ -184,11 +196,18 @@ fn write_fixtures() {
     let root = PathBuf::from(std::env::var("OXGEN_FIXTURES").expect("set OXGEN_FIXTURES"));
     for name in FIXTURES {
         let dir = root.join(name);
-        assert!(!dir.exists(), "{} exists; fixtures are never rewritten", dir.display());
+        assert!(
+            !dir.exists(),
+            "{} exists; fixtures are never rewritten",
+            dir.display()
+        );
         let run = dir.join("run");
         train_fixture(name, &run, false, Some(3));
         let _ = std::fs::remove_file(run.join("loss.png"));
-        write_json(&dir.join("samples.json"), &samples_of(name, &run, &Device::flex()));
+        write_json(
+            &dir.join("samples.json"),
+            &samples_of(name, &run, &Device::flex()),
+        );
         // The resumed samples come from a copy, so the committed run stays at step 3.
         let tmp = tempfile::tempdir().unwrap();
         copy_dir(&run, tmp.path());
@@ -258,7 +277,10 @@ fn every_fixture_loads_samples_and_resumes_as_when_written() {
             let what = format!("{}/{name}", set.file_name().unwrap().to_string_lossy());
             let run = dir.join("run");
             let want = read_samples(&dir.join("samples.json"));
-            assert!(!(want.floats.is_empty() && want.tokens.is_empty()), "{what}");
+            assert!(
+                !(want.floats.is_empty() && want.tokens.is_empty()),
+                "{what}"
+            );
             assert_same(&samples_of(name, &run, &Device::flex()), &want, &what);
             let tmp = tempfile::tempdir().unwrap();
             copy_dir(&run, tmp.path());
@@ -293,7 +315,10 @@ fn a_run_from_a_newer_oxgen_is_refused_naming_both_versions() {
     let e = oxgen_train::checkpoint::load(tmp.path()).unwrap_err();
     match &e {
         oxgen_train::Error::NewerRun {
-            found, supported, written_by, ..
+            found,
+            supported,
+            written_by,
+            ..
         } => {
             assert_eq!((*found, *supported), (FORMAT + 1, FORMAT));
             assert_eq!(written_by, "7.0.0");

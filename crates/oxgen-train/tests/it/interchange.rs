@@ -34,8 +34,19 @@ fn export_then_import_samples_the_same_for_every_family() {
         assert_eq!(a, b, "{name}: the imported run samples differently");
         if name.starts_with("ar") {
             // The documented names of the GPT.
-            for t in ["wte.weight", "wpe.weight", "blocks.0.qkv.weight", "blocks.0.ln1.gamma", "blocks.0.fc.bias", "ln_f.gamma"] {
-                assert!(e.tensors.contains_key(t), "{name}: no {t} in {:?}", e.tensors.keys());
+            for t in [
+                "wte.weight",
+                "wpe.weight",
+                "blocks.0.qkv.weight",
+                "blocks.0.ln1.gamma",
+                "blocks.0.fc.bias",
+                "ln_f.gamma",
+            ] {
+                assert!(
+                    e.tensors.contains_key(t),
+                    "{name}: no {t} in {:?}",
+                    e.tensors.keys()
+                );
             }
             let w = e.tensors["blocks.0.qkv.weight"].clone();
             assert_eq!(w, vec![16, 48], "Linear weights are [in, out]");
@@ -51,16 +62,23 @@ fn foreign_and_broken_files_are_typed_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let junk = tmp.path().join("junk.safetensors");
     std::fs::write(&junk, b"not safetensors").unwrap();
-    assert!(matches!(import(&junk, &tmp.path().join("a")), Err(Error::Parse { .. })));
+    assert!(matches!(
+        import(&junk, &tmp.path().join("a")),
+        Err(Error::Parse { .. })
+    ));
     // A valid safetensors file without oxgen's manifest.
     let plain = tmp.path().join("plain.safetensors");
     let data = vec![0u8; 16];
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4], &data).unwrap();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4], &data).unwrap();
     let bytes = safetensors::serialize([("x", view)], None).unwrap();
     std::fs::write(&plain, bytes).unwrap();
     let e = import(&plain, &tmp.path().join("b")).unwrap_err();
     assert!(e.to_string().contains("oxgen export"), "{e}");
-    assert!(!tmp.path().join("b").exists(), "nothing is written for a refused file");
+    assert!(
+        !tmp.path().join("b").exists(),
+        "nothing is written for a refused file"
+    );
     let e = load_gpt2(&plain, 2, &Device::flex()).unwrap_err();
     assert!(e.to_string().contains("GPT-2"), "{e}");
 }
@@ -100,7 +118,10 @@ fn a_gpt_loads_gpt2_layout_weights_tensor_for_tensor() {
         .iter()
         .map(|(n, s)| {
             let k: usize = s.iter().product();
-            (n.clone(), (0..k).map(|_| rng.random_range(-1.0..1.0)).collect())
+            (
+                n.clone(),
+                (0..k).map(|_| rng.random_range(-1.0..1.0)).collect(),
+            )
         })
         .collect();
     let raw: Vec<(String, Vec<u8>, Vec<usize>)> = shapes
@@ -113,7 +134,8 @@ fn a_gpt_loads_gpt2_layout_weights_tensor_for_tensor() {
     let views: Vec<(String, safetensors::tensor::TensorView)> = raw
         .iter()
         .map(|(n, b, s)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap();
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                .unwrap();
             (n.clone(), view)
         })
         .collect();
@@ -122,7 +144,10 @@ fn a_gpt_loads_gpt2_layout_weights_tensor_for_tensor() {
     std::fs::write(&file, safetensors::serialize(views, None).unwrap()).unwrap();
 
     let (config, model) = load_gpt2(&file, 2, &Device::flex()).unwrap();
-    assert_eq!((config.vocab, config.context, config.width, config.layers), (v, c, w, layers));
+    assert_eq!(
+        (config.vocab, config.context, config.width, config.layers),
+        (v, c, w, layers)
+    );
     // Read the model's tensors back under their own names.
     let mut store = SafetensorsStore::from_bytes(None);
     model.save_into(&mut store).unwrap();
@@ -143,17 +168,39 @@ fn a_gpt_loads_gpt2_layout_weights_tensor_for_tensor() {
         ("ln_f.beta", "transformer.ln_f.bias".into()),
         ("blocks.1.ln1.gamma", "transformer.h.1.ln_1.weight".into()),
         ("blocks.1.ln2.beta", "transformer.h.1.ln_2.bias".into()),
-        ("blocks.0.qkv.weight", "transformer.h.0.attn.c_attn.weight".into()),
-        ("blocks.1.qkv.bias", "transformer.h.1.attn.c_attn.bias".into()),
-        ("blocks.0.proj.weight", "transformer.h.0.attn.c_proj.weight".into()),
-        ("blocks.1.fc.weight", "transformer.h.1.mlp.c_fc.weight".into()),
-        ("blocks.0.out.weight", "transformer.h.0.mlp.c_proj.weight".into()),
-        ("blocks.1.out.bias", "transformer.h.1.mlp.c_proj.bias".into()),
+        (
+            "blocks.0.qkv.weight",
+            "transformer.h.0.attn.c_attn.weight".into(),
+        ),
+        (
+            "blocks.1.qkv.bias",
+            "transformer.h.1.attn.c_attn.bias".into(),
+        ),
+        (
+            "blocks.0.proj.weight",
+            "transformer.h.0.attn.c_proj.weight".into(),
+        ),
+        (
+            "blocks.1.fc.weight",
+            "transformer.h.1.mlp.c_fc.weight".into(),
+        ),
+        (
+            "blocks.0.out.weight",
+            "transformer.h.0.mlp.c_proj.weight".into(),
+        ),
+        (
+            "blocks.1.out.bias",
+            "transformer.h.1.mlp.c_proj.bias".into(),
+        ),
     ];
     for (mine, theirs) in pairs {
         assert_eq!(ours(mine), values[&theirs], "{mine} ≠ {theirs}");
     }
-    assert_eq!(tensor_shapes(&bytes, &file).unwrap().len(), 4 + 12 * layers, "every weight, no masks");
+    assert_eq!(
+        tensor_shapes(&bytes, &file).unwrap().len(),
+        4 + 12 * layers,
+        "every weight, no masks"
+    );
     // A width the heads do not divide is a typed error, not a panic.
     let e = load_gpt2(&file, 3, &Device::flex()).unwrap_err();
     assert!(e.to_string().contains("heads"), "{e}");

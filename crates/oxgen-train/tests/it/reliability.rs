@@ -67,7 +67,9 @@ fn idx(dims: &[u32], payload: usize) -> Vec<u8> {
     v
 }
 
-fn diffusion_with(f: impl Fn(&mut TrainConfig) + 'static) -> Box<dyn Fn(&Path) -> Result<(), String>> {
+fn diffusion_with(
+    f: impl Fn(&mut TrainConfig) + 'static,
+) -> Box<dyn Fn(&Path) -> Result<(), String>> {
     Box::new(move |dir| {
         let mut c = tiny_2d("moons", 2);
         f(&mut c);
@@ -111,60 +113,433 @@ fn cases() -> Vec<Case> {
     };
     vec![
         // Data.
-        case("dataset name that is not built in (`mnistt`)", Box::new(|_| typed(data::load("mnistt", 0, &Default::default()))), "UnknownDataset", "built in"),
-        case("dataset path that does not exist", Box::new(|_| typed(data::load("/no/such/file.csv", 0, &Default::default()))), "NotFound", "not found"),
-        case("file of an unknown type (`notes.txt`)", Box::new(|d| { let p = d.join("notes.txt"); fs::write(&p, "hi").unwrap(); typed(load(&p)) }), "Parse", "unknown file type"),
-        case("IDX file with a bad magic number", Box::new(|d| { let p = d.join("x-idx3-ubyte"); fs::write(&p, [1, 2, 3, 4, 5]).unwrap(); typed(load(&p)) }), "Parse", "magic number"),
-        case("IDX images with 2 dimensions", Box::new(|d| { let p = d.join("x-idx3-ubyte"); fs::write(&p, idx(&[2, 4], 8)).unwrap(); typed(load(&p)) }), "Shape", "3 dimensions"),
-        case("IDX payload shorter than its header says", Box::new(|d| { let p = d.join("x-idx3-ubyte"); fs::write(&p, idx(&[2, 6, 6], 50)).unwrap(); typed(load(&p)) }), "Shape", "72 bytes"),
-        case("IDX header whose dimensions overflow", Box::new(|d| { let p = d.join("x-idx3-ubyte"); fs::write(&p, idx(&[u32::MAX; 3], 8)).unwrap(); typed(load(&p)) }), "Parse", "overflow"),
-        case("IDX header with a zero dimension", Box::new(|d| { let p = d.join("x-idx3-ubyte"); fs::write(&p, idx(&[3, 0, 4], 0)).unwrap(); typed(load(&p)) }), "Parse", "zero"),
-        case("CSV with a ragged row", Box::new(|d| { let p = d.join("x.csv"); fs::write(&p, "1,2\n3\n").unwrap(); typed(load(&p)) }), "Shape", "line 2"),
-        case("CSV with a NaN", Box::new(|d| { let p = d.join("x.csv"); fs::write(&p, "1,2\nNaN,4\n").unwrap(); typed(load(&p)) }), "NonFinite", "NaN"),
-        case("empty PNG folder", Box::new(|d| { let p = d.join("pngs"); fs::create_dir(&p).unwrap(); typed(load(&p)) }), "Shape", ".png"),
-        case("program rows that are not a whole number of rows", Box::new(|_| typed(Dataset::from_rows("mine", DataShape::Vector { dim: 3 }, vec![0.0; 7], None))), "Shape", "multiple of 3"),
-        case("program labels of another count than the rows", Box::new(|_| typed(Dataset::from_rows("mine", DataShape::Vector { dim: 2 }, vec![0.0; 8], Some(vec![0, 1])))), "Shape", "4 labels"),
-        case("file dataset without a validation split (val_fraction 0)", Box::new(|d| { let p = d.join("x.csv"); fs::write(&p, "1,2\n3,4\n5,6\n7,8\n").unwrap(); let mut c = tiny_2d("moons", 2); c.data = p.display().to_string(); c.val_fraction = 0.0; let mut o = opts(&d.join("run"), Device::flex()); o.skip_eval = false; typed(train(&c, &o)) }), "Config", "validation split"),
+        case(
+            "dataset name that is not built in (`mnistt`)",
+            Box::new(|_| typed(data::load("mnistt", 0, &Default::default()))),
+            "UnknownDataset",
+            "built in",
+        ),
+        case(
+            "dataset path that does not exist",
+            Box::new(|_| typed(data::load("/no/such/file.csv", 0, &Default::default()))),
+            "NotFound",
+            "not found",
+        ),
+        case(
+            "file of an unknown type (`notes.txt`)",
+            Box::new(|d| {
+                let p = d.join("notes.txt");
+                fs::write(&p, "hi").unwrap();
+                typed(load(&p))
+            }),
+            "Parse",
+            "unknown file type",
+        ),
+        case(
+            "IDX file with a bad magic number",
+            Box::new(|d| {
+                let p = d.join("x-idx3-ubyte");
+                fs::write(&p, [1, 2, 3, 4, 5]).unwrap();
+                typed(load(&p))
+            }),
+            "Parse",
+            "magic number",
+        ),
+        case(
+            "IDX images with 2 dimensions",
+            Box::new(|d| {
+                let p = d.join("x-idx3-ubyte");
+                fs::write(&p, idx(&[2, 4], 8)).unwrap();
+                typed(load(&p))
+            }),
+            "Shape",
+            "3 dimensions",
+        ),
+        case(
+            "IDX payload shorter than its header says",
+            Box::new(|d| {
+                let p = d.join("x-idx3-ubyte");
+                fs::write(&p, idx(&[2, 6, 6], 50)).unwrap();
+                typed(load(&p))
+            }),
+            "Shape",
+            "72 bytes",
+        ),
+        case(
+            "IDX header whose dimensions overflow",
+            Box::new(|d| {
+                let p = d.join("x-idx3-ubyte");
+                fs::write(&p, idx(&[u32::MAX; 3], 8)).unwrap();
+                typed(load(&p))
+            }),
+            "Parse",
+            "overflow",
+        ),
+        case(
+            "IDX header with a zero dimension",
+            Box::new(|d| {
+                let p = d.join("x-idx3-ubyte");
+                fs::write(&p, idx(&[3, 0, 4], 0)).unwrap();
+                typed(load(&p))
+            }),
+            "Parse",
+            "zero",
+        ),
+        case(
+            "CSV with a ragged row",
+            Box::new(|d| {
+                let p = d.join("x.csv");
+                fs::write(&p, "1,2\n3\n").unwrap();
+                typed(load(&p))
+            }),
+            "Shape",
+            "line 2",
+        ),
+        case(
+            "CSV with a NaN",
+            Box::new(|d| {
+                let p = d.join("x.csv");
+                fs::write(&p, "1,2\nNaN,4\n").unwrap();
+                typed(load(&p))
+            }),
+            "NonFinite",
+            "NaN",
+        ),
+        case(
+            "empty PNG folder",
+            Box::new(|d| {
+                let p = d.join("pngs");
+                fs::create_dir(&p).unwrap();
+                typed(load(&p))
+            }),
+            "Shape",
+            ".png",
+        ),
+        case(
+            "program rows that are not a whole number of rows",
+            Box::new(|_| {
+                typed(Dataset::from_rows(
+                    "mine",
+                    DataShape::Vector { dim: 3 },
+                    vec![0.0; 7],
+                    None,
+                ))
+            }),
+            "Shape",
+            "multiple of 3",
+        ),
+        case(
+            "program labels of another count than the rows",
+            Box::new(|_| {
+                typed(Dataset::from_rows(
+                    "mine",
+                    DataShape::Vector { dim: 2 },
+                    vec![0.0; 8],
+                    Some(vec![0, 1]),
+                ))
+            }),
+            "Shape",
+            "4 labels",
+        ),
+        case(
+            "file dataset without a validation split (val_fraction 0)",
+            Box::new(|d| {
+                let p = d.join("x.csv");
+                fs::write(&p, "1,2\n3,4\n5,6\n7,8\n").unwrap();
+                let mut c = tiny_2d("moons", 2);
+                c.data = p.display().to_string();
+                c.val_fraction = 0.0;
+                let mut o = opts(&d.join("run"), Device::flex());
+                o.skip_eval = false;
+                typed(train(&c, &o))
+            }),
+            "Config",
+            "validation split",
+        ),
         // Configs.
-        case("zero steps", diffusion_with(|c| c.steps = 0), "Config", "steps must be at least 1"),
-        case("zero batch size", diffusion_with(|c| c.batch_size = 0), "Config", "batch_size"),
-        case("negative learning rate", diffusion_with(|c| c.lr = -1e-3), "Config", "lr must be a positive number"),
-        case("NaN learning rate", diffusion_with(|c| c.lr = f64::NAN), "Config", "lr must be a positive number"),
-        case("EMA decay of 1.5", diffusion_with(|c| c.ema_decay = 1.5), "Config", "ema_decay"),
-        case("validation share of 1", diffusion_with(|c| c.val_fraction = 1.0), "Config", "val_fraction"),
-        case("more sampling steps than training timesteps", diffusion_with(|c| c.sample.steps = 5000), "Config", "sample.steps"),
-        case("learning-rate floor above the peak (min_lr_ratio 2)", diffusion_with(|c| c.schedule.min_lr_ratio = 2.0), "Config", "min_lr_ratio"),
-        case("negative gradient clip", diffusion_with(|c| c.grad_clip = -1.0), "Config", "grad_clip"),
-        case("UNet denoiser on 2D points", diffusion_with(|c| c.model.denoiser = DenoiserConfig::UNet(UNetConfig::new())), "Config", "UNet"),
-        case("class-conditional model on unlabelled data", diffusion_with(|c| c.model.num_classes = Some(3)), "Config", "no labels"),
-        case("GPT width not divisible by its heads (100 / 3)", ar_with(|c| c.model = GptConfig::new(1).with_width(100).with_heads(3)), "Config", "not a multiple of heads"),
-        case("GPT with rotary positions and an odd head dim (6 / 2 = 3)", ar_with(|c| c.model = GptConfig::new(1).with_width(6).with_heads(2).with_rotary(true)), "Config", "even head dim"),
-        case("GPT dropout of 1.5", ar_with(|c| c.model.dropout = 1.5), "Config", "dropout"),
-        case("GPT with zero gradient-accumulation steps", ar_with(|c| c.grad_accum = 0), "Config", "grad_accum"),
-        case("GPT on digits without a validation split", ar_with(|c| { c.data = "digits8".into(); c.val_fraction = 0.0 }), "Config", "validation split"),
-        case("VAE batch of 1", Box::new(|d| { let ds = data::load("moons", 0, &Default::default()).unwrap(); let mut c = FamilyConfig::defaults("vae", &ds).unwrap(); c.batch_size = 1; typed(train_family(&c, &opts(&d.join("run"), Device::flex()))) }), "Config", "batch_size"),
-        case("unknown field in a config file (`stepz`)", config_file("stepz = 3\n", "toml"), "Config", "stepz"),
-        case("config file that is not TOML", config_file("steps = = 3\n", "toml"), "Parse", "c.toml"),
-        case("config file that is not JSON", config_file("{\"steps\": }", "json"), "Parse", "c.json"),
-        case("config value of the wrong type (`steps = \"many\"`)", config_file("steps = \"many\"\n", "toml"), "Config", "invalid type"),
-        case("config file that does not exist", Box::new(|d| typed(tiny_2d("moons", 2).merge_file(&d.join("none.toml")))), "NotFound", "config file"),
+        case(
+            "zero steps",
+            diffusion_with(|c| c.steps = 0),
+            "Config",
+            "steps must be at least 1",
+        ),
+        case(
+            "zero batch size",
+            diffusion_with(|c| c.batch_size = 0),
+            "Config",
+            "batch_size",
+        ),
+        case(
+            "negative learning rate",
+            diffusion_with(|c| c.lr = -1e-3),
+            "Config",
+            "lr must be a positive number",
+        ),
+        case(
+            "NaN learning rate",
+            diffusion_with(|c| c.lr = f64::NAN),
+            "Config",
+            "lr must be a positive number",
+        ),
+        case(
+            "EMA decay of 1.5",
+            diffusion_with(|c| c.ema_decay = 1.5),
+            "Config",
+            "ema_decay",
+        ),
+        case(
+            "validation share of 1",
+            diffusion_with(|c| c.val_fraction = 1.0),
+            "Config",
+            "val_fraction",
+        ),
+        case(
+            "more sampling steps than training timesteps",
+            diffusion_with(|c| c.sample.steps = 5000),
+            "Config",
+            "sample.steps",
+        ),
+        case(
+            "learning-rate floor above the peak (min_lr_ratio 2)",
+            diffusion_with(|c| c.schedule.min_lr_ratio = 2.0),
+            "Config",
+            "min_lr_ratio",
+        ),
+        case(
+            "negative gradient clip",
+            diffusion_with(|c| c.grad_clip = -1.0),
+            "Config",
+            "grad_clip",
+        ),
+        case(
+            "UNet denoiser on 2D points",
+            diffusion_with(|c| c.model.denoiser = DenoiserConfig::UNet(UNetConfig::new())),
+            "Config",
+            "UNet",
+        ),
+        case(
+            "class-conditional model on unlabelled data",
+            diffusion_with(|c| c.model.num_classes = Some(3)),
+            "Config",
+            "no labels",
+        ),
+        case(
+            "GPT width not divisible by its heads (100 / 3)",
+            ar_with(|c| c.model = GptConfig::new(1).with_width(100).with_heads(3)),
+            "Config",
+            "not a multiple of heads",
+        ),
+        case(
+            "GPT with rotary positions and an odd head dim (6 / 2 = 3)",
+            ar_with(|c| {
+                c.model = GptConfig::new(1)
+                    .with_width(6)
+                    .with_heads(2)
+                    .with_rotary(true)
+            }),
+            "Config",
+            "even head dim",
+        ),
+        case(
+            "GPT dropout of 1.5",
+            ar_with(|c| c.model.dropout = 1.5),
+            "Config",
+            "dropout",
+        ),
+        case(
+            "GPT with zero gradient-accumulation steps",
+            ar_with(|c| c.grad_accum = 0),
+            "Config",
+            "grad_accum",
+        ),
+        case(
+            "GPT on digits without a validation split",
+            ar_with(|c| {
+                c.data = "digits8".into();
+                c.val_fraction = 0.0
+            }),
+            "Config",
+            "validation split",
+        ),
+        case(
+            "VAE batch of 1",
+            Box::new(|d| {
+                let ds = data::load("moons", 0, &Default::default()).unwrap();
+                let mut c = FamilyConfig::defaults("vae", &ds).unwrap();
+                c.batch_size = 1;
+                typed(train_family(&c, &opts(&d.join("run"), Device::flex())))
+            }),
+            "Config",
+            "batch_size",
+        ),
+        case(
+            "unknown field in a config file (`stepz`)",
+            config_file("stepz = 3\n", "toml"),
+            "Config",
+            "stepz",
+        ),
+        case(
+            "config file that is not TOML",
+            config_file("steps = = 3\n", "toml"),
+            "Parse",
+            "c.toml",
+        ),
+        case(
+            "config file that is not JSON",
+            config_file("{\"steps\": }", "json"),
+            "Parse",
+            "c.json",
+        ),
+        case(
+            "config value of the wrong type (`steps = \"many\"`)",
+            config_file("steps = \"many\"\n", "toml"),
+            "Config",
+            "invalid type",
+        ),
+        case(
+            "config file that does not exist",
+            Box::new(|d| typed(tiny_2d("moons", 2).merge_file(&d.join("none.toml")))),
+            "NotFound",
+            "config file",
+        ),
         // Runs and checkpoints.
-        case("fresh run into a folder that holds a run", Box::new(|d| { let c = tiny_2d("moons", 2); run(&c, &opts(d, Device::flex())); typed(train(&c, &opts(d, Device::flex()))) }), "Config", "--resume"),
-        case("resume in a folder without a checkpoint", Box::new(|d| { let mut o = opts(d, Device::flex()); o.resume = true; typed(train(&tiny_2d("moons", 2), &o)) }), "Checkpoint", "no checkpoint"),
-        case("resume without a run folder (in memory)", Box::new(|_| { let o = TrainOptions { resume: true, skip_eval: true, ..Default::default() }; typed(train(&tiny_2d("moons", 2), &o)) }), "Config", "run folder"),
-        case("resume with another model config", Box::new(|d| { let c = tiny_2d("moons", 2); run(&c, &opts(d, Device::flex())); let mut o2 = opts(d, Device::flex()); o2.resume = true; let mut other = c.clone(); other.model.timesteps = 500; typed(train(&other, &o2)) }), "Checkpoint", "another model config"),
-        case("resume a flow run as a GAN", fixture_with_resume_as_gan(), "Checkpoint", "a flow run, not gan"),
-        case("checkpoint weights with a flipped byte", fixture_with(|ck| { let p = ck.join("model.bpk"); let mut b = fs::read(&p).unwrap(); b[100] ^= 1; fs::write(&p, b).unwrap() }), "Checkpoint", "corrupt"),
-        case("checkpoint weights cut short", fixture_with(|ck| { let p = ck.join("model.bpk"); let b = fs::read(&p).unwrap(); fs::write(&p, &b[..b.len() - 5]).unwrap() }), "Checkpoint", "truncated"),
-        case("checkpoint file missing", fixture_with(|ck| fs::remove_file(ck.join("optim.bpk")).unwrap()), "Checkpoint", "optim.bpk"),
-        case("manifest that is not JSON", fixture_with(|ck| fs::write(ck.join("manifest.json"), "{ not json").unwrap()), "Checkpoint", "manifest.json is corrupt"),
-        case("manifest without a format version", fixture_with(|ck| { let p = ck.join("manifest.json"); let t = fs::read_to_string(&p).unwrap(); fs::write(&p, t.replace("\"format\"", "\"formats\"")).unwrap() }), "Checkpoint", "no format version"),
-        case("run written by a newer oxgen (format 99)", fixture_with(|ck| { let p = ck.join("manifest.json"); let t = fs::read_to_string(&p).unwrap(); fs::write(&p, t.replace("\"format\": 1", "\"format\": 99")).unwrap() }), "NewerRun", "run format 99"),
-        case("manifest claiming another data shape", fixture_with(|ck| { let p = ck.join("manifest.json"); let t = fs::read_to_string(&p).unwrap(); fs::write(&p, t.replace("\"dim\": 2", "\"dim\": 5")).unwrap() }), "Checkpoint", "do not fit"),
-        case("checkpoint path that does not exist", Box::new(|_| typed(oxgen_train::checkpoint::load(Path::new("/no/such/run")))), "NotFound", "not found"),
-        case("folder that is not a run", Box::new(|d| typed(oxgen_train::checkpoint::load(d))), "Checkpoint", "run folder"),
+        case(
+            "fresh run into a folder that holds a run",
+            Box::new(|d| {
+                let c = tiny_2d("moons", 2);
+                run(&c, &opts(d, Device::flex()));
+                typed(train(&c, &opts(d, Device::flex())))
+            }),
+            "Config",
+            "--resume",
+        ),
+        case(
+            "resume in a folder without a checkpoint",
+            Box::new(|d| {
+                let mut o = opts(d, Device::flex());
+                o.resume = true;
+                typed(train(&tiny_2d("moons", 2), &o))
+            }),
+            "Checkpoint",
+            "no checkpoint",
+        ),
+        case(
+            "resume without a run folder (in memory)",
+            Box::new(|_| {
+                let o = TrainOptions {
+                    resume: true,
+                    skip_eval: true,
+                    ..Default::default()
+                };
+                typed(train(&tiny_2d("moons", 2), &o))
+            }),
+            "Config",
+            "run folder",
+        ),
+        case(
+            "resume with another model config",
+            Box::new(|d| {
+                let c = tiny_2d("moons", 2);
+                run(&c, &opts(d, Device::flex()));
+                let mut o2 = opts(d, Device::flex());
+                o2.resume = true;
+                let mut other = c.clone();
+                other.model.timesteps = 500;
+                typed(train(&other, &o2))
+            }),
+            "Checkpoint",
+            "another model config",
+        ),
+        case(
+            "resume a flow run as a GAN",
+            fixture_with_resume_as_gan(),
+            "Checkpoint",
+            "a flow run, not gan",
+        ),
+        case(
+            "checkpoint weights with a flipped byte",
+            fixture_with(|ck| {
+                let p = ck.join("model.bpk");
+                let mut b = fs::read(&p).unwrap();
+                b[100] ^= 1;
+                fs::write(&p, b).unwrap()
+            }),
+            "Checkpoint",
+            "corrupt",
+        ),
+        case(
+            "checkpoint weights cut short",
+            fixture_with(|ck| {
+                let p = ck.join("model.bpk");
+                let b = fs::read(&p).unwrap();
+                fs::write(&p, &b[..b.len() - 5]).unwrap()
+            }),
+            "Checkpoint",
+            "truncated",
+        ),
+        case(
+            "checkpoint file missing",
+            fixture_with(|ck| fs::remove_file(ck.join("optim.bpk")).unwrap()),
+            "Checkpoint",
+            "optim.bpk",
+        ),
+        case(
+            "manifest that is not JSON",
+            fixture_with(|ck| fs::write(ck.join("manifest.json"), "{ not json").unwrap()),
+            "Checkpoint",
+            "manifest.json is corrupt",
+        ),
+        case(
+            "manifest without a format version",
+            fixture_with(|ck| {
+                let p = ck.join("manifest.json");
+                let t = fs::read_to_string(&p).unwrap();
+                fs::write(&p, t.replace("\"format\"", "\"formats\"")).unwrap()
+            }),
+            "Checkpoint",
+            "no format version",
+        ),
+        case(
+            "run written by a newer oxgen (format 99)",
+            fixture_with(|ck| {
+                let p = ck.join("manifest.json");
+                let t = fs::read_to_string(&p).unwrap();
+                fs::write(&p, t.replace("\"format\": 1", "\"format\": 99")).unwrap()
+            }),
+            "NewerRun",
+            "run format 99",
+        ),
+        case(
+            "manifest claiming another data shape",
+            fixture_with(|ck| {
+                let p = ck.join("manifest.json");
+                let t = fs::read_to_string(&p).unwrap();
+                fs::write(&p, t.replace("\"dim\": 2", "\"dim\": 5")).unwrap()
+            }),
+            "Checkpoint",
+            "do not fit",
+        ),
+        case(
+            "checkpoint path that does not exist",
+            Box::new(|_| typed(oxgen_train::checkpoint::load(Path::new("/no/such/run")))),
+            "NotFound",
+            "not found",
+        ),
+        case(
+            "folder that is not a run",
+            Box::new(|d| typed(oxgen_train::checkpoint::load(d))),
+            "Checkpoint",
+            "run folder",
+        ),
         // Devices.
-        case("`--op-path fused` where no kernel accepts the device (the CPU)", Box::new(|_| check_path(OpPath::Fused, &Device::flex()).map_err(|e| format!("Device: {e}"))), "Device", "no kernel accepts"),
+        case(
+            "`--op-path fused` where no kernel accepts the device (the CPU)",
+            Box::new(|_| {
+                check_path(OpPath::Fused, &Device::flex()).map_err(|e| format!("Device: {e}"))
+            }),
+            "Device",
+            "no kernel accepts",
+        ),
     ]
 }
 
@@ -197,7 +572,12 @@ fn run_all() -> Vec<(&'static str, String)> {
             c.input,
             c.variant
         );
-        assert!(text.contains(c.says), "{}: `{}` not in {text}", c.input, c.says);
+        assert!(
+            text.contains(c.says),
+            "{}: `{}` not in {text}",
+            c.input,
+            c.says
+        );
         rows.push((c.input, text));
     }
     rows

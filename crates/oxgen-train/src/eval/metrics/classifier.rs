@@ -12,11 +12,11 @@ use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::data::Dataset;
 use crate::checkpoint::{load_weights, to_bytes};
-use crate::trainer::rng::batch_indices;
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::trainer::optim::seeded_init;
+use crate::trainer::rng::batch_indices;
 
 /// Width of the feature layer the Fréchet distance is measured in.
 pub const FEATURES: usize = 32;

@@ -4,14 +4,14 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use oxgen_models::diffusion;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use oxgen_models::diffusion::vlb::DiffusionModel;
 use oxgen_models::generative::{Generative, Nll};
 use oxgen_models::{DataShape, Diffusion, SampleConfig};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 
-use crate::checkpoint::{self, Manifest};
 use crate::checkpoint::load_weights;
+use crate::checkpoint::{self, Manifest};
 use crate::config::TrainConfig;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -255,7 +255,11 @@ pub enum Loaded {
     /// A diffusion run (EMA weights).
     Diffusion(LoadedRun),
     /// A VAE, flow or GAN run.
-    Family(crate::family::FamilyConfig, crate::family::Trained, Manifest),
+    Family(
+        crate::family::FamilyConfig,
+        crate::family::Trained,
+        Manifest,
+    ),
     /// An autoregressive run.
     Ar(crate::ar::ArRun, Manifest),
 }

@@ -17,11 +17,11 @@ use oxgen_models::generative::{Generative, Likelihood, Nll};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{self, DataShape, Dataset, LoadOptions};
-use crate::trainer::TrainOptions;
 use crate::error::{Error, Result};
 use crate::family::{FamilyConfig, load_family, pixel_levels, train_family};
 use crate::metrics::classifier::{Classifier, FEATURES, classifier, frechet_distance};
 use crate::metrics::{Memorization, Prdc, Quality, memorization, prdc};
+use crate::trainer::TrainOptions;
 
 /// All families, in report order.
 pub const ALL: [&str; 5] = ["diffusion", "ar", "flow", "vae", "gan"];
@@ -90,6 +90,20 @@ pub struct CompareOptions {
     pub progress: bool,
     /// Seed (of the split, the training runs and the samples).
     pub seed: u64,
+}
+
+impl Default for CompareOptions {
+    /// All families on `digits8` into `runs/compare`, on the CPU, seed 0.
+    fn default() -> Self {
+        Self {
+            data: "digits8".into(),
+            out: "runs/compare".into(),
+            families: ALL.iter().map(|s| s.to_string()).collect(),
+            device: Device::flex(),
+            progress: false,
+            seed: 0,
+        }
+    }
 }
 
 const SECONDS: &str = "train_seconds.json";
