@@ -8,15 +8,18 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Linear, LinearConfig};
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::checkpoint::{load_weights, to_bytes};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::trainer::optim::seeded_init;
+use crate::trainer::optim::{seeded_init, update};
 use crate::trainer::rng::batch_indices;
+use crate::trainer::{
+    self, Decay, LoopSpec, Schedule, StepContext, StepOutput, TrainOptions, TrainStep,
+};
 
 /// Width of the feature layer the Fréchet distance is measured in.
 pub const FEATURES: usize = 32;
@@ -80,6 +83,39 @@ impl Classifier {
     }
 }
 
+/// The classifier's [`TrainStep`]: cross-entropy on seeded batches of 128 labelled rows.
+struct ClassifierStep<'a> {
+    train: &'a Dataset,
+    labels: &'a [u32],
+    seed: u64,
+    loss_fn: burn::nn::loss::CrossEntropyLoss,
+    device: Device,
+    model: Classifier,
+    optim: ModuleOptimizer,
+}
+
+impl TrainStep for ClassifierStep<'_> {
+    fn step(&mut self, ctx: StepContext) -> Result<StepOutput> {
+        let idx = batch_indices(self.train.len(), 128, self.seed ^ 0xc1a5, ctx.step);
+        let x = self.train.batch(&idx, &self.device);
+        let y: Vec<i64> = idx.iter().map(|&i| self.labels[i] as i64).collect();
+        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [idx.len()]), &self.device);
+        let loss = self.loss_fn.forward(self.model.logits(x), y);
+        let (model, out) = update(self.model.clone(), &mut self.optim, loss, ctx.lr, 0.0);
+        self.model = model;
+        Ok(out)
+    }
+
+    /// Cached as a plain weights file, not as a run: no checkpoint state.
+    fn state(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
+        Ok(Vec::new())
+    }
+
+    fn restore(&mut self, _: &crate::checkpoint::Loaded) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// Trains the classifier on `train`'s labelled rows (AdamW, 1,500 steps of 128), or loads it
 /// from `cache` when that file exists and fits; saves it there after training.
 pub fn classifier(train: &Dataset, cache: &Path, seed: u64, device: &Device) -> Result<Classifier> {
@@ -93,22 +129,45 @@ pub fn classifier(train: &Dataset, cache: &Path, seed: u64, device: &Device) -> 
         return load_weights(Classifier::new(f, classes, device), &bytes, cache);
     }
     let ad = device.clone().autodiff();
-    let mut model = seeded_init(device, seed, || Classifier::new(f, classes, &ad));
-    let mut optim: ModuleOptimizer = AdamWConfig::new().with_weight_decay(1e-4).init();
-    let loss_fn = CrossEntropyLossConfig::new().init(&ad);
-    for step in 0..STEPS {
-        let idx = batch_indices(train.len(), 128, seed ^ 0xc1a5, step);
-        let mut rows = Vec::with_capacity(idx.len() * f);
-        for &i in &idx {
-            rows.extend_from_slice(train.row(i));
-        }
-        let x = Tensor::<2>::from_data(TensorData::new(rows, [idx.len(), f]), &ad);
-        let y: Vec<i64> = idx.iter().map(|&i| labels[i] as i64).collect();
-        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [idx.len()]), &ad);
-        let loss = loss_fn.forward(model.logits(x), y);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(1e-3, model, grads);
-    }
+    let model = seeded_init(device, seed, || Classifier::new(f, classes, &ad));
+    let mut step = ClassifierStep {
+        train,
+        labels,
+        seed,
+        loss_fn: CrossEntropyLossConfig::new().init(&ad),
+        device: ad,
+        model,
+        optim: AdamWConfig::new().with_weight_decay(1e-4).init(),
+    };
+    // The shared loop, in memory: constant rate, no clipping, no checkpoints.
+    let schedule = Schedule {
+        decay: Decay::Constant,
+        warmup_steps: 0,
+        min_lr_ratio: 1.0,
+    };
+    let config = serde_json::json!({ "steps": STEPS, "lr": 1e-3, "batch_size": 128 });
+    let spec = LoopSpec {
+        family: "classifier",
+        config: &config,
+        must_match: &[],
+        shape: train.shape,
+        seed,
+        steps: STEPS,
+        lr: 1e-3,
+        schedule: &schedule,
+        rows_per_step: 128,
+        checkpoint_every: 0,
+        eval_every: 0,
+        max_bad_steps: 20,
+        ema_decay: None,
+        title: "classifier".into(),
+    };
+    let opts = TrainOptions {
+        device: device.clone(),
+        ..TrainOptions::default()
+    };
+    trainer::run(&mut step, &spec, None, &opts)?;
+    let model = step.model;
     let model = model.valid();
     std::fs::write(cache, to_bytes(&model)?)
         .map_err(|e| Error::io("classifier cache", cache, e))?;
