@@ -144,22 +144,10 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1".into());
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("lr must be a positive number, got {}", self.lr));
-        }
+        check_positive("lr", self.lr)?;
         self.schedule.validate()?;
-        if !self.weight_decay.is_finite() || self.weight_decay < 0.0 {
-            return bad(format!(
-                "weight_decay must be a non-negative number, got {}",
-                self.weight_decay
-            ));
-        }
-        if !self.grad_clip.is_finite() || self.grad_clip < 0.0 {
-            return bad(format!(
-                "grad_clip must be a non-negative number (0: off), got {}",
-                self.grad_clip
-            ));
-        }
+        check_non_negative("weight_decay", self.weight_decay, "")?;
+        check_non_negative("grad_clip", self.grad_clip, " (0: off)")?;
         if self.max_bad_steps == 0 {
             return bad("max_bad_steps must be at least 1".into());
         }
@@ -182,6 +170,28 @@ impl TrainConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// Refuses `v` unless it is a positive number.
+pub(crate) fn check_positive(name: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{name} must be a positive number, got {v}"
+        )))
+    }
+}
+
+/// Refuses `v` unless it is a non-negative number; `note` follows the rule in the message.
+pub(crate) fn check_non_negative(name: &str, v: f64, note: &str) -> Result<()> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{name} must be a non-negative number{note}, got {v}"
+        )))
     }
 }
 

@@ -8,7 +8,7 @@ use oxgen_models::diffusion::{Diffusion, DiffusionBatchNoise};
 use rand::Rng;
 use rand_distr::StandardNormal;
 
-use crate::checkpoint::{Loaded, load_weights, optim_bytes, optim_from, to_bytes};
+use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
 use crate::config::TrainConfig;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -102,8 +102,7 @@ impl TrainStep for Step<'_> {
     fn restore(&mut self, ck: &Loaded) -> Result<()> {
         self.model = load_weights(self.model.clone(), ck.file("model.bpk")?, &ck.dir)?;
         self.ema = load_weights(self.ema.clone(), ck.file("ema.bpk")?, &ck.dir)?;
-        let fresh = std::mem::replace(&mut self.optim, adamw(self.config));
-        self.optim = optim_from(fresh, ck.file("optim.bpk")?, &ck.dir)?;
+        restore_optim(&mut self.optim, ck, "optim.bpk")?;
         Ok(())
     }
 

@@ -25,7 +25,8 @@ pub use codec::{
     nll_of_text, sample_images, write_images,
 };
 
-use crate::checkpoint::{Loaded, load_weights, optim_bytes, optim_from, to_bytes};
+use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
+use crate::config::{check_non_negative, check_positive};
 use crate::trainer::optim::{accumulate, clip_global_norm, device_rng_lock, seeded_init};
 use crate::trainer::rng::{Stream, step_rng};
 use crate::trainer::{self, LoopSpec, Schedule, StepContext, StepOutput, TrainOptions, TrainStep};
@@ -191,21 +192,9 @@ impl ArTrainConfig {
                 self.steps, self.batch_size, self.grad_accum
             ));
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("lr must be a positive number, got {}", self.lr));
-        }
-        if !self.weight_decay.is_finite() || self.weight_decay < 0.0 {
-            return bad(format!(
-                "weight_decay must be a non-negative number, got {}",
-                self.weight_decay
-            ));
-        }
-        if !self.grad_clip.is_finite() || self.grad_clip < 0.0 {
-            return bad(format!(
-                "grad_clip must be a non-negative number (0: off), got {}",
-                self.grad_clip
-            ));
-        }
+        check_positive("lr", self.lr)?;
+        check_non_negative("weight_decay", self.weight_decay, "")?;
+        check_non_negative("grad_clip", self.grad_clip, " (0: off)")?;
         if self.eval_every == 0 || self.eval_batches == 0 || self.max_bad_steps == 0 {
             return bad("eval_every, eval_batches and max_bad_steps must be at least 1".into());
         }
@@ -437,8 +426,7 @@ impl TrainStep for Step<'_> {
 
     fn restore(&mut self, ck: &Loaded) -> Result<()> {
         self.model = load_weights(self.model.clone(), ck.file("model.bpk")?, &ck.dir)?;
-        let fresh = std::mem::replace(&mut self.optim, adamw(self.config));
-        self.optim = optim_from(fresh, ck.file("optim.bpk")?, &ck.dir)?;
+        restore_optim(&mut self.optim, ck, "optim.bpk")?;
         Ok(())
     }
 

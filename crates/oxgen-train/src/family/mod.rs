@@ -14,6 +14,7 @@ use oxgen_models::gan::{GanConfig, GanNet, Penalty};
 use oxgen_models::vae::{DecoderKind, VaeConfig, VaeNet};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{check_non_negative, check_positive};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::trainer::Schedule;
@@ -232,11 +233,8 @@ impl FamilyConfig {
         if self.steps == 0 || self.batch_size < 2 {
             return bad("steps must be ≥ 1 and batch_size ≥ 2".into());
         }
-        for (name, v) in [("lr", self.lr), ("lr_d", self.lr_d)] {
-            if !(v.is_finite() && v > 0.0) {
-                return bad(format!("{name} must be a positive number, got {v}"));
-            }
-        }
+        check_positive("lr", self.lr)?;
+        check_positive("lr_d", self.lr_d)?;
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.val_fraction) {
             return bad("beta1 and val_fraction must be in [0, 1)".into());
         }
@@ -244,12 +242,7 @@ impl FamilyConfig {
         if self.max_bad_steps == 0 {
             return bad("max_bad_steps must be at least 1".into());
         }
-        if !self.grad_clip.is_finite() || self.grad_clip < 0.0 {
-            return bad(format!(
-                "grad_clip must be a non-negative number (0: off), got {}",
-                self.grad_clip
-            ));
-        }
+        check_non_negative("grad_clip", self.grad_clip, " (0: off)")?;
         if self.iwae_k == 0 {
             return bad("iwae_k must be at least 1".into());
         }

@@ -13,7 +13,7 @@ use oxgen_models::vae::{DecoderKind, Vae};
 
 use super::report::{FamilyQuality, evaluate_model};
 use super::{FamilyConfig, FamilyModel, Trained, pixel_levels};
-use crate::checkpoint::{self, Loaded, load_weights, optim_bytes, optim_from, to_bytes};
+use crate::checkpoint::{self, Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
 use crate::data::{self, Dataset, LoadOptions};
 use crate::error::{Error, Result};
 use crate::trainer::optim::{grads_of, seeded_init, update};
@@ -102,8 +102,7 @@ impl<M: Module> TrainStep for Single<'_, M> {
 
     fn restore(&mut self, ck: &Loaded) -> Result<()> {
         self.model = load_weights(self.model.clone(), ck.file("model.bpk")?, &ck.dir)?;
-        let fresh = std::mem::replace(&mut self.optim, adam(self.config));
-        self.optim = optim_from(fresh, ck.file("optim.bpk")?, &ck.dir)?;
+        restore_optim(&mut self.optim, ck, "optim.bpk")?;
         Ok(())
     }
 }
@@ -205,10 +204,8 @@ impl TrainStep for GanStep<'_> {
 
     fn restore(&mut self, ck: &Loaded) -> Result<()> {
         self.model = load_weights(self.model.clone(), ck.file("model.bpk")?, &ck.dir)?;
-        let fresh = std::mem::replace(&mut self.og, adam(self.config));
-        self.og = optim_from(fresh, ck.file("optim.bpk")?, &ck.dir)?;
-        let fresh = std::mem::replace(&mut self.od, adam(self.config));
-        self.od = optim_from(fresh, ck.file("optim_d.bpk")?, &ck.dir)?;
+        restore_optim(&mut self.og, ck, "optim.bpk")?;
+        restore_optim(&mut self.od, ck, "optim_d.bpk")?;
         Ok(())
     }
 }

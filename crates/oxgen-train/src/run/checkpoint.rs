@@ -286,14 +286,18 @@ pub fn optim_bytes(optim: &ModuleOptimizer) -> Result<Vec<u8>> {
         .to_vec())
 }
 
-/// `optim` with the state in `bytes` (written by [`optim_bytes`]).
-pub fn optim_from(optim: ModuleOptimizer, bytes: &[u8], dir: &Path) -> Result<ModuleOptimizer> {
-    optim
+/// Loads the optimizer state saved as `name` in `ck` into `optim` (which keeps its config).
+pub fn restore_optim(optim: &mut ModuleOptimizer, ck: &Loaded, name: &str) -> Result<()> {
+    let bytes = ck.file(name)?;
+    // `from_bytes` consumes the optimizer; a blank one holds its place for that call only.
+    let configured = std::mem::replace(optim, burn::optim::AdamWConfig::new().init());
+    *optim = configured
         .from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
         .map_err(|e| Error::Checkpoint {
-            path: dir.into(),
-            reason: format!("optimizer state unreadable: {e}"),
-        })
+            path: ck.dir.clone(),
+            reason: format!("optimizer state {name} unreadable: {e}"),
+        })?;
+    Ok(())
 }
 
 #[cfg(test)]

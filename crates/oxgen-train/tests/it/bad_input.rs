@@ -12,19 +12,6 @@ use oxgen_train::sample::load_run;
 
 use crate::common::*;
 
-fn load(p: &std::path::Path) -> Result<data::Dataset, Error> {
-    data::load(p.to_str().unwrap(), 0, &LoadOptions::default())
-}
-
-fn idx(dims: &[u32], payload: usize) -> Vec<u8> {
-    let mut v = vec![0, 0, 0x08, dims.len() as u8];
-    for d in dims {
-        v.extend_from_slice(&d.to_be_bytes());
-    }
-    v.extend(std::iter::repeat_n(7u8, payload));
-    v
-}
-
 #[test]
 fn unknown_dataset_and_missing_file() {
     let e = data::load("checkerbored", 0, &LoadOptions::default()).unwrap_err();

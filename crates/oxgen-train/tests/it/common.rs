@@ -56,3 +56,18 @@ pub fn opts(out: &Path, device: Device) -> TrainOptions {
 pub fn run(config: &TrainConfig, opts: &TrainOptions) -> TrainReport {
     train(config, opts).unwrap_or_else(|e| panic!("training failed: {e}"))
 }
+
+/// Loads the dataset at path `p` with default options.
+pub fn load(p: &Path) -> Result<oxgen_train::data::Dataset, oxgen_train::Error> {
+    data::load(p.to_str().unwrap(), 0, &Default::default())
+}
+
+/// An IDX file of unsigned bytes: the header for `dims`, then `payload` bytes of 7.
+pub fn idx(dims: &[u32], payload: usize) -> Vec<u8> {
+    let mut v = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend(std::iter::repeat_n(7u8, payload));
+    v
+}

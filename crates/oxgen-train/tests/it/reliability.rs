@@ -14,7 +14,7 @@ use oxgen_models::diffusion::DenoiserConfig;
 use oxgen_models::diffusion::unet::UNetConfig;
 use oxgen_models::ops::{OpPath, check_path};
 use oxgen_train::ar::{ArTrainConfig, train_ar};
-use oxgen_train::data::{self, Dataset, LoadOptions};
+use oxgen_train::data::{self, Dataset};
 use oxgen_train::diffusion::train;
 use oxgen_train::family::{FamilyConfig, train_family};
 use oxgen_train::{Error, TrainConfig, TrainOptions};
@@ -52,19 +52,6 @@ fn typed<T>(r: Result<T, Error>) -> Result<(), String> {
         Ok(_) => Ok(()),
         Err(e) => Err(format!("{}: {e}", variant(&e))),
     }
-}
-
-fn load(p: &Path) -> Result<Dataset, Error> {
-    data::load(p.to_str().unwrap(), 0, &LoadOptions::default())
-}
-
-fn idx(dims: &[u32], payload: usize) -> Vec<u8> {
-    let mut v = vec![0, 0, 0x08, dims.len() as u8];
-    for d in dims {
-        v.extend_from_slice(&d.to_be_bytes());
-    }
-    v.extend(std::iter::repeat_n(7u8, payload));
-    v
 }
 
 fn diffusion_with(
