@@ -1,7 +1,11 @@
 //! Benchmark harnesses, kept out of the library crates: the fused denoising update
 //! ([`denoise`]) and flash attention ([`attention`]) against burn's best paths, and GPT decoding
-//! with and without the KV cache ([`decode`]). `oxgen bench` and the `benches/` targets call them.
+//! with and without the KV cache ([`decode`]), and training steps beside their PyTorch twins
+//! ([`train`], [`peer`]). `oxgen bench` and the `benches/` targets call them.
 
 pub mod attention;
 pub mod decode;
 pub mod denoise;
+pub mod peer;
+pub mod process;
+pub mod train;

@@ -13,7 +13,13 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
         serde_json::from_value::<oxgen_train::ar::ArTrainConfig>(ck.manifest.config)
             .context("config in checkpoint")?
     } else {
-        oxgen_train::ar::ArTrainConfig::defaults(a.data.as_deref().unwrap_or("arithmetic"))
+        let data = a.data.as_deref().unwrap_or("arithmetic");
+        let (config, why) =
+            oxgen_train::ar::ArTrainConfig::defaults_on(data, oxgen_train::Hardware::of(&device));
+        if a.config.is_none() {
+            tracing::info!("{why}");
+        }
+        config
     };
     if let Some(file) = &a.config {
         config = config.merge_file(file)?;

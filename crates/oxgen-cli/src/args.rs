@@ -99,6 +99,39 @@ pub(crate) enum BenchKind {
         after_help = "Examples:\n  oxgen bench decode\n  oxgen bench decode --new-tokens 512 --device wgpu --json decode.json"
     )]
     Decode(DecodeBenchArgs),
+    /// One training step of oxgen's trainer (optimizer and clipping included) beside its
+    /// PyTorch twin (`benches/peers/twins.py`), measured one after the other: ms per step,
+    /// tokens or samples per second, CPU ÷ wall, peak memory, and the throughput ratio.
+    #[command(
+        after_help = "Examples:\n  oxgen bench train --model gpt-small --device cpu\n  oxgen bench train --model unet-digits --iters 50 --json unet.json\n  oxgen bench train --model gpt-char --no-peer --device wgpu"
+    )]
+    Train(TrainBenchArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct TrainBenchArgs {
+    /// gpt-small (4 × 4 × 128, context 128, batch 32), gpt-char (6 × 6 × 384, context 256,
+    /// batch 64) or unet-digits (the digits diffusion defaults).
+    #[arg(long, default_value = "gpt-small")]
+    pub(crate) model: oxgen_bench::train::Model,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) iters: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) warmup: usize,
+    /// The Python that runs the twin (needs torch).
+    #[arg(long, default_value = "python3")]
+    pub(crate) python: String,
+    /// Skip the PyTorch twin.
+    #[arg(long)]
+    pub(crate) no_peer: bool,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    /// auto | wgpu | vulkan | metal | dx12 | cpu.
+    #[arg(long, default_value = "cpu")]
+    pub(crate) device: DeviceChoice,
 }
 
 #[derive(Args)]

@@ -1,9 +1,9 @@
-//! `oxgen bench attention|denoise` (the harnesses live in oxgen-bench) and `oxgen info`.
+//! `oxgen bench attention|denoise|train` (the harnesses live in oxgen-bench) and `oxgen info`.
 
 use anyhow::{Context, Result, bail};
 use oxgen_wgpu::DeviceChoice;
 
-use crate::args::{AttentionBenchArgs, BenchArgs};
+use crate::args::{AttentionBenchArgs, BenchArgs, TrainBenchArgs};
 
 pub(crate) fn attention(a: AttentionBenchArgs) -> Result<()> {
     let selected = oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?;
@@ -69,6 +69,33 @@ pub(crate) fn denoise(a: BenchArgs) -> Result<()> {
         sampler: (!a.no_sampler).then_some((a.sampler_batch, shape)),
     };
     let report = oxgen_bench::denoise::suite(&selected, &options);
+    print!("{}", report.markdown());
+    if let Some(path) = a.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| path.display().to_string())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+pub(crate) fn train(a: TrainBenchArgs) -> Result<()> {
+    if a.iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    let selected = oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "benchmarking {} training steps on {} …",
+        a.model.name(),
+        selected.description
+    );
+    let report = oxgen_bench::train::compare(
+        a.model,
+        &selected.device,
+        &selected.description,
+        a.warmup,
+        a.iters,
+        (!a.no_peer).then_some(a.python.as_str()),
+    );
     print!("{}", report.markdown());
     if let Some(path) = a.json {
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+mod alloc;
+
 /// Applies the flags every trainer shares (`--steps`, `--seed`, `--batch-size`, `--lr`) to a
 /// run config with fields of those names.
 macro_rules! apply_train_flags {
@@ -53,6 +55,7 @@ fn device(args: &DeviceArgs) -> Result<burn::tensor::Device> {
 }
 
 fn main() -> Result<()> {
+    alloc::keep_freed_pages();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -93,6 +96,7 @@ fn main() -> Result<()> {
         Command::Bench(BenchKind::Decode(a)) => ar::bench_decode(a)?,
         Command::Bench(BenchKind::Attention(a)) => bench::attention(a)?,
         Command::Bench(BenchKind::Denoise(a)) => bench::denoise(a)?,
+        Command::Bench(BenchKind::Train(a)) => bench::train(a)?,
     }
     Ok(())
 }

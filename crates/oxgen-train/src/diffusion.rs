@@ -134,18 +134,7 @@ pub fn train_on(config: &TrainConfig, data: &Dataset, opts: &TrainOptions) -> Re
     }
     let run = trainer::open_run(opts)?;
     let (train_set, val_set) = data.train_val(config.val_fraction, config.seed);
-    let ad = opts.device.clone().autodiff();
-    let model = seeded_init(&opts.device, config.seed, || {
-        config.model.init(data.shape, &ad)
-    });
-    let mut step = Step {
-        config,
-        train: &train_set,
-        device: ad,
-        ema: model.valid(),
-        model,
-        optim: adamw(config),
-    };
+    let mut step = new_step(config, &train_set, &opts.device);
     let spec = LoopSpec {
         family: "diffusion",
         config,
@@ -161,6 +150,7 @@ pub fn train_on(config: &TrainConfig, data: &Dataset, opts: &TrainOptions) -> Re
         max_bad_steps: config.max_bad_steps,
         ema_decay: Some(config.ema_decay),
         title: format!("diffusion on {}", config.data),
+        smaller: None,
     };
     let summary = trainer::run(&mut step, &spec, run.as_ref(), opts)?;
     let quality = match run.as_ref() {
@@ -183,6 +173,31 @@ pub fn train_on(config: &TrainConfig, data: &Dataset, opts: &TrainOptions) -> Re
         model: step.model.valid(),
         ema: step.ema.valid(),
     })
+}
+
+/// The diffusion step alone, on freshly initialised weights (for `oxgen bench train`): what
+/// [`train_on`] runs each step, without the loop around it. `train` is the training split.
+pub fn stepper<'a>(
+    config: &'a TrainConfig,
+    train: &'a Dataset,
+    device: &Device,
+) -> Result<impl TrainStep + 'a> {
+    config.validate()?;
+    check_fits(config, train)?;
+    Ok(new_step(config, train, device))
+}
+
+fn new_step<'a>(config: &'a TrainConfig, train: &'a Dataset, device: &Device) -> Step<'a> {
+    let ad = device.clone().autodiff();
+    let model = seeded_init(device, config.seed, || config.model.init(train.shape, &ad));
+    Step {
+        config,
+        train,
+        device: ad,
+        ema: model.valid(),
+        model,
+        optim: adamw(config),
+    }
 }
 
 /// Refuses a config that cannot train on `data`, before anything is written.

@@ -17,11 +17,13 @@ pub mod family;
 pub mod interchange;
 pub mod npy;
 pub mod plot;
+pub mod preset;
 pub mod run;
 pub mod trainer;
 
 pub use config::TrainConfig;
 pub use error::{Error, Result};
 pub use eval::{compare, metrics, sample};
+pub use preset::Hardware;
 pub use run::checkpoint;
 pub use trainer::{Schedule, TrainOptions};

@@ -25,6 +25,7 @@ pub use codec::{
     nll_of_text, sample_images, write_images,
 };
 
+use crate::Hardware;
 use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
 use crate::config::{check_non_negative, check_positive};
 use crate::trainer::optim::{accumulate, clip_global_norm, device_rng_lock, seeded_init};
@@ -65,6 +66,10 @@ fn d_eval_batches() -> usize {
 fn d_digits() -> u32 {
     2
 }
+
+/// The CPU preset of a text file, in words.
+pub const CPU_TEXT_PRESET: &str =
+    "4 layers × 4 heads × 128, context 128, 2,000 steps of 32 at lr 2e-3";
 
 /// What to train and how. `model.vocab` and, for arithmetic, `model.context` are set from the
 /// data. Every field has a default, so a config written before a field existed still loads.
@@ -175,6 +180,44 @@ impl ArTrainConfig {
             c.steps = 5000;
             c.schedule.warmup_steps = 100;
             c
+        }
+    }
+
+    /// The defaults for `data` sized to `hardware`: on the CPU a text file gets a 4-layer,
+    /// 4-head, 128-wide model with a context of 128 ([`CPU_TEXT_PRESET`]), which trains in
+    /// minutes there; everything else is [`ArTrainConfig::defaults`]. The second value says
+    /// which preset this is and why, for the log.
+    pub fn defaults_on(data: &str, hardware: Hardware) -> (Self, String) {
+        let mut c = Self::defaults(data);
+        if data == "arithmetic" || data == "digits8" {
+            return (
+                c,
+                format!("preset: the {data} defaults (small enough for any device)"),
+            );
+        }
+        match hardware {
+            Hardware::Gpu => (
+                c,
+                "preset: gpu (nanoGPT's shakespeare_char: 6 × 6 × 384, context 256, 5,000 steps of 64)"
+                    .into(),
+            ),
+            Hardware::Cpu => {
+                c.model = c
+                    .model
+                    .with_layers(4)
+                    .with_heads(4)
+                    .with_width(128)
+                    .with_context(128)
+                    .with_dropout(0.0);
+                (c.batch_size, c.steps, c.lr) = (32, 2000, 2e-3);
+                c.eval_every = 500;
+                (
+                    c,
+                    format!(
+                        "preset: cpu ({CPU_TEXT_PRESET}), since the device is the CPU; the GPU preset (nanoGPT's 6 × 6 × 384) would take days here. Give --config to choose"
+                    ),
+                )
+            }
         }
     }
 
@@ -465,37 +508,9 @@ pub fn train_ar_on(
     data: &TextData,
     opts: &TrainOptions,
 ) -> Result<ArReport> {
-    config.validate()?;
-    let mut config = config.clone();
-    config.model.vocab = data.vocab();
-    match data {
-        TextData::Arithmetic(lang) => config.model.context = lang.line_len(),
-        TextData::Pixels { .. } => config.model.context = 65,
-        TextData::Corpus { train, val, .. } => {
-            let need = config.model.context + 2;
-            if train.len() < need || val.len() < need {
-                return Err(Error::Config(format!(
-                    "the corpus has {} training and {} validation tokens: too few for a context of {}",
-                    train.len(),
-                    val.len(),
-                    config.model.context
-                )));
-            }
-        }
-    }
-    config.model.validate().map_err(Error::Config)?;
+    let config = complete(config, data)?;
     let run = trainer::open_run(opts)?;
-    let ad = opts.device.clone().autodiff();
-    let model = seeded_init(&opts.device, config.seed, || config.model.init(&ad));
-    let mut step = Step {
-        config: &config,
-        data,
-        device: ad,
-        eval_device: opts.device.clone(),
-        model,
-        optim: adamw(&config),
-        val: Vec::new(),
-    };
+    let mut step = new_step(&config, data, &opts.device);
     let spec = LoopSpec {
         family: "ar",
         config: &config,
@@ -513,6 +528,7 @@ pub fn train_ar_on(
         max_bad_steps: config.max_bad_steps,
         ema_decay: None,
         title: "GPT training loss (nats/token)".into(),
+        smaller: matches!(data, TextData::Corpus { .. }).then(|| CPU_TEXT_PRESET.to_string()),
     };
     let summary = trainer::run(&mut step, &spec, run.as_ref(), opts)?;
     let model = step.model.valid();
@@ -544,6 +560,68 @@ pub fn train_ar_on(
         val: step.val,
         exact_match,
     })
+}
+
+/// `config` with the model's vocabulary and (for the embedded languages) context set from
+/// `data`, checked.
+fn complete(config: &ArTrainConfig, data: &TextData) -> Result<ArTrainConfig> {
+    config.validate()?;
+    let mut config = config.clone();
+    config.model.vocab = data.vocab();
+    match data {
+        TextData::Arithmetic(lang) => config.model.context = lang.line_len(),
+        TextData::Pixels { .. } => config.model.context = 65,
+        TextData::Corpus { train, val, .. } => {
+            let need = config.model.context + 2;
+            if train.len() < need || val.len() < need {
+                return Err(Error::Config(format!(
+                    "the corpus has {} training and {} validation tokens: too few for a context of {}",
+                    train.len(),
+                    val.len(),
+                    config.model.context
+                )));
+            }
+        }
+    }
+    config.model.validate().map_err(Error::Config)?;
+    Ok(config)
+}
+
+fn new_step<'a>(config: &'a ArTrainConfig, data: &'a TextData, device: &Device) -> Step<'a> {
+    let ad = device.clone().autodiff();
+    let model = seeded_init(device, config.seed, || config.model.init(&ad));
+    Step {
+        config,
+        data,
+        device: ad,
+        eval_device: device.clone(),
+        model,
+        optim: adamw(config),
+        val: Vec::new(),
+    }
+}
+
+/// The autoregressive step alone, on freshly initialised weights (for `oxgen bench train`):
+/// what [`train_ar_on`] runs each step, without the loop around it. `config` must already fit
+/// `data` (vocabulary and context), as [`ArTrainConfig::fitted`] makes it.
+pub fn stepper<'a>(
+    config: &'a ArTrainConfig,
+    data: &'a TextData,
+    device: &Device,
+) -> Result<impl TrainStep + 'a> {
+    if complete(config, data)? != *config {
+        return Err(Error::Config(
+            "the config does not fit the data: use ArTrainConfig::fitted".into(),
+        ));
+    }
+    Ok(new_step(config, data, device))
+}
+
+impl ArTrainConfig {
+    /// This config with the model's vocabulary and context set from `data`, checked.
+    pub fn fitted(&self, data: &TextData) -> Result<Self> {
+        complete(self, data)
+    }
 }
 
 /// Mean validation loss in nats per scored token, on fixed batches.

@@ -251,6 +251,7 @@ pub fn train_family_on(
             FamilyModel::Gan(_) => format!("GAN generator loss on {}", config.data),
             m => format!("{} on {} (nats/dim)", m.name(), config.data),
         },
+        smaller: None,
     };
     let (model, summary, warnings) = match &config.model {
         FamilyModel::Flow(c) => {

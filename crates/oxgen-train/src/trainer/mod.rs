@@ -150,6 +150,21 @@ pub struct LoopSpec<'a, C> {
     pub ema_decay: Option<f64>,
     /// Title of `loss.png`.
     pub title: String,
+    /// What to try when the run is projected to take more than an hour (a smaller preset).
+    pub smaller: Option<String>,
+}
+
+/// Runs projected to take longer than this get a warning after their first steps.
+pub const LONG_RUN_SECONDS: f64 = 3600.0;
+
+/// Human-readable duration: `2h05m`, `14m30s`, `42s`.
+pub fn duration_text(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
 }
 
 /// What the loop returns.
@@ -254,6 +269,7 @@ pub fn run<C: Serialize + DeserializeOwned>(
     let (mut bad, mut skipped, mut losses) = (0usize, 0usize, Vec::new());
     let due = |every: usize, done: usize| (every > 0 && done % every == 0) || done == end;
     let t0 = Instant::now();
+    let mut projected = false;
     for s in start..end {
         let lr = spec.schedule.at(spec.lr, s, spec.steps);
         let o = step.step(StepContext { step: s, lr })?;
@@ -286,6 +302,27 @@ pub fn run<C: Serialize + DeserializeOwned>(
             continue;
         }
         bad = 0;
+        // After a few steps (or seconds), project the run's length once and warn when long.
+        let timed = s + 1 - start;
+        let elapsed = t0.elapsed().as_secs_f64();
+        if !projected && (timed >= 5 || elapsed > 10.0) && s + 1 < end {
+            projected = true;
+            let eta = elapsed / timed as f64 * (end - s - 1) as f64;
+            if eta > LONG_RUN_SECONDS {
+                let hint = spec
+                    .smaller
+                    .as_deref()
+                    .unwrap_or("fewer steps or a smaller model");
+                bar.suspend(|| {
+                    tracing::warn!(
+                        "projected {} more for {} steps on this device ({:.2} s/step); for a shorter run, try {hint}",
+                        duration_text(eta),
+                        end - s - 1,
+                        elapsed / timed as f64
+                    )
+                });
+            }
+        }
         if let Some(d) = spec.ema_decay {
             // EMA warmup (as diffusers' EMAModel): the decay ramps up, so early weights fade.
             step.update_ema(d.min((1.0 + s as f64) / (10.0 + s as f64)));

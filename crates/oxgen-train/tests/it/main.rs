@@ -12,3 +12,7 @@ mod quality2d;
 mod reliability;
 mod resume;
 mod wgpu_parity;
+
+// As the `oxgen` binary: glibc hands big tensor buffers back to the kernel on every free.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -161,6 +161,7 @@ pub fn classifier(train: &Dataset, cache: &Path, seed: u64, device: &Device) -> 
         max_bad_steps: 20,
         ema_decay: None,
         title: "classifier".into(),
+        smaller: None,
     };
     let opts = TrainOptions {
         device: device.clone(),

@@ -1,0 +1,266 @@
+//! The training-step benchmark behind `oxgen bench train`: oxgen's own step (the one the
+//! trainers run, optimizer and clipping included) on a named model, beside its PyTorch twin
+//! (`benches/peers/twins.py`) in the same invocation.
+
+use burn::tensor::Device;
+use oxgen_models::ar::GptConfig;
+use oxgen_train::TrainConfig;
+use oxgen_train::ar::{ArTrainConfig, TextData};
+use oxgen_train::trainer::{StepContext, TrainStep};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::peer::{self, PeerRow};
+use crate::process;
+
+/// A benchmark model. Its twin in `twins.py` has the same name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Model {
+    /// nanoGPT-style char GPT: 4 layers × 4 heads × 128, context 128, batch 32, AdamW
+    /// (lr 1e-3, weight decay 0.1), clip 1, vocabulary 65.
+    GptSmall,
+    /// nanoGPT's shakespeare_char GPT: 6 × 6 × 384, context 256, batch 64.
+    GptChar,
+    /// The digits UNet at `oxgen train diffusion --data digits8`'s defaults (batch 64, EMA).
+    UnetDigits,
+}
+
+impl std::str::FromStr for Model {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "gpt-small" => Ok(Self::GptSmall),
+            "gpt-char" => Ok(Self::GptChar),
+            "unet-digits" => Ok(Self::UnetDigits),
+            _ => Err(format!(
+                "unknown model `{s}`; expected gpt-small, gpt-char or unet-digits"
+            )),
+        }
+    }
+}
+
+impl Model {
+    /// The name on the command line and in `twins.py`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::GptSmall => "gpt-small",
+            Self::GptChar => "gpt-char",
+            Self::UnetDigits => "unet-digits",
+        }
+    }
+
+    /// The AR config of a GPT model (`None` for the UNet).
+    pub fn gpt(self) -> Option<ArTrainConfig> {
+        let (layers, heads, width, context, batch) = match self {
+            Self::GptSmall => (4, 4, 128, 128, 32),
+            Self::GptChar => (6, 6, 384, 256, 64),
+            Self::UnetDigits => return None,
+        };
+        let model = GptConfig::new(65)
+            .with_layers(layers)
+            .with_heads(heads)
+            .with_width(width)
+            .with_context(context);
+        let mut c = ArTrainConfig::new(model, "bench");
+        (c.batch_size, c.lr, c.weight_decay, c.grad_clip) = (batch, 1e-3, 0.1, 1.0);
+        Some(c)
+    }
+}
+
+/// One side of the comparison.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainRow {
+    /// The model.
+    pub model: Model,
+    /// The device, in words.
+    pub device: String,
+    /// Timed steps.
+    pub iters: usize,
+    /// Wall time per step, ms.
+    pub ms_per_step: f64,
+    /// Tokens (GPT) or samples (UNet) per second.
+    pub per_second: f64,
+    /// `tokens` or `samples`.
+    pub unit: &'static str,
+    /// CPU time ÷ wall time over the timed steps (Linux).
+    pub cpu_per_wall: Option<f64>,
+    /// Peak resident memory of this process, MiB (Linux).
+    pub peak_rss_mib: Option<f64>,
+    /// Loss of the last step (finite: the work was real).
+    pub last_loss: f64,
+}
+
+/// The comparison: ours, the twin's, and ours ÷ theirs in throughput.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainReport {
+    /// oxgen's step.
+    pub ours: TrainRow,
+    /// The PyTorch twin's, if run.
+    pub peer: Option<PeerRow>,
+    /// Why the twin did not run, if it did not.
+    pub peer_error: Option<String>,
+    /// ours ÷ twin throughput.
+    pub ratio: Option<f64>,
+}
+
+/// Times `iters` steps of oxgen's trainer step after `warmup` untimed ones.
+pub fn ours(
+    model: Model,
+    device: &Device,
+    description: &str,
+    warmup: usize,
+    iters: usize,
+) -> TrainRow {
+    let ((last_loss, wall, cpu), units, unit) = match model.gpt() {
+        Some(c) => {
+            let corpus = random_corpus(c.model.vocab);
+            let c = c.fitted(&corpus).expect("the benchmark configs are valid");
+            let mut s = oxgen_train::ar::stepper(&c, &corpus, device).expect("valid config");
+            let units = c.batch_size * c.model.context;
+            (measure(&mut s, None, c.lr, warmup, iters), units, "tokens")
+        }
+        None => {
+            let digits = oxgen_train::data::digits8();
+            let config = TrainConfig::defaults("digits8", digits.shape, Some(10));
+            let mut s =
+                oxgen_train::diffusion::stepper(&config, &digits, device).expect("valid config");
+            let ema = Some(config.ema_decay);
+            let timing = measure(&mut s, ema, config.lr, warmup, iters);
+            (timing, config.batch_size, "samples")
+        }
+    };
+    TrainRow {
+        model,
+        device: description.into(),
+        iters,
+        ms_per_step: 1e3 * wall / iters as f64,
+        per_second: (units * iters) as f64 / wall,
+        unit,
+        cpu_per_wall: cpu.map(|c| c / wall),
+        peak_rss_mib: process::peak_rss_mib(),
+        last_loss,
+    }
+}
+
+/// A million random tokens: the speed of a step does not depend on the text.
+fn random_corpus(vocab: usize) -> TextData {
+    let mut rng = StdRng::seed_from_u64(0);
+    let tokens: Vec<u32> = (0..1_000_000)
+        .map(|_| rng.random_range(0..vocab as u32))
+        .collect();
+    let alphabet: String = (0..vocab as u32)
+        .map(|i| char::from_u32(0x100 + i).expect("a character"))
+        .collect();
+    TextData::Corpus {
+        tokenizer: oxgen_models::ar::Tokenizer::chars_of(&alphabet),
+        train: tokens[..900_000].to_vec(),
+        val: tokens[900_000..].to_vec(),
+    }
+}
+
+/// (last loss, wall seconds, CPU seconds) of `iters` steps after `warmup`.
+fn measure(
+    step: &mut dyn TrainStep,
+    ema: Option<f64>,
+    lr: f64,
+    warmup: usize,
+    iters: usize,
+) -> (f64, f64, Option<f64>) {
+    let mut one = |i: usize| {
+        let out = step
+            .step(StepContext { step: i, lr })
+            .expect("a benchmark step");
+        if let Some(d) = ema {
+            step.update_ema(d);
+        }
+        out.loss
+    };
+    for i in 0..warmup {
+        one(i);
+    }
+    process::timed(|| {
+        (warmup..warmup + iters)
+            .map(&mut one)
+            .last()
+            .unwrap_or(f64::NAN)
+    })
+}
+
+/// Ours, then the twin (unless `python` is `None`), one after the other in this process.
+pub fn compare(
+    model: Model,
+    device: &Device,
+    description: &str,
+    warmup: usize,
+    iters: usize,
+    python: Option<&str>,
+) -> TrainReport {
+    let ours = ours(model, device, description, warmup, iters);
+    let (peer, peer_error) = match python {
+        None => (None, None),
+        Some(py) => {
+            let args: Vec<String> = [
+                "train",
+                "--model",
+                model.name(),
+                "--iters",
+                &iters.to_string(),
+                "--warmup",
+                &warmup.to_string(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            match peer::run(py, &args) {
+                Ok(p) => (Some(p), None),
+                Err(e) => (None, Some(e)),
+            }
+        }
+    };
+    let ratio = peer.as_ref().map(|p| ours.per_second / p.per_second());
+    TrainReport {
+        ours,
+        peer,
+        peer_error,
+        ratio,
+    }
+}
+
+impl TrainReport {
+    /// The report as a Markdown table.
+    pub fn markdown(&self) -> String {
+        let o = &self.ours;
+        let opt = |v: Option<f64>, p: usize| v.map_or("–".into(), |v| format!("{v:.p$}"));
+        let mut s = format!(
+            "| who | model | ms/step | {unit}/s | CPU ÷ wall | peak RSS MiB |\n|---|---|---|---|---|---|\n\
+             | oxgen ({}) | {} | {:.1} | {:.0} | {} | {} |\n",
+            o.device,
+            o.model.name(),
+            o.ms_per_step,
+            o.per_second,
+            opt(o.cpu_per_wall, 2),
+            opt(o.peak_rss_mib, 0),
+            unit = o.unit,
+        );
+        if let Some(p) = &self.peer {
+            s.push_str(&format!(
+                "| {} ({} threads) | {} | {:.1} | {:.0} | {:.2} | {:.0} |\n",
+                p.peer,
+                p.threads,
+                o.model.name(),
+                p.ms_per_iter,
+                p.per_second(),
+                p.cpu_per_wall,
+                p.peak_rss_mib
+            ));
+        }
+        match (self.ratio, &self.peer_error) {
+            (Some(r), _) => s.push_str(&format!("\noxgen ÷ PyTorch throughput: {r:.2}×\n")),
+            (None, Some(e)) => s.push_str(&format!("\nPyTorch twin not run: {e}\n")),
+            _ => {}
+        }
+        s
+    }
+}
