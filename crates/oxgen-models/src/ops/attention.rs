@@ -41,10 +41,22 @@ pub trait FusedAttention: Send + Sync {
 
 static FUSED: OnceLock<Box<dyn FusedAttention>> = OnceLock::new();
 
-/// Whether a registered fused kernel accepts tensors on `device`.
-pub fn accepts(device: &Device) -> bool {
+/// The built-in kernel for burn's Flex (CPU) backend.
+static CPU: super::cpu::attention::CpuAttention = super::cpu::attention::CpuAttention;
+
+/// The fused kernel for `device`: a registered one that accepts it, else the built-in CPU
+/// kernel on the Flex device.
+fn kernel_for(device: &Device) -> Option<&'static dyn FusedAttention> {
     super::install_kernels();
-    FUSED.get().is_some_and(|k| k.accepts(device))
+    match FUSED.get().filter(|k| k.accepts(device)) {
+        Some(k) => Some(k.as_ref()),
+        None => CPU.accepts(device).then_some(&CPU as &dyn FusedAttention),
+    }
+}
+
+/// Whether a fused kernel (registered, or the built-in CPU one) accepts tensors on `device`.
+pub fn accepts(device: &Device) -> bool {
+    kernel_for(device).is_some()
 }
 static LAST: Mutex<Option<&'static str>> = Mutex::new(None);
 static FUSED_CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -59,7 +71,7 @@ pub fn last_path() -> Option<&'static str> {
     *LAST.lock().expect("attention path lock")
 }
 
-/// How many calls took the fused path since the process started.
+/// How many calls took a registered (kernel crate's) fused path since the process started.
 pub fn fused_calls() -> usize {
     FUSED_CALLS.load(Ordering::Relaxed)
 }
@@ -102,15 +114,16 @@ pub fn attention_with(
         );
     }
     let device = q.device();
-    super::install_kernels();
-    let fused = FUSED.get().filter(|k| k.accepts(&device));
+    let fused = kernel_for(&device);
     // A forced fused path panics only when no kernel takes the device; head dims without a
     // kernel variant take the reference either way.
     let use_fused = super::take_fused("attention", fused.is_some(), &device);
     match fused.filter(|k| use_fused && k.supports(d)) {
         Some(kernel) => {
             *LAST.lock().expect("attention path lock") = Some(kernel.name());
-            FUSED_CALLS.fetch_add(1, Ordering::Relaxed);
+            if !std::ptr::addr_eq(kernel, &CPU as &dyn FusedAttention) {
+                FUSED_CALLS.fetch_add(1, Ordering::Relaxed);
+            }
             kernel.forward(q, k, v, bias, options)
         }
         None => {

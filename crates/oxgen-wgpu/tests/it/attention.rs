@@ -253,7 +253,7 @@ fn large_logits_stay_finite() {
     }
 }
 
-/// Off wgpu, and for head dims without a kernel, the op takes the reference.
+/// For head dims without a WGSL kernel the op takes the reference; the CPU takes its own kernel.
 #[test]
 fn path_selection() {
     let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -269,8 +269,13 @@ fn path_selection() {
     let _ = attention::attention(t(16, &gpu), t(16, &gpu), t(16, &gpu));
     set_path(OpPath::Auto);
     assert_eq!(attention::last_path(), Some("reference"));
+    // The Flex device takes the built-in CPU kernel.
     let cpu = Device::flex();
     let _ = attention::attention(t(64, &cpu), t(64, &cpu), t(64, &cpu));
+    assert_eq!(attention::last_path(), Some("cpu-fused-attention"));
+    set_path(OpPath::Reference);
+    let _ = attention::attention(t(64, &cpu), t(64, &cpu), t(64, &cpu));
+    set_path(OpPath::Auto);
     assert_eq!(attention::last_path(), Some("reference"));
 }
 

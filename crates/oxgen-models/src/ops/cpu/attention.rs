@@ -1,0 +1,338 @@
+//! Fused attention for burn's Flex (CPU) backend, forward and backward, behind
+//! [`crate::ops::attention`].
+//!
+//! burn's Autodiff backend computes attention by composition (`attention_fallback`): scores,
+//! scale, mask, max, subtract, exp, sum, divide and a second matmul forward, each a full pass
+//! over a `[b, h, lq, lk]` tensor on one core, and as many again backward. This kernel keeps a
+//! group's scores in cache (see [`super::attention_math`]), runs the (batch, head) groups on
+//! every core with rayon, and records one backward node that recomputes the probabilities from
+//! the saved logsumexp, as flash attention does (Dao et al., 2022).
+//!
+//! A burn backend extension for `Flex` and `Autodiff`: the `Flex` impl runs the kernel, the
+//! `Autodiff` impl records the node. Only the output is tracked; the logsumexp comes back
+//! untracked. f32 only, without bias; anything else takes the reference.
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use rayon::prelude::*;
+
+use super::attention_math::{Dims, backward_group, forward_group};
+use crate::ops::attention::{AttentionOptions, FusedAttention};
+
+/// Run-time options of one call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CpuLaunch {
+    /// Causal mask (bottom-right aligned).
+    pub causal: bool,
+    /// Score scale (1/√d by default).
+    pub scale: f32,
+}
+
+/// The kernel as a burn backend extension.
+#[backend_extension(Flex, Autodiff)]
+pub trait CpuAttentionOps: Backend {
+    /// (out `[b, h, lq, d]`, lse `[b, h, lq]`).
+    fn cpu_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        launch: CpuLaunch,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// (dq, dk, dv) from the forward's inputs, output and lse, and the output's gradient.
+    #[allow(clippy::too_many_arguments)]
+    fn cpu_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+        launch: CpuLaunch,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// The tensor's f32 elements in row-major order (copied only when not contiguous).
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    t.to_contiguous()
+}
+
+fn f32s(t: &FlexTensor) -> &[f32] {
+    let start = t.layout().start_offset();
+    &t.storage::<f32>()[start..start + t.layout().num_elements()]
+}
+
+fn dims(t: &FlexTensor) -> Vec<usize> {
+    t.layout().shape().iter().copied().collect()
+}
+
+fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+fn sizes(q: &FlexTensor, k: &FlexTensor, launch: CpuLaunch) -> (usize, Dims) {
+    let (qd, kd) = (dims(q), dims(k));
+    let dims = Dims {
+        lq: qd[2],
+        lk: kd[2],
+        d: qd[3],
+        scale: launch.scale,
+        causal: launch.causal,
+    };
+    (qd[0] * qd[1], dims)
+}
+
+impl CpuAttentionOps for Flex {
+    fn cpu_attention(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        launch: CpuLaunch,
+    ) -> (FlexTensor, FlexTensor) {
+        let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
+        let (groups, dm) = sizes(&q, &k, launch);
+        let Dims { lq, lk, d, .. } = dm;
+        let (qs, ks, vs) = (f32s(&q), f32s(&k), f32s(&v));
+        let mut out = vec![0.0f32; groups * lq * d];
+        let mut lse = vec![0.0f32; groups * lq];
+        out.par_chunks_mut(lq * d)
+            .zip(lse.par_chunks_mut(lq))
+            .enumerate()
+            .for_each_init(Vec::new, |scratch, (g, (o, l))| {
+                forward_group(
+                    &dm,
+                    &qs[g * lq * d..(g + 1) * lq * d],
+                    &ks[g * lk * d..(g + 1) * lk * d],
+                    &vs[g * lk * d..(g + 1) * lk * d],
+                    o,
+                    l,
+                    scratch,
+                );
+            });
+        let shape = dims(&q);
+        let lse_shape = shape[..3].to_vec();
+        (tensor(out, shape), tensor(lse, lse_shape))
+    }
+
+    fn cpu_attention_backward(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        out: FlexTensor,
+        lse: FlexTensor,
+        d_out: FlexTensor,
+        launch: CpuLaunch,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let [q, k, v, out, lse, d_out] = [q, k, v, out, lse, d_out].map(contiguous);
+        let (groups, dm) = sizes(&q, &k, launch);
+        let Dims { lq, lk, d, .. } = dm;
+        let (qs, ks, vs, os, ls, gs) = (
+            f32s(&q),
+            f32s(&k),
+            f32s(&v),
+            f32s(&out),
+            f32s(&lse),
+            f32s(&d_out),
+        );
+        let mut dq = vec![0.0f32; groups * lq * d];
+        let mut dk = vec![0.0f32; groups * lk * d];
+        let mut dv = vec![0.0f32; groups * lk * d];
+        dq.par_chunks_mut(lq * d)
+            .zip(dk.par_chunks_mut(lk * d))
+            .zip(dv.par_chunks_mut(lk * d))
+            .enumerate()
+            .for_each_init(Vec::new, |scratch, (g, ((dqg, dkg), dvg))| {
+                let rows_q = g * lq * d..(g + 1) * lq * d;
+                let rows_k = g * lk * d..(g + 1) * lk * d;
+                backward_group(
+                    &dm,
+                    &qs[rows_q.clone()],
+                    &ks[rows_k.clone()],
+                    &vs[rows_k],
+                    &os[rows_q.clone()],
+                    &ls[g * lq..(g + 1) * lq],
+                    &gs[rows_q],
+                    dqg,
+                    dkg,
+                    dvg,
+                    scratch,
+                );
+            });
+        let (qshape, kshape) = (dims(&q), dims(&k));
+        (
+            tensor(dq, qshape),
+            tensor(dk, kshape.clone()),
+            tensor(dv, kshape),
+        )
+    }
+}
+
+impl<B: CpuAttentionOps, C: CheckpointStrategy> CpuAttentionOps for Autodiff<B, C> {
+    fn cpu_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        launch: CpuLaunch,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        #[derive(Debug)]
+        struct CpuAttentionBackward;
+
+        impl<B: CpuAttentionOps> Backward<B, 3> for CpuAttentionBackward {
+            type State = (
+                NodeId,
+                NodeId,
+                NodeId,
+                FloatTensor<B>,
+                FloatTensor<B>,
+                CpuLaunch,
+            );
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
+                let [node_q, node_k, node_v] = ops.parents;
+                let d_out = grads.consume::<B>(&ops.node);
+                let (q_id, k_id, v_id, out, lse, launch) = ops.state;
+                let q: FloatTensor<B> = checkpointer.retrieve_node_output(q_id);
+                let k: FloatTensor<B> = checkpointer.retrieve_node_output(k_id);
+                let v: FloatTensor<B> = checkpointer.retrieve_node_output(v_id);
+                let (dq, dk, dv) = B::cpu_attention_backward(q, k, v, out, lse, d_out, launch);
+                for (node, grad) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
+                    if let Some(node) = node {
+                        grads.register::<B>(node.id, grad);
+                    }
+                }
+            }
+        }
+
+        match CpuAttentionBackward
+            .prepare::<C>([q.node(), k.node(), v.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let q_id = prep.checkpoint(&q);
+                let k_id = prep.checkpoint(&k);
+                let v_id = prep.checkpoint(&v);
+                let (out, lse) = B::cpu_attention(
+                    q.into_primitive(),
+                    k.into_primitive(),
+                    v.into_primitive(),
+                    launch,
+                );
+                let state = (q_id, k_id, v_id, out.clone(), lse.clone(), launch);
+                let out = prep.finish(state, out);
+                (out, <Autodiff<B, C> as AutodiffBackend>::from_inner(lse))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (out, lse) = B::cpu_attention(
+                    q.into_primitive(),
+                    k.into_primitive(),
+                    v.into_primitive(),
+                    launch,
+                );
+                (
+                    prep.finish(out),
+                    <Autodiff<B, C> as AutodiffBackend>::from_inner(lse),
+                )
+            }
+        }
+    }
+
+    fn cpu_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_out: FloatTensor<Self>,
+        launch: CpuLaunch,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        // The backward is not itself differentiable: its results are constants.
+        let (dq, dk, dv) = B::cpu_attention_backward(
+            q.into_primitive(),
+            k.into_primitive(),
+            v.into_primitive(),
+            out.into_primitive(),
+            lse.into_primitive(),
+            d_out.into_primitive(),
+            launch,
+        );
+        (
+            <Autodiff<B, C> as AutodiffBackend>::from_inner(dq),
+            <Autodiff<B, C> as AutodiffBackend>::from_inner(dk),
+            <Autodiff<B, C> as AutodiffBackend>::from_inner(dv),
+        )
+    }
+}
+
+/// Runs the kernel on Dispatch tensors: (out `[b, h, lq, d]`, lse `[b, h, lq]`).
+pub fn cpu_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    options: AttentionOptions,
+) -> (Tensor<4>, Tensor<3>) {
+    let d = q.dims()[3];
+    let launch = CpuLaunch {
+        causal: options.causal,
+        scale: options.scale.unwrap_or(1.0 / (d as f64).sqrt()) as f32,
+    };
+    let (out, lse) = <Dispatch as CpuAttentionOps>::cpu_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        launch,
+    );
+    (Tensor::from_dispatch(out), Tensor::from_dispatch(lse))
+}
+
+/// Whether `device` is burn's Flex (CPU) device.
+pub fn is_flex(device: &Device) -> bool {
+    use burn::backend::DispatchDevice;
+    matches!(
+        device.clone().without_autodiff().as_dispatch(),
+        DispatchDevice::Flex(_)
+    )
+}
+
+/// The kernel as a fused path of `attention`.
+#[derive(Debug, Default)]
+pub struct CpuAttention;
+
+impl FusedAttention for CpuAttention {
+    fn name(&self) -> &'static str {
+        "cpu-fused-attention"
+    }
+
+    fn accepts(&self, device: &Device) -> bool {
+        is_flex(device)
+    }
+
+    fn supports(&self, head_dim: usize) -> bool {
+        head_dim > 0
+    }
+
+    fn forward(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        bias: Option<Tensor<4>>,
+        options: AttentionOptions,
+    ) -> Tensor<4> {
+        let f32_inputs = [&q, &k, &v].iter().all(|t| t.dtype() == DType::F32);
+        if bias.is_some() || !f32_inputs {
+            return crate::ops::attention::attention_reference(q, k, v, bias, options);
+        }
+        cpu_attention(q, k, v, options).0
+    }
+}
