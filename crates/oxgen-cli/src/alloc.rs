@@ -6,16 +6,18 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay` in mimalloc.h (v3; the enum keeps deprecated slots, so the number is
-/// stable).
+/// `mi_option_purge_decommits` and `mi_option_purge_delay` in mimalloc.h (v3; the enum keeps
+/// deprecated slots, so the numbers are stable).
+const MI_OPTION_PURGE_DECOMMITS: libmimalloc_sys::mi_option_t = 5;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Turns purging off: freed pages stay committed for the next step.
 pub(crate) fn keep_freed_pages() {
-    // SAFETY: mi_option_set only stores an integer option; any value is valid for this option
-    // (-1: never purge).
+    // SAFETY: mi_option_set only stores an integer option; any value is valid for these
+    // (-1: never purge; 0: a purge resets pages instead of decommitting them).
     #[allow(unsafe_code)]
     unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1)
-    };
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DECOMMITS, 0);
+    }
 }

@@ -1,10 +1,13 @@
 //! The arithmetic of the CPU attention kernel on plain slices, one (batch, head) group at a
-//! time: scores, softmax and the weighted sum in one pass over a group's `lq × lk` score tile
-//! (64 KiB at 128 × 128, in L2), and the backward from the saved logsumexp. The loops run along
-//! contiguous rows (axpy form), so they vectorise; groups run in parallel (see `attention.rs`).
+//! time: the group's `lq × lk` score tile (64 KiB at 128 × 128, in L2) is made by one GEMM,
+//! turned into probabilities in place and multiplied into the values by a second; the backward
+//! recomputes it from the saved logsumexp and needs four more. Groups run in parallel (see
+//! `attention.rs`).
 //!
 //! Causal masks are bottom-right aligned, as burn's `attention_fallback`: key j is visible to
 //! query i when j + lq ≤ i + lk. A query that sees no key gets a zero output and a zero gradient.
+
+use super::gemm::{Mat, matmul};
 
 /// Sizes of one call.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -32,39 +35,30 @@ impl Dims {
     }
 }
 
-/// `kt[c][j] = k[j][c]`: keys as columns, so score rows are axpys.
-fn transpose(k: &[f32], rows: usize, d: usize, kt: &mut [f32]) {
-    for j in 0..rows {
-        for c in 0..d {
-            kt[c * rows + j] = k[j * d + c];
-        }
+/// Turns row `i` of scaled scores into probabilities in place (zeros past the visible keys)
+/// and returns its logsumexp (−∞, with a zero row, when no key is visible).
+fn softmax_row(dims: &Dims, i: usize, row: &mut [f32]) -> f32 {
+    let n = dims.visible(i);
+    row[n..].fill(0.0);
+    if n == 0 {
+        return f32::NEG_INFINITY;
     }
-}
-
-/// `row[j] = scale · Σ_c q[c] · kt[c][j]` for j in 0..n.
-fn score_row(q: &[f32], kt: &[f32], lk: usize, n: usize, scale: f32, row: &mut [f32]) {
-    row[..n].fill(0.0);
-    for (c, &qc) in q.iter().enumerate() {
-        let col = &kt[c * lk..c * lk + n];
-        for (r, &kv) in row[..n].iter_mut().zip(col) {
-            *r += qc * kv;
-        }
-    }
+    let max = row[..n].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x * dims.scale));
+    let mut sum = 0.0f32;
     for r in &mut row[..n] {
-        *r *= scale;
+        *r = (*r * dims.scale - max).exp();
+        sum += *r;
     }
-}
-
-/// `dst += a · src`.
-fn axpy(dst: &mut [f32], a: f32, src: &[f32]) {
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d += a * s;
+    let inv = 1.0 / sum;
+    for r in &mut row[..n] {
+        *r *= inv;
     }
+    max + sum.ln()
 }
 
 /// Forward of one group. `q`: `[lq, d]`, `k`, `v`: `[lk, d]`; writes `out` `[lq, d]` and
 /// `lse` `[lq]` (natural-log logsumexp of the scaled scores; −∞ for a query with no key).
-/// `scratch` holds at least `lk · (d + 1)` floats.
+/// `scratch` grows to `lq · lk` floats.
 pub fn forward_group(
     dims: &Dims,
     q: &[f32],
@@ -75,38 +69,18 @@ pub fn forward_group(
     scratch: &mut Vec<f32>,
 ) {
     let Dims { lq, lk, d, .. } = *dims;
-    scratch.resize(lk * d + lk, 0.0);
-    let (kt, row) = scratch.split_at_mut(lk * d);
-    transpose(k, lk, d, kt);
-    for i in 0..lq {
-        let n = dims.visible(i);
-        let o = &mut out[i * d..(i + 1) * d];
-        o.fill(0.0);
-        if n == 0 {
-            lse[i] = f32::NEG_INFINITY;
-            continue;
-        }
-        score_row(&q[i * d..(i + 1) * d], kt, lk, n, dims.scale, row);
-        let max = row[..n].iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f32;
-        for r in &mut row[..n] {
-            *r = (*r - max).exp();
-            sum += *r;
-        }
-        for (j, &p) in row[..n].iter().enumerate() {
-            axpy(o, p, &v[j * d..(j + 1) * d]);
-        }
-        let inv = 1.0 / sum;
-        for x in o.iter_mut() {
-            *x *= inv;
-        }
-        lse[i] = max + sum.ln();
+    scratch.resize(lq * lk, 0.0);
+    let p = &mut scratch[..lq * lk];
+    matmul(p, Mat::new(q, lq, d), Mat::new(k, lk, d).t(), false);
+    for (i, row) in p.chunks_mut(lk).enumerate() {
+        lse[i] = softmax_row(dims, i, row);
     }
+    matmul(out, Mat::new(p, lq, lk), Mat::new(v, lk, d), false);
 }
 
 /// Backward of one group: from the forward's inputs, output, logsumexp and the output's
-/// gradient `d_out` `[lq, d]`, writes `dq` `[lq, d]`, `dk` and `dv` `[lk, d]`. `scratch` holds
-/// at least `2 · lk · d + 2 · lk` floats.
+/// gradient `d_out` `[lq, d]`, writes `dq` `[lq, d]`, `dk` and `dv` `[lk, d]`. `scratch` grows
+/// to `2 · lq · lk` floats.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_group(
     dims: &Dims,
@@ -121,48 +95,31 @@ pub fn backward_group(
     dv: &mut [f32],
     scratch: &mut Vec<f32>,
 ) {
-    let Dims {
-        lq, lk, d, scale, ..
-    } = *dims;
-    scratch.resize(2 * lk * d + 2 * lk, 0.0);
-    let (kt, rest) = scratch.split_at_mut(lk * d);
-    let (vt, rest) = rest.split_at_mut(lk * d);
-    let (p, dp) = rest.split_at_mut(lk);
-    transpose(k, lk, d, kt);
-    transpose(v, lk, d, vt);
-    dq.fill(0.0);
-    dk.fill(0.0);
-    dv.fill(0.0);
-    for i in 0..lq {
+    let Dims { lq, lk, d, scale, .. } = *dims;
+    scratch.resize(2 * lq * lk, 0.0);
+    let (p, ds) = scratch.split_at_mut(lq * lk);
+    // P = exp(scale · QKᵀ − lse), recomputed; zero where masked.
+    matmul(p, Mat::new(q, lq, d), Mat::new(k, lk, d).t(), false);
+    for (i, row) in p.chunks_mut(lk).enumerate() {
         let n = dims.visible(i);
-        if n == 0 {
-            continue;
+        for x in &mut row[..n] {
+            *x = (*x * scale - lse[i]).exp();
         }
-        let qi = &q[i * d..(i + 1) * d];
-        let go = &d_out[i * d..(i + 1) * d];
-        // P_i = exp(s_i − lse_i), recomputed; dP_i = dO_i · Vᵀ.
-        score_row(qi, kt, lk, n, scale, p);
-        for x in &mut p[..n] {
-            *x = (*x - lse[i]).exp();
-        }
-        dp[..n].fill(0.0);
-        for (c, &g) in go.iter().enumerate() {
-            axpy(&mut dp[..n], g, &vt[c * lk..c * lk + n]);
-        }
-        // D_i = dO_i · O_i = Σ_j P_ij dP_ij.
-        let delta: f32 = go
-            .iter()
-            .zip(&out[i * d..(i + 1) * d])
-            .map(|(a, b)| a * b)
-            .sum();
-        let dqi = &mut dq[i * d..(i + 1) * d];
-        for j in 0..n {
-            let pij = p[j];
-            // dV_j += P_ij dO_i; dS_ij = P_ij (dP_ij − D_i) · scale.
-            axpy(&mut dv[j * d..(j + 1) * d], pij, go);
-            let ds = pij * (dp[j] - delta) * scale;
-            axpy(dqi, ds, &k[j * d..(j + 1) * d]);
-            axpy(&mut dk[j * d..(j + 1) * d], ds, qi);
+        row[n..].fill(0.0);
+    }
+    // dV = Pᵀ dO; dP = dO Vᵀ.
+    matmul(dv, Mat::new(p, lq, lk).t(), Mat::new(d_out, lq, d), false);
+    matmul(ds, Mat::new(d_out, lq, d), Mat::new(v, lk, d).t(), false);
+    // dS = P ⊙ (dP − D) · scale, D_i = dO_i · O_i.
+    for i in 0..lq {
+        let row = i * d..(i + 1) * d;
+        let delta: f32 = d_out[row.clone()].iter().zip(&out[row]).map(|(a, b)| a * b).sum();
+        let (pr, dr) = (&p[i * lk..(i + 1) * lk], &mut ds[i * lk..(i + 1) * lk]);
+        for (g, &pij) in dr.iter_mut().zip(pr) {
+            *g = pij * (*g - delta) * scale;
         }
     }
+    // dQ = dS K; dK = dSᵀ Q.
+    matmul(dq, Mat::new(ds, lq, lk), Mat::new(k, lk, d), false);
+    matmul(dk, Mat::new(ds, lq, lk).t(), Mat::new(q, lq, d), false);
 }
