@@ -11,10 +11,11 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
 };
-use burn::tensor::activation::{gelu, log_softmax};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::ops::attention::{AttentionOptions, attention_with};
+use crate::ops::gelu::gelu;
 
 settings! {
     /// Configuration of [`Gpt`]. The defaults are nanoGPT's shakespeare_char model.

@@ -15,6 +15,7 @@ use std::sync::RwLock;
 pub mod attention;
 pub mod cpu;
 pub mod denoise;
+pub mod gelu;
 pub mod group_norm;
 
 /// Which implementation the fused ops use.

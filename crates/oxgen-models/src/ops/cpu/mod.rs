@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod attention_math;
+pub mod gelu;
 pub mod gemm;
 
 #[cfg(test)]

@@ -105,3 +105,45 @@ fn cpu_attention_logsumexp_is_the_softmax_normaliser() {
     let p1 = 2.5f32.exp() / (2f32.exp() + 2.5f32.exp());
     assert!((out[2] - (1.0 + 2.0 * p1)).abs() < 1e-5);
 }
+
+/// GELU: the forward equals burn's exact `gelu`; the gradient equals the exact derivative
+/// Φ(x) + x·φ(x) in f64 (Hendrycks & Gimpel, 2016, eq. for GELU with the normal CDF), and Φ
+/// hits published values of the standard normal CDF (Φ(1) = 0.8413447, Φ(−2) = 0.0227501).
+#[test]
+fn cpu_gelu_matches_burn_forward_and_the_exact_derivative() {
+    use crate::ops::cpu::gelu::{cpu_gelu, phi_cdf};
+    assert!((phi_cdf(1.0) - 0.841_344_7).abs() < 2e-7);
+    assert!((phi_cdf(-2.0) - 0.022_750_1).abs() < 2e-7);
+    let dev = Device::flex().autodiff();
+    // An odd length past one parallel chunk, with large and tiny values.
+    let n = (1 << 14) + 37;
+    let xs: Vec<f32> = normals(5, 1, n, 3.0);
+    let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [1, n]), &dev).require_grad();
+    let w: Vec<f32> = normals(5, 2, n, 1.0);
+    let y = cpu_gelu(x.clone());
+    let want = burn::tensor::activation::gelu(x.clone());
+    let (got_y, want_y) = (host(y.clone()), host(want));
+    for (g, w) in got_y.iter().zip(&want_y) {
+        assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "{g} vs {w}");
+    }
+    let grads = (y * Tensor::<2>::from_data(TensorData::new(w.clone(), [1, n]), &dev))
+        .sum()
+        .backward();
+    let dx = host(x.grad(&grads).expect("a gradient"));
+    for i in 0..n {
+        let x = xs[i] as f64;
+        let cdf = 0.5 * (1.0 + erf64(x / std::f64::consts::SQRT_2));
+        let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        let want = w[i] as f64 * (cdf + x * pdf);
+        assert!(
+            (dx[i] as f64 - want).abs() < 2e-6 * (1.0 + want.abs()),
+            "x = {x}: {} vs {want}",
+            dx[i]
+        );
+    }
+}
+
+/// erf in f64 (libm's, as a second implementation of the same function).
+fn erf64(x: f64) -> f64 {
+    libm::erf(x)
+}

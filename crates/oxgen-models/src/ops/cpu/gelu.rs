@@ -1,0 +1,129 @@
+//! GELU for burn's Flex (CPU) backend: one pass forward, one pass backward (burn's backward is
+//! fourteen ops), over every core. Exact: Φ(x) = (1 + erf(x/√2))/2 with libm's `erff`, and the
+//! gradient Φ(x) + x·φ(x), φ(x) = exp(−x²/2)/√(2π).
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::tensor::{Tensor, TensorData};
+use rayon::prelude::*;
+
+/// Elements per parallel chunk.
+const CHUNK: usize = 1 << 14;
+
+/// Φ(x), the standard normal CDF.
+pub fn phi_cdf(x: f32) -> f32 {
+    0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// d/dx [x Φ(x)] = Φ(x) + x φ(x).
+pub fn gelu_grad(x: f32) -> f32 {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    phi_cdf(x) + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
+}
+
+/// The kernel as a burn backend extension.
+#[backend_extension(Flex, Autodiff)]
+pub trait CpuGeluOps: Backend {
+    /// x · Φ(x).
+    fn cpu_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// dy · (Φ(x) + x φ(x)).
+    fn cpu_gelu_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+fn values(t: &FlexTensor) -> (FlexTensor, Vec<usize>) {
+    let t = t.to_contiguous();
+    let shape = t.layout().shape().iter().copied().collect();
+    (t, shape)
+}
+
+fn f32s(t: &FlexTensor) -> &[f32] {
+    let start = t.layout().start_offset();
+    &t.storage::<f32>()[start..start + t.layout().num_elements()]
+}
+
+impl CpuGeluOps for Flex {
+    fn cpu_gelu(x: FlexTensor) -> FlexTensor {
+        let (x, shape) = values(&x);
+        let xs = f32s(&x);
+        let mut y = vec![0.0f32; xs.len()];
+        y.par_chunks_mut(CHUNK)
+            .zip(xs.par_chunks(CHUNK))
+            .for_each(|(y, x)| {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = x * phi_cdf(x);
+                }
+            });
+        FlexTensor::from_data(TensorData::new(y, shape))
+    }
+
+    fn cpu_gelu_backward(x: FlexTensor, dy: FlexTensor) -> FlexTensor {
+        let (x, shape) = values(&x);
+        let (dy, _) = values(&dy);
+        let (xs, gs) = (f32s(&x), f32s(&dy));
+        let mut dx = vec![0.0f32; xs.len()];
+        dx.par_chunks_mut(CHUNK)
+            .zip(xs.par_chunks(CHUNK).zip(gs.par_chunks(CHUNK)))
+            .for_each(|(dx, (x, g))| {
+                for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
+                    *dx = g * gelu_grad(x);
+                }
+            });
+        FlexTensor::from_data(TensorData::new(dx, shape))
+    }
+}
+
+impl<B: CpuGeluOps, C: CheckpointStrategy> CpuGeluOps for Autodiff<B, C> {
+    fn cpu_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct GeluBackward;
+
+        impl<B: CpuGeluOps> Backward<B, 1> for GeluBackward {
+            type State = NodeId;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
+                let [node] = ops.parents;
+                let dy = grads.consume::<B>(&ops.node);
+                let x: FloatTensor<B> = checkpointer.retrieve_node_output(ops.state);
+                if let Some(node) = node {
+                    grads.register::<B>(node.id, B::cpu_gelu_backward(x, dy));
+                }
+            }
+        }
+
+        match GeluBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let id = prep.checkpoint(&x);
+                let y = B::cpu_gelu(x.into_primitive());
+                prep.finish(id, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::cpu_gelu(x.into_primitive())),
+        }
+    }
+
+    fn cpu_gelu_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        use burn::backend::AutodiffBackend;
+        // Not itself differentiable: the result is a constant.
+        <Autodiff<B, C> as AutodiffBackend>::from_inner(B::cpu_gelu_backward(
+            x.into_primitive(),
+            dy.into_primitive(),
+        ))
+    }
+}
+
+/// Runs the kernel on a Dispatch tensor.
+pub fn cpu_gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as CpuGeluOps>::cpu_gelu(x.into_dispatch()))
+}
