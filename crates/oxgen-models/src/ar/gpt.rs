@@ -16,6 +16,10 @@ use burn::tensor::{Device, Int, Tensor};
 
 use crate::ops::attention::{AttentionOptions, attention_with};
 use crate::ops::gelu::gelu;
+use crate::ops::layer_norm::layer_norm;
+
+/// ε of every LayerNorm (burn's and PyTorch's default).
+const LN_EPS: f64 = 1e-5;
 
 settings! {
     /// Configuration of [`Gpt`]. The defaults are nanoGPT's shakespeare_char model.
@@ -127,7 +131,7 @@ impl Block {
     ) -> Tensor<3> {
         let [b, t, w] = x.dims();
         let d = w / self.heads;
-        let qkv = self.qkv.forward(self.ln1.forward(x.clone()));
+        let qkv = self.qkv.forward(layer_norm(x.clone(), &self.ln1, LN_EPS));
         let split = |i: usize| {
             qkv.clone()
                 .slice([0..b, 0..t, i * w..(i + 1) * w])
@@ -156,7 +160,7 @@ impl Block {
             .swap_dims(1, 2)
             .reshape([b, t, w]);
         let x = x + self.dropout.forward(self.proj.forward(y));
-        let h = gelu(self.fc.forward(self.ln2.forward(x.clone())));
+        let h = gelu(self.fc.forward(layer_norm(x.clone(), &self.ln2, LN_EPS)));
         x.clone() + self.dropout.forward(self.out.forward(h))
     }
 }
@@ -228,10 +232,10 @@ impl GptConfig {
             wpe: (!self.rotary).then(|| embedding(self.context)),
             blocks: (0..self.layers)
                 .map(|_| Block {
-                    ln1: LayerNormConfig::new(w).init(device),
+                    ln1: LayerNormConfig::new(w).with_epsilon(LN_EPS).init(device),
                     qkv: linear(w, 3 * w),
                     proj: linear(w, w),
-                    ln2: LayerNormConfig::new(w).init(device),
+                    ln2: LayerNormConfig::new(w).with_epsilon(LN_EPS).init(device),
                     fc: linear(w, 4 * w),
                     out: linear(4 * w, w),
                     dropout: DropoutConfig::new(self.dropout).init(),
@@ -239,7 +243,7 @@ impl GptConfig {
                     rotary: self.rotary,
                 })
                 .collect(),
-            ln_f: LayerNormConfig::new(w).init(device),
+            ln_f: LayerNormConfig::new(w).with_epsilon(LN_EPS).init(device),
             head: (!self.tie_weights).then(|| LinearConfig::new(w, self.vocab).init(device)),
             dropout: DropoutConfig::new(self.dropout).init(),
             context: self.context,
@@ -297,7 +301,7 @@ impl Gpt {
             let layer = cache.as_mut().map(|c| &mut c.layers[i]);
             x = block.forward(x, start, layer);
         }
-        let x = self.ln_f.forward(x);
+        let x = layer_norm(x, &self.ln_f, LN_EPS);
         let w = x.dims()[2];
         match &self.head {
             Some(head) => head.forward(x),

@@ -17,6 +17,7 @@ pub mod cpu;
 pub mod denoise;
 pub mod gelu;
 pub mod group_norm;
+pub mod layer_norm;
 
 /// Which implementation the fused ops use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

@@ -43,7 +43,9 @@ fn softmax_row(dims: &Dims, i: usize, row: &mut [f32]) -> f32 {
     if n == 0 {
         return f32::NEG_INFINITY;
     }
-    let max = row[..n].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x * dims.scale));
+    let max = row[..n]
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x * dims.scale));
     let mut sum = 0.0f32;
     for r in &mut row[..n] {
         *r = (*r * dims.scale - max).exp();
@@ -95,7 +97,9 @@ pub fn backward_group(
     dv: &mut [f32],
     scratch: &mut Vec<f32>,
 ) {
-    let Dims { lq, lk, d, scale, .. } = *dims;
+    let Dims {
+        lq, lk, d, scale, ..
+    } = *dims;
     scratch.resize(2 * lq * lk, 0.0);
     let (p, ds) = scratch.split_at_mut(lq * lk);
     // P = exp(scale · QKᵀ − lse), recomputed; zero where masked.
@@ -113,7 +117,11 @@ pub fn backward_group(
     // dS = P ⊙ (dP − D) · scale, D_i = dO_i · O_i.
     for i in 0..lq {
         let row = i * d..(i + 1) * d;
-        let delta: f32 = d_out[row.clone()].iter().zip(&out[row]).map(|(a, b)| a * b).sum();
+        let delta: f32 = d_out[row.clone()]
+            .iter()
+            .zip(&out[row])
+            .map(|(a, b)| a * b)
+            .sum();
         let (pr, dr) = (&p[i * lk..(i + 1) * lk], &mut ds[i * lk..(i + 1) * lk]);
         for (g, &pij) in dr.iter_mut().zip(pr) {
             *g = pij * (*g - delta) * scale;

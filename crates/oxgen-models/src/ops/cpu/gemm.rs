@@ -123,7 +123,12 @@ mod tests {
         let at: Vec<f32> = (0..6).map(|x| a[(x % 2) * 3 + x / 2]).collect(); // 3 × 2
         let bt: Vec<f32> = (0..12).map(|x| b[(x % 3) * 4 + x / 3]).collect(); // 4 × 3
         let once = c.clone();
-        matmul(&mut c, Mat::new(&at, 3, 2).t(), Mat::new(&bt, 4, 3).t(), true);
+        matmul(
+            &mut c,
+            Mat::new(&at, 3, 2).t(),
+            Mat::new(&bt, 4, 3).t(),
+            true,
+        );
         for (x, y) in c.iter().zip(&once) {
             assert_eq!(*x, 2.0 * y);
         }

@@ -6,6 +6,7 @@ pub mod attention;
 pub mod attention_math;
 pub mod gelu;
 pub mod gemm;
+pub mod layer_norm;
 
 #[cfg(test)]
 mod tests;

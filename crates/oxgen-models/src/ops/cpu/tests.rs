@@ -147,3 +147,41 @@ fn cpu_gelu_matches_burn_forward_and_the_exact_derivative() {
 fn erf64(x: f64) -> f64 {
     libm::erf(x)
 }
+
+/// LayerNorm: the kernel against burn's `layer_norm` (composed ops under autodiff), forward and
+/// the gradients of x, γ and β, on rows of odd width past one parallel chunk.
+#[test]
+fn cpu_layer_norm_matches_burn_forward_and_backward() {
+    use crate::ops::cpu::layer_norm::cpu_layer_norm;
+    let (rows, d) = (131, 37);
+    let run = |fused: bool| {
+        let dev = Device::flex().autodiff();
+        let put = |v: Vec<f32>, s: [usize; 3]| Tensor::<3>::from_data(TensorData::new(v, s), &dev);
+        let vec1 = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [d]), &dev);
+        let x = put(normals(9, 1, rows * d, 2.0), [1, rows, d]).require_grad();
+        let gamma = vec1(normals(9, 2, d, 1.0)).require_grad();
+        let beta = vec1(normals(9, 3, d, 1.0)).require_grad();
+        let w = put(normals(9, 4, rows * d, 1.0), [1, rows, d]);
+        let y = if fused {
+            cpu_layer_norm(x.clone(), gamma.clone(), beta.clone(), 1e-5)
+        } else {
+            burn::tensor::module::layer_norm(x.clone(), gamma.clone(), Some(beta.clone()), 1e-5)
+        };
+        let grads = (y.clone() * w).sum().backward();
+        [
+            host(y),
+            host(x.grad(&grads).expect("dx")),
+            host(gamma.grad(&grads).expect("dγ")),
+            host(beta.grad(&grads).expect("dβ")),
+        ]
+    };
+    let (want, got) = (run(false), run(true));
+    for (name, (g, w)) in ["y", "dx", "dγ", "dβ"].iter().zip(got.iter().zip(&want)) {
+        let worst = g
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
+            .fold(0.0f32, f32::max);
+        assert!(worst < 2e-5, "{name} off by {worst}");
+    }
+}
