@@ -14,7 +14,7 @@ use burn::nn::{
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::ops::attention::{AttentionOptions, attention_with};
+use crate::ops::attention::{AttentionOptions, attention_with, self_attention};
 use crate::ops::gelu::gelu;
 use crate::ops::layer_norm::layer_norm;
 
@@ -129,9 +129,32 @@ impl Block {
         start: usize,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
-        let [b, t, w] = x.dims();
-        let d = w / self.heads;
         let qkv = self.qkv.forward(layer_norm(x.clone(), &self.ln1, LN_EPS));
+        // Causal masks are bottom-right aligned: the t new queries see every cached key.
+        let options = AttentionOptions {
+            causal: true,
+            scale: None,
+        };
+        let y = if cache.is_none() && !self.rotary {
+            self_attention(qkv, self.heads, options)
+        } else {
+            self.attend_cached(qkv, start, cache, options)
+        };
+        let x = x + self.dropout.forward(self.proj.forward(y));
+        let h = gelu(self.fc.forward(layer_norm(x.clone(), &self.ln2, LN_EPS)));
+        x.clone() + self.dropout.forward(self.out.forward(h))
+    }
+
+    /// Attention with rotary embeddings or a KV cache: the heads split out of `qkv`.
+    fn attend_cached(
+        &self,
+        qkv: Tensor<3>,
+        start: usize,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+        options: AttentionOptions,
+    ) -> Tensor<3> {
+        let [b, t, w3] = qkv.dims();
+        let (w, d) = (w3 / 3, w3 / 3 / self.heads);
         let split = |i: usize| {
             qkv.clone()
                 .slice([0..b, 0..t, i * w..(i + 1) * w])
@@ -151,17 +174,9 @@ impl Block {
             }
             *slot = Some((k.clone(), v.clone()));
         }
-        // Causal masks are bottom-right aligned: the t new queries see every cached key.
-        let options = AttentionOptions {
-            causal: true,
-            scale: None,
-        };
-        let y = attention_with(q, k, v, None, options)
+        attention_with(q, k, v, None, options)
             .swap_dims(1, 2)
-            .reshape([b, t, w]);
-        let x = x + self.dropout.forward(self.proj.forward(y));
-        let h = gelu(self.fc.forward(layer_norm(x.clone(), &self.ln2, LN_EPS)));
-        x.clone() + self.dropout.forward(self.out.forward(h))
+            .reshape([b, t, w])
     }
 }
 

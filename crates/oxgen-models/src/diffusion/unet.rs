@@ -16,7 +16,7 @@ use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::{Device, Int, Tensor, activation::silu};
 
 use super::embed::CondEmbedding;
-use crate::ops::attention::attention;
+use crate::ops::attention::{AttentionOptions, self_attention};
 use crate::ops::group_norm::{GroupNormParams, group_norm_silu};
 
 settings! {
@@ -111,20 +111,14 @@ impl AttnBlock {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
-        let (l, nh, d) = (h * w, self.heads, c / self.heads);
         let t = self
             .norm
             .forward(x.clone())
-            .reshape([b, c, l])
+            .reshape([b, c, h * w])
             .swap_dims(1, 2); // [b, l, c]
-        let qkv = self
-            .qkv
-            .forward(t)
-            .reshape([b, l, 3, nh, d])
-            .permute([2, 0, 3, 1, 4]); // [3, b, nh, l, d]
-        let part = |i: usize| qkv.clone().slice([i..i + 1]).reshape([b, nh, l, d]);
-        let o = attention(part(0), part(1), part(2)); // [b, nh, l, d]
-        let o = self.proj.forward(o.swap_dims(1, 2).reshape([b, l, c])); // [b, l, c]
+        // qkv's 3c features are (q | k | v), each heads × d: what `self_attention` reads.
+        let o = self_attention(self.qkv.forward(t), self.heads, AttentionOptions::default());
+        let o = self.proj.forward(o); // [b, l, c]
         x + o.swap_dims(1, 2).reshape([b, c, h, w])
     }
 }

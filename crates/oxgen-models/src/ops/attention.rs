@@ -133,6 +133,42 @@ pub fn attention_with(
     }
 }
 
+/// Multi-head self-attention from a packed projection `qkv` = (q | k | v), each `w = heads · d`
+/// wide with the heads side by side; returns the heads' outputs side by side. On burn's Flex
+/// device one kernel reads the heads in place ([`super::cpu::self_attention`]); elsewhere the
+/// heads are split out and go through [`attention_with`] (the WGSL kernel on wgpu).
+///
+/// # Shapes
+/// - `qkv`: `[b, t, 3w]`; returns `[b, t, w]`.
+pub fn self_attention(qkv: Tensor<3>, heads: usize, options: AttentionOptions) -> Tensor<3> {
+    let [b, t, w3] = qkv.dims();
+    assert!(
+        heads > 0 && w3 % (3 * heads) == 0,
+        "self_attention: a width of {w3} is not 3 × heads ({heads}) × head dim"
+    );
+    let (w, d) = (w3 / 3, w3 / 3 / heads);
+    let device = qkv.device();
+    let cpu = CPU.accepts(&device) && qkv.dtype() == burn::tensor::DType::F32;
+    if cpu && super::take_fused("attention", true, &device) {
+        *LAST.lock().expect("attention path lock") = Some("cpu-self-attention");
+        let launch = super::cpu::self_attention::SelfLaunch {
+            heads,
+            causal: options.causal,
+            scale: options.scale.unwrap_or(1.0 / (d as f64).sqrt()) as f32,
+        };
+        return super::cpu::self_attention::cpu_self_attention(qkv, launch);
+    }
+    let split = |i: usize| {
+        qkv.clone()
+            .slice([0..b, 0..t, i * w..(i + 1) * w])
+            .reshape([b, t, heads, d])
+            .swap_dims(1, 2)
+    };
+    attention_with(split(0), split(1), split(2), None, options)
+        .swap_dims(1, 2)
+        .reshape([b, t, w])
+}
+
 /// The reference: burn's `attention_fallback` (scores, mask, softmax, matmul; differentiable).
 ///
 /// # Shapes

@@ -21,7 +21,8 @@ use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension, tenso
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::attention_math::{Dims, backward_group, forward_group};
+use super::attention_math::{Dest, Dims, backward_group, forward_group};
+use super::gemm::Mat;
 use crate::ops::attention::{AttentionOptions, FusedAttention};
 
 /// Run-time options of one call.
@@ -104,12 +105,14 @@ impl CpuAttentionOps for Flex {
             .zip(lse.par_chunks_mut(lq))
             .enumerate()
             .for_each_init(Vec::new, |scratch, (g, (o, l))| {
+                let rows_k = g * lk * d..(g + 1) * lk * d;
                 forward_group(
                     &dm,
-                    &qs[g * lq * d..(g + 1) * lq * d],
-                    &ks[g * lk * d..(g + 1) * lk * d],
-                    &vs[g * lk * d..(g + 1) * lk * d],
+                    Mat::new(&qs[g * lq * d..(g + 1) * lq * d], lq, d),
+                    Mat::new(&ks[rows_k.clone()], lk, d),
+                    Mat::new(&vs[rows_k], lk, d),
                     o,
+                    d,
                     l,
                     scratch,
                 );
@@ -149,17 +152,20 @@ impl CpuAttentionOps for Flex {
             .for_each_init(Vec::new, |scratch, (g, ((dqg, dkg), dvg))| {
                 let rows_q = g * lq * d..(g + 1) * lq * d;
                 let rows_k = g * lk * d..(g + 1) * lk * d;
+                let dest = Dest::Split {
+                    dq: dqg,
+                    dk: dkg,
+                    dv: dvg,
+                };
                 backward_group(
                     &dm,
-                    &qs[rows_q.clone()],
-                    &ks[rows_k.clone()],
-                    &vs[rows_k],
-                    &os[rows_q.clone()],
+                    Mat::new(&qs[rows_q.clone()], lq, d),
+                    Mat::new(&ks[rows_k.clone()], lk, d),
+                    Mat::new(&vs[rows_k], lk, d),
+                    Mat::new(&os[rows_q.clone()], lq, d),
                     &ls[g * lq..(g + 1) * lq],
-                    &gs[rows_q],
-                    dqg,
-                    dkg,
-                    dvg,
+                    Mat::new(&gs[rows_q], lq, d),
+                    dest,
                     scratch,
                 );
             });

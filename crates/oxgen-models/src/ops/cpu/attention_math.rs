@@ -7,7 +7,7 @@
 //! Causal masks are bottom-right aligned, as burn's `attention_fallback`: key j is visible to
 //! query i when j + lq ≤ i + lk. A query that sees no key gets a zero output and a zero gradient.
 
-use super::gemm::{Mat, matmul};
+use super::gemm::{Mat, matmul, matmul_strided};
 
 /// Sizes of one call.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -58,43 +58,86 @@ fn softmax_row(dims: &Dims, i: usize, row: &mut [f32]) -> f32 {
     max + sum.ln()
 }
 
-/// Forward of one group. `q`: `[lq, d]`, `k`, `v`: `[lk, d]`; writes `out` `[lq, d]` and
-/// `lse` `[lq]` (natural-log logsumexp of the scaled scores; −∞ for a query with no key).
-/// `scratch` grows to `lq · lk` floats.
+/// Where a group's gradients go: three packed `[l, d]` slices, or column blocks of one
+/// `[l, 3w]` row-major slice (the qkv projection's gradient) at the given offsets.
+#[derive(Debug)]
+pub enum Dest<'a> {
+    /// dq `[lq, d]`, dk and dv `[lk, d]`, packed.
+    Split {
+        /// dq.
+        dq: &'a mut [f32],
+        /// dk.
+        dk: &'a mut [f32],
+        /// dv.
+        dv: &'a mut [f32],
+    },
+    /// One slice with rows `ld` apart; dq, dk, dv start at the three offsets.
+    Packed {
+        /// The slice.
+        data: &'a mut [f32],
+        /// Row stride.
+        ld: usize,
+        /// Offsets of dq, dk and dv.
+        offsets: [usize; 3],
+    },
+}
+
+impl Dest<'_> {
+    /// (slice, row stride) of gradient `i` (0: dq, 1: dk, 2: dv), `d` columns wide.
+    fn slot(&mut self, i: usize, d: usize) -> (&mut [f32], usize) {
+        match self {
+            Dest::Split { dq, dk, dv } => match i {
+                0 => (&mut **dq, d),
+                1 => (&mut **dk, d),
+                _ => (&mut **dv, d),
+            },
+            Dest::Packed { data, ld, offsets } => (&mut data[offsets[i]..], *ld),
+        }
+    }
+}
+
+/// Row `i` of a view.
+fn row<'a>(m: &Mat<'a>, i: usize) -> &'a [f32] {
+    &m.data[i * m.ld..i * m.ld + m.cols]
+}
+
+/// Forward of one group. `q`: `lq × d`, `k`, `v`: `lk × d` (views); writes `out` (`lq × d`,
+/// rows `out_ld` apart) and `lse` `[lq]` (natural-log logsumexp of the scaled scores; −∞ for a
+/// query with no key). `scratch` grows to `lq · lk` floats.
+#[allow(clippy::too_many_arguments)]
 pub fn forward_group(
     dims: &Dims,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    q: Mat<'_>,
+    k: Mat<'_>,
+    v: Mat<'_>,
     out: &mut [f32],
+    out_ld: usize,
     lse: &mut [f32],
     scratch: &mut Vec<f32>,
 ) {
-    let Dims { lq, lk, d, .. } = *dims;
+    let Dims { lq, lk, .. } = *dims;
     scratch.resize(lq * lk, 0.0);
     let p = &mut scratch[..lq * lk];
-    matmul(p, Mat::new(q, lq, d), Mat::new(k, lk, d).t(), false);
+    matmul(p, q, k.t(), false);
     for (i, row) in p.chunks_mut(lk).enumerate() {
         lse[i] = softmax_row(dims, i, row);
     }
-    matmul(out, Mat::new(p, lq, lk), Mat::new(v, lk, d), false);
+    matmul_strided(out, out_ld, Mat::new(p, lq, lk), v, false);
 }
 
 /// Backward of one group: from the forward's inputs, output, logsumexp and the output's
-/// gradient `d_out` `[lq, d]`, writes `dq` `[lq, d]`, `dk` and `dv` `[lk, d]`. `scratch` grows
-/// to `2 · lq · lk` floats.
+/// gradient `d_out` (views, `lq × d`), writes dq, dk and dv into `dest`. `scratch` grows to
+/// `2 · lq · lk` floats.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_group(
     dims: &Dims,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    out: &[f32],
+    q: Mat<'_>,
+    k: Mat<'_>,
+    v: Mat<'_>,
+    out: Mat<'_>,
     lse: &[f32],
-    d_out: &[f32],
-    dq: &mut [f32],
-    dk: &mut [f32],
-    dv: &mut [f32],
+    d_out: Mat<'_>,
+    mut dest: Dest<'_>,
     scratch: &mut Vec<f32>,
 ) {
     let Dims {
@@ -103,7 +146,7 @@ pub fn backward_group(
     scratch.resize(2 * lq * lk, 0.0);
     let (p, ds) = scratch.split_at_mut(lq * lk);
     // P = exp(scale · QKᵀ − lse), recomputed; zero where masked.
-    matmul(p, Mat::new(q, lq, d), Mat::new(k, lk, d).t(), false);
+    matmul(p, q, k.t(), false);
     for (i, row) in p.chunks_mut(lk).enumerate() {
         let n = dims.visible(i);
         for x in &mut row[..n] {
@@ -112,14 +155,14 @@ pub fn backward_group(
         row[n..].fill(0.0);
     }
     // dV = Pᵀ dO; dP = dO Vᵀ.
-    matmul(dv, Mat::new(p, lq, lk).t(), Mat::new(d_out, lq, d), false);
-    matmul(ds, Mat::new(d_out, lq, d), Mat::new(v, lk, d).t(), false);
+    let (dv, ld) = dest.slot(2, d);
+    matmul_strided(dv, ld, Mat::new(p, lq, lk).t(), d_out, false);
+    matmul(ds, d_out, v.t(), false);
     // dS = P ⊙ (dP − D) · scale, D_i = dO_i · O_i.
     for i in 0..lq {
-        let row = i * d..(i + 1) * d;
-        let delta: f32 = d_out[row.clone()]
+        let delta: f32 = row(&d_out, i)
             .iter()
-            .zip(&out[row])
+            .zip(row(&out, i))
             .map(|(a, b)| a * b)
             .sum();
         let (pr, dr) = (&p[i * lk..(i + 1) * lk], &mut ds[i * lk..(i + 1) * lk]);
@@ -128,6 +171,8 @@ pub fn backward_group(
         }
     }
     // dQ = dS K; dK = dSᵀ Q.
-    matmul(dq, Mat::new(ds, lq, lk), Mat::new(k, lk, d), false);
-    matmul(dk, Mat::new(ds, lq, lk).t(), Mat::new(q, lq, d), false);
+    let (dq, ld) = dest.slot(0, d);
+    matmul_strided(dq, ld, Mat::new(ds, lq, lk), k, false);
+    let (dk, ld) = dest.slot(1, d);
+    matmul_strided(dk, ld, Mat::new(ds, lq, lk).t(), q, false);
 }

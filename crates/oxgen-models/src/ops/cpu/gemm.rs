@@ -2,26 +2,44 @@
 //! CPU kernels: `dst (+)= lhs · rhs` on row-major slices, either operand optionally transposed,
 //! single-threaded (the kernels parallelise over groups).
 
-/// A row-major `rows × cols` matrix in a slice, read as its transpose when `t`.
+/// A row-major `rows × cols` matrix in a slice (rows `ld` elements apart), read as its
+/// transpose when `t`.
 #[derive(Clone, Copy, Debug)]
 pub struct Mat<'a> {
-    /// The elements, row-major, at least `rows · cols` of them.
+    /// The elements: row r starts at `r · ld`.
     pub data: &'a [f32],
     /// Rows as stored.
     pub rows: usize,
     /// Columns as stored.
     pub cols: usize,
+    /// Distance between rows, elements (≥ cols).
+    pub ld: usize,
     /// Read as the transpose.
     pub t: bool,
 }
 
+/// Elements a `rows × cols` matrix with rows `ld` apart spans.
+fn span(rows: usize, cols: usize, ld: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * ld + cols
+    }
+}
+
 impl<'a> Mat<'a> {
-    /// The stored matrix.
+    /// The stored matrix, rows packed.
     pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, cols)
+    }
+
+    /// The stored matrix with rows `ld` apart (a column block of a wider matrix).
+    pub fn strided(data: &'a [f32], rows: usize, cols: usize, ld: usize) -> Self {
         Self {
             data,
             rows,
             cols,
+            ld,
             t: false,
         }
     }
@@ -43,10 +61,14 @@ impl<'a> Mat<'a> {
     /// (column stride, row stride) as read.
     fn strides(&self) -> (isize, isize) {
         if self.t {
-            (self.cols as isize, 1)
+            (self.ld as isize, 1)
         } else {
-            (1, self.cols as isize)
+            (1, self.ld as isize)
         }
+    }
+
+    fn fits(&self) -> bool {
+        self.ld >= self.cols && self.data.len() >= span(self.rows, self.cols, self.ld)
     }
 }
 
@@ -55,12 +77,25 @@ impl<'a> Mat<'a> {
 /// # Panics
 /// When the shapes do not chain or a slice is shorter than its matrix.
 pub fn matmul(dst: &mut [f32], lhs: Mat<'_>, rhs: Mat<'_>, accumulate: bool) {
+    let n = rhs.shape().1;
+    matmul_strided(dst, n, lhs, rhs, accumulate);
+}
+
+/// As [`matmul`], with `dst`'s rows `dst_ld` elements apart.
+///
+/// # Panics
+/// When the shapes do not chain or a slice is shorter than its matrix.
+pub fn matmul_strided(
+    dst: &mut [f32],
+    dst_ld: usize,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    accumulate: bool,
+) {
     let ((m, k), (k2, n)) = (lhs.shape(), rhs.shape());
     assert_eq!(k, k2, "matmul: inner dimensions {k} and {k2} differ");
     assert!(
-        dst.len() >= m * n
-            && lhs.data.len() >= lhs.rows * lhs.cols
-            && rhs.data.len() >= rhs.rows * rhs.cols,
+        dst_ld >= n && dst.len() >= span(m, n, dst_ld) && lhs.fits() && rhs.fits(),
         "matmul: a slice is shorter than its matrix"
     );
     if m == 0 || n == 0 {
@@ -68,15 +103,17 @@ pub fn matmul(dst: &mut [f32], lhs: Mat<'_>, rhs: Mat<'_>, accumulate: bool) {
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            for r in 0..m {
+                dst[r * dst_ld..r * dst_ld + n].fill(0.0);
+            }
         }
         return;
     }
     let (lcs, lrs) = lhs.strides();
     let (rcs, rrs) = rhs.strides();
-    // SAFETY: the assertions above bound every index gemm reads or writes: lhs is m × k with
-    // strides within `rows · cols` elements, rhs k × n likewise, dst m × n row-major; the three
-    // slices cannot overlap (one is borrowed mutably).
+    // SAFETY: the assertions above bound every index gemm reads or writes: lhs is m × k and
+    // rhs k × n within their slices' spans, dst m × n with rows dst_ld apart within its slice;
+    // the slices cannot overlap (dst is borrowed mutably).
     #[allow(unsafe_code)]
     unsafe {
         gemm::gemm(
@@ -85,7 +122,7 @@ pub fn matmul(dst: &mut [f32], lhs: Mat<'_>, rhs: Mat<'_>, accumulate: bool) {
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_ld as isize,
             accumulate,
             lhs.data.as_ptr(),
             lcs,

@@ -7,6 +7,7 @@ pub mod attention_math;
 pub mod gelu;
 pub mod gemm;
 pub mod layer_norm;
+pub mod self_attention;
 
 #[cfg(test)]
 mod tests;
