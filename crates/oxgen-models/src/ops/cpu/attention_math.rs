@@ -8,6 +8,7 @@
 //! query i when j + lq ≤ i + lk. A query that sees no key gets a zero output and a zero gradient.
 
 use super::gemm::{Mat, matmul, matmul_strided};
+use super::simd::{exp_neg, vectorized};
 
 /// Sizes of one call.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -37,6 +38,7 @@ impl Dims {
 
 /// Turns row `i` of scaled scores into probabilities in place (zeros past the visible keys)
 /// and returns its logsumexp (−∞, with a zero row, when no key is visible).
+#[inline(always)]
 fn softmax_row(dims: &Dims, i: usize, row: &mut [f32]) -> f32 {
     let n = dims.visible(i);
     row[n..].fill(0.0);
@@ -48,7 +50,7 @@ fn softmax_row(dims: &Dims, i: usize, row: &mut [f32]) -> f32 {
         .fold(f32::NEG_INFINITY, |m, &x| m.max(x * dims.scale));
     let mut sum = 0.0f32;
     for r in &mut row[..n] {
-        *r = (*r * dims.scale - max).exp();
+        *r = exp_neg(*r * dims.scale - max);
         sum += *r;
     }
     let inv = 1.0 / sum;
@@ -119,9 +121,11 @@ pub fn forward_group(
     scratch.resize(lq * lk, 0.0);
     let p = &mut scratch[..lq * lk];
     matmul(p, q, k.t(), false);
-    for (i, row) in p.chunks_mut(lk).enumerate() {
-        lse[i] = softmax_row(dims, i, row);
-    }
+    vectorized(|| {
+        for (i, row) in p.chunks_mut(lk).enumerate() {
+            lse[i] = softmax_row(dims, i, row);
+        }
+    });
     matmul_strided(out, out_ld, Mat::new(p, lq, lk), v, false);
 }
 
@@ -147,29 +151,33 @@ pub fn backward_group(
     let (p, ds) = scratch.split_at_mut(lq * lk);
     // P = exp(scale · QKᵀ − lse), recomputed; zero where masked.
     matmul(p, q, k.t(), false);
-    for (i, row) in p.chunks_mut(lk).enumerate() {
-        let n = dims.visible(i);
-        for x in &mut row[..n] {
-            *x = (*x * scale - lse[i]).exp();
+    vectorized(|| {
+        for (i, row) in p.chunks_mut(lk).enumerate() {
+            let n = dims.visible(i);
+            for x in &mut row[..n] {
+                *x = exp_neg(*x * scale - lse[i]);
+            }
+            row[n..].fill(0.0);
         }
-        row[n..].fill(0.0);
-    }
+    });
     // dV = Pᵀ dO; dP = dO Vᵀ.
     let (dv, ld) = dest.slot(2, d);
     matmul_strided(dv, ld, Mat::new(p, lq, lk).t(), d_out, false);
     matmul(ds, d_out, v.t(), false);
     // dS = P ⊙ (dP − D) · scale, D_i = dO_i · O_i.
-    for i in 0..lq {
-        let delta: f32 = row(&d_out, i)
-            .iter()
-            .zip(row(&out, i))
-            .map(|(a, b)| a * b)
-            .sum();
-        let (pr, dr) = (&p[i * lk..(i + 1) * lk], &mut ds[i * lk..(i + 1) * lk]);
-        for (g, &pij) in dr.iter_mut().zip(pr) {
-            *g = pij * (*g - delta) * scale;
+    vectorized(|| {
+        for i in 0..lq {
+            let delta: f32 = row(&d_out, i)
+                .iter()
+                .zip(row(&out, i))
+                .map(|(a, b)| a * b)
+                .sum();
+            let (pr, dr) = (&p[i * lk..(i + 1) * lk], &mut ds[i * lk..(i + 1) * lk]);
+            for (g, &pij) in dr.iter_mut().zip(pr) {
+                *g = pij * (*g - delta) * scale;
+            }
         }
-    }
+    });
     // dQ = dS K; dK = dSᵀ Q.
     let (dq, ld) = dest.slot(0, d);
     matmul_strided(dq, ld, Mat::new(ds, lq, lk), k, false);

@@ -14,6 +14,8 @@ use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension, tenso
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
+use super::simd::vectorized;
+
 /// Rows per parallel chunk.
 const ROWS: usize = 64;
 
@@ -53,6 +55,7 @@ fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
 }
 
 /// Forward of rows of width `d`: writes `y` and (mean, 1/σ) per row into `stats`.
+#[inline(always)]
 pub fn forward_rows(
     x: &[f32],
     gamma: &[f32],
@@ -75,6 +78,7 @@ pub fn forward_rows(
 }
 
 /// Backward of rows of width `d`: writes `dx`, adds the rows' dγ and dβ into `dgamma`, `dbeta`.
+#[inline(always)]
 pub fn backward_rows(
     x: &[f32],
     gamma: &[f32],
@@ -126,7 +130,7 @@ impl CpuLayerNormOps for Flex {
         y.par_chunks_mut(ROWS * d)
             .zip(stats.par_chunks_mut(ROWS * 2))
             .zip(xs.par_chunks(ROWS * d))
-            .for_each(|((y, s), x)| forward_rows(x, gs, bs, epsilon as f32, y, s));
+            .for_each(|((y, s), x)| vectorized(|| forward_rows(x, gs, bs, epsilon as f32, y, s)));
         (tensor(y, shape), tensor(stats, vec![rows, 2]))
     }
 
@@ -149,7 +153,7 @@ impl CpuLayerNormOps for Flex {
             .zip(ss.par_chunks(ROWS * 2))
             .map(|(((dx, x), dy), s)| {
                 let (mut dg, mut db) = (vec![0.0f32; d], vec![0.0f32; d]);
-                backward_rows(x, gs, s, dy, dx, &mut dg, &mut db);
+                vectorized(|| backward_rows(x, gs, s, dy, dx, &mut dg, &mut db));
                 (dg, db)
             })
             .collect();

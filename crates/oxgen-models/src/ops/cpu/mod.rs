@@ -8,6 +8,7 @@ pub mod gelu;
 pub mod gemm;
 pub mod layer_norm;
 pub mod self_attention;
+pub mod simd;
 
 #[cfg(test)]
 mod tests;
