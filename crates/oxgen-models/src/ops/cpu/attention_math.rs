@@ -8,7 +8,7 @@
 //! query i when j + lq ≤ i + lk. A query that sees no key gets a zero output and a zero gradient.
 
 use super::gemm::{Mat, matmul, matmul_strided};
-use super::simd::{exp_neg, vectorized};
+use super::simd::{exp_neg, max, sum_by, vectorized};
 
 /// Sizes of one call.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -45,14 +45,12 @@ fn softmax_row(dims: &Dims, i: usize, row: &mut [f32]) -> f32 {
     if n == 0 {
         return f32::NEG_INFINITY;
     }
-    let max = row[..n]
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &x| m.max(x * dims.scale));
-    let mut sum = 0.0f32;
+    // scale > 0, so the largest scaled score is scale · the largest score.
+    let max = max(&row[..n]) * dims.scale;
     for r in &mut row[..n] {
         *r = exp_neg(*r * dims.scale - max);
-        sum += *r;
     }
+    let sum = sum_by(n, |j| row[j]);
     let inv = 1.0 / sum;
     for r in &mut row[..n] {
         *r *= inv;
@@ -167,11 +165,8 @@ pub fn backward_group(
     // dS = P ⊙ (dP − D) · scale, D_i = dO_i · O_i.
     vectorized(|| {
         for i in 0..lq {
-            let delta: f32 = row(&d_out, i)
-                .iter()
-                .zip(row(&out, i))
-                .map(|(a, b)| a * b)
-                .sum();
+            let (g, o) = (row(&d_out, i), row(&out, i));
+            let delta = sum_by(d, |c| g[c] * o[c]);
             let (pr, dr) = (&p[i * lk..(i + 1) * lk], &mut ds[i * lk..(i + 1) * lk]);
             for (g, &pij) in dr.iter_mut().zip(pr) {
                 *g = pij * (*g - delta) * scale;

@@ -14,7 +14,7 @@ use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension, tenso
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::simd::vectorized;
+use super::simd::{sum_by, vectorized};
 
 /// Rows per parallel chunk.
 const ROWS: usize = 64;
@@ -66,8 +66,8 @@ pub fn forward_rows(
 ) {
     let d = gamma.len();
     for ((x, y), s) in x.chunks(d).zip(y.chunks_mut(d)).zip(stats.chunks_mut(2)) {
-        let mean = x.iter().sum::<f32>() / d as f32;
-        let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+        let mean = sum_by(d, |i| x[i]) / d as f32;
+        let var = sum_by(d, |i| (x[i] - mean) * (x[i] - mean)) / d as f32;
         let rstd = 1.0 / (var + eps).sqrt();
         for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
             *y = (x - mean) * rstd * g + b;
@@ -92,18 +92,11 @@ pub fn backward_rows(
     let rows = x.chunks(d).zip(dy.chunks(d)).zip(dx.chunks_mut(d));
     for (((x, dy), dx), s) in rows.zip(stats.chunks(2)) {
         let (mean, rstd) = (s[0], s[1]);
-        let (mut mg, mut mgx) = (0.0f32, 0.0f32);
-        for (((&x, &dy), &g), (dg, db)) in x
-            .iter()
-            .zip(dy)
-            .zip(gamma)
-            .zip(dgamma.iter_mut().zip(dbeta.iter_mut()))
-        {
-            let xhat = (x - mean) * rstd;
-            let gi = dy * g;
-            mg += gi;
-            mgx += gi * xhat;
-            *dg += dy * xhat;
+        let mg = sum_by(d, |i| dy[i] * gamma[i]);
+        let mgx = sum_by(d, |i| dy[i] * gamma[i] * (x[i] - mean) * rstd);
+        let grads = dgamma.iter_mut().zip(dbeta.iter_mut());
+        for ((&x, &dy), (dg, db)) in x.iter().zip(dy).zip(grads) {
+            *dg += dy * (x - mean) * rstd;
             *db += dy;
         }
         let (mg, mgx) = (mg / d as f32, mgx / d as f32);

@@ -29,3 +29,40 @@ pub fn exp_neg(x: f32) -> f32 {
     let e = p * r * r + r + 1.0;
     e * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
+
+/// Lanes of the reductions below: wide enough for AVX-512.
+const LANES: usize = 16;
+
+/// Σ f(i) for i in 0..n, in `LANES` independent partial sums (a plain `+=` loop is a chain the
+/// compiler must not reorder, so it never vectorises).
+#[inline(always)]
+pub fn sum_by(n: usize, f: impl Fn(usize) -> f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let full = n / LANES * LANES;
+    for base in (0..full).step_by(LANES) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(base + l);
+        }
+    }
+    let mut total = acc.iter().sum::<f32>();
+    for i in full..n {
+        total += f(i);
+    }
+    total
+}
+
+/// max of `xs` (−∞ when empty), in `LANES` partial maxima.
+#[inline(always)]
+pub fn max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = if x > *a { x } else { *a };
+        }
+    }
+    rest.iter()
+        .chain(&acc)
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
+}
