@@ -79,17 +79,18 @@ pub(crate) fn sample(a: SampleArgs) -> Result<()> {
         std::fs::create_dir_all(&a.out)?;
         a.out.join("samples.txt")
     };
-    let mut lines = Vec::with_capacity(a.n);
-    for i in 0..a.n {
-        let options = oxgen_models::ar::DecodeOptions {
-            max_new_tokens: t.max_tokens,
-            temperature: t.temperature,
-            top_k: t.top_k,
-            top_p: t.top_p,
-            repetition_penalty: t.repetition_penalty,
-            stop: stop.clone(),
-            seed: a.sampling.seed.unwrap_or(0).wrapping_add(i as u64),
-        };
+    let options = oxgen_models::ar::DecodeOptions {
+        max_new_tokens: t.max_tokens,
+        temperature: t.temperature,
+        top_k: t.top_k,
+        top_p: t.top_p,
+        repetition_penalty: t.repetition_penalty,
+        stop,
+        seed: a.sampling.seed.unwrap_or(0),
+    };
+    // One draw streams token by token; several are drawn at once, one batch through the model
+    // (draw i has seed + i either way).
+    let draws = if a.n == 1 {
         use std::io::Write;
         let mut stdout = std::io::stdout();
         print!("{}", run.codec.decode(&prompt));
@@ -98,10 +99,25 @@ pub(crate) fn sample(a: SampleArgs) -> Result<()> {
             let _ = stdout.flush();
         });
         println!();
-        let text = run.codec.decode(&[prompt.clone(), out].concat());
-        // One sample per line: line breaks inside a sample are written as \n.
-        lines.push(text.replace('\\', "\\\\").replace('\n', "\\n"));
-    }
+        vec![out]
+    } else {
+        let draws = oxgen_models::ar::generate_batch(&run.model, &prompt, a.n, &options, &device);
+        for out in &draws {
+            println!(
+                "{}",
+                run.codec.decode(&[prompt.clone(), out.clone()].concat())
+            );
+        }
+        draws
+    };
+    // One sample per line: line breaks inside a sample are written as \n.
+    let lines: Vec<String> = draws
+        .into_iter()
+        .map(|out| {
+            let text = run.codec.decode(&[prompt.clone(), out].concat());
+            text.replace('\\', "\\\\").replace('\n', "\\n")
+        })
+        .collect();
     std::fs::write(&path, lines.join("\n") + "\n").with_context(|| path.display().to_string())?;
     eprintln!("wrote {} samples to {}", a.n, path.display());
     Ok(())
@@ -142,17 +158,33 @@ pub(crate) fn bench_decode(a: DecodeBenchArgs) -> Result<()> {
         bail!("--prompt must be at least 1");
     }
     let selected = oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?;
+    if a.context == 0 || a.batch.contains(&0) {
+        bail!("--context and every --batch must be at least 1");
+    }
     let config = oxgen_models::ar::GptConfig::new(a.vocab)
-        .with_context(a.prompt + a.new_tokens)
+        .with_context(a.context)
         .with_layers(a.layers)
         .with_heads(a.heads)
         .with_width(a.width);
+    // The twin is nanoGPT's shakespeare_char shape ("gpt-char"), prompted with one token.
+    let twin_shape =
+        (a.layers, a.heads, a.width, a.context, a.vocab, a.prompt) == (6, 6, 384, 256, 65, 1);
+    let python = (!a.no_peer && twin_shape).then_some(a.python.as_str());
+    if !a.no_peer && !twin_shape {
+        eprintln!("the PyTorch twin has the default shape only; running oxgen alone");
+    }
     eprintln!("benchmarking decoding on {} …", selected.description);
-    let row = oxgen_bench::decode::run(&selected.device, &config, a.prompt, a.new_tokens);
+    let rows: Vec<_> = a
+        .batch
+        .iter()
+        .map(|&b| {
+            oxgen_bench::decode::run(&selected.device, &config, a.prompt, a.new_tokens, b, python)
+        })
+        .collect();
     println!("device: {}\n", selected.description);
-    print!("{}", oxgen_bench::decode::table(std::slice::from_ref(&row)));
+    print!("{}", oxgen_bench::decode::table(&rows));
     if let Some(path) = a.json {
-        let doc = serde_json::json!({ "device": selected.description, "rows": [row] });
+        let doc = serde_json::json!({ "device": selected.description, "rows": rows });
         std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
             .with_context(|| path.display().to_string())?;
         println!("wrote {}", path.display());

@@ -92,11 +92,11 @@ pub(crate) enum BenchKind {
         after_help = "Examples:\n  oxgen bench attention --seq 1024,2048,4096 --json attention.json\n  oxgen bench attention --seq 128,256 --batch 1 --heads 4 --causal\n  oxgen bench attention --seq 16384 --batch 1 --heads 8 --iters 1 --no-peers   (memory grows with L)"
     )]
     Attention(AttentionBenchArgs),
-    /// GPT decoding with the KV cache against re-running the window each step: same model
-    /// (nanoGPT's shakespeare_char shape by default, random weights), same run, greedy, tokens
-    /// checked equal. Prints Markdown and writes JSON.
+    /// GPT decoding with the KV cache (batch 1 and 16 by default) against re-running the window
+    /// each step, and beside its PyTorch twin: same model (nanoGPT's shakespeare_char shape by
+    /// default, random weights), greedy, tokens checked equal. Prints Markdown and writes JSON.
     #[command(
-        after_help = "Examples:\n  oxgen bench decode\n  oxgen bench decode --new-tokens 512 --device wgpu --json decode.json"
+        after_help = "Examples:\n  oxgen bench decode --device cpu\n  oxgen bench decode --new-tokens 512 --batch 1,4,64 --device wgpu --json decode.json"
     )]
     Decode(DecodeBenchArgs),
     /// One training step of oxgen's trainer (optimizer and clipping included) beside its
@@ -154,6 +154,18 @@ pub(crate) struct DecodeBenchArgs {
     /// Vocabulary size.
     #[arg(long, default_value_t = 65)]
     pub(crate) vocab: usize,
+    /// Context window (past it, both paths condition on the last `context` tokens).
+    #[arg(long, default_value_t = 256)]
+    pub(crate) context: usize,
+    /// Rows decoded at once, comma-separated: one measurement each.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 16])]
+    pub(crate) batch: Vec<usize>,
+    /// The Python that runs the PyTorch twin (needs torch).
+    #[arg(long, default_value = "python3")]
+    pub(crate) python: String,
+    /// Skip the PyTorch twin.
+    #[arg(long)]
+    pub(crate) no_peer: bool,
     /// Write the row as JSON here.
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,

@@ -114,6 +114,18 @@ fn last_logits(logits: Tensor<3>) -> Vec<f32> {
         .expect("f32 logits")
 }
 
+/// The last position's logits of every row: `n` rows of `vocab`.
+fn last_logits_rows(logits: Tensor<3>) -> Vec<Vec<f32>> {
+    let [n, t, vocab] = logits.dims();
+    let flat = logits
+        .slice([0..n, t - 1..t, 0..vocab])
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 logits");
+    flat.chunks(vocab).map(<[f32]>::to_vec).collect()
+}
+
 fn ids(tokens: &[u32], device: &burn::tensor::Device) -> Tensor<2, Int> {
     let data: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
     Tensor::from_data(TensorData::new(data, [1, tokens.len()]), device)
@@ -168,4 +180,67 @@ pub fn generate(
         }
     }
     text.split_off(prompt.len())
+}
+
+/// `n` draws after `prompt` at once, as one batch through the model: draw i is what
+/// [`generate`] gives with seed `options.seed + i` (each row keeps its own sampler), so `-n`
+/// draws cost one forward pass per token instead of n. A row that hits a stop sequence stops
+/// (the others go on); returns each row's new tokens.
+pub fn generate_batch(
+    model: &Gpt,
+    prompt: &[u32],
+    n: usize,
+    options: &DecodeOptions,
+    device: &burn::tensor::Device,
+) -> Vec<Vec<u32>> {
+    assert!(
+        !prompt.is_empty(),
+        "generation needs a prompt of at least one token"
+    );
+    let context = model.context();
+    let mut rngs: Vec<StdRng> = (0..n)
+        .map(|i| StdRng::seed_from_u64(options.seed.wrapping_add(i as u64)))
+        .collect();
+    let mut texts = vec![prompt.to_vec(); n];
+    // Where each row stopped (its text is cut there); rows still going have None.
+    let mut ends: Vec<Option<usize>> = vec![None; n];
+    let mut cache = KvCache::default();
+    let mut fed = 0;
+    for _ in 0..options.max_new_tokens {
+        if ends.iter().all(Option::is_some) {
+            break;
+        }
+        let len = texts[0].len();
+        let window_start = len.saturating_sub(context);
+        if window_start > 0 && len - fed + cache.len() > context {
+            cache = KvCache::default();
+            fed = window_start;
+        }
+        let data: Vec<i64> = texts
+            .iter()
+            .flat_map(|t| t[fed..].iter().map(|&x| x as i64))
+            .collect();
+        let new = Tensor::from_data(TensorData::new(data, [n, len - fed]), device);
+        fed = len;
+        let rows = last_logits_rows(model.forward_cached(new, &mut cache));
+        for (r, mut row) in rows.into_iter().enumerate() {
+            let next = pick(&mut row, &texts[r], options, &mut rngs[r]);
+            texts[r].push(next);
+            let stopped = options
+                .stop
+                .iter()
+                .any(|s| !s.is_empty() && texts[r].ends_with(s));
+            if ends[r].is_none() && stopped {
+                ends[r] = Some(texts[r].len());
+            }
+        }
+    }
+    texts
+        .into_iter()
+        .zip(ends)
+        .map(|(mut t, end)| {
+            t.truncate(end.unwrap_or(t.len()));
+            t.split_off(prompt.len())
+        })
+        .collect()
 }

@@ -101,11 +101,14 @@ struct Block {
     rotary: bool,
 }
 
-/// Keys and values of the tokens seen so far, one pair per block, each `[b, heads, len, d]`.
+/// Keys and values of the tokens seen so far, one pair per block, each preallocated as
+/// `[b, heads, context, d]` on first use and filled in place (`len` positions hold tokens), so
+/// a step writes its new keys and values and copies nothing else.
 #[derive(Clone, Debug, Default)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
     len: usize,
+    capacity: usize,
 }
 
 impl KvCache {
@@ -122,12 +125,12 @@ impl KvCache {
 
 impl Block {
     /// `x`: `[b, t, w]`. With `cache`, `x` holds the new tokens only and attends to the cached
-    /// ones too; the new keys and values are appended to `cache`.
+    /// ones too; the new keys and values are written into `cache`.
     fn forward(
         &self,
         x: Tensor<3>,
         start: usize,
-        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+        cache: Option<(&mut Option<(Tensor<4>, Tensor<4>)>, usize)>,
     ) -> Tensor<3> {
         let qkv = self.qkv.forward(layer_norm(x.clone(), &self.ln1, LN_EPS));
         // Causal masks are bottom-right aligned: the t new queries see every cached key.
@@ -150,7 +153,7 @@ impl Block {
         &self,
         qkv: Tensor<3>,
         start: usize,
-        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+        cache: Option<(&mut Option<(Tensor<4>, Tensor<4>)>, usize)>,
         options: AttentionOptions,
     ) -> Tensor<3> {
         let [b, t, w3] = qkv.dims();
@@ -167,12 +170,21 @@ impl Block {
             q = rotary(q, start);
             k = rotary(k, start);
         }
-        if let Some(slot) = cache {
-            if let Some((ck, cv)) = slot.take() {
-                k = Tensor::cat(vec![ck, k], 2);
-                v = Tensor::cat(vec![cv, v], 2);
-            }
-            *slot = Some((k.clone(), v.clone()));
+        if let Some((slot, capacity)) = cache {
+            // Write the new keys and values at positions start..start + t of the preallocated
+            // buffers (in place: the cache holds the only reference), then attend to the filled
+            // part, a view.
+            let (ck, cv) = slot.take().unwrap_or_else(|| {
+                let device = k.device();
+                let zeros = || Tensor::<4>::zeros([b, self.heads, capacity, d], &device);
+                (zeros(), zeros())
+            });
+            let (h, end) = (self.heads, start + t);
+            let ck = ck.slice_assign([0..b, 0..h, start..end, 0..d], k);
+            let cv = cv.slice_assign([0..b, 0..h, start..end, 0..d], v);
+            k = ck.clone().slice([0..b, 0..h, 0..end, 0..d]);
+            v = cv.clone().slice([0..b, 0..h, 0..end, 0..d]);
+            *slot = Some((ck, cv));
         }
         attention_with(q, k, v, None, options)
             .swap_dims(1, 2)
@@ -287,6 +299,7 @@ impl Gpt {
     pub fn forward_cached(&self, tokens: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
         if cache.layers.is_empty() {
             cache.layers = self.blocks.iter().map(|_| None).collect();
+            cache.capacity = self.context;
         }
         let t = tokens.dims()[1];
         let logits = self.run(tokens, Some(cache));
@@ -313,7 +326,7 @@ impl Gpt {
         }
         let mut x = self.dropout.forward(x);
         for (i, block) in self.blocks.iter().enumerate() {
-            let layer = cache.as_mut().map(|c| &mut c.layers[i]);
+            let layer = cache.as_mut().map(|c| (&mut c.layers[i], c.capacity));
             x = block.forward(x, start, layer);
         }
         let x = layer_norm(x, &self.ln_f, LN_EPS);

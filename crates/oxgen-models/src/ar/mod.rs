@@ -8,7 +8,7 @@ pub mod decode;
 pub mod gpt;
 pub mod tokenizer;
 
-pub use decode::{DecodeOptions, generate};
+pub use decode::{DecodeOptions, generate, generate_batch};
 pub use gpt::{Gpt, GptConfig, KvCache};
 pub use tokenizer::Tokenizer;
 
@@ -152,6 +152,35 @@ mod tests {
             assert_eq!(cached, plain);
             assert_eq!(streamed, cached, "every token is streamed, in order");
         }
+    }
+
+    /// n draws in one batch are the n draws one at a time with seeds seed + i (sampling, with a
+    /// stop sequence that ends some rows early), past the context window (16) too.
+    #[test]
+    fn batched_draws_equal_one_at_a_time_draws() {
+        let (model, device) = tiny(false);
+        let options = DecodeOptions {
+            max_new_tokens: 24,
+            temperature: 1.0,
+            top_k: 5,
+            stop: vec![vec![4]],
+            seed: 11,
+            ..DecodeOptions::default()
+        };
+        let batch = generate_batch(&model, &[1, 2, 3], 5, &options, &device);
+        assert_eq!(batch.len(), 5);
+        for (i, row) in batch.iter().enumerate() {
+            let one = DecodeOptions {
+                seed: 11 + i as u64,
+                ..options.clone()
+            };
+            let alone = generate(&model, &[1, 2, 3], &one, true, &device, |_| {});
+            assert_eq!(row, &alone, "draw {i}");
+        }
+        assert!(
+            batch.iter().any(|r| r.len() < 24),
+            "the stop sequence ends some draw early"
+        );
     }
 
     /// log_prob is minus the sum of burn's cross-entropy over the predicted tokens.

@@ -68,6 +68,22 @@ fn f32s(t: &FlexTensor) -> &[f32] {
     &t.storage::<f32>()[start..start + t.layout().num_elements()]
 }
 
+/// A `[b, h, l, d]` tensor as groups: the tensor and where each (batch, head) group's packed
+/// `l × d` rows start in its storage. Views whose groups are packed (a KV cache's filled part)
+/// are read in place; anything else is copied contiguous first.
+fn grouped(t: FlexTensor) -> (FlexTensor, Vec<usize>) {
+    let s = dims(&t);
+    let st = t.layout().strides().to_vec();
+    let packed_rows = st[3] == 1 && st[2] == s[3] as isize && st[0] >= 0 && st[1] >= 0;
+    let t = if packed_rows { t } else { t.to_contiguous() };
+    let st = t.layout().strides();
+    let start = t.layout().start_offset();
+    let offsets = (0..s[0] * s[1])
+        .map(|g| start + (g / s[1]) * st[0] as usize + (g % s[1]) * st[1] as usize)
+        .collect();
+    (t, offsets)
+}
+
 fn dims(t: &FlexTensor) -> Vec<usize> {
     t.layout().shape().iter().copied().collect()
 }
@@ -95,22 +111,23 @@ impl CpuAttentionOps for Flex {
         v: FlexTensor,
         launch: CpuLaunch,
     ) -> (FlexTensor, FlexTensor) {
-        let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
+        let (q, k, v) = (contiguous(q), grouped(k), grouped(v));
+        let ((k, k_at), (v, v_at)) = (k, v);
         let (groups, dm) = sizes(&q, &k, launch);
         let Dims { lq, lk, d, .. } = dm;
-        let (qs, ks, vs) = (f32s(&q), f32s(&k), f32s(&v));
+        let qs = f32s(&q);
+        let (ks, vs) = (k.storage::<f32>(), v.storage::<f32>());
         let mut out = vec![0.0f32; groups * lq * d];
         let mut lse = vec![0.0f32; groups * lq];
         out.par_chunks_mut(lq * d)
             .zip(lse.par_chunks_mut(lq))
             .enumerate()
             .for_each_init(Vec::new, |scratch, (g, (o, l))| {
-                let rows_k = g * lk * d..(g + 1) * lk * d;
                 forward_group(
                     &dm,
                     Mat::new(&qs[g * lq * d..(g + 1) * lq * d], lq, d),
-                    Mat::new(&ks[rows_k.clone()], lk, d),
-                    Mat::new(&vs[rows_k], lk, d),
+                    Mat::new(&ks[k_at[g]..k_at[g] + lk * d], lk, d),
+                    Mat::new(&vs[v_at[g]..v_at[g] + lk * d], lk, d),
                     o,
                     d,
                     l,

@@ -14,7 +14,7 @@ fn normals(seed: u64, stream: u32, n: usize, scale: f32) -> Vec<f32> {
 }
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().expect("f32")
+    t.into_data().convert::<f32>().try_into_vec().expect("f32")
 }
 
 /// [out, dq, dk, dv] of `loss = Σ out ⊙ w` by the kernel (`fused`) or the reference.
