@@ -17,6 +17,7 @@ use burn::tensor::{Device, Int, Tensor, activation::silu};
 
 use super::embed::CondEmbedding;
 use crate::ops::attention::{AttentionOptions, self_attention};
+use crate::ops::conv;
 use crate::ops::group_norm::{GroupNormParams, group_norm_silu};
 
 settings! {
@@ -44,6 +45,11 @@ fn conv(cin: usize, cout: usize, k: usize, stride: usize, device: &Device) -> Co
         .with_stride([stride, stride])
         .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
         .init(device)
+}
+
+/// `conv.forward(x)` through the op API (the CPU kernel on Flex).
+fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    conv::conv2d(x, conv)
 }
 
 /// GroupNorm then SiLU through the op API (fused on wgpu when not training).
@@ -75,12 +81,12 @@ impl ResBlock {
 
     /// `x`: `[b, cin, h, w]`, `emb`: `[b, emb]` (already SiLU'd); returns `[b, cout, h, w]`.
     fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
-        let h = self.conv1.forward(norm_silu(&self.norm1, x.clone()));
+        let h = conv2d(&self.conv1, norm_silu(&self.norm1, x.clone()));
         let [b, c, _, _] = h.dims();
         let h = h + self.cond.forward(emb).reshape([b, c, 1, 1]);
-        let h = self.conv2.forward(norm_silu(&self.norm2, h));
+        let h = conv2d(&self.conv2, norm_silu(&self.norm2, h));
         let skip = match &self.skip {
-            Some(s) => s.forward(x),
+            Some(s) => conv2d(s, x),
             None => x,
         };
         skip + h
@@ -189,16 +195,16 @@ impl UNet {
             "UNet needs even image sides, got {h}×{w}"
         );
         let emb = silu(self.embed.forward(t, labels)); // [b, 4c]
-        let h0 = self.res0.forward(self.conv_in.forward(x), emb.clone()); // [b, c, H, W]
+        let h0 = self.res0.forward(conv2d(&self.conv_in, x), emb.clone()); // [b, c, H, W]
         let h1 = self.attn1.forward(
             self.res1
-                .forward(self.down.forward(h0.clone()), emb.clone()),
+                .forward(conv2d(&self.down, h0.clone()), emb.clone()),
         ); // [b, 2c, H/2, W/2]
         let m = self.mid1.forward(h1.clone(), emb.clone());
         let m = self.mid2.forward(self.mid_attn.forward(m), emb.clone());
         let u = self.up1.forward(Tensor::cat(vec![m, h1], 1), emb.clone()); // [b, 2c, H/2, W/2]
-        let u = self.up_conv.forward(upsample2(u)); // [b, 2c, H, W]
+        let u = conv2d(&self.up_conv, upsample2(u)); // [b, 2c, H, W]
         let u = self.up0.forward(Tensor::cat(vec![u, h0], 1), emb); // [b, c, H, W]
-        self.conv_out.forward(norm_silu(&self.norm_out, u))
+        conv2d(&self.conv_out, norm_silu(&self.norm_out, u))
     }
 }

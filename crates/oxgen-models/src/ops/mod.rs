@@ -13,6 +13,7 @@
 use std::sync::RwLock;
 
 pub mod attention;
+pub mod conv;
 pub mod cpu;
 pub mod denoise;
 pub mod gelu;

@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod attention_math;
+pub mod conv;
 pub mod gelu;
 pub mod gemm;
 pub mod layer_norm;

@@ -251,3 +251,68 @@ fn cpu_self_attention_matches_the_split_reference() {
         }
     }
 }
+
+/// Conv2d: the kernel against burn's `conv2d` forward and the gradients of x, the weight and
+/// the bias: 3 × 3 with stride 1 and 2 (odd sides, asymmetric padding from the stride), 1 × 1.
+#[test]
+fn cpu_conv2d_matches_burn_forward_and_backward() {
+    use crate::ops::cpu::conv::{ConvLaunch, cpu_conv2d};
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions;
+    // (b, cin, cout, h, w, k, stride)
+    for (b, cin, cout, h, w, k, s) in [
+        (2, 3, 5, 7, 6, 3, 1),
+        (3, 2, 4, 8, 8, 3, 2),
+        (1, 4, 3, 5, 9, 1, 1),
+        (2, 3, 2, 7, 5, 3, 2),
+    ] {
+        let pad = k / 2;
+        let out = [(h + 2 * pad - k) / s + 1, (w + 2 * pad - k) / s + 1];
+        let run = |fused: bool| {
+            let dev = Device::flex().autodiff();
+            let put =
+                |v: Vec<f32>, sh: [usize; 4]| Tensor::<4>::from_data(TensorData::new(v, sh), &dev);
+            let x = put(normals(4, 1, b * cin * h * w, 1.0), [b, cin, h, w]).require_grad();
+            let wt = put(normals(4, 2, cout * cin * k * k, 0.5), [cout, cin, k, k]).require_grad();
+            let bias =
+                Tensor::<1>::from_data(TensorData::new(normals(4, 3, cout, 1.0), [cout]), &dev)
+                    .require_grad();
+            let g = put(
+                normals(4, 4, b * cout * out[0] * out[1], 1.0),
+                [b, cout, out[0], out[1]],
+            );
+            let y = if fused {
+                let launch = ConvLaunch {
+                    stride: [s, s],
+                    pad: [pad, pad],
+                    out,
+                };
+                cpu_conv2d(x.clone(), wt.clone(), bias.clone(), launch)
+            } else {
+                let o = ConvOptions::new([s, s], [pad, pad], [1, 1], 1);
+                conv2d(x.clone(), wt.clone(), Some(bias.clone()), o)
+            };
+            let grads = (y.clone() * g).sum().backward();
+            [
+                host(y),
+                host(x.grad(&grads).expect("dx")),
+                host(wt.grad(&grads).expect("dw")),
+                host(bias.grad(&grads).expect("db")),
+            ]
+        };
+        let (want, got) = (run(false), run(true));
+        for (name, (g, w)) in ["y", "dx", "dw", "db"].iter().zip(got.iter().zip(&want)) {
+            assert_eq!(g.len(), w.len(), "{name}");
+            let worst = g
+                .iter()
+                .zip(w)
+                .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst < 3e-5,
+                "k{k} s{s} {h}x{}: {name} off by {worst}",
+                out[1]
+            );
+        }
+    }
+}
