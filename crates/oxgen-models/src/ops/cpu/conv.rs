@@ -68,29 +68,36 @@ impl Geometry {
         self.launch.out[0] * self.launch.out[1]
     }
 
-    /// Calls `f(col_index, image_index)` for every patch entry that reads a pixel inside the
-    /// image (the rest are the zero padding), row by row of the patch matrix.
+    /// Calls `f(col_start, image_start, len)` for every run of patch entries that read pixels
+    /// inside the image: entry `col_start + i` reads pixel `image_start + i · stride[1]`, for
+    /// i < len (the entries outside every run are the zero padding).
     #[inline(always)]
-    fn for_each_tap(&self, mut f: impl FnMut(usize, usize)) {
+    fn for_each_run(&self, mut f: impl FnMut(usize, usize, usize)) {
         let [ho, wo] = self.launch.out;
         let [sy, sx] = self.launch.stride;
         let [py, px] = self.launch.pad;
         let n = ho * wo;
-        for c in 0..self.cin {
-            for ky in 0..self.kh {
-                for kx in 0..self.kw {
+        for kx in 0..self.kw {
+            // Output columns whose input column ox · sx + kx − px lies in 0..w.
+            let lo = px.saturating_sub(kx).div_ceil(sx);
+            let hi = if self.w + px > kx {
+                ((self.w - 1 + px - kx) / sx + 1).min(wo)
+            } else {
+                0
+            };
+            if lo >= hi {
+                continue;
+            }
+            for c in 0..self.cin {
+                for ky in 0..self.kh {
                     let row = ((c * self.kh + ky) * self.kw + kx) * n;
                     for oy in 0..ho {
-                        let Some(y) = (oy * sy + ky).checked_sub(py).filter(|&y| y < self.h) else {
+                        let y = oy * sy + ky;
+                        if y < py || y - py >= self.h {
                             continue;
-                        };
-                        let base = (c * self.h + y) * self.w;
-                        for ox in 0..wo {
-                            if let Some(x) = (ox * sx + kx).checked_sub(px).filter(|&x| x < self.w)
-                            {
-                                f(row + oy * wo + ox, base + x);
-                            }
                         }
+                        let start = (c * self.h + y - py) * self.w + lo * sx + kx - px;
+                        f(row + oy * wo + lo, start, hi - lo);
                     }
                 }
             }
@@ -100,12 +107,35 @@ impl Geometry {
     /// col `[patch, positions]` of one image.
     fn im2col(&self, image: &[f32], col: &mut [f32]) {
         col.fill(0.0);
-        self.for_each_tap(|i, j| col[i] = image[j]);
+        let sx = self.launch.stride[1];
+        self.for_each_run(|c, i, len| {
+            let dst = &mut col[c..c + len];
+            if sx == 1 {
+                dst.copy_from_slice(&image[i..i + len]);
+            } else {
+                for (d, s) in dst.iter_mut().zip(image[i..].iter().step_by(sx)) {
+                    *d = *s;
+                }
+            }
+        });
     }
 
     /// dx of one image += the patch gradients, each added where its pixel came from.
     fn col2im(&self, dcol: &[f32], dx: &mut [f32]) {
-        self.for_each_tap(|i, j| dx[j] += dcol[i]);
+        let sx = self.launch.stride[1];
+        self.for_each_run(|c, i, len| {
+            let src = &dcol[c..c + len];
+            if sx == 1 {
+                dx[i..i + len]
+                    .iter_mut()
+                    .zip(src)
+                    .for_each(|(d, s)| *d += s);
+            } else {
+                for (d, s) in dx[i..].iter_mut().step_by(sx).zip(src) {
+                    *d += s;
+                }
+            }
+        });
     }
 }
 
