@@ -86,6 +86,25 @@ pub fn group_norm_silu(x: Tensor<4>, params: &GroupNormParams) -> Tensor<4> {
         params.groups
     );
     let device = x.device();
+    // burn's Flex device: the built-in CPU kernel, forward and backward.
+    let cpu = super::cpu::attention::is_flex(&device)
+        && x.dtype() == burn::tensor::DType::F32
+        && params.gamma.is_some()
+        && params.beta.is_some();
+    if cpu && super::take_fused("group_norm_silu", true, &device) {
+        *LAST.lock().expect("group norm path lock") = Some("cpu-group-norm-silu");
+        let launch = super::cpu::group_norm::NormLaunch {
+            groups: params.groups,
+            epsilon: params.epsilon as f32,
+        };
+        let (gamma, beta) = (params.gamma.clone(), params.beta.clone());
+        return super::cpu::group_norm::cpu_group_norm_silu(
+            x,
+            gamma.expect("checked above"),
+            beta.expect("checked above"),
+            launch,
+        );
+    }
     super::install_kernels();
     let fused = FUSED.get().filter(|k| k.accepts(&device));
     let use_fused = super::take_fused("group_norm_silu", fused.is_some(), &device);

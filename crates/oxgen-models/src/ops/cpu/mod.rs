@@ -7,6 +7,7 @@ pub mod attention_math;
 pub mod conv;
 pub mod gelu;
 pub mod gemm;
+pub mod group_norm;
 pub mod layer_norm;
 pub mod self_attention;
 pub mod simd;
