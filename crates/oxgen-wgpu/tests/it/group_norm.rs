@@ -93,8 +93,8 @@ fn extreme_inputs_stay_finite() {
     assert!(y.iter().all(|v| v.is_finite()), "{y:?}");
 }
 
-/// On wgpu without autodiff the op takes the kernel; with autodiff (training) and on the CPU it
-/// takes the reference, whose backward is burn's.
+/// On wgpu without autodiff the op takes the kernel; with autodiff (training) the reference,
+/// whose backward is burn's. The CPU takes its own kernel (forward and backward).
 #[test]
 fn path_selection() {
     let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -112,7 +112,7 @@ fn path_selection() {
     let cpu = Device::flex();
     let x = Tensor::<4>::random([1, 4, 2, 2], Distribution::Default, &cpu);
     let _ = group_norm_silu(x, &params(4, 2, true, &cpu));
-    assert_eq!(group_norm::last_path(), Some("reference"));
+    assert_eq!(group_norm::last_path(), Some("cpu-group-norm-silu"));
 }
 
 #[test]
