@@ -8,4 +8,5 @@ pub mod decode;
 pub mod denoise;
 pub mod peer;
 pub mod process;
+pub mod sample;
 pub mod train;

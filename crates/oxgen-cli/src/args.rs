@@ -106,6 +106,31 @@ pub(crate) enum BenchKind {
         after_help = "Examples:\n  oxgen bench train --model gpt-small --device cpu\n  oxgen bench train --model unet-digits --iters 50 --json unet.json\n  oxgen bench train --model gpt-char --no-peer --device wgpu"
     )]
     Train(TrainBenchArgs),
+    /// The digits UNet (untrained, digits8 defaults) drawing samples with DDIM and guidance 2,
+    /// beside its PyTorch twin: ms per draw, samples per second, and the ratio.
+    #[command(
+        after_help = "Examples:\n  oxgen bench ddim --device cpu\n  oxgen bench ddim --batch 16 --steps 20 --no-peer"
+    )]
+    Ddim(DdimBenchArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct DdimBenchArgs {
+    /// Samples per draw.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) batch: usize,
+    /// DDIM steps.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) steps: usize,
+    /// The Python that runs the twin (needs torch).
+    #[arg(long, default_value = "python3")]
+    pub(crate) python: String,
+    /// Skip the PyTorch twin.
+    #[arg(long)]
+    pub(crate) no_peer: bool,
+    /// auto | wgpu | vulkan | metal | dx12 | cpu.
+    #[arg(long, default_value = "cpu")]
+    pub(crate) device: DeviceChoice,
 }
 
 #[derive(Args)]

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use oxgen_wgpu::DeviceChoice;
 
-use crate::args::{AttentionBenchArgs, BenchArgs, TrainBenchArgs};
+use crate::args::{AttentionBenchArgs, BenchArgs, DdimBenchArgs, TrainBenchArgs};
 
 pub(crate) fn attention(a: AttentionBenchArgs) -> Result<()> {
     let selected = oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?;
@@ -105,6 +105,23 @@ pub(crate) fn train(a: TrainBenchArgs) -> Result<()> {
     Ok(())
 }
 
+pub(crate) fn ddim(a: DdimBenchArgs) -> Result<()> {
+    if a.batch == 0 || a.steps == 0 || a.steps > 1000 {
+        bail!("--batch must be at least 1 and --steps in 1..=1000");
+    }
+    let selected = oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?;
+    eprintln!("benchmarking DDIM sampling on {} …", selected.description);
+    let report = oxgen_bench::sample::ddim(
+        &selected.device,
+        &selected.description,
+        a.batch,
+        a.steps,
+        (!a.no_peer).then_some(a.python.as_str()),
+    );
+    print!("{}", report.markdown());
+    Ok(())
+}
+
 pub(crate) fn info() {
     let list = oxgen_wgpu::adapters();
     if list.is_empty() {
@@ -134,9 +151,10 @@ pub(crate) fn info() {
         );
     }
     println!(
-        "cpu fallback: burn Flex backend, {} threads available",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        "cpu (--device cpu, and auto without a hardware GPU): burn Flex backend (rayon, SIMD GEMM) with {}",
+        oxgen_models::ops::cpu::describe()
     );
+    println!("    why this backend: docs/benchmarks.md, \"Which CPU path\"");
     match oxgen_wgpu::select(DeviceChoice::Auto) {
         Ok(s) => println!("--device auto selects: {}", s.description),
         Err(e) => println!("--device auto: {e}"),

@@ -97,6 +97,7 @@ fn main() -> Result<()> {
         Command::Bench(BenchKind::Attention(a)) => bench::attention(a)?,
         Command::Bench(BenchKind::Denoise(a)) => bench::denoise(a)?,
         Command::Bench(BenchKind::Train(a)) => bench::train(a)?,
+        Command::Bench(BenchKind::Ddim(a)) => bench::ddim(a)?,
     }
     Ok(())
 }

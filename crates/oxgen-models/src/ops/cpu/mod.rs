@@ -14,3 +14,16 @@ pub mod simd;
 
 #[cfg(test)]
 mod tests;
+
+/// The kernels in one line, with the instruction set their loops run in here (`oxgen info`).
+pub fn describe() -> String {
+    let simd = match format!("{:?}", pulp::Arch::new()).as_str() {
+        s if s.starts_with("V4") => "AVX-512".to_string(),
+        s if s.starts_with("V3") => "AVX2 + FMA".to_string(),
+        s => s.to_lowercase(),
+    };
+    format!(
+        "oxgen CPU kernels (attention, self-attention, LayerNorm, GELU, conv2d, GroupNorm+SiLU; {simd}, {} threads)",
+        rayon::current_num_threads()
+    )
+}
