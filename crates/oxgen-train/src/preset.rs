@@ -38,7 +38,10 @@ mod tests {
     fn text_defaults_follow_the_device() {
         assert_eq!(Hardware::of(&Device::flex()), Hardware::Cpu);
         let (gpu, why) = ArTrainConfig::defaults_on("input.txt", Hardware::Gpu);
-        assert_eq!((gpu.model.layers, gpu.model.width, gpu.steps), (6, 384, 5000));
+        assert_eq!(
+            (gpu.model.layers, gpu.model.width, gpu.steps),
+            (6, 384, 5000)
+        );
         assert!(why.contains("gpu"));
         let (cpu, why) = ArTrainConfig::defaults_on("input.txt", Hardware::Cpu);
         let m = &cpu.model;

@@ -49,10 +49,11 @@ pub trait FusedGroupNormSilu: Send + Sync {
 
 static FUSED: OnceLock<Box<dyn FusedGroupNormSilu>> = OnceLock::new();
 
-/// Whether a registered fused kernel accepts tensors on `device`.
+/// Whether a fused kernel accepts tensors on `device`: a registered one, or the built-in CPU
+/// kernel on the Flex device.
 pub fn accepts(device: &Device) -> bool {
     super::install_kernels();
-    FUSED.get().is_some_and(|k| k.accepts(device))
+    FUSED.get().is_some_and(|k| k.accepts(device)) || super::cpu::attention::is_flex(device)
 }
 static LAST: Mutex<Option<&'static str>> = Mutex::new(None);
 static FUSED_CALLS: AtomicUsize = AtomicUsize::new(0);

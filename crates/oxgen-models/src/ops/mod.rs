@@ -83,9 +83,29 @@ pub fn set_path(path: OpPath) {
     *PATH.write().expect("op path lock") = path;
 }
 
-/// The path currently forced, if any.
+thread_local! {
+    static LOCAL: std::cell::Cell<Option<OpPath>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with `path` forced on this thread only (over [`set_path`]'s), then restores the
+/// thread's previous setting, also when `f` panics. Ops decide their path on the calling
+/// thread, so a whole training run or sampler inside `f` takes it, and other threads do not.
+pub fn with_path<R>(path: OpPath, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<OpPath>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LOCAL.with(|l| l.set(self.0));
+        }
+    }
+    let _restore = Restore(LOCAL.with(|l| l.replace(Some(path))));
+    f()
+}
+
+/// The path in force on this thread: [`with_path`]'s, else [`set_path`]'s.
 pub fn path() -> OpPath {
-    *PATH.read().expect("op path lock")
+    LOCAL
+        .with(|l| l.get())
+        .unwrap_or_else(|| *PATH.read().expect("op path lock"))
 }
 
 /// Whether an op takes its fused path, given whether a fused kernel accepts the device.

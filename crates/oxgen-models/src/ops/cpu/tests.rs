@@ -377,3 +377,18 @@ fn cpu_group_norm_silu_matches_the_reference_forward_and_backward() {
         }
     }
 }
+
+/// `with_path` forces a path on this thread only and restores the previous one afterwards.
+#[test]
+fn with_path_is_scoped_to_the_thread() {
+    use crate::ops::{OpPath, path, with_path};
+    let outer = path();
+    with_path(OpPath::Reference, || {
+        assert_eq!(path(), OpPath::Reference);
+        let other = std::thread::spawn(path).join().unwrap();
+        assert_eq!(other, outer, "another thread keeps the global path");
+        with_path(OpPath::Fused, || assert_eq!(path(), OpPath::Fused));
+        assert_eq!(path(), OpPath::Reference);
+    });
+    assert_eq!(path(), outer);
+}
