@@ -79,29 +79,20 @@ pub fn run(
     );
     let uncached_ms = start.elapsed().as_secs_f64() * 1e3;
     let cached_tokens_per_s = (batch * new_tokens) as f64 / (cached_ms / 1e3);
-    let (peer, peer_error) = match python {
-        None => (None, None),
-        Some(py) => {
-            let args: Vec<String> = [
-                "decode",
-                "--model",
-                "gpt-char",
-                "--batch",
-                &batch.to_string(),
-                "--new-tokens",
-                &new_tokens.to_string(),
-                "--iters",
-                "1",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            match peer::run(py, &args) {
-                Ok(p) => (Some(p), None),
-                Err(e) => (None, Some(e)),
-            }
-        }
-    };
+    let (peer, peer_error) = peer::run_if(
+        python,
+        &[
+            "decode",
+            "--model",
+            "gpt-char",
+            "--batch",
+            &batch.to_string(),
+            "--new-tokens",
+            &new_tokens.to_string(),
+            "--iters",
+            "1",
+        ],
+    );
     let ratio = peer.as_ref().map(|p| cached_tokens_per_s / p.per_second());
     DecodeRow {
         config: config.clone(),

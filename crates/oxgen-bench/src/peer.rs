@@ -55,6 +55,18 @@ pub fn run(python: &str, args: &[String]) -> Result<PeerRow, String> {
     serde_json::from_str(line).map_err(|e| format!("the PyTorch twin's result: {e}: {line}"))
 }
 
+/// [`run`] when `python` is given: (the row, or why there is none).
+pub fn run_if(python: Option<&str>, args: &[&str]) -> (Option<PeerRow>, Option<String>) {
+    let Some(py) = python else {
+        return (None, None);
+    };
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    match run(py, &args) {
+        Ok(p) => (Some(p), None),
+        Err(e) => (None, Some(e)),
+    }
+}
+
 impl PeerRow {
     /// The twin's throughput (tokens or samples per second).
     pub fn per_second(&self) -> f64 {

@@ -64,27 +64,18 @@ pub fn ddim(
     };
     draw();
     let (_, wall, cpu) = process::timed(draw);
-    let (peer, peer_error) = match python {
-        None => (None, None),
-        Some(py) => {
-            let args: Vec<String> = [
-                "ddim",
-                "--batch",
-                &batch.to_string(),
-                "--steps",
-                &steps.to_string(),
-                "--iters",
-                "1",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            match peer::run(py, &args) {
-                Ok(p) => (Some(p), None),
-                Err(e) => (None, Some(e)),
-            }
-        }
-    };
+    let (peer, peer_error) = peer::run_if(
+        python,
+        &[
+            "ddim",
+            "--batch",
+            &batch.to_string(),
+            "--steps",
+            &steps.to_string(),
+            "--iters",
+            "1",
+        ],
+    );
     let samples_per_s = batch as f64 / wall;
     let ratio = peer.as_ref().map(|p| samples_per_s / p.per_second());
     SampleReport {

@@ -198,27 +198,18 @@ pub fn compare(
     python: Option<&str>,
 ) -> TrainReport {
     let ours = ours(model, device, description, warmup, iters);
-    let (peer, peer_error) = match python {
-        None => (None, None),
-        Some(py) => {
-            let args: Vec<String> = [
-                "train",
-                "--model",
-                model.name(),
-                "--iters",
-                &iters.to_string(),
-                "--warmup",
-                &warmup.to_string(),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            match peer::run(py, &args) {
-                Ok(p) => (Some(p), None),
-                Err(e) => (None, Some(e)),
-            }
-        }
-    };
+    let (peer, peer_error) = peer::run_if(
+        python,
+        &[
+            "train",
+            "--model",
+            model.name(),
+            "--iters",
+            &iters.to_string(),
+            "--warmup",
+            &warmup.to_string(),
+        ],
+    );
     let ratio = peer.as_ref().map(|p| ours.per_second / p.per_second());
     TrainReport {
         ours,

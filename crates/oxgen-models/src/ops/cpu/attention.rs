@@ -18,8 +18,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension, tensor::FloatTensor};
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor};
 use rayon::prelude::*;
+
+use super::flex::{contiguous, dims, f32s, tensor};
 
 use super::attention_math::{Dest, Dims, backward_group, forward_group};
 use super::gemm::Mat;
@@ -58,16 +60,6 @@ pub trait CpuAttentionOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-/// The tensor's f32 elements in row-major order (copied only when not contiguous).
-fn contiguous(t: FlexTensor) -> FlexTensor {
-    t.to_contiguous()
-}
-
-fn f32s(t: &FlexTensor) -> &[f32] {
-    let start = t.layout().start_offset();
-    &t.storage::<f32>()[start..start + t.layout().num_elements()]
-}
-
 /// A `[b, h, l, d]` tensor as groups: the tensor and where each (batch, head) group's packed
 /// `l × d` rows start in its storage. Views whose groups are packed (a KV cache's filled part)
 /// are read in place; anything else is copied contiguous first.
@@ -82,14 +74,6 @@ fn grouped(t: FlexTensor) -> (FlexTensor, Vec<usize>) {
         .map(|g| start + (g / s[1]) * st[0] as usize + (g % s[1]) * st[1] as usize)
         .collect();
     (t, offsets)
-}
-
-fn dims(t: &FlexTensor) -> Vec<usize> {
-    t.layout().shape().iter().copied().collect()
-}
-
-fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 fn sizes(q: &FlexTensor, k: &FlexTensor, launch: CpuLaunch) -> (usize, Dims) {

@@ -12,8 +12,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension, tensor::FloatTensor};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
+
+use super::flex::{contiguous, dims, f32s, tensor};
 
 use super::gemm::{Mat, matmul};
 
@@ -139,19 +141,6 @@ impl Geometry {
     }
 }
 
-fn host(t: FlexTensor) -> FlexTensor {
-    t.to_contiguous()
-}
-
-fn f32s(t: &FlexTensor) -> &[f32] {
-    let start = t.layout().start_offset();
-    &t.storage::<f32>()[start..start + t.layout().num_elements()]
-}
-
-fn dims(t: &FlexTensor) -> Vec<usize> {
-    t.layout().shape().iter().copied().collect()
-}
-
 fn geometry(x: &FlexTensor, weight: &FlexTensor, launch: ConvLaunch) -> (usize, Geometry) {
     let (xd, wd) = (dims(x), dims(weight));
     let g = Geometry {
@@ -173,7 +162,7 @@ impl CpuConvOps for Flex {
         bias: FlexTensor,
         launch: ConvLaunch,
     ) -> FlexTensor {
-        let [x, weight, bias] = [x, weight, bias].map(host);
+        let [x, weight, bias] = [x, weight, bias].map(contiguous);
         let (b, g) = geometry(&x, &weight, launch);
         let (xs, ws, bs) = (f32s(&x), f32s(&weight), f32s(&bias));
         let (patch, n) = (g.patch(), g.positions());
@@ -194,7 +183,7 @@ impl CpuConvOps for Flex {
                 }
             });
         let [ho, wo] = launch.out;
-        FlexTensor::from_data(TensorData::new(y, [b, g.cout, ho, wo]))
+        tensor(y, [b, g.cout, ho, wo])
     }
 
     fn cpu_conv2d_backward(
@@ -203,7 +192,7 @@ impl CpuConvOps for Flex {
         dy: FlexTensor,
         launch: ConvLaunch,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let [x, weight, dy] = [x, weight, dy].map(host);
+        let [x, weight, dy] = [x, weight, dy].map(contiguous);
         let (b, g) = geometry(&x, &weight, launch);
         let (xs, ws, gs) = (f32s(&x), f32s(&weight), f32s(&dy));
         let (patch, n, image) = (g.patch(), g.positions(), g.cin * g.h * g.w);
@@ -240,9 +229,9 @@ impl CpuConvOps for Flex {
                 (a, b, Vec::new())
             });
         (
-            FlexTensor::from_data(TensorData::new(dx, dims(&x))),
-            FlexTensor::from_data(TensorData::new(dw, dims(&weight))),
-            FlexTensor::from_data(TensorData::new(db, [g.cout])),
+            tensor(dx, dims(&x)),
+            tensor(dw, dims(&weight)),
+            tensor(db, [g.cout]),
         )
     }
 }

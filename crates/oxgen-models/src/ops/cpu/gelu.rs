@@ -10,8 +10,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
+
+use super::flex::{contiguous, dims, f32s, tensor};
 
 pub use super::simd::exp_neg;
 use super::simd::vectorized;
@@ -55,20 +57,10 @@ pub trait CpuGeluOps: Backend {
     fn cpu_gelu_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-fn values(t: &FlexTensor) -> (FlexTensor, Vec<usize>) {
-    let t = t.to_contiguous();
-    let shape = t.layout().shape().iter().copied().collect();
-    (t, shape)
-}
-
-fn f32s(t: &FlexTensor) -> &[f32] {
-    let start = t.layout().start_offset();
-    &t.storage::<f32>()[start..start + t.layout().num_elements()]
-}
-
 impl CpuGeluOps for Flex {
     fn cpu_gelu(x: FlexTensor) -> FlexTensor {
-        let (x, shape) = values(&x);
+        let x = contiguous(x);
+        let shape = dims(&x);
         let xs = f32s(&x);
         let mut y = vec![0.0f32; xs.len()];
         y.par_chunks_mut(CHUNK)
@@ -80,12 +72,12 @@ impl CpuGeluOps for Flex {
                     }
                 })
             });
-        FlexTensor::from_data(TensorData::new(y, shape))
+        tensor(y, shape)
     }
 
     fn cpu_gelu_backward(x: FlexTensor, dy: FlexTensor) -> FlexTensor {
-        let (x, shape) = values(&x);
-        let (dy, _) = values(&dy);
+        let (x, dy) = (contiguous(x), contiguous(dy));
+        let shape = dims(&x);
         let (xs, gs) = (f32s(&x), f32s(&dy));
         let mut dx = vec![0.0f32; xs.len()];
         dx.par_chunks_mut(CHUNK)
@@ -97,7 +89,7 @@ impl CpuGeluOps for Flex {
                     }
                 })
             });
-        FlexTensor::from_data(TensorData::new(dx, shape))
+        tensor(dx, shape)
     }
 }
 

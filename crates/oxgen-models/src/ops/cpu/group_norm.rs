@@ -12,8 +12,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension, tensor::FloatTensor};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
+
+use super::flex::{contiguous, dims, f32s, tensor};
 
 use super::simd::{exp_neg, sum_by, vectorized};
 
@@ -56,19 +58,6 @@ fn sigmoid(z: f32) -> f32 {
     if z >= 0.0 { s } else { 1.0 - s }
 }
 
-fn host(t: FlexTensor) -> FlexTensor {
-    t.to_contiguous()
-}
-
-fn f32s(t: &FlexTensor) -> &[f32] {
-    let start = t.layout().start_offset();
-    &t.storage::<f32>()[start..start + t.layout().num_elements()]
-}
-
-fn dims(t: &FlexTensor) -> Vec<usize> {
-    t.layout().shape().iter().copied().collect()
-}
-
 /// (channels per group, pixels per channel, elements per group).
 fn block(shape: &[usize], groups: usize) -> (usize, usize, usize) {
     let (cg, hw) = (shape[1] / groups, shape[2] * shape[3]);
@@ -82,7 +71,7 @@ impl CpuGroupNormSiluOps for Flex {
         beta: FlexTensor,
         launch: NormLaunch,
     ) -> (FlexTensor, FlexTensor) {
-        let [x, gamma, beta] = [x, gamma, beta].map(host);
+        let [x, gamma, beta] = [x, gamma, beta].map(contiguous);
         let shape = dims(&x);
         let (cg, hw, n) = block(&shape, launch.groups);
         let (xs, gs, bs) = (f32s(&x), f32s(&gamma), f32s(&beta));
@@ -110,10 +99,7 @@ impl CpuGroupNormSiluOps for Flex {
                 })
             });
         let groups = shape[0] * launch.groups;
-        (
-            FlexTensor::from_data(TensorData::new(y, shape)),
-            FlexTensor::from_data(TensorData::new(stats, [groups, 2])),
-        )
+        (tensor(y, shape), tensor(stats, [groups, 2]))
     }
 
     fn cpu_group_norm_silu_backward(
@@ -124,7 +110,7 @@ impl CpuGroupNormSiluOps for Flex {
         dy: FlexTensor,
         launch: NormLaunch,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let [x, gamma, beta, stats, dy] = [x, gamma, beta, stats, dy].map(host);
+        let [x, gamma, beta, stats, dy] = [x, gamma, beta, stats, dy].map(contiguous);
         let shape = dims(&x);
         let (cg, hw, n) = block(&shape, launch.groups);
         let (xs, gs, bs, ss, dys) = (f32s(&x), f32s(&gamma), f32s(&beta), f32s(&stats), f32s(&dy));
@@ -176,11 +162,7 @@ impl CpuGroupNormSiluOps for Flex {
                 dbeta[c0 + ch] += part[cg + ch];
             }
         }
-        (
-            FlexTensor::from_data(TensorData::new(dx, shape)),
-            FlexTensor::from_data(TensorData::new(dgamma, [c])),
-            FlexTensor::from_data(TensorData::new(dbeta, [c])),
-        )
+        (tensor(dx, shape), tensor(dgamma, [c]), tensor(dbeta, [c]))
     }
 }
 

@@ -11,8 +11,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension, tensor::FloatTensor};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
+
+use super::flex::{contiguous, dims, f32s, tensor};
 
 use super::simd::{sum_by, vectorized};
 
@@ -37,21 +39,6 @@ pub trait CpuLayerNormOps: Backend {
         stats: FloatTensor<Self>,
         dy: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-}
-
-fn host(t: &FlexTensor) -> (FlexTensor, Vec<usize>) {
-    let t = t.to_contiguous();
-    let shape = t.layout().shape().iter().copied().collect();
-    (t, shape)
-}
-
-fn f32s(t: &FlexTensor) -> &[f32] {
-    let start = t.layout().start_offset();
-    &t.storage::<f32>()[start..start + t.layout().num_elements()]
-}
-
-fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 /// Forward of rows of width `d`: writes `y` and (mean, 1/σ) per row into `stats`.
@@ -114,7 +101,8 @@ impl CpuLayerNormOps for Flex {
         beta: FlexTensor,
         epsilon: f64,
     ) -> (FlexTensor, FlexTensor) {
-        let ((x, shape), (gamma, _), (beta, _)) = (host(&x), host(&gamma), host(&beta));
+        let [x, gamma, beta] = [x, gamma, beta].map(contiguous);
+        let shape = dims(&x);
         let (xs, gs, bs) = (f32s(&x), f32s(&gamma), f32s(&beta));
         let d = gs.len();
         let rows = xs.len() / d;
@@ -133,8 +121,8 @@ impl CpuLayerNormOps for Flex {
         stats: FlexTensor,
         dy: FlexTensor,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let ((x, shape), (gamma, gshape)) = (host(&x), host(&gamma));
-        let ((stats, _), (dy, _)) = (host(&stats), host(&dy));
+        let [x, gamma, stats, dy] = [x, gamma, stats, dy].map(contiguous);
+        let (shape, gshape) = (dims(&x), dims(&gamma));
         let (xs, gs, ss, dys) = (f32s(&x), f32s(&gamma), f32s(&stats), f32s(&dy));
         let d = gs.len();
         let mut dx = vec![0.0f32; xs.len()];

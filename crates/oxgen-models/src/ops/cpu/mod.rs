@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod attention_math;
 pub mod conv;
+mod flex;
 pub mod gelu;
 pub mod gemm;
 pub mod group_norm;

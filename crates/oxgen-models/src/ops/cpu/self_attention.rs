@@ -11,8 +11,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension, tensor::FloatTensor};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
+
+use super::flex::{contiguous, f32s, tensor};
 
 use super::attention_math::{Dest, Dims, backward_group, forward_group};
 use super::gemm::Mat;
@@ -47,15 +49,6 @@ pub trait CpuSelfAttentionOps: Backend {
     ) -> FloatTensor<Self>;
 }
 
-fn host(t: FlexTensor) -> FlexTensor {
-    t.to_contiguous()
-}
-
-fn f32s(t: &FlexTensor) -> &[f32] {
-    let start = t.layout().start_offset();
-    &t.storage::<f32>()[start..start + t.layout().num_elements()]
-}
-
 /// (batch, t, w, head dim, the per-head sizes).
 fn sizes(qkv: &FlexTensor, launch: SelfLaunch) -> (usize, usize, usize, Dims) {
     let s = qkv.layout().shape();
@@ -73,7 +66,7 @@ fn sizes(qkv: &FlexTensor, launch: SelfLaunch) -> (usize, usize, usize, Dims) {
 
 impl CpuSelfAttentionOps for Flex {
     fn cpu_self_attention(qkv: FlexTensor, launch: SelfLaunch) -> (FlexTensor, FlexTensor) {
-        let qkv = host(qkv);
+        let qkv = contiguous(qkv);
         let (b, t, w, dims) = sizes(&qkv, launch);
         let (h, d) = (launch.heads, dims.d);
         let xs = f32s(&qkv);
@@ -97,10 +90,7 @@ impl CpuSelfAttentionOps for Flex {
                     );
                 }
             });
-        (
-            FlexTensor::from_data(TensorData::new(y, [b, t, w])),
-            FlexTensor::from_data(TensorData::new(lse, [b, h, t])),
-        )
+        (tensor(y, [b, t, w]), tensor(lse, [b, h, t]))
     }
 
     fn cpu_self_attention_backward(
@@ -110,7 +100,7 @@ impl CpuSelfAttentionOps for Flex {
         dy: FlexTensor,
         launch: SelfLaunch,
     ) -> FlexTensor {
-        let [qkv, y, lse, dy] = [qkv, y, lse, dy].map(host);
+        let [qkv, y, lse, dy] = [qkv, y, lse, dy].map(contiguous);
         let (b, t, w, dims) = sizes(&qkv, launch);
         let (h, d) = (launch.heads, dims.d);
         let (xs, ys, ls, gs) = (f32s(&qkv), f32s(&y), f32s(&lse), f32s(&dy));
@@ -144,7 +134,7 @@ impl CpuSelfAttentionOps for Flex {
                     );
                 }
             });
-        FlexTensor::from_data(TensorData::new(dqkv, [b, t, 3 * w]))
+        tensor(dqkv, [b, t, 3 * w])
     }
 }
 

@@ -13,6 +13,15 @@ fn normals(seed: u64, stream: u32, n: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
+/// The largest |got − want| / (1 + |want|).
+fn worst_relative(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len(), "lengths differ");
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
+        .fold(0.0f32, f32::max)
+}
+
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec().expect("f32")
 }
@@ -68,11 +77,7 @@ fn cpu_attention_matches_the_reference_forward_and_backward() {
         let got = run(shape, o, true);
         for (name, (g, w)) in ["out", "dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
             assert_eq!(g.len(), w.len());
-            let worst = g
-                .iter()
-                .zip(w)
-                .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
-                .fold(0.0f32, f32::max);
+            let worst = worst_relative(g, w);
             assert!(worst < 2e-5, "{shape:?} {o:?}: {name} off by {worst}");
         }
     }
@@ -186,11 +191,7 @@ fn cpu_layer_norm_matches_burn_forward_and_backward() {
     };
     let (want, got) = (run(false), run(true));
     for (name, (g, w)) in ["y", "dx", "dγ", "dβ"].iter().zip(got.iter().zip(&want)) {
-        let worst = g
-            .iter()
-            .zip(w)
-            .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
-            .fold(0.0f32, f32::max);
+        let worst = worst_relative(g, w);
         assert!(worst < 2e-5, "{name} off by {worst}");
     }
 }
@@ -239,11 +240,7 @@ fn cpu_self_attention_matches_the_split_reference() {
         };
         let (want, got) = (run(false), run(true));
         for (name, (g, w)) in ["y", "dqkv"].iter().zip(got.iter().zip(&want)) {
-            let worst = g
-                .iter()
-                .zip(w)
-                .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
-                .fold(0.0f32, f32::max);
+            let worst = worst_relative(g, w);
             assert!(
                 worst < 2e-5,
                 "b{b} t{t} h{heads} d{d} causal {causal}: {name} off by {worst}"
@@ -303,11 +300,7 @@ fn cpu_conv2d_matches_burn_forward_and_backward() {
         let (want, got) = (run(false), run(true));
         for (name, (g, w)) in ["y", "dx", "dw", "db"].iter().zip(got.iter().zip(&want)) {
             assert_eq!(g.len(), w.len(), "{name}");
-            let worst = g
-                .iter()
-                .zip(w)
-                .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
-                .fold(0.0f32, f32::max);
+            let worst = worst_relative(g, w);
             assert!(
                 worst < 3e-5,
                 "k{k} s{s} {h}x{}: {name} off by {worst}",
@@ -365,11 +358,7 @@ fn cpu_group_norm_silu_matches_the_reference_forward_and_backward() {
         };
         let (want, got) = (run(false), run(true));
         for (name, (g, v)) in ["y", "dx", "dγ", "dβ"].iter().zip(got.iter().zip(&want)) {
-            let worst = g
-                .iter()
-                .zip(v)
-                .map(|(a, b)| (a - b).abs() / (1.0 + b.abs()))
-                .fold(0.0f32, f32::max);
+            let worst = worst_relative(g, v);
             assert!(
                 worst < 5e-5,
                 "{b}×{c}×{h}×{w}/{groups}: {name} off by {worst}"
