@@ -14,8 +14,12 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
             .context("config in checkpoint")?
     } else {
         let data = a.data.as_deref().unwrap_or("arithmetic");
-        let (config, why) =
-            oxgen_train::ar::ArTrainConfig::defaults_on(data, oxgen_train::Hardware::of(&device));
+        // A software wgpu adapter (lavapipe) is a CPU too.
+        let hardware = match oxgen_train::Hardware::of(&device) {
+            _ if oxgen_wgpu::device::software_selected() => oxgen_train::Hardware::Cpu,
+            h => h,
+        };
+        let (config, why) = oxgen_train::ar::ArTrainConfig::defaults_on(data, hardware);
         if a.config.is_none() {
             tracing::info!("{why}");
         }
