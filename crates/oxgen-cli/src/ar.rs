@@ -148,8 +148,7 @@ pub(crate) fn logprob(a: LogprobArgs) -> Result<()> {
             "nll_nats": nats, "exact": true, "tokens": tokens, "chars": chars,
             "nats_per_token": nats / tokens as f64, "bits_per_char": bpc,
         });
-        std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
-            .with_context(|| path.display().to_string())?;
+        crate::bench::write_json(&path, &doc)?;
     }
     Ok(())
 }
@@ -173,8 +172,8 @@ pub(crate) fn bench_decode(a: DecodeBenchArgs) -> Result<()> {
     // The twin is nanoGPT's shakespeare_char shape ("gpt-char"), prompted with one token.
     let twin_shape =
         (a.layers, a.heads, a.width, a.context, a.vocab, a.prompt) == (6, 6, 384, 256, 65, 1);
-    let python = (!a.no_peer && twin_shape).then_some(a.python.as_str());
-    if !a.no_peer && !twin_shape {
+    let python = a.peer.python().filter(|_| twin_shape);
+    if a.peer.python().is_some() && !twin_shape {
         eprintln!("the PyTorch twin has the default shape only; running oxgen alone");
     }
     eprintln!("benchmarking decoding on {} …", selected.description);
@@ -189,9 +188,7 @@ pub(crate) fn bench_decode(a: DecodeBenchArgs) -> Result<()> {
     print!("{}", oxgen_bench::decode::table(&rows));
     if let Some(path) = a.json {
         let doc = serde_json::json!({ "device": selected.description, "rows": rows });
-        std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
-            .with_context(|| path.display().to_string())?;
-        println!("wrote {}", path.display());
+        crate::bench::write_json(&path, &doc)?;
     }
     Ok(())
 }

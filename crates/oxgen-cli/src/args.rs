@@ -122,15 +122,29 @@ pub(crate) struct DdimBenchArgs {
     /// DDIM steps.
     #[arg(long, default_value_t = 50)]
     pub(crate) steps: usize,
+    #[command(flatten)]
+    pub(crate) peer: PeerArgs,
+    /// auto | wgpu | vulkan | metal | dx12 | cpu.
+    #[arg(long, default_value = "cpu")]
+    pub(crate) device: DeviceChoice,
+}
+
+/// How a benchmark runs its PyTorch twin (`benches/peers/twins.py`).
+#[derive(Args)]
+pub(crate) struct PeerArgs {
     /// The Python that runs the twin (needs torch).
     #[arg(long, default_value = "python3")]
     pub(crate) python: String,
     /// Skip the PyTorch twin.
     #[arg(long)]
     pub(crate) no_peer: bool,
-    /// auto | wgpu | vulkan | metal | dx12 | cpu.
-    #[arg(long, default_value = "cpu")]
-    pub(crate) device: DeviceChoice,
+}
+
+impl PeerArgs {
+    /// The Python to run the twin with, unless skipped.
+    pub(crate) fn python(&self) -> Option<&str> {
+        (!self.no_peer).then_some(self.python.as_str())
+    }
 }
 
 #[derive(Args)]
@@ -145,12 +159,8 @@ pub(crate) struct TrainBenchArgs {
     /// Untimed steps first.
     #[arg(long, default_value_t = 3)]
     pub(crate) warmup: usize,
-    /// The Python that runs the twin (needs torch).
-    #[arg(long, default_value = "python3")]
-    pub(crate) python: String,
-    /// Skip the PyTorch twin.
-    #[arg(long)]
-    pub(crate) no_peer: bool,
+    #[command(flatten)]
+    pub(crate) peer: PeerArgs,
     /// Write the report as JSON here.
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
@@ -185,12 +195,8 @@ pub(crate) struct DecodeBenchArgs {
     /// Rows decoded at once, comma-separated: one measurement each.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 16])]
     pub(crate) batch: Vec<usize>,
-    /// The Python that runs the PyTorch twin (needs torch).
-    #[arg(long, default_value = "python3")]
-    pub(crate) python: String,
-    /// Skip the PyTorch twin.
-    #[arg(long)]
-    pub(crate) no_peer: bool,
+    #[command(flatten)]
+    pub(crate) peer: PeerArgs,
     /// Write the row as JSON here.
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,

@@ -40,9 +40,7 @@ pub(crate) fn attention(a: AttentionBenchArgs) -> Result<()> {
     print!("{}", oxgen_bench::attention::table(&rows));
     if let Some(path) = a.json {
         let doc = serde_json::json!({ "device": selected.description, "rows": rows });
-        std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
-            .with_context(|| path.display().to_string())?;
-        println!("wrote {}", path.display());
+        crate::bench::write_json(&path, &doc)?;
     }
     Ok(())
 }
@@ -71,9 +69,7 @@ pub(crate) fn denoise(a: BenchArgs) -> Result<()> {
     let report = oxgen_bench::denoise::suite(&selected, &options);
     print!("{}", report.markdown());
     if let Some(path) = a.json {
-        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| path.display().to_string())?;
-        println!("wrote {}", path.display());
+        crate::bench::write_json(&path, &report)?;
     }
     Ok(())
 }
@@ -94,13 +90,11 @@ pub(crate) fn train(a: TrainBenchArgs) -> Result<()> {
         &selected.description,
         a.warmup,
         a.iters,
-        (!a.no_peer).then_some(a.python.as_str()),
+        a.peer.python(),
     );
     print!("{}", report.markdown());
     if let Some(path) = a.json {
-        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| path.display().to_string())?;
-        println!("wrote {}", path.display());
+        crate::bench::write_json(&path, &report)?;
     }
     Ok(())
 }
@@ -116,9 +110,17 @@ pub(crate) fn ddim(a: DdimBenchArgs) -> Result<()> {
         &selected.description,
         a.batch,
         a.steps,
-        (!a.no_peer).then_some(a.python.as_str()),
+        a.peer.python(),
     );
     print!("{}", report.markdown());
+    Ok(())
+}
+
+/// Writes `value` as pretty JSON to `path` and says so.
+pub(crate) fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> Result<()> {
+    std::fs::write(path, serde_json::to_vec_pretty(value)?)
+        .with_context(|| path.display().to_string())?;
+    println!("wrote {}", path.display());
     Ok(())
 }
 

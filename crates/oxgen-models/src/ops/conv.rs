@@ -8,8 +8,8 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor};
 
-use super::cpu::attention::is_flex;
 use super::cpu::conv::{ConvLaunch, cpu_conv2d};
+use super::cpu::is_flex;
 
 static LAST: Mutex<Option<&'static str>> = Mutex::new(None);
 

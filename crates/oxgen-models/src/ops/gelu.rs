@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use burn::tensor::{DType, Tensor, activation};
 
-use super::cpu::attention::is_flex;
+use super::cpu::is_flex;
 
 static LAST: Mutex<Option<&'static str>> = Mutex::new(None);
 

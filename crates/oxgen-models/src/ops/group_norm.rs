@@ -53,7 +53,7 @@ static FUSED: OnceLock<Box<dyn FusedGroupNormSilu>> = OnceLock::new();
 /// kernel on the Flex device.
 pub fn accepts(device: &Device) -> bool {
     super::install_kernels();
-    FUSED.get().is_some_and(|k| k.accepts(device)) || super::cpu::attention::is_flex(device)
+    FUSED.get().is_some_and(|k| k.accepts(device)) || super::cpu::is_flex(device)
 }
 static LAST: Mutex<Option<&'static str>> = Mutex::new(None);
 static FUSED_CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -88,7 +88,7 @@ pub fn group_norm_silu(x: Tensor<4>, params: &GroupNormParams) -> Tensor<4> {
     );
     let device = x.device();
     // burn's Flex device: the built-in CPU kernel, forward and backward.
-    let cpu = super::cpu::attention::is_flex(&device)
+    let cpu = super::cpu::is_flex(&device)
         && x.dtype() == burn::tensor::DType::F32
         && params.gamma.is_some()
         && params.beta.is_some();

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use burn::nn::LayerNorm;
 use burn::tensor::{DType, Tensor};
 
-use super::cpu::attention::is_flex;
+use super::cpu::is_flex;
 
 static LAST: Mutex<Option<&'static str>> = Mutex::new(None);
 

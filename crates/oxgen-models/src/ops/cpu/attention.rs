@@ -302,15 +302,6 @@ pub fn cpu_attention(
     (Tensor::from_dispatch(out), Tensor::from_dispatch(lse))
 }
 
-/// Whether `device` is burn's Flex (CPU) device.
-pub fn is_flex(device: &Device) -> bool {
-    use burn::backend::DispatchDevice;
-    matches!(
-        device.clone().without_autodiff().as_dispatch(),
-        DispatchDevice::Flex(_)
-    )
-}
-
 /// The kernel as a fused path of `attention`.
 #[derive(Debug, Default)]
 pub struct CpuAttention;
@@ -321,7 +312,7 @@ impl FusedAttention for CpuAttention {
     }
 
     fn accepts(&self, device: &Device) -> bool {
-        is_flex(device)
+        super::is_flex(device)
     }
 
     fn supports(&self, head_dim: usize) -> bool {

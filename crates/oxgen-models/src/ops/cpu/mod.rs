@@ -16,6 +16,15 @@ pub mod simd;
 #[cfg(test)]
 mod tests;
 
+/// Whether `device` is burn's Flex (CPU) device.
+pub fn is_flex(device: &burn::tensor::Device) -> bool {
+    use burn::backend::DispatchDevice;
+    matches!(
+        device.clone().without_autodiff().as_dispatch(),
+        DispatchDevice::Flex(_)
+    )
+}
+
 /// The kernels in one line, with the instruction set their loops run in here (`oxgen info`).
 pub fn describe() -> String {
     let simd = match format!("{:?}", pulp::Arch::new()).as_str() {
