@@ -17,6 +17,7 @@ use burn::tensor::{Device, Int, Tensor};
 use crate::ops::attention::{AttentionOptions, attention_with, self_attention};
 use crate::ops::gelu::gelu;
 use crate::ops::layer_norm::layer_norm;
+use crate::ops::linear::linear;
 
 /// ε of every LayerNorm (burn's and PyTorch's default).
 const LN_EPS: f64 = 1e-5;
@@ -132,7 +133,7 @@ impl Block {
         start: usize,
         cache: Option<(&mut Option<(Tensor<4>, Tensor<4>)>, usize)>,
     ) -> Tensor<3> {
-        let qkv = self.qkv.forward(layer_norm(x.clone(), &self.ln1, LN_EPS));
+        let qkv = linear(layer_norm(x.clone(), &self.ln1, LN_EPS), &self.qkv);
         // Causal masks are bottom-right aligned: the t new queries see every cached key.
         let options = AttentionOptions {
             causal: true,
@@ -143,9 +144,9 @@ impl Block {
         } else {
             self.attend_cached(qkv, start, cache, options)
         };
-        let x = x + self.dropout.forward(self.proj.forward(y));
-        let h = gelu(self.fc.forward(layer_norm(x.clone(), &self.ln2, LN_EPS)));
-        x.clone() + self.dropout.forward(self.out.forward(h))
+        let x = x + self.dropout.forward(linear(y, &self.proj));
+        let h = gelu(linear(layer_norm(x.clone(), &self.ln2, LN_EPS), &self.fc));
+        x.clone() + self.dropout.forward(linear(h, &self.out))
     }
 
     /// Attention with rotary embeddings or a KV cache: the heads split out of `qkv`.
@@ -332,7 +333,7 @@ impl Gpt {
         let x = layer_norm(x, &self.ln_f, LN_EPS);
         let w = x.dims()[2];
         match &self.head {
-            Some(head) => head.forward(x),
+            Some(head) => linear(x, head),
             None => {
                 let table = self.wte.weight.val(); // [vocab, w]
                 let vocab = table.dims()[0];

@@ -19,6 +19,7 @@ use super::embed::CondEmbedding;
 use crate::ops::attention::{AttentionOptions, self_attention};
 use crate::ops::conv;
 use crate::ops::group_norm::{GroupNormParams, group_norm_silu};
+use crate::ops::linear::linear;
 
 settings! {
     /// Configuration of [`UNet`].
@@ -123,8 +124,8 @@ impl AttnBlock {
             .reshape([b, c, h * w])
             .swap_dims(1, 2); // [b, l, c]
         // qkv's 3c features are (q | k | v), each heads × d: what `self_attention` reads.
-        let o = self_attention(self.qkv.forward(t), self.heads, AttentionOptions::default());
-        let o = self.proj.forward(o); // [b, l, c]
+        let o = self_attention(linear(t, &self.qkv), self.heads, AttentionOptions::default());
+        let o = linear(o, &self.proj); // [b, l, c]
         x + o.swap_dims(1, 2).reshape([b, c, h, w])
     }
 }

@@ -19,6 +19,7 @@ pub mod denoise;
 pub mod gelu;
 pub mod group_norm;
 pub mod layer_norm;
+pub mod linear;
 
 /// Which implementation the fused ops use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

@@ -1,6 +1,7 @@
 //! One safe entry to the `gemm` crate (the matrix kernels burn's Flex backend runs on) for the
 //! CPU kernels: `dst (+)= lhs · rhs` on row-major slices, either operand optionally transposed,
-//! single-threaded (the kernels parallelise over groups).
+//! single-threaded (the kernels parallelise over groups) ([`matmul`]); and a product into a
+//! new vector on every core ([`product`]), which writes its output once: no zero-fill first.
 
 /// A row-major `rows × cols` matrix in a slice (rows `ld` elements apart), read as its
 /// transpose when `t`.
@@ -140,6 +141,67 @@ pub fn matmul_strided(
     }
 }
 
+/// `lhs · rhs`, plus `bias` on every row when given, as a new row-major `m × n` vector, computed
+/// on every core (gemm's rayon parallelism).
+///
+/// # Panics
+/// When the shapes do not chain, a slice is shorter than its matrix, or `bias` is not `n` long.
+pub fn product(lhs: Mat<'_>, rhs: Mat<'_>, bias: Option<&[f32]>) -> Vec<f32> {
+    let ((m, k), (k2, n)) = (lhs.shape(), rhs.shape());
+    assert_eq!(k, k2, "product: inner dimensions {k} and {k2} differ");
+    assert!(lhs.fits() && rhs.fits(), "product: a slice is shorter than its matrix");
+    let mut out = Vec::with_capacity(m * n);
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "product: the bias is not one row long");
+        for _ in 0..m {
+            out.extend_from_slice(b);
+        }
+    }
+    if m == 0 || n == 0 {
+        return out;
+    }
+    if k == 0 {
+        out.resize(m * n, 0.0);
+        return out;
+    }
+    let (lcs, lrs) = lhs.strides();
+    let (rcs, rrs) = rhs.strides();
+    let accumulate = bias.is_some();
+    // SAFETY: `out` has room for m · n elements; lhs (m × k) and rhs (k × n) lie within their
+    // slices (asserted above) and cannot overlap `out`, a fresh allocation. With `accumulate`
+    // the m · n elements are initialised (the bias rows); without it gemm does not read `dst`
+    // (`read_dst = false` sets its α to zero, and the micro-kernels then store β · lhs · rhs
+    // without loading: `gemm-common`'s `gemm_basic_generic`, tested below on a NaN-filled
+    // destination) and writes every one of the m · n elements, so all are initialised when the
+    // length is set.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lcs,
+            lrs,
+            rhs.data.as_ptr(),
+            rcs,
+            rrs,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+        out.set_len(m * n);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +230,31 @@ mod tests {
         );
         for (x, y) in c.iter().zip(&once) {
             assert_eq!(*x, 2.0 * y);
+        }
+    }
+
+    /// What `product` relies on: without accumulation gemm never reads the destination, so a
+    /// NaN-filled one comes out NaN-free; shapes from 1 × 1 × 1 (gemm's small-size paths) up.
+    #[test]
+    fn gemm_overwrites_without_reading_the_destination() {
+        for (m, n, k) in [(1, 1, 1), (1, 7, 3), (5, 1, 4), (3, 3, 1), (17, 33, 9), (64, 48, 130)] {
+            let a: Vec<f32> = (0..m * k).map(|x| (x % 7) as f32 - 3.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|x| (x % 5) as f32 * 0.5).collect();
+            let mut c = vec![f32::NAN; m * n];
+            matmul(&mut c, Mat::new(&a, m, k), Mat::new(&b, k, n), false);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+                    assert_eq!(c[i * n + j], want, "({m}, {n}, {k}) at ({i}, {j})");
+                }
+            }
+            let bias: Vec<f32> = (0..n).map(|j| j as f32).collect();
+            let with_bias = product(Mat::new(&a, m, k), Mat::new(&b, k, n), Some(&bias));
+            let plain = product(Mat::new(&a, m, k), Mat::new(&b, k, n), None);
+            for (idx, (x, y)) in with_bias.iter().zip(&plain).enumerate() {
+                assert_eq!(*y, c[idx]);
+                assert_eq!(*x, c[idx] + bias[idx % n]);
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod gelu;
 pub mod gemm;
 pub mod group_norm;
 pub mod layer_norm;
+pub mod linear;
 pub mod self_attention;
 pub mod simd;
 
@@ -33,7 +34,7 @@ pub fn describe() -> String {
         s => s.to_lowercase(),
     };
     format!(
-        "oxgen CPU kernels (attention, self-attention, LayerNorm, GELU, conv2d, GroupNorm+SiLU; {simd}, {} threads)",
+        "oxgen CPU kernels (attention, self-attention, linear, LayerNorm, GELU, conv2d, GroupNorm+SiLU; {simd}, {} threads)",
         rayon::current_num_threads()
     )
 }
