@@ -2,7 +2,7 @@
 //! global-norm clipping and EMA weights. The loop ([`crate::trainer`]) does the rest.
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
 use oxgen_models::diffusion::{Diffusion, DiffusionBatchNoise};
 use rand::Rng;
@@ -112,10 +112,12 @@ impl TrainStep for Step<'_> {
 }
 
 fn adamw(config: &TrainConfig) -> ModuleOptimizer {
-    AdamWConfig::new()
-        .with_weight_decay(config.weight_decay as f32)
-        .with_epsilon(1e-8)
-        .init()
+    crate::trainer::adamw::FusedAdamW {
+        weight_decay: config.weight_decay as f32,
+        epsilon: 1e-8,
+        ..Default::default()
+    }
+    .init()
 }
 
 /// Trains a diffusion model on the dataset `config.data` names. See [`TrainOptions`].

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use oxgen_models::ar::arithmetic::{self, Arithmetic};
 use oxgen_models::ar::{DecodeOptions, Gpt, GptConfig, Tokenizer, generate};
@@ -490,9 +490,11 @@ impl TrainStep for Step<'_> {
 }
 
 fn adamw(config: &ArTrainConfig) -> ModuleOptimizer {
-    AdamWConfig::new()
-        .with_weight_decay(config.weight_decay as f32)
-        .init()
+    crate::trainer::adamw::FusedAdamW {
+        weight_decay: config.weight_decay as f32,
+        ..Default::default()
+    }
+    .init()
 }
 
 /// Trains a GPT as `config` says.

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Tensor, TensorData};
 use oxgen_models::DataShape;
 use oxgen_models::flow::Flow;
@@ -61,11 +61,13 @@ fn dequantize(x: Tensor<2>, delta: f64, seed: u64) -> Tensor<2> {
 }
 
 fn adam(config: &FamilyConfig) -> ModuleOptimizer {
-    AdamWConfig::new()
-        .with_beta_1(config.beta1 as f32)
-        .with_weight_decay(0.0)
-        .with_epsilon(1e-8)
-        .init()
+    crate::trainer::adamw::FusedAdamW {
+        beta_1: config.beta1 as f32,
+        weight_decay: 0.0,
+        epsilon: 1e-8,
+        ..Default::default()
+    }
+    .init()
 }
 
 /// The loss of a VAE or flow on a batch: (model, batch, seed, step).

@@ -8,6 +8,7 @@
 //!
 //! Clipping and gradient accumulation are [`optim`]'s, which every step calls.
 
+pub mod adamw;
 pub mod optim;
 pub mod rng;
 pub mod schedule;

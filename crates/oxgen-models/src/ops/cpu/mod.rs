@@ -2,6 +2,7 @@
 //! as a wgpu device takes the WGSL ones (`OpPath::Reference` turns them off too). Each kernel's
 //! arithmetic is in a plain-slice module beside it, tested against the plain-burn reference.
 
+pub mod adamw;
 pub mod attention;
 pub mod attention_math;
 pub mod conv;
