@@ -164,9 +164,13 @@ pub(crate) struct TrainBenchArgs {
     /// Write the report as JSON here.
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
-    /// auto | wgpu | vulkan | metal | dx12 | cpu.
+    /// auto | wgpu | vulkan | metal | dx12 | cpu (| ndarray, in a build with that feature).
     #[arg(long, default_value = "cpu")]
     pub(crate) device: DeviceChoice,
+    /// auto | reference | fused: `reference` times burn's composed ops and burn's AdamW instead
+    /// of the kernels.
+    #[arg(long, default_value = "auto", value_parser = parse_path)]
+    pub(crate) op_path: OpPath,
 }
 
 #[derive(Args)]

@@ -79,10 +79,13 @@ pub(crate) fn train(a: TrainBenchArgs) -> Result<()> {
         bail!("--iters must be at least 1");
     }
     let selected = oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?;
+    oxgen_models::ops::check_path(a.op_path, &selected.device).map_err(anyhow::Error::msg)?;
+    oxgen_models::ops::set_path(a.op_path);
     eprintln!(
-        "benchmarking {} training steps on {} …",
+        "benchmarking {} training steps on {} (op path {:?}) …",
         a.model.name(),
-        selected.description
+        selected.description,
+        a.op_path
     );
     let report = oxgen_bench::train::compare(
         a.model,

@@ -27,6 +27,9 @@ pub enum DeviceChoice {
     Dx12,
     /// The CPU (burn's Flex backend).
     Cpu,
+    /// The CPU through burn's ndarray backend (OpenBLAS matmuls): for comparison only, in a build
+    /// with the `ndarray` feature (`oxgen bench train --device ndarray`).
+    NdArray,
 }
 
 impl std::str::FromStr for DeviceChoice {
@@ -39,6 +42,7 @@ impl std::str::FromStr for DeviceChoice {
             "metal" => Self::Metal,
             "dx12" => Self::Dx12,
             "cpu" | "flex" => Self::Cpu,
+            "ndarray" => Self::NdArray,
             other => {
                 return Err(format!(
                     "unknown device `{other}`; expected auto, wgpu, vulkan, metal, dx12 or cpu"
@@ -182,6 +186,25 @@ fn to_backend_kind(k: DeviceKind) -> burn::backend::WgpuDeviceKind {
     }
 }
 
+/// burn's ndarray CPU device, where this build has it.
+fn ndarray() -> Result<SelectedDevice, String> {
+    #[cfg(feature = "ndarray")]
+    {
+        Ok(SelectedDevice {
+            device: Device::ndarray(),
+            description: "cpu (burn ndarray backend, OpenBLAS)".into(),
+            is_wgpu: false,
+            max_storage_binding: 0,
+        })
+    }
+    #[cfg(not(feature = "ndarray"))]
+    {
+        Err("this oxgen was built without burn's ndarray backend; rebuild with \
+             `--features oxgen-cli/ndarray` (needs OpenBLAS, e.g. Debian's libopenblas-dev)"
+            .into())
+    }
+}
+
 /// Resolves a choice to a device. `auto` without a hardware adapter falls back to the CPU and
 /// says so in one log line; a named API without an adapter is an error.
 pub fn select(choice: DeviceChoice) -> Result<SelectedDevice, String> {
@@ -195,6 +218,9 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice, String> {
     if choice == DeviceChoice::Cpu {
         return Ok(cpu());
     }
+    if choice == DeviceChoice::NdArray {
+        return ndarray();
+    }
     let mut list = adapters();
     list.sort_by_key(rank);
     let wanted = |a: &&AdapterReport| match choice {
@@ -203,7 +229,7 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice, String> {
         DeviceChoice::Vulkan => a.backend == "Vulkan" && rank(a) <= 3,
         DeviceChoice::Metal => a.backend == "Metal" && rank(a) <= 3,
         DeviceChoice::Dx12 => a.backend == "Dx12" && rank(a) <= 3,
-        DeviceChoice::Cpu => false,
+        DeviceChoice::Cpu | DeviceChoice::NdArray => false,
     };
     match list.iter().find(wanted) {
         Some(a) => {

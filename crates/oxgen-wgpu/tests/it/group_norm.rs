@@ -100,7 +100,7 @@ fn path_selection() {
     let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     set_path(OpPath::Auto);
     let gpu = gpu();
-    let x = Tensor::<4>::random([1, 4, 2, 2], Distribution::Default, &gpu);
+    let x = Tensor::<4>::random([1, 4, 2, 2], Distribution::Default, &*gpu);
     let _ = group_norm_silu(x, &params(4, 2, true, &gpu));
     assert_eq!(group_norm::last_path(), Some("wgsl-group-norm-silu"));
     let ad = gpu.clone().autodiff();
