@@ -144,13 +144,21 @@ impl CpuGroupNormSiluOps for Flex {
                         part[ch] = sum_by(hw, |i| dzc[i] * (xc[i] - mean) * r);
                         part[cg + ch] = sum_by(hw, |i| dzc[i]);
                     }
-                    // g = dz·γ; dx = r·(g − mean(g) − x̂·mean(g·x̂)).
-                    let gam = |i: usize| gs[c0 + i / hw];
-                    let mg = sum_by(n, |i| dz[i] * gam(i)) / n as f32;
-                    let mgx = sum_by(n, |i| dz[i] * gam(i) * (x[i] - mean) * r) / n as f32;
-                    for (i, d) in dx.iter_mut().enumerate() {
-                        let xhat = (x[i] - mean) * r;
-                        *d = r * (dz[i] * gam(i) - mg - xhat * mgx);
+                    // g = dz·γ; dx = r·(g − mean(g) − x̂·mean(g·x̂)). γ is constant per
+                    // channel, so the means come from the channel sums above.
+                    let gam = &gs[c0..c0 + cg];
+                    let mg = (0..cg).map(|ch| gam[ch] * part[cg + ch]).sum::<f32>() / n as f32;
+                    let mgx = (0..cg).map(|ch| gam[ch] * part[ch]).sum::<f32>() / n as f32;
+                    for (ch, &g) in gam.iter().enumerate() {
+                        let span = ch * hw..(ch + 1) * hw;
+                        for ((d, &x), &dz) in dx[span.clone()]
+                            .iter_mut()
+                            .zip(&x[span.clone()])
+                            .zip(&dz[span])
+                        {
+                            let xhat = (x - mean) * r;
+                            *d = r * (dz * g - mg - xhat * mgx);
+                        }
                     }
                 })
             });
