@@ -199,9 +199,11 @@ fn ndarray() -> Result<SelectedDevice, String> {
     }
     #[cfg(not(feature = "ndarray"))]
     {
-        Err("this oxgen was built without burn's ndarray backend; rebuild with \
+        Err(
+            "this oxgen was built without burn's ndarray backend; rebuild with \
              `--features oxgen-cli/ndarray` (needs OpenBLAS, e.g. Debian's libopenblas-dev)"
-            .into())
+                .into(),
+        )
     }
 }
 

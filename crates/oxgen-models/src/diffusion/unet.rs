@@ -124,7 +124,11 @@ impl AttnBlock {
             .reshape([b, c, h * w])
             .swap_dims(1, 2); // [b, l, c]
         // qkv's 3c features are (q | k | v), each heads × d: what `self_attention` reads.
-        let o = self_attention(linear(t, &self.qkv), self.heads, AttentionOptions::default());
+        let o = self_attention(
+            linear(t, &self.qkv),
+            self.heads,
+            AttentionOptions::default(),
+        );
         let o = linear(o, &self.proj); // [b, l, c]
         x + o.swap_dims(1, 2).reshape([b, c, h, w])
     }

@@ -5,8 +5,7 @@
 //! devices, and `OpPath::Reference`, take burn's `AdamW` itself.
 
 use burn::optim::{
-    AdaptiveMomentumState, AdamW, AdamWConfig, AdamWState, LearningRate, ModuleOptimizer,
-    Optimizer,
+    AdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer,
 };
 use burn::tensor::{DType, Device, Tensor};
 use oxgen_models::ops::cpu::adamw::{AdamWStep, cpu_adamw};
@@ -128,7 +127,12 @@ mod tests {
             LinearConfig::new(37, 19).init(&dev)
         };
         let x = Tensor::<2>::from_data(
-            TensorData::new((0..5 * 37).map(|i| ((i * 7919) % 23) as f32 / 11.0 - 1.0).collect::<Vec<_>>(), [5, 37]),
+            TensorData::new(
+                (0..5 * 37)
+                    .map(|i| ((i * 7919) % 23) as f32 / 11.0 - 1.0)
+                    .collect::<Vec<_>>(),
+                [5, 37],
+            ),
             &dev,
         );
         let run = |fused: bool| {
@@ -158,14 +162,18 @@ mod tests {
         assert!(worst < 1e-6, "weights differ by {worst} (relative)");
         assert_ne!(fw, host(init.weight.val()), "the weights moved");
         // burn's AdamW reads the fused optimizer's state: one more step from either agrees.
-        let mut burn_optim = ModuleOptimizer::from(opt.reference()).load_record(fused_optim.to_record());
+        let mut burn_optim =
+            ModuleOptimizer::from(opt.reference()).load_record(fused_optim.to_record());
         let mut fused_again = opt.init().load_record(fused_optim.to_record());
         let step = |m: Linear, o: &mut ModuleOptimizer| {
             let loss = m.forward(x.clone()).powi_scalar(2).sum();
             let grads = GradientsParams::from_grads(loss.backward(), &m);
             host(o.step(1e-2, m, grads).weight.val())
         };
-        let (a, b) = (step(fused.clone(), &mut burn_optim), step(fused, &mut fused_again));
+        let (a, b) = (
+            step(fused.clone(), &mut burn_optim),
+            step(fused, &mut fused_again),
+        );
         let worst = a
             .iter()
             .zip(&b)

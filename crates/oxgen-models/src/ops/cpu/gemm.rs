@@ -110,18 +110,47 @@ pub fn matmul_strided(
         }
         return;
     }
-    let (lcs, lrs) = lhs.strides();
-    let (rcs, rrs) = rhs.strides();
     // SAFETY: the assertions above bound every index gemm reads or writes: lhs is m × k and
     // rhs k × n within their slices' spans, dst m × n with rows dst_ld apart within its slice;
     // the slices cannot overlap (dst is borrowed mutably).
     #[allow(unsafe_code)]
     unsafe {
+        run(
+            dst.as_mut_ptr(),
+            dst_ld,
+            accumulate,
+            lhs,
+            rhs,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// `dst (+)= lhs · rhs` through gemm, `dst` row-major with rows `dst_ld` apart.
+///
+/// # Safety
+/// `lhs` and `rhs` must chain and lie within their slices; `dst` must be valid for writes of
+/// the m × n result with rows `dst_ld` apart, not overlap them, and be initialised when
+/// `accumulate`.
+#[allow(unsafe_code)]
+unsafe fn run(
+    dst: *mut f32,
+    dst_ld: usize,
+    accumulate: bool,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    parallelism: gemm::Parallelism,
+) {
+    let ((m, k), (_, n)) = (lhs.shape(), rhs.shape());
+    let (lcs, lrs) = lhs.strides();
+    let (rcs, rrs) = rhs.strides();
+    // SAFETY: the caller's contract.
+    unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_ld as isize,
             accumulate,
@@ -136,7 +165,7 @@ pub fn matmul_strided(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         )
     }
 }
@@ -149,7 +178,10 @@ pub fn matmul_strided(
 pub fn product(lhs: Mat<'_>, rhs: Mat<'_>, bias: Option<&[f32]>) -> Vec<f32> {
     let ((m, k), (k2, n)) = (lhs.shape(), rhs.shape());
     assert_eq!(k, k2, "product: inner dimensions {k} and {k2} differ");
-    assert!(lhs.fits() && rhs.fits(), "product: a slice is shorter than its matrix");
+    assert!(
+        lhs.fits() && rhs.fits(),
+        "product: a slice is shorter than its matrix"
+    );
     let mut out = Vec::with_capacity(m * n);
     if let Some(b) = bias {
         assert_eq!(b.len(), n, "product: the bias is not one row long");
@@ -164,8 +196,6 @@ pub fn product(lhs: Mat<'_>, rhs: Mat<'_>, bias: Option<&[f32]>) -> Vec<f32> {
         out.resize(m * n, 0.0);
         return out;
     }
-    let (lcs, lrs) = lhs.strides();
-    let (rcs, rrs) = rhs.strides();
     let accumulate = bias.is_some();
     // SAFETY: `out` has room for m · n elements; lhs (m × k) and rhs (k × n) lie within their
     // slices (asserted above) and cannot overlap `out`, a fresh allocation. With `accumulate`
@@ -176,25 +206,12 @@ pub fn product(lhs: Mat<'_>, rhs: Mat<'_>, bias: Option<&[f32]>) -> Vec<f32> {
     // length is set.
     #[allow(unsafe_code)]
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
+        run(
             out.as_mut_ptr(),
-            1,
-            n as isize,
+            n,
             accumulate,
-            lhs.data.as_ptr(),
-            lcs,
-            lrs,
-            rhs.data.as_ptr(),
-            rcs,
-            rrs,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
+            lhs,
+            rhs,
             gemm::Parallelism::Rayon(0),
         );
         out.set_len(m * n);
@@ -237,7 +254,14 @@ mod tests {
     /// NaN-filled one comes out NaN-free; shapes from 1 × 1 × 1 (gemm's small-size paths) up.
     #[test]
     fn gemm_overwrites_without_reading_the_destination() {
-        for (m, n, k) in [(1, 1, 1), (1, 7, 3), (5, 1, 4), (3, 3, 1), (17, 33, 9), (64, 48, 130)] {
+        for (m, n, k) in [
+            (1, 1, 1),
+            (1, 7, 3),
+            (5, 1, 4),
+            (3, 3, 1),
+            (17, 33, 9),
+            (64, 48, 130),
+        ] {
             let a: Vec<f32> = (0..m * k).map(|x| (x % 7) as f32 - 3.0).collect();
             let b: Vec<f32> = (0..k * n).map(|x| (x % 5) as f32 * 0.5).collect();
             let mut c = vec![f32::NAN; m * n];

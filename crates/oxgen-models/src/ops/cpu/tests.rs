@@ -210,7 +210,10 @@ fn linear_run<const D: usize>(shape: [usize; D], n: usize, fused: bool) -> [Vec<
         .require_grad();
     let bias =
         Tensor::<1>::from_data(TensorData::new(normals(5, 3, n, 1.0), [n]), &dev).require_grad();
-    let w = Tensor::<D>::from_data(TensorData::new(normals(5, 4, rows * n, 1.0), out_shape), &dev);
+    let w = Tensor::<D>::from_data(
+        TensorData::new(normals(5, 4, rows * n, 1.0), out_shape),
+        &dev,
+    );
     let y = if fused {
         cpu_linear(x.clone(), weight.clone(), bias.clone())
     } else {
@@ -231,10 +234,22 @@ fn linear_run<const D: usize>(shape: [usize; D], n: usize, fused: bool) -> [Vec<
 #[test]
 fn cpu_linear_matches_burn_forward_and_backward() {
     let cases = [
-        (linear_run([3, 197, 37], 29, false), linear_run([3, 197, 37], 29, true)),
-        (linear_run([1, 1, 5], 3, false), linear_run([1, 1, 5], 3, true)),
-        (linear_run([2, 3, 5, 1], 64, false), linear_run([2, 3, 5, 1], 64, true)),
-        (linear_run([300, 130], 7, false), linear_run([300, 130], 7, true)),
+        (
+            linear_run([3, 197, 37], 29, false),
+            linear_run([3, 197, 37], 29, true),
+        ),
+        (
+            linear_run([1, 1, 5], 3, false),
+            linear_run([1, 1, 5], 3, true),
+        ),
+        (
+            linear_run([2, 3, 5, 1], 64, false),
+            linear_run([2, 3, 5, 1], 64, true),
+        ),
+        (
+            linear_run([300, 130], 7, false),
+            linear_run([300, 130], 7, true),
+        ),
     ];
     for (case, (want, got)) in cases.iter().enumerate() {
         for (name, (g, w)) in ["y", "dx", "dW", "db"].iter().zip(got.iter().zip(want)) {
