@@ -315,7 +315,8 @@ fn cpu_self_attention_matches_the_split_reference() {
 }
 
 /// Conv2d: the kernel against burn's `conv2d` forward and the gradients of x, the weight and
-/// the bias: 3 × 3 with stride 1 and 2 (odd sides, asymmetric padding from the stride), 1 × 1.
+/// the bias: 3 × 3 with stride 1 and 2 (odd sides, asymmetric padding from the stride), 1 × 1,
+/// and batches that the kernel splits into chunks of images.
 #[test]
 fn cpu_conv2d_matches_burn_forward_and_backward() {
     use crate::ops::cpu::conv::{ConvLaunch, cpu_conv2d};
@@ -327,6 +328,9 @@ fn cpu_conv2d_matches_burn_forward_and_backward() {
         (3, 2, 4, 8, 8, 3, 2),
         (1, 4, 3, 5, 9, 1, 1),
         (2, 3, 2, 7, 5, 3, 2),
+        // Batches that split into several chunks of images, the last one short.
+        (9, 3, 4, 6, 5, 3, 1),
+        (7, 2, 3, 5, 5, 3, 2),
     ] {
         let pad = k / 2;
         let out = [(h + 2 * pad - k) / s + 1, (w + 2 * pad - k) / s + 1];
