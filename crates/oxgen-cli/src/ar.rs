@@ -91,6 +91,7 @@ pub(crate) fn sample(a: SampleArgs) -> Result<()> {
         repetition_penalty: t.repetition_penalty,
         stop,
         seed: a.sampling.seed.unwrap_or(0),
+        exact_window: t.exact_window,
     };
     // One draw streams token by token; several are drawn at once, one batch through the model
     // (draw i has seed + i either way).

@@ -418,6 +418,11 @@ pub(crate) struct TextSamplingArgs {
     /// Stop a sample after this text (repeatable).
     #[arg(long)]
     pub(crate) stop: Vec<String>,
+    /// Past the context window, condition every token on exactly the last `context` tokens.
+    /// Rotary models always do, at no cost; a model with learned positions then re-encodes the
+    /// window at every token (slow) instead of half a window each time the text outgrows it.
+    #[arg(long)]
+    pub(crate) exact_window: bool,
 }
 
 #[derive(Args)]

@@ -29,6 +29,13 @@ pub struct DecodeOptions {
     pub stop: Vec<Vec<u32>>,
     /// Seed of the sampler.
     pub seed: u64,
+    /// Past the context window, condition every token on exactly the last `context` tokens,
+    /// re-encoded: the whole window goes through the model again at every token. By default a
+    /// rotary model keeps decoding through its ring cache (sliding-window attention: see
+    /// [`KvCache`]), and a model with learned positions re-encodes the last half window each
+    /// time the text outgrows the window, so each token sees between half a window and a whole
+    /// one (see [`window_start`]); both cost a fraction of re-encoding.
+    pub exact_window: bool,
 }
 
 impl Default for DecodeOptions {
@@ -41,6 +48,7 @@ impl Default for DecodeOptions {
             repetition_penalty: 1.0,
             stop: Vec::new(),
             seed: 0,
+            exact_window: false,
         }
     }
 }
@@ -131,11 +139,69 @@ fn ids(tokens: &[u32], device: &burn::tensor::Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(data, [1, tokens.len()]), device)
 }
 
+/// Where the window that predicts the token after a text of `len` tokens starts. Sliding
+/// (`slide`): the last `context` tokens. Otherwise the window stays put until the text outgrows
+/// it, then jumps so that it keeps the last ⌊context / 2⌋ tokens (at least one): the starts are
+/// the multiples of `context + 1 − keep`, a pure function of `len`, so decoding with and
+/// without a cache condition on the same tokens.
+pub fn window_start(len: usize, context: usize, slide: bool) -> usize {
+    if len <= context {
+        return 0;
+    }
+    if slide {
+        return len - context;
+    }
+    let keep = (context / 2).max(1);
+    let jump = context + 1 - keep;
+    jump * ((len - context - 1) / jump + 1)
+}
+
+/// Which tokens of the text go through the cache next: the window policy of one decoding run.
+struct Feeder {
+    context: usize,
+    /// Re-encode a window of exactly `context` tokens (see [`DecodeOptions::exact_window`]).
+    slide: bool,
+    /// Decode through the ring cache, never restarting it.
+    ring: bool,
+    /// Where the cache's tokens start in the text, and how many of the text it has seen.
+    from: usize,
+    fed: usize,
+}
+
+impl Feeder {
+    fn new(model: &Gpt, options: &DecodeOptions) -> Self {
+        Self {
+            context: model.context(),
+            slide: options.exact_window,
+            ring: model.is_rotary() && !options.exact_window,
+            from: 0,
+            fed: 0,
+        }
+    }
+
+    /// The range of a `len`-token text to feed now, after starting a new cache when the window
+    /// has moved past what a learned-position cache can hold (a ring cache never restarts).
+    fn next(&mut self, len: usize, cache: &mut KvCache) -> std::ops::Range<usize> {
+        let start = if self.ring {
+            0
+        } else {
+            window_start(len, self.context, self.slide)
+        };
+        if cache.fed() == 0 || start > self.from {
+            *cache = KvCache::default();
+            (self.from, self.fed) = (start, start);
+        }
+        let range = self.fed..len;
+        self.fed = len;
+        range
+    }
+}
+
 /// Generates after `prompt` (at least one token), calling `on_token` with each new token as it
 /// is chosen (for streaming); returns the new tokens. With `cached`, each step feeds only the
 /// new token through the model and reuses the keys and values of the others; without, each step
 /// re-runs the whole window (the check and the baseline). When the text outgrows the context
-/// window, both condition on its last `context` tokens (the cache is rebuilt for that window).
+/// window, both condition on the same tokens: see [`DecodeOptions::exact_window`].
 pub fn generate(
     model: &Gpt,
     prompt: &[u32],
@@ -148,24 +214,19 @@ pub fn generate(
         !prompt.is_empty(),
         "generation needs a prompt of at least one token"
     );
-    let context = model.context();
     let mut rng = StdRng::seed_from_u64(options.seed);
     let mut text = prompt.to_vec();
     let mut cache = KvCache::default();
-    let mut fed = 0; // tokens of `text` in the cache
+    let mut feeder = Feeder::new(model, options);
     for _ in 0..options.max_new_tokens {
-        let window_start = text.len().saturating_sub(context);
-        let logits = if !cached {
-            model.forward(ids(&text[window_start..], device))
+        let logits = if !cached && feeder.ring {
+            model.forward_sliding(ids(&text, device))
+        } else if !cached {
+            let start = window_start(text.len(), feeder.context, feeder.slide);
+            model.forward(ids(&text[start..], device))
         } else {
-            if window_start > 0 && text.len() - fed + cache.len() > context {
-                // Past the window: start a fresh cache on the last `context` tokens.
-                cache = KvCache::default();
-                fed = window_start;
-            }
-            let new = ids(&text[fed..], device);
-            fed = text.len();
-            model.forward_cached(new, &mut cache)
+            let new = feeder.next(text.len(), &mut cache);
+            model.forward_cached(ids(&text[new], device), &mut cache)
         };
         let mut row = last_logits(logits);
         let next = pick(&mut row, &text, options, &mut rng);
@@ -197,7 +258,6 @@ pub fn generate_batch(
         !prompt.is_empty(),
         "generation needs a prompt of at least one token"
     );
-    let context = model.context();
     let mut rngs: Vec<StdRng> = (0..n)
         .map(|i| StdRng::seed_from_u64(options.seed.wrapping_add(i as u64)))
         .collect();
@@ -205,23 +265,17 @@ pub fn generate_batch(
     // Where each row stopped (its text is cut there); rows still going have None.
     let mut ends: Vec<Option<usize>> = vec![None; n];
     let mut cache = KvCache::default();
-    let mut fed = 0;
+    let mut feeder = Feeder::new(model, options);
     for _ in 0..options.max_new_tokens {
         if ends.iter().all(Option::is_some) {
             break;
         }
-        let len = texts[0].len();
-        let window_start = len.saturating_sub(context);
-        if window_start > 0 && len - fed + cache.len() > context {
-            cache = KvCache::default();
-            fed = window_start;
-        }
+        let range = feeder.next(texts[0].len(), &mut cache);
         let data: Vec<i64> = texts
             .iter()
-            .flat_map(|t| t[fed..].iter().map(|&x| x as i64))
+            .flat_map(|t| t[range.clone()].iter().map(|&x| x as i64))
             .collect();
-        let new = Tensor::from_data(TensorData::new(data, [n, len - fed]), device);
-        fed = len;
+        let new = Tensor::from_data(TensorData::new(data, [n, range.len()]), device);
         let rows = last_logits_rows(model.forward_cached(new, &mut cache));
         for (r, mut row) in rows.into_iter().enumerate() {
             let next = pick(&mut row, &texts[r], options, &mut rngs[r]);

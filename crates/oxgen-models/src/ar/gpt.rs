@@ -12,7 +12,7 @@ use burn::nn::{
     Linear, LinearConfig,
 };
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::ops::attention::{AttentionOptions, attention_with, self_attention};
 use crate::ops::gelu::gelu;
@@ -103,12 +103,24 @@ struct Block {
 }
 
 /// Keys and values of the tokens seen so far, one pair per block, each preallocated as
-/// `[b, heads, context, d]` on first use and filled in place (`len` positions hold tokens), so
-/// a step writes its new keys and values and copies nothing else.
+/// `[b, heads, context, d]` on first use and filled in place, so a step writes its new keys and
+/// values and copies nothing else.
+///
+/// With rotary positions the buffers are a ring: once `context` tokens are held, each new one
+/// overwrites the oldest, and every layer attends to the last `context` positions, with no
+/// re-encoding. That is sliding-window attention (as Mistral's), [`Gpt::forward_sliding`]
+/// without a cache: rotary scores depend only on relative positions, but a kept key was
+/// computed when older tokens were in view, so it is not what re-encoding the window would
+/// give (`DecodeOptions::exact_window` asks for that). With learned positions every key
+/// depends on where the window starts, so the cache holds at most `context` tokens and a longer
+/// text must start a new one ([`crate::ar::window_start`] says where).
 #[derive(Clone, Debug, Default)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    /// Tokens held (at most `capacity`).
     len: usize,
+    /// Tokens fed in all (the absolute position of the next one).
+    fed: usize,
     capacity: usize,
 }
 
@@ -122,6 +134,22 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Tokens fed since the cache was new (more than [`Self::len`] once a ring has wrapped).
+    pub fn fed(&self) -> usize {
+        self.fed
+    }
+}
+
+/// Where one step's keys and values go in a block's cache buffers.
+#[derive(Clone, Copy, Debug)]
+struct Slots {
+    /// First slot written (the step's t slots are contiguous).
+    write: usize,
+    /// Slots that hold tokens after the write (attention reads slots 0..filled).
+    filled: usize,
+    /// Slots per buffer.
+    capacity: usize,
 }
 
 impl Block {
@@ -131,7 +159,8 @@ impl Block {
         &self,
         x: Tensor<3>,
         start: usize,
-        cache: Option<(&mut Option<(Tensor<4>, Tensor<4>)>, usize)>,
+        cache: Option<(&mut Option<(Tensor<4>, Tensor<4>)>, Slots)>,
+        band: Option<usize>,
     ) -> Tensor<3> {
         let qkv = linear(layer_norm(x.clone(), &self.ln1, LN_EPS), &self.qkv);
         // Causal masks are bottom-right aligned: the t new queries see every cached key.
@@ -142,7 +171,7 @@ impl Block {
         let y = if cache.is_none() && !self.rotary {
             self_attention(qkv, self.heads, options)
         } else {
-            self.attend_cached(qkv, start, cache, options)
+            self.attend_cached(qkv, start, cache, band, options)
         };
         let x = x + self.dropout.forward(linear(y, &self.proj));
         let h = gelu(linear(layer_norm(x.clone(), &self.ln2, LN_EPS), &self.fc));
@@ -154,7 +183,8 @@ impl Block {
         &self,
         qkv: Tensor<3>,
         start: usize,
-        cache: Option<(&mut Option<(Tensor<4>, Tensor<4>)>, usize)>,
+        cache: Option<(&mut Option<(Tensor<4>, Tensor<4>)>, Slots)>,
+        band: Option<usize>,
         options: AttentionOptions,
     ) -> Tensor<3> {
         let [b, t, w3] = qkv.dims();
@@ -171,23 +201,35 @@ impl Block {
             q = rotary(q, start);
             k = rotary(k, start);
         }
-        if let Some((slot, capacity)) = cache {
-            // Write the new keys and values at positions start..start + t of the preallocated
-            // buffers (in place: the cache holds the only reference), then attend to the filled
-            // part, a view.
+        if let Some((slot, at)) = cache {
+            // Write the new keys and values into their slots of the preallocated buffers (in
+            // place: the cache holds the only reference), then attend to the filled part, a
+            // view. Slot order need not be position order: a wrapped ring is fed one token at
+            // a time, and one query sees every key.
             let (ck, cv) = slot.take().unwrap_or_else(|| {
                 let device = k.device();
-                let zeros = || Tensor::<4>::zeros([b, self.heads, capacity, d], &device);
+                let zeros = || Tensor::<4>::zeros([b, self.heads, at.capacity, d], &device);
                 (zeros(), zeros())
             });
-            let (h, end) = (self.heads, start + t);
-            let ck = ck.slice_assign([0..b, 0..h, start..end, 0..d], k);
-            let cv = cv.slice_assign([0..b, 0..h, start..end, 0..d], v);
-            k = ck.clone().slice([0..b, 0..h, 0..end, 0..d]);
-            v = cv.clone().slice([0..b, 0..h, 0..end, 0..d]);
+            let (h, write) = (self.heads, at.write..at.write + t);
+            let ck = ck.slice_assign([0..b, 0..h, write.clone(), 0..d], k);
+            let cv = cv.slice_assign([0..b, 0..h, write, 0..d], v);
+            k = ck.clone().slice([0..b, 0..h, 0..at.filled, 0..d]);
+            v = cv.clone().slice([0..b, 0..h, 0..at.filled, 0..d]);
             *slot = Some((ck, cv));
         }
-        attention_with(q, k, v, None, options)
+        // A band: query i sees keys i − band < j ≤ i (the uncached form of a wrapped ring).
+        let bias = band.filter(|&n| n < t).map(|n| {
+            let mask: Vec<f32> = (0..t * t)
+                .map(|e| {
+                    let (i, j) = (e / t, e % t);
+                    if j + n > i { 0.0 } else { f32::NEG_INFINITY }
+                })
+                .collect();
+            let mask = Tensor::<4>::from_data(TensorData::new(mask, [1, 1, t, t]), &q.device());
+            mask.expand([b, self.heads, t, t])
+        });
+        attention_with(q, k, v, bias, options)
             .swap_dims(1, 2)
             .reshape([b, t, w])
     }
@@ -290,31 +332,82 @@ impl Gpt {
     /// # Shapes
     /// - `tokens`: `[b, t]` with t ≤ context; returns `[b, t, vocab]`.
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
-        self.run(tokens, None)
+        self.run(tokens, None, None)
+    }
+
+    /// Logits of a rotary model whose every layer attends only to the last `context` positions
+    /// (sliding-window attention): what [`Gpt::forward_cached`] computes once its ring cache
+    /// has wrapped, here without a cache, over a text of any length (the check of the ring).
+    ///
+    /// # Shapes
+    /// - `tokens`: `[b, t]`, any t; returns `[b, t, vocab]`.
+    ///
+    /// # Panics
+    /// When the model has learned positions (they end at `context`).
+    pub fn forward_sliding(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        assert!(
+            self.is_rotary(),
+            "sliding-window attention needs rotary positions"
+        );
+        self.run(tokens, None, Some(self.context))
+    }
+
+    /// Whether the model has rotary positions (its cache is a ring: see [`KvCache`]).
+    pub fn is_rotary(&self) -> bool {
+        self.wpe.is_none()
     }
 
     /// Logits of `tokens` that follow the ones in `cache`, which then holds them too.
     ///
     /// # Shapes
-    /// - `tokens`: `[b, t]` with cache.len() + t ≤ context; returns `[b, t, vocab]`.
+    /// - `tokens`: `[b, t]`; returns `[b, t, vocab]`. With learned positions,
+    ///   cache.len() + t ≤ context; with rotary ones any t (once the ring is full, each token
+    ///   sees the last `context` tokens).
     pub fn forward_cached(&self, tokens: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
         if cache.layers.is_empty() {
             cache.layers = self.blocks.iter().map(|_| None).collect();
             cache.capacity = self.context;
         }
-        let t = tokens.dims()[1];
-        let logits = self.run(tokens, Some(cache));
-        cache.len += t;
+        let [b, t] = tokens.dims();
+        if self.is_rotary() && cache.len + t > cache.capacity && t > 1 {
+            // The ring wraps inside this call: feed the tokens that fit at once, then one at a
+            // time (a single query attends to every held key, whatever their slot order).
+            let first = cache.capacity.saturating_sub(cache.len).max(1);
+            let mut parts =
+                vec![self.forward_cached(tokens.clone().slice([0..b, 0..first]), cache)];
+            for i in first..t {
+                parts.push(self.forward_cached(tokens.clone().slice([0..b, i..i + 1]), cache));
+            }
+            return Tensor::cat(parts, 1);
+        }
+        let slots = Slots {
+            write: if cache.len + t <= cache.capacity {
+                cache.len
+            } else {
+                cache.fed % cache.capacity
+            },
+            filled: (cache.len + t).min(cache.capacity),
+            capacity: cache.capacity,
+        };
+        let logits = self.run(tokens, Some((cache, slots)), None);
+        cache.len = slots.filled;
+        cache.fed += t;
         logits
     }
 
-    fn run(&self, tokens: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+    fn run(
+        &self,
+        tokens: Tensor<2, Int>,
+        mut cache: Option<(&mut KvCache, Slots)>,
+        band: Option<usize>,
+    ) -> Tensor<3> {
         let [b, t] = tokens.dims();
-        let start = cache.as_ref().map_or(0, |c| c.len);
+        let start = cache.as_ref().map_or(0, |(c, _)| c.fed);
+        let held = cache.as_ref().map_or(0, |(c, _)| c.len);
         assert!(
-            start + t <= self.context,
+            band.is_some() || held + t <= self.context || self.is_rotary() && t <= self.context,
             "{} tokens past the context window of {}",
-            start + t,
+            held + t,
             self.context
         );
         let device = tokens.device();
@@ -327,8 +420,8 @@ impl Gpt {
         }
         let mut x = self.dropout.forward(x);
         for (i, block) in self.blocks.iter().enumerate() {
-            let layer = cache.as_mut().map(|c| (&mut c.layers[i], c.capacity));
-            x = block.forward(x, start, layer);
+            let layer = cache.as_mut().map(|(c, slots)| (&mut c.layers[i], *slots));
+            x = block.forward(x, start, layer, band);
         }
         let x = layer_norm(x, &self.ln_f, LN_EPS);
         let w = x.dims()[2];

@@ -8,7 +8,7 @@ pub mod decode;
 pub mod gpt;
 pub mod tokenizer;
 
-pub use decode::{DecodeOptions, generate, generate_batch};
+pub use decode::{DecodeOptions, generate, generate_batch, window_start};
 pub use gpt::{Gpt, GptConfig, KvCache};
 pub use tokenizer::Tokenizer;
 
@@ -99,6 +99,72 @@ mod tests {
         assert_eq!(a, b);
     }
 
+    /// A rotary model's cache is a ring: fed 40 tokens (context 16) in chunks, one of which
+    /// wraps the ring, the logits at every position are those of sliding-window attention over
+    /// the whole text (a band mask, no cache); and within the first 16 tokens, of the plain
+    /// forward.
+    #[test]
+    fn rotary_ring_cache_matches_the_sliding_window() {
+        let (model, device) = tiny_with(false, true);
+        let seq: Vec<i64> = (0..40).map(|i| (i * 7 % 11) as i64).collect();
+        let mut cache = KvCache::default();
+        let mut got = Vec::new();
+        for range in [0..10, 10..25, 25..26, 26..40] {
+            got.extend(host(
+                model.forward_cached(tokens(&[&seq[range]], &device), &mut cache),
+            ));
+        }
+        assert_eq!((cache.len(), cache.fed()), (16, 40));
+        let want = host(model.forward_sliding(tokens(&[&seq], &device)));
+        assert_eq!(got.len(), want.len());
+        for (e, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() < 1e-4,
+                "position {}: ring {g} vs band {w}",
+                e / 11
+            );
+        }
+        let plain = host(model.forward(tokens(&[&seq[..16]], &device)));
+        for (g, w) in got.iter().zip(&plain) {
+            assert!(
+                (g - w).abs() < 1e-4,
+                "first window: ring {g} vs forward {w}"
+            );
+        }
+        // Past the window the ring differs from re-encoding the last 16 tokens (kept keys saw
+        // older tokens): the band reference is not the windowed one.
+        let window = host(model.forward(tokens(&[&seq[24..40]], &device)));
+        let last = &got[39 * 11..];
+        assert!(
+            last.iter()
+                .zip(&window[15 * 11..])
+                .any(|(a, b)| (a - b).abs() > 1e-3),
+            "a ring over several layers should not equal the re-encoded window"
+        );
+    }
+
+    /// Window starts: sliding keeps the last `context` tokens; jumping keeps ⌊context/2⌋ at each
+    /// jump and never holds more than `context`.
+    #[test]
+    fn window_starts_slide_or_jump() {
+        assert_eq!(window_start(16, 16, false), 0);
+        assert_eq!(window_start(17, 16, true), 1);
+        // Jumps of 16 + 1 − 8 = 9: at 17 tokens the window restarts on the last 8.
+        assert_eq!(window_start(17, 16, false), 9);
+        assert_eq!(window_start(25, 16, false), 9);
+        assert_eq!(window_start(26, 16, false), 18);
+        for len in 1..200 {
+            for slide in [false, true] {
+                let start = window_start(len, 16, slide);
+                assert!(
+                    len - start <= 16 && len - start >= 8.min(len),
+                    "{len} {slide}"
+                );
+            }
+        }
+        assert_eq!(window_start(5, 1, false), 4);
+    }
+
     fn tokens(rows: &[&[i64]], device: &Device) -> Tensor<2, Int> {
         let t = rows[0].len();
         let flat: Vec<i64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
@@ -136,11 +202,17 @@ mod tests {
     /// window (16 here), where both condition on the last 16 tokens.
     #[test]
     fn greedy_decoding_is_the_same_with_and_without_the_cache() {
-        for tie in [true, false] {
-            let (model, device) = tiny(tie);
+        let cases = [
+            (true, false, false),
+            (false, false, false),
+            (false, false, true),
+        ];
+        for (tie, rotary, exact_window) in cases.into_iter().chain([(false, true, true)]) {
+            let (model, device) = tiny_with(tie, rotary);
             let options = DecodeOptions {
                 max_new_tokens: 30,
                 temperature: 0.0,
+                exact_window,
                 ..DecodeOptions::default()
             };
             let mut streamed = Vec::new();
