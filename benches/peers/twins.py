@@ -287,19 +287,23 @@ def main():
 
         @torch.inference_mode()
         def decode():
-            # Greedy from one prompt token, with a preallocated cache; once the text outgrows the
-            # window, each step re-encodes the last `context` tokens (learned positions), as
-            # oxgen's decoding does.
+            # Greedy from one prompt token, with a preallocated cache. Once the text outgrows the
+            # window, the window jumps to keep the last ctx // 2 tokens, which are re-encoded into
+            # the cache (learned positions), as oxgen's default decoding does
+            # (`oxgen_models::ar::window_start`).
             ctx = spec["context"]
+            keep = max(ctx // 2, 1)
+            jump = ctx + 1 - keep
             caches = [(torch.empty(b, h, ctx, d), torch.empty(b, h, ctx, d)) for _ in model.blocks]
             text = torch.zeros(b, 1, dtype=torch.long)
-            cached = 0
+            start, cached = 0, 0
             for _ in range(n):
-                if text.shape[1] > ctx:
-                    logits = model(text[:, -ctx:], caches, 0)
-                else:
-                    logits = model(text[:, cached:], caches, cached)
-                    cached = text.shape[1]
+                length = text.shape[1]
+                s = 0 if length <= ctx else jump * ((length - ctx - 1) // jump + 1)
+                if s > start:
+                    start, cached = s, s
+                logits = model(text[:, cached:], caches, cached - start)
+                cached = length
                 nxt = logits[:, -1].argmax(-1, keepdim=True)
                 text = torch.cat([text, nxt], 1)
             return text

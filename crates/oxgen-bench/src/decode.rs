@@ -41,8 +41,8 @@ pub struct DecodeRow {
 }
 
 /// Times both paths once each (after a short warm-up of each) on a freshly initialised model,
-/// then the twin (with `python`, unless `None`). Past the context window both condition on the
-/// last `context` tokens.
+/// then the twin (with `python`, unless `None`). Past the context window all three follow
+/// oxgen's default window policy ([`oxgen_models::ar::window_start`]).
 pub fn run(
     device: &Device,
     config: &GptConfig,

@@ -193,7 +193,7 @@ pub(crate) struct DecodeBenchArgs {
     /// Vocabulary size.
     #[arg(long, default_value_t = 65)]
     pub(crate) vocab: usize,
-    /// Context window (past it, both paths condition on the last `context` tokens).
+    /// Context window (past it, both paths keep the last half window and re-encode it: `oxgen_models::ar::window_start`).
     #[arg(long, default_value_t = 256)]
     pub(crate) context: usize,
     /// Rows decoded at once, comma-separated: one measurement each.
