@@ -24,8 +24,8 @@ fn main() -> Result<(), oxgen::Error> {
         resume: false,
         device: device.clone(),
         progress: true,
-        stop_after: None,
         skip_eval: true,
+        ..TrainOptions::default()
     };
     let report = train(&config, &opts)?;
     println!("loss {:.4} -> {:.4}", report.first_loss, report.last_loss);

@@ -170,7 +170,11 @@ fn measure(
 ) -> (f64, f64, Option<f64>) {
     let mut one = |i: usize| {
         let out = step
-            .step(StepContext { step: i, lr })
+            .step(StepContext {
+                step: i,
+                lr,
+                defer: false,
+            })
             .expect("a benchmark step");
         if let Some(d) = ema {
             step.update_ema(d);

@@ -353,6 +353,11 @@ pub(crate) struct TrainArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub(crate) quiet: bool,
+    /// Read the loss back every N steps (default: every step on the CPU, where it costs
+    /// nothing; every 16 on a GPU, which then need not drain its queue after each step). Past
+    /// 1, a non-finite loss stops the run at the next read instead of skipping the step.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) sync_every: Option<u64>,
     #[command(flatten)]
     pub(crate) device: DeviceArgs,
 }
@@ -367,6 +372,7 @@ impl TrainArgs {
             progress: !self.quiet,
             stop_after: None,
             skip_eval: false,
+            sync_every: self.sync_every.map(|n| n as usize),
         }
     }
 }

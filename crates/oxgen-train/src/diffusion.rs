@@ -86,6 +86,7 @@ impl TrainStep for Step<'_> {
             loss,
             ctx.lr,
             c.grad_clip,
+            ctx.defer,
         );
         self.model = model;
         Ok(out)

@@ -28,7 +28,9 @@ pub use codec::{
 use crate::Hardware;
 use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
 use crate::config::{check_non_negative, check_positive};
-use crate::trainer::optim::{accumulate, clip_global_norm, device_rng_lock, seeded_init};
+use crate::trainer::optim::{
+    accumulate, clip_global_norm, clip_global_norm_on_device, device_rng_lock, seeded_init,
+};
 use crate::trainer::rng::{Stream, step_rng};
 use crate::trainer::{self, LoopSpec, Schedule, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
@@ -439,17 +441,27 @@ impl TrainStep for Step<'_> {
             guard
         });
         let mut grads = GradientsParams::new();
-        let mut loss_sum = 0.0;
+        // The loss summed over micro-batches, on the device (read here only when not deferred).
+        let mut loss_sum: Option<Tensor<1>> = None;
         for _ in 0..c.grad_accum {
             let loss = self
                 .data
                 .loss(&self.model, c.batch_size, false, &mut rng, &self.device)
                 .div_scalar(c.grad_accum as f64);
-            loss_sum += loss.clone().into_scalar::<f32>() as f64;
+            let value = loss.clone().detach().reshape([1]);
+            loss_sum = Some(loss_sum.map_or(value.clone(), |s| s + value));
             let g = GradientsParams::from_grads(loss.backward(), &self.model);
             grads = accumulate(&self.model, grads, g);
         }
         drop(rng_guard);
+        let loss_sum = loss_sum.expect("grad_accum is at least 1");
+        if ctx.defer {
+            let norm =
+                clip_global_norm_on_device(&self.model, &mut grads, c.grad_clip, &self.device);
+            self.model = self.optim.step(ctx.lr, self.model.clone(), grads);
+            return Ok(StepOutput::pending(Tensor::cat(vec![loss_sum, norm], 0)));
+        }
+        let loss_sum = loss_sum.into_scalar::<f32>() as f64;
         if !loss_sum.is_finite() {
             return Ok(StepOutput::loss(loss_sum, f64::NAN));
         }

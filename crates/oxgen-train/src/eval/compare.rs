@@ -136,6 +136,7 @@ fn train_opts(o: &CompareOptions, dir: &Path) -> TrainOptions {
         progress: o.progress,
         stop_after: None,
         skip_eval: false,
+        sync_every: None,
     }
 }
 

@@ -90,7 +90,14 @@ impl<M: Module> TrainStep for Single<'_, M> {
         let x = self.train.batch(&idx, &self.device);
         let seed = step_seed(c.seed, ctx.step, Stream::Family(0));
         let l = (self.loss)(&self.model, x, seed, ctx.step);
-        let (model, out) = update(self.model.clone(), &mut self.optim, l, ctx.lr, c.grad_clip);
+        let (model, out) = update(
+            self.model.clone(),
+            &mut self.optim,
+            l,
+            ctx.lr,
+            c.grad_clip,
+            ctx.defer,
+        );
         self.model = model;
         Ok(out)
     }
@@ -172,6 +179,7 @@ impl TrainStep for GanStep<'_> {
                 grad_norm: f64::NAN,
                 extra,
                 message,
+                pending: None,
             });
         }
         let (grads, grad_norm) = grads_of(gl, &self.model.generator, c.grad_clip);
@@ -193,6 +201,7 @@ impl TrainStep for GanStep<'_> {
             grad_norm,
             extra,
             message,
+            pending: None,
         })
     }
 

@@ -3,6 +3,10 @@
 //!
 //! - the step RNG and batch order ([`rng`]) and the learning-rate schedule ([`schedule`]);
 //! - non-finite losses (the update is skipped; `max_bad_steps` in a row stop the run);
+//! - reading losses back: a step may leave its loss and gradient norm on the device
+//!   ([`StepOutput::pending`]); the loop reads them together every
+//!   [`TrainOptions::sync_every`] steps, so an asynchronous device (a GPU) is not drained
+//!   after every step;
 //! - the EMA decay, `metrics.jsonl`, the progress bar and `loss.png`;
 //! - evaluation hooks, atomic checkpoints through one manifest writer, and exact resume.
 //!
@@ -41,6 +45,26 @@ pub struct TrainOptions {
     pub stop_after: Option<usize>,
     /// Skip the final sampling and quality report.
     pub skip_eval: bool,
+    /// Read the losses back every this many steps (at least 1), and at every evaluation,
+    /// checkpoint and the end. `None`: 1 on the CPU, where a read costs nothing, and
+    /// [`DEFERRED_SYNC_EVERY`] elsewhere. Past 1, steps that support it keep their loss and
+    /// gradient norm on the device and clip there, and a non-finite loss stops the run at the
+    /// next read (the last checkpoint is intact) instead of being skipped.
+    pub sync_every: Option<usize>,
+}
+
+/// Steps between reads on asynchronous devices, when [`TrainOptions::sync_every`] is `None`.
+pub const DEFERRED_SYNC_EVERY: usize = 16;
+
+impl TrainOptions {
+    /// [`TrainOptions::sync_every`], resolved for the device.
+    pub fn sync_every(&self) -> usize {
+        match self.sync_every {
+            Some(n) => n.max(1),
+            None if oxgen_models::ops::cpu::is_flex(&self.device) => 1,
+            None => DEFERRED_SYNC_EVERY,
+        }
+    }
 }
 
 impl Default for TrainOptions {
@@ -53,6 +77,7 @@ impl Default for TrainOptions {
             progress: false,
             stop_after: None,
             skip_eval: false,
+            sync_every: None,
         }
     }
 }
@@ -76,6 +101,9 @@ pub struct StepContext {
     pub step: usize,
     /// Learning rate from the run's schedule.
     pub lr: f64,
+    /// The loop reads losses every few steps: the step may return them on the device
+    /// ([`StepOutput::pending`]) and should not read anything back itself.
+    pub defer: bool,
 }
 
 /// What one step reports.
@@ -89,6 +117,9 @@ pub struct StepOutput {
     pub extra: serde_json::Value,
     /// The progress bar's message, if not `loss …`.
     pub message: Option<String>,
+    /// `[loss, grad_norm]` still on the device, for the loop to read later (`loss` and
+    /// `grad_norm` are then placeholders).
+    pub pending: Option<burn::tensor::Tensor<1>>,
 }
 
 impl StepOutput {
@@ -99,6 +130,15 @@ impl StepOutput {
             grad_norm,
             extra: serde_json::Value::Null,
             message: None,
+            pending: None,
+        }
+    }
+
+    /// A loss and gradient norm not yet read: `values` is `[loss, grad_norm]` on the device.
+    pub fn pending(values: burn::tensor::Tensor<1>) -> Self {
+        Self {
+            pending: Some(values),
+            ..Self::loss(f64::NAN, f64::NAN)
         }
     }
 }
@@ -243,6 +283,82 @@ fn to_json<C: Serialize>(c: &C) -> serde_json::Value {
     serde_json::to_value(c).expect("configs serialize")
 }
 
+/// What the loop keeps of the steps: the metrics file, the bar, the losses, and the steps whose
+/// values are still on the device.
+struct Recorder {
+    out: Outputs,
+    bar: indicatif::ProgressBar,
+    max_bad: usize,
+    bad: usize,
+    skipped: usize,
+    losses: Vec<f64>,
+    queue: Vec<(usize, f64, StepOutput)>,
+}
+
+impl Recorder {
+    /// Reads every queued step's loss and gradient norm in one transfer and records them.
+    fn flush(&mut self) -> Result<()> {
+        if self.queue.is_empty() {
+            return Ok(());
+        }
+        let queue = std::mem::take(&mut self.queue);
+        let parts = queue
+            .iter()
+            .filter_map(|(_, _, o)| o.pending.clone())
+            .collect();
+        let values: Vec<f32> = burn::tensor::Tensor::cat(parts, 0)
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map_err(|e| Error::Config(format!("reading the losses back: {e:?}")))?;
+        for ((s, lr, mut o), v) in queue.into_iter().zip(values.chunks(2)) {
+            (o.loss, o.grad_norm, o.pending) = (v[0] as f64, v[1] as f64, None);
+            self.record(s, lr, o, true)?;
+        }
+        Ok(())
+    }
+
+    /// Writes step `s`'s metrics line and updates the bar; returns whether its loss was
+    /// finite. A non-finite loss is a skipped step, or, when it was `deferred` (its update was
+    /// made before anyone looked), the end of the run.
+    fn record(&mut self, s: usize, lr: f64, o: StepOutput, deferred: bool) -> Result<bool> {
+        let finite = o.loss.is_finite();
+        let line = StepMetrics {
+            step: s,
+            loss: o.loss,
+            lr,
+            grad_norm: o.grad_norm,
+            skipped: !finite,
+        };
+        if o.extra.is_null() {
+            self.out.log_line(s, o.loss, &line)?;
+        } else {
+            let mut v = to_json(&line);
+            if let (Some(m), Some(e)) = (v.as_object_mut(), o.extra.as_object()) {
+                m.extend(e.clone());
+            }
+            self.out.log_line(s, o.loss, &v)?;
+        }
+        if !finite {
+            (self.bad, self.skipped) = (self.bad + 1, self.skipped + 1);
+            if deferred || self.bad >= self.max_bad {
+                return Err(Error::Diverged {
+                    count: self.bad,
+                    step: s,
+                });
+            }
+            self.bar
+                .suspend(|| tracing::warn!("step {s}: non-finite loss; update skipped"));
+            return Ok(false);
+        }
+        self.bad = 0;
+        self.losses.push(o.loss);
+        self.bar
+            .set_message(o.message.unwrap_or_else(|| format!("loss {:.4}", o.loss)));
+        Ok(true)
+    }
+}
+
 /// Runs `step` from the start (or the run's latest checkpoint) to the end of the run, or to
 /// `opts.stop_after`.
 pub fn run<C: Serialize + DeserializeOwned>(
@@ -264,45 +380,43 @@ pub fn run<C: Serialize + DeserializeOwned>(
     if let Some(r) = run {
         r.write_config(spec.config)?;
     }
-    let mut out = Outputs::open(run, start)?;
+    let out = Outputs::open(run, start)?;
     let end = opts.stop_after.map_or(spec.steps, |s| s.min(spec.steps));
     let bar = crate::run::progress(opts.progress, start, spec.steps);
-    let (mut bad, mut skipped, mut losses) = (0usize, 0usize, Vec::new());
-    let due = |every: usize, done: usize| (every > 0 && done % every == 0) || done == end;
+    let mut rec = Recorder {
+        out,
+        bar,
+        max_bad: spec.max_bad_steps,
+        bad: 0,
+        skipped: 0,
+        losses: Vec::new(),
+        queue: Vec::new(),
+    };
+    let (sync_every, due) = (opts.sync_every(), |every: usize, done: usize| {
+        (every > 0 && done % every == 0) || done == end
+    });
     let t0 = Instant::now();
     let mut projected = false;
     for s in start..end {
         let lr = spec.schedule.at(spec.lr, s, spec.steps);
-        let o = step.step(StepContext { step: s, lr })?;
-        let finite = o.loss.is_finite();
-        let line = StepMetrics {
+        let o = step.step(StepContext {
             step: s,
-            loss: o.loss,
             lr,
-            grad_norm: o.grad_norm,
-            skipped: !finite,
+            defer: sync_every > 1,
+        })?;
+        let finite = match o.pending.is_some() {
+            true => {
+                rec.queue.push((s, lr, o));
+                true
+            }
+            false => {
+                rec.flush()?;
+                rec.record(s, lr, o, false)?
+            }
         };
-        if o.extra.is_null() {
-            out.log_line(s, o.loss, &line)?;
-        } else {
-            let mut v = to_json(&line);
-            if let (Some(m), Some(e)) = (v.as_object_mut(), o.extra.as_object()) {
-                m.extend(e.clone());
-            }
-            out.log_line(s, o.loss, &v)?;
-        }
         if !finite {
-            (bad, skipped) = (bad + 1, skipped + 1);
-            bar.suspend(|| tracing::warn!("step {s}: non-finite loss; update skipped"));
-            if bad >= spec.max_bad_steps {
-                return Err(Error::Diverged {
-                    count: bad,
-                    step: s,
-                });
-            }
             continue;
         }
-        bad = 0;
         // After a few steps (or seconds), project the run's length once and warn when long.
         let timed = s + 1 - start;
         let elapsed = t0.elapsed().as_secs_f64();
@@ -314,7 +428,7 @@ pub fn run<C: Serialize + DeserializeOwned>(
                     .smaller
                     .as_deref()
                     .unwrap_or("fewer steps or a smaller model");
-                bar.suspend(|| {
+                rec.bar.suspend(|| {
                     tracing::warn!(
                         "projected {} more for {} steps on this device ({:.2} s/step); for a shorter run, try {hint}",
                         duration_text(eta),
@@ -328,15 +442,18 @@ pub fn run<C: Serialize + DeserializeOwned>(
             // EMA warmup (as diffusers' EMAModel): the decay ramps up, so early weights fade.
             step.update_ema(d.min((1.0 + s as f64) / (10.0 + s as f64)));
         }
-        losses.push(o.loss);
-        bar.set_position(s as u64 + 1);
-        bar.set_message(o.message.unwrap_or_else(|| format!("loss {:.4}", o.loss)));
+        rec.bar.set_position(s as u64 + 1);
         let done = s + 1;
-        if due(spec.eval_every, done) {
-            bar.suspend(|| step.evaluate(done))?;
+        let evaluate = due(spec.eval_every, done);
+        let checkpoint = run.is_some() && due(spec.checkpoint_every, done);
+        if evaluate || checkpoint || due(sync_every, done) {
+            rec.flush()?;
+        }
+        if evaluate {
+            rec.bar.suspend(|| step.evaluate(done))?;
         }
         if let Some(r) = run
-            && due(spec.checkpoint_every, done)
+            && checkpoint
         {
             let manifest = checkpoint::Manifest::new(
                 spec.family,
@@ -349,6 +466,14 @@ pub fn run<C: Serialize + DeserializeOwned>(
             checkpoint::save(r.path(), manifest, &step.state()?)?;
         }
     }
+    rec.flush()?;
+    let Recorder {
+        out,
+        bar,
+        losses,
+        skipped,
+        ..
+    } = rec;
     bar.finish_and_clear();
     let seconds = t0.elapsed().as_secs_f64();
     tracing::info!(

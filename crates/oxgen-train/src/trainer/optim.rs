@@ -59,6 +59,50 @@ pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_n
     norm
 }
 
+struct ScaleBy<'a> {
+    grads: &'a mut GradientsParams,
+    factor: Tensor<1>,
+}
+
+impl ModuleVisitor for ScaleBy<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.remove::<D>(p.id) {
+            let factor = self.factor.clone().reshape([1; D]);
+            self.grads.register::<D>(p.id, g * factor);
+        }
+    }
+}
+
+/// As [`clip_global_norm`], without reading anything back: the norm stays on the device
+/// (`[1]`), and the scale min(1, max_norm / (norm + 10⁻⁶)) is applied there (no clipping when
+/// `max_norm <= 0`).
+pub fn clip_global_norm_on_device<M: Module>(
+    model: &M,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+    device: &burn::tensor::Device,
+) -> Tensor<1> {
+    let mut v = SqNorms {
+        grads,
+        acc: Vec::new(),
+    };
+    model.visit(&mut v);
+    if v.acc.is_empty() {
+        return Tensor::zeros([1], device);
+    }
+    let norm = Tensor::cat(v.acc, 0).sum().sqrt();
+    if max_norm > 0.0 {
+        let factor = norm
+            .clone()
+            .add_scalar(1e-6)
+            .recip()
+            .mul_scalar(max_norm)
+            .clamp_max(1.0);
+        model.visit(&mut ScaleBy { grads, factor });
+    }
+    norm
+}
+
 struct Collect(TensorContainer<ParamId>);
 
 impl ModuleVisitor for Collect {
@@ -132,14 +176,26 @@ pub fn grads_of<P: Module>(loss: Tensor<1>, part: &P, clip: f64) -> (GradientsPa
 }
 
 /// One optimizer update of `model` on `loss` at rate `lr`, with global-norm clipping. A
-/// non-finite loss makes no update (the model comes back as it was).
+/// non-finite loss makes no update (the model comes back as it was). With `defer`, nothing is
+/// read back: clipping happens on the device and the loss and norm come back pending
+/// ([`StepOutput::pending`]), for the loop to read with other steps' (it stops the run if one
+/// is not finite).
 pub fn update<M: Module>(
     model: M,
     optim: &mut ModuleOptimizer,
     loss: Tensor<1>,
     lr: f64,
     clip: f64,
+    defer: bool,
 ) -> (M, StepOutput) {
+    if defer {
+        let device = loss.device();
+        let value = loss.clone().detach().reshape([1]);
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let norm = clip_global_norm_on_device(&model, &mut grads, clip, &device);
+        let pending = Tensor::cat(vec![value, norm], 0);
+        return (optim.step(lr, model, grads), StepOutput::pending(pending));
+    }
     let value = loss.clone().into_scalar::<f32>() as f64;
     if !value.is_finite() {
         return (model, StepOutput::loss(value, f64::NAN));

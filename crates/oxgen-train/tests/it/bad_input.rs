@@ -184,6 +184,23 @@ fn weights_of_another_shape_are_refused() {
     );
 }
 
+/// With deferred reads a step's update is made before its loss is read, so a non-finite loss
+/// cannot be skipped: the run stops at the read, typed, with the bad step in the log.
+#[test]
+fn a_non_finite_loss_stops_a_deferred_run() {
+    let mut config = tiny_2d("moons", 60);
+    config.lr = 1e30;
+    config.schedule.warmup_steps = 0;
+    config.grad_clip = 0.0;
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path(), Device::flex());
+    o.sync_every = Some(5);
+    let e = train(&config, &o).unwrap_err();
+    assert!(matches!(e, Error::Diverged { count: 1, .. }), "{e}");
+    let metrics = fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.matches("\"skipped\":true").count(), 1, "{metrics}");
+}
+
 #[test]
 fn non_finite_losses_are_skipped_then_stop_the_run() {
     let mut config = tiny_2d("moons", 60);

@@ -50,6 +50,7 @@ pub fn opts(out: &Path, device: Device) -> TrainOptions {
         progress: false,
         stop_after: None,
         skip_eval: true,
+        sync_every: None,
     }
 }
 

@@ -94,6 +94,7 @@ fn options(out: &Path, resume: bool, stop_after: Option<usize>) -> TrainOptions 
         progress: false,
         stop_after,
         skip_eval: true,
+        sync_every: None,
     }
 }
 

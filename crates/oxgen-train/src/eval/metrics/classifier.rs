@@ -101,7 +101,14 @@ impl TrainStep for ClassifierStep<'_> {
         let y: Vec<i64> = idx.iter().map(|&i| self.labels[i] as i64).collect();
         let y = Tensor::<1, Int>::from_data(TensorData::new(y, [idx.len()]), &self.device);
         let loss = self.loss_fn.forward(self.model.logits(x), y);
-        let (model, out) = update(self.model.clone(), &mut self.optim, loss, ctx.lr, 0.0);
+        let (model, out) = update(
+            self.model.clone(),
+            &mut self.optim,
+            loss,
+            ctx.lr,
+            0.0,
+            false,
+        );
         self.model = model;
         Ok(out)
     }
