@@ -3,10 +3,11 @@
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor, TensorData};
 use oxgen_models::diffusion::{Diffusion, DiffusionBatchNoise};
 use rand::Rng;
 use rand_distr::StandardNormal;
+use std::sync::Arc;
 
 use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
 use crate::config::TrainConfig;
@@ -15,8 +16,12 @@ use crate::error::{Error, Result};
 use crate::metrics::Quality;
 use crate::sample::final_report;
 use crate::trainer::optim::{ema_update, seeded_init, update};
+use crate::trainer::prefetch::Prefetch;
 use crate::trainer::rng::{Stream, batch_indices, step_rng};
 use crate::trainer::{self, LoopSpec, StepContext, StepOutput, TrainOptions, TrainStep};
+
+/// Steps of batches made ahead.
+const PREFETCH_DEPTH: usize = 2;
 
 /// What a run returns.
 #[derive(Debug)]
@@ -61,21 +66,42 @@ struct Step<'a> {
     model: Diffusion,
     ema: Diffusion,
     optim: ModuleOptimizer,
+    /// Batches and noise, made on a thread a few steps ahead.
+    prefetch: Prefetch<HostBatch>,
+}
+
+/// A step's host-side inputs: the batch rows, their labels and the noise.
+struct HostBatch {
+    rows: Vec<f32>,
+    labels: Option<Vec<u32>>,
+    noise: DiffusionBatchNoise,
+}
+
+/// What step `step` trains on: a pure function of the config, the data and the step.
+fn host_batch(c: &TrainConfig, train: &Dataset, step: usize) -> HostBatch {
+    let idx = batch_indices(train.len(), c.batch_size, c.seed, step);
+    HostBatch {
+        rows: train.rows(&idx),
+        labels: train
+            .labels
+            .as_ref()
+            .filter(|_| c.model.num_classes.is_some())
+            .map(|l| idx.iter().map(|&i| l[i]).collect()),
+        noise: batch_noise(c, train.shape.numel(), step),
+    }
 }
 
 impl TrainStep for Step<'_> {
     fn step(&mut self, ctx: StepContext) -> Result<StepOutput> {
         let c = self.config;
+        let HostBatch {
+            rows,
+            labels,
+            noise,
+        } = self.prefetch.get(ctx.step);
         let features = self.train.shape.numel();
-        let idx = batch_indices(self.train.len(), c.batch_size, c.seed, ctx.step);
-        let x0 = self.train.batch(&idx, &self.device);
-        let labels: Option<Vec<u32>> = self
-            .train
-            .labels
-            .as_ref()
-            .filter(|_| c.model.num_classes.is_some())
-            .map(|l| idx.iter().map(|&i| l[i]).collect());
-        let noise = batch_noise(c, features, ctx.step);
+        let shape = [rows.len() / features, features];
+        let x0 = Tensor::from_data(TensorData::new(rows, shape), &self.device);
         let schedule = c.model.noise_schedule();
         let loss = self
             .model
@@ -193,6 +219,7 @@ pub fn stepper<'a>(
 fn new_step<'a>(config: &'a TrainConfig, train: &'a Dataset, device: &Device) -> Step<'a> {
     let ad = device.clone().autodiff();
     let model = seeded_init(device, config.seed, || config.model.init(train.shape, &ad));
+    let (c, data) = (config.clone(), Arc::new(train.clone()));
     Step {
         config,
         train,
@@ -200,6 +227,7 @@ fn new_step<'a>(config: &'a TrainConfig, train: &'a Dataset, device: &Device) ->
         ema: model.valid(),
         model,
         optim: adamw(config),
+        prefetch: Prefetch::new(move |s| host_batch(&c, &data, s), PREFETCH_DEPTH),
     }
 }
 

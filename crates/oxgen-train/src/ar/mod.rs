@@ -8,6 +8,7 @@
 //! validation; the loss is on every token of random windows).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
@@ -31,6 +32,7 @@ use crate::config::{check_non_negative, check_positive};
 use crate::trainer::optim::{
     accumulate, clip_global_norm, clip_global_norm_on_device, device_rng_lock, seeded_init,
 };
+use crate::trainer::prefetch::Prefetch;
 use crate::trainer::rng::{Stream, step_rng};
 use crate::trainer::{self, LoopSpec, Schedule, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
@@ -358,45 +360,91 @@ impl TextData {
         rng: &mut StdRng,
         device: &Device,
     ) -> Tensor<1> {
-        match self {
+        self.loss_of(model, self.draw(n, val, rng, model.context()), device)
+    }
+
+    /// `n` sequences of the training (or validation) pool, drawn with `rng`, on the host.
+    fn draw(&self, n: usize, val: bool, rng: &mut StdRng, context: usize) -> TokenRows {
+        let (data, cols): (Vec<i64>, usize) = match self {
             TextData::Arithmetic(lang) => {
                 let pool = lang.problems(val);
-                let idx: Vec<(u64, u64)> = (0..n)
-                    .map(|_| pool[rng.random_range(0..pool.len())])
+                let data = (0..n)
+                    .flat_map(|_| {
+                        let (a, b) = pool[rng.random_range(0..pool.len())];
+                        lang.line(a, b).into_iter().map(|t| t as i64)
+                    })
                     .collect();
-                let t = lang.line_len();
-                let answer = lang.digits as usize + 1;
-                model
-                    .token_log_probs(lang.batch(&idx, device))
-                    .slice([0..n, t - 1 - answer..t - 1])
-                    .mean()
-                    .neg()
+                (data, lang.line_len())
             }
             TextData::Pixels { train, val: v } => {
                 let pool = if val { v } else { train };
-                let data: Vec<i64> = (0..n)
+                let data = (0..n)
                     .flat_map(|_| {
                         let img = &pool[rng.random_range(0..pool.len())];
                         std::iter::once(PIXEL_START as i64).chain(img.iter().map(|&t| t as i64))
                     })
                     .collect();
-                let batch = Tensor::<2, Int>::from_data(TensorData::new(data, [n, 65]), device);
-                model.token_log_probs(batch).mean().neg()
+                (data, 65)
             }
             TextData::Corpus { train, val: v, .. } => {
                 let tokens = if val { v } else { train };
-                let len = model.context() + 1;
-                let data: Vec<i64> = (0..n)
+                let len = context + 1;
+                let data = (0..n)
                     .flat_map(|_| {
                         let s = rng.random_range(0..=tokens.len() - len);
                         tokens[s..s + len].iter().map(|&t| t as i64)
                     })
                     .collect();
-                let batch = Tensor::<2, Int>::from_data(TensorData::new(data, [n, len]), device);
-                model.token_log_probs(batch).mean().neg()
+                (data, len)
             }
+        };
+        TokenRows {
+            data,
+            rows: n,
+            cols,
         }
     }
+
+    /// The mean negative log-likelihood of `rows` (of the answers, for arithmetic).
+    fn loss_of(&self, model: &Gpt, rows: TokenRows, device: &Device) -> Tensor<1> {
+        let (n, t) = (rows.rows, rows.cols);
+        let batch = Tensor::<2, Int>::from_data(TensorData::new(rows.data, [n, t]), device);
+        let log_probs = model.token_log_probs(batch);
+        match self {
+            TextData::Arithmetic(lang) => {
+                let answer = lang.digits as usize + 1;
+                log_probs.slice([0..n, t - 1 - answer..t - 1]).mean().neg()
+            }
+            _ => log_probs.mean().neg(),
+        }
+    }
+}
+
+/// Token sequences on the host: `rows` × `cols`, row-major.
+struct TokenRows {
+    data: Vec<i64>,
+    rows: usize,
+    cols: usize,
+}
+
+/// What step `step` draws: the dropout seed and one batch per micro-batch, in the order the
+/// step's generator gives them (a pure function of the step, so it can be made ahead).
+fn step_draws(c: &ArTrainConfig, data: &TextData, context: usize, step: usize) -> StepDraws {
+    let mut rng = step_rng(c.seed, step, Stream::Ar);
+    let dropout_seed: u64 = rng.random();
+    let batches = (0..c.grad_accum)
+        .map(|_| data.draw(c.batch_size, false, &mut rng, context))
+        .collect();
+    StepDraws {
+        dropout_seed,
+        batches,
+    }
+}
+
+/// See [`step_draws`].
+struct StepDraws {
+    dropout_seed: u64,
+    batches: Vec<TokenRows>,
 }
 
 /// What a run returns.
@@ -426,15 +474,19 @@ struct Step<'a> {
     optim: ModuleOptimizer,
     /// Validation loss (nats per token) at each evaluation: (step, loss).
     val: Vec<(usize, f64)>,
+    /// Each step's batches, drawn on a thread a few steps ahead.
+    prefetch: Prefetch<StepDraws>,
 }
 
 impl TrainStep for Step<'_> {
     fn step(&mut self, ctx: StepContext) -> Result<StepOutput> {
         let c = self.config;
-        let mut rng = step_rng(c.seed, ctx.step, Stream::Ar);
+        let StepDraws {
+            dropout_seed,
+            batches,
+        } = self.prefetch.get(ctx.step);
         // Dropout draws from the device's generator: seeded per step (and held for the step),
         // so a resumed run draws the same masks as a straight one.
-        let dropout_seed: u64 = rng.random();
         let rng_guard = (c.model.dropout > 0.0).then(|| {
             let guard = device_rng_lock();
             self.eval_device.seed(dropout_seed);
@@ -443,10 +495,10 @@ impl TrainStep for Step<'_> {
         let mut grads = GradientsParams::new();
         // The loss summed over micro-batches, on the device (read here only when not deferred).
         let mut loss_sum: Option<Tensor<1>> = None;
-        for _ in 0..c.grad_accum {
+        for rows in batches {
             let loss = self
                 .data
-                .loss(&self.model, c.batch_size, false, &mut rng, &self.device)
+                .loss_of(&self.model, rows, &self.device)
                 .div_scalar(c.grad_accum as f64);
             let value = loss.clone().detach().reshape([1]);
             loss_sum = Some(loss_sum.map_or(value.clone(), |s| s + value));
@@ -604,6 +656,7 @@ fn complete(config: &ArTrainConfig, data: &TextData) -> Result<ArTrainConfig> {
 fn new_step<'a>(config: &'a ArTrainConfig, data: &'a TextData, device: &Device) -> Step<'a> {
     let ad = device.clone().autodiff();
     let model = seeded_init(device, config.seed, || config.model.init(&ad));
+    let (c, shared, context) = (config.clone(), Arc::new(data.clone()), model.context());
     Step {
         config,
         data,
@@ -612,6 +665,7 @@ fn new_step<'a>(config: &'a ArTrainConfig, data: &'a TextData, device: &Device) 
         model,
         optim: adamw(config),
         val: Vec::new(),
+        prefetch: Prefetch::new(move |s| step_draws(&c, &shared, context, s), 2),
     }
 }
 

@@ -209,11 +209,17 @@ impl Dataset {
     /// The rows at `idx` as a `[idx.len(), features]` tensor on `device`.
     pub fn batch(&self, idx: &[usize], device: &burn::tensor::Device) -> burn::tensor::Tensor<2> {
         let f = self.shape.numel();
-        let mut rows = Vec::with_capacity(idx.len() * f);
+        let rows = self.rows(idx);
+        burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(rows, [idx.len(), f]), device)
+    }
+
+    /// The rows `idx`, one after another, on the host (what [`Dataset::batch`] uploads).
+    pub fn rows(&self, idx: &[usize]) -> Vec<f32> {
+        let mut rows = Vec::with_capacity(idx.len() * self.shape.numel());
         for &i in idx {
             rows.extend_from_slice(self.row(i));
         }
-        burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(rows, [idx.len(), f]), device)
+        rows
     }
 
     /// Refuses a split that leaves fewer than `min` validation rows (a file or image dataset

@@ -14,6 +14,7 @@
 
 pub mod adamw;
 pub mod optim;
+pub mod prefetch;
 pub mod rng;
 pub mod schedule;
 

@@ -62,9 +62,12 @@ pub fn samples_of(name: &str, run: &Path, device: &Device) -> Samples {
         tokens = sample_images(&r.model, 2, SEED, device).concat();
     } else if name.starts_with("ar") {
         let r = load_ar(run, device).unwrap();
+        // 24 tokens run past the arithmetic model's window; the fixtures were written when
+        // decoding re-encoded the window at every token, which `exact_window` still does.
         let o = DecodeOptions {
             max_new_tokens: 24,
             seed: SEED,
+            exact_window: true,
             ..Default::default()
         };
         tokens = generate(
