@@ -42,13 +42,15 @@ pub struct DecodeRow {
 
 /// Times both paths once each (after a short warm-up of each) on a freshly initialised model,
 /// then the twin (with `python`, unless `None`). Past the context window all three follow
-/// oxgen's default window policy ([`oxgen_models::ar::window_start`]).
+/// oxgen's default window policy ([`oxgen_models::ar::window_start`]), or with `exact_window`
+/// oxgen's two re-encode the last `context` tokens at every token (the twin does not).
 pub fn run(
     device: &Device,
     config: &GptConfig,
     prompt: usize,
     new_tokens: usize,
     batch: usize,
+    exact_window: bool,
     python: Option<&str>,
 ) -> DecodeRow {
     assert!(
@@ -61,6 +63,7 @@ pub fn run(
     let options = |n| DecodeOptions {
         max_new_tokens: n,
         temperature: 0.0,
+        exact_window,
         ..DecodeOptions::default()
     };
     generate_batch(&model, &prompt_tokens, batch, &options(4), device);

@@ -182,7 +182,15 @@ pub(crate) fn bench_decode(a: DecodeBenchArgs) -> Result<()> {
         .batch
         .iter()
         .map(|&b| {
-            oxgen_bench::decode::run(&selected.device, &config, a.prompt, a.new_tokens, b, python)
+            oxgen_bench::decode::run(
+                &selected.device,
+                &config,
+                a.prompt,
+                a.new_tokens,
+                b,
+                a.exact_window,
+                python,
+            )
         })
         .collect();
     println!("device: {}\n", selected.description);

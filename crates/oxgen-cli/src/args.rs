@@ -193,9 +193,14 @@ pub(crate) struct DecodeBenchArgs {
     /// Vocabulary size.
     #[arg(long, default_value_t = 65)]
     pub(crate) vocab: usize,
-    /// Context window (past it, both paths keep the last half window and re-encode it: `oxgen_models::ar::window_start`).
+    /// Context window (past it, both paths keep the last half window and re-encode it:
+    /// `oxgen_models::ar::window_start`).
     #[arg(long, default_value_t = 256)]
     pub(crate) context: usize,
+    /// Past the window, re-encode exactly the last `context` tokens at every token (the twin
+    /// does not: use with --no-peer).
+    #[arg(long)]
+    pub(crate) exact_window: bool,
     /// Rows decoded at once, comma-separated: one measurement each.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 16])]
     pub(crate) batch: Vec<usize>,
