@@ -12,19 +12,22 @@ use std::sync::Arc;
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use oxgen_models::ar::arithmetic::{self, Arithmetic};
-use oxgen_models::ar::{DecodeOptions, Gpt, GptConfig, Tokenizer, generate};
+use oxgen_models::ar::{DecodeOptions, Gpt, GptConfig, generate};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 mod codec;
+mod data;
 
 pub use codec::{
     ArRun, Codec, PIXEL_START, PIXEL_VOCAB, PixelGpt, images_nll, is_ar_checkpoint, load_ar,
     nll_of_text, sample_images, write_images,
 };
+use data::{StepDraws, step_draws};
+pub use data::{TextData, load_text};
 
 use crate::Hardware;
 use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
@@ -33,7 +36,6 @@ use crate::trainer::optim::{
     accumulate, clip_global_norm, clip_global_norm_on_device, device_rng_lock, seeded_init,
 };
 use crate::trainer::prefetch::Prefetch;
-use crate::trainer::rng::{Stream, step_rng};
 use crate::trainer::{self, LoopSpec, Schedule, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
 
@@ -261,190 +263,6 @@ impl ArTrainConfig {
         m.validate()
             .map_err(|e| Error::Config(format!("model: {e}")))
     }
-}
-
-/// The training data.
-#[derive(Clone, Debug)]
-pub enum TextData {
-    /// Sums; loss on the answer tokens.
-    Arithmetic(Arithmetic),
-    /// Images as sequences: 8×8 digits, START then 64 pixel tokens (levels 0..16, row-major);
-    /// the loss is on every pixel, so `log_prob` is the exact log-likelihood of a discrete image.
-    Pixels {
-        /// Training images, 64 tokens each.
-        train: Vec<Vec<u32>>,
-        /// Validation images.
-        val: Vec<Vec<u32>>,
-    },
-    /// A corpus, tokenized.
-    Corpus {
-        /// Its tokenizer.
-        tokenizer: Tokenizer,
-        /// Training tokens (the first 90%).
-        train: Vec<u32>,
-        /// Validation tokens (the rest).
-        val: Vec<u32>,
-    },
-}
-
-/// Loads `config.data`.
-pub fn load_text(config: &ArTrainConfig) -> Result<TextData> {
-    if config.data == "arithmetic" {
-        return Ok(TextData::Arithmetic(Arithmetic {
-            digits: config.digits,
-            seed: config.seed,
-        }));
-    }
-    if config.data == "digits8" {
-        let d = crate::data::digits8();
-        let (train, val) = d.split(config.val_fraction, config.seed);
-        let rows = |d: &crate::data::Dataset| -> Vec<Vec<u32>> {
-            (0..d.len())
-                .map(|i| {
-                    d.row(i)
-                        .iter()
-                        .map(|v| ((v + 1.0) * 8.0).round().clamp(0.0, 16.0) as u32)
-                        .collect()
-                })
-                .collect()
-        };
-        return Ok(TextData::Pixels {
-            train: rows(&train),
-            val: rows(&val),
-        });
-    }
-    let path = Path::new(&config.data);
-    if !path.exists() {
-        return Err(Error::UnknownDataset {
-            name: config.data.clone(),
-            known: "arithmetic, digits8 (or a path to a text file)".into(),
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("text data", path, e))?;
-    let tokenizer = Tokenizer::chars_of(&text);
-    let tokens = tokenizer
-        .encode(&text)
-        .expect("every character is in the vocabulary");
-    let cut = tokens.len() * 9 / 10;
-    if cut < config.model.context + 2 || tokens.len() - cut < config.model.context + 2 {
-        return Err(Error::Config(format!(
-            "{} has {} characters: too few for a context of {}",
-            path.display(),
-            tokens.len(),
-            config.model.context
-        )));
-    }
-    Ok(TextData::Corpus {
-        tokenizer,
-        train: tokens[..cut].to_vec(),
-        val: tokens[cut..].to_vec(),
-    })
-}
-
-impl TextData {
-    fn vocab(&self) -> usize {
-        match self {
-            TextData::Arithmetic(_) => arithmetic::VOCAB,
-            TextData::Pixels { .. } => PIXEL_VOCAB,
-            TextData::Corpus { tokenizer, .. } => tokenizer.vocab(),
-        }
-    }
-
-    /// A batch of `n` sequences and the mean negative log-likelihood (nats per scored token) the
-    /// model gives them.
-    fn loss(
-        &self,
-        model: &Gpt,
-        n: usize,
-        val: bool,
-        rng: &mut StdRng,
-        device: &Device,
-    ) -> Tensor<1> {
-        self.loss_of(model, self.draw(n, val, rng, model.context()), device)
-    }
-
-    /// `n` sequences of the training (or validation) pool, drawn with `rng`, on the host.
-    fn draw(&self, n: usize, val: bool, rng: &mut StdRng, context: usize) -> TokenRows {
-        let (data, cols): (Vec<i64>, usize) = match self {
-            TextData::Arithmetic(lang) => {
-                let pool = lang.problems(val);
-                let data = (0..n)
-                    .flat_map(|_| {
-                        let (a, b) = pool[rng.random_range(0..pool.len())];
-                        lang.line(a, b).into_iter().map(|t| t as i64)
-                    })
-                    .collect();
-                (data, lang.line_len())
-            }
-            TextData::Pixels { train, val: v } => {
-                let pool = if val { v } else { train };
-                let data = (0..n)
-                    .flat_map(|_| {
-                        let img = &pool[rng.random_range(0..pool.len())];
-                        std::iter::once(PIXEL_START as i64).chain(img.iter().map(|&t| t as i64))
-                    })
-                    .collect();
-                (data, 65)
-            }
-            TextData::Corpus { train, val: v, .. } => {
-                let tokens = if val { v } else { train };
-                let len = context + 1;
-                let data = (0..n)
-                    .flat_map(|_| {
-                        let s = rng.random_range(0..=tokens.len() - len);
-                        tokens[s..s + len].iter().map(|&t| t as i64)
-                    })
-                    .collect();
-                (data, len)
-            }
-        };
-        TokenRows {
-            data,
-            rows: n,
-            cols,
-        }
-    }
-
-    /// The mean negative log-likelihood of `rows` (of the answers, for arithmetic).
-    fn loss_of(&self, model: &Gpt, rows: TokenRows, device: &Device) -> Tensor<1> {
-        let (n, t) = (rows.rows, rows.cols);
-        let batch = Tensor::<2, Int>::from_data(TensorData::new(rows.data, [n, t]), device);
-        let log_probs = model.token_log_probs(batch);
-        match self {
-            TextData::Arithmetic(lang) => {
-                let answer = lang.digits as usize + 1;
-                log_probs.slice([0..n, t - 1 - answer..t - 1]).mean().neg()
-            }
-            _ => log_probs.mean().neg(),
-        }
-    }
-}
-
-/// Token sequences on the host: `rows` × `cols`, row-major.
-struct TokenRows {
-    data: Vec<i64>,
-    rows: usize,
-    cols: usize,
-}
-
-/// What step `step` draws: the dropout seed and one batch per micro-batch, in the order the
-/// step's generator gives them (a pure function of the step, so it can be made ahead).
-fn step_draws(c: &ArTrainConfig, data: &TextData, context: usize, step: usize) -> StepDraws {
-    let mut rng = step_rng(c.seed, step, Stream::Ar);
-    let dropout_seed: u64 = rng.random();
-    let batches = (0..c.grad_accum)
-        .map(|_| data.draw(c.batch_size, false, &mut rng, context))
-        .collect();
-    StepDraws {
-        dropout_seed,
-        batches,
-    }
-}
-
-/// See [`step_draws`].
-struct StepDraws {
-    dropout_seed: u64,
-    batches: Vec<TokenRows>,
 }
 
 /// What a run returns.
