@@ -84,6 +84,14 @@ pub enum Error {
     /// A config that is invalid.
     #[error("invalid config: {0}")]
     Config(String),
+    /// A reward that cannot be built, or that scored a sample NaN or infinite.
+    #[error("reward {reward}: {reason}")]
+    Reward {
+        /// The reward's spec.
+        reward: String,
+        /// Why.
+        reason: String,
+    },
     /// Training diverged: too many non-finite losses in a row.
     #[error(
         "training diverged: {count} non-finite losses in a row (last at step {step}); lower the learning rate or check the data"

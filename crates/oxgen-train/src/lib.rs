@@ -20,6 +20,7 @@ pub mod plot;
 pub mod preset;
 pub mod run;
 pub mod trainer;
+pub mod tune;
 
 pub use config::TrainConfig;
 pub use error::{Error, Result};

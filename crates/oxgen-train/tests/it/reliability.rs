@@ -41,6 +41,7 @@ fn variant(e: &Error) -> &'static str {
         Error::Checkpoint { .. } => "Checkpoint",
         Error::NewerRun { .. } => "NewerRun",
         Error::Config(_) => "Config",
+        Error::Reward { .. } => "Reward",
         Error::Diverged { .. } => "Diverged",
         Error::Device(_) => "Device",
     }
