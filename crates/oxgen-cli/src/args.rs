@@ -36,6 +36,9 @@ pub(crate) enum Command {
     /// Train a model family.
     #[command(subcommand)]
     Train(Family),
+    /// Post-train an autoregressive run.
+    #[command(subcommand)]
+    Tune(TuneMethod),
     /// Draw samples from a trained run: images (samples.png, samples.npy) for diffusion; text,
     /// streamed and one sample per line, for an autoregressive run.
     #[command(
@@ -380,6 +383,65 @@ impl TrainArgs {
             sync_every: self.sync_every.map(|n| n as usize),
         }
     }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TuneMethod {
+    /// GRPO with a verifiable reward: groups of sampled completions per prompt, scored,
+    /// normalised within the group, a clipped policy-gradient step with a KL penalty to the
+    /// base. Writes metrics.jsonl, eval.jsonl (held-out accuracy) and curves.png.
+    #[command(
+        after_help = "Examples:\n  oxgen tune grpo --base runs/sums --reward arithmetic --out runs/sums-grpo\n  oxgen tune grpo --base runs/lines --reward 'regex:[a-z ]+ is [a-z]+' --out runs/lines-grpo\n  oxgen tune grpo --base runs/qa --reward pairs:answers.tsv --out runs/qa-grpo\n\nRewards: arithmetic (exact answers of the embedded sums), regex:PATTERN (the whole completion\nmatches), pairs:FILE (TSV of prompt and answer)."
+    )]
+    Grpo(GrpoArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct GrpoArgs {
+    /// The autoregressive run (or checkpoint) to start from; it is also the frozen reference.
+    #[arg(long)]
+    pub(crate) base: PathBuf,
+    /// The reward: arithmetic, regex:PATTERN or pairs:FILE.
+    #[arg(long)]
+    pub(crate) reward: Option<String>,
+    /// Add --format-weight to the reward when the whole completion matches this pattern.
+    #[arg(long)]
+    pub(crate) format: Option<String>,
+    /// See --format.
+    #[arg(long)]
+    pub(crate) format_weight: Option<f64>,
+    /// Optimizer steps.
+    #[arg(long)]
+    pub(crate) steps: Option<usize>,
+    /// Prompts per step.
+    #[arg(long)]
+    pub(crate) prompts: Option<usize>,
+    /// Completions per prompt.
+    #[arg(long)]
+    pub(crate) group: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    pub(crate) lr: Option<f64>,
+    /// Weight of the KL penalty to the base.
+    #[arg(long)]
+    pub(crate) beta: Option<f64>,
+    /// Seed of the prompts and samples.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// A TOML or JSON file overriding any GRPO config fields.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// The tuned run's folder.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    pub(crate) resume: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
 }
 
 #[derive(Args)]

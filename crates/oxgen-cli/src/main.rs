@@ -29,12 +29,13 @@ mod args;
 mod bench;
 mod diffusion;
 mod family;
+mod tune;
 
 use anyhow::Result;
 use clap::Parser;
 use oxgen_models::ops::denoise;
 
-use args::{BenchKind, Cli, Command, DeviceArgs, Family};
+use args::{BenchKind, Cli, Command, DeviceArgs, Family, TuneMethod};
 
 /// `<run>/eval` for a run or checkpoint folder.
 fn eval_dir(ckpt: &std::path::Path) -> PathBuf {
@@ -70,6 +71,7 @@ fn main() -> Result<()> {
         Command::Train(Family::Flow(a)) => family::train("flow", a)?,
         Command::Train(Family::Gan(a)) => family::train("gan", a)?,
         Command::Train(Family::Diffusion(a)) => diffusion::train(a)?,
+        Command::Tune(TuneMethod::Grpo(a)) => tune::grpo(a)?,
         Command::Sample(a) if oxgen_train::ar::is_ar_checkpoint(&a.ckpt) => ar::sample(a)?,
         Command::Sample(a) if oxgen_train::family::is_family_checkpoint(&a.ckpt) => {
             family::sample(a)?

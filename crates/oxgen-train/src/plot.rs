@@ -105,6 +105,66 @@ where
     Ok(())
 }
 
+/// Curves in panels stacked one above the other, each with its own linear y axis: (name,
+/// points) per panel. Panels without a finite point are left out.
+pub fn panels(path: &Path, title: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Result<()> {
+    register_font();
+    let series: Vec<(&str, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(n, p)| (*n, p.iter().copied().filter(|q| q.1.is_finite()).collect()))
+        .filter(|(_, p): &(&str, Vec<(f64, f64)>)| !p.is_empty())
+        .collect();
+    if series.is_empty() {
+        return Ok(());
+    }
+    let root = BitMapBackend::new(path, (800, 220 * series.len() as u32 + 40)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let root = root
+        .titled(title, ("sans-serif", 22))
+        .map_err(|e| plot_err(path, e))?;
+    let x1 = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.0))
+        .fold(1.0f64, f64::max);
+    for (area, (name, pts)) in root.split_evenly((series.len(), 1)).iter().zip(&series) {
+        let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+        let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+        // A flat series gets a unit-wide axis, not one of rounding noise.
+        let pad = if hi - lo < 1e-9 {
+            0.5
+        } else {
+            0.05 * (hi - lo)
+        };
+        let mut chart = ChartBuilder::on(area)
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x1, lo - pad..hi + pad)
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc(*name)
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .draw_series(LineSeries::new(
+                pts.iter().copied(),
+                RGBColor(20, 60, 160).stroke_width(2),
+            ))
+            .map_err(|e| plot_err(path, e))?;
+        if pts.len() <= 40 {
+            chart
+                .draw_series(
+                    pts.iter()
+                        .map(|&p| Circle::new(p, 3, RGBColor(20, 60, 160).filled())),
+                )
+                .map_err(|e| plot_err(path, e))?;
+        }
+    }
+    root.present().map_err(|e| plot_err(path, e))
+}
+
 /// A scatter plot of generated 2D points (blue) over reference points (grey).
 pub fn scatter(path: &Path, samples: &[f32], reference: &[f32], title: &str) -> Result<()> {
     register_font();

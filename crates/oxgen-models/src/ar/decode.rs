@@ -258,10 +258,38 @@ pub fn generate_batch(
         !prompt.is_empty(),
         "generation needs a prompt of at least one token"
     );
-    let mut rngs: Vec<StdRng> = (0..n)
-        .map(|i| StdRng::seed_from_u64(options.seed.wrapping_add(i as u64)))
+    let prompts = vec![prompt.to_vec(); n];
+    let seeds: Vec<u64> = (0..n as u64)
+        .map(|i| options.seed.wrapping_add(i))
         .collect();
-    let mut texts = vec![prompt.to_vec(); n];
+    generate_rows(model, &prompts, &seeds, options, device)
+}
+
+/// One draw after each of `prompts` as one batch through the model, row i sampled with seed
+/// `seeds[i]` (`options.seed` is not used): row i is what [`generate`] gives for `prompts[i]`
+/// with that seed. A row that hits a stop sequence stops (the others go on); returns each row's
+/// new tokens.
+///
+/// # Panics
+/// When the prompts are empty, of different lengths, or not as many as the seeds.
+pub fn generate_rows(
+    model: &Gpt,
+    prompts: &[Vec<u32>],
+    seeds: &[u64],
+    options: &DecodeOptions,
+    device: &burn::tensor::Device,
+) -> Vec<Vec<u32>> {
+    let n = prompts.len();
+    if n == 0 && seeds.is_empty() {
+        return Vec::new();
+    }
+    let plen = prompts.first().map_or(0, Vec::len);
+    assert!(
+        plen > 0 && prompts.iter().all(|p| p.len() == plen) && seeds.len() == n,
+        "generation needs prompts of one length (at least one token), a seed each"
+    );
+    let mut rngs: Vec<StdRng> = seeds.iter().map(|&s| StdRng::seed_from_u64(s)).collect();
+    let mut texts = prompts.to_vec();
     // Where each row stopped (its text is cut there); rows still going have None.
     let mut ends: Vec<Option<usize>> = vec![None; n];
     let mut cache = KvCache::default();
@@ -294,7 +322,7 @@ pub fn generate_batch(
         .zip(ends)
         .map(|(mut t, end)| {
             t.truncate(end.unwrap_or(t.len()));
-            t.split_off(prompt.len())
+            t.split_off(plen)
         })
         .collect()
 }

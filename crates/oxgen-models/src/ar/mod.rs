@@ -8,7 +8,7 @@ pub mod decode;
 pub mod gpt;
 pub mod tokenizer;
 
-pub use decode::{DecodeOptions, generate, generate_batch, window_start};
+pub use decode::{DecodeOptions, generate, generate_batch, generate_rows, window_start};
 pub use gpt::{Gpt, GptConfig, KvCache};
 pub use tokenizer::Tokenizer;
 

@@ -99,7 +99,13 @@ pub struct ArRun {
 
 /// Whether `path` (a run or checkpoint folder) holds an autoregressive checkpoint.
 pub fn is_ar_checkpoint(path: &Path) -> bool {
-    checkpoint::load(path).is_ok_and(|ck| ck.manifest.family == "ar")
+    checkpoint::load(path).is_ok_and(|ck| is_ar_family(&ck.manifest.family))
+}
+
+/// `ar`, or a tuned autoregressive run (`ar-grpo`, …), whose manifest config holds the base's
+/// config under `base_config`.
+fn is_ar_family(family: &str) -> bool {
+    family == "ar" || family.starts_with("ar-")
 }
 
 /// Loads the latest (or the given) checkpoint of an autoregressive run.
@@ -109,14 +115,18 @@ pub fn load_ar(path: &Path, device: &Device) -> Result<ArRun> {
         path: ck.dir.clone(),
         reason,
     };
-    if ck.manifest.family != "ar" {
+    if !is_ar_family(&ck.manifest.family) {
         return Err(refuse(format!(
             "it is a {} checkpoint, not ar",
             ck.manifest.family
         )));
     }
-    let config: ArTrainConfig = serde_json::from_value(ck.manifest.config.clone())
-        .map_err(|e| refuse(format!("config unreadable: {e}")))?;
+    let config = match ck.manifest.family.as_str() {
+        "ar" => ck.manifest.config.clone(),
+        _ => ck.manifest.config["base_config"].clone(),
+    };
+    let config: ArTrainConfig =
+        serde_json::from_value(config).map_err(|e| refuse(format!("config unreadable: {e}")))?;
     let codec: Codec = serde_json::from_slice(ck.file("codec.json")?)
         .map_err(|e| refuse(format!("codec.json unreadable: {e}")))?;
     let model = load_weights(config.model.init(device), ck.file("model.bpk")?, &ck.dir)?;

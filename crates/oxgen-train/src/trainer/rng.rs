@@ -20,6 +20,8 @@ pub enum Stream {
     /// VAE, flow and GAN: sub-stream `k` of a step (GAN: 0 for the generator, 1 + i for the
     /// i-th discriminator update).
     Family(u64),
+    /// Post-training: prompts and sampling seeds.
+    Tune,
 }
 
 const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -30,6 +32,7 @@ pub fn step_seed(seed: u64, step: usize, stream: Stream) -> u64 {
         Stream::Diffusion => seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ (step as u64 + 1),
         Stream::Ar => seed.wrapping_mul(GOLDEN) ^ (step as u64 + 7),
         Stream::Family(k) => seed.wrapping_mul(GOLDEN) ^ ((step as u64) << 8 | k),
+        Stream::Tune => seed.wrapping_mul(0xd1b5_4a32_d192_ed03) ^ (step as u64 + 13),
     }
 }
 

@@ -11,6 +11,7 @@ mod interchange;
 mod quality2d;
 mod reliability;
 mod resume;
+mod tune;
 mod wgpu_parity;
 
 // As the `oxgen` binary: glibc hands big tensor buffers back to the kernel on every free.

@@ -1,0 +1,54 @@
+//! `oxgen tune`: post-training of autoregressive runs.
+
+use anyhow::{Context, Result};
+use oxgen_train::TrainOptions;
+use oxgen_train::tune::grpo::{GrpoConfig, TunedConfig, grpo as run_grpo};
+
+use crate::args::GrpoArgs;
+use crate::device;
+
+pub(crate) fn grpo(a: GrpoArgs) -> Result<()> {
+    let device = device(&a.device)?;
+    let mut config = if a.resume {
+        let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
+        serde_json::from_value::<TunedConfig>(ck.manifest.config)
+            .context("config in checkpoint")?
+            .grpo
+    } else {
+        GrpoConfig::default()
+    };
+    if let Some(file) = &a.config {
+        config = config.merge_file(file)?;
+    }
+    if let Some(r) = a.reward {
+        config.reward = r;
+    }
+    if a.format.is_some() {
+        config.format = a.format;
+    }
+    macro_rules! set {
+        ($($field:ident),*) => { $( if let Some(v) = a.$field { config.$field = v; } )* };
+    }
+    set!(format_weight, steps, prompts, group, lr, beta, seed);
+    let opts = TrainOptions {
+        out: Some(a.out.clone()),
+        resume: a.resume,
+        device,
+        progress: !a.quiet,
+        ..TrainOptions::default()
+    };
+    let report = run_grpo(&a.base, &config, &opts)?;
+    println!("tuned {} steps with {}", report.steps, config.reward);
+    if let (Some(first), Some(last)) = (report.evals.first(), report.evals.last()) {
+        println!(
+            "{}: {:.2}% at step {} -> {:.2}% at step {}",
+            report.eval_name,
+            100.0 * first.1,
+            first.0,
+            100.0 * last.1,
+            last.0
+        );
+    }
+    println!("curves: {}", a.out.join("curves.png").display());
+    Ok(())
+}

@@ -1,0 +1,619 @@
+//! GRPO with verifiable rewards (Shao et al., 2024) on an autoregressive run: each step draws
+//! prompts, samples a group of completions per prompt through the KV-cached decoder, scores
+//! them with a [`Reward`], normalises the rewards within each group, and takes the clipped
+//! policy-gradient step with a per-token k3 KL penalty to the frozen base
+//! ([`super::objective::grpo_loss`]); the log-probabilities are recomputed in one batched
+//! forward. It runs on the shared loop (`metrics.jsonl`, checkpoints, exact resume), and writes
+//! `eval.jsonl` and `curves.png` (reward, KL, clip fraction, entropy, held-out accuracy).
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use oxgen_models::ar::arithmetic::{self, Arithmetic};
+use oxgen_models::ar::{DecodeOptions, Gpt, generate_rows};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::objective::{group_advantages, grpo_loss};
+use super::reward::{Reward, RewardContext, Sample, parse, score_all};
+use crate::ar::{ArRun, ArTrainConfig, Codec, load_ar};
+use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
+use crate::trainer::adamw::FusedAdamW;
+use crate::trainer::optim::clip_global_norm;
+use crate::trainer::rng::{Stream, step_rng};
+use crate::trainer::{self, LoopSpec, Schedule, StepContext, StepOutput, TrainOptions, TrainStep};
+use crate::{Error, Result};
+
+/// How to run GRPO. Every field has a default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpoConfig {
+    /// The reward's spec (see [`super::reward::parse`]).
+    pub reward: String,
+    /// A format pattern whose whole-completion match adds `format_weight` to the reward.
+    pub format: Option<String>,
+    /// See `format`.
+    pub format_weight: f64,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Prompts per step.
+    pub prompts: usize,
+    /// Completions sampled per prompt (the group).
+    pub group: usize,
+    /// Peak learning rate (AdamW, 5 steps of warmup, then constant). The default suits oxgen's
+    /// small models (the sums' base trains at 3e-3).
+    pub lr: f64,
+    /// AdamW's decoupled weight decay.
+    pub weight_decay: f64,
+    /// Weight of the k3 KL penalty to the base.
+    pub beta: f64,
+    /// ε of the clipped ratio.
+    pub clip: f64,
+    /// Gradient steps on each batch of samples (the ratio is 1 on the first).
+    pub updates_per_batch: usize,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// New tokens per completion (0: the answer's length for sums, else 64).
+    pub max_new_tokens: usize,
+    /// A completion ends after this text (empty: never; default a newline, one line each).
+    pub stop: String,
+    /// Global gradient-norm clip (0: none).
+    pub grad_clip: f64,
+    /// Evaluate (and checkpoint) every this many steps.
+    pub eval_every: usize,
+    /// Completions sampled for a held-out evaluation that is not exact match of sums.
+    pub eval_samples: usize,
+    /// Seed of the prompts and samples.
+    pub seed: u64,
+}
+
+impl Default for GrpoConfig {
+    fn default() -> Self {
+        Self {
+            reward: "arithmetic".into(),
+            format: None,
+            format_weight: 0.1,
+            steps: 500,
+            prompts: 32,
+            group: 8,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            beta: 0.04,
+            clip: 0.2,
+            updates_per_batch: 1,
+            temperature: 1.0,
+            max_new_tokens: 0,
+            stop: "\n".into(),
+            grad_clip: 1.0,
+            eval_every: 10,
+            eval_samples: 256,
+            seed: 0,
+        }
+    }
+}
+
+impl GrpoConfig {
+    /// The config with the fields of a TOML (or `.json`) file laid over it.
+    pub fn merge_file(self, file: &Path) -> Result<Self> {
+        crate::config::merge_file(self, file, "grpo")
+    }
+
+    /// Refuses a config no run can use.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::Config(format!("grpo: {what}")));
+        if self.group < 2 {
+            return bad(format!("group must be at least 2 (got {})", self.group));
+        }
+        if self.prompts == 0 || self.steps == 0 || self.updates_per_batch == 0 {
+            return bad("prompts, steps and updates_per_batch must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) || !(self.temperature > 0.0) {
+            return bad("lr and temperature must be positive".into());
+        }
+        if !(self.beta >= 0.0 && self.beta.is_finite()) || !(self.clip > 0.0 && self.clip < 1.0) {
+            return bad("beta must be ≥ 0 and clip in (0, 1)".into());
+        }
+        if !self.format_weight.is_finite() || !(self.weight_decay >= 0.0) {
+            return bad("format_weight must be finite and weight_decay ≥ 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a tuned run's manifests hold: the method, its config and the base's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TunedConfig {
+    /// `grpo`.
+    pub method: String,
+    /// The base run, as given.
+    pub base: String,
+    /// The base run's config (the model of the tuned run).
+    pub base_config: ArTrainConfig,
+    /// The method's config.
+    pub grpo: GrpoConfig,
+}
+
+/// Family name of GRPO runs in manifests ([`load_ar`] loads them like `ar` runs).
+pub const FAMILY: &str = "ar-grpo";
+
+/// What a run returns.
+#[derive(Debug)]
+pub struct GrpoReport {
+    /// The tuned model.
+    pub model: Gpt,
+    /// Steps done in total.
+    pub steps: usize,
+    /// Held-out evaluations: (step, value); step 0 is the base.
+    pub evals: Vec<(usize, f64)>,
+    /// What the held-out value is.
+    pub eval_name: String,
+}
+
+/// Where the prompts come from.
+enum Prompts {
+    /// Sums: training problems to sample from, held-out ones to evaluate on.
+    Sums {
+        lang: Arithmetic,
+        train: Vec<(u64, u64)>,
+        held: Vec<(u64, u64)>,
+    },
+    /// Fixed prompts (a text run's line start, or a pairs file's prompts), as tokens.
+    Fixed(Vec<Vec<u32>>),
+}
+
+impl Prompts {
+    fn draw(&self, rng: &mut impl Rng, n: usize) -> Vec<Vec<u32>> {
+        match self {
+            Prompts::Sums { lang, train, .. } => (0..n)
+                .map(|_| {
+                    let (a, b) = train[rng.random_range(0..train.len())];
+                    lang.prompt(a, b)
+                })
+                .collect(),
+            Prompts::Fixed(p) => (0..n)
+                .map(|_| p[rng.random_range(0..p.len())].clone())
+                .collect(),
+        }
+    }
+}
+
+/// The GRPO step.
+struct Step {
+    config: GrpoConfig,
+    codec: Codec,
+    prompts: Prompts,
+    reward: Box<dyn Reward>,
+    /// The raw reward (no format bonus), for held-out evaluation.
+    plain: Box<dyn Reward>,
+    device: Device,
+    eval_device: Device,
+    model: Gpt,
+    reference: Gpt,
+    optim: ModuleOptimizer,
+    max_new: usize,
+    out: Option<PathBuf>,
+    evals: Vec<(usize, f64)>,
+}
+
+/// Completions of `prompts` (one per seed), batched by prompt length.
+fn sample(
+    model: &Gpt,
+    prompts: &[Vec<u32>],
+    seeds: &[u64],
+    options: &DecodeOptions,
+    device: &Device,
+) -> Vec<Vec<u32>> {
+    let mut out = vec![Vec::new(); prompts.len()];
+    let mut lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    for len in lengths {
+        let rows: Vec<usize> = (0..prompts.len())
+            .filter(|&i| prompts[i].len() == len)
+            .collect();
+        let p: Vec<Vec<u32>> = rows.iter().map(|&i| prompts[i].clone()).collect();
+        let s: Vec<u64> = rows.iter().map(|&i| seeds[i]).collect();
+        for (i, c) in rows
+            .into_iter()
+            .zip(generate_rows(model, &p, &s, options, device))
+        {
+            out[i] = c;
+        }
+    }
+    out
+}
+
+impl Step {
+    fn options(&self, temperature: f32) -> DecodeOptions {
+        let stop = self.codec.encode(&self.config.stop).unwrap_or_default();
+        DecodeOptions {
+            max_new_tokens: self.max_new,
+            temperature,
+            stop: if stop.is_empty() { vec![] } else { vec![stop] },
+            ..DecodeOptions::default()
+        }
+    }
+
+    fn score(
+        &self,
+        reward: &dyn Reward,
+        prompts: &[Vec<u32>],
+        completions: &[Vec<u32>],
+    ) -> Result<Vec<f64>> {
+        let texts: Vec<(String, String)> = prompts
+            .iter()
+            .zip(completions)
+            .map(|(p, c)| (self.codec.decode(p), self.codec.decode(c)))
+            .collect();
+        let samples: Vec<Sample<'_>> = prompts
+            .iter()
+            .zip(completions)
+            .zip(&texts)
+            .map(|((p, c), (pt, ct))| Sample {
+                prompt: p,
+                completion: c,
+                prompt_text: pt,
+                completion_text: ct,
+            })
+            .collect();
+        score_all(reward, &samples)
+    }
+
+    /// Held-out accuracy: exact match of greedy answers for sums, else the mean raw reward of
+    /// sampled completions.
+    fn held_out(&self) -> Result<f64> {
+        let model = self.model.valid();
+        match &self.prompts {
+            Prompts::Sums { lang, held, .. } if self.plain.name() == "arithmetic" => Ok(
+                arithmetic::exact_match(&model, lang, held, &self.eval_device),
+            ),
+            prompts => {
+                let mut rng = step_rng(self.config.seed ^ 0xE7A1, 0, Stream::Tune);
+                let p = prompts.draw(&mut rng, self.config.eval_samples);
+                let seeds: Vec<u64> = (0..p.len()).map(|_| rng.random()).collect();
+                let options = self.options(self.config.temperature);
+                let c = sample(&model, &p, &seeds, &options, &self.eval_device);
+                let r = self.score(self.plain.as_ref(), &p, &c)?;
+                Ok(r.iter().sum::<f64>() / r.len().max(1) as f64)
+            }
+        }
+    }
+}
+
+/// Sequence log-probabilities of the sampled tokens and the policy's entropy there.
+///
+/// # Shapes
+/// - `tokens`: `[n, l]`; returns log p of tokens 1..l given the ones before, `[n, l − 1]`, and
+///   the entropy of each of those predictions, `[n, l − 1]`.
+fn token_log_probs(model: &Gpt, tokens: Tensor<2, Int>) -> (Tensor<2>, Tensor<2>) {
+    let [n, l] = tokens.dims();
+    let inputs = tokens.clone().slice([0..n, 0..l - 1]);
+    let targets = tokens.slice([0..n, 1..l]).reshape([n, l - 1, 1]);
+    let lsm = log_softmax(model.forward(inputs), 2);
+    let entropy = (lsm.clone().exp() * lsm.clone())
+        .sum_dim(2)
+        .neg()
+        .reshape([n, l - 1]);
+    (lsm.gather(2, targets).reshape([n, l - 1]), entropy)
+}
+
+fn host(t: Tensor<2>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32")
+}
+
+impl TrainStep for Step {
+    fn step(&mut self, ctx: StepContext) -> Result<StepOutput> {
+        let c = &self.config;
+        let mut rng = step_rng(c.seed, ctx.step, Stream::Tune);
+        let distinct = self.prompts.draw(&mut rng, c.prompts);
+        let prompts: Vec<Vec<u32>> = distinct
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p.clone(), c.group))
+            .collect();
+        let seeds: Vec<u64> = (0..prompts.len()).map(|_| rng.random()).collect();
+        let completions = sample(
+            &self.model.valid(),
+            &prompts,
+            &seeds,
+            &self.options(c.temperature),
+            &self.eval_device,
+        );
+        let rewards = self.score(self.reward.as_ref(), &prompts, &completions)?;
+        let advantages = group_advantages(&rewards, c.group)?;
+        // Prompt + completion, padded to the longest; the mask marks the completion tokens
+        // (token j is predicted at position j − 1).
+        let n = prompts.len();
+        let l = prompts
+            .iter()
+            .zip(&completions)
+            .map(|(p, c)| p.len() + c.len())
+            .max()
+            .unwrap_or(1)
+            .max(2);
+        let mut tokens = vec![0i64; n * l];
+        let mut mask = vec![0f32; n * (l - 1)];
+        for (i, (p, comp)) in prompts.iter().zip(&completions).enumerate() {
+            for (j, &t) in p.iter().chain(comp).enumerate() {
+                tokens[i * l + j] = t as i64;
+            }
+            for j in p.len()..p.len() + comp.len() {
+                mask[i * (l - 1) + j - 1] = 1.0;
+            }
+        }
+        let on =
+            |d: &Device| Tensor::<2, Int>::from_data(TensorData::new(tokens.clone(), [n, l]), d);
+        let f2 = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [n, l - 1]), &self.device);
+        let (reference, _) = token_log_probs(&self.reference, on(&self.eval_device));
+        let reference = f2(host(reference));
+        let mask_t = f2(mask.clone());
+        let adv = Tensor::<1>::from_data(
+            TensorData::new(
+                advantages.iter().map(|&a| a as f32).collect::<Vec<_>>(),
+                [n],
+            ),
+            &self.device,
+        );
+        let (mut old, mut stats) = (None, (0.0, 0.0, 0.0, 0.0, 0.0));
+        for _ in 0..c.updates_per_batch {
+            let (logp, entropy) = token_log_probs(&self.model, on(&self.device));
+            let old_logp = old
+                .get_or_insert_with(|| f2(host(logp.clone().detach())))
+                .clone();
+            let g = grpo_loss(
+                logp,
+                old_logp,
+                reference.clone(),
+                adv.clone(),
+                mask_t.clone(),
+                c.clip,
+                c.beta,
+            );
+            let entropy = host(entropy.detach());
+            let tokens_n = mask.iter().sum::<f32>().max(1.0) as f64;
+            let ent = entropy
+                .iter()
+                .zip(&mask)
+                .map(|(e, m)| (e * m) as f64)
+                .sum::<f64>()
+                / tokens_n;
+            let value = g.loss.clone().into_scalar::<f32>() as f64;
+            if !value.is_finite() {
+                return Ok(StepOutput::loss(value, f64::NAN));
+            }
+            let kl = g.kl.into_scalar::<f32>() as f64;
+            let clipped = g.clipped.into_scalar::<f32>() as f64;
+            let mut grads = GradientsParams::from_grads(g.loss.backward(), &self.model);
+            let norm = clip_global_norm(&self.model, &mut grads, c.grad_clip);
+            self.model = self.optim.step(ctx.lr, self.model.clone(), grads);
+            stats = (value, norm, kl, clipped, ent);
+        }
+        let mean = rewards.iter().sum::<f64>() / n as f64;
+        let std = (rewards.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+        let (value, norm, kl, clipped, entropy) = stats;
+        Ok(StepOutput {
+            loss: value,
+            grad_norm: norm,
+            extra: serde_json::json!({
+                "reward_mean": mean, "reward_std": std, "kl": kl,
+                "clip_frac": clipped, "entropy": entropy,
+            }),
+            message: Some(format!("reward {mean:.3} kl {kl:.4}")),
+            pending: None,
+        })
+    }
+
+    fn state(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
+        let codec = serde_json::to_vec(&self.codec).expect("codec serializes");
+        Ok(vec![
+            ("model.bpk", to_bytes(&self.model)?),
+            ("optim.bpk", optim_bytes(&self.optim)?),
+            ("codec.json", codec),
+        ])
+    }
+
+    fn restore(&mut self, ck: &Loaded) -> Result<()> {
+        self.model = load_weights(self.model.clone(), ck.file("model.bpk")?, &ck.dir)?;
+        restore_optim(&mut self.optim, ck, "optim.bpk")
+    }
+
+    fn evaluate(&mut self, done: usize) -> Result<()> {
+        let v = self.held_out()?;
+        tracing::info!("step {done}: held-out {v:.4}");
+        self.evals.push((done, v));
+        if let Some(out) = &self.out {
+            let line = serde_json::json!({"step": done, "held_out": v});
+            append_line(&out.join("eval.jsonl"), &line)?;
+        }
+        Ok(())
+    }
+}
+
+fn append_line(path: &Path, value: &serde_json::Value) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io("eval log", path, e))?;
+    writeln!(f, "{value}").map_err(|e| Error::io("eval log", path, e))
+}
+
+/// Tunes the autoregressive run at `base` with GRPO as `config` says; `opts.out` gets the tuned
+/// run (a run folder that `oxgen sample` and [`load_ar`] read like an `ar` run). Held-out
+/// accuracy is evaluated on the base first (step 0), every `eval_every` steps and at the end.
+pub fn grpo(base: &Path, config: &GrpoConfig, opts: &TrainOptions) -> Result<GrpoReport> {
+    config.validate()?;
+    let ArRun {
+        config: base_config,
+        model: reference,
+        codec,
+    } = load_ar(base, &opts.device)?;
+    let lang = (base_config.data == "arithmetic").then_some(Arithmetic {
+        digits: base_config.digits,
+        seed: base_config.seed,
+    });
+    let ctx = RewardContext { arithmetic: lang };
+    let plain = parse(&config.reward, &ctx)?;
+    let reward: Box<dyn Reward> = match &config.format {
+        Some(f) => Box::new(super::reward::WithFormat {
+            inner: parse(&config.reward, &ctx)?,
+            format: super::reward::RegexReward::new(f)?,
+            weight: config.format_weight,
+        }),
+        None => parse(&config.reward, &ctx)?,
+    };
+    let prompts = match (lang, config.reward.strip_prefix("pairs:")) {
+        (_, Some(file)) => {
+            let pairs = super::reward::PairsReward::load(Path::new(file))?;
+            Prompts::Fixed(
+                pairs
+                    .prompts()
+                    .iter()
+                    .map(|p| codec.prompt(p))
+                    .collect::<Result<_>>()?,
+            )
+        }
+        (Some(lang), None) => Prompts::Sums {
+            lang,
+            train: lang.problems(false),
+            held: lang.problems(true),
+        },
+        (None, None) => Prompts::Fixed(vec![codec.default_prompt()]),
+    };
+    let longest = match &prompts {
+        Prompts::Sums { lang, .. } => lang.prompt_len(),
+        Prompts::Fixed(p) => p.iter().map(Vec::len).max().unwrap_or(1),
+    };
+    let context = base_config.model.context;
+    let wanted = match (config.max_new_tokens, lang) {
+        (0, Some(l)) => l.digits as usize + 1,
+        (0, None) => 64,
+        (n, _) => n,
+    };
+    if longest >= context {
+        return Err(Error::Config(format!(
+            "grpo: a prompt of {longest} tokens leaves no room in the base's context of {context}"
+        )));
+    }
+    let max_new = wanted.min(context - longest);
+    let run = trainer::open_run(opts)?;
+    let ad = opts.device.clone().autodiff();
+    let model = load_ar(base, &ad)?.model;
+    let mut step = Step {
+        config: config.clone(),
+        codec: codec.clone(),
+        prompts,
+        reward,
+        plain,
+        device: ad,
+        eval_device: opts.device.clone(),
+        model,
+        reference,
+        optim: FusedAdamW {
+            weight_decay: config.weight_decay as f32,
+            ..Default::default()
+        }
+        .init(),
+        max_new,
+        out: run.as_ref().map(|r| r.path().to_path_buf()),
+        evals: Vec::new(),
+    };
+    let tuned = TunedConfig {
+        method: "grpo".into(),
+        base: base.display().to_string(),
+        base_config,
+        grpo: config.clone(),
+    };
+    let schedule = Schedule {
+        decay: trainer::Decay::Constant,
+        warmup_steps: 5.min(config.steps),
+        min_lr_ratio: 1.0,
+    };
+    let spec = LoopSpec {
+        family: FAMILY,
+        config: &tuned,
+        must_match: &["grpo", "base_config"],
+        shape: oxgen_models::DataShape::Vector { dim: context },
+        seed: config.seed,
+        steps: config.steps,
+        lr: config.lr,
+        schedule: &schedule,
+        rows_per_step: config.prompts * config.group,
+        checkpoint_every: config.eval_every,
+        eval_every: config.eval_every,
+        max_bad_steps: 5,
+        ema_decay: None,
+        title: "GRPO loss".into(),
+        smaller: None,
+    };
+    if !opts.resume {
+        step.evaluate(0)?;
+    }
+    let summary = trainer::run(&mut step, &spec, run.as_ref(), opts)?;
+    let eval_name = match &step.prompts {
+        Prompts::Sums { .. } if step.plain.name() == "arithmetic" => "held-out exact match",
+        _ => "mean reward of samples",
+    };
+    let mut evals = step.evals.clone();
+    if let Some(r) = &run {
+        evals = read_evals(&r.path().join("eval.jsonl"))?;
+        write_curves(r.path(), eval_name, &evals)?;
+    }
+    Ok(GrpoReport {
+        model: step.model.valid(),
+        steps: summary.done,
+        evals,
+        eval_name: eval_name.into(),
+    })
+}
+
+/// (step, held-out value) from `eval.jsonl`, the last line of each step.
+fn read_evals(path: &Path) -> Result<Vec<(usize, f64)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("eval log", path, e))?;
+    let mut by_step = std::collections::BTreeMap::new();
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        if let (Some(s), Some(h)) = (v["step"].as_u64(), v["held_out"].as_f64()) {
+            by_step.insert(s as usize, h);
+        }
+    }
+    Ok(by_step.into_iter().collect())
+}
+
+/// `curves.png`: reward mean, KL, clip fraction and entropy per step (from `metrics.jsonl`),
+/// and the held-out evaluations.
+fn write_curves(dir: &Path, eval_name: &str, evals: &[(usize, f64)]) -> Result<()> {
+    let path = dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io("metrics", &path, e))?;
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let series = |key: &str| -> Vec<(f64, f64)> {
+        lines
+            .iter()
+            .filter_map(|v| Some((v["step"].as_f64()? + 1.0, v[key].as_f64()?)))
+            .collect()
+    };
+    let held: Vec<(f64, f64)> = evals.iter().map(|&(s, v)| (s as f64, v)).collect();
+    crate::plot::panels(
+        &dir.join("curves.png"),
+        "GRPO",
+        &[
+            (eval_name, held),
+            ("reward (mean)", series("reward_mean")),
+            ("KL to base (k3)", series("kl")),
+            ("clip fraction", series("clip_frac")),
+            ("entropy (nats)", series("entropy")),
+        ],
+    )
+}
