@@ -7,6 +7,7 @@
 //! `eval.jsonl` and `curves.png` (reward, KL, clip fraction, entropy, held-out accuracy).
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
@@ -263,13 +264,14 @@ impl Step {
     }
 
     /// Held-out accuracy: exact match of greedy answers for sums, else the mean raw reward of
-    /// sampled completions.
-    fn held_out(&self) -> Result<f64> {
+    /// sampled completions, with the share of them that are distinct.
+    fn held_out(&self) -> Result<(f64, Option<f64>)> {
         let model = self.model.valid();
         match &self.prompts {
-            Prompts::Sums { lang, held, .. } if self.plain.name() == "arithmetic" => Ok(
+            Prompts::Sums { lang, held, .. } if self.plain.name() == "arithmetic" => Ok((
                 arithmetic::exact_match(&model, lang, held, &self.eval_device),
-            ),
+                None,
+            )),
             prompts => {
                 let mut rng = step_rng(self.config.seed ^ 0xE7A1, 0, Stream::Tune);
                 let p = prompts.draw(&mut rng, self.config.eval_samples);
@@ -277,7 +279,9 @@ impl Step {
                 let options = self.options(self.config.temperature);
                 let c = sample(&model, &p, &seeds, &options, &self.eval_device);
                 let r = self.score(self.plain.as_ref(), &p, &c)?;
-                Ok(r.iter().sum::<f64>() / r.len().max(1) as f64)
+                let distinct: std::collections::HashSet<&Vec<u32>> = c.iter().collect();
+                let n = r.len().max(1) as f64;
+                Ok((r.iter().sum::<f64>() / n, Some(distinct.len() as f64 / n)))
             }
         }
     }
@@ -317,6 +321,7 @@ impl TrainStep for Step {
             .flat_map(|p| std::iter::repeat_n(p.clone(), c.group))
             .collect();
         let seeds: Vec<u64> = (0..prompts.len()).map(|_| rng.random()).collect();
+        let t0 = Instant::now();
         let completions = sample(
             &self.model.valid(),
             &prompts,
@@ -324,8 +329,10 @@ impl TrainStep for Step {
             &self.options(c.temperature),
             &self.eval_device,
         );
+        let t1 = Instant::now();
         let rewards = self.score(self.reward.as_ref(), &prompts, &completions)?;
         let advantages = group_advantages(&rewards, c.group)?;
+        let t2 = Instant::now();
         // Prompt + completion, padded to the longest; the mask marks the completion tokens
         // (token j is predicted at position j − 1).
         let n = prompts.len();
@@ -396,12 +403,14 @@ impl TrainStep for Step {
         let mean = rewards.iter().sum::<f64>() / n as f64;
         let std = (rewards.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
         let (value, norm, kl, clipped, entropy) = stats;
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
         Ok(StepOutput {
             loss: value,
             grad_norm: norm,
             extra: serde_json::json!({
                 "reward_mean": mean, "reward_std": std, "kl": kl,
                 "clip_frac": clipped, "entropy": entropy,
+                "sample_ms": ms(t0, t1), "score_ms": ms(t1, t2), "update_ms": ms(t2, Instant::now()),
             }),
             message: Some(format!("reward {mean:.3} kl {kl:.4}")),
             pending: None,
@@ -423,11 +432,14 @@ impl TrainStep for Step {
     }
 
     fn evaluate(&mut self, done: usize) -> Result<()> {
-        let v = self.held_out()?;
-        tracing::info!("step {done}: held-out {v:.4}");
+        let (v, distinct) = self.held_out()?;
+        match distinct {
+            Some(d) => tracing::info!("step {done}: held-out {v:.4}, distinct samples {d:.3}"),
+            None => tracing::info!("step {done}: held-out {v:.4}"),
+        }
         self.evals.push((done, v));
         if let Some(out) = &self.out {
-            let line = serde_json::json!({"step": done, "held_out": v});
+            let line = serde_json::json!({"step": done, "held_out": v, "distinct": distinct});
             append_line(&out.join("eval.jsonl"), &line)?;
         }
         Ok(())
