@@ -111,13 +111,16 @@ impl GrpoConfig {
         if self.prompts == 0 || self.steps == 0 || self.updates_per_batch == 0 {
             return bad("prompts, steps and updates_per_batch must be at least 1".into());
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) || !(self.temperature > 0.0) {
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if !positive(self.lr) || !positive(f64::from(self.temperature)) {
             return bad("lr and temperature must be positive".into());
         }
-        if !(self.beta >= 0.0 && self.beta.is_finite()) || !(self.clip > 0.0 && self.clip < 1.0) {
+        let in_unit = self.clip > 0.0 && self.clip < 1.0;
+        if !(self.beta.is_finite() && self.beta >= 0.0 && in_unit) {
             return bad("beta must be ≥ 0 and clip in (0, 1)".into());
         }
-        if !self.format_weight.is_finite() || !(self.weight_decay >= 0.0) {
+        let decay_ok = self.weight_decay.is_finite() && self.weight_decay >= 0.0;
+        if !self.format_weight.is_finite() || !decay_ok {
             return bad("format_weight must be finite and weight_decay ≥ 0".into());
         }
         Ok(())
