@@ -394,6 +394,52 @@ pub(crate) enum TuneMethod {
         after_help = "Examples:\n  oxgen tune grpo --base runs/sums --reward arithmetic --out runs/sums-grpo\n  oxgen tune grpo --base runs/lines --reward 'regex:[a-z ]+ is [a-z]+' --out runs/lines-grpo\n  oxgen tune grpo --base runs/qa --reward pairs:answers.tsv --out runs/qa-grpo\n\nRewards: arithmetic (exact answers of the embedded sums), regex:PATTERN (the whole completion\nmatches), pairs:FILE (TSV of prompt and answer)."
     )]
     Grpo(GrpoArgs),
+    /// Supervised fine-tuning on prompt/completion pairs, the loss on the completion tokens
+    /// only, optionally packed several to a context window. Writes metrics.jsonl, eval.jsonl
+    /// (held-out exact match for sums, else held-out completion NLL) and curves.png.
+    #[command(
+        after_help = "Examples:\n  oxgen tune sft --base runs/sums-260 --data arithmetic --out runs/sums-sft\n  oxgen tune sft --base runs/chars --data pairs.jsonl --pack --out runs/chars-sft\n\nData: arithmetic (the base's own sums with their answers), a JSONL file of\n{\"prompt\": ..., \"completion\": ...} lines, or a TSV file of prompt<TAB>completion lines."
+    )]
+    Sft(SftArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct SftArgs {
+    /// The autoregressive run (or checkpoint) to start from.
+    #[arg(long)]
+    pub(crate) base: PathBuf,
+    /// arithmetic, or a JSONL or TSV file of prompt/completion pairs.
+    #[arg(long)]
+    pub(crate) data: Option<String>,
+    /// Optimizer steps.
+    #[arg(long)]
+    pub(crate) steps: Option<usize>,
+    /// Examples per step.
+    #[arg(long)]
+    pub(crate) batch_size: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    pub(crate) lr: Option<f64>,
+    /// Pack examples several to a context window.
+    #[arg(long)]
+    pub(crate) pack: bool,
+    /// Seed of the batches and the split.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// A TOML or JSON file overriding any SFT config fields.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// The tuned run's folder.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    pub(crate) resume: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
 }
 
 #[derive(Args)]

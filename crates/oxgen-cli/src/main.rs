@@ -72,6 +72,7 @@ fn main() -> Result<()> {
         Command::Train(Family::Gan(a)) => family::train("gan", a)?,
         Command::Train(Family::Diffusion(a)) => diffusion::train(a)?,
         Command::Tune(TuneMethod::Grpo(a)) => tune::grpo(a)?,
+        Command::Tune(TuneMethod::Sft(a)) => tune::sft(a)?,
         Command::Sample(a) if oxgen_train::ar::is_ar_checkpoint(&a.ckpt) => ar::sample(a)?,
         Command::Sample(a) if oxgen_train::family::is_family_checkpoint(&a.ckpt) => {
             family::sample(a)?

@@ -3,8 +3,9 @@
 use anyhow::{Context, Result};
 use oxgen_train::TrainOptions;
 use oxgen_train::tune::grpo::{GrpoConfig, TunedConfig, grpo as run_grpo};
+use oxgen_train::tune::sft::{SftConfig, SftRunConfig, sft as run_sft};
 
-use crate::args::GrpoArgs;
+use crate::args::{GrpoArgs, SftArgs};
 use crate::device;
 
 pub(crate) fn grpo(a: GrpoArgs) -> Result<()> {
@@ -47,6 +48,46 @@ pub(crate) fn grpo(a: GrpoArgs) -> Result<()> {
             first.0,
             100.0 * last.1,
             last.0
+        );
+    }
+    println!("curves: {}", a.out.join("curves.png").display());
+    Ok(())
+}
+
+pub(crate) fn sft(a: SftArgs) -> Result<()> {
+    let device = device(&a.device)?;
+    let mut config = if a.resume {
+        let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
+        serde_json::from_value::<SftRunConfig>(ck.manifest.config)
+            .context("config in checkpoint")?
+            .sft
+    } else {
+        SftConfig::default()
+    };
+    if let Some(file) = &a.config {
+        config = config.merge_file(file)?;
+    }
+    if let Some(d) = a.data {
+        config.data = d;
+    }
+    config.pack |= a.pack;
+    macro_rules! set {
+        ($($field:ident),*) => { $( if let Some(v) = a.$field { config.$field = v; } )* };
+    }
+    set!(steps, batch_size, lr, seed);
+    let opts = TrainOptions {
+        out: Some(a.out.clone()),
+        resume: a.resume,
+        device,
+        progress: !a.quiet,
+        ..TrainOptions::default()
+    };
+    let report = run_sft(&a.base, &config, &opts)?;
+    println!("fine-tuned {} steps on {}", report.steps, config.data);
+    if let (Some(first), Some(last)) = (report.evals.first(), report.evals.last()) {
+        println!(
+            "{}: {:.4} at step {} -> {:.4} at step {}",
+            report.eval_name, first.1, first.0, last.1, last.0
         );
     }
     println!("curves: {}", a.out.join("curves.png").display());

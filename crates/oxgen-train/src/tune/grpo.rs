@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use oxgen_models::ar::arithmetic::{self, Arithmetic};
 use oxgen_models::ar::{DecodeOptions, Gpt, generate_rows};
@@ -20,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::objective::{group_advantages, grpo_loss};
 use super::reward::{Reward, RewardContext, Sample, parse, score_all};
+use super::rows::{Rows, append_line, host, read_evals, token_log_probs};
 use crate::ar::{ArRun, ArTrainConfig, Codec, load_ar};
 use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
 use crate::trainer::adamw::FusedAdamW;
@@ -290,30 +290,6 @@ impl Step {
     }
 }
 
-/// Sequence log-probabilities of the sampled tokens and the policy's entropy there.
-///
-/// # Shapes
-/// - `tokens`: `[n, l]`; returns log p of tokens 1..l given the ones before, `[n, l − 1]`, and
-///   the entropy of each of those predictions, `[n, l − 1]`.
-fn token_log_probs(model: &Gpt, tokens: Tensor<2, Int>) -> (Tensor<2>, Tensor<2>) {
-    let [n, l] = tokens.dims();
-    let inputs = tokens.clone().slice([0..n, 0..l - 1]);
-    let targets = tokens.slice([0..n, 1..l]).reshape([n, l - 1, 1]);
-    let lsm = log_softmax(model.forward(inputs), 2);
-    let entropy = (lsm.clone().exp() * lsm.clone())
-        .sum_dim(2)
-        .neg()
-        .reshape([n, l - 1]);
-    (lsm.gather(2, targets).reshape([n, l - 1]), entropy)
-}
-
-fn host(t: Tensor<2>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32")
-}
-
 impl TrainStep for Step {
     fn step(&mut self, ctx: StepContext) -> Result<StepOutput> {
         let c = &self.config;
@@ -336,26 +312,15 @@ impl TrainStep for Step {
         let rewards = self.score(self.reward.as_ref(), &prompts, &completions)?;
         let advantages = group_advantages(&rewards, c.group)?;
         let t2 = Instant::now();
-        // Prompt + completion, padded to the longest; the mask marks the completion tokens
-        // (token j is predicted at position j − 1).
         let n = prompts.len();
-        let l = prompts
+        let pairs: Vec<(&[u32], &[u32])> = prompts
             .iter()
             .zip(&completions)
-            .map(|(p, c)| p.len() + c.len())
-            .max()
-            .unwrap_or(1)
-            .max(2);
-        let mut tokens = vec![0i64; n * l];
-        let mut mask = vec![0f32; n * (l - 1)];
-        for (i, (p, comp)) in prompts.iter().zip(&completions).enumerate() {
-            for (j, &t) in p.iter().chain(comp).enumerate() {
-                tokens[i * l + j] = t as i64;
-            }
-            for j in p.len()..p.len() + comp.len() {
-                mask[i * (l - 1) + j - 1] = 1.0;
-            }
-        }
+            .map(|(p, c)| (p.as_slice(), c.as_slice()))
+            .collect();
+        let Rows {
+            tokens, mask, l, ..
+        } = Rows::one_per_row(&pairs, usize::MAX);
         let on =
             |d: &Device| Tensor::<2, Int>::from_data(TensorData::new(tokens.clone(), [n, l]), d);
         let f2 = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [n, l - 1]), &self.device);
@@ -447,16 +412,6 @@ impl TrainStep for Step {
         }
         Ok(())
     }
-}
-
-fn append_line(path: &Path, value: &serde_json::Value) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| Error::io("eval log", path, e))?;
-    writeln!(f, "{value}").map_err(|e| Error::io("eval log", path, e))
 }
 
 /// Tunes the autoregressive run at `base` with GRPO as `config` says; `opts.out` gets the tuned
@@ -586,22 +541,6 @@ pub fn grpo(base: &Path, config: &GrpoConfig, opts: &TrainOptions) -> Result<Grp
         evals,
         eval_name: eval_name.into(),
     })
-}
-
-/// (step, held-out value) from `eval.jsonl`, the last line of each step.
-fn read_evals(path: &Path) -> Result<Vec<(usize, f64)>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("eval log", path, e))?;
-    let mut by_step = std::collections::BTreeMap::new();
-    for l in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(l).map_err(|e| Error::Parse {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        if let (Some(s), Some(h)) = (v["step"].as_u64(), v["held_out"].as_f64()) {
-            by_step.insert(s as usize, h);
-        }
-    }
-    Ok(by_step.into_iter().collect())
 }
 
 /// `curves.png`: reward mean, KL, clip fraction and entropy per step (from `metrics.jsonl`),

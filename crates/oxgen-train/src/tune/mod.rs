@@ -1,7 +1,10 @@
-//! Post-training of autoregressive runs: rewards and verifiers ([`reward`]) and the objectives
-//! ([`objective`]: DPO, IPO, GRPO, the k3 KL), and the GRPO trainer on the shared loop
-//! ([`grpo`]).
+//! Post-training of autoregressive runs: rewards and verifiers ([`reward`]), the objectives
+//! ([`objective`]: DPO, IPO, GRPO, the k3 KL), and two trainers on the shared loop: supervised
+//! fine-tuning on prompt/completion pairs ([`sft`]) and GRPO with verifiable rewards
+//! ([`grpo`]). Tuned runs load as `ar` runs. See `docs/post-training.md`.
 
 pub mod grpo;
 pub mod objective;
 pub mod reward;
+mod rows;
+pub mod sft;

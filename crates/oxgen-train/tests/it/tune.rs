@@ -1,5 +1,5 @@
-//! Post-training: GRPO with the arithmetic verifier raises held-out exact match, resumes
-//! exactly, and refuses bad bases and rewards with typed errors.
+//! Post-training: GRPO with the arithmetic verifier and SFT on labelled pairs raise held-out
+//! exact match; both resume exactly and refuse bad bases, rewards and files with typed errors.
 
 use std::path::Path;
 
@@ -7,6 +7,7 @@ use burn::tensor::Device;
 use oxgen_train::Error;
 use oxgen_train::ar::{ArTrainConfig, train_ar};
 use oxgen_train::tune::grpo::{GrpoConfig, grpo};
+use oxgen_train::tune::sft::{SftConfig, sft};
 
 use crate::common::{opts, params, run, tiny_2d};
 
@@ -113,4 +114,96 @@ fn grpo_refuses_bad_bases_and_rewards() {
     );
     assert!(matches!(e, Err(Error::NotFound { .. })), "{e:?}");
     assert!(!dir.path().join("y").exists());
+}
+
+/// SFT on the base's own sums (labelled answers, the loss on the answer tokens only): 100 steps
+/// of 64 take held-out exact match from 53.8% to at least 70% (measured 80.8%).
+#[test]
+fn sft_on_labelled_sums_raises_held_out_exact_match() {
+    let dir = tempfile::tempdir().unwrap();
+    base(&dir.path().join("base"));
+    let c = SftConfig {
+        steps: 100,
+        ..SftConfig::default()
+    };
+    let r = sft(
+        &dir.path().join("base"),
+        &c,
+        &opts(&dir.path().join("sft"), Device::flex()),
+    )
+    .unwrap();
+    let (first, last) = (r.evals[0], *r.evals.last().unwrap());
+    assert!(
+        last.1 >= 0.70 && last.1 > first.1 + 0.1,
+        "{first:?} -> {last:?}"
+    );
+}
+
+/// A tiny character model; SFT on JSONL pairs, packed, resumes bit for bit and lowers the
+/// held-out completion NLL; bad files are typed errors naming the line.
+#[test]
+fn sft_on_a_file_packs_resumes_and_refuses_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("abc.txt");
+    let text: String = (0..400)
+        .map(|i| ["the cat sat. ", "a dog ran. "][i % 2])
+        .collect();
+    std::fs::write(&corpus, &text).unwrap();
+    let model = oxgen_models::ar::GptConfig::new(0)
+        .with_context(24)
+        .with_layers(1)
+        .with_heads(2)
+        .with_width(32);
+    let mut bc = ArTrainConfig::new(model, corpus.to_str().unwrap());
+    (bc.steps, bc.batch_size, bc.eval_every) = (20, 8, 20);
+    let base = dir.path().join("base");
+    train_ar(&bc, &opts(&base, Device::flex())).unwrap();
+    let pairs = dir.path().join("pairs.jsonl");
+    let lines: String = (0..40)
+        .map(|i| {
+            let (p, c) = [("the cat", " sat."), ("a dog", " ran.")][i % 2];
+            format!("{{\"prompt\": \"{p}\", \"completion\": \"{c}\"}}\n")
+        })
+        .collect();
+    std::fs::write(&pairs, lines).unwrap();
+    let c = SftConfig {
+        data: pairs.to_str().unwrap().into(),
+        steps: 12,
+        batch_size: 8,
+        pack: true,
+        eval_every: 6,
+        lr: 3e-3,
+        ..SftConfig::default()
+    };
+    let straight = sft(&base, &c, &opts(&dir.path().join("a"), Device::flex())).unwrap();
+    let (first, last) = (straight.evals[0], *straight.evals.last().unwrap());
+    assert!(last.1 < first.1, "held-out NLL {first:?} -> {last:?}");
+    let mut one = opts(&dir.path().join("b"), Device::flex());
+    one.stop_after = Some(6);
+    sft(&base, &c, &one).unwrap();
+    let mut two = opts(&dir.path().join("b"), Device::flex());
+    two.resume = true;
+    let resumed = sft(&base, &c, &two).unwrap();
+    let (a, b) = (params(&straight.model), params(&resumed.model));
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+
+    for (name, text, says) in [
+        ("bad.jsonl", "{\"prompt\": \"the\"}\n", "line 1"),
+        ("tab.tsv", "the cat sat.\n", "line 1: no tab"),
+        ("vocab.tsv", "the\tcat\nZZZ\tcat\n", "line 2"),
+        ("few.tsv", "the\tcat\n", "too few"),
+    ] {
+        let f = dir.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        let bad = SftConfig {
+            data: f.to_str().unwrap().into(),
+            ..c.clone()
+        };
+        let e = sft(&base, &bad, &opts(&dir.path().join("x"), Device::flex())).unwrap_err();
+        assert!(
+            matches!(e, Error::Parse { .. }) && e.to_string().contains(says),
+            "{name}: {e}"
+        );
+    }
+    assert!(!dir.path().join("x").exists());
 }
