@@ -401,6 +401,61 @@ pub(crate) enum TuneMethod {
         after_help = "Examples:\n  oxgen tune sft --base runs/sums-260 --data arithmetic --out runs/sums-sft\n  oxgen tune sft --base runs/chars --data pairs.jsonl --pack --out runs/chars-sft\n\nData: arithmetic (the base's own sums with their answers), a JSONL file of\n{\"prompt\": ..., \"completion\": ...} lines, or a TSV file of prompt<TAB>completion lines."
     )]
     Sft(SftArgs),
+    /// DPO (or IPO) against the frozen base on preference pairs: a JSONL file of
+    /// {"prompt", "chosen", "rejected"} lines, or pairs made by sampling the base N times per
+    /// prompt and ranking with a verifier. Reports held-out preference accuracy and margins.
+    #[command(
+        after_help = "Examples:\n  oxgen tune dpo --base runs/sums-260 --pairs-from-verifier 8 --reward arithmetic --out runs/sums-dpo\n  oxgen tune dpo --base runs/chars --pairs prefs.jsonl --loss ipo --out runs/chars-dpo"
+    )]
+    Dpo(DpoArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct DpoArgs {
+    /// The autoregressive run (or checkpoint) to start from; it is also the frozen reference.
+    #[arg(long)]
+    pub(crate) base: PathBuf,
+    /// A JSONL file of {"prompt", "chosen", "rejected"} lines.
+    #[arg(long, conflicts_with = "pairs_from_verifier")]
+    pub(crate) pairs: Option<String>,
+    /// Make pairs by sampling the base N times per prompt, ranked by --reward.
+    #[arg(long)]
+    pub(crate) pairs_from_verifier: Option<usize>,
+    /// The verifier for --pairs-from-verifier: arithmetic, regex:PATTERN or pairs:FILE.
+    #[arg(long)]
+    pub(crate) reward: Option<String>,
+    /// sigmoid (DPO) or ipo.
+    #[arg(long)]
+    pub(crate) loss: Option<String>,
+    /// β.
+    #[arg(long)]
+    pub(crate) beta: Option<f64>,
+    /// Add this weight times the chosen completions' NLL per token (Pang et al., 2024).
+    #[arg(long)]
+    pub(crate) nll_weight: Option<f64>,
+    /// Optimizer steps.
+    #[arg(long)]
+    pub(crate) steps: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    pub(crate) lr: Option<f64>,
+    /// Seed of the pairs, the split and the batches.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// A TOML or JSON file overriding any DPO config fields.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// The tuned run's folder.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    pub(crate) resume: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
 }
 
 #[derive(Args)]

@@ -73,6 +73,7 @@ fn main() -> Result<()> {
         Command::Train(Family::Diffusion(a)) => diffusion::train(a)?,
         Command::Tune(TuneMethod::Grpo(a)) => tune::grpo(a)?,
         Command::Tune(TuneMethod::Sft(a)) => tune::sft(a)?,
+        Command::Tune(TuneMethod::Dpo(a)) => tune::dpo(a)?,
         Command::Sample(a) if oxgen_train::ar::is_ar_checkpoint(&a.ckpt) => ar::sample(a)?,
         Command::Sample(a) if oxgen_train::family::is_family_checkpoint(&a.ckpt) => {
             family::sample(a)?

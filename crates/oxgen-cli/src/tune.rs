@@ -2,10 +2,12 @@
 
 use anyhow::{Context, Result};
 use oxgen_train::TrainOptions;
+use oxgen_train::tune::dpo::{DpoConfig, DpoRunConfig, dpo as run_dpo};
 use oxgen_train::tune::grpo::{GrpoConfig, TunedConfig, grpo as run_grpo};
+use oxgen_train::tune::objective::PreferenceLoss;
 use oxgen_train::tune::sft::{SftConfig, SftRunConfig, sft as run_sft};
 
-use crate::args::{GrpoArgs, SftArgs};
+use crate::args::{DpoArgs, GrpoArgs, SftArgs};
 use crate::device;
 
 pub(crate) fn grpo(a: GrpoArgs) -> Result<()> {
@@ -91,5 +93,72 @@ pub(crate) fn sft(a: SftArgs) -> Result<()> {
         );
     }
     println!("curves: {}", a.out.join("curves.png").display());
+    Ok(())
+}
+
+pub(crate) fn dpo(a: DpoArgs) -> Result<()> {
+    let device = device(&a.device)?;
+    let mut config = if a.resume {
+        let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
+        serde_json::from_value::<DpoRunConfig>(ck.manifest.config)
+            .context("config in checkpoint")?
+            .dpo
+    } else {
+        DpoConfig::default()
+    };
+    if let Some(file) = &a.config {
+        config = config.merge_file(file)?;
+    }
+    if let Some(p) = a.pairs {
+        (config.pairs, config.pairs_from_verifier) = (p, 0);
+    }
+    config.loss = match a.loss.as_deref() {
+        None => config.loss,
+        Some("sigmoid" | "dpo") => PreferenceLoss::Sigmoid,
+        Some("ipo") => PreferenceLoss::Ipo,
+        Some(other) => anyhow::bail!("--loss must be sigmoid or ipo, not {other}"),
+    };
+    macro_rules! set {
+        ($($field:ident),*) => { $( if let Some(v) = a.$field { config.$field = v; } )* };
+    }
+    set!(
+        pairs_from_verifier,
+        reward,
+        beta,
+        nll_weight,
+        steps,
+        lr,
+        seed
+    );
+    let opts = TrainOptions {
+        out: Some(a.out.clone()),
+        resume: a.resume,
+        device,
+        progress: !a.quiet,
+        ..TrainOptions::default()
+    };
+    let report = run_dpo(&a.base, &config, &opts)?;
+    println!(
+        "tuned {} steps on {} pairs ({} held out)",
+        report.steps,
+        report.pairs.0 + report.pairs.1,
+        report.pairs.1
+    );
+    if let (Some(first), Some(last)) = (report.evals.first(), report.evals.last()) {
+        println!(
+            "held-out preference accuracy {:.2}% -> {:.2}%, margin {:.3} -> {:.3}",
+            100.0 * first.1,
+            100.0 * last.1,
+            first.2,
+            last.2
+        );
+        if let (Some(e0), Some(e1)) = (first.3, last.3) {
+            println!(
+                "held-out exact match {:.2}% -> {:.2}%",
+                100.0 * e0,
+                100.0 * e1
+            );
+        }
+    }
     Ok(())
 }

@@ -1,0 +1,502 @@
+//! Direct preference optimisation (Rafailov et al., 2023) and IPO (Azar et al., 2023) of an
+//! autoregressive run against its frozen self ([`super::objective::preference_loss`]), on the
+//! shared loop. Pairs come from a JSONL file of `{"prompt", "chosen", "rejected"}` lines (TRL's
+//! preference format), or are made by sampling the base `pairs_from_verifier` times per prompt
+//! and ranking the samples with a verifier: a best and a worst make a pair, and prompts whose
+//! samples all score alike make none. A seeded `val_fraction` of the pairs is held out; each
+//! evaluation reports the held-out preference accuracy (the share of pairs whose implicit
+//! reward margin β·h is positive), the mean margin, and, for sums, held-out exact match.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use oxgen_models::ar::arithmetic::{self, Arithmetic};
+use oxgen_models::ar::{DecodeOptions, Gpt, generate_rows};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::objective::{PreferenceLoss, preference_loss};
+use super::reward::{RewardContext, Sample, parse, score_all};
+use super::rows::{Rows, append_line, host, read_evals, token_log_probs};
+use crate::ar::{ArRun, ArTrainConfig, Codec, load_ar};
+use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
+use crate::trainer::adamw::FusedAdamW;
+use crate::trainer::optim::clip_global_norm;
+use crate::trainer::rng::{Stream, step_rng};
+use crate::trainer::{self, LoopSpec, Schedule, StepContext, StepOutput, TrainOptions, TrainStep};
+use crate::{Error, Result};
+
+/// How to run DPO. Every field has a default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DpoConfig {
+    /// A JSONL file of `{"prompt", "chosen", "rejected"}` lines (unused when
+    /// `pairs_from_verifier` > 0).
+    pub pairs: String,
+    /// Make pairs by sampling the base this many times per prompt (0: read `pairs`).
+    pub pairs_from_verifier: usize,
+    /// The verifier that ranks the samples (a reward spec).
+    pub reward: String,
+    /// Prompts to sample pairs from.
+    pub prompts: usize,
+    /// Sampling temperature of the pairs.
+    pub temperature: f32,
+    /// `sigmoid` (DPO) or `ipo`.
+    pub loss: PreferenceLoss,
+    /// β.
+    pub beta: f64,
+    /// Weight of a negative log-likelihood term on the chosen completions (per token), added
+    /// to the preference loss as in Pang et al. (2024), "Iterative reasoning preference
+    /// optimization" (0: plain DPO or IPO).
+    pub nll_weight: f64,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Pairs per step.
+    pub batch_size: usize,
+    /// Peak learning rate (AdamW, 5 steps of warmup, then constant).
+    pub lr: f64,
+    /// Global gradient-norm clip (0: none).
+    pub grad_clip: f64,
+    /// Evaluate (and checkpoint) every this many steps.
+    pub eval_every: usize,
+    /// Share of the pairs held out.
+    pub val_fraction: f64,
+    /// Seed of the pairs, the split and the batches.
+    pub seed: u64,
+}
+
+impl Default for DpoConfig {
+    fn default() -> Self {
+        Self {
+            pairs: String::new(),
+            pairs_from_verifier: 8,
+            reward: "arithmetic".into(),
+            prompts: 2000,
+            temperature: 1.0,
+            loss: PreferenceLoss::Sigmoid,
+            beta: 0.1,
+            nll_weight: 0.0,
+            steps: 300,
+            batch_size: 64,
+            lr: 1e-3,
+            grad_clip: 1.0,
+            eval_every: 50,
+            val_fraction: 0.1,
+            seed: 0,
+        }
+    }
+}
+
+impl DpoConfig {
+    /// The config with the fields of a TOML (or `.json`) file laid over it.
+    pub fn merge_file(self, file: &Path) -> Result<Self> {
+        crate::config::merge_file(self, file, "dpo")
+    }
+
+    /// Refuses a config no run can use.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::Config(format!("dpo: {what}")));
+        if self.steps == 0 || self.batch_size == 0 {
+            return bad("steps and batch_size must be at least 1");
+        }
+        if self.pairs_from_verifier == 1 {
+            return bad("pairs_from_verifier needs at least 2 samples per prompt to rank");
+        }
+        if self.pairs_from_verifier == 0 && self.pairs.is_empty() {
+            return bad("give a pairs file, or pairs_from_verifier ≥ 2");
+        }
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if !positive(self.lr) || !positive(self.beta) || !positive(f64::from(self.temperature)) {
+            return bad("lr, beta and temperature must be positive");
+        }
+        if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
+            return bad("val_fraction must be in (0, 1)");
+        }
+        if !(self.nll_weight.is_finite() && self.nll_weight >= 0.0) {
+            return bad("nll_weight must be ≥ 0");
+        }
+        Ok(())
+    }
+}
+
+/// What a DPO run's manifests hold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DpoRunConfig {
+    /// `dpo`.
+    pub method: String,
+    /// The base run, as given.
+    pub base: String,
+    /// The base run's config (the model of the tuned run).
+    pub base_config: ArTrainConfig,
+    /// The method's config.
+    pub dpo: DpoConfig,
+}
+
+/// Family name of DPO runs in manifests ([`load_ar`] loads them like `ar` runs).
+pub const FAMILY: &str = "ar-dpo";
+
+/// One preference: prompt, chosen completion, rejected completion (tokens).
+pub type Pair = (Vec<u32>, Vec<u32>, Vec<u32>);
+
+/// What a run returns.
+#[derive(Debug)]
+pub struct DpoReport {
+    /// The tuned model.
+    pub model: Gpt,
+    /// Steps done in total.
+    pub steps: usize,
+    /// Pairs trained on and held out.
+    pub pairs: (usize, usize),
+    /// Held-out evaluations: (step, preference accuracy, mean margin β·h, exact match of sums).
+    pub evals: Vec<(usize, f64, f64, Option<f64>)>,
+}
+
+/// Pairs made by sampling `model` and ranking with the verifier.
+fn verifier_pairs(
+    config: &DpoConfig,
+    model: &Gpt,
+    codec: &Codec,
+    lang: Option<Arithmetic>,
+    device: &Device,
+) -> Result<Vec<Pair>> {
+    let reward = parse(&config.reward, &RewardContext { arithmetic: lang })?;
+    let mut rng = StdRng::seed_from_u64(config.seed ^ 0xD90);
+    let prompts: Vec<Vec<u32>> = match lang {
+        Some(l) => {
+            let train = l.problems(false);
+            (0..config.prompts)
+                .map(|_| {
+                    let (a, b) = train[rng.random_range(0..train.len())];
+                    l.prompt(a, b)
+                })
+                .collect()
+        }
+        None => vec![codec.default_prompt(); config.prompts],
+    };
+    let n = config.pairs_from_verifier;
+    let options = DecodeOptions {
+        max_new_tokens: lang.map_or(64, |l| l.digits as usize + 1),
+        temperature: config.temperature,
+        stop: match lang {
+            Some(_) => vec![],
+            None => vec![codec.encode("\n").unwrap_or_default()],
+        },
+        ..DecodeOptions::default()
+    };
+    let mut pairs = Vec::new();
+    for chunk in prompts.chunks(64) {
+        let rows: Vec<Vec<u32>> = chunk
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p.clone(), n))
+            .collect();
+        let seeds: Vec<u64> = (0..rows.len()).map(|_| rng.random()).collect();
+        let completions = generate_rows(model, &rows, &seeds, &options, device);
+        let texts: Vec<(String, String)> = rows
+            .iter()
+            .zip(&completions)
+            .map(|(p, c)| (codec.decode(p), codec.decode(c)))
+            .collect();
+        let samples: Vec<Sample<'_>> = rows
+            .iter()
+            .zip(&completions)
+            .zip(&texts)
+            .map(|((p, c), (pt, ct))| Sample {
+                prompt: p,
+                completion: c,
+                prompt_text: pt,
+                completion_text: ct,
+            })
+            .collect();
+        let scores = score_all(reward.as_ref(), &samples)?;
+        for (g, prompt) in chunk.iter().enumerate() {
+            let s = &scores[g * n..(g + 1) * n];
+            let best = (0..n).max_by(|&a, &b| s[a].total_cmp(&s[b]).then(b.cmp(&a)));
+            let worst = (0..n).min_by(|&a, &b| s[a].total_cmp(&s[b]).then(a.cmp(&b)));
+            if let (Some(b), Some(w)) = (best, worst)
+                && s[b] > s[w]
+            {
+                let c = |i: usize| completions[g * n + i].clone();
+                pairs.push((prompt.clone(), c(b), c(w)));
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+/// Pairs from a JSONL file, encoded with the base's codec.
+fn file_pairs(path: &Path, codec: &Codec) -> Result<Vec<Pair>> {
+    #[derive(Deserialize)]
+    struct Line {
+        prompt: String,
+        chosen: String,
+        rejected: String,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("pairs file", path, e))?;
+    let mut pairs = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        if l.trim().is_empty() {
+            continue;
+        }
+        let bad = |why: String| Error::Parse {
+            path: path.to_path_buf(),
+            reason: format!("line {}: {why}", i + 1),
+        };
+        let p: Line = serde_json::from_str(l).map_err(|e| bad(e.to_string()))?;
+        if p.prompt.is_empty() || p.chosen.is_empty() || p.rejected.is_empty() {
+            return Err(bad("an empty prompt, chosen or rejected".into()));
+        }
+        if p.chosen == p.rejected {
+            return Err(bad("chosen and rejected are the same".into()));
+        }
+        let enc = |s: &str| codec.encode(s).map_err(|e| bad(format!("{e}")));
+        pairs.push((enc(&p.prompt)?, enc(&p.chosen)?, enc(&p.rejected)?));
+    }
+    Ok(pairs)
+}
+
+/// The DPO step.
+struct Step {
+    config: DpoConfig,
+    codec: Codec,
+    lang: Option<Arithmetic>,
+    train: Vec<Pair>,
+    held: Vec<Pair>,
+    device: Device,
+    eval_device: Device,
+    model: Gpt,
+    reference: Gpt,
+    optim: ModuleOptimizer,
+    context: usize,
+    out: Option<PathBuf>,
+    evals: Vec<(usize, f64, f64, Option<f64>)>,
+}
+
+impl Step {
+    /// Summed log-probabilities of the chosen then the rejected completions, `[2n]`, and their
+    /// token counts.
+    fn sequence_log_probs(
+        &self,
+        model: &Gpt,
+        pairs: &[&Pair],
+        device: &Device,
+    ) -> (Tensor<1>, Vec<f32>) {
+        let refs: Vec<(&[u32], &[u32])> = pairs
+            .iter()
+            .map(|(p, c, _)| (p.as_slice(), c.as_slice()))
+            .chain(pairs.iter().map(|(p, _, r)| (p.as_slice(), r.as_slice())))
+            .collect();
+        let rows = Rows::one_per_row(&refs, self.context + 1);
+        let counts = rows
+            .mask
+            .chunks(rows.l - 1)
+            .map(|m| m.iter().sum())
+            .collect();
+        let tokens =
+            Tensor::<2, Int>::from_data(TensorData::new(rows.tokens, [rows.n, rows.l]), device);
+        let mask = Tensor::<2>::from_data(TensorData::new(rows.mask, [rows.n, rows.l - 1]), device);
+        let (logp, _) = token_log_probs(model, tokens);
+        ((logp * mask).sum_dim(1).reshape([rows.n]), counts)
+    }
+
+    /// The loss of `pairs` (the preference loss, plus the chosen completions' NLL per token
+    /// times `nll_weight`) and h of each pair; the reference enters as constants.
+    fn loss(&self, model: &Gpt, pairs: &[&Pair], device: &Device) -> (Tensor<1>, Tensor<1>) {
+        let n = pairs.len();
+        let (policy, counts) = self.sequence_log_probs(model, pairs, device);
+        let (reference, _) = self.sequence_log_probs(&self.reference, pairs, &self.eval_device);
+        let reference: Vec<f32> = host(reference.reshape([1, 2 * n]));
+        let reference = Tensor::<1>::from_data(TensorData::new(reference, [2 * n]), device);
+        let part = |t: &Tensor<1>, i: usize| t.clone().slice([i * n..(i + 1) * n]);
+        let (loss, h) = preference_loss(
+            part(&policy, 0),
+            part(&policy, 1),
+            part(&reference, 0),
+            part(&reference, 1),
+            self.config.beta,
+            self.config.loss,
+        );
+        if self.config.nll_weight == 0.0 {
+            return (loss, h);
+        }
+        let per_token: Vec<f32> = counts[..n].iter().map(|c| 1.0 / c.max(1.0)).collect();
+        let per_token = Tensor::<1>::from_data(TensorData::new(per_token, [n]), device);
+        let nll = (part(&policy, 0) * per_token).mean().neg();
+        (loss + nll.mul_scalar(self.config.nll_weight), h)
+    }
+}
+
+impl TrainStep for Step {
+    fn step(&mut self, ctx: StepContext) -> Result<StepOutput> {
+        let c = &self.config;
+        let mut rng = step_rng(c.seed, ctx.step, Stream::Tune);
+        let batch: Vec<&Pair> = (0..c.batch_size)
+            .map(|_| &self.train[rng.random_range(0..self.train.len())])
+            .collect();
+        let (loss, h) = self.loss(&self.model, &batch, &self.device);
+        let value = loss.clone().into_scalar::<f32>() as f64;
+        if !value.is_finite() {
+            return Ok(StepOutput::loss(value, f64::NAN));
+        }
+        let h = host(h.detach().reshape([1, batch.len()]));
+        let accuracy = h.iter().filter(|&&x| x > 0.0).count() as f64 / h.len() as f64;
+        let margin = c.beta * h.iter().map(|&x| x as f64).sum::<f64>() / h.len() as f64;
+        let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        let norm = clip_global_norm(&self.model, &mut grads, c.grad_clip);
+        self.model = self.optim.step(ctx.lr, self.model.clone(), grads);
+        Ok(StepOutput {
+            extra: serde_json::json!({"pref_accuracy": accuracy, "margin": margin}),
+            message: Some(format!("loss {value:.4} acc {accuracy:.2}")),
+            ..StepOutput::loss(value, norm)
+        })
+    }
+
+    fn state(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
+        let codec = serde_json::to_vec(&self.codec).expect("codec serializes");
+        Ok(vec![
+            ("model.bpk", to_bytes(&self.model)?),
+            ("optim.bpk", optim_bytes(&self.optim)?),
+            ("codec.json", codec),
+        ])
+    }
+
+    fn restore(&mut self, ck: &Loaded) -> Result<()> {
+        self.model = load_weights(self.model.clone(), ck.file("model.bpk")?, &ck.dir)?;
+        restore_optim(&mut self.optim, ck, "optim.bpk")
+    }
+
+    fn evaluate(&mut self, done: usize) -> Result<()> {
+        let model = self.model.valid();
+        let (mut right, mut margin) = (0usize, 0.0);
+        for chunk in self.held.chunks(64) {
+            let refs: Vec<&Pair> = chunk.iter().collect();
+            let (_, h) = self.loss(&model, &refs, &self.eval_device);
+            let h = host(h.reshape([1, refs.len()]));
+            right += h.iter().filter(|&&x| x > 0.0).count();
+            margin += self.config.beta * h.iter().map(|&x| x as f64).sum::<f64>();
+        }
+        let n = self.held.len().max(1) as f64;
+        let (accuracy, margin) = (right as f64 / n, margin / n);
+        let exact = self
+            .lang
+            .map(|l| arithmetic::exact_match(&model, &l, &l.problems(true), &self.eval_device));
+        tracing::info!(
+            "step {done}: held-out preference accuracy {accuracy:.4}, margin {margin:.4}{}",
+            exact.map_or(String::new(), |e| format!(", exact match {e:.4}"))
+        );
+        self.evals.push((done, accuracy, margin, exact));
+        if let Some(out) = &self.out {
+            let line = serde_json::json!({
+                "step": done, "held_out": exact.unwrap_or(accuracy),
+                "pref_accuracy": accuracy, "margin": margin, "exact_match": exact,
+            });
+            append_line(&out.join("eval.jsonl"), &line)?;
+        }
+        Ok(())
+    }
+}
+
+/// Tunes the autoregressive run at `base` with DPO (or IPO) as `config` says; `opts.out` gets
+/// the tuned run (read like an `ar` run).
+pub fn dpo(base: &Path, config: &DpoConfig, opts: &TrainOptions) -> Result<DpoReport> {
+    config.validate()?;
+    let ArRun {
+        config: base_config,
+        model: reference,
+        codec,
+    } = load_ar(base, &opts.device)?;
+    let lang = (base_config.data == "arithmetic").then_some(Arithmetic {
+        digits: base_config.digits,
+        seed: base_config.seed,
+    });
+    let mut pairs = if config.pairs_from_verifier > 0 {
+        verifier_pairs(config, &reference, &codec, lang, &opts.device)?
+    } else {
+        file_pairs(Path::new(&config.pairs), &codec)?
+    };
+    let held = ((pairs.len() as f64) * config.val_fraction).round() as usize;
+    if pairs.len() < 2 || held == 0 || held == pairs.len() {
+        return Err(Error::Config(format!(
+            "dpo: {} pairs, too few to train on and hold out a {} share",
+            pairs.len(),
+            config.val_fraction
+        )));
+    }
+    pairs.shuffle(&mut StdRng::seed_from_u64(config.seed ^ 0x5F7));
+    let train = pairs.split_off(held);
+    tracing::info!(
+        "{} preference pairs ({} held out)",
+        train.len() + held,
+        held
+    );
+    let run = trainer::open_run(opts)?;
+    let ad = opts.device.clone().autodiff();
+    let model = load_ar(base, &ad)?.model;
+    let context = base_config.model.context;
+    let mut step = Step {
+        config: config.clone(),
+        codec,
+        lang,
+        train,
+        held: pairs,
+        device: ad,
+        eval_device: opts.device.clone(),
+        model,
+        reference,
+        optim: FusedAdamW::default().init(),
+        context,
+        out: run.as_ref().map(|r| r.path().to_path_buf()),
+        evals: Vec::new(),
+    };
+    let tuned = DpoRunConfig {
+        method: "dpo".into(),
+        base: base.display().to_string(),
+        base_config,
+        dpo: config.clone(),
+    };
+    let schedule = Schedule {
+        decay: trainer::Decay::Constant,
+        warmup_steps: 5.min(config.steps),
+        min_lr_ratio: 1.0,
+    };
+    let spec = LoopSpec {
+        family: FAMILY,
+        config: &tuned,
+        must_match: &["dpo", "base_config"],
+        shape: oxgen_models::DataShape::Vector { dim: context },
+        seed: config.seed,
+        steps: config.steps,
+        lr: config.lr,
+        schedule: &schedule,
+        rows_per_step: config.batch_size,
+        checkpoint_every: config.eval_every,
+        eval_every: config.eval_every,
+        max_bad_steps: 5,
+        ema_decay: None,
+        title: "DPO loss".into(),
+        smaller: None,
+    };
+    if !opts.resume {
+        step.evaluate(0)?;
+    }
+    let summary = trainer::run(&mut step, &spec, run.as_ref(), opts)?;
+    if let Some(r) = &run {
+        let evals = read_evals(&r.path().join("eval.jsonl"))?;
+        let held: Vec<(f64, f64)> = evals.iter().map(|&(s, v)| (s as f64, v)).collect();
+        let name = if lang.is_some() {
+            "held-out exact match"
+        } else {
+            "held-out preference accuracy"
+        };
+        crate::plot::panels(&r.path().join("curves.png"), "DPO", &[(name, held)])?;
+    }
+    Ok(DpoReport {
+        model: step.model.valid(),
+        steps: summary.done,
+        pairs: (step.train.len(), step.held.len()),
+        evals: step.evals,
+    })
+}
