@@ -408,6 +408,52 @@ pub(crate) enum TuneMethod {
         after_help = "Examples:\n  oxgen tune dpo --base runs/sums-260 --pairs-from-verifier 8 --reward arithmetic --out runs/sums-dpo\n  oxgen tune dpo --base runs/chars --pairs prefs.jsonl --loss ipo --out runs/chars-dpo"
     )]
     Dpo(DpoArgs),
+    /// A reward model: the base GPT with a scalar head, trained with the Bradley–Terry loss on
+    /// preference pairs (a JSONL file, or pairs a verifier ranks from the base's samples).
+    /// Reports held-out pairwise accuracy; the run serves as --reward model:RUN.
+    #[command(
+        after_help = "Examples:\n  oxgen tune rm --base runs/sums-260 --pairs-from-verifier 8 --reward arithmetic --out runs/sums-rm\n  oxgen tune rm --base runs/chars --pairs prefs.jsonl --out runs/chars-rm"
+    )]
+    Rm(RmArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct RmArgs {
+    /// The autoregressive run (or checkpoint) whose GPT becomes the backbone.
+    #[arg(long)]
+    pub(crate) base: PathBuf,
+    /// A JSONL file of {"prompt", "chosen", "rejected"} lines.
+    #[arg(long, conflicts_with = "pairs_from_verifier")]
+    pub(crate) pairs: Option<String>,
+    /// Make pairs by sampling the base N times per prompt, ranked by --reward.
+    #[arg(long)]
+    pub(crate) pairs_from_verifier: Option<usize>,
+    /// The verifier for --pairs-from-verifier: arithmetic, regex:PATTERN or pairs:FILE.
+    #[arg(long)]
+    pub(crate) reward: Option<String>,
+    /// Optimizer steps.
+    #[arg(long)]
+    pub(crate) steps: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    pub(crate) lr: Option<f64>,
+    /// Seed of the pairs, the split, the head and the batches.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// A TOML or JSON file overriding any reward model config fields.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// The reward model run's folder.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    pub(crate) resume: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
 }
 
 #[derive(Args)]

@@ -5,9 +5,10 @@ use oxgen_train::TrainOptions;
 use oxgen_train::tune::dpo::{DpoConfig, DpoRunConfig, dpo as run_dpo};
 use oxgen_train::tune::grpo::{GrpoConfig, TunedConfig, grpo as run_grpo};
 use oxgen_train::tune::objective::PreferenceLoss;
+use oxgen_train::tune::rm::{RmConfig, RmRunConfig, rm as run_rm};
 use oxgen_train::tune::sft::{SftConfig, SftRunConfig, sft as run_sft};
 
-use crate::args::{DpoArgs, GrpoArgs, SftArgs};
+use crate::args::{DpoArgs, GrpoArgs, RmArgs, SftArgs};
 use crate::device;
 
 pub(crate) fn grpo(a: GrpoArgs) -> Result<()> {
@@ -160,5 +161,50 @@ pub(crate) fn dpo(a: DpoArgs) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+pub(crate) fn rm(a: RmArgs) -> Result<()> {
+    let device = device(&a.device)?;
+    let mut config = if a.resume {
+        let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
+        serde_json::from_value::<RmRunConfig>(ck.manifest.config)
+            .context("config in checkpoint")?
+            .rm
+    } else {
+        RmConfig::default()
+    };
+    if let Some(file) = &a.config {
+        config = config.merge_file(file)?;
+    }
+    if let Some(p) = a.pairs {
+        (config.pairs, config.pairs_from_verifier) = (p, 0);
+    }
+    macro_rules! set {
+        ($($field:ident),*) => { $( if let Some(v) = a.$field { config.$field = v; } )* };
+    }
+    set!(pairs_from_verifier, reward, steps, lr, seed);
+    let opts = TrainOptions {
+        out: Some(a.out.clone()),
+        resume: a.resume,
+        device,
+        progress: !a.quiet,
+        ..TrainOptions::default()
+    };
+    let report = run_rm(&a.base, &config, &opts)?;
+    println!(
+        "trained a reward model {} steps on {} pairs ({} held out)",
+        report.steps,
+        report.pairs.0 + report.pairs.1,
+        report.pairs.1
+    );
+    if let Some(last) = report.evals.last() {
+        println!(
+            "held-out pairwise accuracy: {:.2}% at step {}",
+            100.0 * last.1,
+            last.0
+        );
+    }
+    println!("use it as --reward model:{}", a.out.display());
     Ok(())
 }

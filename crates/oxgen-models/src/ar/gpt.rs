@@ -395,7 +395,37 @@ impl Gpt {
         logits
     }
 
+    /// The final layer norm's output at every position: the features the output head reads
+    /// (a reward model's head reads them too).
+    ///
+    /// # Shapes
+    /// - `tokens`: `[b, t]` with t ≤ context; returns `[b, t, width]`.
+    pub fn features(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        self.trunk(tokens, None, None)
+    }
+
     fn run(
+        &self,
+        tokens: Tensor<2, Int>,
+        cache: Option<(&mut KvCache, Slots)>,
+        band: Option<usize>,
+    ) -> Tensor<3> {
+        let [b, t] = tokens.dims();
+        let x = self.trunk(tokens, cache, band);
+        let w = x.dims()[2];
+        match &self.head {
+            Some(head) => linear(x, head),
+            None => {
+                let table = self.wte.weight.val(); // [vocab, w]
+                let vocab = table.dims()[0];
+                x.reshape([b * t, w])
+                    .matmul(table.transpose())
+                    .reshape([b, t, vocab])
+            }
+        }
+    }
+
+    fn trunk(
         &self,
         tokens: Tensor<2, Int>,
         mut cache: Option<(&mut KvCache, Slots)>,
@@ -423,18 +453,7 @@ impl Gpt {
             let layer = cache.as_mut().map(|(c, slots)| (&mut c.layers[i], *slots));
             x = block.forward(x, start, layer, band);
         }
-        let x = layer_norm(x, &self.ln_f, LN_EPS);
-        let w = x.dims()[2];
-        match &self.head {
-            Some(head) => linear(x, head),
-            None => {
-                let table = self.wte.weight.val(); // [vocab, w]
-                let vocab = table.dims()[0];
-                x.reshape([b * t, w])
-                    .matmul(table.transpose())
-                    .reshape([b, t, vocab])
-            }
-        }
+        layer_norm(x, &self.ln_f, LN_EPS)
     }
 
     /// Exact log-likelihood of each sequence, in nats: Σ_{i≥1} log p(x_i | x_<i). The first

@@ -12,15 +12,15 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use oxgen_models::ar::Gpt;
 use oxgen_models::ar::arithmetic::{self, Arithmetic};
-use oxgen_models::ar::{DecodeOptions, Gpt, generate_rows};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::objective::{PreferenceLoss, preference_loss};
-use super::reward::{RewardContext, Sample, parse, score_all};
+use super::pairs::{PairSource, file_pairs, verifier_pairs};
 use super::rows::{Rows, append_line, host, read_evals, token_log_probs};
 use crate::ar::{ArRun, ArTrainConfig, Codec, load_ar};
 use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
@@ -139,8 +139,7 @@ pub struct DpoRunConfig {
 /// Family name of DPO runs in manifests ([`load_ar`] loads them like `ar` runs).
 pub const FAMILY: &str = "ar-dpo";
 
-/// One preference: prompt, chosen completion, rejected completion (tokens).
-pub type Pair = (Vec<u32>, Vec<u32>, Vec<u32>);
+pub use super::pairs::Pair;
 
 /// What a run returns.
 #[derive(Debug)]
@@ -153,109 +152,6 @@ pub struct DpoReport {
     pub pairs: (usize, usize),
     /// Held-out evaluations: (step, preference accuracy, mean margin β·h, exact match of sums).
     pub evals: Vec<(usize, f64, f64, Option<f64>)>,
-}
-
-/// Pairs made by sampling `model` and ranking with the verifier.
-fn verifier_pairs(
-    config: &DpoConfig,
-    model: &Gpt,
-    codec: &Codec,
-    lang: Option<Arithmetic>,
-    device: &Device,
-) -> Result<Vec<Pair>> {
-    let reward = parse(&config.reward, &RewardContext { arithmetic: lang })?;
-    let mut rng = StdRng::seed_from_u64(config.seed ^ 0xD90);
-    let prompts: Vec<Vec<u32>> = match lang {
-        Some(l) => {
-            let train = l.problems(false);
-            (0..config.prompts)
-                .map(|_| {
-                    let (a, b) = train[rng.random_range(0..train.len())];
-                    l.prompt(a, b)
-                })
-                .collect()
-        }
-        None => vec![codec.default_prompt(); config.prompts],
-    };
-    let n = config.pairs_from_verifier;
-    let options = DecodeOptions {
-        max_new_tokens: lang.map_or(64, |l| l.digits as usize + 1),
-        temperature: config.temperature,
-        stop: match lang {
-            Some(_) => vec![],
-            None => vec![codec.encode("\n").unwrap_or_default()],
-        },
-        ..DecodeOptions::default()
-    };
-    let mut pairs = Vec::new();
-    for chunk in prompts.chunks(64) {
-        let rows: Vec<Vec<u32>> = chunk
-            .iter()
-            .flat_map(|p| std::iter::repeat_n(p.clone(), n))
-            .collect();
-        let seeds: Vec<u64> = (0..rows.len()).map(|_| rng.random()).collect();
-        let completions = generate_rows(model, &rows, &seeds, &options, device);
-        let texts: Vec<(String, String)> = rows
-            .iter()
-            .zip(&completions)
-            .map(|(p, c)| (codec.decode(p), codec.decode(c)))
-            .collect();
-        let samples: Vec<Sample<'_>> = rows
-            .iter()
-            .zip(&completions)
-            .zip(&texts)
-            .map(|((p, c), (pt, ct))| Sample {
-                prompt: p,
-                completion: c,
-                prompt_text: pt,
-                completion_text: ct,
-            })
-            .collect();
-        let scores = score_all(reward.as_ref(), &samples)?;
-        for (g, prompt) in chunk.iter().enumerate() {
-            let s = &scores[g * n..(g + 1) * n];
-            let best = (0..n).max_by(|&a, &b| s[a].total_cmp(&s[b]).then(b.cmp(&a)));
-            let worst = (0..n).min_by(|&a, &b| s[a].total_cmp(&s[b]).then(a.cmp(&b)));
-            if let (Some(b), Some(w)) = (best, worst)
-                && s[b] > s[w]
-            {
-                let c = |i: usize| completions[g * n + i].clone();
-                pairs.push((prompt.clone(), c(b), c(w)));
-            }
-        }
-    }
-    Ok(pairs)
-}
-
-/// Pairs from a JSONL file, encoded with the base's codec.
-fn file_pairs(path: &Path, codec: &Codec) -> Result<Vec<Pair>> {
-    #[derive(Deserialize)]
-    struct Line {
-        prompt: String,
-        chosen: String,
-        rejected: String,
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("pairs file", path, e))?;
-    let mut pairs = Vec::new();
-    for (i, l) in text.lines().enumerate() {
-        if l.trim().is_empty() {
-            continue;
-        }
-        let bad = |why: String| Error::Parse {
-            path: path.to_path_buf(),
-            reason: format!("line {}: {why}", i + 1),
-        };
-        let p: Line = serde_json::from_str(l).map_err(|e| bad(e.to_string()))?;
-        if p.prompt.is_empty() || p.chosen.is_empty() || p.rejected.is_empty() {
-            return Err(bad("an empty prompt, chosen or rejected".into()));
-        }
-        if p.chosen == p.rejected {
-            return Err(bad("chosen and rejected are the same".into()));
-        }
-        let enc = |s: &str| codec.encode(s).map_err(|e| bad(format!("{e}")));
-        pairs.push((enc(&p.prompt)?, enc(&p.chosen)?, enc(&p.rejected)?));
-    }
-    Ok(pairs)
 }
 
 /// The DPO step.
@@ -413,7 +309,14 @@ pub fn dpo(base: &Path, config: &DpoConfig, opts: &TrainOptions) -> Result<DpoRe
         seed: base_config.seed,
     });
     let mut pairs = if config.pairs_from_verifier > 0 {
-        verifier_pairs(config, &reference, &codec, lang, &opts.device)?
+        let source = PairSource {
+            reward: config.reward.clone(),
+            prompts: config.prompts,
+            samples: config.pairs_from_verifier,
+            temperature: config.temperature,
+            seed: config.seed,
+        };
+        verifier_pairs(&source, &reference, &codec, lang, &opts.device)?
     } else {
         file_pairs(Path::new(&config.pairs), &codec)?
     };

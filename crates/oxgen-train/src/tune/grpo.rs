@@ -428,7 +428,10 @@ pub fn grpo(base: &Path, config: &GrpoConfig, opts: &TrainOptions) -> Result<Grp
         digits: base_config.digits,
         seed: base_config.seed,
     });
-    let ctx = RewardContext { arithmetic: lang };
+    let ctx = RewardContext {
+        arithmetic: lang,
+        device: Some(opts.device.clone()),
+    };
     let plain = parse(&config.reward, &ctx)?;
     let reward: Box<dyn Reward> = match &config.format {
         Some(f) => Box::new(super::reward::WithFormat {

@@ -6,6 +6,8 @@
 pub mod dpo;
 pub mod grpo;
 pub mod objective;
+mod pairs;
 pub mod reward;
+pub mod rm;
 mod rows;
 pub mod sft;

@@ -6,7 +6,8 @@
 //!   of sums (computed from the prompt's operands, so no labelled answers are needed), else 0;
 //! - `regex:PATTERN`: 1 when the whole completion (without its final newline) matches, else 0;
 //! - `pairs:FILE`: a TSV of `prompt<TAB>answer` lines; 1 when the completion (without its final
-//!   newline) is the prompt's answer, else 0 (and 0 for a prompt the file does not have).
+//!   newline) is the prompt's answer, else 0 (and 0 for a prompt the file does not have);
+//! - `model:RUN`: the score of a reward model trained with `oxgen tune rm`.
 //!
 //! [`WithFormat`] adds `weight` when the completion matches a format pattern, to any of them.
 
@@ -237,14 +238,17 @@ impl Reward for WithFormat {
     }
 }
 
-/// What a spec may need: the language of sums of the base run, if it is one.
-#[derive(Clone, Copy, Debug, Default)]
+/// What a spec may need: the language of sums of the base run, if it is one, and the device a
+/// reward model runs on (the CPU when not given).
+#[derive(Clone, Debug, Default)]
 pub struct RewardContext {
     /// The base run's language of sums (for `arithmetic`).
     pub arithmetic: Option<Arithmetic>,
+    /// The device of `model:RUN`.
+    pub device: Option<burn::tensor::Device>,
 }
 
-/// A reward from its spec: `arithmetic`, `regex:PATTERN` or `pairs:FILE`.
+/// A reward from its spec: `arithmetic`, `regex:PATTERN`, `pairs:FILE` or `model:RUN`.
 pub fn parse(spec: &str, ctx: &RewardContext) -> Result<Box<dyn Reward>> {
     let refuse = |reason: String| Error::Reward {
         reward: spec.to_string(),
@@ -262,14 +266,18 @@ pub fn parse(spec: &str, ctx: &RewardContext) -> Result<Box<dyn Reward>> {
     if let Some(f) = spec.strip_prefix("pairs:") {
         return Ok(Box::new(PairsReward::load(Path::new(f))?));
     }
-    if spec.starts_with("model:") {
-        return Err(refuse(
-            "reward models are not built yet (train one with `oxgen tune rm` once it exists)"
-                .into(),
-        ));
+    if let Some(run) = spec.strip_prefix("model:") {
+        let device = ctx
+            .device
+            .clone()
+            .unwrap_or_else(burn::tensor::Device::flex);
+        return Ok(Box::new(super::rm::ModelReward::load(
+            Path::new(run),
+            &device,
+        )?));
     }
     Err(refuse(
-        "unknown reward: use arithmetic, regex:PATTERN or pairs:FILE".into(),
+        "unknown reward: use arithmetic, regex:PATTERN, pairs:FILE or model:RUN".into(),
     ))
 }
 
