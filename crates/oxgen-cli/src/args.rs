@@ -415,6 +415,33 @@ pub(crate) enum TuneMethod {
         after_help = "Examples:\n  oxgen tune rm --base runs/sums-260 --pairs-from-verifier 8 --reward arithmetic --out runs/sums-rm\n  oxgen tune rm --base runs/chars --pairs prefs.jsonl --out runs/chars-rm"
     )]
     Rm(RmArgs),
+    /// Best-of-n on held-out sums: for each n, sample n answers per held-out problem, keep the
+    /// one --reward ranks highest, and report exact match (a reward model's ranking, measured).
+    #[command(
+        after_help = "Example:\n  oxgen tune best-of --base runs/sums-260 --reward model:runs/sums-rm --n 1,4,16"
+    )]
+    BestOf(BestOfArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct BestOfArgs {
+    /// An autoregressive run on the arithmetic language.
+    #[arg(long)]
+    pub(crate) base: PathBuf,
+    /// The ranking: model:RUN, arithmetic, regex:PATTERN or pairs:FILE.
+    #[arg(long)]
+    pub(crate) reward: String,
+    /// The n to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 4, 16])]
+    pub(crate) n: Vec<usize>,
+    /// Held-out problems to use (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) problems: usize,
+    /// Seed of the samples.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
 }
 
 #[derive(Args)]

@@ -8,7 +8,7 @@ use oxgen_train::tune::objective::PreferenceLoss;
 use oxgen_train::tune::rm::{RmConfig, RmRunConfig, rm as run_rm};
 use oxgen_train::tune::sft::{SftConfig, SftRunConfig, sft as run_sft};
 
-use crate::args::{DpoArgs, GrpoArgs, RmArgs, SftArgs};
+use crate::args::{BestOfArgs, DpoArgs, GrpoArgs, RmArgs, SftArgs};
 use crate::device;
 
 pub(crate) fn grpo(a: GrpoArgs) -> Result<()> {
@@ -206,5 +206,20 @@ pub(crate) fn rm(a: RmArgs) -> Result<()> {
         );
     }
     println!("use it as --reward model:{}", a.out.display());
+    Ok(())
+}
+
+pub(crate) fn best_of(a: BestOfArgs) -> Result<()> {
+    let device = device(&a.device)?;
+    let rows = oxgen_train::tune::best_of::best_of_n_sums(
+        &a.base, &a.reward, &a.n, a.problems, a.seed, &device,
+    )?;
+    println!(
+        "| n | held-out exact match (best of n by {}) |\n|---|---|",
+        a.reward
+    );
+    for (n, acc) in rows {
+        println!("| {n} | {:.2}% |", 100.0 * acc);
+    }
     Ok(())
 }

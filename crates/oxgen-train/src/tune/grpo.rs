@@ -13,13 +13,13 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use oxgen_models::ar::arithmetic::{self, Arithmetic};
-use oxgen_models::ar::{DecodeOptions, Gpt, generate_rows};
+use oxgen_models::ar::{DecodeOptions, Gpt};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::objective::{group_advantages, grpo_loss};
 use super::reward::{Reward, RewardContext, Sample, parse, score_all};
-use super::rows::{Rows, append_line, host, read_evals, token_log_probs};
+use super::rows::{Rows, append_line, host, read_evals, sample, token_log_probs};
 use crate::ar::{ArRun, ArTrainConfig, Codec, load_ar};
 use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
 use crate::trainer::adamw::FusedAdamW;
@@ -200,34 +200,6 @@ struct Step {
     max_new: usize,
     out: Option<PathBuf>,
     evals: Vec<(usize, f64)>,
-}
-
-/// Completions of `prompts` (one per seed), batched by prompt length.
-fn sample(
-    model: &Gpt,
-    prompts: &[Vec<u32>],
-    seeds: &[u64],
-    options: &DecodeOptions,
-    device: &Device,
-) -> Vec<Vec<u32>> {
-    let mut out = vec![Vec::new(); prompts.len()];
-    let mut lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
-    lengths.sort_unstable();
-    lengths.dedup();
-    for len in lengths {
-        let rows: Vec<usize> = (0..prompts.len())
-            .filter(|&i| prompts[i].len() == len)
-            .collect();
-        let p: Vec<Vec<u32>> = rows.iter().map(|&i| prompts[i].clone()).collect();
-        let s: Vec<u64> = rows.iter().map(|&i| seeds[i]).collect();
-        for (i, c) in rows
-            .into_iter()
-            .zip(generate_rows(model, &p, &s, options, device))
-        {
-            out[i] = c;
-        }
-    }
-    out
 }
 
 impl Step {

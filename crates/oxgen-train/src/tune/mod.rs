@@ -3,6 +3,7 @@
 //! fine-tuning on prompt/completion pairs ([`sft`]) and GRPO with verifiable rewards
 //! ([`grpo`]). Tuned runs load as `ar` runs. See `docs/post-training.md`.
 
+pub mod best_of;
 pub mod dpo;
 pub mod grpo;
 pub mod objective;

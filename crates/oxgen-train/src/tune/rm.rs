@@ -95,7 +95,7 @@ impl Default for RmConfig {
             reward: "arithmetic".into(),
             prompts: 8000,
             temperature: 1.0,
-            steps: 1000,
+            steps: 2000,
             batch_size: 64,
             lr: 1e-3,
             grad_clip: 1.0,

@@ -3,11 +3,40 @@
 
 use std::path::Path;
 
+use burn::tensor::Device;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
-use oxgen_models::ar::Gpt;
+use oxgen_models::ar::{DecodeOptions, Gpt, generate_rows};
 
 use crate::{Error, Result};
+
+/// Completions of `prompts` (one per seed), batched by prompt length.
+pub(crate) fn sample(
+    model: &Gpt,
+    prompts: &[Vec<u32>],
+    seeds: &[u64],
+    options: &DecodeOptions,
+    device: &Device,
+) -> Vec<Vec<u32>> {
+    let mut out = vec![Vec::new(); prompts.len()];
+    let mut lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    for len in lengths {
+        let rows: Vec<usize> = (0..prompts.len())
+            .filter(|&i| prompts[i].len() == len)
+            .collect();
+        let p: Vec<Vec<u32>> = rows.iter().map(|&i| prompts[i].clone()).collect();
+        let s: Vec<u64> = rows.iter().map(|&i| seeds[i]).collect();
+        for (i, c) in rows
+            .into_iter()
+            .zip(generate_rows(model, &p, &s, options, device))
+        {
+            out[i] = c;
+        }
+    }
+    out
+}
 
 /// Rows of token ids, row-major `[n, l]` (0 after each row's end), and a mask `[n, l − 1]`
 /// that is 1 where position j predicts a completion token (token j + 1).
