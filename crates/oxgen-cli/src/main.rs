@@ -30,6 +30,7 @@ mod bench;
 mod diffusion;
 mod family;
 mod tune;
+mod tune_args;
 
 use anyhow::Result;
 use clap::Parser;

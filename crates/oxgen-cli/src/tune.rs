@@ -8,8 +8,8 @@ use oxgen_train::tune::objective::PreferenceLoss;
 use oxgen_train::tune::rm::{RmConfig, RmRunConfig, rm as run_rm};
 use oxgen_train::tune::sft::{SftConfig, SftRunConfig, sft as run_sft};
 
-use crate::args::{BestOfArgs, DpoArgs, GrpoArgs, RmArgs, SftArgs};
 use crate::device;
+use crate::tune_args::{BestOfArgs, DpoArgs, GrpoArgs, RmArgs, SftArgs};
 
 pub(crate) fn grpo(a: GrpoArgs) -> Result<()> {
     let device = device(&a.device)?;

@@ -1,0 +1,240 @@
+//! The arguments of `oxgen tune` (post-training of autoregressive runs).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use crate::args::DeviceArgs;
+
+#[derive(Subcommand)]
+pub(crate) enum TuneMethod {
+    /// GRPO with a verifiable reward: groups of sampled completions per prompt, scored,
+    /// normalised within the group, a clipped policy-gradient step with a KL penalty to the
+    /// base. Writes metrics.jsonl, eval.jsonl (held-out accuracy) and curves.png.
+    #[command(
+        after_help = "Examples:\n  oxgen tune grpo --base runs/sums --reward arithmetic --out runs/sums-grpo\n  oxgen tune grpo --base runs/lines --reward 'regex:[a-z ]+ is [a-z]+' --out runs/lines-grpo\n  oxgen tune grpo --base runs/qa --reward pairs:answers.tsv --out runs/qa-grpo\n\nRewards: arithmetic (exact answers of the embedded sums), regex:PATTERN (the whole completion\nmatches), pairs:FILE (TSV of prompt and answer)."
+    )]
+    Grpo(GrpoArgs),
+    /// Supervised fine-tuning on prompt/completion pairs, the loss on the completion tokens
+    /// only, optionally packed several to a context window. Writes metrics.jsonl, eval.jsonl
+    /// (held-out exact match for sums, else held-out completion NLL) and curves.png.
+    #[command(
+        after_help = "Examples:\n  oxgen tune sft --base runs/sums-260 --data arithmetic --out runs/sums-sft\n  oxgen tune sft --base runs/chars --data pairs.jsonl --pack --out runs/chars-sft\n\nData: arithmetic (the base's own sums with their answers), a JSONL file of\n{\"prompt\": ..., \"completion\": ...} lines, or a TSV file of prompt<TAB>completion lines."
+    )]
+    Sft(SftArgs),
+    /// DPO (or IPO) against the frozen base on preference pairs: a JSONL file of
+    /// {"prompt", "chosen", "rejected"} lines, or pairs made by sampling the base N times per
+    /// prompt and ranking with a verifier. Reports held-out preference accuracy and margins.
+    #[command(
+        after_help = "Examples:\n  oxgen tune dpo --base runs/sums-260 --pairs-from-verifier 8 --reward arithmetic --out runs/sums-dpo\n  oxgen tune dpo --base runs/chars --pairs prefs.jsonl --loss ipo --out runs/chars-dpo"
+    )]
+    Dpo(DpoArgs),
+    /// A reward model: the base GPT with a scalar head, trained with the Bradley–Terry loss on
+    /// preference pairs (a JSONL file, or pairs a verifier ranks from the base's samples).
+    /// Reports held-out pairwise accuracy; the run serves as --reward model:RUN.
+    #[command(
+        after_help = "Examples:\n  oxgen tune rm --base runs/sums-260 --pairs-from-verifier 8 --reward arithmetic --out runs/sums-rm\n  oxgen tune rm --base runs/chars --pairs prefs.jsonl --out runs/chars-rm"
+    )]
+    Rm(RmArgs),
+    /// Best-of-n on held-out sums: for each n, sample n answers per held-out problem, keep the
+    /// one --reward ranks highest, and report exact match (a reward model's ranking, measured).
+    #[command(
+        after_help = "Example:\n  oxgen tune best-of --base runs/sums-260 --reward model:runs/sums-rm --n 1,4,16"
+    )]
+    BestOf(BestOfArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct BestOfArgs {
+    /// An autoregressive run on the arithmetic language.
+    #[arg(long)]
+    pub(crate) base: PathBuf,
+    /// The ranking: model:RUN, arithmetic, regex:PATTERN or pairs:FILE.
+    #[arg(long)]
+    pub(crate) reward: String,
+    /// The n to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 4, 16])]
+    pub(crate) n: Vec<usize>,
+    /// Held-out problems to use (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) problems: usize,
+    /// Seed of the samples.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct RmArgs {
+    /// The autoregressive run (or checkpoint) whose GPT becomes the backbone.
+    #[arg(long)]
+    pub(crate) base: PathBuf,
+    /// A JSONL file of {"prompt", "chosen", "rejected"} lines.
+    #[arg(long, conflicts_with = "pairs_from_verifier")]
+    pub(crate) pairs: Option<String>,
+    /// Make pairs by sampling the base N times per prompt, ranked by --reward.
+    #[arg(long)]
+    pub(crate) pairs_from_verifier: Option<usize>,
+    /// The verifier for --pairs-from-verifier: arithmetic, regex:PATTERN or pairs:FILE.
+    #[arg(long)]
+    pub(crate) reward: Option<String>,
+    /// Optimizer steps.
+    #[arg(long)]
+    pub(crate) steps: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    pub(crate) lr: Option<f64>,
+    /// Seed of the pairs, the split, the head and the batches.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// A TOML or JSON file overriding any reward model config fields.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// The reward model run's folder.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    pub(crate) resume: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct DpoArgs {
+    /// The autoregressive run (or checkpoint) to start from; it is also the frozen reference.
+    #[arg(long)]
+    pub(crate) base: PathBuf,
+    /// A JSONL file of {"prompt", "chosen", "rejected"} lines.
+    #[arg(long, conflicts_with = "pairs_from_verifier")]
+    pub(crate) pairs: Option<String>,
+    /// Make pairs by sampling the base N times per prompt, ranked by --reward.
+    #[arg(long)]
+    pub(crate) pairs_from_verifier: Option<usize>,
+    /// The verifier for --pairs-from-verifier: arithmetic, regex:PATTERN or pairs:FILE.
+    #[arg(long)]
+    pub(crate) reward: Option<String>,
+    /// sigmoid (DPO) or ipo.
+    #[arg(long)]
+    pub(crate) loss: Option<String>,
+    /// β.
+    #[arg(long)]
+    pub(crate) beta: Option<f64>,
+    /// Add this weight times the chosen completions' NLL per token (Pang et al., 2024).
+    #[arg(long)]
+    pub(crate) nll_weight: Option<f64>,
+    /// Optimizer steps.
+    #[arg(long)]
+    pub(crate) steps: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    pub(crate) lr: Option<f64>,
+    /// Seed of the pairs, the split and the batches.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// A TOML or JSON file overriding any DPO config fields.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// The tuned run's folder.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    pub(crate) resume: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct SftArgs {
+    /// The autoregressive run (or checkpoint) to start from.
+    #[arg(long)]
+    pub(crate) base: PathBuf,
+    /// arithmetic, or a JSONL or TSV file of prompt/completion pairs.
+    #[arg(long)]
+    pub(crate) data: Option<String>,
+    /// Optimizer steps.
+    #[arg(long)]
+    pub(crate) steps: Option<usize>,
+    /// Examples per step.
+    #[arg(long)]
+    pub(crate) batch_size: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    pub(crate) lr: Option<f64>,
+    /// Pack examples several to a context window.
+    #[arg(long)]
+    pub(crate) pack: bool,
+    /// Seed of the batches and the split.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// A TOML or JSON file overriding any SFT config fields.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// The tuned run's folder.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    pub(crate) resume: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct GrpoArgs {
+    /// The autoregressive run (or checkpoint) to start from; it is also the frozen reference.
+    #[arg(long)]
+    pub(crate) base: PathBuf,
+    /// The reward: arithmetic, regex:PATTERN or pairs:FILE.
+    #[arg(long)]
+    pub(crate) reward: Option<String>,
+    /// Add --format-weight to the reward when the whole completion matches this pattern.
+    #[arg(long)]
+    pub(crate) format: Option<String>,
+    /// See --format.
+    #[arg(long)]
+    pub(crate) format_weight: Option<f64>,
+    /// Optimizer steps.
+    #[arg(long)]
+    pub(crate) steps: Option<usize>,
+    /// Prompts per step.
+    #[arg(long)]
+    pub(crate) prompts: Option<usize>,
+    /// Completions per prompt.
+    #[arg(long)]
+    pub(crate) group: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    pub(crate) lr: Option<f64>,
+    /// Weight of the KL penalty to the base.
+    #[arg(long)]
+    pub(crate) beta: Option<f64>,
+    /// Seed of the prompts and samples.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// A TOML or JSON file overriding any GRPO config fields.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// The tuned run's folder.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    pub(crate) resume: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
+}
