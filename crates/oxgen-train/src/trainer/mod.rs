@@ -394,7 +394,7 @@ pub fn run<C: Serialize + DeserializeOwned>(
         queue: Vec::new(),
     };
     let (sync_every, due) = (opts.sync_every(), |every: usize, done: usize| {
-        (every > 0 && done % every == 0) || done == end
+        (every > 0 && done.is_multiple_of(every)) || done == end
     });
     let t0 = Instant::now();
     let mut projected = false;

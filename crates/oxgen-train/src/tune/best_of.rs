@@ -37,7 +37,7 @@ pub fn best_of_n(
         .flat_map(|p| std::iter::repeat_n(p.clone(), n))
         .collect();
     let seeds: Vec<u64> = (0..rows.len() as u64)
-        .map(|i| seed.wrapping_add((i / n as u64) << 16 | i % n as u64))
+        .map(|i| seed.wrapping_add(((i / n as u64) << 16) | (i % n as u64)))
         .collect();
     let completions = sample(model, &rows, &seeds, options, device);
     let texts: Vec<(String, String)> = rows

@@ -206,7 +206,7 @@ impl Step {
         let (reference, _) = self.sequence_log_probs(&self.reference, pairs, &self.eval_device);
         let reference: Vec<f32> = host(reference.reshape([1, 2 * n]));
         let reference = Tensor::<1>::from_data(TensorData::new(reference, [2 * n]), device);
-        let part = |t: &Tensor<1>, i: usize| t.clone().slice([i * n..(i + 1) * n]);
+        let part = |t: &Tensor<1>, i: usize| t.clone().narrow(0, i * n, n);
         let (loss, h) = preference_loss(
             part(&policy, 0),
             part(&policy, 1),

@@ -200,7 +200,7 @@ fn margins(model: &RewardModel, pairs: &[&Pair], context: usize, device: &Device
     let tokens =
         Tensor::<2, Int>::from_data(TensorData::new(rows.tokens, [rows.n, rows.l]), device);
     let r = model.score(tokens, &last);
-    r.clone().slice([0..n]) - r.slice([n..2 * n])
+    r.clone().narrow(0, 0, n) - r.narrow(0, n, n)
 }
 
 impl TrainStep for Step {
