@@ -95,7 +95,39 @@ pub(crate) fn sample(a: SampleArgs) -> Result<()> {
     };
     // One draw streams token by token; several are drawn at once, one batch through the model
     // (draw i has seed + i either way).
-    let draws = if a.n == 1 {
+    let draws = if t.best_of > 1 {
+        let spec = t.reward.as_deref().context(
+            "--best-of needs --reward (model:RUN, arithmetic, regex:PATTERN or pairs:FILE)",
+        )?;
+        let c = &run.config;
+        let ctx = oxgen_train::tune::reward::RewardContext {
+            arithmetic: (c.data == "arithmetic").then_some(
+                oxgen_models::ar::arithmetic::Arithmetic {
+                    digits: c.digits,
+                    seed: c.seed,
+                },
+            ),
+            device: Some(device.clone()),
+        };
+        let reward = oxgen_train::tune::reward::parse(spec, &ctx)?;
+        let best = oxgen_train::tune::best_of::best_of_n(
+            &run.model,
+            &run.codec,
+            &vec![prompt.clone(); a.n],
+            t.best_of as usize,
+            reward.as_ref(),
+            &options,
+            options.seed,
+            &device,
+        )?;
+        for (out, score) in &best {
+            println!(
+                "{}\t(score {score:.4})",
+                run.codec.decode(&[prompt.clone(), out.clone()].concat())
+            );
+        }
+        best.into_iter().map(|(out, _)| out).collect()
+    } else if a.n == 1 {
         use std::io::Write;
         let mut stdout = std::io::stdout();
         print!("{}", run.codec.decode(&prompt));

@@ -434,6 +434,13 @@ pub(crate) struct TextSamplingArgs {
     /// Stop a sample after this text (repeatable).
     #[arg(long)]
     pub(crate) stop: Vec<String>,
+    /// Draw this many candidates for each sample and keep the one --reward ranks highest.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) best_of: u64,
+    /// The ranking for --best-of: model:RUN (a reward model), arithmetic, regex:PATTERN or
+    /// pairs:FILE.
+    #[arg(long)]
+    pub(crate) reward: Option<String>,
     /// Past the context window, condition every token on exactly the last `context` tokens.
     /// Rotary models always do, at no cost; a model with learned positions then re-encodes the
     /// window at every token (slow) instead of half a window each time the text outgrows it.
