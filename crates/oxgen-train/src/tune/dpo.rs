@@ -14,20 +14,19 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use oxgen_models::ar::Gpt;
 use oxgen_models::ar::arithmetic::{self, Arithmetic};
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::objective::{PreferenceLoss, preference_loss};
-use super::pairs::{PairSource, file_pairs, verifier_pairs};
-use super::rows::{Rows, append_line, host, read_evals, token_log_probs};
+use super::pairs::{self, PairSource};
+use super::rows::{Rows, append_line, host, token_log_probs};
+use super::tuning::{self, Plan};
 use crate::ar::{ArRun, ArTrainConfig, Codec, load_ar};
-use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
+use crate::checkpoint::Loaded;
 use crate::trainer::adamw::FusedAdamW;
 use crate::trainer::optim::clip_global_norm;
 use crate::trainer::rng::{Stream, step_rng};
-use crate::trainer::{self, LoopSpec, Schedule, StepContext, StepOutput, TrainOptions, TrainStep};
+use crate::trainer::{self, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
 
 /// How to run DPO. Every field has a default.
@@ -251,17 +250,12 @@ impl TrainStep for Step {
     }
 
     fn state(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
-        let codec = serde_json::to_vec(&self.codec).expect("codec serializes");
-        Ok(vec![
-            ("model.bpk", to_bytes(&self.model)?),
-            ("optim.bpk", optim_bytes(&self.optim)?),
-            ("codec.json", codec),
-        ])
+        tuning::state(&self.model, &self.optim, &self.codec)
     }
 
     fn restore(&mut self, ck: &Loaded) -> Result<()> {
-        self.model = load_weights(self.model.clone(), ck.file("model.bpk")?, &ck.dir)?;
-        restore_optim(&mut self.optim, ck, "optim.bpk")
+        self.model = tuning::restore(self.model.clone(), &mut self.optim, ck)?;
+        Ok(())
     }
 
     fn evaluate(&mut self, done: usize) -> Result<()> {
@@ -308,32 +302,26 @@ pub fn dpo(base: &Path, config: &DpoConfig, opts: &TrainOptions) -> Result<DpoRe
         digits: base_config.digits,
         seed: base_config.seed,
     });
-    let mut pairs = if config.pairs_from_verifier > 0 {
-        let source = PairSource {
-            reward: config.reward.clone(),
-            prompts: config.prompts,
-            samples: config.pairs_from_verifier,
-            temperature: config.temperature,
-            seed: config.seed,
-        };
-        verifier_pairs(&source, &reference, &codec, lang, &opts.device)?
-    } else {
-        file_pairs(Path::new(&config.pairs), &codec)?
+    let source = PairSource {
+        reward: config.reward.clone(),
+        prompts: config.prompts,
+        samples: config.pairs_from_verifier,
+        temperature: config.temperature,
+        seed: config.seed,
     };
-    let held = ((pairs.len() as f64) * config.val_fraction).round() as usize;
-    if pairs.len() < 2 || held == 0 || held == pairs.len() {
-        return Err(Error::Config(format!(
-            "dpo: {} pairs, too few to train on and hold out a {} share",
-            pairs.len(),
-            config.val_fraction
-        )));
-    }
-    pairs.shuffle(&mut StdRng::seed_from_u64(config.seed ^ 0x5F7));
-    let train = pairs.split_off(held);
+    let all = pairs::load(
+        &config.pairs,
+        &source,
+        &reference,
+        &codec,
+        lang,
+        &opts.device,
+    )?;
+    let (train, pairs) = pairs::split("dpo", all, config.val_fraction, config.seed)?;
     tracing::info!(
         "{} preference pairs ({} held out)",
-        train.len() + held,
-        held
+        train.len() + pairs.len(),
+        pairs.len()
     );
     let run = trainer::open_run(opts)?;
     let ad = opts.device.clone().autodiff();
@@ -360,41 +348,26 @@ pub fn dpo(base: &Path, config: &DpoConfig, opts: &TrainOptions) -> Result<DpoRe
         base_config,
         dpo: config.clone(),
     };
-    let schedule = Schedule {
-        decay: trainer::Decay::Constant,
-        warmup_steps: 5.min(config.steps),
-        min_lr_ratio: 1.0,
-    };
-    let spec = LoopSpec {
+    let plan = Plan {
         family: FAMILY,
         config: &tuned,
-        must_match: &["dpo", "base_config"],
-        shape: oxgen_models::DataShape::Vector { dim: context },
+        method: "dpo",
+        context,
         seed: config.seed,
         steps: config.steps,
         lr: config.lr,
-        schedule: &schedule,
         rows_per_step: config.batch_size,
-        checkpoint_every: config.eval_every,
         eval_every: config.eval_every,
-        max_bad_steps: 5,
-        ema_decay: None,
-        title: "DPO loss".into(),
-        smaller: None,
+        title: "DPO loss",
     };
-    if !opts.resume {
-        step.evaluate(0)?;
-    }
-    let summary = trainer::run(&mut step, &spec, run.as_ref(), opts)?;
+    let summary = tuning::run(&mut step, plan, run.as_ref(), opts)?;
     if let Some(r) = &run {
-        let evals = read_evals(&r.path().join("eval.jsonl"))?;
-        let held: Vec<(f64, f64)> = evals.iter().map(|&(s, v)| (s as f64, v)).collect();
         let name = if lang.is_some() {
             "held-out exact match"
         } else {
             "held-out preference accuracy"
         };
-        crate::plot::panels(&r.path().join("curves.png"), "DPO", &[(name, held)])?;
+        tuning::curves(r.path(), "DPO", name, vec![])?;
     }
     Ok(DpoReport {
         model: step.model.valid(),

@@ -19,13 +19,14 @@ use serde::{Deserialize, Serialize};
 
 use super::objective::{group_advantages, grpo_loss};
 use super::reward::{Reward, RewardContext, Sample, parse, score_all};
-use super::rows::{Rows, append_line, host, read_evals, sample, token_log_probs};
+use super::rows::{Rows, append_line, host, sample, token_log_probs};
+use super::tuning::{self, Plan};
 use crate::ar::{ArRun, ArTrainConfig, Codec, load_ar};
-use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
+use crate::checkpoint::Loaded;
 use crate::trainer::adamw::FusedAdamW;
 use crate::trainer::optim::clip_global_norm;
 use crate::trainer::rng::{Stream, step_rng};
-use crate::trainer::{self, LoopSpec, Schedule, StepContext, StepOutput, TrainOptions, TrainStep};
+use crate::trainer::{self, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
 
 /// How to run GRPO. Every field has a default.
@@ -358,17 +359,12 @@ impl TrainStep for Step {
     }
 
     fn state(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
-        let codec = serde_json::to_vec(&self.codec).expect("codec serializes");
-        Ok(vec![
-            ("model.bpk", to_bytes(&self.model)?),
-            ("optim.bpk", optim_bytes(&self.optim)?),
-            ("codec.json", codec),
-        ])
+        tuning::state(&self.model, &self.optim, &self.codec)
     }
 
     fn restore(&mut self, ck: &Loaded) -> Result<()> {
-        self.model = load_weights(self.model.clone(), ck.file("model.bpk")?, &ck.dir)?;
-        restore_optim(&mut self.optim, ck, "optim.bpk")
+        self.model = tuning::restore(self.model.clone(), &mut self.optim, ck)?;
+        Ok(())
     }
 
     fn evaluate(&mut self, done: usize) -> Result<()> {
@@ -475,41 +471,27 @@ pub fn grpo(base: &Path, config: &GrpoConfig, opts: &TrainOptions) -> Result<Grp
         base_config,
         grpo: config.clone(),
     };
-    let schedule = Schedule {
-        decay: trainer::Decay::Constant,
-        warmup_steps: 5.min(config.steps),
-        min_lr_ratio: 1.0,
-    };
-    let spec = LoopSpec {
+    let plan = Plan {
         family: FAMILY,
         config: &tuned,
-        must_match: &["grpo", "base_config"],
-        shape: oxgen_models::DataShape::Vector { dim: context },
+        method: "grpo",
+        context,
         seed: config.seed,
         steps: config.steps,
         lr: config.lr,
-        schedule: &schedule,
         rows_per_step: config.prompts * config.group,
-        checkpoint_every: config.eval_every,
         eval_every: config.eval_every,
-        max_bad_steps: 5,
-        ema_decay: None,
-        title: "GRPO loss".into(),
-        smaller: None,
+        title: "GRPO loss",
     };
-    if !opts.resume {
-        step.evaluate(0)?;
-    }
-    let summary = trainer::run(&mut step, &spec, run.as_ref(), opts)?;
+    let summary = tuning::run(&mut step, plan, run.as_ref(), opts)?;
     let eval_name = match &step.prompts {
         Prompts::Sums { .. } if step.plain.name() == "arithmetic" => "held-out exact match",
         _ => "mean reward of samples",
     };
-    let mut evals = step.evals.clone();
-    if let Some(r) = &run {
-        evals = read_evals(&r.path().join("eval.jsonl"))?;
-        write_curves(r.path(), eval_name, &evals)?;
-    }
+    let evals = match &run {
+        Some(r) => tuning::curves(r.path(), "GRPO", eval_name, step_series(r.path())?)?,
+        None => step.evals.clone(),
+    };
     Ok(GrpoReport {
         model: step.model.valid(),
         steps: summary.done,
@@ -518,9 +500,9 @@ pub fn grpo(base: &Path, config: &GrpoConfig, opts: &TrainOptions) -> Result<Grp
     })
 }
 
-/// `curves.png`: reward mean, KL, clip fraction and entropy per step (from `metrics.jsonl`),
-/// and the held-out evaluations.
-fn write_curves(dir: &Path, eval_name: &str, evals: &[(usize, f64)]) -> Result<()> {
+/// The per-step panels of `curves.png`: reward mean, KL, clip fraction and entropy (from
+/// `metrics.jsonl`).
+fn step_series(dir: &Path) -> Result<Vec<(&'static str, Vec<(f64, f64)>)>> {
     let path = dir.join("metrics.jsonl");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io("metrics", &path, e))?;
     let lines: Vec<serde_json::Value> = text
@@ -533,16 +515,10 @@ fn write_curves(dir: &Path, eval_name: &str, evals: &[(usize, f64)]) -> Result<(
             .filter_map(|v| Some((v["step"].as_f64()? + 1.0, v[key].as_f64()?)))
             .collect()
     };
-    let held: Vec<(f64, f64)> = evals.iter().map(|&(s, v)| (s as f64, v)).collect();
-    crate::plot::panels(
-        &dir.join("curves.png"),
-        "GRPO",
-        &[
-            (eval_name, held),
-            ("reward (mean)", series("reward_mean")),
-            ("KL to base (k3)", series("kl")),
-            ("clip fraction", series("clip_frac")),
-            ("entropy (nats)", series("entropy")),
-        ],
-    )
+    Ok(vec![
+        ("reward (mean)", series("reward_mean")),
+        ("KL to base (k3)", series("kl")),
+        ("clip fraction", series("clip_frac")),
+        ("entropy (nats)", series("entropy")),
+    ])
 }

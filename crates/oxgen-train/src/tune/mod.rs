@@ -12,3 +12,4 @@ pub mod reward;
 pub mod rm;
 mod rows;
 pub mod sft;
+mod tuning;

@@ -9,6 +9,7 @@ use burn::tensor::Device;
 use oxgen_models::ar::arithmetic::Arithmetic;
 use oxgen_models::ar::{DecodeOptions, Gpt, generate_rows};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
@@ -35,7 +36,7 @@ pub(crate) struct PairSource {
 }
 
 /// Pairs made by sampling `model` and ranking with the verifier.
-pub(crate) fn verifier_pairs(
+fn verifier_pairs(
     config: &PairSource,
     model: &Gpt,
     codec: &Codec,
@@ -113,7 +114,7 @@ pub(crate) fn verifier_pairs(
 }
 
 /// Pairs from a JSONL file, encoded with the base's codec.
-pub(crate) fn file_pairs(path: &Path, codec: &Codec) -> Result<Vec<Pair>> {
+fn file_pairs(path: &Path, codec: &Codec) -> Result<Vec<Pair>> {
     #[derive(Deserialize)]
     struct Line {
         prompt: String,
@@ -141,4 +142,40 @@ pub(crate) fn file_pairs(path: &Path, codec: &Codec) -> Result<Vec<Pair>> {
         pairs.push((enc(&p.prompt)?, enc(&p.chosen)?, enc(&p.rejected)?));
     }
     Ok(pairs)
+}
+
+/// The pairs of a run: made with `source` when it asks for samples, else read from `file`.
+pub(crate) fn load(
+    file: &str,
+    source: &PairSource,
+    model: &Gpt,
+    codec: &Codec,
+    lang: Option<Arithmetic>,
+    device: &Device,
+) -> Result<Vec<Pair>> {
+    if source.samples > 0 {
+        verifier_pairs(source, model, codec, lang, device)
+    } else {
+        file_pairs(Path::new(file), codec)
+    }
+}
+
+/// (train, held out): a seeded `val_fraction` of `pairs` held out; too few pairs to leave some
+/// on both sides is an error naming `method`.
+pub(crate) fn split(
+    method: &str,
+    mut pairs: Vec<Pair>,
+    val_fraction: f64,
+    seed: u64,
+) -> Result<(Vec<Pair>, Vec<Pair>)> {
+    let held = ((pairs.len() as f64) * val_fraction).round() as usize;
+    if pairs.len() < 2 || held == 0 || held == pairs.len() {
+        return Err(Error::Config(format!(
+            "{method}: {} pairs, too few to train on and hold out a {val_fraction} share",
+            pairs.len()
+        )));
+    }
+    pairs.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x5F7));
+    let train = pairs.split_off(held);
+    Ok((train, pairs))
 }

@@ -14,20 +14,19 @@ use burn::tensor::activation::log_sigmoid;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use oxgen_models::ar::Gpt;
 use oxgen_models::ar::arithmetic::Arithmetic;
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::pairs::{Pair, PairSource, file_pairs, verifier_pairs};
+use super::pairs::{self, Pair, PairSource};
 use super::reward::{Reward, Sample};
-use super::rows::{Rows, append_line, host, read_evals};
+use super::rows::{Rows, append_line, host};
+use super::tuning::{self, Plan};
 use crate::ar::{ArRun, ArTrainConfig, Codec, load_ar};
-use crate::checkpoint::{self, Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
+use crate::checkpoint::{self, Loaded, load_weights};
 use crate::trainer::adamw::FusedAdamW;
 use crate::trainer::optim::clip_global_norm;
 use crate::trainer::rng::{Stream, step_rng};
-use crate::trainer::{self, LoopSpec, Schedule, StepContext, StepOutput, TrainOptions, TrainStep};
+use crate::trainer::{self, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
 
 /// The GPT and a scalar head.
@@ -229,17 +228,12 @@ impl TrainStep for Step {
     }
 
     fn state(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
-        let codec = serde_json::to_vec(&self.codec).expect("codec serializes");
-        Ok(vec![
-            ("model.bpk", to_bytes(&self.model)?),
-            ("optim.bpk", optim_bytes(&self.optim)?),
-            ("codec.json", codec),
-        ])
+        tuning::state(&self.model, &self.optim, &self.codec)
     }
 
     fn restore(&mut self, ck: &Loaded) -> Result<()> {
-        self.model = load_weights(self.model.clone(), ck.file("model.bpk")?, &ck.dir)?;
-        restore_optim(&mut self.optim, ck, "optim.bpk")
+        self.model = tuning::restore(self.model.clone(), &mut self.optim, ck)?;
+        Ok(())
     }
 
     fn evaluate(&mut self, done: usize) -> Result<()> {
@@ -291,28 +285,15 @@ pub fn rm(base: &Path, config: &RmConfig, opts: &TrainOptions) -> Result<RmRepor
         codec,
     } = load_ar(base, &opts.device)?;
     let lang = language(&base_config);
-    let mut pairs = if config.pairs_from_verifier > 0 {
-        let source = PairSource {
-            reward: config.reward.clone(),
-            prompts: config.prompts,
-            samples: config.pairs_from_verifier,
-            temperature: config.temperature,
-            seed: config.seed,
-        };
-        verifier_pairs(&source, &sampler, &codec, lang, &opts.device)?
-    } else {
-        file_pairs(Path::new(&config.pairs), &codec)?
+    let source = PairSource {
+        reward: config.reward.clone(),
+        prompts: config.prompts,
+        samples: config.pairs_from_verifier,
+        temperature: config.temperature,
+        seed: config.seed,
     };
-    let held = ((pairs.len() as f64) * config.val_fraction).round() as usize;
-    if pairs.len() < 2 || held == 0 || held == pairs.len() {
-        return Err(Error::Config(format!(
-            "rm: {} pairs, too few to train on and hold out a {} share",
-            pairs.len(),
-            config.val_fraction
-        )));
-    }
-    pairs.shuffle(&mut StdRng::seed_from_u64(config.seed ^ 0x5F7));
-    let train = pairs.split_off(held);
+    let all = pairs::load(&config.pairs, &source, &sampler, &codec, lang, &opts.device)?;
+    let (train, pairs) = pairs::split("rm", all, config.val_fraction, config.seed)?;
     let run = trainer::open_run(opts)?;
     let ad = opts.device.clone().autodiff();
     let width = base_config.model.width;
@@ -337,39 +318,25 @@ pub fn rm(base: &Path, config: &RmConfig, opts: &TrainOptions) -> Result<RmRepor
         base_config,
         rm: config.clone(),
     };
-    let schedule = Schedule {
-        decay: trainer::Decay::Constant,
-        warmup_steps: 5.min(config.steps),
-        min_lr_ratio: 1.0,
-    };
-    let spec = LoopSpec {
+    let plan = Plan {
         family: FAMILY,
         config: &tuned,
-        must_match: &["rm", "base_config"],
-        shape: oxgen_models::DataShape::Vector { dim: context },
+        method: "rm",
+        context,
         seed: config.seed,
         steps: config.steps,
         lr: config.lr,
-        schedule: &schedule,
         rows_per_step: config.batch_size,
-        checkpoint_every: config.eval_every,
         eval_every: config.eval_every,
-        max_bad_steps: 5,
-        ema_decay: None,
-        title: "reward model loss (Bradley–Terry)".into(),
-        smaller: None,
+        title: "reward model loss (Bradley–Terry)",
     };
-    if !opts.resume {
-        step.evaluate(0)?;
-    }
-    let summary = trainer::run(&mut step, &spec, run.as_ref(), opts)?;
+    let summary = tuning::run(&mut step, plan, run.as_ref(), opts)?;
     if let Some(r) = &run {
-        let evals = read_evals(&r.path().join("eval.jsonl"))?;
-        let held: Vec<(f64, f64)> = evals.iter().map(|&(s, v)| (s as f64, v)).collect();
-        crate::plot::panels(
-            &r.path().join("curves.png"),
+        tuning::curves(
+            r.path(),
             "reward model",
-            &[("held-out pairwise accuracy", held)],
+            "held-out pairwise accuracy",
+            vec![],
         )?;
     }
     Ok(RmReport {

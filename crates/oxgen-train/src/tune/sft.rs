@@ -21,13 +21,14 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::rows::{Rows, append_line, read_evals, token_log_probs};
+use super::rows::{Rows, append_line, token_log_probs};
+use super::tuning::{self, Plan};
 use crate::ar::{ArRun, ArTrainConfig, Codec, load_ar};
-use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
+use crate::checkpoint::Loaded;
 use crate::trainer::adamw::FusedAdamW;
 use crate::trainer::optim::clip_global_norm;
 use crate::trainer::rng::{Stream, step_rng};
-use crate::trainer::{self, LoopSpec, Schedule, StepContext, StepOutput, TrainOptions, TrainStep};
+use crate::trainer::{self, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
 
 /// How to fine-tune. Every field has a default.
@@ -283,17 +284,12 @@ impl TrainStep for Step {
     }
 
     fn state(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
-        let codec = serde_json::to_vec(&self.codec).expect("codec serializes");
-        Ok(vec![
-            ("model.bpk", to_bytes(&self.model)?),
-            ("optim.bpk", optim_bytes(&self.optim)?),
-            ("codec.json", codec),
-        ])
+        tuning::state(&self.model, &self.optim, &self.codec)
     }
 
     fn restore(&mut self, ck: &Loaded) -> Result<()> {
-        self.model = load_weights(self.model.clone(), ck.file("model.bpk")?, &ck.dir)?;
-        restore_optim(&mut self.optim, ck, "optim.bpk")
+        self.model = tuning::restore(self.model.clone(), &mut self.optim, ck)?;
+        Ok(())
     }
 
     fn evaluate(&mut self, done: usize) -> Result<()> {
@@ -353,43 +349,28 @@ pub fn sft(base: &Path, config: &SftConfig, opts: &TrainOptions) -> Result<SftRe
         base_config,
         sft: config.clone(),
     };
-    let schedule = Schedule {
-        decay: trainer::Decay::Constant,
-        warmup_steps: 5.min(config.steps),
-        min_lr_ratio: 1.0,
-    };
-    let spec = LoopSpec {
+    let plan = Plan {
         family: FAMILY,
         config: &tuned,
-        must_match: &["sft", "base_config"],
-        shape: oxgen_models::DataShape::Vector { dim: context },
+        method: "sft",
+        context,
         seed: config.seed,
         steps: config.steps,
         lr: config.lr,
-        schedule: &schedule,
         rows_per_step: config.batch_size,
-        checkpoint_every: config.eval_every,
         eval_every: config.eval_every,
-        max_bad_steps: 5,
-        ema_decay: None,
-        title: "SFT loss (completion nats/token)".into(),
-        smaller: None,
+        title: "SFT loss (completion nats/token)",
     };
-    if !opts.resume {
-        step.evaluate(0)?;
-    }
-    let summary = trainer::run(&mut step, &spec, run.as_ref(), opts)?;
+    let summary = tuning::run(&mut step, plan, run.as_ref(), opts)?;
     let eval_name = if step.lang.is_some() && config.data == "arithmetic" {
         "held-out exact match"
     } else {
         "held-out completion NLL (nats/token)"
     };
-    let mut evals = step.evals.clone();
-    if let Some(r) = &run {
-        evals = read_evals(&r.path().join("eval.jsonl"))?;
-        let held: Vec<(f64, f64)> = evals.iter().map(|&(s, v)| (s as f64, v)).collect();
-        crate::plot::panels(&r.path().join("curves.png"), "SFT", &[(eval_name, held)])?;
-    }
+    let evals = match &run {
+        Some(r) => tuning::curves(r.path(), "SFT", eval_name, vec![])?,
+        None => step.evals.clone(),
+    };
     Ok(SftReport {
         model: step.model.valid(),
         steps: summary.done,

@@ -1,0 +1,109 @@
+//! What every tuner shares: its checkpoint files, its place on the shared loop (a constant
+//! rate after 5 warmup steps, an evaluation of the base at step 0), and its `curves.png`.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::rows::read_evals;
+use crate::Result;
+use crate::ar::Codec;
+use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
+use crate::run::RunDir;
+use crate::trainer::{self, LoopSpec, Schedule, Summary, TrainOptions, TrainStep};
+
+/// A tuned run's checkpoint files: the weights, the optimizer and the base's codec.
+pub(crate) fn state<M: Module>(
+    model: &M,
+    optim: &ModuleOptimizer,
+    codec: &Codec,
+) -> Result<Vec<(&'static str, Vec<u8>)>> {
+    let codec = serde_json::to_vec(codec).expect("codec serializes");
+    Ok(vec![
+        ("model.bpk", to_bytes(model)?),
+        ("optim.bpk", optim_bytes(optim)?),
+        ("codec.json", codec),
+    ])
+}
+
+/// Loads what [`state`] wrote: returns the weights, restores the optimizer.
+pub(crate) fn restore<M: Module>(model: M, optim: &mut ModuleOptimizer, ck: &Loaded) -> Result<M> {
+    let model = load_weights(model, ck.file("model.bpk")?, &ck.dir)?;
+    restore_optim(optim, ck, "optim.bpk")?;
+    Ok(model)
+}
+
+/// A tuning run's place on the loop.
+pub(crate) struct Plan<'a, C> {
+    /// Family name in manifests.
+    pub(crate) family: &'a str,
+    /// The run's config (method, base, base_config and the method's fields).
+    pub(crate) config: &'a C,
+    /// The method's key in `config` (it and `base_config` must match on resume).
+    pub(crate) method: &'a str,
+    /// The base's context window.
+    pub(crate) context: usize,
+    pub(crate) seed: u64,
+    pub(crate) steps: usize,
+    pub(crate) lr: f64,
+    pub(crate) rows_per_step: usize,
+    /// Evaluate and checkpoint every this many steps.
+    pub(crate) eval_every: usize,
+    /// Title of `loss.png`.
+    pub(crate) title: &'a str,
+}
+
+/// Evaluates the base (step 0, unless resuming), then runs the loop.
+pub(crate) fn run<C: Serialize + DeserializeOwned>(
+    step: &mut dyn TrainStep,
+    plan: Plan<'_, C>,
+    run: Option<&RunDir>,
+    opts: &TrainOptions,
+) -> Result<Summary> {
+    let schedule = Schedule {
+        decay: trainer::Decay::Constant,
+        warmup_steps: 5.min(plan.steps),
+        min_lr_ratio: 1.0,
+    };
+    let must_match = [plan.method, "base_config"];
+    let spec = LoopSpec {
+        family: plan.family,
+        config: plan.config,
+        must_match: &must_match,
+        shape: oxgen_models::DataShape::Vector { dim: plan.context },
+        seed: plan.seed,
+        steps: plan.steps,
+        lr: plan.lr,
+        schedule: &schedule,
+        rows_per_step: plan.rows_per_step,
+        checkpoint_every: plan.eval_every,
+        eval_every: plan.eval_every,
+        max_bad_steps: 5,
+        ema_decay: None,
+        title: plan.title.into(),
+        smaller: None,
+    };
+    if !opts.resume {
+        step.evaluate(0)?;
+    }
+    trainer::run(step, &spec, run, opts)
+}
+
+/// The held-out evaluations of the run in `dir` (its `eval.jsonl`), drawn as `curves.png`
+/// titled `title`, with `more` panels below.
+pub(crate) fn curves(
+    dir: &Path,
+    title: &str,
+    name: &str,
+    more: Vec<(&str, Vec<(f64, f64)>)>,
+) -> Result<Vec<(usize, f64)>> {
+    let evals = read_evals(&dir.join("eval.jsonl"))?;
+    let held: Vec<(f64, f64)> = evals.iter().map(|&(s, v)| (s as f64, v)).collect();
+    let mut panels = vec![(name, held)];
+    panels.extend(more);
+    crate::plot::panels(&dir.join("curves.png"), title, &panels)?;
+    Ok(evals)
+}
