@@ -2,28 +2,60 @@
 
 use anyhow::{Context, Result};
 use oxgen_train::TrainOptions;
-use oxgen_train::tune::dpo::{DpoConfig, DpoRunConfig, dpo as run_dpo};
-use oxgen_train::tune::grpo::{GrpoConfig, TunedConfig, grpo as run_grpo};
+use std::path::Path;
+
+use oxgen_train::tune::dpo::{DpoConfig, dpo as run_dpo};
+use oxgen_train::tune::grpo::{GrpoConfig, grpo as run_grpo};
 use oxgen_train::tune::objective::PreferenceLoss;
-use oxgen_train::tune::rm::{RmConfig, RmRunConfig, rm as run_rm};
-use oxgen_train::tune::sft::{SftConfig, SftRunConfig, sft as run_sft};
+use oxgen_train::tune::rm::{RmConfig, rm as run_rm};
+use oxgen_train::tune::sft::{SftConfig, sft as run_sft};
+use serde::de::DeserializeOwned;
 
 use crate::device;
 use crate::tune_args::{BestOfArgs, DpoArgs, GrpoArgs, RmArgs, SftArgs};
 
+/// A method's config: the checkpoint's (its manifest config's `method` field) when resuming,
+/// else the default; then the fields of a config file laid over it.
+fn config_of<C: DeserializeOwned + Default>(
+    resume: bool,
+    out: &Path,
+    method: &str,
+    file: Option<&Path>,
+    merge: fn(C, &Path) -> oxgen_train::Result<C>,
+) -> Result<C> {
+    let config = if resume {
+        let ck = oxgen_train::checkpoint::load(out).context("cannot resume")?;
+        serde_json::from_value(ck.manifest.config[method].clone())
+            .context("config in checkpoint")?
+    } else {
+        C::default()
+    };
+    Ok(match file {
+        Some(f) => merge(config, f)?,
+        None => config,
+    })
+}
+
+/// A tuned run in `out`, with a progress bar unless `quiet`.
+fn options(out: &Path, resume: bool, quiet: bool, device: burn::tensor::Device) -> TrainOptions {
+    TrainOptions {
+        out: Some(out.to_path_buf()),
+        resume,
+        device,
+        progress: !quiet,
+        ..TrainOptions::default()
+    }
+}
+
 pub(crate) fn grpo(a: GrpoArgs) -> Result<()> {
     let device = device(&a.device)?;
-    let mut config = if a.resume {
-        let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
-        serde_json::from_value::<TunedConfig>(ck.manifest.config)
-            .context("config in checkpoint")?
-            .grpo
-    } else {
-        GrpoConfig::default()
-    };
-    if let Some(file) = &a.config {
-        config = config.merge_file(file)?;
-    }
+    let mut config: GrpoConfig = config_of(
+        a.resume,
+        &a.out,
+        "grpo",
+        a.config.as_deref(),
+        GrpoConfig::merge_file,
+    )?;
     if let Some(r) = a.reward {
         config.reward = r;
     }
@@ -34,13 +66,7 @@ pub(crate) fn grpo(a: GrpoArgs) -> Result<()> {
         ($($field:ident),*) => { $( if let Some(v) = a.$field { config.$field = v; } )* };
     }
     set!(format_weight, steps, prompts, group, lr, beta, seed);
-    let opts = TrainOptions {
-        out: Some(a.out.clone()),
-        resume: a.resume,
-        device,
-        progress: !a.quiet,
-        ..TrainOptions::default()
-    };
+    let opts = options(&a.out, a.resume, a.quiet, device);
     let report = run_grpo(&a.base, &config, &opts)?;
     println!("tuned {} steps with {}", report.steps, config.reward);
     if let (Some(first), Some(last)) = (report.evals.first(), report.evals.last()) {
@@ -59,17 +85,13 @@ pub(crate) fn grpo(a: GrpoArgs) -> Result<()> {
 
 pub(crate) fn sft(a: SftArgs) -> Result<()> {
     let device = device(&a.device)?;
-    let mut config = if a.resume {
-        let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
-        serde_json::from_value::<SftRunConfig>(ck.manifest.config)
-            .context("config in checkpoint")?
-            .sft
-    } else {
-        SftConfig::default()
-    };
-    if let Some(file) = &a.config {
-        config = config.merge_file(file)?;
-    }
+    let mut config: SftConfig = config_of(
+        a.resume,
+        &a.out,
+        "sft",
+        a.config.as_deref(),
+        SftConfig::merge_file,
+    )?;
     if let Some(d) = a.data {
         config.data = d;
     }
@@ -78,13 +100,7 @@ pub(crate) fn sft(a: SftArgs) -> Result<()> {
         ($($field:ident),*) => { $( if let Some(v) = a.$field { config.$field = v; } )* };
     }
     set!(steps, batch_size, lr, seed);
-    let opts = TrainOptions {
-        out: Some(a.out.clone()),
-        resume: a.resume,
-        device,
-        progress: !a.quiet,
-        ..TrainOptions::default()
-    };
+    let opts = options(&a.out, a.resume, a.quiet, device);
     let report = run_sft(&a.base, &config, &opts)?;
     println!("fine-tuned {} steps on {}", report.steps, config.data);
     if let (Some(first), Some(last)) = (report.evals.first(), report.evals.last()) {
@@ -99,17 +115,13 @@ pub(crate) fn sft(a: SftArgs) -> Result<()> {
 
 pub(crate) fn dpo(a: DpoArgs) -> Result<()> {
     let device = device(&a.device)?;
-    let mut config = if a.resume {
-        let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
-        serde_json::from_value::<DpoRunConfig>(ck.manifest.config)
-            .context("config in checkpoint")?
-            .dpo
-    } else {
-        DpoConfig::default()
-    };
-    if let Some(file) = &a.config {
-        config = config.merge_file(file)?;
-    }
+    let mut config: DpoConfig = config_of(
+        a.resume,
+        &a.out,
+        "dpo",
+        a.config.as_deref(),
+        DpoConfig::merge_file,
+    )?;
     if let Some(p) = a.pairs {
         (config.pairs, config.pairs_from_verifier) = (p, 0);
     }
@@ -131,13 +143,7 @@ pub(crate) fn dpo(a: DpoArgs) -> Result<()> {
         lr,
         seed
     );
-    let opts = TrainOptions {
-        out: Some(a.out.clone()),
-        resume: a.resume,
-        device,
-        progress: !a.quiet,
-        ..TrainOptions::default()
-    };
+    let opts = options(&a.out, a.resume, a.quiet, device);
     let report = run_dpo(&a.base, &config, &opts)?;
     println!(
         "tuned {} steps on {} pairs ({} held out)",
@@ -166,17 +172,13 @@ pub(crate) fn dpo(a: DpoArgs) -> Result<()> {
 
 pub(crate) fn rm(a: RmArgs) -> Result<()> {
     let device = device(&a.device)?;
-    let mut config = if a.resume {
-        let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
-        serde_json::from_value::<RmRunConfig>(ck.manifest.config)
-            .context("config in checkpoint")?
-            .rm
-    } else {
-        RmConfig::default()
-    };
-    if let Some(file) = &a.config {
-        config = config.merge_file(file)?;
-    }
+    let mut config: RmConfig = config_of(
+        a.resume,
+        &a.out,
+        "rm",
+        a.config.as_deref(),
+        RmConfig::merge_file,
+    )?;
     if let Some(p) = a.pairs {
         (config.pairs, config.pairs_from_verifier) = (p, 0);
     }
@@ -184,13 +186,7 @@ pub(crate) fn rm(a: RmArgs) -> Result<()> {
         ($($field:ident),*) => { $( if let Some(v) = a.$field { config.$field = v; } )* };
     }
     set!(pairs_from_verifier, reward, steps, lr, seed);
-    let opts = TrainOptions {
-        out: Some(a.out.clone()),
-        resume: a.resume,
-        device,
-        progress: !a.quiet,
-        ..TrainOptions::default()
-    };
+    let opts = options(&a.out, a.resume, a.quiet, device);
     let report = run_rm(&a.base, &config, &opts)?;
     println!(
         "trained a reward model {} steps on {} pairs ({} held out)",
