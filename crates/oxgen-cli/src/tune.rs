@@ -12,50 +12,42 @@ use oxgen_train::tune::sft::{SftConfig, sft as run_sft};
 use serde::de::DeserializeOwned;
 
 use crate::device;
-use crate::tune_args::{BestOfArgs, DpoArgs, GrpoArgs, RmArgs, SftArgs};
+use crate::tune_args::{BestOfArgs, DpoArgs, GrpoArgs, RmArgs, RunArgs, SftArgs};
 
 /// A method's config: the checkpoint's (its manifest config's `method` field) when resuming,
 /// else the default; then the fields of a config file laid over it.
 fn config_of<C: DeserializeOwned + Default>(
-    resume: bool,
-    out: &Path,
+    run: &RunArgs,
     method: &str,
-    file: Option<&Path>,
     merge: fn(C, &Path) -> oxgen_train::Result<C>,
 ) -> Result<C> {
-    let config = if resume {
-        let ck = oxgen_train::checkpoint::load(out).context("cannot resume")?;
+    let config = if run.resume {
+        let ck = oxgen_train::checkpoint::load(&run.out).context("cannot resume")?;
         serde_json::from_value(ck.manifest.config[method].clone())
             .context("config in checkpoint")?
     } else {
         C::default()
     };
-    Ok(match file {
+    Ok(match &run.config {
         Some(f) => merge(config, f)?,
         None => config,
     })
 }
 
-/// A tuned run in `out`, with a progress bar unless `quiet`.
-fn options(out: &Path, resume: bool, quiet: bool, device: burn::tensor::Device) -> TrainOptions {
+/// A tuned run in `--out`, with a progress bar unless `--quiet`.
+fn options(run: &RunArgs, device: burn::tensor::Device) -> TrainOptions {
     TrainOptions {
-        out: Some(out.to_path_buf()),
-        resume,
+        out: Some(run.out.clone()),
+        resume: run.resume,
         device,
-        progress: !quiet,
+        progress: !run.quiet,
         ..TrainOptions::default()
     }
 }
 
 pub(crate) fn grpo(a: GrpoArgs) -> Result<()> {
-    let device = device(&a.device)?;
-    let mut config: GrpoConfig = config_of(
-        a.resume,
-        &a.out,
-        "grpo",
-        a.config.as_deref(),
-        GrpoConfig::merge_file,
-    )?;
+    let device = device(&a.run.device)?;
+    let mut config: GrpoConfig = config_of(&a.run, "grpo", GrpoConfig::merge_file)?;
     if let Some(r) = a.reward {
         config.reward = r;
     }
@@ -66,8 +58,8 @@ pub(crate) fn grpo(a: GrpoArgs) -> Result<()> {
         ($($field:ident),*) => { $( if let Some(v) = a.$field { config.$field = v; } )* };
     }
     set!(format_weight, steps, prompts, group, lr, beta, seed);
-    let opts = options(&a.out, a.resume, a.quiet, device);
-    let report = run_grpo(&a.base, &config, &opts)?;
+    let opts = options(&a.run, device);
+    let report = run_grpo(&a.run.base, &config, &opts)?;
     println!("tuned {} steps with {}", report.steps, config.reward);
     if let (Some(first), Some(last)) = (report.evals.first(), report.evals.last()) {
         println!(
@@ -79,19 +71,13 @@ pub(crate) fn grpo(a: GrpoArgs) -> Result<()> {
             last.0
         );
     }
-    println!("curves: {}", a.out.join("curves.png").display());
+    println!("curves: {}", a.run.out.join("curves.png").display());
     Ok(())
 }
 
 pub(crate) fn sft(a: SftArgs) -> Result<()> {
-    let device = device(&a.device)?;
-    let mut config: SftConfig = config_of(
-        a.resume,
-        &a.out,
-        "sft",
-        a.config.as_deref(),
-        SftConfig::merge_file,
-    )?;
+    let device = device(&a.run.device)?;
+    let mut config: SftConfig = config_of(&a.run, "sft", SftConfig::merge_file)?;
     if let Some(d) = a.data {
         config.data = d;
     }
@@ -100,8 +86,8 @@ pub(crate) fn sft(a: SftArgs) -> Result<()> {
         ($($field:ident),*) => { $( if let Some(v) = a.$field { config.$field = v; } )* };
     }
     set!(steps, batch_size, lr, seed);
-    let opts = options(&a.out, a.resume, a.quiet, device);
-    let report = run_sft(&a.base, &config, &opts)?;
+    let opts = options(&a.run, device);
+    let report = run_sft(&a.run.base, &config, &opts)?;
     println!("fine-tuned {} steps on {}", report.steps, config.data);
     if let (Some(first), Some(last)) = (report.evals.first(), report.evals.last()) {
         println!(
@@ -109,19 +95,13 @@ pub(crate) fn sft(a: SftArgs) -> Result<()> {
             report.eval_name, first.1, first.0, last.1, last.0
         );
     }
-    println!("curves: {}", a.out.join("curves.png").display());
+    println!("curves: {}", a.run.out.join("curves.png").display());
     Ok(())
 }
 
 pub(crate) fn dpo(a: DpoArgs) -> Result<()> {
-    let device = device(&a.device)?;
-    let mut config: DpoConfig = config_of(
-        a.resume,
-        &a.out,
-        "dpo",
-        a.config.as_deref(),
-        DpoConfig::merge_file,
-    )?;
+    let device = device(&a.run.device)?;
+    let mut config: DpoConfig = config_of(&a.run, "dpo", DpoConfig::merge_file)?;
     if let Some(p) = a.pairs {
         (config.pairs, config.pairs_from_verifier) = (p, 0);
     }
@@ -143,8 +123,8 @@ pub(crate) fn dpo(a: DpoArgs) -> Result<()> {
         lr,
         seed
     );
-    let opts = options(&a.out, a.resume, a.quiet, device);
-    let report = run_dpo(&a.base, &config, &opts)?;
+    let opts = options(&a.run, device);
+    let report = run_dpo(&a.run.base, &config, &opts)?;
     println!(
         "tuned {} steps on {} pairs ({} held out)",
         report.steps,
@@ -171,14 +151,8 @@ pub(crate) fn dpo(a: DpoArgs) -> Result<()> {
 }
 
 pub(crate) fn rm(a: RmArgs) -> Result<()> {
-    let device = device(&a.device)?;
-    let mut config: RmConfig = config_of(
-        a.resume,
-        &a.out,
-        "rm",
-        a.config.as_deref(),
-        RmConfig::merge_file,
-    )?;
+    let device = device(&a.run.device)?;
+    let mut config: RmConfig = config_of(&a.run, "rm", RmConfig::merge_file)?;
     if let Some(p) = a.pairs {
         (config.pairs, config.pairs_from_verifier) = (p, 0);
     }
@@ -186,8 +160,8 @@ pub(crate) fn rm(a: RmArgs) -> Result<()> {
         ($($field:ident),*) => { $( if let Some(v) = a.$field { config.$field = v; } )* };
     }
     set!(pairs_from_verifier, reward, steps, lr, seed);
-    let opts = options(&a.out, a.resume, a.quiet, device);
-    let report = run_rm(&a.base, &config, &opts)?;
+    let opts = options(&a.run, device);
+    let report = run_rm(&a.run.base, &config, &opts)?;
     println!(
         "trained a reward model {} steps on {} pairs ({} held out)",
         report.steps,
@@ -201,7 +175,7 @@ pub(crate) fn rm(a: RmArgs) -> Result<()> {
             last.0
         );
     }
-    println!("use it as --reward model:{}", a.out.display());
+    println!("use it as --reward model:{}", a.run.out.display());
     Ok(())
 }
 

@@ -44,6 +44,30 @@ pub(crate) enum TuneMethod {
     BestOf(BestOfArgs),
 }
 
+/// What every tuning command takes: the base, the run folder, a config file, resume, quiet,
+/// the device.
+#[derive(Args)]
+pub(crate) struct RunArgs {
+    /// The autoregressive run (or checkpoint) to start from (the frozen reference of DPO and
+    /// GRPO, the backbone of a reward model).
+    #[arg(long)]
+    pub(crate) base: PathBuf,
+    /// The tuned run's folder.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// A TOML or JSON file overriding any of the method's config fields.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    pub(crate) resume: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
+}
+
 #[derive(Args)]
 pub(crate) struct BestOfArgs {
     /// An autoregressive run on the arithmetic language.
@@ -67,9 +91,8 @@ pub(crate) struct BestOfArgs {
 
 #[derive(Args)]
 pub(crate) struct RmArgs {
-    /// The autoregressive run (or checkpoint) whose GPT becomes the backbone.
-    #[arg(long)]
-    pub(crate) base: PathBuf,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
     /// A JSONL file of {"prompt", "chosen", "rejected"} lines.
     #[arg(long, conflicts_with = "pairs_from_verifier")]
     pub(crate) pairs: Option<String>,
@@ -88,27 +111,12 @@ pub(crate) struct RmArgs {
     /// Seed of the pairs, the split, the head and the batches.
     #[arg(long)]
     pub(crate) seed: Option<u64>,
-    /// A TOML or JSON file overriding any reward model config fields.
-    #[arg(long)]
-    pub(crate) config: Option<PathBuf>,
-    /// The reward model run's folder.
-    #[arg(long)]
-    pub(crate) out: PathBuf,
-    /// Continue the run in --out from its latest checkpoint.
-    #[arg(long)]
-    pub(crate) resume: bool,
-    /// Hide the progress bar.
-    #[arg(long)]
-    pub(crate) quiet: bool,
-    #[command(flatten)]
-    pub(crate) device: DeviceArgs,
 }
 
 #[derive(Args)]
 pub(crate) struct DpoArgs {
-    /// The autoregressive run (or checkpoint) to start from; it is also the frozen reference.
-    #[arg(long)]
-    pub(crate) base: PathBuf,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
     /// A JSONL file of {"prompt", "chosen", "rejected"} lines.
     #[arg(long, conflicts_with = "pairs_from_verifier")]
     pub(crate) pairs: Option<String>,
@@ -136,27 +144,12 @@ pub(crate) struct DpoArgs {
     /// Seed of the pairs, the split and the batches.
     #[arg(long)]
     pub(crate) seed: Option<u64>,
-    /// A TOML or JSON file overriding any DPO config fields.
-    #[arg(long)]
-    pub(crate) config: Option<PathBuf>,
-    /// The tuned run's folder.
-    #[arg(long)]
-    pub(crate) out: PathBuf,
-    /// Continue the run in --out from its latest checkpoint.
-    #[arg(long)]
-    pub(crate) resume: bool,
-    /// Hide the progress bar.
-    #[arg(long)]
-    pub(crate) quiet: bool,
-    #[command(flatten)]
-    pub(crate) device: DeviceArgs,
 }
 
 #[derive(Args)]
 pub(crate) struct SftArgs {
-    /// The autoregressive run (or checkpoint) to start from.
-    #[arg(long)]
-    pub(crate) base: PathBuf,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
     /// arithmetic, or a JSONL or TSV file of prompt/completion pairs.
     #[arg(long)]
     pub(crate) data: Option<String>,
@@ -175,28 +168,13 @@ pub(crate) struct SftArgs {
     /// Seed of the batches and the split.
     #[arg(long)]
     pub(crate) seed: Option<u64>,
-    /// A TOML or JSON file overriding any SFT config fields.
-    #[arg(long)]
-    pub(crate) config: Option<PathBuf>,
-    /// The tuned run's folder.
-    #[arg(long)]
-    pub(crate) out: PathBuf,
-    /// Continue the run in --out from its latest checkpoint.
-    #[arg(long)]
-    pub(crate) resume: bool,
-    /// Hide the progress bar.
-    #[arg(long)]
-    pub(crate) quiet: bool,
-    #[command(flatten)]
-    pub(crate) device: DeviceArgs,
 }
 
 #[derive(Args)]
 pub(crate) struct GrpoArgs {
-    /// The autoregressive run (or checkpoint) to start from; it is also the frozen reference.
-    #[arg(long)]
-    pub(crate) base: PathBuf,
-    /// The reward: arithmetic, regex:PATTERN or pairs:FILE.
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+    /// The reward: arithmetic, regex:PATTERN, pairs:FILE or model:RUN.
     #[arg(long)]
     pub(crate) reward: Option<String>,
     /// Add --format-weight to the reward when the whole completion matches this pattern.
@@ -223,18 +201,4 @@ pub(crate) struct GrpoArgs {
     /// Seed of the prompts and samples.
     #[arg(long)]
     pub(crate) seed: Option<u64>,
-    /// A TOML or JSON file overriding any GRPO config fields.
-    #[arg(long)]
-    pub(crate) config: Option<PathBuf>,
-    /// The tuned run's folder.
-    #[arg(long)]
-    pub(crate) out: PathBuf,
-    /// Continue the run in --out from its latest checkpoint.
-    #[arg(long)]
-    pub(crate) resume: bool,
-    /// Hide the progress bar.
-    #[arg(long)]
-    pub(crate) quiet: bool,
-    #[command(flatten)]
-    pub(crate) device: DeviceArgs,
 }
