@@ -502,7 +502,7 @@ pub fn grpo(base: &Path, config: &GrpoConfig, opts: &TrainOptions) -> Result<Grp
 
 /// The per-step panels of `curves.png`: reward mean, KL, clip fraction and entropy (from
 /// `metrics.jsonl`).
-fn step_series(dir: &Path) -> Result<Vec<(&'static str, Vec<(f64, f64)>)>> {
+fn step_series(dir: &Path) -> Result<Vec<tuning::Panel<'static>>> {
     let path = dir.join("metrics.jsonl");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io("metrics", &path, e))?;
     let lines: Vec<serde_json::Value> = text

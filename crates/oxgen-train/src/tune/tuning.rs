@@ -92,13 +92,16 @@ pub(crate) fn run<C: Serialize + DeserializeOwned>(
     trainer::run(step, &spec, run, opts)
 }
 
+/// A named curve of `curves.png`: (step, value) points.
+pub(crate) type Panel<'a> = (&'a str, Vec<(f64, f64)>);
+
 /// The held-out evaluations of the run in `dir` (its `eval.jsonl`), drawn as `curves.png`
 /// titled `title`, with `more` panels below.
 pub(crate) fn curves(
     dir: &Path,
     title: &str,
     name: &str,
-    more: Vec<(&str, Vec<(f64, f64)>)>,
+    more: Vec<Panel<'_>>,
 ) -> Result<Vec<(usize, f64)>> {
     let evals = read_evals(&dir.join("eval.jsonl"))?;
     let held: Vec<(f64, f64)> = evals.iter().map(|&(s, v)| (s as f64, v)).collect();
