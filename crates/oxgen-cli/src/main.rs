@@ -74,6 +74,7 @@ fn main() -> Result<()> {
         Command::Train(Family::Diffusion(a)) => diffusion::train(a)?,
         Command::Tune(TuneMethod::Grpo(a)) => tune::grpo(a)?,
         Command::Tune(TuneMethod::Sft(a)) => tune::sft(a)?,
+        Command::Tune(TuneMethod::Merge(a)) => tune::merge(a)?,
         Command::Tune(TuneMethod::Dpo(a)) => tune::dpo(a)?,
         Command::Tune(TuneMethod::Rm(a)) => tune::rm(a)?,
         Command::Tune(TuneMethod::BestOf(a)) => tune::best_of(a)?,

@@ -12,7 +12,7 @@ use oxgen_train::tune::sft::{SftConfig, sft as run_sft};
 use serde::de::DeserializeOwned;
 
 use crate::device;
-use crate::tune_args::{BestOfArgs, DpoArgs, GrpoArgs, RmArgs, RunArgs, SftArgs};
+use crate::tune_args::{BestOfArgs, DpoArgs, GrpoArgs, MergeArgs, RmArgs, RunArgs, SftArgs};
 
 /// A method's config: the checkpoint's (its manifest config's `method` field) when resuming,
 /// else the default; then the fields of a config file laid over it.
@@ -86,6 +86,16 @@ pub(crate) fn sft(a: SftArgs) -> Result<()> {
         ($($field:ident),*) => { $( if let Some(v) = a.$field { config.$field = v; } )* };
     }
     set!(steps, batch_size, lr, seed);
+    if let Some(rank) = a.lora_rank {
+        let mut lora = config.lora.take().unwrap_or_default().with_rank(rank);
+        if let Some(alpha) = a.lora_alpha {
+            lora.alpha = alpha;
+        }
+        if let Some(targets) = a.lora_targets {
+            lora.targets = targets;
+        }
+        config.lora = Some(lora);
+    }
     let opts = options(&a.run, device);
     let report = run_sft(&a.run.base, &config, &opts)?;
     println!("fine-tuned {} steps on {}", report.steps, config.data);
@@ -191,5 +201,16 @@ pub(crate) fn best_of(a: BestOfArgs) -> Result<()> {
     for (n, acc) in rows {
         println!("| {n} | {:.2}% |", 100.0 * acc);
     }
+    Ok(())
+}
+
+pub(crate) fn merge(a: MergeArgs) -> Result<()> {
+    let device = device(&a.device)?;
+    let ck = oxgen_train::tune::merge::merge(&a.run, &a.out, &device)?;
+    println!(
+        "merged the adapters of {} into {}",
+        a.run.display(),
+        ck.display()
+    );
     Ok(())
 }

@@ -19,9 +19,15 @@ pub(crate) enum TuneMethod {
     /// only, optionally packed several to a context window. Writes metrics.jsonl, eval.jsonl
     /// (held-out exact match for sums, else held-out completion NLL) and curves.png.
     #[command(
-        after_help = "Examples:\n  oxgen tune sft --base runs/sums-260 --data arithmetic --out runs/sums-sft\n  oxgen tune sft --base runs/chars --data pairs.jsonl --pack --out runs/chars-sft\n\nData: arithmetic (the base's own sums with their answers), a JSONL file of\n{\"prompt\": ..., \"completion\": ...} lines, or a TSV file of prompt<TAB>completion lines."
+        after_help = "Examples:\n  oxgen tune sft --base runs/sums-260 --data arithmetic --out runs/sums-sft\n  oxgen tune sft --base runs/chars --data pairs.jsonl --pack --out runs/chars-sft\n  oxgen tune sft --base runs/sums-260 --lora-rank 8 --lora-targets qkv,fc --out runs/sums-lora\n\nData: arithmetic (the base's own sums with their answers), a JSONL file of\n{\"prompt\": ..., \"completion\": ...} lines, or a TSV file of prompt<TAB>completion lines."
     )]
     Sft(SftArgs),
+    /// Folds a LoRA run's adapters into its weights (W + α/r · A·B): a plain run that samples,
+    /// exports and serves as a base like any autoregressive run.
+    #[command(
+        after_help = "Example:\n  oxgen tune sft --base runs/sums-260 --lora-rank 8 --out runs/sums-lora\n  oxgen tune merge --run runs/sums-lora --out runs/sums-lora-merged"
+    )]
+    Merge(MergeArgs),
     /// DPO (or IPO) against the frozen base on preference pairs: a JSONL file of
     /// {"prompt", "chosen", "rejected"} lines, or pairs made by sampling the base N times per
     /// prompt and ranking with a verifier. Reports held-out preference accuracy and margins.
@@ -165,9 +171,31 @@ pub(crate) struct SftArgs {
     /// Pack examples several to a context window.
     #[arg(long)]
     pub(crate) pack: bool,
-    /// Seed of the batches and the split.
+    /// Seed of the batches, the split and the adapters.
     #[arg(long)]
     pub(crate) seed: Option<u64>,
+    /// Train LoRA adapters of this rank on a frozen base instead of every weight.
+    #[arg(long)]
+    pub(crate) lora_rank: Option<usize>,
+    /// LoRA's α (the update is scaled by α / rank; default 16).
+    #[arg(long, requires = "lora_rank")]
+    pub(crate) lora_alpha: Option<f64>,
+    /// LoRA's target layers, comma-separated, from qkv, proj, fc, out and head (default: the
+    /// first four).
+    #[arg(long, value_delimiter = ',', requires = "lora_rank")]
+    pub(crate) lora_targets: Option<Vec<String>>,
+}
+
+#[derive(Args)]
+pub(crate) struct MergeArgs {
+    /// A run tuned with LoRA adapters (`oxgen tune sft --lora-rank R`).
+    #[arg(long)]
+    pub(crate) run: PathBuf,
+    /// The folder of the merged, plain run.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    #[command(flatten)]
+    pub(crate) device: DeviceArgs,
 }
 
 #[derive(Args)]

@@ -6,7 +6,7 @@
 //! flash-attention kernels forward and backward, and elsewhere burn's reference.
 
 use crate::settings::settings;
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
@@ -325,6 +325,24 @@ impl Gpt {
     /// The context window.
     pub fn context(&self) -> usize {
         self.context
+    }
+
+    /// Transformer blocks.
+    pub fn layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Calls `f` on the weight of every linear layer: each block's qkv, proj, fc and out, then
+    /// the head if it is not tied.
+    pub(crate) fn for_each_weight(&self, mut f: impl FnMut(&Param<Tensor<2>>)) {
+        for b in &self.blocks {
+            for layer in [&b.qkv, &b.proj, &b.fc, &b.out] {
+                f(&layer.weight);
+            }
+        }
+        if let Some(head) = &self.head {
+            f(&head.weight);
+        }
     }
 
     /// Next-token logits at every position.

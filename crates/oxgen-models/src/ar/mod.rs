@@ -6,10 +6,12 @@
 pub mod arithmetic;
 pub mod decode;
 pub mod gpt;
+pub mod lora;
 pub mod tokenizer;
 
 pub use decode::{DecodeOptions, generate, generate_batch, generate_rows, window_start};
 pub use gpt::{Gpt, GptConfig, KvCache};
+pub use lora::LoraConfig;
 pub use tokenizer::Tokenizer;
 
 #[cfg(test)]

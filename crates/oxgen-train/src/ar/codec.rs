@@ -6,7 +6,7 @@ use std::path::Path;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use oxgen_models::ar::arithmetic::{self, Arithmetic};
-use oxgen_models::ar::{DecodeOptions, Gpt, Tokenizer, generate};
+use oxgen_models::ar::{DecodeOptions, Gpt, LoraConfig, Tokenizer, generate};
 use serde::{Deserialize, Serialize};
 
 use super::{ArTrainConfig, TextData};
@@ -108,7 +108,23 @@ fn is_ar_family(family: &str) -> bool {
     family == "ar" || family.starts_with("ar-")
 }
 
-/// Loads the latest (or the given) checkpoint of an autoregressive run.
+/// The LoRA adapters of a tuned run, if it has any: `lora` in the section of its method
+/// (`{"method": "sft", "sft": {"lora": {...}}}`).
+fn lora_of(config: &serde_json::Value) -> std::result::Result<Option<LoraConfig>, String> {
+    let section = config
+        .get("method")
+        .and_then(|m| m.as_str())
+        .and_then(|m| config.get(m));
+    match section.and_then(|s| s.get("lora")) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|e| format!("LoRA config unreadable: {e}")),
+    }
+}
+
+/// Loads the latest (or the given) checkpoint of an autoregressive run; a run tuned with LoRA
+/// comes back with its adapters unmerged ([`oxgen_models::ar::Gpt::merge_lora`] folds them in).
 pub fn load_ar(path: &Path, device: &Device) -> Result<ArRun> {
     let ck = checkpoint::load(path)?;
     let refuse = |reason: String| Error::Checkpoint {
@@ -129,7 +145,14 @@ pub fn load_ar(path: &Path, device: &Device) -> Result<ArRun> {
         serde_json::from_value(config).map_err(|e| refuse(format!("config unreadable: {e}")))?;
     let codec: Codec = serde_json::from_slice(ck.file("codec.json")?)
         .map_err(|e| refuse(format!("codec.json unreadable: {e}")))?;
-    let model = load_weights(config.model.init(device), ck.file("model.bpk")?, &ck.dir)?;
+    let mut model = config.model.init(device);
+    if let Some(lora) = lora_of(&ck.manifest.config).map_err(refuse)? {
+        lora.validate(&config.model).map_err(refuse)?;
+        // The adapters' initial values are overwritten by the weights below; the lock keeps
+        // their draw out of any seeded initialisation running at the same time.
+        model = crate::trainer::optim::seeded_init(device, 0, || model.with_lora(&lora));
+    }
+    let model = load_weights(model, ck.file("model.bpk")?, &ck.dir)?;
     Ok(ArRun {
         config,
         model,

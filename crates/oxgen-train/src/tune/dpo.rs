@@ -297,7 +297,7 @@ pub fn dpo(base: &Path, config: &DpoConfig, opts: &TrainOptions) -> Result<DpoRe
         config: base_config,
         model: reference,
         codec,
-    } = load_ar(base, &opts.device)?;
+    } = tuning::load_base(base, &opts.device)?;
     let lang = (base_config.data == "arithmetic").then_some(Arithmetic {
         digits: base_config.digits,
         seed: base_config.seed,

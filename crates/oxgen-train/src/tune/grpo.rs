@@ -391,7 +391,7 @@ pub fn grpo(base: &Path, config: &GrpoConfig, opts: &TrainOptions) -> Result<Grp
         config: base_config,
         model: reference,
         codec,
-    } = load_ar(base, &opts.device)?;
+    } = tuning::load_base(base, &opts.device)?;
     let lang = (base_config.data == "arithmetic").then_some(Arithmetic {
         digits: base_config.digits,
         seed: base_config.seed,

@@ -6,6 +6,7 @@
 pub mod best_of;
 pub mod dpo;
 pub mod grpo;
+pub mod merge;
 pub mod objective;
 mod pairs;
 pub mod reward;

@@ -283,7 +283,7 @@ pub fn rm(base: &Path, config: &RmConfig, opts: &TrainOptions) -> Result<RmRepor
         config: base_config,
         model: sampler,
         codec,
-    } = load_ar(base, &opts.device)?;
+    } = tuning::load_base(base, &opts.device)?;
     let lang = language(&base_config);
     let source = PairSource {
         reward: config.reward.clone(),

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use oxgen_models::ar::Gpt;
 use oxgen_models::ar::arithmetic::{self, Arithmetic};
+use oxgen_models::ar::{Gpt, LoraConfig};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -26,7 +26,7 @@ use super::tuning::{self, Plan};
 use crate::ar::{ArRun, ArTrainConfig, Codec, load_ar};
 use crate::checkpoint::Loaded;
 use crate::trainer::adamw::FusedAdamW;
-use crate::trainer::optim::clip_global_norm;
+use crate::trainer::optim::{clip_global_norm, seeded_init};
 use crate::trainer::rng::{Stream, step_rng};
 use crate::trainer::{self, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
@@ -53,8 +53,11 @@ pub struct SftConfig {
     pub eval_every: usize,
     /// Share of a file's pairs held out for evaluation.
     pub val_fraction: f64,
-    /// Seed of the batches and the split.
+    /// Seed of the batches, the split and the adapters' initialisation.
     pub seed: u64,
+    /// Train LoRA adapters (rank, α, target layers) on a frozen base instead of every weight.
+    /// `oxgen tune merge` folds them into a plain checkpoint.
+    pub lora: Option<LoraConfig>,
 }
 
 impl Default for SftConfig {
@@ -70,6 +73,7 @@ impl Default for SftConfig {
             eval_every: 50,
             val_fraction: 0.1,
             seed: 0,
+            lora: None,
         }
     }
 }
@@ -315,15 +319,29 @@ pub fn sft(base: &Path, config: &SftConfig, opts: &TrainOptions) -> Result<SftRe
         config: base_config,
         codec,
         ..
-    } = load_ar(base, &opts.device)?;
+    } = tuning::load_base(base, &opts.device)?;
     let lang = (base_config.data == "arithmetic").then_some(Arithmetic {
         digits: base_config.digits,
         seed: base_config.seed,
     });
+    if let Some(lora) = &config.lora {
+        lora.validate(&base_config.model)
+            .map_err(|e| Error::Config(format!("sft: {e}")))?;
+    }
     let (train, held) = examples(config, &codec, lang)?;
     let run = trainer::open_run(opts)?;
     let ad = opts.device.clone().autodiff();
-    let model = load_ar(base, &ad)?.model;
+    let mut model = load_ar(base, &ad)?.model;
+    if let Some(lora) = &config.lora {
+        model = seeded_init(&ad, config.seed, || model.with_lora(lora));
+        tracing::info!(
+            "LoRA rank {} on {}: {} trainable parameters of {}",
+            lora.rank,
+            lora.targets.join(", "),
+            model.trainable_params(),
+            model.num_params()
+        );
+    }
     let context = base_config.model.context;
     let mut step = Step {
         config: config.clone(),

@@ -5,15 +5,16 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
+use burn::tensor::Device;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::rows::read_evals;
-use crate::Result;
-use crate::ar::Codec;
+use crate::ar::{ArRun, Codec, load_ar};
 use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
 use crate::run::RunDir;
 use crate::trainer::{self, LoopSpec, Schedule, Summary, TrainOptions, TrainStep};
+use crate::{Error, Result};
 
 /// A tuned run's checkpoint files: the weights, the optimizer and the base's codec.
 pub(crate) fn state<M: Module>(
@@ -34,6 +35,21 @@ pub(crate) fn restore<M: Module>(model: M, optim: &mut ModuleOptimizer, ck: &Loa
     let model = load_weights(model, ck.file("model.bpk")?, &ck.dir)?;
     restore_optim(optim, ck, "optim.bpk")?;
     Ok(model)
+}
+
+/// The base run of a tuner: any autoregressive run, but not one with unmerged LoRA adapters
+/// (its tuned run would have to carry them too).
+pub(crate) fn load_base(base: &Path, device: &Device) -> Result<ArRun> {
+    let run = load_ar(base, device)?;
+    if run.model.adapters() > 0 {
+        return Err(Error::Config(format!(
+            "{} has unmerged LoRA adapters; `oxgen tune merge --run {} --out DIR` makes a \
+             plain run of it to tune",
+            base.display(),
+            base.display()
+        )));
+    }
+    Ok(run)
 }
 
 /// A tuning run's place on the loop.

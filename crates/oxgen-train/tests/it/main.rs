@@ -8,6 +8,7 @@ mod families;
 mod fixtures;
 mod guidance;
 mod interchange;
+mod lora;
 mod quality2d;
 mod reliability;
 mod resume;
