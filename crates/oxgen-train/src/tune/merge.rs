@@ -76,7 +76,7 @@ pub fn merge(run: &Path, out: &Path, device: &Device) -> Result<PathBuf> {
     let manifest = Manifest::new(
         FAMILY,
         ck.manifest.step,
-        ck.manifest.shape.clone(),
+        ck.manifest.shape,
         serde_json::to_value(&tuned).expect("config serializes"),
         ck.manifest.rng.seed,
         ck.manifest.data_position,
