@@ -438,7 +438,8 @@ pub(crate) struct TextSamplingArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) best_of: u64,
     /// The ranking for --best-of: model:RUN (a reward model), arithmetic, regex:PATTERN or
-    /// pairs:FILE.
+    /// pairs:FILE for autoregressive runs; classifier (the evaluation classifier's confidence
+    /// in the class, cached in --out) for class-conditional diffusion runs.
     #[arg(long)]
     pub(crate) reward: Option<String>,
     /// Past the context window, condition every token on exactly the last `context` tokens.

@@ -53,6 +53,39 @@ pub(crate) fn sample(a: SampleArgs) -> Result<()> {
     let s = a
         .sampling
         .apply(run.config.sample.clone(), run.config.model.timesteps)?;
+    if a.text.best_of > 1 {
+        anyhow::ensure!(
+            a.text.reward.as_deref() == Some("classifier"),
+            "--best-of on a diffusion run needs --reward classifier"
+        );
+        let classes = run.config.model.num_classes.context(
+            "--best-of ranks by the class a sample was asked for; this run is unconditional",
+        )?;
+        let labels: Vec<u32> = match a.class {
+            Some(c) if (c as usize) < classes => vec![c; a.n],
+            Some(c) => anyhow::bail!("class {c} is out of range: the model has {classes} classes"),
+            None => (0..a.n).map(|i| (i % classes) as u32).collect(),
+        };
+        let judge = oxgen_train::tune::judge::Judge::new(&run.config, &a.out, &device)?;
+        let (x, conf) = oxgen_train::tune::best_of_images::best_of_n_images(
+            &run.ema,
+            &run.config,
+            &s,
+            &labels,
+            a.text.best_of as usize,
+            &judge,
+            &device,
+        )?;
+        oxgen_train::run::write_samples(&a.out, &x, Some(&labels), run.manifest.shape, None)?;
+        println!(
+            "wrote {}/samples.png and samples.npy ({} samples, each the best of {} by the classifier; mean confidence {:.3})",
+            a.out.display(),
+            a.n,
+            a.text.best_of,
+            conf.iter().sum::<f64>() / conf.len().max(1) as f64
+        );
+        return Ok(());
+    }
     oxgen_train::sample::sample_to(&run, a.n, a.class, &s, &device, &a.out)?;
     println!(
         "wrote {}/samples.png and samples.npy ({} samples, {:?}, {} steps)",

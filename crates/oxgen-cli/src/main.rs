@@ -77,6 +77,7 @@ fn main() -> Result<()> {
         Command::Tune(TuneMethod::Merge(a)) => tune::merge(a)?,
         Command::Tune(TuneMethod::Dpo(a)) => tune::dpo(a)?,
         Command::Tune(TuneMethod::Rm(a)) => tune::rm(a)?,
+        Command::Tune(TuneMethod::DiffusionDpo(a)) => tune::diffusion_dpo(a)?,
         Command::Tune(TuneMethod::BestOf(a)) => tune::best_of(a)?,
         Command::Sample(a) if oxgen_train::ar::is_ar_checkpoint(&a.ckpt) => ar::sample(a)?,
         Command::Sample(a) if oxgen_train::family::is_family_checkpoint(&a.ckpt) => {

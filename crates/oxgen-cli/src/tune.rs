@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use oxgen_train::TrainOptions;
 use std::path::Path;
 
+use oxgen_train::tune::diffusion_dpo::{DiffusionDpoConfig, diffusion_dpo as run_diffusion_dpo};
 use oxgen_train::tune::dpo::{DpoConfig, dpo as run_dpo};
 use oxgen_train::tune::grpo::{GrpoConfig, grpo as run_grpo};
 use oxgen_train::tune::objective::PreferenceLoss;
@@ -12,7 +13,9 @@ use oxgen_train::tune::sft::{SftConfig, sft as run_sft};
 use serde::de::DeserializeOwned;
 
 use crate::device;
-use crate::tune_args::{BestOfArgs, DpoArgs, GrpoArgs, MergeArgs, RmArgs, RunArgs, SftArgs};
+use crate::tune_args::{
+    BestOfArgs, DiffusionDpoArgs, DpoArgs, GrpoArgs, MergeArgs, RmArgs, RunArgs, SftArgs,
+};
 
 /// A method's config: the checkpoint's (its manifest config's `method` field) when resuming,
 /// else the default; then the fields of a config file laid over it.
@@ -191,6 +194,40 @@ pub(crate) fn rm(a: RmArgs) -> Result<()> {
 
 pub(crate) fn best_of(a: BestOfArgs) -> Result<()> {
     let device = device(&a.device)?;
+    if oxgen_train::checkpoint::load(&a.base)
+        .is_ok_and(|ck| oxgen_train::sample::is_diffusion_family(&ck.manifest.family))
+    {
+        anyhow::ensure!(
+            a.reward == "classifier",
+            "a diffusion run is ranked by --reward classifier, not {}",
+            a.reward
+        );
+        let tmp = std::env::temp_dir().join(format!("oxgen-best-of-{}", std::process::id()));
+        let cache = a.out.clone().unwrap_or_else(|| tmp.clone());
+        let rows = oxgen_train::tune::best_of_images::best_of_n_classes(
+            &a.base,
+            &a.n,
+            a.per_class,
+            a.guidance,
+            a.seed,
+            &cache,
+            &device,
+        );
+        let _ = std::fs::remove_dir_all(&tmp);
+        println!(
+            "| n | class accuracy (evaluation classifier) | class accuracy (check classifier) | confidence | FD |\n|---|---|---|---|---|"
+        );
+        for (n, s) in rows? {
+            println!(
+                "| {n} | {:.2}% | {:.2}% | {:.3} | {:.3} |",
+                100.0 * s.accuracy,
+                100.0 * s.check_accuracy,
+                s.confidence,
+                s.fd
+            );
+        }
+        return Ok(());
+    }
     let rows = oxgen_train::tune::best_of::best_of_n_sums(
         &a.base, &a.reward, &a.n, a.problems, a.seed, &device,
     )?;
@@ -212,5 +249,48 @@ pub(crate) fn merge(a: MergeArgs) -> Result<()> {
         a.run.display(),
         ck.display()
     );
+    Ok(())
+}
+
+pub(crate) fn diffusion_dpo(a: DiffusionDpoArgs) -> Result<()> {
+    let device = device(&a.run.device)?;
+    let mut config: DiffusionDpoConfig =
+        config_of(&a.run, "diffusion_dpo", DiffusionDpoConfig::merge_file)?;
+    macro_rules! set {
+        ($($field:ident),*) => { $( if let Some(v) = a.$field { config.$field = v; } )* };
+    }
+    set!(
+        prompts_per_class,
+        candidates,
+        beta,
+        steps,
+        lr,
+        guidance,
+        seed
+    );
+    let opts = options(&a.run, device);
+    let report = run_diffusion_dpo(&a.run.base, &config, &opts)?;
+    println!(
+        "tuned {} steps on {} pairs ({} held out)",
+        report.steps,
+        report.pairs.0 + report.pairs.1,
+        report.pairs.1
+    );
+    if let (Some(first), Some(last)) = (report.evals.first(), report.evals.last()) {
+        let (a0, a1) = (first.1, last.1);
+        println!(
+            "class accuracy {:.2}% -> {:.2}% (check classifier {:.2}% -> {:.2}%), FD {:.3} -> {:.3}, \
+             held-out preference accuracy {:.2}% -> {:.2}%",
+            100.0 * a0.accuracy,
+            100.0 * a1.accuracy,
+            100.0 * a0.check_accuracy,
+            100.0 * a1.check_accuracy,
+            a0.fd,
+            a1.fd,
+            100.0 * first.2,
+            100.0 * last.2
+        );
+    }
+    println!("curves: {}", a.run.out.join("curves.png").display());
     Ok(())
 }

@@ -42,10 +42,21 @@ pub(crate) enum TuneMethod {
         after_help = "Examples:\n  oxgen tune rm --base runs/sums-260 --pairs-from-verifier 8 --reward arithmetic --out runs/sums-rm\n  oxgen tune rm --base runs/chars --pairs prefs.jsonl --out runs/chars-rm"
     )]
     Rm(RmArgs),
-    /// Best-of-n on held-out sums: for each n, sample n answers per held-out problem, keep the
-    /// one --reward ranks highest, and report exact match (a reward model's ranking, measured).
+    /// Diffusion-DPO (Wallace et al., 2023) on a class-conditional diffusion run: pairs of the
+    /// base's samples of one class ranked by the evaluation classifier's confidence, the DPO
+    /// loss on denoising errors against the frozen base. Reports class accuracy (the reward's
+    /// classifier and a check classifier), FD and held-out preference accuracy.
     #[command(
-        after_help = "Example:\n  oxgen tune best-of --base runs/sums-260 --reward model:runs/sums-rm --n 1,4,16"
+        name = "diffusion-dpo",
+        after_help = "Example:\n  oxgen train --data digits8 --out runs/digits\n  oxgen tune diffusion-dpo --base runs/digits --out runs/digits-dpo"
+    )]
+    DiffusionDpo(DiffusionDpoArgs),
+    /// Best-of-n, measured: on held-out sums, n answers per problem and the one --reward ranks
+    /// highest (exact match); on a class-conditional diffusion run, n samples per row and the
+    /// one the evaluation classifier is most confident in (class accuracy by it and by a check
+    /// classifier, FD).
+    #[command(
+        after_help = "Examples:\n  oxgen tune best-of --base runs/sums-260 --reward model:runs/sums-rm --n 1,4,16\n  oxgen tune best-of --base runs/digits --reward classifier --n 1,4,16 --guidance 1"
     )]
     BestOf(BestOfArgs),
 }
@@ -76,10 +87,11 @@ pub(crate) struct RunArgs {
 
 #[derive(Args)]
 pub(crate) struct BestOfArgs {
-    /// An autoregressive run on the arithmetic language.
+    /// An autoregressive run on the arithmetic language, or a class-conditional diffusion run.
     #[arg(long)]
     pub(crate) base: PathBuf,
-    /// The ranking: model:RUN, arithmetic, regex:PATTERN or pairs:FILE.
+    /// The ranking: model:RUN, arithmetic, regex:PATTERN or pairs:FILE for sums; classifier
+    /// (the evaluation classifier's confidence in the class) for diffusion.
     #[arg(long)]
     pub(crate) reward: String,
     /// The n to measure, comma-separated.
@@ -88,6 +100,15 @@ pub(crate) struct BestOfArgs {
     /// Held-out problems to use (0: all).
     #[arg(long, default_value_t = 0)]
     pub(crate) problems: usize,
+    /// Diffusion: samples per class.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) per_class: usize,
+    /// Diffusion: guidance scale (default: the run's).
+    #[arg(long)]
+    pub(crate) guidance: Option<f32>,
+    /// Diffusion: where the classifiers are cached (default: a temporary folder).
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
     /// Seed of the samples.
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
@@ -227,6 +248,33 @@ pub(crate) struct GrpoArgs {
     #[arg(long)]
     pub(crate) beta: Option<f64>,
     /// Seed of the prompts and samples.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+}
+
+#[derive(Args)]
+pub(crate) struct DiffusionDpoArgs {
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+    /// Prompts (pairs) per class.
+    #[arg(long)]
+    pub(crate) prompts_per_class: Option<usize>,
+    /// Samples per prompt, ranked by the classifier.
+    #[arg(long)]
+    pub(crate) candidates: Option<usize>,
+    /// β.
+    #[arg(long)]
+    pub(crate) beta: Option<f64>,
+    /// Optimizer steps.
+    #[arg(long)]
+    pub(crate) steps: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    pub(crate) lr: Option<f64>,
+    /// Guidance scale of the pairs' and the evaluations' samples (1: none).
+    #[arg(long)]
+    pub(crate) guidance: Option<f32>,
+    /// Seed of the pairs, the split, the batches and the noise.
     #[arg(long)]
     pub(crate) seed: Option<u64>,
 }

@@ -28,22 +28,34 @@ pub struct LoadedRun {
     pub ema: Diffusion,
 }
 
-/// Loads the EMA weights of the checkpoint at `ckpt` (a run folder or a checkpoint folder).
+/// Whether `family` is a diffusion run: `diffusion`, or a tuned one (`diffusion-dpo`) whose
+/// manifest config holds the base's config under `base_config`.
+pub fn is_diffusion_family(family: &str) -> bool {
+    family == "diffusion" || family.starts_with("diffusion-")
+}
+
+/// Loads the EMA weights of the checkpoint at `ckpt` (a run folder or a checkpoint folder); of
+/// a tuned run, its tuned weights.
 pub fn load_run(ckpt: &Path, device: &Device) -> Result<LoadedRun> {
     let ck = checkpoint::load(ckpt)?;
-    if ck.manifest.family != "diffusion" {
+    if !is_diffusion_family(&ck.manifest.family) {
         return Err(Error::Checkpoint {
             path: ck.dir.clone(),
             reason: format!("family `{}` is not diffusion", ck.manifest.family),
         });
     }
-    let config: TrainConfig =
-        serde_json::from_value(ck.manifest.config.clone()).map_err(|e| Error::Checkpoint {
-            path: ck.dir.clone(),
-            reason: format!("config in manifest is invalid: {e}"),
-        })?;
+    let tuned = ck.manifest.family != "diffusion";
+    let config = match tuned {
+        false => ck.manifest.config.clone(),
+        true => ck.manifest.config["base_config"].clone(),
+    };
+    let config: TrainConfig = serde_json::from_value(config).map_err(|e| Error::Checkpoint {
+        path: ck.dir.clone(),
+        reason: format!("config in manifest is invalid: {e}"),
+    })?;
     let model = config.model.init(ck.manifest.shape, device);
-    let ema = load_weights(model, ck.file("ema.bpk")?, &ck.dir)?;
+    let file = if tuned { "model.bpk" } else { "ema.bpk" };
+    let ema = load_weights(model, ck.file(file)?, &ck.dir)?;
     Ok(LoadedRun {
         config,
         manifest: ck.manifest,
@@ -313,8 +325,10 @@ impl Generative for FamilyModelRef<'_> {
 pub fn load_any(path: &Path, device: &Device) -> Result<Loaded> {
     let ck = checkpoint::load(path)?;
     match ck.manifest.family.as_str() {
-        "diffusion" => Ok(Loaded::Diffusion(load_run(path, device)?)),
-        "ar" => Ok(Loaded::Ar(crate::ar::load_ar(path, device)?, ck.manifest)),
+        f if is_diffusion_family(f) => Ok(Loaded::Diffusion(load_run(path, device)?)),
+        f if f == "ar" || f.starts_with("ar-") => {
+            Ok(Loaded::Ar(crate::ar::load_ar(path, device)?, ck.manifest))
+        }
         f if crate::family::FAMILIES.contains(&f) => {
             let (config, model) = crate::family::load_family(path, device)?;
             Ok(Loaded::Family(config, model, ck.manifest))

@@ -352,7 +352,7 @@ pub fn dpo(base: &Path, config: &DpoConfig, opts: &TrainOptions) -> Result<DpoRe
         family: FAMILY,
         config: &tuned,
         method: "dpo",
-        context,
+        shape: oxgen_models::DataShape::Vector { dim: context },
         seed: config.seed,
         steps: config.steps,
         lr: config.lr,

@@ -475,7 +475,7 @@ pub fn grpo(base: &Path, config: &GrpoConfig, opts: &TrainOptions) -> Result<Grp
         family: FAMILY,
         config: &tuned,
         method: "grpo",
-        context,
+        shape: oxgen_models::DataShape::Vector { dim: context },
         seed: config.seed,
         steps: config.steps,
         lr: config.lr,

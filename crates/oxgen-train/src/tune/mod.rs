@@ -4,8 +4,11 @@
 //! ([`grpo`]). Tuned runs load as `ar` runs. See `docs/post-training.md`.
 
 pub mod best_of;
+pub mod best_of_images;
+pub mod diffusion_dpo;
 pub mod dpo;
 pub mod grpo;
+pub mod judge;
 pub mod merge;
 pub mod objective;
 mod pairs;

@@ -322,7 +322,7 @@ pub fn rm(base: &Path, config: &RmConfig, opts: &TrainOptions) -> Result<RmRepor
         family: FAMILY,
         config: &tuned,
         method: "rm",
-        context,
+        shape: oxgen_models::DataShape::Vector { dim: context },
         seed: config.seed,
         steps: config.steps,
         lr: config.lr,

@@ -138,6 +138,11 @@ pub(crate) fn append_line(path: &Path, value: &serde_json::Value) -> Result<()> 
 
 /// (step, held-out value) from `eval.jsonl`, the last line of each step.
 pub(crate) fn read_evals(path: &Path) -> Result<Vec<(usize, f64)>> {
+    read_key(path, "held_out")
+}
+
+/// (step, value of `key`) from `eval.jsonl`, the last line of each step.
+pub(crate) fn read_key(path: &Path, key: &str) -> Result<Vec<(usize, f64)>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("eval log", path, e))?;
     let mut by_step = std::collections::BTreeMap::new();
     for l in text.lines() {
@@ -145,7 +150,7 @@ pub(crate) fn read_evals(path: &Path) -> Result<Vec<(usize, f64)>> {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        if let (Some(s), Some(h)) = (v["step"].as_u64(), v["held_out"].as_f64()) {
+        if let (Some(s), Some(h)) = (v["step"].as_u64(), v[key].as_f64()) {
             by_step.insert(s as usize, h);
         }
     }

@@ -371,7 +371,7 @@ pub fn sft(base: &Path, config: &SftConfig, opts: &TrainOptions) -> Result<SftRe
         family: FAMILY,
         config: &tuned,
         method: "sft",
-        context,
+        shape: oxgen_models::DataShape::Vector { dim: context },
         seed: config.seed,
         steps: config.steps,
         lr: config.lr,

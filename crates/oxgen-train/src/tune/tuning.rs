@@ -60,8 +60,8 @@ pub(crate) struct Plan<'a, C> {
     pub(crate) config: &'a C,
     /// The method's key in `config` (it and `base_config` must match on resume).
     pub(crate) method: &'a str,
-    /// The base's context window.
-    pub(crate) context: usize,
+    /// What one row is (an AR run: `Vector { dim: context }`).
+    pub(crate) shape: oxgen_models::DataShape,
     pub(crate) seed: u64,
     pub(crate) steps: usize,
     pub(crate) lr: f64,
@@ -89,7 +89,7 @@ pub(crate) fn run<C: Serialize + DeserializeOwned>(
         family: plan.family,
         config: plan.config,
         must_match: &must_match,
-        shape: oxgen_models::DataShape::Vector { dim: plan.context },
+        shape: plan.shape,
         seed: plan.seed,
         steps: plan.steps,
         lr: plan.lr,
