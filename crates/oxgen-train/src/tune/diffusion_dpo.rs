@@ -4,8 +4,10 @@
 //! denoising errors: for a pair (x_w preferred to x_l) of class c, one timestep t and one noise
 //! ε shared by both images,
 //!
-//!     Δ_θ = ‖ε − ε_θ(x_w,t, t, c)‖² − ‖ε − ε_θ(x_l,t, t, c)‖²   (means over pixels)
-//!     L   = −log σ(−(β/2) · (Δ_θ − Δ_ref))
+//! ```text
+//! Δ_θ = ‖ε − ε_θ(x_w,t, t, c)‖² − ‖ε − ε_θ(x_l,t, t, c)‖²   (means over pixels)
+//! L   = −log σ(−(β/2) · (Δ_θ − Δ_ref))
+//! ```
 //!
 //! as in the authors' training script (β there: 5000 for Stable Diffusion 1.5); with
 //! v-prediction the target is v. The reference is the frozen base.
