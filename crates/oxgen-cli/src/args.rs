@@ -53,6 +53,16 @@ pub(crate) enum Command {
         after_help = "Examples:\n  oxgen logprob --ckpt runs/shakespeare --text \"To be, or not to be\"\n  oxgen logprob --ckpt runs/shakespeare --file hamlet.txt --json nll.json"
     )]
     Logprob(LogprobArgs),
+    /// Compresses a file with an autoregressive run's predictions (range coding with
+    /// constriction): a text file with a byte or character run, a .npy of 8×8 digits with the
+    /// pixel GPT. Prints bits per symbol, the model's NLL, and gzip, bzip2 and xz beside them.
+    #[command(
+        after_help = "Examples:\n  oxgen compress --ckpt runs/chars held-out.txt held-out.oxgz\n  oxgen decompress --ckpt runs/chars held-out.oxgz held-out.txt"
+    )]
+    Compress(crate::compress::CompressArgs),
+    /// Decompresses what `oxgen compress` wrote, with the same run; refuses another run, a
+    /// corrupt or truncated file, and checks the original's CRC-32 before writing.
+    Decompress(crate::compress::DecompressArgs),
     /// Evaluate a trained run on held-out data: its likelihood, labelled exact, bound or none
     /// (VAE, flow, GAN), and SWD and MMD against held-out data with their floors.
     #[command(after_help = "Example:\n  oxgen eval --ckpt runs/moons -n 2000")]

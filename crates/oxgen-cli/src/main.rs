@@ -27,6 +27,7 @@ macro_rules! apply_train_flags {
 mod ar;
 mod args;
 mod bench;
+mod compress;
 mod diffusion;
 mod family;
 mod tune;
@@ -87,6 +88,8 @@ fn main() -> Result<()> {
         Command::Eval(a) if oxgen_train::family::is_family_checkpoint(&a.ckpt) => family::eval(a)?,
         Command::Eval(a) => diffusion::eval(a)?,
         Command::Logprob(a) => ar::logprob(a)?,
+        Command::Compress(a) => compress::compress(a)?,
+        Command::Decompress(a) => compress::decompress(a)?,
         Command::Compare(a) => family::compare(a)?,
         Command::Export(a) => {
             let e = oxgen_train::interchange::export(&a.ckpt, &a.out)?;

@@ -102,6 +102,14 @@ pub enum Error {
         /// Step of the last one.
         step: usize,
     },
+    /// A compressed file that is corrupt, truncated, or for another model, codec or device.
+    #[error("cannot decompress {}: {reason}", path.display())]
+    Compressed {
+        /// The compressed file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// No device of the kind asked for.
     #[error("device error: {0}")]
     Device(String),

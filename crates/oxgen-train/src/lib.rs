@@ -8,6 +8,7 @@
 //! - [`interchange`]: weights as safetensors (export, import, GPT-2 layout).
 
 pub mod ar;
+pub mod compress;
 pub mod config;
 pub mod data;
 pub mod diffusion;

@@ -197,6 +197,52 @@ impl Feeder {
     }
 }
 
+/// Next-token logits of rows of text that grow in lockstep, through one KV cache with the
+/// decoding window policy of [`generate_rows`] (a ring for rotary models; half-window jumps
+/// for learned positions): what a coder needs, which feeds each row the token it has just
+/// coded. Every call runs the same computation for the same texts, so an encoder and a
+/// decoder that call it with the same rows see the same logits.
+pub struct RowStepper {
+    cache: KvCache,
+    feeder: Feeder,
+}
+
+impl RowStepper {
+    /// A stepper with the default window policy (`exact_window` off).
+    pub fn new(model: &Gpt) -> Self {
+        Self {
+            cache: KvCache::default(),
+            feeder: Feeder::new(model, &DecodeOptions::default()),
+        }
+    }
+
+    /// The logits after the last token of each row (`n` rows of `vocab`). Every row has the
+    /// same length (at least one token) and extends the rows of the previous call.
+    ///
+    /// # Panics
+    /// When the rows are empty or of different lengths.
+    pub fn next(
+        &mut self,
+        model: &Gpt,
+        texts: &[Vec<u32>],
+        device: &burn::tensor::Device,
+    ) -> Vec<Vec<f32>> {
+        let n = texts.len();
+        let len = texts.first().map_or(0, Vec::len);
+        assert!(
+            n > 0 && len > 0 && texts.iter().all(|t| t.len() == len),
+            "rows of one length, at least one token each"
+        );
+        let range = self.feeder.next(len, &mut self.cache);
+        let data: Vec<i64> = texts
+            .iter()
+            .flat_map(|t| t[range.clone()].iter().map(|&x| x as i64))
+            .collect();
+        let new = Tensor::from_data(TensorData::new(data, [n, range.len()]), device);
+        last_logits_rows(model.forward_cached(new, &mut self.cache))
+    }
+}
+
 /// Generates after `prompt` (at least one token), calling `on_token` with each new token as it
 /// is chosen (for streaming); returns the new tokens. With `cached`, each step feeds only the
 /// new token through the model and reuses the keys and values of the others; without, each step
@@ -292,19 +338,15 @@ pub fn generate_rows(
     let mut texts = prompts.to_vec();
     // Where each row stopped (its text is cut there); rows still going have None.
     let mut ends: Vec<Option<usize>> = vec![None; n];
-    let mut cache = KvCache::default();
-    let mut feeder = Feeder::new(model, options);
+    let mut stepper = RowStepper {
+        cache: KvCache::default(),
+        feeder: Feeder::new(model, options),
+    };
     for _ in 0..options.max_new_tokens {
         if ends.iter().all(Option::is_some) {
             break;
         }
-        let range = feeder.next(texts[0].len(), &mut cache);
-        let data: Vec<i64> = texts
-            .iter()
-            .flat_map(|t| t[range.clone()].iter().map(|&x| x as i64))
-            .collect();
-        let new = Tensor::from_data(TensorData::new(data, [n, range.len()]), device);
-        let rows = last_logits_rows(model.forward_cached(new, &mut cache));
+        let rows = stepper.next(model, &texts, device);
         for (r, mut row) in rows.into_iter().enumerate() {
             let next = pick(&mut row, &texts[r], options, &mut rngs[r]);
             texts[r].push(next);

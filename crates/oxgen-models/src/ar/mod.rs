@@ -9,7 +9,9 @@ pub mod gpt;
 pub mod lora;
 pub mod tokenizer;
 
-pub use decode::{DecodeOptions, generate, generate_batch, generate_rows, window_start};
+pub use decode::{
+    DecodeOptions, RowStepper, generate, generate_batch, generate_rows, window_start,
+};
 pub use gpt::{Gpt, GptConfig, KvCache};
 pub use lora::LoraConfig;
 pub use tokenizer::Tokenizer;

@@ -44,6 +44,7 @@ fn variant(e: &Error) -> &'static str {
         Error::Reward { .. } => "Reward",
         Error::Diverged { .. } => "Diverged",
         Error::Device(_) => "Device",
+        Error::Compressed { .. } => "Compressed",
     }
 }
 
