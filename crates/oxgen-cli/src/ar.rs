@@ -31,6 +31,9 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
     if let Some(d) = &a.data {
         config.data = d.clone();
     }
+    if let Some(t) = &a.tokenizer {
+        config.tokenizer = t.clone();
+    }
     apply_train_flags!(config, a);
     let opts = a.options(device);
     let report = oxgen_train::ar::train_ar(&config, &opts)?;

@@ -355,6 +355,9 @@ pub(crate) struct TrainArgs {
     /// Run folder (config, metrics, loss curve, samples, checkpoints).
     #[arg(long)]
     pub(crate) out: PathBuf,
+    /// `oxgen train ar` on a text file: chars (its characters) or bytes (256 byte values).
+    #[arg(long)]
+    pub(crate) tokenizer: Option<String>,
     /// A TOML or JSON file overriding any config fields.
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use oxgen_train::compress::{CompressOptions, compress as run_compress, decompress as run_decompress};
+use oxgen_train::compress::{
+    CompressOptions, compress as run_compress, decompress as run_decompress,
+};
 
 #[derive(Args)]
 pub(crate) struct CompressArgs {

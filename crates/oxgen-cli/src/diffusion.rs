@@ -8,6 +8,10 @@ use crate::args::{EvalArgs, SampleArgs, TrainArgs};
 use crate::{device, eval_dir};
 
 pub(crate) fn train(a: TrainArgs) -> Result<()> {
+    anyhow::ensure!(
+        a.tokenizer.is_none(),
+        "--tokenizer is for `oxgen train ar` on a text file"
+    );
     let device = device(&a.device)?;
     let mut config = if a.resume {
         let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;

@@ -71,11 +71,26 @@ pub fn load_text(config: &ArTrainConfig) -> Result<TextData> {
             known: "arithmetic, digits8 (or a path to a text file)".into(),
         });
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("text data", path, e))?;
-    let tokenizer = Tokenizer::chars_of(&text);
-    let tokens = tokenizer
-        .encode(&text)
-        .expect("every character is in the vocabulary");
+    let (tokenizer, tokens) = match config.tokenizer.as_str() {
+        "chars" => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| Error::io("text data", path, e))?;
+            let tokenizer = Tokenizer::chars_of(&text);
+            let tokens = tokenizer
+                .encode(&text)
+                .expect("every character is in the vocabulary");
+            (tokenizer, tokens)
+        }
+        "bytes" => {
+            let bytes = std::fs::read(path).map_err(|e| Error::io("text data", path, e))?;
+            (Tokenizer::Bytes, bytes.into_iter().map(u32::from).collect())
+        }
+        other => {
+            return Err(Error::Config(format!(
+                "tokenizer must be chars or bytes, not {other:?}"
+            )));
+        }
+    };
     let cut = tokens.len() * 9 / 10;
     if cut < config.model.context + 2 || tokens.len() - cut < config.model.context + 2 {
         return Err(Error::Config(format!(

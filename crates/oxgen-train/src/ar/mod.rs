@@ -88,6 +88,10 @@ pub struct ArTrainConfig {
     /// `arithmetic`, `digits8` or a text file.
     #[serde(default = "d_data")]
     pub data: String,
+    /// A text file's tokens: `chars` (its characters, as nanoGPT's shakespeare_char) or
+    /// `bytes` (256 byte values: any file, UTF-8 or not).
+    #[serde(default = "d_tokenizer")]
+    pub tokenizer: String,
     /// Digits per operand of the arithmetic language.
     #[serde(default = "d_digits")]
     pub digits: u32,
@@ -132,6 +136,10 @@ pub struct ArTrainConfig {
 
 fn d_data() -> String {
     "arithmetic".into()
+}
+
+fn d_tokenizer() -> String {
+    "chars".into()
 }
 
 impl Default for ArTrainConfig {

@@ -215,7 +215,9 @@ pub fn decode_text(
         for (l, r) in ranges.iter().enumerate() {
             let feed = if t < r.len() {
                 let (freqs, _) = frequencies(&logits[l], extra);
-                let s = dec.decode_symbol(categorical(&freqs)).map_err(|e| bad(&e))?;
+                let s = dec
+                    .decode_symbol(categorical(&freqs))
+                    .map_err(|e| bad(&e))?;
                 if s < vocab {
                     out[r.start + t] = Unit::Token(s as u32);
                     s as u32
@@ -263,7 +265,8 @@ pub fn encode_pixels(
             for (i, img) in group.iter().enumerate() {
                 let (freqs, log2) = frequencies(&logits[i], 0);
                 let s = img[t] as usize;
-                enc.encode_symbol(s, &categorical(&freqs)).map_err(corrupt)?;
+                enc.encode_symbol(s, &categorical(&freqs))
+                    .map_err(corrupt)?;
                 model_bits -= log2[s];
                 texts[i].push(img[t]);
             }

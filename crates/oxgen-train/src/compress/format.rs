@@ -168,10 +168,14 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> std::result::Result<u32, ()> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| ())?))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().map_err(|_| ())?,
+        ))
     }
     fn u64(&mut self) -> std::result::Result<u64, ()> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| ())?))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().map_err(|_| ())?,
+        ))
     }
 }
 

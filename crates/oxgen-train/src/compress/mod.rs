@@ -85,7 +85,8 @@ pub fn coding_class() -> String {
     #[cfg(target_arch = "x86_64")]
     let simd = if std::arch::is_x86_feature_detected!("avx512f") {
         "avx512"
-    } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    } else if std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
     {
         "avx2"
     } else {
@@ -126,10 +127,14 @@ fn load(ckpt: &Path) -> Result<(ArRun, (u64, u32), u32)> {
         )));
     }
     let entry = |name: &str| {
-        ck.manifest.files.get(name).cloned().ok_or_else(|| Error::Checkpoint {
-            path: ck.dir.clone(),
-            reason: format!("no {name}"),
-        })
+        ck.manifest
+            .files
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::Checkpoint {
+                path: ck.dir.clone(),
+                reason: format!("no {name}"),
+            })
     };
     let model = entry("model.bpk")?;
     let codec = entry("codec.json")?;
@@ -185,7 +190,15 @@ pub fn compress_bytes(
             let bar = crate::run::progress(opts.progress, 0, units.len());
             let escape = matches!(tok, oxgen_models::ar::Tokenizer::Chars { .. });
             let coded = deterministic(|| {
-                ar::encode_text(&run.model, tok.vocab(), escape, &units, lanes, &bar, &device)
+                ar::encode_text(
+                    &run.model,
+                    tok.vocab(),
+                    escape,
+                    &units,
+                    lanes,
+                    &bar,
+                    &device,
+                )
             })?;
             bar.finish_and_clear();
             let extra = (units.len() as u64).to_le_bytes().to_vec();
@@ -313,7 +326,11 @@ pub fn decompress_bytes(
             }
             out
         }
-        _ => return Err(bad("it holds another kind of data than this run codes".into())),
+        _ => {
+            return Err(bad(
+                "it holds another kind of data than this run codes".into()
+            ));
+        }
     };
     if out.len() as u64 != header.length || crc32fast::hash(&out) != header.crc {
         return Err(bad(
@@ -326,7 +343,12 @@ pub fn decompress_bytes(
 }
 
 /// Compresses the file `input` with the run at `ckpt` into `output` (written atomically).
-pub fn compress(ckpt: &Path, input: &Path, output: &Path, opts: &CompressOptions) -> Result<Summary> {
+pub fn compress(
+    ckpt: &Path,
+    input: &Path,
+    output: &Path,
+    opts: &CompressOptions,
+) -> Result<Summary> {
     let data = read(input, "input file")?;
     let (run, model, codec) = load(ckpt)?;
     let (file, summary) = compress_bytes(&run, model, codec, &data, input, opts)?;

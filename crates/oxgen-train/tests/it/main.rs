@@ -4,6 +4,7 @@ mod ar;
 mod bad_input;
 mod common;
 mod compare;
+mod compress;
 mod families;
 mod fixtures;
 mod guidance;
