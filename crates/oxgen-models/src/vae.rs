@@ -264,6 +264,11 @@ impl Vae {
         self.latent
     }
 
+    /// Levels of the discretized logistic decoder (pixel values k / (levels − 1) · 2 − 1).
+    pub fn levels(&self) -> usize {
+        self.levels
+    }
+
     /// Features per data point.
     pub fn features(&self) -> usize {
         self.data.iter().product()

@@ -3,7 +3,8 @@
 //! ```text
 //! magic      4  b"OXGZ"
 //! version    1  FORMAT
-//! kind       1  0: text (bytes or characters), 1: 8×8 pixel images (.npy)
+//! kind       1  0: text (bytes or characters), 1: 8×8 pixel images (.npy), 2: the same,
+//!               bits-back coded with a VAE
 //! model      12 the checkpoint's digest: model.bpk's length (u64) and CRC-32
 //! codec      4  CRC-32 of the run's codec.json (its tokenizer)
 //! class      1+ the coding device class (length-prefixed UTF-8), e.g. "cpu-x86_64-avx512"
@@ -34,6 +35,8 @@ pub enum Kind {
     Text = 0,
     /// 8×8 images with 17 levels in a `.npy` file, through the pixel GPT.
     Pixels = 1,
+    /// The same images, bits-back coded with a VAE.
+    BitsBack = 2,
 }
 
 /// The header.
@@ -108,6 +111,7 @@ impl Header {
         let kind = match r.u8().map_err(truncated)? {
             0 => Kind::Text,
             1 => Kind::Pixels,
+            2 => Kind::BitsBack,
             k => return Err(bad(format!("unknown kind {k} (corrupt header)"))),
         };
         let model = (r.u64().map_err(truncated)?, r.u32().map_err(truncated)?);

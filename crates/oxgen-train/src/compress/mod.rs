@@ -13,6 +13,7 @@
 
 pub mod ar;
 pub mod baselines;
+pub mod bbans;
 pub mod format;
 pub mod quantize;
 
@@ -59,8 +60,12 @@ pub struct Summary {
     pub output_bytes: usize,
     /// Bytes of the header.
     pub header_bytes: usize,
-    /// The model's code length of the input in bits (its NLL under the same conditioning).
+    /// The model's code length of the input in bits: its NLL under the same conditioning, or
+    /// a VAE's negative ELBO.
     pub model_bits: f64,
+    /// Bits the coder started from (bits-back's initial words), part of the output but not of
+    /// the images' net length.
+    pub initial_bits: f64,
     /// Seconds spent coding.
     pub seconds: f64,
     /// gzip, bzip2 and xz on the same input.
@@ -109,20 +114,22 @@ fn deterministic<T: Send>(f: impl FnOnce() -> T + Send) -> T {
         .install(f)
 }
 
+/// A model that codes: an autoregressive run, or a VAE (bits-back).
+#[derive(Debug)]
+pub enum Coder {
+    /// An autoregressive run.
+    Ar(ArRun),
+    /// A VAE with the discretized logistic decoder.
+    Vae(oxgen_models::vae::Vae),
+}
+
 /// The run at `ckpt` loaded on the CPU, and its digest (weights' length and CRC, codec CRC).
-fn load(ckpt: &Path) -> Result<(ArRun, (u64, u32), u32)> {
+pub fn load(ckpt: &Path) -> Result<(Coder, (u64, u32), u32)> {
     let ck = checkpoint::load(ckpt)?;
     let family = ck.manifest.family.as_str();
     if family == "gan" {
         return Err(Error::Config(format!(
             "{} is a GAN run: it has no likelihood, and a compressor needs one",
-            ckpt.display()
-        )));
-    }
-    if !(family == "ar" || family.starts_with("ar-")) {
-        return Err(Error::Config(format!(
-            "{} is a {family} run; `oxgen compress` codes with autoregressive runs (bits-back \
-             coding of latent-variable models is not built yet)",
             ckpt.display()
         )));
     }
@@ -137,9 +144,34 @@ fn load(ckpt: &Path) -> Result<(ArRun, (u64, u32), u32)> {
             })
     };
     let model = entry("model.bpk")?;
+    let model = (model.bytes, model.crc32);
+    if family == "vae" {
+        let (_, trained) = crate::family::load_family(ckpt, &Device::flex())?;
+        let crate::family::Trained::Vae(vae) = trained else {
+            unreachable!("a vae checkpoint holds a VAE")
+        };
+        if vae.decoder_kind() != oxgen_models::vae::DecoderKind::Logistic
+            || vae.levels() != 17
+            || vae.features() != 64
+        {
+            return Err(Error::Config(
+                "bits-back coding takes a VAE on 8×8 digits with the discretized logistic \
+                 decoder (17 levels), as `oxgen train vae --data digits8` trains"
+                    .into(),
+            ));
+        }
+        return Ok((Coder::Vae(vae), model, 0));
+    }
+    if !(family == "ar" || family.starts_with("ar-")) {
+        return Err(Error::Config(format!(
+            "{} is a {family} run; `oxgen compress` codes with autoregressive runs and VAEs \
+             (flows and diffusion are not built yet: docs/compression.md)",
+            ckpt.display()
+        )));
+    }
     let codec = entry("codec.json")?;
     let run = load_ar(ckpt, &Device::flex())?;
-    Ok((run, (model.bytes, model.crc32), codec.crc32))
+    Ok((Coder::Ar(run), model, codec.crc32))
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -174,7 +206,7 @@ fn read(path: &Path, what: &'static str) -> Result<Vec<u8>> {
 /// Compresses `data` with the run `run` (digest `model`, codec CRC `codec`): the file's bytes
 /// and the summary. `name` names `data` in errors.
 pub fn compress_bytes(
-    run: &ArRun,
+    coder: &Coder,
     model: (u64, u32),
     codec: u32,
     data: &[u8],
@@ -183,6 +215,10 @@ pub fn compress_bytes(
 ) -> Result<(Vec<u8>, Summary)> {
     let started = Instant::now();
     let device = Device::flex();
+    let run = match coder {
+        Coder::Ar(run) => run,
+        Coder::Vae(vae) => return compress_vae(vae, model, data, name, opts, started),
+    };
     let (kind, coded, lanes, extra, symbol) = match &run.codec {
         Codec::Text(tok) => {
             let units = ar::units(tok, data);
@@ -220,16 +256,7 @@ pub fn compress_bytes(
             ));
         }
     };
-    let header = Header {
-        kind,
-        model,
-        codec,
-        class: coding_class(),
-        length: data.len() as u64,
-        crc: crc32fast::hash(data),
-        lanes: lanes as u32,
-        extra,
-    };
+    let header = header_for(kind, model, codec, data, lanes, extra);
     let file = header.write(&coded.words);
     let summary = Summary {
         symbols: coded.symbols,
@@ -238,16 +265,90 @@ pub fn compress_bytes(
         output_bytes: file.len(),
         header_bytes: header.size(),
         model_bits: coded.model_bits,
+        initial_bits: 0.0,
         seconds: started.elapsed().as_secs_f64(),
         baselines: opts.baselines.then(|| baselines(data)),
     };
     Ok((file, summary))
 }
 
-/// Decompresses the file `bytes` (named `name` in errors) with `run`; refuses a file for another
-/// model, codec or CPU class, and checks the original's length and CRC-32.
+fn header_for(
+    kind: Kind,
+    model: (u64, u32),
+    codec: u32,
+    data: &[u8],
+    lanes: usize,
+    extra: Vec<u8>,
+) -> Header {
+    Header {
+        kind,
+        model,
+        codec,
+        class: coding_class(),
+        length: data.len() as u64,
+        crc: crc32fast::hash(data),
+        lanes: lanes as u32,
+        extra,
+    }
+}
+
+/// Bits-back coding of a `.npy` of digits with `vae`.
+fn compress_vae(
+    vae: &oxgen_models::vae::Vae,
+    model: (u64, u32),
+    data: &[u8],
+    name: &Path,
+    opts: &CompressOptions,
+    started: Instant,
+) -> Result<(Vec<u8>, Summary)> {
+    let device = Device::flex();
+    let (npy_header, images) = pixel_images(data, name)?;
+    let x: Vec<Vec<f32>> = images
+        .iter()
+        .map(|img| img.iter().map(|&v| level_value(v)).collect())
+        .collect();
+    let bar = crate::run::progress(opts.progress, 0, images.len());
+    let coded =
+        deterministic(|| bbans::encode(vae, &images, &x, &bar, &device)).map_err(Error::Config)?;
+    bar.finish_and_clear();
+    let header = header_for(Kind::BitsBack, model, 0, data, images.len(), npy_header);
+    let file = header.write(&coded.words);
+    let summary = Summary {
+        symbols: images.len() * 64,
+        symbol: "pixel",
+        input_bytes: data.len(),
+        output_bytes: file.len(),
+        header_bytes: header.size(),
+        model_bits: vae_nll_bits(vae, &x, &device),
+        initial_bits: (32 * bbans::INITIAL_WORDS) as f64,
+        seconds: started.elapsed().as_secs_f64(),
+        baselines: opts.baselines.then(|| baselines(data)),
+    };
+    Ok((file, summary))
+}
+
+/// The VAE's negative ELBO of `x` in bits, the mean of 8 draws per image (what bits-back
+/// coding approaches).
+fn vae_nll_bits(vae: &oxgen_models::vae::Vae, x: &[Vec<f32>], device: &Device) -> f64 {
+    use burn::tensor::{Tensor, TensorData};
+    let n = x.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let flat: Vec<f32> = x.iter().flatten().copied().collect();
+    let t = Tensor::<2>::from_data(TensorData::new(flat, [n, 64]), device);
+    let draws = 8;
+    let nats: f64 = (0..draws)
+        .map(|s| f64::from(vae.nll_bound(t.clone(), 1, s).sum().into_scalar::<f32>()))
+        .sum::<f64>()
+        / draws as f64;
+    nats / std::f64::consts::LN_2
+}
+
+/// Decompresses the file `bytes` (named `name` in errors) with `coder`; refuses a file for
+/// another model, codec or CPU class, and checks the original's length and CRC-32.
 pub fn decompress_bytes(
-    run: &ArRun,
+    coder: &Coder,
     model: (u64, u32),
     codec: u32,
     bytes: &[u8],
@@ -278,8 +379,25 @@ pub fn decompress_bytes(
         )));
     }
     let device = Device::flex();
-    let out = match (&run.codec, header.kind) {
-        (Codec::Text(tok), Kind::Text) => {
+    let images = |n: usize| {
+        if (n as u64) * 256 > header.length {
+            Err(bad("corrupt header (more images than bytes)".into()))
+        } else {
+            Ok(n)
+        }
+    };
+    let levels_out = |levels: Vec<Vec<u32>>| {
+        let mut out = header.extra.clone();
+        for v in levels.iter().flatten() {
+            out.extend_from_slice(&level_value(*v).to_le_bytes());
+        }
+        out
+    };
+    let out = match (coder, header.kind) {
+        (Coder::Ar(run), Kind::Text) => {
+            let Codec::Text(tok) = &run.codec else {
+                return Err(bad("it holds text and this run codes images".into()));
+            };
             let n = u64::from_le_bytes(
                 header
                     .extra
@@ -309,22 +427,23 @@ pub fn decompress_bytes(
             bar.finish_and_clear();
             ar::bytes_of(tok, &units)
         }
-        (Codec::Pixels, Kind::Pixels) => {
-            let n = header.lanes as usize;
-            if (n as u64) * 256 > header.length {
-                return Err(bad("corrupt header (more images than bytes)".into()));
-            }
+        (Coder::Ar(run), Kind::Pixels) if matches!(run.codec, Codec::Pixels) => {
+            let n = images(header.lanes as usize)?;
             let bar = crate::run::progress(progress, 0, n * 64);
-            let images = deterministic(|| {
+            let levels = deterministic(|| {
                 ar::decode_pixels(&run.model, words, n, PIXEL_START, &bar, &device)
             })
             .map_err(bad)?;
             bar.finish_and_clear();
-            let mut out = header.extra.clone();
-            for v in images.iter().flatten() {
-                out.extend_from_slice(&level_value(*v).to_le_bytes());
-            }
-            out
+            levels_out(levels)
+        }
+        (Coder::Vae(vae), Kind::BitsBack) => {
+            let n = images(header.lanes as usize)?;
+            let bar = crate::run::progress(progress, 0, n);
+            let levels =
+                deterministic(|| bbans::decode(vae, words, n, &bar, &device)).map_err(bad)?;
+            bar.finish_and_clear();
+            levels_out(levels)
         }
         _ => {
             return Err(bad(
@@ -350,8 +469,8 @@ pub fn compress(
     opts: &CompressOptions,
 ) -> Result<Summary> {
     let data = read(input, "input file")?;
-    let (run, model, codec) = load(ckpt)?;
-    let (file, summary) = compress_bytes(&run, model, codec, &data, input, opts)?;
+    let (coder, model, codec) = load(ckpt)?;
+    let (file, summary) = compress_bytes(&coder, model, codec, &data, input, opts)?;
     write_atomic(output, &file)?;
     Ok(summary)
 }
@@ -360,8 +479,8 @@ pub fn compress(
 /// the CRC-32 matched). Returns the bytes written.
 pub fn decompress(ckpt: &Path, input: &Path, output: &Path, progress: bool) -> Result<usize> {
     let bytes = read(input, "compressed file")?;
-    let (run, model, codec) = load(ckpt)?;
-    let out = decompress_bytes(&run, model, codec, &bytes, input, progress)?;
+    let (coder, model, codec) = load(ckpt)?;
+    let out = decompress_bytes(&coder, model, codec, &bytes, input, progress)?;
     write_atomic(output, &out)?;
     Ok(out.len())
 }
