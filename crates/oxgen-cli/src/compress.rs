@@ -51,15 +51,25 @@ pub(crate) fn compress(a: CompressArgs) -> Result<()> {
     let s = run_compress(&a.ckpt, &a.input, &a.output, &opts)?;
     let sym = s.symbol;
     println!(
-        "{} -> {} bytes ({} {sym}s, {:.1} s)",
-        s.input_bytes, s.output_bytes, s.symbols, s.seconds
+        "{} -> {} bytes ({} {sym}s, {:.1} s; the model's weights: {} bytes)",
+        s.input_bytes, s.output_bytes, s.symbols, s.seconds, s.model_bytes
     );
     println!(
-        "achieved: {:.4} bits/{sym} (header {} bytes); the model's NLL: {:.4} bits/{sym}",
+        "achieved: {:.4} bits/{sym} (header {} bytes); the model's NLL (a VAE's: its negative ELBO): {:.4} bits/{sym}",
         s.bits_per_symbol(),
         s.header_bytes,
         s.model_bits_per_symbol()
     );
+    if s.initial_bits > 0.0 {
+        let net = 8.0 * (s.output_bytes - s.header_bytes) as f64 - s.initial_bits;
+        println!(
+            "bits-back net rate: {:.4} bits/{sym} (the body less the stack's {} initial bits), \
+             {:+.2}% against the negative ELBO",
+            net / s.symbols.max(1) as f64,
+            s.initial_bits,
+            100.0 * (net / s.model_bits - 1.0)
+        );
+    }
     if let Some(b) = s.baselines {
         let bits = |n: usize| 8.0 * n as f64 / s.symbols.max(1) as f64;
         println!(

@@ -66,6 +66,8 @@ pub struct Summary {
     /// Bits the coder started from (bits-back's initial words), part of the output but not of
     /// the images' net length.
     pub initial_bits: f64,
+    /// Bytes of the model's weights (`model.bpk`): the size a fair comparison counts too.
+    pub model_bytes: u64,
     /// Seconds spent coding.
     pub seconds: f64,
     /// gzip, bzip2 and xz on the same input.
@@ -266,6 +268,7 @@ pub fn compress_bytes(
         header_bytes: header.size(),
         model_bits: coded.model_bits,
         initial_bits: 0.0,
+        model_bytes: model.0,
         seconds: started.elapsed().as_secs_f64(),
         baselines: opts.baselines.then(|| baselines(data)),
     };
@@ -321,6 +324,7 @@ fn compress_vae(
         header_bytes: header.size(),
         model_bits: vae_nll_bits(vae, &x, &device),
         initial_bits: (32 * bbans::INITIAL_WORDS) as f64,
+        model_bytes: model.0,
         seconds: started.elapsed().as_secs_f64(),
         baselines: opts.baselines.then(|| baselines(data)),
     };
