@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::gpt::{Gpt, KvCache};
+use super::watermark::Kgw;
 
 /// How to pick each next token. Every field has a default (see `Default`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,6 +37,10 @@ pub struct DecodeOptions {
     /// time the text outgrows the window, so each token sees between half a window and a whole
     /// one (see [`window_start`]); both cost a fraction of re-encoding.
     pub exact_window: bool,
+    /// A KGW watermark on every token (see [`super::watermark`]): δ on the green list's logits
+    /// before the choice, greedy or sampled. Never serialised: the key stays out of configs.
+    #[serde(skip)]
+    pub watermark: Option<Kgw>,
 }
 
 impl Default for DecodeOptions {
@@ -49,12 +54,16 @@ impl Default for DecodeOptions {
             stop: Vec::new(),
             seed: 0,
             exact_window: false,
+            watermark: None,
         }
     }
 }
 
 /// Picks a token from one row of logits.
 pub fn pick(logits: &mut [f32], history: &[u32], o: &DecodeOptions, rng: &mut StdRng) -> u32 {
+    if let Some(w) = &o.watermark {
+        w.bias(logits, history);
+    }
     if o.repetition_penalty != 1.0 {
         for &t in history {
             let l = &mut logits[t as usize];

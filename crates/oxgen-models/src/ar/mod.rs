@@ -8,6 +8,7 @@ pub mod decode;
 pub mod gpt;
 pub mod lora;
 pub mod tokenizer;
+pub mod watermark;
 
 pub use decode::{
     DecodeOptions, RowStepper, generate, generate_batch, generate_rows, window_start,
