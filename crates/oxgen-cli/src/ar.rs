@@ -95,7 +95,10 @@ pub(crate) fn sample(a: SampleArgs) -> Result<()> {
         stop,
         seed: a.sampling.seed.unwrap_or(0),
         exact_window: t.exact_window,
-        watermark: None,
+        watermark: match &t.watermark {
+            Some(_) => Some(t.kgw.kgw()?),
+            None => None,
+        },
     };
     // One draw streams token by token; several are drawn at once, one batch through the model
     // (draw i has seed + i either way).

@@ -60,6 +60,12 @@ pub(crate) enum Command {
         after_help = "Examples:\n  oxgen compress --ckpt runs/chars held-out.txt held-out.oxgz\n  oxgen decompress --ckpt runs/chars held-out.oxgz held-out.txt"
     )]
     Compress(crate::compress::CompressArgs),
+    /// Tests text for a KGW watermark: z, the one-sided p-value and the tokens scored, per file
+    /// or per line.
+    #[command(
+        after_help = "Examples:\n  oxgen sample --ckpt runs/shakespeare -n 4 --watermark kgw --key wm.key --out marked.txt\n  oxgen detect --key wm.key --tokenizer runs/shakespeare --lines marked.txt\n\nA key file holds 32 hexadecimal digits (128 bits), e.g. from `openssl rand -hex 16`."
+    )]
+    Detect(crate::detect::DetectArgs),
     /// Decompresses what `oxgen compress` wrote, with the same run; refuses another run, a
     /// corrupt or truncated file, and checks the original's CRC-32 before writing.
     Decompress(crate::compress::DecompressArgs),
@@ -455,6 +461,11 @@ pub(crate) struct TextSamplingArgs {
     /// in the class, cached in --out) for class-conditional diffusion runs.
     #[arg(long)]
     pub(crate) reward: Option<String>,
+    /// Watermark every token: `kgw` (Kirchenbauer et al., 2023), keyed by --key.
+    #[arg(long, requires = "key", value_parser = ["kgw"])]
+    pub(crate) watermark: Option<String>,
+    #[command(flatten)]
+    pub(crate) kgw: crate::detect::KgwArgs,
     /// Past the context window, condition every token on exactly the last `context` tokens.
     /// Rotary models always do, at no cost; a model with learned positions then re-encodes the
     /// window at every token (slow) instead of half a window each time the text outgrows it.

@@ -28,6 +28,7 @@ mod ar;
 mod args;
 mod bench;
 mod compress;
+mod detect;
 mod diffusion;
 mod family;
 mod tune;
@@ -90,6 +91,7 @@ fn main() -> Result<()> {
         Command::Logprob(a) => ar::logprob(a)?,
         Command::Compress(a) => compress::compress(a)?,
         Command::Decompress(a) => compress::decompress(a)?,
+        Command::Detect(a) => detect::detect(a)?,
         Command::Compare(a) => family::compare(a)?,
         Command::Export(a) => {
             let e = oxgen_train::interchange::export(&a.ckpt, &a.out)?;

@@ -22,6 +22,7 @@ pub mod preset;
 pub mod run;
 pub mod trainer;
 pub mod tune;
+pub mod watermark;
 
 pub use config::TrainConfig;
 pub use error::{Error, Result};
