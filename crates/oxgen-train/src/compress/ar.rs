@@ -265,8 +265,7 @@ pub fn encode_pixels(
             for (i, img) in group.iter().enumerate() {
                 let (freqs, log2) = frequencies(&logits[i], 0);
                 let s = img[t] as usize;
-                enc.encode_symbol(s, &categorical(&freqs))
-                    .map_err(corrupt)?;
+                enc.encode_symbol(s, categorical(&freqs)).map_err(corrupt)?;
                 model_bits -= log2[s];
                 texts[i].push(img[t]);
             }

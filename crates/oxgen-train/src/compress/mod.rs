@@ -517,7 +517,7 @@ fn pixel_images(data: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<Vec<u32>>)> {
         )));
     }
     let body = &data[end..];
-    if body.len() % 256 != 0 {
+    if !body.len().is_multiple_of(256) {
         return Err(bad(format!(
             "{} bytes of values: not a whole number of 8×8 f32 images",
             body.len()
