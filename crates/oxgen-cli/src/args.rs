@@ -66,6 +66,14 @@ pub(crate) enum Command {
         after_help = "Examples:\n  oxgen sample --ckpt runs/shakespeare -n 4 --watermark kgw --key wm.key --out marked.txt\n  oxgen detect --key wm.key --tokenizer runs/shakespeare --lines marked.txt\n\nA key file holds 32 hexadecimal digits (128 bits), e.g. from `openssl rand -hex 16`."
     )]
     Detect(crate::detect::DetectArgs),
+    /// Measures the KGW watermark with a text run: the false-positive rate at z ≥ 4 on windows
+    /// of a human text and the run's unwatermarked samples (with a p-value histogram and a
+    /// Kolmogorov–Smirnov test), and the share of watermarked samples detected, by length.
+    #[command(
+        name = "watermark-eval",
+        after_help = "Example:\n  oxgen watermark-eval --key wm.key --ckpt runs/shakespeare --text input.txt --out runs/wm-eval"
+    )]
+    WatermarkEval(crate::detect::WatermarkEvalArgs),
     /// Decompresses what `oxgen compress` wrote, with the same run; refuses another run, a
     /// corrupt or truncated file, and checks the original's CRC-32 before writing.
     Decompress(crate::compress::DecompressArgs),

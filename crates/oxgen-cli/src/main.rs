@@ -92,6 +92,7 @@ fn main() -> Result<()> {
         Command::Compress(a) => compress::compress(a)?,
         Command::Decompress(a) => compress::decompress(a)?,
         Command::Detect(a) => detect::detect(a)?,
+        Command::WatermarkEval(a) => detect::watermark_eval(a)?,
         Command::Compare(a) => family::compare(a)?,
         Command::Export(a) => {
             let e = oxgen_train::interchange::export(&a.ckpt, &a.out)?;

@@ -1,6 +1,8 @@
 //! Watermark keys from files, and KGW detection on text with a run's tokenizer (see
 //! `oxgen_models::ar::watermark` for the scheme and the statistics).
 
+pub mod eval;
+
 use std::path::Path;
 
 use oxgen_models::ar::Tokenizer;
