@@ -106,8 +106,18 @@ where
 }
 
 /// Curves in panels stacked one above the other, each with its own linear y axis: (name,
-/// points) per panel. Panels without a finite point are left out.
+/// points) per panel, against training steps. Panels without a finite point are left out.
 pub fn panels(path: &Path, title: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Result<()> {
+    panels_over(path, title, "step", series)
+}
+
+/// [`panels`] with another x axis than training steps, named `x_name`.
+pub fn panels_over(
+    path: &Path,
+    title: &str,
+    x_name: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+) -> Result<()> {
     register_font();
     let series: Vec<(&str, Vec<(f64, f64)>)> = series
         .iter()
@@ -143,7 +153,7 @@ pub fn panels(path: &Path, title: &str, series: &[(&str, Vec<(f64, f64)>)]) -> R
             .map_err(|e| plot_err(path, e))?;
         chart
             .configure_mesh()
-            .x_desc("step")
+            .x_desc(x_name)
             .y_desc(*name)
             .draw()
             .map_err(|e| plot_err(path, e))?;

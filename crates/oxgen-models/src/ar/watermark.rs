@@ -4,7 +4,8 @@
 //! Before each token is chosen, a keyed hash of the previous token(s) splits the vocabulary: the
 //! ⌊γ·|V|⌋ tokens with the smallest keyed scores are "green", and δ is added to their logits.
 //! The detector recomputes the green lists from the text alone (and the key), counts the green
-//! tokens |s|_G among T scored ones, and tests against γ:
+//! tokens |s|_G among T scored ones, and tests against the lists' share γ (⌊γ·|V|⌋ / |V|
+//! exactly, as small vocabularies round it):
 //!
 //! ```text
 //! z = (|s|_G − γT) / √(T γ (1 − γ)),    p = P(N(0, 1) ≥ z)
@@ -157,7 +158,7 @@ impl Kgw {
     /// The green list after context seed `ctx`: `vocab` flags, exactly ⌊γ·vocab⌋ set (at least
     /// one).
     pub fn green_list(&self, ctx: u64, vocab: usize) -> Vec<bool> {
-        let n = ((self.gamma * vocab as f64).floor() as usize).clamp(1, vocab.max(1));
+        let n = self.list_size(vocab);
         let mut order: Vec<(u64, usize)> = (0..vocab)
             .map(|t| (self.key.prf(2, ctx, t as u64), t))
             .collect();
@@ -167,6 +168,11 @@ impl Kgw {
             green[t] = true;
         }
         green
+    }
+
+    /// Green tokens per list: ⌊γ·vocab⌋, at least one.
+    pub fn list_size(&self, vocab: usize) -> usize {
+        ((self.gamma * vocab as f64).floor() as usize).clamp(1, vocab.max(1))
     }
 
     /// Adds δ to the logits of the green tokens after `history`.
@@ -197,7 +203,9 @@ impl Kgw {
                 green += 1;
             }
         }
-        let z = z_score(green, scored, self.gamma);
+        // The list's real share: ⌊γ·|V|⌋ / |V| (16/65 = 0.246 for γ = 0.25 on 65 characters).
+        let share = self.list_size(vocab) as f64 / vocab.max(1) as f64;
+        let z = z_score(green, scored, share);
         Score {
             tokens: scored,
             green,
