@@ -18,8 +18,9 @@ pub(crate) struct KgwArgs {
     /// Logit bias of the green tokens (sampling only).
     #[arg(long, default_value_t = 2.0)]
     pub(crate) delta: f32,
-    /// Green-list seeding: left-hash (the previous token) or min-hash (of the last four).
-    #[arg(long, default_value = "left-hash", value_parser = ["left-hash", "min-hash"])]
+    /// Green-list seeding: left-hash (the previous token), min-hash (of the last four) or
+    /// self-hash (of the last three and the candidate).
+    #[arg(long, default_value = "left-hash", value_parser = ["left-hash", "min-hash", "self-hash"])]
     pub(crate) seeding: String,
 }
 
@@ -30,10 +31,10 @@ impl KgwArgs {
             key: oxgen_train::watermark::read_key(path)?,
             gamma: self.gamma,
             delta: self.delta,
-            seeding: if self.seeding == "min-hash" {
-                Seeding::MinHash
-            } else {
-                Seeding::LeftHash
+            seeding: match self.seeding.as_str() {
+                "min-hash" => Seeding::MinHash,
+                "self-hash" => Seeding::SelfHash,
+                _ => Seeding::LeftHash,
             },
         };
         kgw.validate().map_err(anyhow::Error::msg)?;

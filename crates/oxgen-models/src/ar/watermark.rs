@@ -12,9 +12,10 @@
 //! ```
 //!
 //! A (context, token) pair that was scored before is skipped, as the reference implementation
-//! (jwkirchenbauer/lm-watermarking) does, so repeated text cannot inflate z. Two seeding
-//! schemes: left-hash (h = 1, the previous token) and min-hash over h = 4 (the smallest keyed
-//! hash of the last four tokens, robust to edits that leave one of them in place). The hash is
+//! (jwkirchenbauer/lm-watermarking) does, so repeated text cannot inflate z. Three seeding
+//! schemes: left-hash (h = 1, the previous token), min-hash over h = 4 (the smallest keyed
+//! hash of the last four tokens, robust to edits that leave one of them in place), and
+//! self-hash (the same over the last three tokens and the candidate itself). The hash is
 //! SipHash-1-3 keyed with 128 bits, on the host, so every device computes the same lists.
 
 use std::fmt;
@@ -76,6 +77,10 @@ pub enum Seeding {
     LeftHash,
     /// The smallest keyed hash of the previous four tokens (h = 4).
     MinHash,
+    /// The smallest keyed hash of the previous three tokens and the candidate itself (h = 4,
+    /// anchored on the token: Kirchenbauer et al.'s "self-hash", the reference's default): each
+    /// candidate has its own list.
+    SelfHash,
 }
 
 impl Seeding {
@@ -84,6 +89,7 @@ impl Seeding {
         match self {
             Seeding::LeftHash => 1,
             Seeding::MinHash => 4,
+            Seeding::SelfHash => 3,
         }
     }
 }
@@ -147,11 +153,21 @@ impl Kgw {
         let last = history.get(history.len().checked_sub(h)?..)?;
         Some(match self.seeding {
             Seeding::LeftHash => self.key.prf(0, u64::from(last[0]), 0),
-            Seeding::MinHash => last
+            Seeding::MinHash | Seeding::SelfHash => last
                 .iter()
                 .map(|&t| self.key.prf(1, u64::from(t), 0))
                 .min()
                 .expect("h ≥ 1"),
+        })
+    }
+
+    /// The seed of the list `token` is judged by after `history` (with self-hash, the
+    /// token's own hash takes part).
+    fn seed_for(&self, history: &[u32], token: u32) -> Option<u64> {
+        let ctx = self.context(history)?;
+        Some(match self.seeding {
+            Seeding::SelfHash => ctx.min(self.key.prf(1, u64::from(token), 0)),
+            _ => ctx,
         })
     }
 
@@ -177,6 +193,17 @@ impl Kgw {
 
     /// Adds δ to the logits of the green tokens after `history`.
     pub fn bias(&self, logits: &mut [f32], history: &[u32]) {
+        if self.seeding == Seeding::SelfHash {
+            let vocab = logits.len();
+            for (v, l) in logits.iter_mut().enumerate() {
+                if let Some(seed) = self.seed_for(history, v as u32)
+                    && self.green_list(seed, vocab)[v]
+                {
+                    *l += self.delta;
+                }
+            }
+            return;
+        }
         if let Some(ctx) = self.context(history) {
             let green = self.green_list(ctx, logits.len());
             for (l, g) in logits.iter_mut().zip(green) {
@@ -193,7 +220,7 @@ impl Kgw {
         let mut seen = std::collections::HashSet::new();
         let (mut scored, mut green) = (0, 0);
         for i in self.seeding.width()..tokens.len() {
-            let ctx = self.context(&tokens[..i]).expect("i ≥ h");
+            let ctx = self.seed_for(&tokens[..i], tokens[i]).expect("i ≥ h");
             if !seen.insert((ctx, tokens[i])) {
                 continue;
             }
@@ -285,7 +312,7 @@ mod tests {
     /// unwatermarked text, score near 0; a text repeating one pair is scored once.
     #[test]
     fn watermarked_text_is_detected_and_other_text_is_not() {
-        for seeding in [Seeding::LeftHash, Seeding::MinHash] {
+        for seeding in [Seeding::LeftHash, Seeding::MinHash, Seeding::SelfHash] {
             let w = kgw(seeding);
             let mut rng = StdRng::seed_from_u64(3);
             let (vocab, n) = (65usize, 400usize);
