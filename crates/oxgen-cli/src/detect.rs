@@ -52,6 +52,10 @@ pub(crate) struct DetectArgs {
     /// Score each line of each file on its own.
     #[arg(long)]
     pub(crate) lines: bool,
+    /// Also find the most watermarked span of at least this many scored tokens (WinMax); its
+    /// p-value is not corrected for the spans tried.
+    #[arg(long)]
+    pub(crate) window: Option<usize>,
     /// Also write the results as JSON here.
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
@@ -89,7 +93,18 @@ pub(crate) fn detect(a: DetectArgs) -> Result<()> {
                 "| {name} | {} | {} | {:.4} | {:.3e} |",
                 s.tokens, s.green, s.z, s.p
             );
-            rows.push(serde_json::json!({"text": name, "tokens": s.tokens, "green": s.green, "z": s.z, "p": s.p}));
+            let mut row = serde_json::json!({"text": name, "tokens": s.tokens, "green": s.green, "z": s.z, "p": s.p});
+            if let Some(w) = a.window {
+                let tokens = oxgen_train::watermark::tokens_of(tok, text);
+                if let Some((best, span)) = kgw.detect_windowed(&tokens, tok.vocab(), w) {
+                    println!(
+                        "|   best span: tokens {}..{} | {} | {} | {:.4} | {:.3e} (uncorrected) |",
+                        span.start, span.end, best.tokens, best.green, best.z, best.p
+                    );
+                    row["window"] = serde_json::json!({"start": span.start, "end": span.end, "tokens": best.tokens, "green": best.green, "z": best.z});
+                }
+            }
+            rows.push(row);
         }
     }
     if let Some(j) = a.json {

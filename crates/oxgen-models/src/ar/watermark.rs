@@ -242,6 +242,60 @@ impl Kgw {
     }
 }
 
+impl Kgw {
+    /// WinMax (Kirchenbauer et al., 2024, "On the Reliability of Watermarks for Large Language
+    /// Models"): the largest z over every span of at least `min_window` scored tokens, to find
+    /// a watermarked passage inside other text. Returns the span's score and its token range,
+    /// or `None` when fewer than `min_window` tokens are scored. Its p-value is the normal
+    /// tail of the best z, uncorrected for the many spans tried: small p-values are not
+    /// calibrated false-positive rates here.
+    pub fn detect_windowed(
+        &self,
+        tokens: &[u32],
+        vocab: usize,
+        min_window: usize,
+    ) -> Option<(Score, std::ops::Range<usize>)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut scored: Vec<(usize, bool)> = Vec::new();
+        for i in self.seeding.width()..tokens.len() {
+            let ctx = self.seed_for(&tokens[..i], tokens[i]).expect("i ≥ h");
+            if seen.insert((ctx, tokens[i])) {
+                let t = tokens[i] as usize;
+                scored.push((i, t < vocab && self.green_list(ctx, vocab)[t]));
+            }
+        }
+        let n = scored.len();
+        let min_window = min_window.max(1);
+        if n < min_window {
+            return None;
+        }
+        let mut prefix = vec![0usize; n + 1];
+        for (k, &(_, g)) in scored.iter().enumerate() {
+            prefix[k + 1] = prefix[k] + usize::from(g);
+        }
+        let share = self.list_size(vocab) as f64 / vocab.max(1) as f64;
+        // Every span for texts of up to 2,000 scored tokens; longer ones step both ends.
+        let step = n.div_ceil(2000).max(1);
+        let mut best: Option<(f64, usize, usize)> = None;
+        for a in (0..=n - min_window).step_by(step) {
+            for b in (a + min_window..=n).step_by(step) {
+                let z = z_score(prefix[b] - prefix[a], b - a, share);
+                if best.is_none_or(|(bz, _, _)| z > bz) {
+                    best = Some((z, a, b));
+                }
+            }
+        }
+        let (z, a, b) = best?;
+        let score = Score {
+            tokens: b - a,
+            green: prefix[b] - prefix[a],
+            z,
+            p: p_value(z),
+        };
+        Some((score, scored[a].0..scored[b - 1].0 + 1))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +359,39 @@ mod tests {
             kgw(Seeding::MinHash).context(&[9, 1, 2, 3]),
             kgw(Seeding::MinHash).context(&[5, 3, 2, 1])
         );
+    }
+
+    /// A watermarked passage of 150 tokens between 300 random ones on each side: WinMax finds a
+    /// span that overlaps it with z > 5, where the whole text's z is lower.
+    #[test]
+    fn winmax_finds_a_watermarked_passage() {
+        let w = kgw(Seeding::LeftHash);
+        let vocab = 65usize;
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut text: Vec<u32> = (0..300)
+            .map(|_| rng.random_range(0..vocab as u32))
+            .collect();
+        for _ in 0..150 {
+            let mut logits = vec![0.0f32; vocab];
+            w.bias(&mut logits, &text);
+            let weights: Vec<f64> = logits.iter().map(|&l| f64::from(l).exp()).collect();
+            let mut u = rng.random::<f64>() * weights.iter().sum::<f64>();
+            let pick = weights
+                .iter()
+                .position(|&x| {
+                    let hit = u < x;
+                    u -= x;
+                    hit
+                })
+                .unwrap_or(vocab - 1);
+            text.push(pick as u32);
+        }
+        text.extend((0..300).map(|_| rng.random_range(0..vocab as u32)));
+        let whole = w.detect(&text, vocab);
+        let (span, range) = w.detect_windowed(&text, vocab, 25).unwrap();
+        assert!(span.z > 5.0 && span.z > whole.z, "{span:?} vs {whole:?}");
+        assert!(range.start < 450 && range.end > 300, "{range:?}");
+        assert!(w.detect_windowed(&text[..10], vocab, 25).is_none());
     }
 
     /// Sampling from flat logits with the watermark gives a large z and, with left-hash, a
