@@ -81,9 +81,12 @@ pub(crate) fn compress(a: CompressArgs) -> Result<()> {
             b.xz,
             bits(b.xz)
         );
+        let ratio = |n: usize| s.output_bytes as f64 / n.max(1) as f64;
         println!(
-            "ratio against xz -9e: {:.3}",
-            s.output_bytes as f64 / b.xz.max(1) as f64
+            "size against gzip: {:.3}, bzip2: {:.3}, xz: {:.3}",
+            ratio(b.gzip),
+            ratio(b.bzip2),
+            ratio(b.xz)
         );
     }
     if let Some(j) = a.json {
