@@ -38,7 +38,7 @@ pub(crate) enum Command {
     /// Train a model family.
     #[command(subcommand)]
     Train(Family),
-    /// Post-train an autoregressive run.
+    /// Post-train an autoregressive run (or, with diffusion-dpo and best-of, a diffusion run).
     #[command(subcommand)]
     Tune(TuneMethod),
     /// Draw samples from a trained run: images (samples.png, samples.npy) for diffusion; text,
@@ -53,9 +53,10 @@ pub(crate) enum Command {
         after_help = "Examples:\n  oxgen logprob --ckpt runs/shakespeare --text \"To be, or not to be\"\n  oxgen logprob --ckpt runs/shakespeare --file hamlet.txt --json nll.json"
     )]
     Logprob(LogprobArgs),
-    /// Compresses a file with an autoregressive run's predictions (range coding with
-    /// constriction): a text file with a byte or character run, a .npy of 8×8 digits with the
-    /// pixel GPT. Prints bits per symbol, the model's NLL, and gzip, bzip2 and xz beside them.
+    /// Compresses a file with a model's predictions (constriction's coders): a text file with a
+    /// byte or character run, a .npy of 8×8 digits with the pixel GPT (range coding) or the
+    /// digits VAE (bits-back). Prints bits per symbol, the model's NLL (or negative ELBO), and
+    /// gzip, bzip2 and xz beside them.
     #[command(
         after_help = "Examples:\n  oxgen compress --ckpt runs/chars held-out.txt held-out.oxgz\n  oxgen decompress --ckpt runs/chars held-out.oxgz held-out.txt"
     )]

@@ -11,10 +11,10 @@ use oxgen_train::compress::{
 
 #[derive(Args)]
 pub(crate) struct CompressArgs {
-    /// An autoregressive run (a byte or character text run, or the pixel GPT).
+    /// An autoregressive run (a byte or character text run, or the pixel GPT) or a digits VAE.
     #[arg(long)]
     pub(crate) ckpt: PathBuf,
-    /// The file to compress (text, or a .npy of 8×8 digits for the pixel GPT).
+    /// The file to compress (text, or a .npy of 8×8 digits for the pixel GPT or the VAE).
     pub(crate) input: PathBuf,
     /// Where the compressed file goes (written atomically).
     pub(crate) output: PathBuf,
