@@ -23,7 +23,7 @@ use indicatif::ProgressBar;
 use oxgen_models::vae::Vae;
 use probability::distribution::{Gaussian, Inverse};
 
-use super::quantize::{PRECISION, categorical};
+use super::quantize::{categorical, from_probabilities};
 
 /// Bits per latent dimension.
 pub const LATENT_BITS: u32 = 12;
@@ -63,22 +63,6 @@ fn buckets() -> (Vec<f64>, Vec<f32>) {
 /// Φ(x), accurate in both tails.
 fn phi(x: f64) -> f64 {
     0.5 * libm::erfc(-x / std::f64::consts::SQRT_2)
-}
-
-/// Integer frequencies (sum 2^24, each ≥ 1) of probabilities `p` (not necessarily normalised).
-fn freqs_of(p: &[f64]) -> Vec<u32> {
-    let total: f64 = p.iter().sum();
-    let budget = (1u64 << PRECISION) - p.len() as u64;
-    let mut f: Vec<u32> = p
-        .iter()
-        .map(|&x| 1 + ((x / total) * budget as f64).floor() as u32)
-        .collect();
-    let sum: u64 = f.iter().map(|&x| u64::from(x)).sum();
-    let best = (0..p.len())
-        .max_by(|&a, &b| p[a].total_cmp(&p[b]).then(b.cmp(&a)))
-        .unwrap_or(0);
-    f[best] += ((1u64 << PRECISION) - sum) as u32;
-    f
 }
 
 /// The posterior's mass on each bucket of one latent dimension.
@@ -173,12 +157,12 @@ pub fn encode(
         let (mean, std) = encode_one(vae, xi, device);
         let mut z = Vec::with_capacity(mean.len());
         for (m, s) in mean.iter().zip(&std) {
-            let q = freqs_of(&posterior(&edges, f64::from(*m), f64::from(*s)));
+            let q = from_probabilities(&posterior(&edges, f64::from(*m), f64::from(*s)));
             z.push(ans.decode_symbol(categorical(&q)).map_err(coder_err)?);
         }
         let (pm, ps) = decode_one(vae, &z, &centres, device);
         for j in (0..img.len()).rev() {
-            let p = freqs_of(&pixel_probs(f64::from(pm[j]), f64::from(ps[j]), levels));
+            let p = from_probabilities(&pixel_probs(f64::from(pm[j]), f64::from(ps[j]), levels));
             ans.encode_symbol(img[j] as usize, categorical(&p))
                 .map_err(coder_err)?;
         }
@@ -222,7 +206,7 @@ pub fn decode(
         let (pm, ps) = decode_one(vae, &z, &centres, device);
         let mut img = Vec::with_capacity(features);
         for j in 0..features {
-            let p = freqs_of(&pixel_probs(f64::from(pm[j]), f64::from(ps[j]), levels));
+            let p = from_probabilities(&pixel_probs(f64::from(pm[j]), f64::from(ps[j]), levels));
             img.push(ans.decode_symbol(categorical(&p)).map_err(coder_err)? as u32);
         }
         let xi: Vec<f32> = img
@@ -231,7 +215,7 @@ pub fn decode(
             .collect();
         let (mean, std) = encode_one(vae, &xi, device);
         for (d, (m, s)) in mean.iter().zip(&std).enumerate().rev() {
-            let q = freqs_of(&posterior(&edges, f64::from(*m), f64::from(*s)));
+            let q = from_probabilities(&posterior(&edges, f64::from(*m), f64::from(*s)));
             ans.encode_symbol(z[d], categorical(&q))
                 .map_err(coder_err)?;
         }
@@ -250,6 +234,7 @@ pub fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compress::quantize::PRECISION;
 
     #[test]
     fn buckets_have_equal_prior_mass_and_the_posterior_sums_to_one() {
@@ -262,7 +247,7 @@ mod tests {
         }
         let q = posterior(&edges, 0.3, 0.05);
         assert!((q.iter().sum::<f64>() - 1.0).abs() < 1e-9);
-        let f = freqs_of(&q);
+        let f = from_probabilities(&q);
         assert_eq!(f.iter().map(|&x| u64::from(x)).sum::<u64>(), 1 << PRECISION);
         let p = pixel_probs(0.1, -2.0, 17);
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9);

@@ -18,20 +18,28 @@ pub fn frequencies(logits: &[f32], extra: usize) -> (Vec<u32>, Vec<f64>) {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
     let exps: Vec<f64> = logits.iter().map(|&x| (x as f64 - max).exp()).collect();
     let total: f64 = exps.iter().sum();
-    let n = logits.len() + extra;
-    let budget = (1u64 << PRECISION) - n as u64;
-    let mut freqs: Vec<u32> = exps
+    let mut p = exps.clone();
+    p.extend(std::iter::repeat_n(0.0, extra));
+    let log2 = exps.iter().map(|&e| (e / total).log2()).collect();
+    (from_probabilities(&p), log2)
+}
+
+/// Frequencies summing to 2^24, each at least 1, of probabilities `p` (not necessarily
+/// normalised): 1 plus each one's share of the rest, rounded down, the remainder to the most
+/// likely (the first on ties).
+pub fn from_probabilities(p: &[f64]) -> Vec<u32> {
+    let total: f64 = p.iter().sum();
+    let budget = (1u64 << PRECISION) - p.len() as u64;
+    let mut f: Vec<u32> = p
         .iter()
-        .map(|&e| 1 + ((e / total) * budget as f64).floor() as u32)
+        .map(|&x| 1 + ((x / total) * budget as f64).floor() as u32)
         .collect();
-    freqs.extend(std::iter::repeat_n(1, extra));
-    let sum: u64 = freqs.iter().map(|&f| u64::from(f)).sum();
-    let best = (0..logits.len())
-        .max_by(|&a, &b| exps[a].total_cmp(&exps[b]).then(b.cmp(&a)))
+    let sum: u64 = f.iter().map(|&x| u64::from(x)).sum();
+    let best = (0..p.len())
+        .max_by(|&a, &b| p[a].total_cmp(&p[b]).then(b.cmp(&a)))
         .unwrap_or(0);
-    freqs[best] += ((1u64 << PRECISION) - sum) as u32;
-    let log2: Vec<f64> = exps.iter().map(|&e| (e / total).log2()).collect();
-    (freqs, log2)
+    f[best] += ((1u64 << PRECISION) - sum) as u32;
+    f
 }
 
 /// The entropy model of `freqs` (as [`frequencies`] makes them).
