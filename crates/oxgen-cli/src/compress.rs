@@ -11,10 +11,10 @@ use oxgen_train::compress::{
 
 #[derive(Args)]
 pub(crate) struct CompressArgs {
-    /// An autoregressive run (a byte or character text run, or the pixel GPT) or a digits VAE.
+    /// An autoregressive run (a byte or character text run, or the pixel GPT) or a digits VAE or flow (bits-back).
     #[arg(long)]
     pub(crate) ckpt: PathBuf,
-    /// The file to compress (text, or a .npy of 8×8 digits for the pixel GPT or the VAE).
+    /// The file to compress (text, or a .npy of 8×8 digits for the pixel GPT, the VAE or the flow).
     pub(crate) input: PathBuf,
     /// Where the compressed file goes (written atomically).
     pub(crate) output: PathBuf,
@@ -55,19 +55,21 @@ pub(crate) fn compress(a: CompressArgs) -> Result<()> {
         s.input_bytes, s.output_bytes, s.symbols, s.seconds, s.model_bytes
     );
     println!(
-        "achieved: {:.4} bits/{sym} (header {} bytes); the model's NLL (a VAE's: its negative ELBO): {:.4} bits/{sym}",
+        "achieved: {:.4} bits/{sym} (header {} bytes); the model's {}: {:.4} bits/{sym}",
         s.bits_per_symbol(),
         s.header_bytes,
+        s.bound,
         s.model_bits_per_symbol()
     );
     if s.initial_bits > 0.0 {
         let net = 8.0 * (s.output_bytes - s.header_bytes) as f64 - s.initial_bits;
         println!(
             "bits-back net rate: {:.4} bits/{sym} (the body less the stack's {} initial bits), \
-             {:+.2}% against the negative ELBO",
+             {:+.2}% against the {}",
             net / s.symbols.max(1) as f64,
             s.initial_bits,
-            100.0 * (net / s.model_bits - 1.0)
+            100.0 * (net / s.model_bits - 1.0),
+            s.bound
         );
     }
     if let Some(b) = s.baselines {

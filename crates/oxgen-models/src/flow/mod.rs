@@ -216,6 +216,16 @@ impl Flow {
         self.data.iter().product()
     }
 
+    /// Levels of the discrete pixels it was configured for (images only).
+    pub fn levels(&self) -> usize {
+        self.levels
+    }
+
+    /// Whether it models images (multiscale, dequantized) rather than vectors.
+    pub fn is_image(&self) -> bool {
+        self.image
+    }
+
     /// x ↦ (z, log |det ∂z/∂x|).
     ///
     /// # Shapes

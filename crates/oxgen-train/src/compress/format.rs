@@ -37,6 +37,8 @@ pub enum Kind {
     Pixels = 1,
     /// The same images, bits-back coded with a VAE.
     BitsBack = 2,
+    /// The same images, coded with a flow by dequantisation and local bits-back.
+    FlowBitsBack = 3,
 }
 
 /// The header.
@@ -112,6 +114,7 @@ impl Header {
             0 => Kind::Text,
             1 => Kind::Pixels,
             2 => Kind::BitsBack,
+            3 => Kind::FlowBitsBack,
             k => return Err(bad(format!("unknown kind {k} (corrupt header)"))),
         };
         let model = (r.u64().map_err(truncated)?, r.u32().map_err(truncated)?);

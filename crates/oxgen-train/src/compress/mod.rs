@@ -14,7 +14,9 @@
 pub mod ar;
 pub mod baselines;
 pub mod bbans;
+pub mod flowbb;
 pub mod format;
+mod latent;
 pub mod quantize;
 
 use std::path::Path;
@@ -60,9 +62,11 @@ pub struct Summary {
     pub output_bytes: usize,
     /// Bytes of the header.
     pub header_bytes: usize,
-    /// The model's code length of the input in bits: its NLL under the same conditioning, or
-    /// a VAE's negative ELBO.
+    /// The model's code length of the input in bits: its NLL under the same conditioning, a
+    /// VAE's negative ELBO or a flow's dequantised NLL.
     pub model_bits: f64,
+    /// What `model_bits` is: "NLL", "negative ELBO" or "dequantised NLL".
+    pub bound: &'static str,
     /// Bits the coder started from (bits-back's initial words), part of the output but not of
     /// the images' net length.
     pub initial_bits: f64,
@@ -108,7 +112,7 @@ pub fn coding_class() -> String {
 
 /// Runs `f` in a one-thread pool: the coding computation, whose reductions then never depend
 /// on the machine's core count.
-fn deterministic<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+pub(crate) fn deterministic<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
@@ -123,6 +127,9 @@ pub enum Coder {
     Ar(ArRun),
     /// A VAE with the discretized logistic decoder.
     Vae(oxgen_models::vae::Vae),
+    /// A flow on 8×8 digits (17 levels), loaded on the CPU's autodiff device (local bits-back
+    /// coding needs its Jacobian).
+    Flow(oxgen_models::flow::Flow),
 }
 
 /// The run at `ckpt` loaded on the CPU, and its digest (weights' length and CRC, codec CRC).
@@ -164,10 +171,24 @@ pub fn load(ckpt: &Path) -> Result<(Coder, (u64, u32), u32)> {
         }
         return Ok((Coder::Vae(vae), model, 0));
     }
+    if family == "flow" {
+        let (_, trained) = crate::family::load_family(ckpt, &Device::flex().autodiff())?;
+        let crate::family::Trained::Flow(flow) = trained else {
+            unreachable!("a flow checkpoint holds a flow")
+        };
+        if !flow.is_image() || flow.levels() != 17 || flow.features() != 64 {
+            return Err(Error::Config(
+                "bits-back coding takes a flow on 8×8 digits (17 levels), as `oxgen train flow \
+                 --data digits8` trains"
+                    .into(),
+            ));
+        }
+        return Ok((Coder::Flow(flow), model, 0));
+    }
     if !(family == "ar" || family.starts_with("ar-")) {
         return Err(Error::Config(format!(
             "{} is a {family} run; `oxgen compress` codes with autoregressive runs and VAEs \
-             (flows and diffusion are not built yet: docs/compression.md)",
+             flows and VAEs (diffusion's bound is a theoretical rate only: docs/compression.md)",
             ckpt.display()
         )));
     }
@@ -219,7 +240,8 @@ pub fn compress_bytes(
     let device = Device::flex();
     let run = match coder {
         Coder::Ar(run) => run,
-        Coder::Vae(vae) => return compress_vae(vae, model, data, name, opts, started),
+        Coder::Vae(vae) => return latent::compress_vae(vae, model, data, name, opts, started),
+        Coder::Flow(flow) => return latent::compress_flow(flow, model, data, name, opts, started),
     };
     let (kind, coded, lanes, extra, symbol) = match &run.codec {
         Codec::Text(tok) => {
@@ -267,6 +289,7 @@ pub fn compress_bytes(
         output_bytes: file.len(),
         header_bytes: header.size(),
         model_bits: coded.model_bits,
+        bound: "NLL",
         initial_bits: 0.0,
         model_bytes: model.0,
         seconds: started.elapsed().as_secs_f64(),
@@ -275,7 +298,7 @@ pub fn compress_bytes(
     Ok((file, summary))
 }
 
-fn header_for(
+pub(crate) fn header_for(
     kind: Kind,
     model: (u64, u32),
     codec: u32,
@@ -293,60 +316,6 @@ fn header_for(
         lanes: lanes as u32,
         extra,
     }
-}
-
-/// Bits-back coding of a `.npy` of digits with `vae`.
-fn compress_vae(
-    vae: &oxgen_models::vae::Vae,
-    model: (u64, u32),
-    data: &[u8],
-    name: &Path,
-    opts: &CompressOptions,
-    started: Instant,
-) -> Result<(Vec<u8>, Summary)> {
-    let device = Device::flex();
-    let (npy_header, images) = pixel_images(data, name)?;
-    let x: Vec<Vec<f32>> = images
-        .iter()
-        .map(|img| img.iter().map(|&v| level_value(v)).collect())
-        .collect();
-    let bar = crate::run::progress(opts.progress, 0, images.len());
-    let coded =
-        deterministic(|| bbans::encode(vae, &images, &x, &bar, &device)).map_err(Error::Config)?;
-    bar.finish_and_clear();
-    let header = header_for(Kind::BitsBack, model, 0, data, images.len(), npy_header);
-    let file = header.write(&coded.words);
-    let summary = Summary {
-        symbols: images.len() * 64,
-        symbol: "pixel",
-        input_bytes: data.len(),
-        output_bytes: file.len(),
-        header_bytes: header.size(),
-        model_bits: vae_nll_bits(vae, &x, &device),
-        initial_bits: (32 * bbans::INITIAL_WORDS) as f64,
-        model_bytes: model.0,
-        seconds: started.elapsed().as_secs_f64(),
-        baselines: opts.baselines.then(|| baselines(data)),
-    };
-    Ok((file, summary))
-}
-
-/// The VAE's negative ELBO of `x` in bits, the mean of 8 draws per image (what bits-back
-/// coding approaches).
-fn vae_nll_bits(vae: &oxgen_models::vae::Vae, x: &[Vec<f32>], device: &Device) -> f64 {
-    use burn::tensor::{Tensor, TensorData};
-    let n = x.len();
-    if n == 0 {
-        return 0.0;
-    }
-    let flat: Vec<f32> = x.iter().flatten().copied().collect();
-    let t = Tensor::<2>::from_data(TensorData::new(flat, [n, 64]), device);
-    let draws = 8;
-    let nats: f64 = (0..draws)
-        .map(|s| f64::from(vae.nll_bound(t.clone(), 1, s).sum().into_scalar::<f32>()))
-        .sum::<f64>()
-        / draws as f64;
-    nats / std::f64::consts::LN_2
 }
 
 /// Decompresses the file `bytes` (named `name` in errors) with `coder`; refuses a file for
@@ -449,6 +418,15 @@ pub fn decompress_bytes(
             bar.finish_and_clear();
             levels_out(levels)
         }
+        (Coder::Flow(flow), Kind::FlowBitsBack) => {
+            let n = images(header.lanes as usize)?;
+            let bar = crate::run::progress(progress, 0, n);
+            let ad = device.clone().autodiff();
+            let levels =
+                deterministic(|| flowbb::decode(flow, words, n, &bar, &ad)).map_err(bad)?;
+            bar.finish_and_clear();
+            levels_out(levels)
+        }
         _ => {
             return Err(bad(
                 "it holds another kind of data than this run codes".into()
@@ -490,13 +468,13 @@ pub fn decompress(ckpt: &Path, input: &Path, output: &Path, progress: bool) -> R
 }
 
 /// The value of pixel level `v` (0..=16) in the digits' scale.
-fn level_value(v: u32) -> f32 {
+pub(crate) fn level_value(v: u32) -> f32 {
     v as f32 / 8.0 - 1.0
 }
 
 /// The header bytes and the pixel levels of a `.npy` file of 8×8 images (little-endian f32,
 /// C order, 64 values per image, each a level v/8 − 1 exactly, as `oxgen sample` writes them).
-fn pixel_images(data: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<Vec<u32>>)> {
+pub(crate) fn pixel_images(data: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<Vec<u32>>)> {
     let bad = |reason: String| Error::Parse {
         path: path.to_path_buf(),
         reason,
