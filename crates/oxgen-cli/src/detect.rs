@@ -18,9 +18,10 @@ pub(crate) struct KgwArgs {
     /// Logit bias of the green tokens (sampling only).
     #[arg(long, default_value_t = 2.0)]
     pub(crate) delta: f32,
-    /// Green-list seeding: left-hash (the previous token), min-hash (of the last four) or
-    /// self-hash (of the last three and the candidate).
-    #[arg(long, default_value = "left-hash", value_parser = ["left-hash", "min-hash", "self-hash"])]
+    /// Green-list seeding: left-hash-4 (the last four tokens, in order), left-hash (the
+    /// previous token: weaker, but an edit breaks fewer scores), min-hash (the smallest hash
+    /// of the last four) or self-hash (of the last three and the candidate).
+    #[arg(long, default_value = "left-hash-4", value_parser = ["left-hash", "left-hash-4", "min-hash", "self-hash"])]
     pub(crate) seeding: String,
 }
 
@@ -33,8 +34,9 @@ impl KgwArgs {
             delta: self.delta,
             seeding: match self.seeding.as_str() {
                 "min-hash" => Seeding::MinHash,
+                "left-hash" => Seeding::LeftHash,
                 "self-hash" => Seeding::SelfHash,
-                _ => Seeding::LeftHash,
+                _ => Seeding::LeftHash4,
             },
         };
         kgw.validate().map_err(anyhow::Error::msg)?;
@@ -74,7 +76,9 @@ pub(crate) fn detect(a: DetectArgs) -> Result<()> {
         );
     };
     let mut rows = Vec::new();
-    println!("| text | tokens scored | green | z | p |\n|---|---|---|---|---|");
+    println!(
+        "| text | tokens scored | green | z | p (normal) | p (exact, over keys) |\n|---|---|---|---|---|---|"
+    );
     for f in &a.files {
         let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
         let parts: Vec<(String, &[u8])> = if a.lines {
@@ -90,15 +94,15 @@ pub(crate) fn detect(a: DetectArgs) -> Result<()> {
         for (name, text) in parts {
             let s = oxgen_train::watermark::detect(&kgw, tok, text, &name)?;
             println!(
-                "| {name} | {} | {} | {:.4} | {:.3e} |",
-                s.tokens, s.green, s.z, s.p
+                "| {name} | {} | {} | {:.4} | {:.3e} | {:.3e} |",
+                s.tokens, s.green, s.z, s.p, s.p_exact
             );
-            let mut row = serde_json::json!({"text": name, "tokens": s.tokens, "green": s.green, "z": s.z, "p": s.p});
+            let mut row = serde_json::json!({"text": name, "tokens": s.tokens, "green": s.green, "z": s.z, "p": s.p, "p_exact": s.p_exact});
             if let Some(w) = a.window {
                 let tokens = oxgen_train::watermark::tokens_of(tok, text);
                 if let Some((best, span)) = kgw.detect_windowed(&tokens, tok.vocab(), w) {
                     println!(
-                        "|   best span: tokens {}..{} | {} | {} | {:.4} | {:.3e} (uncorrected) |",
+                        "|   best span: tokens {}..{} | {} | {} | {:.4} | {:.3e} (uncorrected) | |",
                         span.start, span.end, best.tokens, best.green, best.z, best.p
                     );
                     row["window"] = serde_json::json!({"start": span.start, "end": span.end, "tokens": best.tokens, "green": best.green, "z": best.z});
@@ -162,6 +166,14 @@ pub(crate) fn watermark_eval(a: WatermarkEvalArgs) -> Result<()> {
         r.negatives, a.windows, a.plain, r.false_positives, r.fpr_at_4, r.ks_d, r.ks_p
     );
     println!(
+        "  the same texts, a key per text: z ≥ 4 in {}; KS p of normal p-values {:.3}, of randomised exact ones D = {:.4}, p = {:.3} (one key: {:.2e})",
+        r.key_per_text.false_positives,
+        r.key_per_text.ks_p,
+        r.key_per_text.ks_d_exact,
+        r.key_per_text.ks_p_exact,
+        r.ks_p_exact
+    );
+    println!(
         "positives: {} watermarked samples of {} tokens ({:.1} scored on average): {:.2}% at z ≥ 4",
         r.positives,
         a.length,
@@ -171,8 +183,26 @@ pub(crate) fn watermark_eval(a: WatermarkEvalArgs) -> Result<()> {
     for (l, t) in &r.tpr_by_length {
         println!("  length {l}: {:.2}% at z ≥ 4", 100.0 * t);
     }
+    let q = &r.quality;
     println!(
-        "wrote {}/calibration.png, power.png and report.json",
+        "quality: NLL under the unwatermarked model, nats per token: unwatermarked samples {:.4}, watermarked {:.4} ({:+.4}), the human text {:.4}",
+        q.plain_nll,
+        q.marked_nll,
+        q.marked_nll - q.plain_nll,
+        q.human_nll
+    );
+    println!("| attack | share attacked | detected at z ≥ 4 | mean z |\n|---|---|---|---|");
+    for a in &r.attacks {
+        println!(
+            "| {} | {:.0}% | {:.1}% | {:.2} |",
+            a.attack,
+            100.0 * a.rate,
+            100.0 * a.tpr_at_4,
+            a.mean_z
+        );
+    }
+    println!(
+        "wrote {}/calibration.png, power.png, attacks.png and report.json",
         a.out.display()
     );
     Ok(())

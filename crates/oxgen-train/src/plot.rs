@@ -135,7 +135,8 @@ pub fn panels_over(
     let x1 = series
         .iter()
         .flat_map(|(_, p)| p.iter().map(|q| q.0))
-        .fold(1.0f64, f64::max);
+        .fold(0.0f64, f64::max);
+    let x1 = if x1 > 0.0 { x1 } else { 1.0 };
     for (area, (name, pts)) in root.split_evenly((series.len(), 1)).iter().zip(&series) {
         let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
         let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);

@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use super::attack::{AttackRow, QualityCost, attack_all, mean_nll};
 use super::tokens_of;
 use crate::ar::{ArRun, Codec};
 use crate::{Error, Result};
@@ -32,6 +33,8 @@ pub struct EvalConfig {
     pub temperature: f32,
     /// Seed of the windows and samples.
     pub seed: u64,
+    /// Watermarked texts attacked (the first ones).
+    pub attacked: usize,
 }
 
 impl Default for EvalConfig {
@@ -44,6 +47,7 @@ impl Default for EvalConfig {
             max_length: 400,
             temperature: 1.0,
             seed: 0,
+            attacked: 500,
         }
     }
 }
@@ -57,10 +61,15 @@ pub struct EvalReport {
     pub false_positives: usize,
     /// Their share (the normal tail gives 3.2e-5).
     pub fpr_at_4: f64,
-    /// Kolmogorov–Smirnov statistic of the negatives' p-values against Uniform(0, 1).
+    /// Kolmogorov–Smirnov statistic of the negatives' normal p-values against Uniform(0, 1).
     pub ks_d: f64,
     /// Its asymptotic p-value.
     pub ks_p: f64,
+    /// The KS p of the negatives' randomised exact p-values, under the one key.
+    pub ks_p_exact: f64,
+    /// The same negatives, each scored under its own key derived from the key: the null over
+    /// keys, which the binomial p-value is exact for.
+    pub key_per_text: KeyPerText,
     /// Watermarked samples scored at `length`.
     pub positives: usize,
     /// Share of them with z ≥ 4.
@@ -69,6 +78,29 @@ pub struct EvalReport {
     pub mean_scored: f64,
     /// (length, share with z ≥ 4) of the watermarked samples' prefixes.
     pub tpr_by_length: Vec<(usize, f64)>,
+    /// Detection after each attack (on up to `attacked` watermarked texts of `length`).
+    pub attacks: Vec<AttackRow>,
+    /// The quality cost: NLL under the unwatermarked model.
+    pub quality: QualityCost,
+}
+
+/// The negatives scored each under its own key.
+#[derive(Clone, Debug, Serialize)]
+pub struct KeyPerText {
+    /// Of them, with z ≥ 4.
+    pub false_positives: usize,
+    /// KS p of their normal p-values.
+    pub ks_p: f64,
+    /// KS statistic of their randomised exact p-values.
+    pub ks_d_exact: f64,
+    /// Its asymptotic p-value.
+    pub ks_p_exact: f64,
+}
+
+/// The randomised exact p-value P(X > s) + U·P(X = s) under the null over keys: exactly
+/// uniform on (0, 1) for U uniform, when the key is random and did not make the text.
+pub fn randomised_p(score: &Score, u: f64) -> f64 {
+    (score.p_exact - score.p_exact_point + u * score.p_exact_point).clamp(0.0, 1.0)
 }
 
 /// The asymptotic Kolmogorov distribution's tail P(K ≥ λ) = 2 Σ_{k≥1} (−1)^{k−1} e^{−2k²λ²}.
@@ -162,10 +194,10 @@ pub fn evaluate(
         )));
     }
     let mut rng = StdRng::seed_from_u64(config.seed ^ 0x77);
-    let mut negatives: Vec<Score> = (0..config.windows)
+    let mut texts: Vec<Vec<u32>> = (0..config.windows)
         .map(|_| {
             let at = rng.random_range(0..=human.len() - config.length);
-            kgw.detect(&human[at..at + config.length], vocab)
+            human[at..at + config.length].to_vec()
         })
         .collect();
     let starts: Vec<u32> = human
@@ -177,7 +209,7 @@ pub fn evaluate(
         temperature: config.temperature,
         ..DecodeOptions::default()
     };
-    let plain = samples(
+    texts.extend(samples(
         run,
         config.plain,
         config.length,
@@ -185,8 +217,19 @@ pub fn evaluate(
         &starts,
         config.seed,
         device,
-    );
-    negatives.extend(plain.iter().map(|t| kgw.detect(t, vocab)));
+    ));
+    let negatives: Vec<Score> = texts.iter().map(|t| kgw.detect(t, vocab)).collect();
+    let own: Vec<Score> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let k = Kgw {
+                key: kgw.key.derive(i as u64),
+                ..kgw.clone()
+            };
+            k.detect(t, vocab)
+        })
+        .collect();
     let marked_opts = DecodeOptions {
         watermark: Some(kgw.clone()),
         ..plain_opts
@@ -200,9 +243,25 @@ pub fn evaluate(
         config.seed ^ 0x5EED,
         device,
     );
-    let false_positives = negatives.iter().filter(|s| s.z >= 4.0).count();
+    let fp = |s: &[Score]| s.iter().filter(|s| s.z >= 4.0).count();
+    let false_positives = fp(&negatives);
     let pvals: Vec<f64> = negatives.iter().map(|s| s.p).collect();
     let (ks_d, ks_p) = ks_uniform(&pvals);
+    let mut urng = StdRng::seed_from_u64(config.seed ^ 0xC0FFEE);
+    let mut exact = |s: &[Score]| -> Vec<f64> {
+        s.iter()
+            .map(|x| randomised_p(x, urng.random::<f64>()))
+            .collect()
+    };
+    let exact_fixed = exact(&negatives);
+    let exact_own = exact(&own);
+    let (ks_d_exact, ks_p_exact) = ks_uniform(&exact_own);
+    let key_per_text = KeyPerText {
+        false_positives: fp(&own),
+        ks_p: ks_uniform(&own.iter().map(|s| s.p).collect::<Vec<_>>()).1,
+        ks_d_exact,
+        ks_p_exact,
+    };
     let at = |len: usize| -> Vec<Score> {
         marked
             .iter()
@@ -216,36 +275,65 @@ pub fn evaluate(
         .filter(|&l| l <= config.max_length)
         .collect();
     let tpr_by_length: Vec<(usize, f64)> = lengths.iter().map(|&l| (l, tpr(&at(l)))).collect();
+    let cut: Vec<Vec<u32>> = marked
+        .iter()
+        .map(|t| t[..(config.length + 1).min(t.len())].to_vec())
+        .collect();
+    let n_att = config.attacked.min(cut.len());
+    let attacks = attack_all(
+        &run.model,
+        kgw,
+        &cut[..n_att],
+        vocab,
+        config.seed ^ 0xA77,
+        device,
+    );
+    let quality = QualityCost {
+        plain_nll: mean_nll(&run.model, &texts[config.windows..], device),
+        marked_nll: mean_nll(&run.model, &cut, device),
+        human_nll: mean_nll(&run.model, &texts[..config.windows], device),
+    };
     let report = EvalReport {
         negatives: negatives.len(),
         false_positives,
         fpr_at_4: false_positives as f64 / negatives.len().max(1) as f64,
         ks_d,
         ks_p,
+        ks_p_exact: ks_uniform(&exact_fixed).1,
+        key_per_text,
         positives: main.len(),
         tpr_at_4: tpr(&main),
         mean_scored: main.iter().map(|s| s.tokens as f64).sum::<f64>() / main.len().max(1) as f64,
         tpr_by_length,
+        attacks,
+        quality,
     };
     std::fs::create_dir_all(out).map_err(|e| Error::io("output folder", out, e))?;
-    let bins = 20;
-    let mut hist = vec![0usize; bins];
-    for p in &pvals {
-        hist[((p * bins as f64) as usize).min(bins - 1)] += 1;
-    }
-    let hist: Vec<(f64, f64)> = hist
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| ((i as f64 + 0.5) / bins as f64, c as f64))
-        .collect();
+    let histogram = |p: &[f64]| -> Vec<(f64, f64)> {
+        let bins = 20;
+        let mut hist = vec![0usize; bins];
+        for p in p {
+            hist[((p * bins as f64) as usize).min(bins - 1)] += 1;
+        }
+        hist.iter()
+            .enumerate()
+            .map(|(i, &c)| ((i as f64 + 0.5) / bins as f64, c as f64))
+            .collect()
+    };
     crate::plot::panels_over(
         &out.join("calibration.png"),
         &format!(
-            "KGW calibration: {} unwatermarked texts, z ≥ 4 in {}, KS p = {:.3}",
-            report.negatives, report.false_positives, report.ks_p
+            "{} texts; one key: KS p {:.1e}; a key each: exact KS p {:.3}",
+            report.negatives, report.ks_p, report.key_per_text.ks_p_exact
         ),
         "one-sided p-value (20 bins)",
-        &[("texts per bin (flat: calibrated)", hist)],
+        &[
+            ("one key: normal p, texts per bin", histogram(&pvals)),
+            (
+                "a key per text: randomised exact p (flat: calibrated)",
+                histogram(&exact_own),
+            ),
+        ],
     )?;
     let curve: Vec<(f64, f64)> = report
         .tpr_by_length
@@ -260,6 +348,30 @@ pub fn evaluate(
         ),
         "tokens generated (T)",
         &[("watermarked samples with z ≥ 4", curve)],
+    )?;
+    let series = |name: &'static str| -> Vec<(f64, f64)> {
+        report
+            .attacks
+            .iter()
+            .filter(|r| r.attack == name)
+            .map(|r| (r.rate, r.tpr_at_4))
+            .collect()
+    };
+    crate::plot::panels_over(
+        &out.join("attacks.png"),
+        &format!(
+            "{:?}: {} texts of {}, share detected at z ≥ 4",
+            kgw.seeding, n_att, config.length
+        ),
+        "share of tokens attacked",
+        &[
+            ("random substitutions", series("substitution")),
+            ("random deletions", series("deletion")),
+            (
+                "paraphrase: spans resampled by the plain model",
+                series("paraphrase"),
+            ),
+        ],
     )?;
     std::fs::write(
         out.join("report.json"),

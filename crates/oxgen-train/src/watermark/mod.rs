@@ -1,6 +1,7 @@
 //! Watermark keys from files, and KGW detection on text with a run's tokenizer (see
 //! `oxgen_models::ar::watermark` for the scheme and the statistics).
 
+pub mod attack;
 pub mod eval;
 
 use std::path::Path;
