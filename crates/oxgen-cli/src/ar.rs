@@ -95,10 +95,11 @@ pub(crate) fn sample(a: SampleArgs) -> Result<()> {
         stop,
         seed: a.sampling.seed.unwrap_or(0),
         exact_window: t.exact_window,
-        watermark: match &t.watermark {
-            Some(_) => Some(t.kgw.kgw()?),
-            None => None,
-        },
+        ..Default::default()
+    };
+    let options = match &t.watermark {
+        Some(name) => t.kgw.named(name)?.options(options),
+        None => options,
     };
     // One draw streams token by token; several are drawn at once, one batch through the model
     // (draw i has seed + i either way).

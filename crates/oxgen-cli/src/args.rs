@@ -470,8 +470,9 @@ pub(crate) struct TextSamplingArgs {
     /// in the class, cached in --out) for class-conditional diffusion runs.
     #[arg(long)]
     pub(crate) reward: Option<String>,
-    /// Watermark every token: `kgw` (Kirchenbauer et al., 2023), keyed by --key.
-    #[arg(long, requires = "key", value_parser = ["kgw"])]
+    /// Watermark every token, keyed by --key: `kgw` (Kirchenbauer et al., 2023: δ on a green
+    /// list) or `tournament` (SynthID-Text's tournament sampling, distortion-free; --layers).
+    #[arg(long, requires = "key", value_parser = ["kgw", "tournament"])]
     pub(crate) watermark: Option<String>,
     #[command(flatten)]
     pub(crate) kgw: crate::detect::KgwArgs,

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use oxgen_models::ar::watermark::{Kgw, Seeding};
+use oxgen_models::ar::watermark::{Kgw, Seeding, Tournament};
+use oxgen_train::watermark::Scheme;
 
 /// The watermark's key and parameters.
 #[derive(Args)]
@@ -23,6 +24,13 @@ pub(crate) struct KgwArgs {
     /// of the last four) or self-hash (of the last three and the candidate).
     #[arg(long, default_value = "left-hash-4", value_parser = ["left-hash", "left-hash-4", "min-hash", "self-hash"])]
     pub(crate) seeding: String,
+    /// The scheme `oxgen detect` and `oxgen watermark-eval` test for: kgw, or tournament
+    /// (SynthID-Text's tournament sampling, distortion-free).
+    #[arg(long, default_value = "kgw", value_parser = ["kgw", "tournament"])]
+    pub(crate) scheme: String,
+    /// Tournament layers (SynthID uses 30).
+    #[arg(long, default_value_t = 30)]
+    pub(crate) layers: usize,
 }
 
 impl KgwArgs {
@@ -41,6 +49,26 @@ impl KgwArgs {
         };
         kgw.validate().map_err(anyhow::Error::msg)?;
         Ok(kgw)
+    }
+
+    /// The watermark named `name` (kgw or tournament) with these flags.
+    pub(crate) fn named(&self, name: &str) -> Result<Scheme> {
+        let kgw = self.kgw()?;
+        if name != "tournament" {
+            return Ok(Scheme::Kgw(kgw));
+        }
+        let t = Tournament {
+            key: kgw.key,
+            layers: self.layers,
+            seeding: kgw.seeding,
+        };
+        t.validate().map_err(anyhow::Error::msg)?;
+        Ok(Scheme::Tournament(t))
+    }
+
+    /// The watermark `--scheme` names.
+    pub(crate) fn scheme(&self) -> Result<Scheme> {
+        self.named(&self.scheme)
     }
 }
 
@@ -67,7 +95,7 @@ pub(crate) struct DetectArgs {
 }
 
 pub(crate) fn detect(a: DetectArgs) -> Result<()> {
-    let kgw = a.kgw.kgw()?;
+    let scheme = a.kgw.scheme()?;
     let run = oxgen_train::ar::load_ar(&a.tokenizer, &burn::tensor::Device::flex())?;
     let oxgen_train::ar::Codec::Text(tok) = &run.codec else {
         anyhow::bail!(
@@ -92,13 +120,13 @@ pub(crate) fn detect(a: DetectArgs) -> Result<()> {
             vec![(f.display().to_string(), &bytes[..])]
         };
         for (name, text) in parts {
-            let s = oxgen_train::watermark::detect(&kgw, tok, text, &name)?;
+            let s = oxgen_train::watermark::detect(&scheme, tok, text, &name)?;
             println!(
                 "| {name} | {} | {} | {:.4} | {:.3e} | {:.3e} |",
                 s.tokens, s.green, s.z, s.p, s.p_exact
             );
             let mut row = serde_json::json!({"text": name, "tokens": s.tokens, "green": s.green, "z": s.z, "p": s.p, "p_exact": s.p_exact});
-            if let Some(w) = a.window {
+            if let (Some(w), Scheme::Kgw(kgw)) = (a.window, &scheme) {
                 let tokens = oxgen_train::watermark::tokens_of(tok, text);
                 if let Some((best, span)) = kgw.detect_windowed(&tokens, tok.vocab(), w) {
                     println!(
@@ -148,7 +176,7 @@ pub(crate) struct WatermarkEvalArgs {
 }
 
 pub(crate) fn watermark_eval(a: WatermarkEvalArgs) -> Result<()> {
-    let kgw = a.kgw.kgw()?;
+    let scheme = a.kgw.scheme()?;
     let device = burn::tensor::Device::flex();
     let run = oxgen_train::ar::load_ar(&a.ckpt, &device)?;
     let text = std::fs::read(&a.text).with_context(|| format!("reading {}", a.text.display()))?;
@@ -160,7 +188,7 @@ pub(crate) fn watermark_eval(a: WatermarkEvalArgs) -> Result<()> {
         seed: a.seed,
         ..Default::default()
     };
-    let r = oxgen_train::watermark::eval::evaluate(&run, &kgw, &text, &config, &a.out, &device)?;
+    let r = oxgen_train::watermark::eval::evaluate(&run, &scheme, &text, &config, &a.out, &device)?;
     println!(
         "negatives: {} ({} windows, {} unwatermarked samples); z ≥ 4 in {} (rate {:.2e}; the normal tail: 3.2e-5); KS D = {:.4}, p = {:.3}",
         r.negatives, a.windows, a.plain, r.false_positives, r.fpr_at_4, r.ks_d, r.ks_p

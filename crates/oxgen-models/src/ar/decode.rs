@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::gpt::{Gpt, KvCache};
-use super::watermark::Kgw;
+use super::watermark::{Kgw, Tournament};
 
 /// How to pick each next token. Every field has a default (see `Default`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,6 +41,11 @@ pub struct DecodeOptions {
     /// before the choice, greedy or sampled. Never serialised: the key stays out of configs.
     #[serde(skip)]
     pub watermark: Option<Kgw>,
+    /// Tournament sampling (SynthID-Text; see [`super::watermark::Tournament`]) on the sampling
+    /// distribution after temperature, top-k and top-p. Greedy decoding has nothing to choose
+    /// between and is left unmarked. Never serialised.
+    #[serde(skip)]
+    pub tournament: Option<Tournament>,
 }
 
 impl Default for DecodeOptions {
@@ -55,6 +60,7 @@ impl Default for DecodeOptions {
             seed: 0,
             exact_window: false,
             watermark: None,
+            tournament: None,
         }
     }
 }
@@ -100,6 +106,9 @@ pub fn pick(logits: &mut [f32], history: &[u32], o: &DecodeOptions, rng: &mut St
             .map_or(probs.len(), |i| i + 1);
         order.truncate(keep);
         probs.truncate(keep);
+    }
+    if let Some(t) = &o.tournament {
+        t.reweight(&order, &mut probs, history);
     }
     let mut u = rng.random::<f64>() * probs.iter().sum::<f64>();
     for (i, p) in order.iter().zip(&probs) {

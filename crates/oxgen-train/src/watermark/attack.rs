@@ -3,11 +3,12 @@
 //! of watermarked against unwatermarked samples under the unwatermarked model.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use oxgen_models::ar::watermark::Kgw;
 use oxgen_models::ar::{DecodeOptions, Gpt, generate_rows};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+
+use super::Scheme;
 
 /// Tokens each paraphrased span resamples.
 pub const SPAN: usize = 10;
@@ -130,7 +131,7 @@ pub fn mean_nll(model: &Gpt, texts: &[Vec<u32>], device: &Device) -> f64 {
 /// length, vocabulary `vocab`).
 pub fn attack_all(
     model: &Gpt,
-    kgw: &Kgw,
+    scheme: &Scheme,
     marked: &[Vec<u32>],
     vocab: usize,
     seed: u64,
@@ -138,7 +139,7 @@ pub fn attack_all(
 ) -> Vec<AttackRow> {
     let mut rows = Vec::new();
     let mut row = |attack: &'static str, rate: f64, texts: &[Vec<u32>]| {
-        let scores: Vec<f64> = texts.iter().map(|t| kgw.detect(t, vocab).z).collect();
+        let scores: Vec<f64> = texts.iter().map(|t| scheme.score(t, vocab).z).collect();
         rows.push(AttackRow {
             attack,
             rate,

@@ -5,14 +5,14 @@
 use std::path::Path;
 
 use burn::tensor::Device;
-use oxgen_models::ar::watermark::{Kgw, Score};
+use oxgen_models::ar::watermark::Score;
 use oxgen_models::ar::{DecodeOptions, generate_rows};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::attack::{AttackRow, QualityCost, attack_all, mean_nll};
-use super::tokens_of;
+use super::{Scheme, tokens_of};
 use crate::ar::{ArRun, Codec};
 use crate::{Error, Result};
 
@@ -167,13 +167,13 @@ fn samples(
     out
 }
 
-/// Measures `kgw` with the text run `run`: `config.windows` windows of `text` and
+/// Measures `scheme` with the text run `run`: `config.windows` windows of `text` and
 /// `config.plain` unwatermarked samples are the negatives, `config.marked` watermarked samples
 /// the positives; writes `calibration.png` (the negatives' p-value histogram), `power.png`
 /// (TPR at z ≥ 4 against length) and `report.json` into `out`.
 pub fn evaluate(
     run: &ArRun,
-    kgw: &Kgw,
+    scheme: &Scheme,
     text: &[u8],
     config: &EvalConfig,
     out: &Path,
@@ -218,22 +218,17 @@ pub fn evaluate(
         config.seed,
         device,
     ));
-    let negatives: Vec<Score> = texts.iter().map(|t| kgw.detect(t, vocab)).collect();
+    let negatives: Vec<Score> = texts.iter().map(|t| scheme.score(t, vocab)).collect();
     let own: Vec<Score> = texts
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            let k = Kgw {
-                key: kgw.key.derive(i as u64),
-                ..kgw.clone()
-            };
-            k.detect(t, vocab)
+            scheme
+                .with_key(scheme.key().derive(i as u64))
+                .score(t, vocab)
         })
         .collect();
-    let marked_opts = DecodeOptions {
-        watermark: Some(kgw.clone()),
-        ..plain_opts
-    };
+    let marked_opts = scheme.options(plain_opts);
     let marked = samples(
         run,
         config.marked,
@@ -265,7 +260,7 @@ pub fn evaluate(
     let at = |len: usize| -> Vec<Score> {
         marked
             .iter()
-            .map(|t| kgw.detect(&t[..(len + 1).min(t.len())], vocab))
+            .map(|t| scheme.score(&t[..(len + 1).min(t.len())], vocab))
             .collect()
     };
     let tpr = |s: &[Score]| s.iter().filter(|x| x.z >= 4.0).count() as f64 / s.len().max(1) as f64;
@@ -282,7 +277,7 @@ pub fn evaluate(
     let n_att = config.attacked.min(cut.len());
     let attacks = attack_all(
         &run.model,
-        kgw,
+        scheme,
         &cut[..n_att],
         vocab,
         config.seed ^ 0xA77,
@@ -342,10 +337,7 @@ pub fn evaluate(
         .collect();
     crate::plot::panels_over(
         &out.join("power.png"),
-        &format!(
-            "KGW power: γ = {}, δ = {}, {:?}",
-            kgw.gamma, kgw.delta, kgw.seeding
-        ),
+        &format!("power: {}", scheme.describe()),
         "tokens generated (T)",
         &[("watermarked samples with z ≥ 4", curve)],
     )?;
@@ -360,8 +352,10 @@ pub fn evaluate(
     crate::plot::panels_over(
         &out.join("attacks.png"),
         &format!(
-            "{:?}: {} texts of {}, share detected at z ≥ 4",
-            kgw.seeding, n_att, config.length
+            "{}: {} texts of {}",
+            scheme.describe(),
+            n_att,
+            config.length
         ),
         "share of tokens attacked",
         &[

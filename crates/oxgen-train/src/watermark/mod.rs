@@ -6,11 +6,76 @@ pub mod eval;
 
 use std::path::Path;
 
-use oxgen_models::ar::Tokenizer;
-use oxgen_models::ar::watermark::{Kgw, Score, WatermarkKey};
+use oxgen_models::ar::watermark::{Kgw, Score, Tournament, WatermarkKey};
+use oxgen_models::ar::{DecodeOptions, Tokenizer};
 
 use crate::compress::ar::{Unit, units};
 use crate::{Error, Result};
+
+/// A text watermark: KGW's green lists or SynthID's tournament.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scheme {
+    /// KGW (Kirchenbauer et al., 2023).
+    Kgw(Kgw),
+    /// Tournament sampling (Dathathri et al., 2024).
+    Tournament(Tournament),
+}
+
+impl Scheme {
+    /// Tokens of context before the first scored one.
+    pub fn width(&self) -> usize {
+        match self {
+            Scheme::Kgw(k) => k.seeding.width(),
+            Scheme::Tournament(t) => t.seeding.width(),
+        }
+    }
+
+    /// Scores `tokens` in a vocabulary of `vocab`.
+    pub fn score(&self, tokens: &[u32], vocab: usize) -> Score {
+        match self {
+            Scheme::Kgw(k) => k.detect(tokens, vocab),
+            Scheme::Tournament(t) => t.detect(tokens).score,
+        }
+    }
+
+    /// `base` with this watermark on.
+    pub fn options(&self, base: DecodeOptions) -> DecodeOptions {
+        match self {
+            Scheme::Kgw(k) => DecodeOptions {
+                watermark: Some(k.clone()),
+                ..base
+            },
+            Scheme::Tournament(t) => DecodeOptions {
+                tournament: Some(t.clone()),
+                ..base
+            },
+        }
+    }
+
+    /// The same scheme under another key.
+    pub fn with_key(&self, key: WatermarkKey) -> Self {
+        match self {
+            Scheme::Kgw(k) => Scheme::Kgw(Kgw { key, ..k.clone() }),
+            Scheme::Tournament(t) => Scheme::Tournament(Tournament { key, ..t.clone() }),
+        }
+    }
+
+    /// The key.
+    pub fn key(&self) -> WatermarkKey {
+        match self {
+            Scheme::Kgw(k) => k.key,
+            Scheme::Tournament(t) => t.key,
+        }
+    }
+
+    /// A short description (no key).
+    pub fn describe(&self) -> String {
+        match self {
+            Scheme::Kgw(k) => format!("KGW γ = {}, δ = {}, {:?}", k.gamma, k.delta, k.seeding),
+            Scheme::Tournament(t) => format!("tournament, {} layers, {:?}", t.layers, t.seeding),
+        }
+    }
+}
 
 /// Reads a key file: 32 hexadecimal digits (128 bits), surrounding whitespace allowed.
 pub fn read_key(path: &Path) -> Result<WatermarkKey> {
@@ -45,11 +110,11 @@ pub fn tokens_of(tokenizer: &Tokenizer, text: &[u8]) -> Vec<u32> {
         .collect()
 }
 
-/// Scores `text` with `kgw` under `tokenizer`. A text with no token to score (no more than the
-/// seeding's h tokens) is an error, not a z of 0. `name` names it in the error.
-pub fn detect(kgw: &Kgw, tokenizer: &Tokenizer, text: &[u8], name: &str) -> Result<Score> {
+/// Scores `text` with `scheme` under `tokenizer`. A text with no token to score (no more than
+/// the seeding's h tokens) is an error, not a z of 0. `name` names it in the error.
+pub fn detect(scheme: &Scheme, tokenizer: &Tokenizer, text: &[u8], name: &str) -> Result<Score> {
     let tokens = tokens_of(tokenizer, text);
-    let h = kgw.seeding.width();
+    let h = scheme.width();
     if tokens.len() <= h {
         return Err(Error::Config(format!(
             "{name}: {} tokens; the detector needs more than the {h} of context the green lists \
@@ -57,7 +122,7 @@ pub fn detect(kgw: &Kgw, tokenizer: &Tokenizer, text: &[u8], name: &str) -> Resu
             tokens.len()
         )));
     }
-    Ok(kgw.detect(&tokens, tokenizer.vocab()))
+    Ok(scheme.score(&tokens, tokenizer.vocab()))
 }
 
 #[cfg(test)]
@@ -85,12 +150,12 @@ mod tests {
         let e = read_key(&dir.path().join("missing.key")).unwrap_err();
         assert!(matches!(e, Error::NotFound { .. }), "{e}");
 
-        let kgw = Kgw {
+        let kgw = Scheme::Kgw(Kgw {
             key,
             gamma: 0.25,
             delta: 2.0,
             seeding: Seeding::MinHash,
-        };
+        });
         let tok = Tokenizer::chars_of("abcdefgh ");
         let e = detect(&kgw, &tok, b"abcd", "t").unwrap_err();
         assert!(

@@ -14,6 +14,7 @@ mod quality2d;
 mod reliability;
 mod resume;
 mod tune;
+mod watermark;
 mod wgpu_parity;
 
 // As the `oxgen` binary: glibc hands big tensor buffers back to the kernel on every free.

@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use siphasher::sip::SipHasher13;
 
 mod null;
+mod tournament;
 pub use null::{ExactNull, binomial_tail};
+pub use tournament::{Tournament, TournamentScore};
 
 /// A 128-bit watermark key. Its `Debug` form does not show it.
 #[derive(Clone, Copy, PartialEq, Eq)]
