@@ -173,6 +173,10 @@ pub(crate) struct WatermarkEvalArgs {
     /// Seed of the windows and samples.
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
+    /// Also sweep KGW's δ and the tournament's depth on this many samples each: power against
+    /// quality cost, side by side (tradeoff.png).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) tradeoff: usize,
 }
 
 pub(crate) fn watermark_eval(a: WatermarkEvalArgs) -> Result<()> {
@@ -186,6 +190,7 @@ pub(crate) fn watermark_eval(a: WatermarkEvalArgs) -> Result<()> {
         marked: a.marked,
         length: a.length,
         seed: a.seed,
+        tradeoff: a.tradeoff,
         ..Default::default()
     };
     let r = oxgen_train::watermark::eval::evaluate(&run, &scheme, &text, &config, &a.out, &device)?;
@@ -229,8 +234,21 @@ pub(crate) fn watermark_eval(a: WatermarkEvalArgs) -> Result<()> {
             a.mean_z
         );
     }
+    if !r.tradeoff.is_empty() {
+        println!("| scheme | δ or m | detected at z ≥ 4 | NLL | cost |\n|---|---|---|---|---|");
+        for p in &r.tradeoff {
+            println!(
+                "| {} | {} | {:.1}% | {:.4} | {:+.4} |",
+                p.scheme,
+                p.param,
+                100.0 * p.tpr_at_4,
+                p.nll,
+                p.nll_cost
+            );
+        }
+    }
     println!(
-        "wrote {}/calibration.png, power.png, attacks.png and report.json",
+        "wrote {}/calibration.png, power.png, attacks.png (tradeoff.png) and report.json",
         a.out.display()
     );
     Ok(())

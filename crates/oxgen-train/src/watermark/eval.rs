@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::attack::{AttackRow, QualityCost, attack_all, mean_nll};
+use super::tradeoff::{TradeoffPoint, tradeoff};
 use super::{Scheme, tokens_of};
 use crate::ar::{ArRun, Codec};
 use crate::{Error, Result};
@@ -35,6 +36,9 @@ pub struct EvalConfig {
     pub seed: u64,
     /// Watermarked texts attacked (the first ones).
     pub attacked: usize,
+    /// Samples per setting of the power-against-cost sweep (0: no sweep; needs a KGW scheme,
+    /// whose key, γ and seeding the sweep keeps).
+    pub tradeoff: usize,
 }
 
 impl Default for EvalConfig {
@@ -48,6 +52,7 @@ impl Default for EvalConfig {
             temperature: 1.0,
             seed: 0,
             attacked: 500,
+            tradeoff: 0,
         }
     }
 }
@@ -82,6 +87,8 @@ pub struct EvalReport {
     pub attacks: Vec<AttackRow>,
     /// The quality cost: NLL under the unwatermarked model.
     pub quality: QualityCost,
+    /// Power against quality cost, KGW and the tournament side by side (when asked for).
+    pub tradeoff: Vec<TradeoffPoint>,
 }
 
 /// The negatives scored each under its own key.
@@ -134,7 +141,7 @@ pub fn ks_uniform(p: &[f64]) -> (f64, f64) {
 }
 
 /// Draws `n` samples of `length` tokens, each after one token picked from `starts`.
-fn samples(
+pub(crate) fn samples(
     run: &ArRun,
     n: usize,
     length: usize,
@@ -228,7 +235,7 @@ pub fn evaluate(
                 .score(t, vocab)
         })
         .collect();
-    let marked_opts = scheme.options(plain_opts);
+    let marked_opts = scheme.options(plain_opts.clone());
     let marked = samples(
         run,
         config.marked,
@@ -288,6 +295,21 @@ pub fn evaluate(
         marked_nll: mean_nll(&run.model, &cut, device),
         human_nll: mean_nll(&run.model, &texts[..config.windows], device),
     };
+    let tradeoff = match scheme {
+        Scheme::Kgw(k) if config.tradeoff > 0 => tradeoff(
+            run,
+            k,
+            vocab,
+            &starts,
+            config.tradeoff,
+            config.length,
+            &plain_opts,
+            quality.plain_nll,
+            config.seed ^ 0x7AD,
+            device,
+        ),
+        _ => Vec::new(),
+    };
     let report = EvalReport {
         negatives: negatives.len(),
         false_positives,
@@ -302,6 +324,7 @@ pub fn evaluate(
         tpr_by_length,
         attacks,
         quality,
+        tradeoff,
     };
     std::fs::create_dir_all(out).map_err(|e| Error::io("output folder", out, e))?;
     let histogram = |p: &[f64]| -> Vec<(f64, f64)> {
@@ -367,6 +390,27 @@ pub fn evaluate(
             ),
         ],
     )?;
+    if !report.tradeoff.is_empty() {
+        let points = |name: &str| -> Vec<(f64, f64)> {
+            let mut v: Vec<(f64, f64)> = report
+                .tradeoff
+                .iter()
+                .filter(|p| p.scheme == name)
+                .map(|p| (p.nll_cost, p.tpr_at_4))
+                .collect();
+            v.sort_by(|a, b| a.0.total_cmp(&b.0));
+            v
+        };
+        crate::plot::panels_over(
+            &out.join("tradeoff.png"),
+            &format!("power at T = {} against quality cost", config.length),
+            "rise in NLL under the unwatermarked model (nats per token)",
+            &[
+                ("KGW, δ = 0.5, 1, 2, 4: detected", points("kgw")),
+                ("tournament, m = 5, 10, 30: detected", points("tournament")),
+            ],
+        )?;
+    }
     std::fs::write(
         out.join("report.json"),
         serde_json::to_vec_pretty(&report).expect("serializes"),

@@ -3,6 +3,7 @@
 
 pub mod attack;
 pub mod eval;
+pub mod tradeoff;
 
 use std::path::Path;
 

@@ -49,6 +49,7 @@ fn watermark_eval_is_calibrated_powerful_and_plots_its_attacks() {
         length: 100,
         max_length: 100,
         attacked: 40,
+        tradeoff: 20,
         ..Default::default()
     };
     let text = TEXT.repeat(30);
@@ -85,6 +86,13 @@ fn watermark_eval_is_calibrated_powerful_and_plots_its_attacks() {
         assert!(q.plain_nll.is_finite() && q.marked_nll.is_finite(), "{q:?}");
         if name == "kgw" {
             assert!(q.marked_nll > q.plain_nll, "{q:?}");
+            // The sweep: four biases and three depths; a larger δ costs more.
+            assert_eq!(r.tradeoff.len(), 7);
+            let cost = |d: f64| r.tradeoff.iter().find(|p| p.param == d).unwrap().nll_cost;
+            assert!(cost(4.0) > cost(0.5), "{:?}", r.tradeoff);
+            assert!(out.join("tradeoff.png").exists());
+        } else {
+            assert!(r.tradeoff.is_empty());
         }
         println!("{name}: power {}, {q:?}", r.tpr_at_4);
         for png in ["calibration.png", "power.png", "attacks.png"] {
