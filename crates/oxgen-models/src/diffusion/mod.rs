@@ -5,6 +5,7 @@
 //! denoiser folds it back into `[batch, channels, height, width]`.
 
 pub mod embed;
+pub mod invert;
 pub mod mlp;
 pub mod schedule;
 pub mod unet;
@@ -310,8 +311,27 @@ pub fn sample_with(
     device: &Device,
 ) -> Tensor<2> {
     let [c, h, w] = model.shape;
+    let noise = seeded_noise(sample.seed, u32::MAX, n * c * h * w, device);
+    sample_from(model, scheduler, sample, noise, n, labels, device)
+}
+
+/// [`sample_with`] from the initial noise `noise` (a watermarked one, say) instead of the
+/// seeded draw; the seed still drives any noise the sampler adds along the way.
+///
+/// # Shapes
+/// - `noise`: `[n · features]`; returns `[n, features]`.
+pub fn sample_from(
+    model: &Diffusion,
+    scheduler: &mut dyn Scheduler,
+    sample: &SampleConfig,
+    noise: Tensor<1>,
+    n: usize,
+    labels: Option<&[u32]>,
+    device: &Device,
+) -> Tensor<2> {
+    let [c, h, w] = model.shape;
     let features = c * h * w;
-    let mut x = seeded_noise(sample.seed, u32::MAX, n * features, device);
+    let mut x = noise;
     let guided = labels.is_some() && model.null_class().is_some() && sample.guidance != 1.0;
     let labels = labels.map(|l| {
         assert_eq!(l.len(), n, "sample: {} labels for {n} samples", l.len());

@@ -4,6 +4,7 @@
 pub mod attack;
 pub mod eval;
 pub mod tradeoff;
+pub mod treering;
 
 use std::path::Path;
 

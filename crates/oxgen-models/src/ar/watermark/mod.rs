@@ -65,6 +65,12 @@ impl WatermarkKey {
         Self([self.prf(3, i, 0), self.prf(3, i, 1)])
     }
 
+    /// A seed for a keyed random stream of domain `domain` (Tree-Ring's pattern, say): the
+    /// key's own words never leave this type.
+    pub fn stream_seed(&self, domain: u64) -> u64 {
+        self.prf(6, domain, 0)
+    }
+
     /// A key from two words (tests and programs that draw their own).
     pub fn from_words(hi: u64, lo: u64) -> Self {
         Self([hi, lo])
