@@ -137,6 +137,12 @@ pub fn panels_over(
         .flat_map(|(_, p)| p.iter().map(|q| q.0))
         .fold(0.0f64, f64::max);
     let x1 = if x1 > 0.0 { x1 } else { 1.0 };
+    // Negative x (a cost below zero, say) widens the axis to the left.
+    let x0 = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.0))
+        .fold(0.0f64, f64::min);
+    let x0 = if x0 < 0.0 { x0 - 0.05 * (x1 - x0) } else { 0.0 };
     for (area, (name, pts)) in root.split_evenly((series.len(), 1)).iter().zip(&series) {
         let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
         let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
@@ -150,7 +156,7 @@ pub fn panels_over(
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(60)
-            .build_cartesian_2d(0.0..x1, lo - pad..hi + pad)
+            .build_cartesian_2d(x0..x1, lo - pad..hi + pad)
             .map_err(|e| plot_err(path, e))?;
         chart
             .configure_mesh()
