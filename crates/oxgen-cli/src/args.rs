@@ -472,7 +472,9 @@ pub(crate) struct TextSamplingArgs {
     pub(crate) reward: Option<String>,
     /// Watermark every token, keyed by --key: `kgw` (Kirchenbauer et al., 2023: δ on a green
     /// list) or `tournament` (SynthID-Text's tournament sampling, distortion-free; --layers).
-    #[arg(long, requires = "key", value_parser = ["kgw", "tournament"])]
+    /// On a diffusion run: `tree-ring` (Wen et al., 2023: rings in the initial noise's
+    /// spectrum; --radius).
+    #[arg(long, requires = "key", value_parser = ["kgw", "tournament", "tree-ring"])]
     pub(crate) watermark: Option<String>,
     #[command(flatten)]
     pub(crate) kgw: crate::detect::KgwArgs,

@@ -26,8 +26,11 @@ pub(crate) struct KgwArgs {
     pub(crate) seeding: String,
     /// The scheme `oxgen detect` and `oxgen watermark-eval` test for: kgw, or tournament
     /// (SynthID-Text's tournament sampling, distortion-free).
-    #[arg(long, default_value = "kgw", value_parser = ["kgw", "tournament"])]
+    #[arg(long, default_value = "kgw", value_parser = ["kgw", "tournament", "tree-ring"])]
     pub(crate) scheme: String,
+    /// Tree-Ring's pattern radius, in frequency steps (diffusion runs).
+    #[arg(long, default_value_t = 2.0)]
+    pub(crate) radius: f64,
     /// Tournament layers (SynthID uses 30).
     #[arg(long, default_value_t = 30)]
     pub(crate) layers: usize,
@@ -70,6 +73,17 @@ impl KgwArgs {
     pub(crate) fn scheme(&self) -> Result<Scheme> {
         self.named(&self.scheme)
     }
+
+    /// The Tree-Ring watermark of these flags.
+    pub(crate) fn tree_ring(&self) -> Result<oxgen_train::watermark::treering::TreeRing> {
+        let path = self.key.as_ref().context("--key is required")?;
+        let t = oxgen_train::watermark::treering::TreeRing {
+            key: oxgen_train::watermark::read_key(path)?,
+            radius: self.radius,
+        };
+        t.validate().map_err(anyhow::Error::msg)?;
+        Ok(t)
+    }
 }
 
 #[derive(Args)]
@@ -77,8 +91,12 @@ pub(crate) struct DetectArgs {
     #[command(flatten)]
     pub(crate) kgw: KgwArgs,
     /// The run whose tokenizer the text is scored in (the one that sampled it).
-    #[arg(long)]
-    pub(crate) tokenizer: PathBuf,
+    #[arg(long, required_unless_present = "ckpt")]
+    pub(crate) tokenizer: Option<PathBuf>,
+    /// A diffusion run: test `.npy` images for its Tree-Ring watermark (inverting each to its
+    /// noise with the run's DDIM sampler).
+    #[arg(long, conflicts_with = "tokenizer")]
+    pub(crate) ckpt: Option<PathBuf>,
     /// Score each line of each file on its own.
     #[arg(long)]
     pub(crate) lines: bool,
@@ -95,12 +113,19 @@ pub(crate) struct DetectArgs {
 }
 
 pub(crate) fn detect(a: DetectArgs) -> Result<()> {
+    if let Some(ckpt) = &a.ckpt {
+        return detect_images(&a, ckpt);
+    }
     let scheme = a.kgw.scheme()?;
-    let run = oxgen_train::ar::load_ar(&a.tokenizer, &burn::tensor::Device::flex())?;
+    let tokenizer = a
+        .tokenizer
+        .as_ref()
+        .context("--tokenizer or --ckpt is required")?;
+    let run = oxgen_train::ar::load_ar(tokenizer, &burn::tensor::Device::flex())?;
     let oxgen_train::ar::Codec::Text(tok) = &run.codec else {
         anyhow::bail!(
             "{} is not a text run: it has no tokenizer",
-            a.tokenizer.display()
+            tokenizer.display()
         );
     };
     let mut rows = Vec::new();
@@ -152,9 +177,13 @@ pub(crate) struct WatermarkEvalArgs {
     /// A text run (it samples the watermarked and unwatermarked texts; its tokenizer scores).
     #[arg(long)]
     pub(crate) ckpt: PathBuf,
-    /// Human text whose windows are negatives (e.g. the run's own training text).
+    /// Human text whose windows are negatives (e.g. the run's own training text); not used
+    /// with --scheme tree-ring.
+    #[arg(long, required_unless_present = "images")]
+    pub(crate) text: Option<PathBuf>,
+    /// With --scheme tree-ring on a diffusion run: marked and clean samples to draw.
     #[arg(long)]
-    pub(crate) text: PathBuf,
+    pub(crate) images: Option<usize>,
     /// Where calibration.png, power.png and report.json go.
     #[arg(long)]
     pub(crate) out: PathBuf,
@@ -180,10 +209,17 @@ pub(crate) struct WatermarkEvalArgs {
 }
 
 pub(crate) fn watermark_eval(a: WatermarkEvalArgs) -> Result<()> {
+    if a.kgw.scheme == "tree-ring" {
+        return tree_ring_eval(&a);
+    }
     let scheme = a.kgw.scheme()?;
     let device = burn::tensor::Device::flex();
     let run = oxgen_train::ar::load_ar(&a.ckpt, &device)?;
-    let text = std::fs::read(&a.text).with_context(|| format!("reading {}", a.text.display()))?;
+    let path = a
+        .text
+        .as_ref()
+        .context("--text is required for text watermarks")?;
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let config = oxgen_train::watermark::eval::EvalConfig {
         windows: a.windows,
         plain: a.plain,
@@ -251,5 +287,77 @@ pub(crate) fn watermark_eval(a: WatermarkEvalArgs) -> Result<()> {
         "wrote {}/calibration.png, power.png, attacks.png (tradeoff.png) and report.json",
         a.out.display()
     );
+    Ok(())
+}
+
+fn tree_ring_eval(a: &WatermarkEvalArgs) -> Result<()> {
+    let ring = a.kgw.tree_ring()?;
+    let device = burn::tensor::Device::flex();
+    let run = oxgen_train::sample::load_run(&a.ckpt, &device)?;
+    let sample = oxgen_models::SampleConfig {
+        seed: a.seed,
+        ..run.config.sample.clone()
+    };
+    let r = oxgen_train::watermark::images::evaluate_images(
+        &run,
+        &ring,
+        &sample,
+        a.images.unwrap_or(200),
+        &a.out,
+        &device,
+    )?;
+    println!(
+        "Tree-Ring, radius {}: {} marked and {} clean samples, DDIM {} steps both ways",
+        ring.radius, r.n, r.n, sample.steps
+    );
+    println!("| attack | AUC | marked at p < 0.01 | clean at p < 0.01 |\n|---|---|---|---|");
+    for row in &r.attacks {
+        println!(
+            "| {} | {:.4} | {:.1}% | {:.1}% |",
+            row.attack,
+            row.auc,
+            100.0 * row.tpr_at_p01,
+            100.0 * row.fpr_at_p01
+        );
+    }
+    if let (Some(c), Some(m)) = (&r.clean, &r.marked) {
+        println!(
+            "quality: class accuracy {:.2}% clean, {:.2}% marked; FD {:.3} clean, {:.3} marked",
+            100.0 * c.accuracy,
+            100.0 * m.accuracy,
+            c.fd,
+            m.fd
+        );
+    }
+    println!("wrote {}/roc.png and report.json", a.out.display());
+    Ok(())
+}
+
+/// `oxgen detect --ckpt RUN images.npy`: the Tree-Ring test per image.
+fn detect_images(a: &DetectArgs, ckpt: &std::path::Path) -> Result<()> {
+    let ring = a.kgw.tree_ring()?;
+    let device = burn::tensor::Device::flex();
+    let run = oxgen_train::sample::load_run(ckpt, &device)?;
+    let steps = run.config.sample.steps;
+    let mut rows = Vec::new();
+    println!("| image | η | degrees of freedom | p |\n|---|---|---|---|");
+    for f in &a.files {
+        let x = oxgen_train::npy::read_f32(f)?;
+        let scores =
+            oxgen_train::watermark::images::detect_images(&run, &ring, &x, steps, &device)?;
+        for (i, s) in scores.iter().enumerate() {
+            println!(
+                "| {}[{i}] | {:.3} | {} | {:.3e} |",
+                f.display(),
+                s.eta,
+                s.dof,
+                s.p
+            );
+            rows.push(serde_json::json!({"file": f.display().to_string(), "image": i, "eta": s.eta, "dof": s.dof, "p": s.p}));
+        }
+    }
+    if let Some(j) = &a.json {
+        std::fs::write(j, serde_json::to_vec_pretty(&rows)?)?;
+    }
     Ok(())
 }

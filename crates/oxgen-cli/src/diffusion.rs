@@ -90,6 +90,33 @@ pub(crate) fn sample(a: SampleArgs) -> Result<()> {
         );
         return Ok(());
     }
+    if let Some(w) = &a.text.watermark {
+        anyhow::ensure!(
+            w == "tree-ring",
+            "a diffusion run takes --watermark tree-ring; {w} marks text"
+        );
+        let ring = a.text.kgw.tree_ring()?;
+        let labels: Option<Vec<u32>> = run.config.model.num_classes.map(|k| match a.class {
+            Some(c) => vec![c.min(k as u32 - 1); a.n],
+            None => (0..a.n).map(|i| (i % k) as u32).collect(),
+        });
+        let x = oxgen_train::watermark::images::draw_marked(
+            &run,
+            &ring,
+            &s,
+            a.n,
+            labels.as_deref(),
+            &device,
+        )?;
+        oxgen_train::run::write_samples(&a.out, &x, labels.as_deref(), run.manifest.shape, None)?;
+        println!(
+            "wrote {}/samples.png and samples.npy ({} samples with a Tree-Ring watermark of radius {})",
+            a.out.display(),
+            a.n,
+            ring.radius
+        );
+        return Ok(());
+    }
     oxgen_train::sample::sample_to(&run, a.n, a.class, &s, &device, &a.out)?;
     println!(
         "wrote {}/samples.png and samples.npy ({} samples, {:?}, {} steps)",

@@ -8,8 +8,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::{Diffusion, DiffusionConfig};
 use crate::samplers::trailing_timesteps;
 
-/// The initial noise x_T that `steps` η = 0 DDIM steps would take to `x0`, unconditionally
-/// (the null class of a class-conditional model).
+/// The initial noise x_T that `steps` η = 0 DDIM steps would take to `x0`, conditioned on
+/// `labels` where given, else unconditionally (the null class of a class-conditional model).
 ///
 /// # Shapes
 /// - `x0`: `[n, features]`; returns `[n, features]`.
@@ -18,15 +18,20 @@ pub fn ddim_invert(
     config: &DiffusionConfig,
     steps: usize,
     x0: Tensor<2>,
+    labels: Option<&[u32]>,
     device: &Device,
 ) -> Tensor<2> {
     let schedule = config.noise_schedule();
     let mut ts = trailing_timesteps(schedule.len(), steps);
     ts.reverse();
     let [n, _] = x0.dims();
-    let labels = model
-        .null_class()
-        .map(|c| Tensor::<1, Int>::from_data(TensorData::new(vec![c as i64; n], [n]), device));
+    let labels = model.null_class().map(|c| {
+        let v: Vec<i64> = match labels {
+            Some(l) => l.iter().map(|&y| i64::from(y)).collect(),
+            None => vec![c as i64; n],
+        };
+        Tensor::<1, Int>::from_data(TensorData::new(v, [n]), device)
+    });
     // The sampler's last step takes x_{t_0} to the image; its inverse noises the image to t_0
     // with the ε the model sees there.
     let t0 = ts[0];

@@ -3,6 +3,7 @@
 
 pub mod attack;
 pub mod eval;
+pub mod images;
 pub mod tradeoff;
 pub mod treering;
 
