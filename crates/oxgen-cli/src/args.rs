@@ -61,18 +61,20 @@ pub(crate) enum Command {
         after_help = "Examples:\n  oxgen compress --ckpt runs/chars held-out.txt held-out.oxgz\n  oxgen decompress --ckpt runs/chars held-out.oxgz held-out.txt"
     )]
     Compress(crate::compress::CompressArgs),
-    /// Tests text for a KGW watermark: z, the one-sided p-value and the tokens scored, per file
-    /// or per line.
+    /// Tests text for a KGW or tournament watermark (z, the normal and the exact p-value, the
+    /// tokens scored, per file or per line), or a diffusion run's images for Tree-Ring (--ckpt).
     #[command(
-        after_help = "Examples:\n  oxgen sample --ckpt runs/shakespeare -n 4 --watermark kgw --key wm.key --out marked.txt\n  oxgen detect --key wm.key --tokenizer runs/shakespeare --lines marked.txt\n\nA key file holds 32 hexadecimal digits (128 bits), e.g. from `openssl rand -hex 16`."
+        after_help = "Examples:\n  oxgen sample --ckpt runs/shakespeare -n 4 --watermark kgw --key wm.key --out marked.txt\n  oxgen detect --key wm.key --tokenizer runs/shakespeare --lines marked.txt\n  oxgen detect --scheme tournament --key wm.key --tokenizer runs/shakespeare --lines t.txt\n  oxgen detect --key wm.key --ckpt runs/digits marked/samples.npy\n\nA key file holds 32 hexadecimal digits (128 bits), e.g. from `openssl rand -hex 16`."
     )]
     Detect(crate::detect::DetectArgs),
-    /// Measures the KGW watermark with a text run: the false-positive rate at z ≥ 4 on windows
-    /// of a human text and the run's unwatermarked samples (with a p-value histogram and a
-    /// Kolmogorov–Smirnov test), and the share of watermarked samples detected, by length.
+    /// Measures a text watermark (KGW or tournament) with a text run: the false-positive rate
+    /// at z ≥ 4 on windows of a human text and the run's unwatermarked samples (p-value
+    /// histograms and Kolmogorov–Smirnov tests, one key and a key per text), the share of
+    /// watermarked samples detected by length, attacks, and the quality cost; or Tree-Ring with
+    /// a diffusion run (AUC per attack, FD and accuracy).
     #[command(
         name = "watermark-eval",
-        after_help = "Example:\n  oxgen watermark-eval --key wm.key --ckpt runs/shakespeare --text input.txt --out runs/wm-eval"
+        after_help = "Examples:\n  oxgen watermark-eval --key wm.key --ckpt runs/shakespeare --text input.txt --tradeoff 300 --out runs/wm-eval\n  oxgen watermark-eval --scheme tree-ring --key wm.key --ckpt runs/digits --images 200 --out runs/tr"
     )]
     WatermarkEval(crate::detect::WatermarkEvalArgs),
     /// Decompresses what `oxgen compress` wrote, with the same run; refuses another run, a
