@@ -32,8 +32,13 @@ pub const INITIAL_WORDS: usize = 16;
 
 /// The fixed words the stack starts from (a seeded xorshift: they need only look random).
 pub fn initial_words() -> Vec<u32> {
-    let mut s = 0x9E37_79B9_7F4A_7C15u64;
-    (0..INITIAL_WORDS)
+    seeded_words(0x9E37_79B9_7F4A_7C15, INITIAL_WORDS)
+}
+
+/// `n` words from a xorshift seeded with `seed`, none zero: a stack's fixed starting words.
+pub(crate) fn seeded_words(seed: u64, n: usize) -> Vec<u32> {
+    let mut s = seed;
+    (0..n)
         .map(|_| {
             s ^= s << 13;
             s ^= s >> 7;
@@ -134,7 +139,7 @@ pub struct BitsBack {
     pub net_bits: f64,
 }
 
-fn coder_err(e: impl std::fmt::Debug) -> String {
+pub(crate) fn coder_err(e: impl std::fmt::Debug) -> String {
     format!("the ANS coder failed: {e:?}")
 }
 

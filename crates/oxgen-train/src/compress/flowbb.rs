@@ -29,6 +29,8 @@ use indicatif::ProgressBar;
 use oxgen_models::flow::Flow;
 use probability::distribution::Gaussian;
 
+use super::bbans::{BitsBack, coder_err, seeded_words};
+
 /// Sub-bins of one pixel cell: the dequantisation noise's resolution.
 pub const U_BITS: u32 = 12;
 /// The latent grid: δ_z = 2^−Z_BITS.
@@ -47,17 +49,9 @@ type Quantizer = LeakyQuantizer<f64, i32, u32, 32>;
 /// A Gaussian on one of the grids.
 type Model = LeakilyQuantizedDistribution<f64, i32, u32, Gaussian, 32>;
 
-/// The fixed words the stack starts from (a seeded xorshift: they need only look random).
+/// The fixed words the stack starts from.
 pub fn initial_words() -> Vec<u32> {
-    let mut s = 0xD1B5_4A32_D192_ED03u64;
-    (0..INITIAL_WORDS)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 32) as u32 | 1
-        })
-        .collect()
+    seeded_words(0xD1B5_4A32_D192_ED03, INITIAL_WORDS)
 }
 
 /// The grids, for pixels of `levels` levels in [−1, 1].
@@ -227,19 +221,6 @@ impl<'a> Posterior<'a> {
         let (mean, std) = self.next();
         self.eta.push((f64::from(coded) - mean) / std);
     }
-}
-
-/// What coding gave.
-#[derive(Debug)]
-pub struct BitsBack {
-    /// The stack's words.
-    pub words: Vec<u32>,
-    /// Bits beyond the initial words: the net length of the images.
-    pub net_bits: f64,
-}
-
-fn coder_err(e: impl std::fmt::Debug) -> String {
-    format!("the ANS coder failed: {e:?}")
 }
 
 /// Codes images of pixel levels (`[n][features]`, each level in 0..levels) with `flow`, loaded

@@ -25,47 +25,20 @@ pub(crate) fn compress_vae(
 ) -> Result<(Vec<u8>, Summary)> {
     let device = Device::flex();
     let (npy_header, images) = pixel_images(data, name)?;
-    let x: Vec<Vec<f32>> = images
-        .iter()
-        .map(|img| img.iter().map(|&v| level_value(v)).collect())
-        .collect();
+    let x = values(&images);
     let bar = crate::run::progress(opts.progress, 0, images.len());
     let coded =
         deterministic(|| bbans::encode(vae, &images, &x, &bar, &device)).map_err(Error::Config)?;
     bar.finish_and_clear();
-    let header = header_for(Kind::BitsBack, model, 0, data, images.len(), npy_header);
-    let file = header.write(&coded.words);
-    let summary = Summary {
-        symbols: images.len() * 64,
-        symbol: "pixel",
-        input_bytes: data.len(),
-        output_bytes: file.len(),
-        header_bytes: header.size(),
-        model_bits: vae_nll_bits(vae, &x, &device),
-        bound: "negative ELBO",
-        initial_bits: (32 * bbans::INITIAL_WORDS) as f64,
-        model_bytes: model.0,
-        seconds: started.elapsed().as_secs_f64(),
-        baselines: opts.baselines.then(|| baselines(data)),
+    // The negative ELBO: what bits-back coding with the VAE approaches.
+    let bits = mean_bits(&x, &device, |t, s| vae.nll_bound(t, 1, s));
+    let coded = Coded {
+        kind: Kind::BitsBack,
+        words: coded.words,
+        model_bits: (bits, "negative ELBO"),
+        initial_words: bbans::INITIAL_WORDS,
     };
-    Ok((file, summary))
-}
-
-/// The VAE's negative ELBO of `x` in bits, the mean of 8 draws per image (what bits-back
-/// coding approaches).
-fn vae_nll_bits(vae: &oxgen_models::vae::Vae, x: &[Vec<f32>], device: &Device) -> f64 {
-    let n = x.len();
-    if n == 0 {
-        return 0.0;
-    }
-    let flat: Vec<f32> = x.iter().flatten().copied().collect();
-    let t = Tensor::<2>::from_data(TensorData::new(flat, [n, 64]), device);
-    let draws = 8;
-    let nats: f64 = (0..draws)
-        .map(|s| f64::from(vae.nll_bound(t.clone(), 1, s).sum().into_scalar::<f32>()))
-        .sum::<f64>()
-        / draws as f64;
-    nats / std::f64::consts::LN_2
+    Ok(coded.finish(model, data, images.len(), npy_header, opts, started))
 }
 
 /// Dequantisation and local bits-back coding of a `.npy` of digits with `flow` (on the CPU's
@@ -84,49 +57,81 @@ pub(crate) fn compress_flow(
     let coded =
         deterministic(|| flowbb::encode(flow, &images, &bar, &device)).map_err(Error::Config)?;
     bar.finish_and_clear();
-    let header = header_for(Kind::FlowBitsBack, model, 0, data, images.len(), npy_header);
-    let file = header.write(&coded.words);
-    let x: Vec<Vec<f32>> = images
-        .iter()
-        .map(|img| img.iter().map(|&v| level_value(v)).collect())
-        .collect();
-    let summary = Summary {
-        symbols: images.len() * 64,
-        symbol: "pixel",
-        input_bytes: data.len(),
-        output_bytes: file.len(),
-        header_bytes: header.size(),
-        model_bits: flow_nll_bits(flow, &x, &Device::flex()),
-        bound: "dequantised NLL",
-        initial_bits: (32 * flowbb::INITIAL_WORDS) as f64,
-        model_bytes: model.0,
-        seconds: started.elapsed().as_secs_f64(),
-        baselines: opts.baselines.then(|| baselines(data)),
+    // The dequantised NLL: what the flow's coder approaches.
+    let plain = flow.valid();
+    let delta = 2.0 / (plain.levels() as f64 - 1.0);
+    let bits = mean_bits(&values(&images), &Device::flex(), |t, s| {
+        plain.dequantized_nll(t, delta, s)
+    });
+    let coded = Coded {
+        kind: Kind::FlowBitsBack,
+        words: coded.words,
+        model_bits: (bits, "dequantised NLL"),
+        initial_words: flowbb::INITIAL_WORDS,
     };
-    Ok((file, summary))
+    Ok(coded.finish(model, data, images.len(), npy_header, opts, started))
 }
 
-/// The flow's dequantised negative log-likelihood of `x` in bits, the mean of 8 noise draws
-/// per image (what the coder approaches).
-fn flow_nll_bits(flow: &oxgen_models::flow::Flow, x: &[Vec<f32>], device: &Device) -> f64 {
+/// The pixel values of images of levels.
+fn values(images: &[Vec<u32>]) -> Vec<Vec<f32>> {
+    images
+        .iter()
+        .map(|img| img.iter().map(|&v| level_value(v)).collect())
+        .collect()
+}
+
+/// The mean over 8 draws of a per-image bound in nats (`bound(x, seed)`, `[n]`), summed over
+/// the images of `x`, in bits.
+fn mean_bits(x: &[Vec<f32>], device: &Device, bound: impl Fn(Tensor<2>, u64) -> Tensor<1>) -> f64 {
     let n = x.len();
     if n == 0 {
         return 0.0;
     }
-    let flow = flow.valid();
     let flat: Vec<f32> = x.iter().flatten().copied().collect();
     let t = Tensor::<2>::from_data(TensorData::new(flat, [n, 64]), device);
-    let delta = 2.0 / (flow.levels() as f64 - 1.0);
     let draws = 8;
     let nats: f64 = (0..draws)
-        .map(|s| {
-            f64::from(
-                flow.dequantized_nll(t.clone(), delta, s)
-                    .sum()
-                    .into_scalar::<f32>(),
-            )
-        })
+        .map(|s| f64::from(bound(t.clone(), s).sum().into_scalar::<f32>()))
         .sum::<f64>()
         / draws as f64;
     nats / std::f64::consts::LN_2
+}
+
+/// A latent-variable coder's output, before the header.
+struct Coded {
+    kind: Kind,
+    words: Vec<u32>,
+    /// The model's bound in bits, and its name.
+    model_bits: (f64, &'static str),
+    initial_words: usize,
+}
+
+impl Coded {
+    /// The file and its summary.
+    fn finish(
+        self,
+        model: (u64, u32),
+        data: &[u8],
+        images: usize,
+        npy_header: Vec<u8>,
+        opts: &CompressOptions,
+        started: Instant,
+    ) -> (Vec<u8>, Summary) {
+        let header = header_for(self.kind, model, 0, data, images, npy_header);
+        let file = header.write(&self.words);
+        let summary = Summary {
+            symbols: images * 64,
+            symbol: "pixel",
+            input_bytes: data.len(),
+            output_bytes: file.len(),
+            header_bytes: header.size(),
+            model_bits: self.model_bits.0,
+            bound: self.model_bits.1,
+            initial_bits: (32 * self.initial_words) as f64,
+            model_bytes: model.0,
+            seconds: started.elapsed().as_secs_f64(),
+            baselines: opts.baselines.then(|| baselines(data)),
+        };
+        (file, summary)
+    }
 }

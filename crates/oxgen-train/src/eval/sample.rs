@@ -246,15 +246,22 @@ pub fn draw(
     labels: Option<&[u32]>,
     device: &Device,
 ) -> Result<Vec<f32>> {
-    let x = diffusion::sample(model, config, sample, n, labels, device);
+    host_samples(
+        diffusion::sample(model, config, sample, n, labels, device),
+        "generated samples",
+    )
+}
+
+/// `x` on the host, row-major; a non-finite value is an error naming `context`.
+pub fn host_samples(x: Tensor<2>, context: &str) -> Result<Vec<f32>> {
     let samples: Vec<f32> = x
         .into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
-        .map_err(|e| Error::Config(format!("reading samples back: {e:?}")))?;
+        .map_err(|e| Error::Config(format!("reading {context} back: {e:?}")))?;
     match samples.iter().position(|v| !v.is_finite()) {
         Some(index) => Err(Error::NonFinite {
-            context: "generated samples".into(),
+            context: context.into(),
             index,
         }),
         None => Ok(samples),

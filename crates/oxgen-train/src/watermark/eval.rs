@@ -411,11 +411,7 @@ pub fn evaluate(
             ],
         )?;
     }
-    std::fs::write(
-        out.join("report.json"),
-        serde_json::to_vec_pretty(&report).expect("serializes"),
-    )
-    .map_err(|e| Error::io("report.json", out, e))?;
+    super::write_report(out, &report)?;
     Ok(report)
 }
 

@@ -13,7 +13,7 @@ use oxgen_models::samplers::{self, SchedulerCore};
 use serde::Serialize;
 
 use super::treering::{RingScore, TreeRing, auc};
-use crate::eval::sample::LoadedRun;
+use crate::eval::sample::{LoadedRun, host_samples};
 use crate::{Error, Result};
 
 fn image_dims(run: &LoadedRun) -> Result<[usize; 3]> {
@@ -22,21 +22,6 @@ fn image_dims(run: &LoadedRun) -> Result<[usize; 3]> {
         _ => Err(Error::Config(
             "Tree-Ring marks images; this diffusion run models vectors".into(),
         )),
-    }
-}
-
-fn host(t: Tensor<2>) -> Result<Vec<f32>> {
-    let v: Vec<f32> = t
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::Config(format!("reading images back: {e:?}")))?;
-    match v.iter().position(|x| !x.is_finite()) {
-        Some(index) => Err(Error::NonFinite {
-            context: "watermarked samples".into(),
-            index,
-        }),
-        None => Ok(v),
     }
 }
 
@@ -69,15 +54,18 @@ pub fn draw_marked(
     let mut scheduler = samplers::build(sample.sampler, core, sample.eta);
     scheduler.set_timesteps(sample.steps);
     let noise = Tensor::<1>::from_data(TensorData::new(noise, [n * f]), device);
-    host(diffusion::sample_from(
-        &run.ema,
-        scheduler.as_mut(),
-        sample,
-        noise,
-        n,
-        labels,
-        device,
-    ))
+    host_samples(
+        diffusion::sample_from(
+            &run.ema,
+            scheduler.as_mut(),
+            sample,
+            noise,
+            n,
+            labels,
+            device,
+        ),
+        "watermarked samples",
+    )
 }
 
 /// Scores images (`[n · features]`, values in [−1, 1]) for `ring`: inverts each to its initial
@@ -103,14 +91,10 @@ pub fn detect_images(
     for chunk in images.chunks(256 * f) {
         let m = chunk.len() / f;
         let x = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [m, f]), device);
-        let xt = host(ddim_invert(
-            &run.ema,
-            &run.config.model,
-            steps,
-            x,
-            None,
-            device,
-        ))?;
+        let xt = host_samples(
+            ddim_invert(&run.ema, &run.config.model, steps, x, None, device),
+            "inverted noise",
+        )?;
         scores.extend(
             xt.chunks_exact(f)
                 .map(|img| ring.score(&img[..h * w], h, w)),
@@ -344,11 +328,7 @@ pub fn evaluate_images(
         "false-positive rate (clean samples at or below the threshold on η)",
         &series,
     )?;
-    std::fs::write(
-        out.join("report.json"),
-        serde_json::to_vec_pretty(&report).expect("serializes"),
-    )
-    .map_err(|e| Error::io("report.json", out, e))?;
+    super::write_report(out, &report)?;
     Ok(report)
 }
 

@@ -80,6 +80,15 @@ impl Scheme {
     }
 }
 
+/// Writes a measurement's `report.json` into the folder `out`.
+fn write_report(out: &Path, report: &impl serde::Serialize) -> Result<()> {
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_vec_pretty(report).expect("serializes"),
+    )
+    .map_err(|e| Error::io("report.json", out, e))
+}
+
 /// Reads a key file: 32 hexadecimal digits (128 bits), surrounding whitespace allowed.
 pub fn read_key(path: &Path) -> Result<WatermarkKey> {
     if !path.exists() {

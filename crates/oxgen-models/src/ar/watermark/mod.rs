@@ -364,6 +364,19 @@ impl Kgw {
     }
 }
 
+/// Index drawn from unnormalised `weights` with a uniform `u` in [0, 1) (tests' samplers).
+#[cfg(test)]
+pub(crate) fn draw(weights: &[f64], u: f64) -> usize {
+    let mut u = u * weights.iter().sum::<f64>();
+    for (i, x) in weights.iter().enumerate() {
+        if u < *x {
+            return i;
+        }
+        u -= x;
+    }
+    weights.len() - 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,17 +495,7 @@ mod tests {
                 let mut logits = vec![0.0f32; vocab];
                 w.bias(&mut logits, &text);
                 let weights: Vec<f64> = logits.iter().map(|&l| f64::from(l).exp()).collect();
-                let total: f64 = weights.iter().sum();
-                let mut u = rng.random::<f64>() * total;
-                let mut pick = vocab - 1;
-                for (i, x) in weights.iter().enumerate() {
-                    if u < *x {
-                        pick = i;
-                        break;
-                    }
-                    u -= x;
-                }
-                text.push(pick as u32);
+                text.push(draw(&weights, rng.random::<f64>()) as u32);
                 plain.push(rng.random_range(0..vocab as u32));
             }
             let s = w.detect(&text, vocab);

@@ -208,16 +208,7 @@ mod tests {
             let tokens: Vec<usize> = (0..vocab).collect();
             let mut p = vec![1.0 / vocab as f64; vocab];
             t.reweight(&tokens, &mut p, &text);
-            let mut u = rng.random::<f64>();
-            let mut pick = vocab - 1;
-            for (i, x) in p.iter().enumerate() {
-                if u < *x {
-                    pick = i;
-                    break;
-                }
-                u -= x;
-            }
-            text.push(pick as u32);
+            text.push(super::super::draw(&p, rng.random::<f64>()) as u32);
             plain.push(rng.random_range(0..vocab as u32));
         }
         let s = t.detect(&text);
