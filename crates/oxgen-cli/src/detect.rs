@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use oxgen_models::ar::watermark::{Kgw, Seeding, Tournament};
 use oxgen_train::watermark::Scheme;
+use oxgen_train::watermark::images;
 
 /// The watermark's key and parameters.
 #[derive(Args)]
@@ -34,6 +35,14 @@ pub(crate) struct KgwArgs {
     /// Tournament layers (SynthID uses 30).
     #[arg(long, default_value_t = 30)]
     pub(crate) layers: usize,
+    /// Tree-Ring's inversion of a class-conditional run: predicted (condition on the class the
+    /// evaluation classifier reads, with the sampler's guidance) or null (unconditional).
+    #[arg(long, default_value = "predicted", value_parser = ["predicted", "null"])]
+    pub(crate) invert: String,
+    /// Tree-Ring: fixed-point refinements of each DDIM inversion step (0: the plain
+    /// inversion; each costs one more model evaluation per step).
+    #[arg(long, default_value_t = oxgen_train::watermark::images::REFINE)]
+    pub(crate) refine: usize,
 }
 
 impl KgwArgs {
@@ -72,6 +81,14 @@ impl KgwArgs {
     /// The watermark `--scheme` names.
     pub(crate) fn scheme(&self) -> Result<Scheme> {
         self.named(&self.scheme)
+    }
+
+    /// The labels Tree-Ring's inversion conditions on (`--invert`).
+    pub(crate) fn invert(&self) -> oxgen_train::watermark::images::InvertLabels {
+        match self.invert.as_str() {
+            "null" => oxgen_train::watermark::images::InvertLabels::Null,
+            _ => oxgen_train::watermark::images::InvertLabels::Predicted,
+        }
     }
 
     /// The Tree-Ring watermark of these flags.
@@ -303,12 +320,14 @@ fn tree_ring_eval(a: &WatermarkEvalArgs) -> Result<()> {
         &ring,
         &sample,
         a.images.unwrap_or(200),
+        a.kgw.invert(),
+        a.kgw.refine,
         &a.out,
         &device,
     )?;
     println!(
-        "Tree-Ring, radius {}: {} marked and {} clean samples, DDIM {} steps both ways",
-        ring.radius, r.n, r.n, sample.steps
+        "Tree-Ring, radius {}: {} marked and {} clean samples, DDIM {} steps both ways, inverted with {} labels and {} refinements",
+        ring.radius, r.n, r.n, sample.steps, a.kgw.invert, a.kgw.refine
     );
     println!("| attack | AUC | marked at p < 0.01 | clean at p < 0.01 |\n|---|---|---|---|");
     for row in &r.attacks {
@@ -338,13 +357,22 @@ fn detect_images(a: &DetectArgs, ckpt: &std::path::Path) -> Result<()> {
     let ring = a.kgw.tree_ring()?;
     let device = burn::tensor::Device::flex();
     let run = oxgen_train::sample::load_run(ckpt, &device)?;
-    let steps = run.config.sample.steps;
+    let how = a.kgw.invert();
+    // The classifier that reads each image's class is cached beside the run.
+    let judge = images::inversion_judge(&run, how, &ckpt.join("judge"), &device)?;
     let mut rows = Vec::new();
     println!("| image | η | degrees of freedom | p |\n|---|---|---|---|");
     for f in &a.files {
         let x = oxgen_train::npy::read_f32(f)?;
-        let scores =
-            oxgen_train::watermark::images::detect_images(&run, &ring, &x, steps, &device)?;
+        let labels = images::inversion_labels(judge.as_ref(), how, &x, &device);
+        let scores = images::detect_images(
+            &run,
+            &ring,
+            &x,
+            labels.as_deref(),
+            &images::inversion(&run.config.sample, a.kgw.refine),
+            &device,
+        )?;
         for (i, s) in scores.iter().enumerate() {
             println!(
                 "| {}[{i}] | {:.3} | {} | {:.3e} |",

@@ -142,7 +142,7 @@ fn guided_samples_are_classified_as_their_class_and_tuning_raises_it() {
 /// samples fall below p = 0.01, and the quality of both sides is measured.
 fn tree_ring_on_the_digits_run(base: &Path, device: &Device) {
     use oxgen_models::ar::watermark::WatermarkKey;
-    use oxgen_train::watermark::images::{ATTACKS, evaluate_images};
+    use oxgen_train::watermark::images::{ATTACKS, InvertLabels, evaluate_images};
     use oxgen_train::watermark::treering::TreeRing;
     let run = oxgen_train::sample::load_run(base, device).unwrap();
     let ring = TreeRing {
@@ -150,7 +150,17 @@ fn tree_ring_on_the_digits_run(base: &Path, device: &Device) {
         radius: 2.0,
     };
     let out = base.join("tree-ring");
-    let r = evaluate_images(&run, &ring, &run.config.sample, 60, &out, device).unwrap();
+    let r = evaluate_images(
+        &run,
+        &ring,
+        &run.config.sample,
+        60,
+        InvertLabels::Predicted,
+        oxgen_train::watermark::images::REFINE,
+        &out,
+        device,
+    )
+    .unwrap();
     println!("tree-ring: {:?}", r.attacks);
     assert_eq!(r.attacks.len(), ATTACKS.len());
     assert!(r.attacks[0].auc > 0.75, "{:?}", r.attacks[0]);

@@ -49,23 +49,33 @@ impl Classifier {
         self.layers[2].forward(self.features(x))
     }
 
-    /// The share of rows of `x` (`[n·f]` row-major) classified as `labels`.
-    pub fn accuracy(&self, x: &[f32], labels: &[u32], device: &Device) -> f64 {
-        let n = labels.len();
+    /// The most likely class of each of the `n` rows of `x` (`[n·f]` row-major).
+    pub fn predict(&self, x: &[f32], n: usize, device: &Device) -> Vec<u32> {
+        if n == 0 {
+            return Vec::new();
+        }
         let t = Tensor::<2>::from_data(TensorData::new(x.to_vec(), [n, x.len() / n]), device);
-        let pred: Vec<i64> = self
-            .logits(t)
+        self.logits(t)
             .argmax(1)
             .reshape([n])
             .into_data()
             .convert::<i64>()
             .try_into_vec::<i64>()
-            .expect("i64");
-        pred.iter()
+            .expect("i64")
+            .into_iter()
+            .map(|c| c as u32)
+            .collect()
+    }
+
+    /// The share of rows of `x` (`[n·f]` row-major) classified as `labels`.
+    pub fn accuracy(&self, x: &[f32], labels: &[u32], device: &Device) -> f64 {
+        let n = labels.len();
+        self.predict(x, n, device)
+            .iter()
             .zip(labels)
-            .filter(|(p, y)| **p == **y as i64)
+            .filter(|(p, y)| p == y)
             .count() as f64
-            / n as f64
+            / n.max(1) as f64
     }
 
     /// Features of rows `x` (`[n·f]` row-major) on the host, `[n][FEATURES]` flattened.
