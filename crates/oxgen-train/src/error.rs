@@ -110,6 +110,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A privacy parameter out of range, or a budget that no noise reaches.
+    #[error("privacy: {parameter}: {reason}")]
+    Privacy {
+        /// The parameter at fault (q, sigma, delta, epsilon, …).
+        parameter: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// No device of the kind asked for.
     #[error("device error: {0}")]
     Device(String),

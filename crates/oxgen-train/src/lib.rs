@@ -19,6 +19,7 @@ pub mod interchange;
 pub mod npy;
 pub mod plot;
 pub mod preset;
+pub mod privacy;
 pub mod run;
 pub mod trainer;
 pub mod tune;

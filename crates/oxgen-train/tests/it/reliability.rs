@@ -45,6 +45,7 @@ fn variant(e: &Error) -> &'static str {
         Error::Diverged { .. } => "Diverged",
         Error::Device(_) => "Device",
         Error::Compressed { .. } => "Compressed",
+        Error::Privacy { .. } => "Privacy",
     }
 }
 
