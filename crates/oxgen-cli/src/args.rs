@@ -77,6 +77,10 @@ pub(crate) enum Command {
         after_help = "Examples:\n  oxgen watermark-eval --key wm.key --ckpt runs/shakespeare --text input.txt --tradeoff 300 --out runs/wm-eval\n  oxgen watermark-eval --scheme tree-ring --key wm.key --ckpt runs/digits --images 200 --out runs/tr"
     )]
     WatermarkEval(crate::detect::WatermarkEvalArgs),
+    /// Differential privacy accounting: ε of DP-SGD's noise and sampling (RDP, PRV or GDP), or
+    /// the noise multiplier that reaches a target ε.
+    #[command(subcommand)]
+    Privacy(crate::privacy::PrivacyCommand),
     /// Decompresses what `oxgen compress` wrote, with the same run; refuses another run, a
     /// corrupt or truncated file, and checks the original's CRC-32 before writing.
     Decompress(crate::compress::DecompressArgs),

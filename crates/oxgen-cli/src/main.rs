@@ -31,6 +31,7 @@ mod compress;
 mod detect;
 mod diffusion;
 mod family;
+mod privacy;
 mod tune;
 mod tune_args;
 
@@ -74,6 +75,7 @@ fn main() -> Result<()> {
         Command::Train(Family::Flow(a)) => family::train("flow", a)?,
         Command::Train(Family::Gan(a)) => family::train("gan", a)?,
         Command::Train(Family::Diffusion(a)) => diffusion::train(a)?,
+        Command::Privacy(c) => privacy::run(c)?,
         Command::Tune(TuneMethod::Grpo(a)) => tune::grpo(a)?,
         Command::Tune(TuneMethod::Sft(a)) => tune::sft(a)?,
         Command::Tune(TuneMethod::Merge(a)) => tune::merge(a)?,

@@ -65,7 +65,10 @@ fn prv_matches_opacus() {
         steps: 2249,
     }];
     let e = epsilon(AccountantKind::Prv, &h, 1e-5).unwrap();
-    println!("PRV ε {e}, relative error {:e}", rel(e, 6.777_395_712_150_674));
+    println!(
+        "PRV ε {e}, relative error {:e}",
+        rel(e, 6.777_395_712_150_674)
+    );
     assert!(rel(e, 6.777_395_712_150_674) < 1e-6, "{e}");
     let (lo, mid, hi) = prv::epsilon_bounds(&h, 1e-5, &prv::PrvOptions::default()).unwrap();
     assert!(lo < mid && mid < hi, "{lo} {mid} {hi}");
