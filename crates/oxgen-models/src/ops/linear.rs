@@ -29,12 +29,14 @@ pub fn linear<const D: usize>(x: Tensor<D>, layer: &Linear) -> Tensor<D> {
         && D >= 2
         && k > 0
         && x.dims()[D - 1] == k;
-    if super::take_fused("linear", accepted, &device) && accepted {
+    let y = if super::take_fused("linear", accepted, &device) && accepted {
         *LAST.lock().expect("linear path lock") = Some("cpu-linear");
         let bias = layer.bias.as_ref().expect("checked above").val();
-        super::cpu::linear::cpu_linear(x, layer.weight.val(), bias)
+        super::cpu::linear::cpu_linear(x.clone(), layer.weight.val(), bias)
     } else {
         *LAST.lock().expect("linear path lock") = Some("reference");
-        layer.forward(x)
-    }
+        layer.forward(x.clone())
+    };
+    // Differentially private training records per-sample gradient taps here.
+    super::per_sample::tap_affine(&x, y, layer)
 }

@@ -20,6 +20,7 @@ pub mod gelu;
 pub mod group_norm;
 pub mod layer_norm;
 pub mod linear;
+pub mod per_sample;
 
 /// Which implementation the fused ops use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

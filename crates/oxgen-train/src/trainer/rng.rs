@@ -22,6 +22,8 @@ pub enum Stream {
     Family(u64),
     /// Post-training: prompts and sampling seeds.
     Tune,
+    /// DP-SGD's Poisson sampling and noise.
+    Privacy,
 }
 
 const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -33,6 +35,7 @@ pub fn step_seed(seed: u64, step: usize, stream: Stream) -> u64 {
         Stream::Ar => seed.wrapping_mul(GOLDEN) ^ (step as u64 + 7),
         Stream::Family(k) => seed.wrapping_mul(GOLDEN) ^ ((step as u64) << 8 | k),
         Stream::Tune => seed.wrapping_mul(0xd1b5_4a32_d192_ed03) ^ (step as u64 + 13),
+        Stream::Privacy => seed.wrapping_mul(0x94d0_49bb_1331_11eb) ^ (step as u64 + 29),
     }
 }
 

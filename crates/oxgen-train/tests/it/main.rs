@@ -10,6 +10,7 @@ mod fixtures;
 mod guidance;
 mod interchange;
 mod lora;
+mod privacy;
 mod quality2d;
 mod reliability;
 mod resume;

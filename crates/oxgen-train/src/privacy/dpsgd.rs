@@ -1,0 +1,299 @@
+//! DP-SGD (Abadi et al. 2016) inside the shared training loop: Poisson sampling, per-sample
+//! gradients clipped to norm C (by the taps of [`oxgen_models::ops::per_sample`]), Gaussian
+//! noise of standard deviation σ·C added once per step to the clipped sum, divided by the
+//! expected batch size, then the family's own optimizer.
+//!
+//! ```text
+//! B_t ~ Poisson(q) over the N examples
+//! g̃ = (Σ_{i∈B_t} gᵢ · min(1, C/‖gᵢ‖) + N(0, σ²C²I)) / (qN)
+//! ```
+
+use std::collections::HashSet;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::Tensor;
+use oxgen_models::ops::denoise::seeded_noise;
+use oxgen_models::ops::per_sample::{self, Tap};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{AccountantKind, Ledger, Phase, sigma::sigma_for_epsilon, validate_delta};
+use crate::trainer::StepOutput;
+use crate::trainer::rng::{Stream, step_rng, step_seed};
+use crate::{Error, Result};
+
+/// How batches are drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sampling {
+    /// Each example joins each batch with probability q: what the accountants assume.
+    #[default]
+    Poisson,
+    /// Fixed-size shuffled batches. The accountants' ε assumes Poisson sampling and does not
+    /// strictly hold for these; reports label it.
+    FixedSize,
+}
+
+/// Differentially private training. Give a target `epsilon` (σ is then found, as Opacus's
+/// `make_private_with_epsilon`) or a `sigma`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DpConfig {
+    /// Target ε at the end of training.
+    pub epsilon: Option<f64>,
+    /// δ; must be below 1/N.
+    pub delta: f64,
+    /// Per-sample clipping norm C.
+    pub clip: f64,
+    /// Noise multiplier σ, instead of a target ε.
+    pub sigma: Option<f64>,
+    /// The accountant.
+    pub accountant: AccountantKind,
+    /// Batch sampling.
+    pub sampling: Sampling,
+}
+
+impl Default for DpConfig {
+    fn default() -> Self {
+        DpConfig {
+            epsilon: None,
+            delta: 1e-5,
+            clip: 1.0,
+            sigma: None,
+            accountant: AccountantKind::Rdp,
+            sampling: Sampling::Poisson,
+        }
+    }
+}
+
+/// What a DP run settled on before its first step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DpPlan {
+    /// The config.
+    pub config: DpConfig,
+    /// Sampling rate q = batch size / N.
+    pub q: f64,
+    /// The noise multiplier used.
+    pub sigma: f64,
+    /// Examples N.
+    pub n: usize,
+    /// The ε the accountant gives for the planned steps.
+    pub planned_epsilon: f64,
+}
+
+impl DpConfig {
+    /// Checks the config against `n` examples, batches of `batch` and `steps` steps, and
+    /// settles σ.
+    pub fn plan(&self, n: usize, batch: usize, steps: usize) -> Result<DpPlan> {
+        if !(self.clip > 0.0 && self.clip.is_finite()) {
+            return Err(Error::Privacy {
+                parameter: "clip",
+                reason: format!("the clipping norm must be positive, got {}", self.clip),
+            });
+        }
+        validate_delta(self.delta, Some(n))?;
+        let q = batch as f64 / n as f64;
+        Phase {
+            sigma: 1.0,
+            q,
+            steps: 0,
+        }
+        .validate()?;
+        let sigma = match (self.sigma, self.epsilon) {
+            (Some(s), None) => s,
+            (None, Some(e)) => {
+                sigma_for_epsilon(self.accountant, e, self.delta, q, steps as u64, 0.01)?
+            }
+            (Some(_), Some(_)) => {
+                return Err(Error::Privacy {
+                    parameter: "sigma",
+                    reason: "give a target ε or a noise multiplier σ, not both".into(),
+                });
+            }
+            (None, None) => {
+                return Err(Error::Privacy {
+                    parameter: "epsilon",
+                    reason: "DP training needs a target ε (--dp-epsilon) or σ (--dp-sigma)".into(),
+                });
+            }
+        };
+        let h = [Phase {
+            sigma,
+            q,
+            steps: steps as u64,
+        }];
+        h[0].validate()?;
+        let planned_epsilon = super::epsilon(self.accountant, &h, self.delta)?;
+        Ok(DpPlan {
+            config: self.clone(),
+            q,
+            sigma,
+            n,
+            planned_epsilon,
+        })
+    }
+}
+
+impl DpPlan {
+    /// An empty ledger for this plan.
+    pub fn ledger(&self) -> Ledger {
+        Ledger {
+            accountant: self.config.accountant,
+            delta: self.config.delta,
+            history: Vec::new(),
+        }
+    }
+
+    /// Step `step`'s batch: Poisson with rate q (possibly empty), or `batch` shuffled rows.
+    pub fn batch(&self, seed: u64, step: usize, batch: usize) -> Vec<usize> {
+        match self.config.sampling {
+            Sampling::Poisson => {
+                let mut rng = step_rng(seed, step, Stream::Privacy);
+                (0..self.n)
+                    .filter(|_| rng.random::<f64>() < self.q)
+                    .collect()
+            }
+            Sampling::FixedSize => crate::trainer::rng::batch_indices(self.n, batch, seed, step),
+        }
+    }
+
+    /// The ε the ledger would show after one more step.
+    pub fn epsilon_after_next(&self, ledger: &Ledger) -> Result<f64> {
+        let mut next = ledger.clone();
+        next.step(self.sigma, self.q);
+        next.epsilon()
+    }
+}
+
+/// What one DP step measured.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct DpStats {
+    /// Rows in the batch.
+    pub batch: usize,
+    /// Mean per-sample gradient norm before clipping.
+    pub mean_norm: f64,
+    /// Share of rows clipped.
+    pub clipped: f64,
+}
+
+struct Shapes<'a> {
+    flat: &'a mut Vec<(ParamId, Tensor<1>)>,
+    out: GradientsParams,
+}
+
+impl ModuleVisitor for Shapes<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        if let Some(k) = self.flat.iter().position(|(id, _)| *id == p.id) {
+            let (_, g) = self.flat.swap_remove(k);
+            self.out.register::<D>(p.id, g.reshape(p.val().dims()));
+        }
+    }
+}
+
+struct Untapped<'a> {
+    grads: &'a GradientsParams,
+    tapped: &'a HashSet<ParamId>,
+    missing: Vec<Vec<usize>>,
+}
+
+impl ModuleVisitor for Untapped<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        if self.grads.get::<D>(p.id).is_some() && !self.tapped.contains(&p.id) {
+            self.missing.push(p.val().dims().to_vec());
+        }
+    }
+}
+
+/// One DP-SGD update of `model`. `loss_sum` computes the *sum* of per-sample losses of the
+/// rows `rows` (an empty batch runs on one row with weight 0, so that the step is noise only).
+/// Returns the model, the mean loss, and the step's statistics. A parameter that receives a
+/// gradient but no per-sample tap is refused: nothing trains without privacy.
+#[allow(clippy::too_many_arguments)]
+pub fn dp_update<M: Module>(
+    model: M,
+    optim: &mut ModuleOptimizer,
+    plan: &DpPlan,
+    rows: usize,
+    loss_sum: impl FnOnce(&M) -> Tensor<1>,
+    lr: f64,
+    seed: u64,
+    step: usize,
+) -> Result<(M, StepOutput, DpStats)> {
+    let (loss, taps) = per_sample::record(|| loss_sum(&model));
+    let value = loss.clone().into_scalar::<f32>() as f64 / rows.max(1) as f64;
+    let grads = loss.backward();
+    let tapped: HashSet<ParamId> = taps.iter().flat_map(Tap::params).collect();
+    let c = plan.config.clip;
+    let mut flat: Vec<(ParamId, Tensor<1>)> = Vec::new();
+    let mut stats = DpStats {
+        batch: rows,
+        mean_norm: 0.0,
+        clipped: 0.0,
+    };
+    if let Some(first) = taps.first() {
+        let mut sq = first.sq_norms(&grads);
+        for t in &taps[1..] {
+            sq = sq + t.sq_norms(&grads);
+        }
+        let norms = sq.sqrt();
+        let mut scale = norms
+            .clone()
+            .add_scalar(1e-6)
+            .recip()
+            .mul_scalar(c)
+            .clamp_max(1.0);
+        if rows == 0 {
+            scale = scale.mul_scalar(0.0);
+        } else {
+            let host: Vec<f32> = norms
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap_or_default();
+            stats.mean_norm = host.iter().map(|&v| f64::from(v)).sum::<f64>() / rows as f64;
+            stats.clipped = host.iter().filter(|&&v| f64::from(v) > c).count() as f64 / rows as f64;
+        }
+        for t in &taps {
+            for (id, g) in t.weighted_sum(&grads, &scale) {
+                match flat.iter_mut().find(|(i, _)| *i == id) {
+                    Some((_, acc)) => *acc = acc.clone() + g,
+                    None => flat.push((id, g)),
+                }
+            }
+        }
+    }
+    let plain = GradientsParams::from_grads(grads, &model);
+    let mut check = Untapped {
+        grads: &plain,
+        tapped: &tapped,
+        missing: Vec::new(),
+    };
+    model.visit(&mut check);
+    if !check.missing.is_empty() {
+        return Err(Error::Privacy {
+            parameter: "model",
+            reason: format!(
+                "{} parameter(s) (shapes {:?}) belong to layers with no per-sample gradient support; DP-SGD supports affine (Linear) layers",
+                check.missing.len(),
+                check.missing
+            ),
+        });
+    }
+    // Noise σ·C once per step, then the average over the expected batch size qN.
+    let noise_seed = step_seed(seed, step, Stream::Privacy);
+    let expected = plan.q * plan.n as f64;
+    for (k, (_, g)) in flat.iter_mut().enumerate() {
+        let n = g.dims()[0];
+        let z = seeded_noise(noise_seed, k as u32, n, &g.device());
+        *g = (g.clone() + z.mul_scalar(plan.sigma * c)).div_scalar(expected);
+    }
+    let mut shapes = Shapes {
+        flat: &mut flat,
+        out: GradientsParams::new(),
+    };
+    model.visit(&mut shapes);
+    let out = shapes.out;
+    let model = optim.step(lr, model, out);
+    Ok((model, StepOutput::loss(value, stats.mean_norm), stats))
+}
