@@ -7,6 +7,10 @@ use crate::args::{DecodeBenchArgs, LogprobArgs, SampleArgs, TrainArgs};
 use crate::device;
 
 pub(crate) fn train(a: TrainArgs) -> Result<()> {
+    anyhow::ensure!(
+        a.dp.config()?.is_none(),
+        "DP-SGD (--dp-epsilon, --dp-sigma) trains the VAE for now (`oxgen train vae`); the autoregressive family's layers have no per-sample gradients yet"
+    );
     let device = device(&a.device)?;
     let mut config = if a.resume {
         let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;

@@ -403,6 +403,8 @@ pub(crate) struct TrainArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) sync_every: Option<u64>,
     #[command(flatten)]
+    pub(crate) dp: DpArgs,
+    #[command(flatten)]
     pub(crate) device: DeviceArgs,
 }
 
@@ -628,4 +630,51 @@ pub(crate) struct ImportArgs {
     /// The run folder to make (it must not hold a run).
     #[arg(long)]
     pub(crate) out: PathBuf,
+}
+
+/// Differentially private training (DP-SGD; `oxgen train vae`).
+#[derive(Args, Clone, Debug)]
+pub(crate) struct DpArgs {
+    /// Train with DP-SGD to this ε (the noise multiplier σ is found for the run's steps, as
+    /// Opacus's make_private_with_epsilon); with --dp-sigma, a budget the run refuses to exceed.
+    #[arg(long, help_heading = "Differential privacy")]
+    pub(crate) dp_epsilon: Option<f64>,
+    /// δ of the guarantee; must be below 1/N.
+    #[arg(long, default_value_t = 1e-5, help_heading = "Differential privacy")]
+    pub(crate) dp_delta: f64,
+    /// Per-sample gradient clipping norm C.
+    #[arg(long, default_value_t = 1.0, help_heading = "Differential privacy")]
+    pub(crate) dp_clip: f64,
+    /// Train with DP-SGD at this noise multiplier σ instead of a target ε.
+    #[arg(long, help_heading = "Differential privacy")]
+    pub(crate) dp_sigma: Option<f64>,
+    /// The accountant: rdp, prv or gdp.
+    #[arg(long, default_value = "rdp", value_parser = ["rdp", "prv", "gdp"], help_heading = "Differential privacy")]
+    pub(crate) dp_accountant: String,
+    /// Fixed-size shuffled batches instead of Poisson sampling (the accountants assume Poisson
+    /// sampling; the report labels the run).
+    #[arg(long, help_heading = "Differential privacy")]
+    pub(crate) dp_fixed_size: bool,
+}
+
+impl DpArgs {
+    /// The DP config these flags ask for: none unless --dp-epsilon or --dp-sigma is given.
+    pub(crate) fn config(&self) -> anyhow::Result<Option<oxgen_train::privacy::dpsgd::DpConfig>> {
+        use oxgen_train::privacy::dpsgd::{DpConfig, Sampling};
+        if self.dp_epsilon.is_none() && self.dp_sigma.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(DpConfig {
+            epsilon: self.dp_epsilon,
+            delta: self.dp_delta,
+            clip: self.dp_clip,
+            sigma: self.dp_sigma,
+            accountant: self.dp_accountant.parse()?,
+            sampling: if self.dp_fixed_size {
+                Sampling::FixedSize
+            } else {
+                Sampling::Poisson
+            },
+        }))
+    }
 }

@@ -9,6 +9,10 @@ use crate::{device, eval_dir};
 
 pub(crate) fn train(a: TrainArgs) -> Result<()> {
     anyhow::ensure!(
+        a.dp.config()?.is_none(),
+        "DP-SGD (--dp-epsilon, --dp-sigma) trains the VAE for now (`oxgen train vae`); the diffusion family's layers have no per-sample gradients yet"
+    );
+    anyhow::ensure!(
         a.tokenizer.is_none(),
         "--tokenizer is for `oxgen train ar` on a text file"
     );

@@ -26,6 +26,9 @@ pub(crate) fn train(family: &str, a: TrainArgs) -> Result<()> {
         config = config.merge_file(file)?;
     }
     apply_train_flags!(config, a);
+    if let Some(dp) = a.dp.config()? {
+        config.dp = Some(dp);
+    }
     let opts = a.options(device);
     let report = train_family(&config, &opts)?;
     println!(

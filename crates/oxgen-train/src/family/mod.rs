@@ -85,6 +85,8 @@ pub struct FamilyConfig {
     pub rgb: bool,
     /// The model.
     pub model: FamilyModel,
+    /// Differentially private training (DP-SGD), VAE only for now.
+    pub dp: Option<crate::privacy::dpsgd::DpConfig>,
 }
 
 /// A trained model of one of the three families (weights without autodiff).
@@ -218,6 +220,7 @@ impl FamilyConfig {
             image_size: None,
             rgb: false,
             model,
+            dp: None,
         })
     }
 
@@ -245,6 +248,39 @@ impl FamilyConfig {
         check_non_negative("grad_clip", self.grad_clip, " (0: off)")?;
         if self.iwae_k == 0 {
             return bad("iwae_k must be at least 1".into());
+        }
+        if let Some(dp) = &self.dp {
+            match &self.model {
+                FamilyModel::Vae(c) if c.train_k > 1 => {
+                    return Err(Error::Privacy {
+                        parameter: "train_k",
+                        reason: "DP-SGD needs one row per sample; train the VAE with train_k = 1"
+                            .into(),
+                    });
+                }
+                FamilyModel::Vae(c) if c.net != oxgen_models::vae::VaeNet::Mlp => {
+                    return Err(Error::Privacy {
+                        parameter: "model",
+                        reason: "DP-SGD supports affine layers; the conv VAE's convolutions have no per-sample gradients yet (use net = \"mlp\")".into(),
+                    });
+                }
+                FamilyModel::Vae(_) => {}
+                other => {
+                    return Err(Error::Privacy {
+                        parameter: "model",
+                        reason: format!(
+                            "DP-SGD trains the VAE; the {} has layers without per-sample gradients",
+                            other.name()
+                        ),
+                    });
+                }
+            }
+            if !(dp.clip > 0.0 && dp.clip.is_finite()) {
+                return Err(Error::Privacy {
+                    parameter: "clip",
+                    reason: format!("the clipping norm must be positive, got {}", dp.clip),
+                });
+            }
         }
         let fits = match &self.model {
             FamilyModel::Vae(c) => c.check(shape),

@@ -36,7 +36,8 @@ pub enum Sampling {
 }
 
 /// Differentially private training. Give a target `epsilon` (σ is then found, as Opacus's
-/// `make_private_with_epsilon`) or a `sigma`.
+/// `make_private_with_epsilon`) or a `sigma` (with an `epsilon` too, that is a budget the run
+/// refuses to exceed).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DpConfig {
@@ -101,15 +102,9 @@ impl DpConfig {
         }
         .validate()?;
         let sigma = match (self.sigma, self.epsilon) {
-            (Some(s), None) => s,
+            (Some(s), _) => s,
             (None, Some(e)) => {
                 sigma_for_epsilon(self.accountant, e, self.delta, q, steps as u64, 0.01)?
-            }
-            (Some(_), Some(_)) => {
-                return Err(Error::Privacy {
-                    parameter: "sigma",
-                    reason: "give a target ε or a noise multiplier σ, not both".into(),
-                });
             }
             (None, None) => {
                 return Err(Error::Privacy {
@@ -125,6 +120,16 @@ impl DpConfig {
         }];
         h[0].validate()?;
         let planned_epsilon = super::epsilon(self.accountant, &h, self.delta)?;
+        if let Some(budget) = self.epsilon
+            && planned_epsilon > budget
+        {
+            return Err(Error::Privacy {
+                parameter: "epsilon",
+                reason: format!(
+                    "σ = {sigma} spends ε = {planned_epsilon:.4} in {steps} steps of q = {q:.5}, over the budget of {budget}; raise σ, or train fewer steps"
+                ),
+            });
+        }
         Ok(DpPlan {
             config: self.clone(),
             q,
@@ -156,13 +161,6 @@ impl DpPlan {
             }
             Sampling::FixedSize => crate::trainer::rng::batch_indices(self.n, batch, seed, step),
         }
-    }
-
-    /// The ε the ledger would show after one more step.
-    pub fn epsilon_after_next(&self, ledger: &Ledger) -> Result<f64> {
-        let mut next = ledger.clone();
-        next.step(self.sigma, self.q);
-        next.epsilon()
     }
 }
 

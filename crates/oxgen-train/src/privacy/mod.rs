@@ -115,6 +115,14 @@ pub fn epsilon(kind: AccountantKind, history: &[Phase], delta: f64) -> Result<f6
     }
 }
 
+/// Writes `value` as pretty JSON to `path` atomically (a temporary file, then a rename).
+pub fn write_json_atomic(path: &std::path::Path, value: &impl Serialize) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value).expect("serialises"))
+        .map_err(|e| Error::io("privacy report", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("privacy report", path, e))
+}
+
 /// What a DP run spends: its accountant, δ, and its history (kept in checkpoints).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ledger {

@@ -38,8 +38,9 @@ fn log_a_frac(q: f64, sigma: f64, alpha: f64) -> f64 {
     let z0 = sigma * sigma * (1.0 / q - 1.0).ln() + 0.5;
     let s2 = std::f64::consts::SQRT_2 * sigma;
     let mut i = 0usize;
+    // ln|C(α, i)| and its sign, carried from term to term: C(α, i+1) = C(α, i)·(α − i)/(i + 1).
+    let (mut lc, mut sign) = (0.0f64, 1.0f64);
     loop {
-        let (lc, sign) = log_binom(alpha, i);
         let fi = i as f64;
         let j = alpha - fi;
         let t0 = lc + fi * q.ln() + j * (1.0 - q).ln();
@@ -55,6 +56,11 @@ fn log_a_frac(q: f64, sigma: f64, alpha: f64) -> f64 {
             a0 = log_sub(a0, s0);
             a1 = log_sub(a1, s1);
         }
+        let f = (alpha - fi) / (fi + 1.0);
+        if f < 0.0 {
+            sign = -sign;
+        }
+        lc += f.abs().ln();
         i += 1;
         if s0.max(s1) < -30.0 || i > 100_000 {
             break;

@@ -137,9 +137,10 @@ fn guided_samples_are_classified_as_their_class_and_tuning_raises_it() {
 }
 
 /// Tree-Ring (radius 2) on the same run, 60 marked and 60 clean samples at the run's own
-/// sampling settings: the AUC without attack is above 0.75 (measured 0.88 on 200 of each from
-/// the README's run, docs/detection.md), every attack has its row, no more than 5% of clean
-/// samples fall below p = 0.01, and the quality of both sides is measured.
+/// sampling settings, inverted with the evaluation classifier's labels and two fixed-point
+/// refinements per step: the AUC without attack is at least 0.95 (measured 1.0 here; 0.979 on
+/// 200 of each from the README's run, docs/detection.md), every attack has its row, no more
+/// than 5% of clean samples fall below p = 0.01, and the quality of both sides is measured.
 fn tree_ring_on_the_digits_run(base: &Path, device: &Device) {
     use oxgen_models::ar::watermark::WatermarkKey;
     use oxgen_train::watermark::images::{ATTACKS, InvertLabels, evaluate_images};
@@ -163,7 +164,7 @@ fn tree_ring_on_the_digits_run(base: &Path, device: &Device) {
     .unwrap();
     println!("tree-ring: {:?}", r.attacks);
     assert_eq!(r.attacks.len(), ATTACKS.len());
-    assert!(r.attacks[0].auc > 0.75, "{:?}", r.attacks[0]);
+    assert!(r.attacks[0].auc >= 0.95, "{:?}", r.attacks[0]);
     assert!(
         r.attacks.iter().all(|a| a.fpr_at_p01 <= 0.05),
         "{:?}",
