@@ -44,6 +44,22 @@ pub(crate) fn train(family: &str, a: TrainArgs) -> Result<()> {
             String::new()
         }
     );
+    if let Some(p) = &report.dp {
+        println!(
+            "DP-SGD: (ε = {:.4}, δ = {:e}) by the {:?} accountant: σ = {:.4}, q = {:.5}, clip {}{}",
+            p.planned_epsilon,
+            p.config.delta,
+            p.config.accountant,
+            p.sigma,
+            p.q,
+            p.config.clip,
+            if p.config.sampling == oxgen_train::privacy::dpsgd::Sampling::FixedSize {
+                " (fixed-size batches: the accountant assumes Poisson sampling)"
+            } else {
+                ""
+            }
+        );
+    }
     if let Some(q) = &report.quality {
         println!("{q}");
     }

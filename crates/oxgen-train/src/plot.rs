@@ -301,3 +301,80 @@ pub fn labelled_points(
     }
     root.present().map_err(|e| plot_err(path, e))
 }
+
+/// One curve of (x, y) points against a horizontal reference line, with a legend: a trade-off
+/// (utility against ε, say) beside what it would be without the constraint.
+pub fn curve_with_reference(
+    path: &Path,
+    title: &str,
+    (x_name, y_name): (&str, &str),
+    (name, points): (&str, &[(f64, f64)]),
+    reference: Option<(&str, f64)>,
+) -> Result<()> {
+    register_font();
+    let pts: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+        .collect();
+    if pts.is_empty() {
+        return Ok(());
+    }
+    let ys = pts.iter().map(|p| p.1).chain(reference.map(|r| r.1));
+    let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+        (a.min(y), b.max(y))
+    });
+    let pad = if hi - lo < 1e-9 {
+        0.5
+    } else {
+        0.08 * (hi - lo)
+    };
+    let x1 = pts.iter().map(|p| p.0).fold(0.0f64, f64::max) * 1.05;
+    let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x1.max(1e-9), lo - pad..hi + pad)
+        .map_err(|e| plot_err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_name)
+        .y_desc(y_name)
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    let blue = RGBColor(20, 60, 160);
+    chart
+        .draw_series(LineSeries::new(pts.iter().copied(), blue.stroke_width(2)))
+        .map_err(|e| plot_err(path, e))?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2)));
+    chart
+        .draw_series(pts.iter().map(|&p| Circle::new(p, 4, blue.filled())))
+        .map_err(|e| plot_err(path, e))?;
+    if let Some((rname, r)) = reference {
+        let grey = RGBColor(200, 80, 40);
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(0.0, r), (x1, r)],
+                8,
+                6,
+                grey.stroke_width(2),
+            ))
+            .map_err(|e| plot_err(path, e))?
+            .label(rname)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    root.present().map_err(|e| plot_err(path, e))
+}

@@ -41,6 +41,8 @@ pub struct FamilyReport {
     pub model: Trained,
     /// Wall time of the training loop, seconds.
     pub train_seconds: f64,
+    /// A DP run's plan (σ, q and the ε its steps spend).
+    pub dp: Option<DpPlan>,
 }
 
 fn load_data(config: &FamilyConfig) -> Result<Dataset> {
@@ -494,6 +496,7 @@ pub fn train_family_on(
         quality,
         model,
         train_seconds: summary.seconds,
+        dp: dp_plan,
     })
 }
 

@@ -14,6 +14,7 @@ pub mod prv;
 pub mod rdp;
 pub mod sigma;
 pub mod special;
+pub mod utility;
 
 use serde::{Deserialize, Serialize};
 
