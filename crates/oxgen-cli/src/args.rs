@@ -81,6 +81,9 @@ pub(crate) enum Command {
     /// the noise multiplier that reaches a target ε.
     #[command(subcommand)]
     Privacy(crate::privacy::PrivacyCommand),
+    /// Privacy audits: membership inference (loss threshold and LiRA) against a VAE recipe.
+    #[command(subcommand)]
+    Audit(crate::audit::AuditCommand),
     /// Decompresses what `oxgen compress` wrote, with the same run; refuses another run, a
     /// corrupt or truncated file, and checks the original's CRC-32 before writing.
     Decompress(crate::compress::DecompressArgs),

@@ -26,6 +26,7 @@ macro_rules! apply_train_flags {
 
 mod ar;
 mod args;
+mod audit;
 mod bench;
 mod compress;
 mod detect;
@@ -76,6 +77,7 @@ fn main() -> Result<()> {
         Command::Train(Family::Gan(a)) => family::train("gan", a)?,
         Command::Train(Family::Diffusion(a)) => diffusion::train(a)?,
         Command::Privacy(c) => privacy::run(c)?,
+        Command::Audit(c) => audit::run(c)?,
         Command::Tune(TuneMethod::Grpo(a)) => tune::grpo(a)?,
         Command::Tune(TuneMethod::Sft(a)) => tune::sft(a)?,
         Command::Tune(TuneMethod::Merge(a)) => tune::merge(a)?,

@@ -8,6 +8,7 @@
 //! A run's privacy is a history of [`Phase`]s: `steps` steps of the Poisson-subsampled Gaussian
 //! mechanism with sampling rate q and noise multiplier σ (noise σ·C on gradients clipped to C).
 
+pub mod audit;
 pub mod dpsgd;
 pub mod gdp;
 pub mod prv;
