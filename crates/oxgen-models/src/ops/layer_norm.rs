@@ -24,12 +24,14 @@ pub fn last_path() -> Option<&'static str> {
 pub fn layer_norm<const D: usize>(x: Tensor<D>, norm: &LayerNorm, epsilon: f64) -> Tensor<D> {
     let device = x.device();
     let accepted = is_flex(&device) && x.dtype() == DType::F32 && norm.beta.is_some();
-    if super::take_fused("layer_norm", accepted, &device) && accepted {
+    let y = if super::take_fused("layer_norm", accepted, &device) && accepted {
         *LAST.lock().expect("layer norm path lock") = Some("cpu-layer-norm");
         let beta = norm.beta.as_ref().expect("checked above").val();
-        super::cpu::layer_norm::cpu_layer_norm(x, norm.gamma.val(), beta, epsilon)
+        super::cpu::layer_norm::cpu_layer_norm(x.clone(), norm.gamma.val(), beta, epsilon)
     } else {
         *LAST.lock().expect("layer norm path lock") = Some("reference");
-        norm.forward(x)
-    }
+        norm.forward(x.clone())
+    };
+    // Differentially private training records per-sample gradient taps here.
+    super::per_sample::tap_layer_norm(&x, y, norm, epsilon)
 }

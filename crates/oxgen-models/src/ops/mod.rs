@@ -16,6 +16,7 @@ pub mod attention;
 pub mod conv;
 pub mod cpu;
 pub mod denoise;
+pub mod embedding;
 pub mod gelu;
 pub mod group_norm;
 pub mod layer_norm;

@@ -20,8 +20,8 @@
 use std::cell::RefCell;
 
 use burn::module::ParamId;
-use burn::nn::Linear;
-use burn::tensor::{Gradients, Tensor};
+use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::tensor::{Gradients, Int, Tensor};
 
 /// What one tapped layer kept.
 #[derive(Clone, Debug)]
@@ -35,6 +35,29 @@ pub enum Tap {
         /// The input, without autodiff, `[B, T, K]`.
         input: Tensor<3>,
         /// The probe added to the output (autodiff leaf), `[B, T, N]`.
+        probe: Tensor<3>,
+    },
+    /// An elementwise affine over the last dimension, y = x̂ ⊙ γ + β (LayerNorm's, with x̂ the
+    /// normalised input).
+    Scale {
+        /// γ's id.
+        gamma: ParamId,
+        /// β's id, if any.
+        beta: Option<ParamId>,
+        /// x̂, without autodiff, `[B, T, D]`.
+        input: Tensor<3>,
+        /// The probe, `[B, T, D]`.
+        probe: Tensor<3>,
+    },
+    /// A lookup y = E[ids] (`E`: `[V, D]`).
+    Lookup {
+        /// E's id.
+        table: ParamId,
+        /// Rows of the table, `V`.
+        vocab: usize,
+        /// The ids, `[B, T]`.
+        ids: Tensor<2, Int>,
+        /// The probe, `[B, T, D]`.
         probe: Tensor<3>,
     },
 }
@@ -92,13 +115,79 @@ pub(crate) fn tap_affine<const D: usize>(x: &Tensor<D>, y: Tensor<D>, layer: &Li
     y + probe.reshape(yd)
 }
 
+fn push(tap: Tap) {
+    TAPE.with(|tape| {
+        if let Some(v) = tape.borrow_mut().as_mut() {
+            v.push(tap);
+        }
+    });
+}
+
+/// Taps the LayerNorm `norm` (built with `epsilon`) that took `x` to `y` (called by
+/// [`super::layer_norm::layer_norm`]).
+pub(crate) fn tap_layer_norm<const D: usize>(
+    x: &Tensor<D>,
+    y: Tensor<D>,
+    norm: &LayerNorm,
+    epsilon: f64,
+) -> Tensor<D> {
+    if D < 2 || !recording() || !y.is_autodiff() {
+        return y;
+    }
+    let yd = y.dims();
+    let (b, d) = (yd[0], yd[D - 1]);
+    let t: usize = yd[1..D - 1].iter().product();
+    let x = x.clone().inner().reshape([b, t, d]);
+    let mean = x.clone().mean_dim(2);
+    let centred = x - mean;
+    let var = centred.clone().square().mean_dim(2);
+    let input = centred / var.add_scalar(epsilon).sqrt();
+    let probe = Tensor::<3>::zeros([b, t, d], &y.device()).require_grad();
+    push(Tap::Scale {
+        gamma: norm.gamma.id,
+        beta: norm.beta.as_ref().map(|p| p.id),
+        input,
+        probe: probe.clone(),
+    });
+    y + probe.reshape(yd)
+}
+
+/// Taps the embedding `table` that took `ids` to `y` (called by [`super::embedding::embedding`]).
+pub(crate) fn tap_lookup(ids: &Tensor<2, Int>, y: Tensor<3>, table: &Embedding) -> Tensor<3> {
+    if !recording() || !y.is_autodiff() {
+        return y;
+    }
+    let probe = Tensor::<3>::zeros(y.dims(), &y.device()).require_grad();
+    push(Tap::Lookup {
+        table: table.weight.id,
+        vocab: table.weight.dims()[0],
+        ids: ids.clone().inner(),
+        probe: probe.clone(),
+    });
+    y + probe
+}
+
+/// The probe's gradient, `[B, T, N]` (zeros where the output did not reach the loss).
+fn probe_grad(probe: &Tensor<3>, grads: &Gradients) -> Tensor<3> {
+    probe
+        .grad(grads)
+        .unwrap_or_else(|| Tensor::zeros(probe.dims(), &probe.device().inner()))
+}
+
+/// A lookup's per-sample table gradients, `[B, V, D]` (one-hot ids times output gradients).
+fn lookup_grads(ids: &Tensor<2, Int>, vocab: usize, g: Tensor<3>) -> Tensor<3> {
+    let onehot = ids.clone().one_hot::<3>(vocab).float();
+    onehot.swap_dims(1, 2).matmul(g)
+}
+
 /// A tap's input and output gradient, `[B, T, K]` and `[B, T, N]` (zeros where the output did
 /// not reach the loss).
 fn affine_parts(input: &Tensor<3>, probe: &Tensor<3>, grads: &Gradients) -> (Tensor<3>, Tensor<3>) {
-    let g = probe
-        .grad(grads)
-        .unwrap_or_else(|| Tensor::zeros(probe.dims(), &input.device()));
-    (input.clone(), g)
+    (input.clone(), probe_grad(probe, grads))
+}
+
+fn g_rows(dims: &[usize; 3]) -> usize {
+    dims[0]
 }
 
 impl Tap {
@@ -106,6 +195,8 @@ impl Tap {
     pub fn params(&self) -> Vec<ParamId> {
         match self {
             Tap::Affine { weight, bias, .. } => std::iter::once(*weight).chain(*bias).collect(),
+            Tap::Scale { gamma, beta, .. } => std::iter::once(*gamma).chain(*beta).collect(),
+            Tap::Lookup { table, .. } => vec![*table],
         }
     }
 
@@ -139,6 +230,20 @@ impl Tap {
                     None => w,
                 }
             }
+            Tap::Scale { .. } | Tap::Lookup { .. } => self
+                .per_sample(grads)
+                .into_iter()
+                .map(|(_, g)| g.square().sum_dim(1).reshape([g_rows(&self.probe_dims())]))
+                .reduce(|a, b| a + b)
+                .expect("a tap has a parameter"),
+        }
+    }
+
+    fn probe_dims(&self) -> [usize; 3] {
+        match self {
+            Tap::Affine { probe, .. } | Tap::Scale { probe, .. } | Tap::Lookup { probe, .. } => {
+                probe.dims()
+            }
         }
     }
 
@@ -166,6 +271,37 @@ impl Tap {
                 }
                 out
             }
+            Tap::Scale { .. } => {
+                let b = scale.dims()[0];
+                self.per_sample(grads)
+                    .into_iter()
+                    .map(|(id, g)| {
+                        let n = g.dims()[1];
+                        (
+                            id,
+                            (g * scale.clone().reshape([b, 1])).sum_dim(0).reshape([n]),
+                        )
+                    })
+                    .collect()
+            }
+            Tap::Lookup {
+                table,
+                vocab,
+                ids,
+                probe,
+            } => {
+                let g = probe_grad(probe, grads);
+                let [b, t, d] = g.dims();
+                let gs = (g * scale.clone().reshape([b, 1, 1])).reshape([b * t, d]);
+                let rows = ids.clone().reshape([b * t]);
+                let acc = Tensor::<2>::zeros([*vocab, d], &gs.device()).select_assign(
+                    0,
+                    rows,
+                    gs,
+                    burn::tensor::IndexingUpdateOp::Add,
+                );
+                vec![(*table, acc.reshape([*vocab * d]))]
+            }
         }
     }
 
@@ -188,6 +324,36 @@ impl Tap {
                     out.push((*bias, g.sum_dim(1).reshape([b, n])));
                 }
                 out
+            }
+            Tap::Scale {
+                gamma,
+                beta,
+                input,
+                probe,
+            } => {
+                let g = probe_grad(probe, grads);
+                let [b, _, d] = g.dims();
+                let mut out = vec![(
+                    *gamma,
+                    (g.clone() * input.clone()).sum_dim(1).reshape([b, d]),
+                )];
+                if let Some(beta) = beta {
+                    out.push((*beta, g.sum_dim(1).reshape([b, d])));
+                }
+                out
+            }
+            Tap::Lookup {
+                table,
+                vocab,
+                ids,
+                probe,
+            } => {
+                let g = probe_grad(probe, grads);
+                let [b, _, d] = g.dims();
+                vec![(
+                    *table,
+                    lookup_grads(ids, *vocab, g).reshape([b, *vocab * d]),
+                )]
             }
         }
     }

@@ -222,6 +222,15 @@ pub fn dp_update<M: Module>(
     let value = loss.clone().into_scalar::<f32>() as f64 / rows.max(1) as f64;
     let grads = loss.backward();
     let tapped: HashSet<ParamId> = taps.iter().flat_map(Tap::params).collect();
+    let uses: usize = taps.iter().map(|t| t.params().len()).sum();
+    if uses != tapped.len() {
+        // A parameter used twice (a head tied to the embedding) needs its per-sample parts
+        // summed before the norm; the taps' separate norms would miss the cross terms.
+        return Err(Error::Privacy {
+            parameter: "model",
+            reason: "a parameter is used by two layers (a tied embedding and head?); DP-SGD needs untied weights".into(),
+        });
+    }
     let c = plan.config.clip;
     let mut flat: Vec<(ParamId, Tensor<1>)> = Vec::new();
     let mut stats = DpStats {
@@ -272,7 +281,7 @@ pub fn dp_update<M: Module>(
         return Err(Error::Privacy {
             parameter: "model",
             reason: format!(
-                "{} parameter(s) (shapes {:?}) belong to layers with no per-sample gradient support; DP-SGD supports affine (Linear) layers",
+                "{} parameter(s) (shapes {:?}) belong to layers with no per-sample gradient support; DP-SGD supports affine (Linear), LayerNorm and embedding layers",
                 check.missing.len(),
                 check.missing
             ),

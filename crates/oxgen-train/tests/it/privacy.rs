@@ -1,14 +1,16 @@
 //! DP-SGD's per-sample gradients against a loop over batches of one, on the CPU and on wgpu
 //! (lavapipe in CI), for flat rows and sequences, with and without a bias, through both of the
-//! norm paths (Gram matrices and materialised gradients).
+//! norm paths (Gram matrices and materialised gradients), and for embeddings and LayerNorm.
 
 use std::collections::HashMap;
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::tensor::activation::silu;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use oxgen_models::ops::embedding::embedding;
+use oxgen_models::ops::layer_norm::layer_norm;
 use oxgen_models::ops::linear::linear;
 use oxgen_models::ops::per_sample;
 
@@ -45,7 +47,7 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 /// Every parameter's gradient in `grads`, flattened, by id.
-fn flat_grads(net: &Net, grads: &GradientsParams) -> HashMap<ParamId, Vec<f32>> {
+fn flat_grads<M: Module>(net: &M, grads: &GradientsParams) -> HashMap<ParamId, Vec<f32>> {
     struct V<'a>(&'a GradientsParams, HashMap<ParamId, Vec<f32>>);
     impl ModuleVisitor for V<'_> {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
@@ -73,22 +75,26 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
 }
 
 /// Per-sample gradients, norms and the clipped sum from one tapped backward pass equal those
-/// of `b` separate backward passes.
-fn check<const D: usize>(device: &Device, x: Tensor<D>, name: &str) {
-    device.seed(7);
-    let net = Net::new(device);
-    let b = x.dims()[0];
-    let (loss, taps) = per_sample::record(|| net.loss_sum(x.clone()));
-    assert_eq!(taps.len(), 3, "{name}: one tap per layer");
-    let grads = loss.backward();
+/// of `b` separate backward passes. `loss(net, rows)` is the summed loss of the batch rows
+/// `rows`.
+fn check<M: Module>(
+    net: &M,
+    b: usize,
+    loss: impl Fn(&M, std::ops::Range<usize>) -> Tensor<1>,
+    taps_expected: usize,
+    name: &str,
+) {
+    let (total, taps) = per_sample::record(|| loss(net, 0..b));
+    assert_eq!(taps.len(), taps_expected, "{name}: one tap per layer");
+    let grads = total.backward();
     let mut got: HashMap<ParamId, Vec<Vec<f32>>> = HashMap::new();
     let mut sq = vec![0f32; b];
+    let mut device = None;
     for t in &taps {
         for (id, g) in t.per_sample(&grads) {
-            let rows: Vec<Vec<f32>> = host(g)
-                .chunks(g_len(&net, id))
-                .map(<[f32]>::to_vec)
-                .collect();
+            device = Some(g.device());
+            let len = g.dims()[1];
+            let rows: Vec<Vec<f32>> = host(g).chunks(len).map(<[f32]>::to_vec).collect();
             for (i, r) in rows.iter().enumerate() {
                 sq[i] += r.iter().map(|v| v * v).sum::<f32>();
             }
@@ -105,7 +111,7 @@ fn check<const D: usize>(device: &Device, x: Tensor<D>, name: &str) {
     assert_close(&ghost, &sq, &format!("{name}: squared norms"));
     // The weighted sum equals Σ scaleᵢ·gᵢ.
     let scale: Vec<f32> = (0..b).map(|i| 0.25 + i as f32 * 0.5).collect();
-    let st = Tensor::<1>::from_data(TensorData::new(scale.clone(), [b]), &x.device().inner());
+    let st = Tensor::<1>::from_data(TensorData::new(scale.clone(), [b]), &device.unwrap());
     for t in &taps {
         for (id, g) in t.weighted_sum(&grads, &st) {
             let rows = &got[&id];
@@ -117,48 +123,83 @@ fn check<const D: usize>(device: &Device, x: Tensor<D>, name: &str) {
     }
     // The loop over batches of one.
     for i in 0..b {
-        let mut ranges: [std::ops::Range<usize>; D] = std::array::from_fn(|d| 0..x.dims()[d]);
-        ranges[0] = i..i + 1;
-        let xi = x.clone().slice(ranges);
-        let gp = GradientsParams::from_grads(net.loss_sum(xi).backward(), &net);
-        for (id, want) in flat_grads(&net, &gp) {
+        let gp = GradientsParams::from_grads(loss(net, i..i + 1).backward(), net);
+        for (id, want) in flat_grads(net, &gp) {
             assert_close(&got[&id][i], &want, &format!("{name}: sample {i}"));
         }
     }
 }
 
-fn g_len(net: &Net, id: ParamId) -> usize {
-    struct V(ParamId, usize);
-    impl ModuleVisitor for V {
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            if p.id == self.0 {
-                self.1 = p.val().dims().iter().product();
-            }
-        }
-    }
-    let mut v = V(id, 0);
-    net.visit(&mut v);
-    v.1
+/// Tokens through an embedding, a LayerNorm and an affine layer.
+#[derive(Module, Debug)]
+struct TokNet {
+    emb: Embedding,
+    ln: LayerNorm,
+    out: Linear,
 }
 
 fn per_sample_gradients_on(device: Device) {
     let ad = device.autodiff();
+    ad.seed(7);
+    let net = Net::new(&ad);
     let rows: Vec<f32> = (0..5 * 5)
         .map(|i| ((i * 37 % 11) as f32 - 5.0) / 4.0)
         .collect();
+    let x = Tensor::<2>::from_data(TensorData::new(rows, [5, 5]), &ad);
     check(
-        &ad,
-        Tensor::<2>::from_data(TensorData::new(rows, [5, 5]), &ad),
+        &net,
+        5,
+        |n, r| n.loss_sum(x.clone().slice([r, 0..5])),
+        3,
         "flat rows",
     );
     let seq: Vec<f32> = (0..4 * 3 * 5)
         .map(|i| ((i * 29 % 13) as f32 - 6.0) / 5.0)
         .collect();
+    let x = Tensor::<3>::from_data(TensorData::new(seq, [4, 3, 5]), &ad);
     check(
-        &ad,
-        Tensor::<3>::from_data(TensorData::new(seq, [4, 3, 5]), &ad),
+        &net,
+        4,
+        |n, r| n.loss_sum(x.clone().slice([r, 0..3, 0..5])),
+        3,
         "sequences",
     );
+    // Tokens (a repeated id within a sample included) through embedding, LayerNorm, affine.
+    let tok = TokNet {
+        emb: EmbeddingConfig::new(11, 6).init(&ad),
+        ln: LayerNormConfig::new(6).init(&ad),
+        out: LinearConfig::new(6, 4).init(&ad),
+    };
+    // LayerNorm starts at γ = 1, β = 0; move them so that their gradients are generic.
+    let tok = tok.map(&mut Jitter(0));
+    let ids: Vec<i64> = vec![1, 4, 4, 9, 0, 2, 7, 7, 10, 3, 5, 1, 6, 8, 2];
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [3, 5]), &ad);
+    check(
+        &tok,
+        3,
+        |n, r| {
+            let h = embedding(ids.clone().slice([r, 0..5]), &n.emb);
+            let y = linear(silu(layer_norm(h, &n.ln, 1e-5)), &n.out);
+            (y.clone().square() + y.sin()).sum()
+        },
+        3,
+        "tokens",
+    );
+}
+
+/// Adds a small, index-dependent offset to every parameter.
+struct Jitter(usize);
+
+impl burn::module::ModuleMapper for Jitter {
+    fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        self.0 += 1;
+        let k = self.0 as f64;
+        p.map(|t| {
+            (t.clone() + t.ones_like().mul_scalar(0.1 * k).sin())
+                .detach()
+                .require_grad()
+        })
+    }
 }
 
 #[test]
