@@ -459,12 +459,12 @@ impl Gpt {
             self.context
         );
         let device = tokens.device();
-        let mut x = self.wte.forward(tokens);
+        let mut x = crate::ops::embedding::embedding(tokens, &self.wte);
         if let Some(wpe) = &self.wpe {
             let positions = Tensor::<1, Int>::arange(start as i64..(start + t) as i64, &device)
                 .reshape([1, t])
                 .repeat_dim(0, b);
-            x = x + wpe.forward(positions);
+            x = x + crate::ops::embedding::embedding(positions, wpe);
         }
         let mut x = self.dropout.forward(x);
         for (i, block) in self.blocks.iter().enumerate() {

@@ -159,6 +159,7 @@ impl<M: Module> Single<'_, M> {
             ctx.lr,
             c.seed,
             ctx.step,
+            ctx.step.is_multiple_of(500),
         )?;
         self.model = model;
         dp.ledger.step(dp.plan.sigma, dp.plan.q);

@@ -189,6 +189,34 @@ impl ModuleVisitor for Shapes<'_> {
     }
 }
 
+/// Compares the taps' summed per-sample gradients with the plain ones.
+struct SumCheck<'a> {
+    plain: &'a GradientsParams,
+    sums: Vec<(ParamId, Tensor<1>)>,
+    bad: Vec<Vec<usize>>,
+}
+
+impl ModuleVisitor for SumCheck<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        let (Some(k), Some(g)) = (
+            self.sums.iter().position(|(id, _)| *id == p.id),
+            self.plain.get::<D>(p.id),
+        ) else {
+            return;
+        };
+        let (_, s) = self.sums.swap_remove(k);
+        let n = s.dims()[0];
+        let diff = (s.clone() - g.reshape([n]))
+            .abs()
+            .max()
+            .into_scalar::<f32>();
+        let scale = s.abs().max().into_scalar::<f32>().max(1e-12);
+        if !(diff <= 1e-3 * scale) {
+            self.bad.push(p.val().dims().to_vec());
+        }
+    }
+}
+
 struct Untapped<'a> {
     grads: &'a GradientsParams,
     tapped: &'a HashSet<ParamId>,
@@ -206,7 +234,9 @@ impl ModuleVisitor for Untapped<'_> {
 /// One DP-SGD update of `model`. `loss_sum` computes the *sum* of per-sample losses of the
 /// rows `rows` (an empty batch runs on one row with weight 0, so that the step is noise only).
 /// Returns the model, the mean loss, and the step's statistics. A parameter that receives a
-/// gradient but no per-sample tap is refused: nothing trains without privacy.
+/// gradient but no per-sample tap is refused: nothing trains without privacy. With `verify`,
+/// the taps' summed per-sample gradients are also held against the plain gradient, which
+/// catches a tapped parameter used again outside its layer.
 #[allow(clippy::too_many_arguments)]
 pub fn dp_update<M: Module>(
     model: M,
@@ -217,6 +247,7 @@ pub fn dp_update<M: Module>(
     lr: f64,
     seed: u64,
     step: usize,
+    verify: bool,
 ) -> Result<(M, StepOutput, DpStats)> {
     let (loss, taps) = per_sample::record(|| loss_sum(&model));
     let value = loss.clone().into_scalar::<f32>() as f64 / rows.max(1) as f64;
@@ -270,7 +301,35 @@ pub fn dp_update<M: Module>(
             }
         }
     }
+    // With `verify`: the taps' unclipped sum, to hold against the plain gradient below.
+    let unclipped: Vec<(ParamId, Tensor<1>)> = match (verify, flat.first()) {
+        (true, Some((_, g))) if rows > 0 => {
+            let ones = Tensor::<1>::ones([rows], &g.device());
+            taps.iter()
+                .flat_map(|t| t.weighted_sum(&grads, &ones))
+                .collect()
+        }
+        _ => Vec::new(),
+    };
     let plain = GradientsParams::from_grads(grads, &model);
+    if !unclipped.is_empty() {
+        let mut v = SumCheck {
+            plain: &plain,
+            sums: unclipped,
+            bad: Vec::new(),
+        };
+        model.visit(&mut v);
+        if !v.bad.is_empty() {
+            return Err(Error::Privacy {
+                parameter: "model",
+                reason: format!(
+                    "{} tapped parameter(s) (shapes {:?}) also get gradient from an untapped use (a head tied to the embedding?): their per-sample norms would be wrong",
+                    v.bad.len(),
+                    v.bad
+                ),
+            });
+        }
+    }
     let mut check = Untapped {
         grads: &plain,
         tapped: &tapped,

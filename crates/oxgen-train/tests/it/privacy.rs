@@ -342,3 +342,46 @@ fn membership_audit_separates_private_from_non_private() {
     }
     assert_eq!(r.attacks.len(), 4);
 }
+
+/// `dp_update` refuses, by name, a layer without per-sample gradients and a tapped weight that
+/// is used again outside its layer (what a head tied to a tapped embedding would do); a plain
+/// model steps.
+#[test]
+fn dp_update_refuses_untapped_and_reused_parameters() {
+    use oxgen_train::privacy::dpsgd::{DpConfig, dp_update};
+    let ad = Device::flex().autodiff();
+    ad.seed(3);
+    let net = Net::new(&ad);
+    let plan = DpConfig {
+        sigma: Some(1.0),
+        ..DpConfig::default()
+    }
+    .plan(100, 10, 10)
+    .unwrap();
+    let rows: Vec<f32> = (0..4 * 5).map(|i| (i as f32 * 0.37).sin()).collect();
+    let x = Tensor::<2>::from_data(TensorData::new(rows, [4, 5]), &ad);
+    let mut optim = burn::optim::AdamWConfig::new().init();
+    let step = |net: Net, optim: &mut _, f: &dyn Fn(&Net) -> Tensor<1>| {
+        dp_update(net, optim, &plan, 4, f, 1e-3, 1, 0, true).map(|(m, _, s)| (m, s))
+    };
+    let named = |r: Result<(Net, oxgen_train::privacy::dpsgd::DpStats), oxgen_train::Error>| match r
+    {
+        Err(oxgen_train::Error::Privacy { parameter, .. }) => assert_eq!(parameter, "model"),
+        other => panic!(
+            "expected a privacy error on the model, got {:?}",
+            other.map(|r| r.1)
+        ),
+    };
+    // The last layer by burn's own forward: no tap.
+    named(step(net.clone(), &mut optim, &|n: &Net| {
+        let h = silu(linear(silu(linear(x.clone(), &n.a)), &n.b));
+        n.c.forward(h).sum()
+    }));
+    // A tapped weight used once more outside its layer.
+    named(step(net.clone(), &mut optim, &|n: &Net| {
+        n.loss_sum(x.clone()) + n.a.weight.val().sum()
+    }));
+    let (_, stats) = step(net, &mut optim, &|n: &Net| n.loss_sum(x.clone())).unwrap();
+    assert_eq!(stats.batch, 4);
+    assert!(stats.mean_norm > 0.0);
+}
