@@ -235,7 +235,7 @@ impl VaeConfig {
 fn mlp(layers: &[Linear], x: Tensor<2>) -> Tensor<2> {
     let mut y = x;
     for (i, l) in layers.iter().enumerate() {
-        y = crate::ops::linear::linear(y, l);
+        y = crate::ops::per_sample::burn_affine(y, l);
         if i + 1 < layers.len() {
             y = silu(y);
         }
@@ -289,7 +289,7 @@ impl Vae {
                     y = silu(conv.forward(y));
                 }
                 let n = y.dims()[1..].iter().product::<usize>();
-                crate::ops::linear::linear(y.reshape([b, n]), head)
+                crate::ops::per_sample::burn_affine(y.reshape([b, n]), head)
             }
         };
         let l = self.latent;
@@ -307,7 +307,7 @@ impl Vae {
             DecoderNet::Mlp(layers) => mlp(layers, z).reshape([b, f, p]).swap_dims(1, 2),
             DecoderNet::Conv(Up { head, ups }) => {
                 let [c, h, w] = self.data;
-                let y = silu(crate::ops::linear::linear(z, head)).reshape([
+                let y = silu(crate::ops::per_sample::burn_affine(z, head)).reshape([
                     b,
                     self.hidden,
                     h / 4,

@@ -180,6 +180,13 @@ fn lookup_grads(ids: &Tensor<2, Int>, vocab: usize, g: Tensor<3>) -> Tensor<3> {
     onehot.swap_dims(1, 2).matmul(g)
 }
 
+/// `layer.forward(x)` exactly as burn computes it (no fused kernel: runs whose fixtures were
+/// written with burn's arithmetic keep it), tapped.
+pub(crate) fn burn_affine<const D: usize>(x: Tensor<D>, layer: &Linear) -> Tensor<D> {
+    let y = layer.forward(x.clone());
+    tap_affine(&x, y, layer)
+}
+
 /// A tap's input and output gradient, `[B, T, K]` and `[B, T, N]` (zeros where the output did
 /// not reach the loss).
 fn affine_parts(input: &Tensor<3>, probe: &Tensor<3>, grads: &Gradients) -> (Tensor<3>, Tensor<3>) {
