@@ -193,10 +193,6 @@ fn affine_parts(input: &Tensor<3>, probe: &Tensor<3>, grads: &Gradients) -> (Ten
     (input.clone(), probe_grad(probe, grads))
 }
 
-fn g_rows(dims: &[usize; 3]) -> usize {
-    dims[0]
-}
-
 impl Tap {
     /// The parameters this tap covers.
     pub fn params(&self) -> Vec<ParamId> {
@@ -240,17 +236,12 @@ impl Tap {
             Tap::Scale { .. } | Tap::Lookup { .. } => self
                 .per_sample(grads)
                 .into_iter()
-                .map(|(_, g)| g.square().sum_dim(1).reshape([g_rows(&self.probe_dims())]))
+                .map(|(_, g)| {
+                    let b = g.dims()[0];
+                    g.square().sum_dim(1).reshape([b])
+                })
                 .reduce(|a, b| a + b)
                 .expect("a tap has a parameter"),
-        }
-    }
-
-    fn probe_dims(&self) -> [usize; 3] {
-        match self {
-            Tap::Affine { probe, .. } | Tap::Scale { probe, .. } | Tap::Lookup { probe, .. } => {
-                probe.dims()
-            }
         }
     }
 

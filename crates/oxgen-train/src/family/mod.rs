@@ -249,7 +249,7 @@ impl FamilyConfig {
         if self.iwae_k == 0 {
             return bad("iwae_k must be at least 1".into());
         }
-        if let Some(dp) = &self.dp {
+        if self.dp.is_some() {
             match &self.model {
                 FamilyModel::Vae(c) if c.train_k > 1 => {
                     return Err(Error::Privacy {
@@ -274,12 +274,6 @@ impl FamilyConfig {
                         ),
                     });
                 }
-            }
-            if !(dp.clip > 0.0 && dp.clip.is_finite()) {
-                return Err(Error::Privacy {
-                    parameter: "clip",
-                    reason: format!("the clipping norm must be positive, got {}", dp.clip),
-                });
             }
         }
         let fits = match &self.model {
