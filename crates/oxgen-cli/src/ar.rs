@@ -9,7 +9,7 @@ use crate::device;
 pub(crate) fn train(a: TrainArgs) -> Result<()> {
     anyhow::ensure!(
         a.dp.config()?.is_none(),
-        "DP-SGD (--dp-epsilon, --dp-sigma) trains the VAE for now (`oxgen train vae`); the autoregressive family's layers have no per-sample gradients yet"
+        "DP-SGD (--dp-epsilon, --dp-sigma) trains the VAE and diffusion for now; the autoregressive trainer has no DP step yet (its layers have per-sample gradients, but the GPT ties its head to the embedding by default)"
     );
     let device = device(&a.device)?;
     let mut config = if a.resume {

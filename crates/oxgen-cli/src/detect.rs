@@ -32,6 +32,10 @@ pub(crate) struct KgwArgs {
     /// Tree-Ring's pattern radius, in frequency steps (diffusion runs).
     #[arg(long, default_value_t = 2.0)]
     pub(crate) radius: f64,
+    /// Tree-Ring's inner radius: frequencies below it are left to the model (0: a disc; an
+    /// annulus such as 3..6 suits 28×28 images, docs/detection.md).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) inner_radius: f64,
     /// Tournament layers (SynthID uses 30).
     #[arg(long, default_value_t = 30)]
     pub(crate) layers: usize,
@@ -97,6 +101,7 @@ impl KgwArgs {
         let t = oxgen_train::watermark::treering::TreeRing {
             key: oxgen_train::watermark::read_key(path)?,
             radius: self.radius,
+            inner: self.inner_radius,
         };
         t.validate().map_err(anyhow::Error::msg)?;
         Ok(t)
@@ -326,8 +331,8 @@ fn tree_ring_eval(a: &WatermarkEvalArgs) -> Result<()> {
         &device,
     )?;
     println!(
-        "Tree-Ring, radius {}: {} marked and {} clean samples, DDIM {} steps both ways, inverted with {} labels and {} refinements",
-        ring.radius, r.n, r.n, sample.steps, a.kgw.invert, a.kgw.refine
+        "Tree-Ring, radius {}..{}: {} marked and {} clean samples, DDIM {} steps both ways, inverted with {} labels and {} refinements",
+        ring.inner, ring.radius, r.n, r.n, sample.steps, a.kgw.invert, a.kgw.refine
     );
     println!("| attack | AUC | marked at p < 0.01 | clean at p < 0.01 |\n|---|---|---|---|");
     for row in &r.attacks {

@@ -9,10 +9,6 @@ use crate::{device, eval_dir};
 
 pub(crate) fn train(a: TrainArgs) -> Result<()> {
     anyhow::ensure!(
-        a.dp.config()?.is_none(),
-        "DP-SGD (--dp-epsilon, --dp-sigma) trains the VAE for now (`oxgen train vae`); the diffusion family's layers have no per-sample gradients yet"
-    );
-    anyhow::ensure!(
         a.tokenizer.is_none(),
         "--tokenizer is for `oxgen train ar` on a text file"
     );
@@ -32,6 +28,9 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
         config = config.merge_file(file)?;
     }
     apply_train_flags!(config, a);
+    if let Some(dp) = a.dp.config()? {
+        config.dp = Some(dp);
+    }
     let opts = a.options(device);
     let report = train_diffusion(&config, &opts)?;
     println!(
@@ -45,6 +44,9 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
             String::new()
         }
     );
+    if let Some(p) = &report.dp {
+        crate::family::print_dp(p);
+    }
     if let Some(q) = report.quality {
         println!("{q}");
     }
@@ -114,9 +116,10 @@ pub(crate) fn sample(a: SampleArgs) -> Result<()> {
         )?;
         oxgen_train::run::write_samples(&a.out, &x, labels.as_deref(), run.manifest.shape, None)?;
         println!(
-            "wrote {}/samples.png and samples.npy ({} samples with a Tree-Ring watermark of radius {})",
+            "wrote {}/samples.png and samples.npy ({} samples with a Tree-Ring watermark, {} ≤ r ≤ {})",
             a.out.display(),
             a.n,
+            ring.inner,
             ring.radius
         );
         return Ok(());

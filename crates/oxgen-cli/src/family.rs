@@ -45,20 +45,7 @@ pub(crate) fn train(family: &str, a: TrainArgs) -> Result<()> {
         }
     );
     if let Some(p) = &report.dp {
-        println!(
-            "DP-SGD: (ε = {:.4}, δ = {:e}) by the {:?} accountant: σ = {:.4}, q = {:.5}, clip {}{}",
-            p.planned_epsilon,
-            p.config.delta,
-            p.config.accountant,
-            p.sigma,
-            p.q,
-            p.config.clip,
-            if p.config.sampling == oxgen_train::privacy::dpsgd::Sampling::FixedSize {
-                " (fixed-size batches: the accountant assumes Poisson sampling)"
-            } else {
-                ""
-            }
-        );
+        print_dp(p);
     }
     if let Some(q) = &report.quality {
         println!("{q}");
@@ -68,6 +55,24 @@ pub(crate) fn train(family: &str, a: TrainArgs) -> Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+/// The DP plan a run trained under, as the line `oxgen train` prints.
+pub(crate) fn print_dp(p: &oxgen_train::privacy::dpsgd::DpPlan) {
+    println!(
+        "DP-SGD: (ε = {:.4}, δ = {:e}) by the {:?} accountant: σ = {:.4}, q = {:.5}, clip {}{}",
+        p.planned_epsilon,
+        p.config.delta,
+        p.config.accountant,
+        p.sigma,
+        p.q,
+        p.config.clip,
+        if p.config.sampling == oxgen_train::privacy::dpsgd::Sampling::FixedSize {
+            " (fixed-size batches: the accountant assumes Poisson sampling)"
+        } else {
+            ""
+        }
+    );
 }
 
 pub(crate) fn sample(a: SampleArgs) -> Result<()> {

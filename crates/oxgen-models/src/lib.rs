@@ -13,6 +13,8 @@ pub mod ops;
 pub mod rng;
 pub mod samplers;
 mod settings;
+#[cfg(test)]
+mod testing;
 pub mod vae;
 
 pub use diffusion::{DataShape, Diffusion, DiffusionConfig, SampleConfig};

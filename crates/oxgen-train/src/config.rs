@@ -55,6 +55,9 @@ pub struct TrainConfig {
     pub model: DiffusionConfig,
     /// How samples are drawn at the end of training and by default in `oxgen sample`.
     pub sample: SampleConfig,
+    /// Differentially private training (DP-SGD): per-sample clipping replaces `grad_clip`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dp: Option<crate::privacy::dpsgd::DpConfig>,
 }
 
 impl Default for TrainConfig {
@@ -127,6 +130,7 @@ impl TrainConfig {
                 dynamic_threshold: None,
                 seed: 0,
             },
+            dp: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! The diffusion family's training step: ε- or v-prediction loss on a seeded batch, AdamW,
-//! global-norm clipping and EMA weights. The loop ([`crate::trainer`]) does the rest.
+//! global-norm clipping and EMA weights, or DP-SGD (Poisson batches, per-sample clipping and
+//! noise, [`crate::privacy`]). The loop ([`crate::trainer`]) does the rest.
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
@@ -14,6 +15,8 @@ use crate::config::TrainConfig;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::metrics::Quality;
+use crate::privacy::dpsgd::{DpPlan, dp_update};
+use crate::privacy::state::DpState;
 use crate::sample::final_report;
 use crate::trainer::optim::{ema_update, seeded_init, update};
 use crate::trainer::prefetch::Prefetch;
@@ -40,11 +43,18 @@ pub struct TrainReport {
     pub model: Diffusion,
     /// The EMA weights.
     pub ema: Diffusion,
+    /// A DP run's plan (σ, q and the ε its steps spend).
+    pub dp: Option<DpPlan>,
 }
 
-fn batch_noise(config: &TrainConfig, features: usize, step: usize) -> DiffusionBatchNoise {
+/// Timesteps, noise and label drops for `b` rows.
+fn batch_noise(
+    config: &TrainConfig,
+    features: usize,
+    step: usize,
+    b: usize,
+) -> DiffusionBatchNoise {
     let mut rng = step_rng(config.seed, step, Stream::Diffusion);
-    let b = config.batch_size;
     DiffusionBatchNoise {
         t: (0..b)
             .map(|_| rng.random_range(0..config.model.timesteps))
@@ -68,6 +78,8 @@ struct Step<'a> {
     optim: ModuleOptimizer,
     /// Batches and noise, made on a thread a few steps ahead.
     prefetch: Prefetch<HostBatch>,
+    /// A DP run's privacy state.
+    dp: Option<DpState>,
 }
 
 /// A step's host-side inputs: the batch rows, their labels and the noise.
@@ -75,29 +87,90 @@ struct HostBatch {
     rows: Vec<f32>,
     labels: Option<Vec<u32>>,
     noise: DiffusionBatchNoise,
+    /// The batch's size: `batch_size`, or a DP run's Poisson draw (0: an empty batch, padded
+    /// with row 0 at weight 0).
+    count: usize,
 }
 
 /// What step `step` trains on: a pure function of the config, the data and the step.
-fn host_batch(c: &TrainConfig, train: &Dataset, step: usize) -> HostBatch {
-    let idx = batch_indices(train.len(), c.batch_size, c.seed, step);
+fn host_batch(c: &TrainConfig, train: &Dataset, plan: Option<&DpPlan>, step: usize) -> HostBatch {
+    let (idx, count) = match plan {
+        Some(plan) => {
+            let idx = plan.batch(c.seed, step, c.batch_size);
+            let count = idx.len();
+            (if count == 0 { vec![0] } else { idx }, count)
+        }
+        None => (
+            batch_indices(train.len(), c.batch_size, c.seed, step),
+            c.batch_size,
+        ),
+    };
+    let noise_rows = if plan.is_some() {
+        idx.len()
+    } else {
+        c.batch_size
+    };
     HostBatch {
+        count,
         rows: train.rows(&idx),
         labels: train
             .labels
             .as_ref()
             .filter(|_| c.model.num_classes.is_some())
             .map(|l| idx.iter().map(|&i| l[i]).collect()),
-        noise: batch_noise(c, train.shape.numel(), step),
+        noise: batch_noise(c, train.shape.numel(), step, noise_rows),
+    }
+}
+
+impl Step<'_> {
+    /// A DP-SGD step: Poisson batch, per-sample clipping, noise, the accountant.
+    fn dp_step(&mut self, ctx: StepContext) -> Result<StepOutput> {
+        let c = self.config;
+        let dp = self.dp.as_mut().expect("a DP run");
+        dp.check_budget(c.steps)?;
+        let HostBatch {
+            rows,
+            labels,
+            noise,
+            count,
+        } = self.prefetch.get(ctx.step);
+        let features = self.train.shape.numel();
+        let shape = [rows.len() / features, features];
+        let x0 = Tensor::from_data(TensorData::new(rows, shape), &self.device);
+        let schedule = c.model.noise_schedule();
+        // The loss is a mean over rows and features; times the rows, a sum of per-row means.
+        let per_row = shape[0] as f64;
+        let (model, mut out, stats) = dp_update(
+            self.model.clone(),
+            &mut self.optim,
+            &dp.plan,
+            count,
+            |m: &Diffusion| {
+                m.loss(&c.model, &schedule, x0, labels.as_deref(), &noise)
+                    .mul_scalar(per_row)
+            },
+            ctx.lr,
+            c.seed,
+            ctx.step,
+            ctx.step.is_multiple_of(500),
+        )?;
+        self.model = model;
+        dp.stepped(&mut out, &stats, ctx.step + 1 == c.steps)?;
+        Ok(out)
     }
 }
 
 impl TrainStep for Step<'_> {
     fn step(&mut self, ctx: StepContext) -> Result<StepOutput> {
+        if self.dp.is_some() {
+            return self.dp_step(ctx);
+        }
         let c = self.config;
         let HostBatch {
             rows,
             labels,
             noise,
+            ..
         } = self.prefetch.get(ctx.step);
         let features = self.train.shape.numel();
         let shape = [rows.len() / features, features];
@@ -119,17 +192,24 @@ impl TrainStep for Step<'_> {
     }
 
     fn state(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
-        Ok(vec![
+        let mut files = vec![
             ("model.bpk", to_bytes(&self.model)?),
             ("ema.bpk", to_bytes(&self.ema)?),
             ("optim.bpk", optim_bytes(&self.optim)?),
-        ])
+        ];
+        if let Some(dp) = &self.dp {
+            files.push(dp.file());
+        }
+        Ok(files)
     }
 
     fn restore(&mut self, ck: &Loaded) -> Result<()> {
         self.model = load_weights(self.model.clone(), ck.file("model.bpk")?, &ck.dir)?;
         self.ema = load_weights(self.ema.clone(), ck.file("ema.bpk")?, &ck.dir)?;
         restore_optim(&mut self.optim, ck, "optim.bpk")?;
+        if let Some(dp) = self.dp.as_mut() {
+            dp.restore(ck)?;
+        }
         Ok(())
     }
 
@@ -163,7 +243,28 @@ pub fn train_on(config: &TrainConfig, data: &Dataset, opts: &TrainOptions) -> Re
     }
     let run = trainer::open_run(opts)?;
     let (train_set, val_set) = data.train_val(config.val_fraction, config.seed);
-    let mut step = new_step(config, &train_set, &opts.device);
+    let plan = match &config.dp {
+        Some(dp) => {
+            let plan = dp.plan(train_set.len(), config.batch_size, config.steps)?;
+            tracing::info!(
+                "DP-SGD: σ = {:.4}, q = {:.5}, C = {}, ε = {:.4} at δ = {:e} after {} steps ({:?} accountant, {:?} sampling)",
+                plan.sigma,
+                plan.q,
+                dp.clip,
+                plan.planned_epsilon,
+                dp.delta,
+                config.steps,
+                dp.accountant,
+                dp.sampling
+            );
+            if let Some(r) = run.as_ref() {
+                crate::privacy::write_json_atomic(&r.path().join("privacy-plan.json"), &plan)?;
+            }
+            Some(plan)
+        }
+        None => None,
+    };
+    let mut step = new_step(config, &train_set, plan.as_ref(), &opts.device);
     let spec = LoopSpec {
         family: "diffusion",
         config,
@@ -201,6 +302,7 @@ pub fn train_on(config: &TrainConfig, data: &Dataset, opts: &TrainOptions) -> Re
         quality,
         model: step.model.valid(),
         ema: step.ema.valid(),
+        dp: plan,
     })
 }
 
@@ -213,13 +315,18 @@ pub fn stepper<'a>(
 ) -> Result<impl TrainStep + 'a> {
     config.validate()?;
     check_fits(config, train)?;
-    Ok(new_step(config, train, device))
+    Ok(new_step(config, train, None, device))
 }
 
-fn new_step<'a>(config: &'a TrainConfig, train: &'a Dataset, device: &Device) -> Step<'a> {
+fn new_step<'a>(
+    config: &'a TrainConfig,
+    train: &'a Dataset,
+    plan: Option<&DpPlan>,
+    device: &Device,
+) -> Step<'a> {
     let ad = device.clone().autodiff();
     let model = seeded_init(device, config.seed, || config.model.init(train.shape, &ad));
-    let (c, data) = (config.clone(), Arc::new(train.clone()));
+    let (c, data, p) = (config.clone(), Arc::new(train.clone()), plan.cloned());
     Step {
         config,
         train,
@@ -227,7 +334,11 @@ fn new_step<'a>(config: &'a TrainConfig, train: &'a Dataset, device: &Device) ->
         ema: model.valid(),
         model,
         optim: adamw(config),
-        prefetch: Prefetch::new(move |s| host_batch(&c, &data, s), PREFETCH_DEPTH),
+        prefetch: Prefetch::new(
+            move |s| host_batch(&c, &data, p.as_ref(), s),
+            PREFETCH_DEPTH,
+        ),
+        dp: plan.map(DpState::new),
     }
 }
 

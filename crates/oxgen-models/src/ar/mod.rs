@@ -39,7 +39,7 @@ mod tests {
             .with_tie_weights(tie)
             .with_rotary(rotary)
             .init(&device);
-        (model, device)
+        (crate::testing::seeded(model, 5, 1.0), device)
     }
 
     /// RoPE: norms are kept, and q·k depends only on the distance between the positions.

@@ -45,13 +45,16 @@ impl CondEmbedding {
     /// # Shapes
     /// - `t`: `[batch]` (timestep as float), `labels`: `[batch]`; returns `[batch, dim]`.
     pub fn forward(&self, t: Tensor<1>, labels: Option<Tensor<1, Int>>) -> Tensor<2> {
-        let emb = self
-            .time2
-            .forward(silu(self.time1.forward(sinusoidal(t, self.freq_dim))));
+        // burn's own arithmetic, tapped for per-sample gradients (DP-SGD).
+        let affine = crate::ops::per_sample::burn_affine;
+        let emb = affine(
+            silu(affine(sinusoidal(t, self.freq_dim), &self.time1)),
+            &self.time2,
+        );
         match (&self.class, labels) {
             (Some(class), Some(labels)) => {
                 let [b] = labels.dims();
-                let c = class.forward(labels.unsqueeze_dim::<2>(1)); // [b, 1, dim]
+                let c = crate::ops::embedding::embedding(labels.unsqueeze_dim::<2>(1), class); // [b, 1, dim]
                 let dim = c.dims()[2];
                 emb + c.reshape([b, dim])
             }

@@ -35,11 +35,21 @@ struct Block {
     fc2: Linear,
 }
 
+/// The LayerNorms' ε (burn's default, which `LayerNormConfig::new` builds with).
+const LN_EPSILON: f64 = 1e-5;
+
+// burn's own arithmetic, tapped for per-sample gradients (DP-SGD).
+use crate::ops::per_sample::{burn_affine as affine, burn_layer_norm};
+
+fn norm(x: Tensor<2>, norm: &LayerNorm) -> Tensor<2> {
+    burn_layer_norm(x, norm, LN_EPSILON)
+}
+
 impl Block {
     fn forward(&self, h: Tensor<2>, cond: Tensor<2>) -> Tensor<2> {
-        let y = self.fc1.forward(self.norm.forward(h.clone()));
-        let y = silu(y + self.cond.forward(cond));
-        h + self.fc2.forward(y)
+        let y = affine(norm(h.clone(), &self.norm), &self.fc1);
+        let y = silu(y + affine(cond, &self.cond));
+        h + affine(y, &self.fc2)
     }
 }
 
@@ -89,11 +99,11 @@ impl MlpDenoiser {
     /// - `x`: `[batch, dim]`, `t`: `[batch]`, `labels`: `[batch]`; returns `[batch, dim]`.
     pub fn forward(&self, x: Tensor<2>, t: Tensor<1>, labels: Option<Tensor<1, Int>>) -> Tensor<2> {
         let cond = silu(self.embed.forward(t, labels)); // [b, h]
-        let mut h = self.input.forward(self.features(x));
+        let mut h = affine(self.features(x), &self.input);
         for block in &self.blocks {
             h = block.forward(h, cond.clone());
         }
-        self.output.forward(silu(self.norm.forward(h)))
+        affine(silu(norm(h, &self.norm)), &self.output)
     }
 
     /// `[batch, dim]` → `[batch, 2·frequencies·dim]` (or the input itself without frequencies).

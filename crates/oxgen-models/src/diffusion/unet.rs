@@ -18,7 +18,7 @@ use burn::tensor::{Device, Int, Tensor, activation::silu};
 use super::embed::CondEmbedding;
 use crate::ops::attention::{AttentionOptions, self_attention};
 use crate::ops::conv;
-use crate::ops::group_norm::{GroupNormParams, group_norm_silu};
+use crate::ops::group_norm::{group_norm, group_norm_silu_of};
 use crate::ops::linear::linear;
 
 settings! {
@@ -55,7 +55,7 @@ fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 
 /// GroupNorm then SiLU through the op API (fused on wgpu when not training).
 fn norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
-    group_norm_silu(x, &GroupNormParams::of(norm))
+    group_norm_silu_of(x, norm)
 }
 
 #[derive(Module, Debug)]
@@ -84,7 +84,7 @@ impl ResBlock {
     fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
         let h = conv2d(&self.conv1, norm_silu(&self.norm1, x.clone()));
         let [b, c, _, _] = h.dims();
-        let h = h + self.cond.forward(emb).reshape([b, c, 1, 1]);
+        let h = h + crate::ops::per_sample::burn_affine(emb, &self.cond).reshape([b, c, 1, 1]);
         let h = conv2d(&self.conv2, norm_silu(&self.norm2, h));
         let skip = match &self.skip {
             Some(s) => conv2d(s, x),
@@ -118,9 +118,7 @@ impl AttnBlock {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
-        let t = self
-            .norm
-            .forward(x.clone())
+        let t = group_norm(x.clone(), &self.norm)
             .reshape([b, c, h * w])
             .swap_dims(1, 2); // [b, l, c]
         // qkv's 3c features are (q | k | v), each heads × d: what `self_attention` reads.

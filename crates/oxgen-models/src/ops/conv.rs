@@ -18,11 +18,17 @@ pub fn last_path() -> Option<&'static str> {
     *LAST.lock().expect("conv path lock")
 }
 
-/// `conv.forward(x)`.
+/// `conv.forward(x)`, tapped for per-sample gradients while a
+/// [`super::per_sample::record`] is open.
 ///
 /// # Shapes
 /// - `x`: `[b, cin, h, w]`; returns `[b, cout, ho, wo]` as the module does.
 pub fn conv2d(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
+    let y = conv2d_untapped(x.clone(), conv);
+    super::per_sample::tap_conv(&x, y, conv)
+}
+
+fn conv2d_untapped(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
     let device = x.device();
     let [_, _, h, w] = x.dims();
     let [kh, kw] = conv.kernel_size;

@@ -123,6 +123,26 @@ pub fn group_norm_silu(x: Tensor<4>, params: &GroupNormParams) -> Tensor<4> {
     }
 }
 
+/// `silu(norm.forward(x))` through [`group_norm_silu`], tapped for per-sample gradients while a
+/// [`super::per_sample::record`] is open.
+///
+/// # Shapes
+/// - `x`: `[b, c, h, w]`; output: `[b, c, h, w]`.
+pub fn group_norm_silu_of(x: Tensor<4>, norm: &GroupNorm) -> Tensor<4> {
+    let y = group_norm_silu(x.clone(), &GroupNormParams::of(norm));
+    super::per_sample::tap_group_norm(&x, y, norm, true)
+}
+
+/// `norm.forward(x)` (burn's module), tapped for per-sample gradients while a
+/// [`super::per_sample::record`] is open.
+///
+/// # Shapes
+/// - `x`: `[b, c, h, w]`; output: `[b, c, h, w]`.
+pub fn group_norm(x: Tensor<4>, norm: &GroupNorm) -> Tensor<4> {
+    let y = norm.forward(x.clone());
+    super::per_sample::tap_group_norm(&x, y, norm, false)
+}
+
 /// The plain-burn reference, the same arithmetic as burn's `GroupNorm` module (two-pass mean and
 /// biased variance) followed by `silu`.
 ///

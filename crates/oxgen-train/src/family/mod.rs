@@ -85,7 +85,7 @@ pub struct FamilyConfig {
     pub rgb: bool,
     /// The model.
     pub model: FamilyModel,
-    /// Differentially private training (DP-SGD), VAE only for now.
+    /// Differentially private training (DP-SGD): the MLP VAE (flows and GANs are refused).
     pub dp: Option<crate::privacy::dpsgd::DpConfig>,
 }
 
@@ -269,7 +269,7 @@ impl FamilyConfig {
                     return Err(Error::Privacy {
                         parameter: "model",
                         reason: format!(
-                            "DP-SGD trains the VAE; the {} has layers without per-sample gradients",
+                            "DP-SGD trains the VAE and the diffusion family; the {} trainer has no DP step yet",
                             other.name()
                         ),
                     });

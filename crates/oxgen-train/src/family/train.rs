@@ -16,8 +16,8 @@ use super::{FamilyConfig, FamilyModel, Trained, pixel_levels};
 use crate::checkpoint::{self, Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
 use crate::data::{self, Dataset, LoadOptions};
 use crate::error::{Error, Result};
-use crate::privacy::Ledger;
 use crate::privacy::dpsgd::{DpPlan, dp_update};
+use crate::privacy::state::DpState;
 use crate::trainer::optim::{grads_of, seeded_init, update};
 use crate::trainer::rng::{Stream, batch_indices, step_seed};
 use crate::trainer::{self, LoopSpec, StepContext, StepOutput, TrainOptions, TrainStep};
@@ -77,43 +77,6 @@ fn adam(config: &FamilyConfig) -> ModuleOptimizer {
 /// The loss of a VAE or flow on a batch: (model, batch, seed, step).
 type LossFn<'a, M> = Box<dyn Fn(&M, Tensor<2>, u64, usize) -> Tensor<1> + 'a>;
 
-/// A DP run's plan and what it has spent.
-struct DpState {
-    plan: DpPlan,
-    ledger: Ledger,
-    /// RDP of one step at each of the default orders (the RDP accountant's ε after t steps is
-    /// then a minimum over t times these).
-    rdp_one: Vec<f64>,
-    /// The last ε computed (PRV and GDP: every 100 steps and at the end).
-    last_eps: f64,
-}
-
-impl DpState {
-    fn new(plan: &DpPlan) -> Self {
-        let orders = crate::privacy::rdp::default_orders();
-        DpState {
-            rdp_one: crate::privacy::rdp::rdp(plan.q, plan.sigma, 1, &orders),
-            plan: plan.clone(),
-            ledger: plan.ledger(),
-            last_eps: 0.0,
-        }
-    }
-
-    /// ε after the steps recorded so far (the ledger is one phase of the plan's σ and q).
-    fn epsilon(&mut self, last: bool) -> Result<f64> {
-        let t = self.ledger.steps();
-        if self.plan.config.accountant == crate::privacy::AccountantKind::Rdp {
-            let orders = crate::privacy::rdp::default_orders();
-            let total: Vec<f64> = self.rdp_one.iter().map(|r| r * t as f64).collect();
-            self.last_eps =
-                crate::privacy::rdp::epsilon_from_rdp(&orders, &total, self.plan.config.delta).0;
-        } else if last || t % 100 == 0 {
-            self.last_eps = self.ledger.epsilon()?;
-        }
-        Ok(self.last_eps)
-    }
-}
-
 /// One model, one optimizer (VAE and flow).
 struct Single<'a, M> {
     config: &'a FamilyConfig,
@@ -132,15 +95,7 @@ impl<M: Module> Single<'_, M> {
         let dp = self.dp.as_mut().expect("a DP run");
         // The plan checked the whole run against the budget; this guards a run resumed with
         // more steps than it was planned for.
-        if dp.ledger.steps() >= c.steps as u64 {
-            return Err(Error::Privacy {
-                parameter: "steps",
-                reason: format!(
-                    "the privacy plan covers {} steps and they are spent; a longer run needs a new plan",
-                    c.steps
-                ),
-            });
-        }
+        dp.check_budget(c.steps)?;
         let idx = dp.plan.batch(c.seed, ctx.step, c.batch_size);
         let rows = idx.len();
         // An empty Poisson batch still runs (one row at weight 0): the step is noise only.
@@ -162,15 +117,7 @@ impl<M: Module> Single<'_, M> {
             ctx.step.is_multiple_of(500),
         )?;
         self.model = model;
-        dp.ledger.step(dp.plan.sigma, dp.plan.q);
-        let next = dp.epsilon(ctx.step + 1 == c.steps)?;
-        out.extra = serde_json::json!({
-            "epsilon": next,
-            "dp_rows": stats.batch,
-            "clipped": stats.clipped,
-            "mean_norm": stats.mean_norm,
-        });
-        out.message = Some(format!("loss {:.4}  ε {next:.3}", out.loss));
+        dp.stepped(&mut out, &stats, ctx.step + 1 == c.steps)?;
         Ok(out)
     }
 }
@@ -203,10 +150,7 @@ impl<M: Module> TrainStep for Single<'_, M> {
             ("optim.bpk", optim_bytes(&self.optim)?),
         ];
         if let Some(dp) = &self.dp {
-            files.push((
-                "privacy.json",
-                serde_json::to_vec_pretty(&dp.ledger).expect("a ledger serialises"),
-            ));
+            files.push(dp.file());
         }
         Ok(files)
     }
@@ -215,25 +159,7 @@ impl<M: Module> TrainStep for Single<'_, M> {
         self.model = load_weights(self.model.clone(), ck.file("model.bpk")?, &ck.dir)?;
         restore_optim(&mut self.optim, ck, "optim.bpk")?;
         if let Some(dp) = self.dp.as_mut() {
-            let bytes = ck.file("privacy.json")?;
-            let ledger: Ledger = serde_json::from_slice(bytes).map_err(|e| Error::Checkpoint {
-                path: ck.dir.clone(),
-                reason: format!("privacy.json unreadable: {e}"),
-            })?;
-            if ledger
-                .history
-                .iter()
-                .any(|p| p.sigma != dp.plan.sigma || p.q != dp.plan.q)
-            {
-                return Err(Error::Privacy {
-                    parameter: "steps",
-                    reason: format!(
-                        "the checkpoint's DP steps used σ and q {:?}, this run's plan σ = {} and q = {}; resume with the run's own steps, batch size and budget",
-                        ledger.history, dp.plan.sigma, dp.plan.q
-                    ),
-                });
-            }
-            dp.ledger = ledger;
+            dp.restore(ck)?;
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ pub mod prv;
 pub mod rdp;
 pub mod sigma;
 pub mod special;
+pub(crate) mod state;
 pub mod utility;
 
 use serde::{Deserialize, Serialize};

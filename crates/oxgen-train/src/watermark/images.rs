@@ -19,9 +19,13 @@ use super::treering::{RingScore, TreeRing, auc};
 use crate::eval::sample::{LoadedRun, host_samples};
 use crate::{Error, Result};
 
-fn image_dims(run: &LoadedRun) -> Result<[usize; 3]> {
+/// The run's image shape, with `ring` checked to hold frequencies of it.
+fn image_dims(run: &LoadedRun, ring: &TreeRing) -> Result<[usize; 3]> {
     match run.manifest.shape.layout() {
-        (true, dims) => Ok(dims),
+        (true, [c, h, w]) => {
+            ring.validate_for(h, w).map_err(Error::Config)?;
+            Ok([c, h, w])
+        }
         _ => Err(Error::Config(
             "Tree-Ring marks images; this diffusion run models vectors".into(),
         )),
@@ -41,7 +45,7 @@ pub fn draw_marked(
     labels: Option<&[u32]>,
     device: &Device,
 ) -> Result<Vec<f32>> {
-    let [c, h, w] = image_dims(run)?;
+    let [c, h, w] = image_dims(run, ring)?;
     let f = c * h * w;
     let mut noise: Vec<f32> = seeded_noise(sample.seed, u32::MAX, n * f, device)
         .into_data()
@@ -140,7 +144,7 @@ pub fn detect_images(
     opts: &InvertOptions,
     device: &Device,
 ) -> Result<Vec<RingScore>> {
-    let [c, h, w] = image_dims(run)?;
+    let [c, h, w] = image_dims(run, ring)?;
     let f = c * h * w;
     if images.is_empty() || !images.len().is_multiple_of(f) {
         return Err(Error::Shape {
@@ -332,7 +336,7 @@ pub fn evaluate_images(
     out: &Path,
     device: &Device,
 ) -> Result<TreeRingReport> {
-    let dims = image_dims(run)?;
+    let dims = image_dims(run, ring)?;
     let labels: Option<Vec<u32>> = run
         .config
         .model
@@ -412,8 +416,8 @@ pub fn evaluate_images(
     crate::plot::panels_over(
         &out.join("roc.png"),
         &format!(
-            "Tree-Ring ROC, radius {}: {n} marked, {n} clean",
-            ring.radius
+            "Tree-Ring ROC, {} ≤ r ≤ {}: {n} marked, {n} clean",
+            ring.inner, ring.radius
         ),
         "false-positive rate (clean samples at or below the threshold on η)",
         &series,

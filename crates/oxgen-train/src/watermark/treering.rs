@@ -2,8 +2,9 @@
 //! Watermarks: Fingerprints for Diffusion Images that are Invisible and Robust").
 //!
 //! The key fixes a pattern of concentric rings in the 2-D Fourier transform of the initial
-//! noise: every frequency within `radius` of the origin gets the value of its ring (real, drawn
-//! from the key), the rest of the noise is untouched. Sampling then runs from that noise. The
+//! noise: every frequency within `radius` of the origin (and at least `inner` from it: an
+//! annulus leaves the lowest frequencies, where a small image keeps its shape, to the model) gets
+//! the value of its ring (real, drawn from the key), the rest of the noise is untouched. Sampling then runs from that noise. The
 //! detector inverts an image back to its noise by deterministic DDIM and compares the noise's
 //! Fourier coefficients inside the pattern with the key's:
 //!
@@ -33,6 +34,9 @@ pub struct TreeRing {
     pub key: WatermarkKey,
     /// The pattern's radius in frequency steps.
     pub radius: f64,
+    /// The pattern's inner radius: frequencies nearer the origin are left alone (0: a disc, as
+    /// in the paper).
+    pub inner: f64,
 }
 
 /// One coefficient of the pattern.
@@ -89,19 +93,36 @@ fn freq(u: usize, n: usize) -> f64 {
 }
 
 impl TreeRing {
-    /// Refuses a radius that is not positive.
+    /// Refuses a radius that is not positive, and an inner radius outside [0, radius].
     pub fn validate(&self) -> Result<(), String> {
-        if self.radius.is_finite() && self.radius > 0.0 {
-            Ok(())
-        } else {
-            Err(format!(
+        if !(self.radius.is_finite() && self.radius > 0.0) {
+            return Err(format!(
                 "the Tree-Ring radius must be positive, got {}",
                 self.radius
-            ))
+            ));
         }
+        if !(self.inner.is_finite() && self.inner >= 0.0 && self.inner <= self.radius) {
+            return Err(format!(
+                "the Tree-Ring inner radius must lie in [0, radius = {}], got {}",
+                self.radius, self.inner
+            ));
+        }
+        Ok(())
     }
 
-    /// The pattern on an h × w spectrum: every cell within the radius, with its ring's value
+    /// Refuses a pattern with no cell on an h × w spectrum.
+    pub fn validate_for(&self, h: usize, w: usize) -> Result<(), String> {
+        self.validate()?;
+        if self.cells(h, w).is_empty() {
+            return Err(format!(
+                "the Tree-Ring pattern {} ≤ r ≤ {} holds no frequency of a {h}×{w} image",
+                self.inner, self.radius
+            ));
+        }
+        Ok(())
+    }
+
+    /// The pattern on an h × w spectrum: every cell within the annulus, with its ring's value
     /// (rings at integer radii, values N(0, h·w) from the key).
     fn cells(&self, h: usize, w: usize) -> Vec<Cell> {
         let rings = self.radius.ceil() as usize + 1;
@@ -117,7 +138,7 @@ impl TreeRing {
         for u in 0..h {
             for v in 0..w {
                 let r = freq(u, h).hypot(freq(v, w));
-                if r <= self.radius {
+                if r <= self.radius && r >= self.inner {
                     let partner = ((h - u) % h) * w + (w - v) % w;
                     out.push(Cell {
                         at: u * w + v,
@@ -241,6 +262,7 @@ mod tests {
         TreeRing {
             key: WatermarkKey::from_words(3, 4),
             radius,
+            inner: 0.0,
         }
     }
 
@@ -285,10 +307,64 @@ mod tests {
         let other = TreeRing {
             key: WatermarkKey::from_words(5, 6),
             radius: 2.0,
+            inner: 0.0,
         };
         assert!(other.score(&noise, h, w).p > 1e-3);
         assert!(ring(0.0).validate().is_err());
+        assert!(
+            TreeRing {
+                inner: 3.0,
+                ..ring(2.0)
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            TreeRing {
+                inner: -1.0,
+                ..ring(2.0)
+            }
+            .validate()
+            .is_err()
+        );
         assert!((auc(&[0.1, 0.2], &[0.3, 0.4]) - 1.0).abs() < 1e-12);
         assert!((auc(&[0.5], &[0.5]) - 0.5).abs() < 1e-12);
+    }
+
+    /// An annulus leaves the low frequencies alone: on 28×28, 3 ≤ r ≤ 6 marks 88 cells
+    /// (the lattice points of the disc of radius 6, 113, less those of radius
+    /// under 3, 25), white noise's p-values are spread and marked noise scores near the key; the
+    /// image's mean (the DC term) does not change. A pattern with no cell on the image is
+    /// refused.
+    #[test]
+    fn an_annulus_marks_only_its_frequencies() {
+        let (h, w) = (28, 28);
+        let t = TreeRing {
+            inner: 3.0,
+            ..ring(6.0)
+        };
+        assert_eq!(t.cells(h, w).len(), 113 - 25);
+        let mut rng = StdRng::seed_from_u64(4);
+        let mut low = 0;
+        for _ in 0..200 {
+            let mut noise: Vec<f32> = (0..h * w)
+                .map(|_| StandardNormal.sample(&mut rng))
+                .collect();
+            let mean = |x: &[f32]| x.iter().map(|v| f64::from(*v)).sum::<f64>() / x.len() as f64;
+            let before = mean(&noise);
+            let clean = t.score(&noise, h, w);
+            low += usize::from(clean.p < 0.01);
+            t.mark(&mut noise, h, w);
+            assert!((mean(&noise) - before).abs() < 1e-5);
+            let marked = t.score(&noise, h, w);
+            assert!(marked.eta < 1e-6 && marked.p < 1e-6, "{marked:?}");
+        }
+        assert!(low <= 8, "{low} of 200 clean noises below p = 0.01");
+        let empty = TreeRing {
+            inner: 6.0,
+            ..ring(7.0)
+        };
+        assert!(empty.validate().is_ok() && empty.validate_for(8, 8).is_err());
+        assert!(t.validate_for(h, w).is_ok());
     }
 }

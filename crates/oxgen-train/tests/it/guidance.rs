@@ -149,6 +149,7 @@ fn tree_ring_on_the_digits_run(base: &Path, device: &Device) {
     let ring = TreeRing {
         key: WatermarkKey::from_words(21, 22),
         radius: 2.0,
+        inner: 0.0,
     };
     let out = base.join("tree-ring");
     let r = evaluate_images(

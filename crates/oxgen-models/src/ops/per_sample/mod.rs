@@ -1,0 +1,393 @@
+//! Per-sample gradients for differentially private training, without a backward pass per
+//! sample: while a [`record`] is open, each supported layer taps its forward pass, keeping its
+//! input and adding a zero "probe" leaf to its output. One backward pass then gives each
+//! probe's gradient, which is ∂L/∂(layer output) for every row; with the inputs that is enough
+//! for every row's gradient norm (ghost clipping; Goodfellow 2015, Li et al. 2022) and for the
+//! sum of clipped per-sample gradients as one matrix product (book-keeping; Bu et al. 2023).
+//!
+//! For an affine layer y = x·W + b with per-sample inputs aᵢ `[T, K]` and output gradients gᵢ
+//! `[T, N]` (T = 1 for flat rows):
+//!
+//! ```text
+//! ∇W_i = aᵢᵀ gᵢ,  ∇b_i = Σ_t g_{i,t}
+//! ‖∇W_i‖² = Σ_{t,s} (aᵢ aᵢᵀ)_{ts} (gᵢ gᵢᵀ)_{ts}      (T² work; or ‖aᵢᵀgᵢ‖² when K·N < T²)
+//! Σ_i cᵢ ∇W_i = (c ⊙ a)ᵀ g                          (one [B·T, K]ᵀ × [B·T, N] product)
+//! ```
+//!
+//! A 2-D convolution is the affine map of its input patches (im2col: aᵢ is `[L, Cin·kh·kw]` over
+//! the L output positions), so the same three lines serve it with T = L. GroupNorm's per-channel
+//! scale and shift have the per-sample gradients Σ_s g ⊙ x̂ and Σ_s g over the positions s; when
+//! a SiLU follows (the UNet's fused pair) the probe sits after it and g is the probe's gradient
+//! times silu'(z) at the normalised output z.
+//!
+//! The loss must be the *sum* of per-sample losses, and row i of every tapped layer's input
+//! must belong to sample i (dimension 0 is the sample).
+
+mod capture;
+
+pub(crate) use capture::{
+    burn_affine, burn_layer_norm, tap_affine, tap_conv, tap_group_norm, tap_layer_norm, tap_lookup,
+};
+
+use std::cell::RefCell;
+
+use burn::module::ParamId;
+use burn::tensor::{Gradients, Int, Tensor};
+
+/// What one tapped layer kept.
+#[derive(Clone, Debug)]
+pub enum Tap {
+    /// An affine layer x·W + b (W stored `[K, N]`, as burn's `Linear`).
+    Affine {
+        /// The weight's id.
+        weight: ParamId,
+        /// The bias's id, if any.
+        bias: Option<ParamId>,
+        /// The input, without autodiff, `[B, T, K]`.
+        input: Tensor<3>,
+        /// The probe added to the output (autodiff leaf), `[B, T, N]`.
+        probe: Tensor<3>,
+    },
+    /// An elementwise affine over the last dimension, y = x̂ ⊙ γ + β (LayerNorm's, with x̂ the
+    /// normalised input).
+    Scale {
+        /// γ's id.
+        gamma: ParamId,
+        /// β's id, if any.
+        beta: Option<ParamId>,
+        /// x̂, without autodiff, `[B, T, D]`.
+        input: Tensor<3>,
+        /// The probe, `[B, T, D]`.
+        probe: Tensor<3>,
+    },
+    /// A 2-D convolution (ungrouped, undilated), the affine map of its input patches; the
+    /// weight is stored `[N, Cin, kh, kw]`, the transpose of an affine layer's `[K, N]`.
+    Conv {
+        /// The weight's id.
+        weight: ParamId,
+        /// The bias's id, if any.
+        bias: Option<ParamId>,
+        /// The input patches, without autodiff, `[B, L, K]` (K = Cin·kh·kw, channel-major).
+        patches: Tensor<3>,
+        /// The probe added to the output (autodiff leaf), `[B, N, Ho, Wo]`.
+        probe: Tensor<4>,
+    },
+    /// GroupNorm's per-channel affine y = x̂ ⊙ γ + β over `[B, C, positions]`, optionally
+    /// followed by SiLU.
+    Channel {
+        /// γ's id.
+        gamma: ParamId,
+        /// β's id.
+        beta: ParamId,
+        /// x̂, without autodiff, `[B, C, S]`.
+        input: Tensor<3>,
+        /// silu'(z) at the affine output z when a SiLU follows, `[B, C, S]`.
+        gate: Option<Tensor<3>>,
+        /// The probe (after the SiLU, if any), `[B, C, S]`.
+        probe: Tensor<3>,
+    },
+    /// A lookup y = E[ids] (`E`: `[V, D]`).
+    Lookup {
+        /// E's id.
+        table: ParamId,
+        /// Rows of the table, `V`.
+        vocab: usize,
+        /// The ids, `[B, T]`.
+        ids: Tensor<2, Int>,
+        /// The probe, `[B, T, D]`.
+        probe: Tensor<3>,
+    },
+}
+
+thread_local! {
+    static TAPE: RefCell<Option<Vec<Tap>>> = const { RefCell::new(None) };
+}
+
+/// Closes the tape even if the forward pass panics.
+struct Closing;
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        TAPE.with(|t| t.borrow_mut().take());
+    }
+}
+
+/// Runs `forward` with the tape open (on this thread) and returns its result with the taps it
+/// recorded, in call order.
+pub fn record<R>(forward: impl FnOnce() -> R) -> (R, Vec<Tap>) {
+    TAPE.with(|t| *t.borrow_mut() = Some(Vec::new()));
+    let guard = Closing;
+    let r = forward();
+    let taps = TAPE.with(|t| t.borrow_mut().take()).unwrap_or_default();
+    drop(guard);
+    (r, taps)
+}
+
+/// Whether a tape is open on this thread.
+pub fn recording() -> bool {
+    TAPE.with(|t| t.borrow().is_some())
+}
+
+/// Appends `tap` to the open tape (if any).
+fn push(tap: Tap) {
+    TAPE.with(|tape| {
+        if let Some(v) = tape.borrow_mut().as_mut() {
+            v.push(tap);
+        }
+    });
+}
+
+/// The probe's gradient (zeros where the output did not reach the loss).
+fn probe_grad<const D: usize>(probe: &Tensor<D>, grads: &Gradients) -> Tensor<D> {
+    probe
+        .grad(grads)
+        .unwrap_or_else(|| Tensor::zeros(probe.dims(), &probe.device().inner()))
+}
+
+/// A lookup's per-sample table gradients, `[B, V, D]` (one-hot ids times output gradients).
+fn lookup_grads(ids: &Tensor<2, Int>, vocab: usize, g: Tensor<3>) -> Tensor<3> {
+    let onehot = ids.clone().one_hot::<3>(vocab).float();
+    onehot.swap_dims(1, 2).matmul(g)
+}
+
+/// An affine-like tap as inputs and output gradients, `[B, T, K]` and `[B, T, N]`, with its
+/// parameter ids and whether the weight is stored `[N, K]`.
+struct AffineView {
+    a: Tensor<3>,
+    g: Tensor<3>,
+    weight: ParamId,
+    bias: Option<ParamId>,
+    transposed: bool,
+}
+
+impl AffineView {
+    /// Each sample's squared norm of ∇W (and ∇b), `[B]`: by the Gram matrices when T² ≤ K·N,
+    /// else by the materialised per-sample gradient.
+    fn sq_norms(&self) -> Tensor<1> {
+        let (a, g) = (self.a.clone(), self.g.clone());
+        let [b, t, k] = a.dims();
+        let n = g.dims()[2];
+        let w = if t == 1 {
+            a.square().sum_dim(2).reshape([b]) * g.clone().square().sum_dim(2).reshape([b])
+        } else if t * t <= k * n {
+            let aa = a.clone().matmul(a.swap_dims(1, 2));
+            let gg = g.clone().matmul(g.clone().swap_dims(1, 2));
+            (aa * gg).sum_dim(2).sum_dim(1).reshape([b])
+        } else {
+            a.swap_dims(1, 2)
+                .matmul(g.clone())
+                .square()
+                .sum_dim(2)
+                .sum_dim(1)
+                .reshape([b])
+        };
+        match self.bias {
+            Some(_) => w + g.sum_dim(1).square().sum_dim(2).reshape([b]),
+            None => w,
+        }
+    }
+
+    /// Σᵢ scaleᵢ·∇θᵢ, flattened in the parameters' own layouts.
+    fn weighted_sum(&self, scale: &Tensor<1>) -> Vec<(ParamId, Tensor<1>)> {
+        let [b, t, k] = self.a.dims();
+        let n = self.g.dims()[2];
+        let gs = self.g.clone() * scale.clone().reshape([b, 1, 1]);
+        let mut gw = self
+            .a
+            .clone()
+            .reshape([b * t, k])
+            .swap_dims(0, 1)
+            .matmul(gs.clone().reshape([b * t, n]));
+        if self.transposed {
+            gw = gw.swap_dims(0, 1);
+        }
+        let mut out = vec![(self.weight, gw.reshape([k * n]))];
+        if let Some(bias) = self.bias {
+            out.push((bias, gs.sum_dim(1).sum_dim(0).reshape([n])));
+        }
+        out
+    }
+
+    /// Every sample's ∇W (and ∇b), `[B, numel]`.
+    fn per_sample(&self) -> Vec<(ParamId, Tensor<2>)> {
+        let [b, _, k] = self.a.dims();
+        let n = self.g.dims()[2];
+        let mut gw = self.a.clone().swap_dims(1, 2).matmul(self.g.clone());
+        if self.transposed {
+            gw = gw.swap_dims(1, 2);
+        }
+        let mut out = vec![(self.weight, gw.reshape([b, k * n]))];
+        if let Some(bias) = self.bias {
+            out.push((bias, self.g.clone().sum_dim(1).reshape([b, n])));
+        }
+        out
+    }
+}
+
+impl Tap {
+    /// The parameters this tap covers.
+    pub fn params(&self) -> Vec<ParamId> {
+        match self {
+            Tap::Affine { weight, bias, .. } | Tap::Conv { weight, bias, .. } => {
+                std::iter::once(*weight).chain(*bias).collect()
+            }
+            Tap::Scale { gamma, beta, .. } => std::iter::once(*gamma).chain(*beta).collect(),
+            Tap::Channel { gamma, beta, .. } => vec![*gamma, *beta],
+            Tap::Lookup { table, .. } => vec![*table],
+        }
+    }
+
+    /// The affine and convolution taps as an [`AffineView`].
+    fn affine(&self, grads: &Gradients) -> Option<AffineView> {
+        match self {
+            Tap::Affine {
+                weight,
+                bias,
+                input,
+                probe,
+            } => Some(AffineView {
+                a: input.clone(),
+                g: probe_grad(probe, grads),
+                weight: *weight,
+                bias: *bias,
+                transposed: false,
+            }),
+            Tap::Conv {
+                weight,
+                bias,
+                patches,
+                probe,
+            } => {
+                let [b, n, ho, wo] = probe.dims();
+                let g = probe_grad(probe, grads)
+                    .reshape([b, n, ho * wo])
+                    .swap_dims(1, 2);
+                Some(AffineView {
+                    a: patches.clone(),
+                    g,
+                    weight: *weight,
+                    bias: *bias,
+                    transposed: true,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Each sample's squared gradient norm over this tap's parameters, `[B]`.
+    pub fn sq_norms(&self, grads: &Gradients) -> Tensor<1> {
+        if let Some(view) = self.affine(grads) {
+            return view.sq_norms();
+        }
+        self.per_sample(grads)
+            .into_iter()
+            .map(|(_, g)| {
+                let b = g.dims()[0];
+                g.square().sum_dim(1).reshape([b])
+            })
+            .reduce(|a, b| a + b)
+            .expect("a tap has a parameter")
+    }
+
+    /// Σᵢ scaleᵢ·∇θᵢ for each parameter θ of this tap (`scale`: `[B]`), as (id, gradient)
+    /// with the gradient flattened; reshape to the parameter's shape.
+    pub fn weighted_sum(&self, grads: &Gradients, scale: &Tensor<1>) -> Vec<(ParamId, Tensor<1>)> {
+        if let Some(view) = self.affine(grads) {
+            return view.weighted_sum(scale);
+        }
+        match self {
+            Tap::Lookup {
+                table,
+                vocab,
+                ids,
+                probe,
+            } => {
+                let g = probe_grad(probe, grads);
+                let [b, t, d] = g.dims();
+                let gs = (g * scale.clone().reshape([b, 1, 1])).reshape([b * t, d]);
+                let rows = ids.clone().reshape([b * t]);
+                let acc = Tensor::<2>::zeros([*vocab, d], &gs.device()).select_assign(
+                    0,
+                    rows,
+                    gs,
+                    burn::tensor::IndexingUpdateOp::Add,
+                );
+                vec![(*table, acc.reshape([*vocab * d]))]
+            }
+            _ => {
+                let b = scale.dims()[0];
+                self.per_sample(grads)
+                    .into_iter()
+                    .map(|(id, g)| {
+                        let n = g.dims()[1];
+                        (
+                            id,
+                            (g * scale.clone().reshape([b, 1])).sum_dim(0).reshape([n]),
+                        )
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Every sample's own gradient for each parameter, `[B, numel]` (for tests and audits;
+    /// training needs only [`Tap::sq_norms`] and [`Tap::weighted_sum`]).
+    pub fn per_sample(&self, grads: &Gradients) -> Vec<(ParamId, Tensor<2>)> {
+        if let Some(view) = self.affine(grads) {
+            return view.per_sample();
+        }
+        match self {
+            Tap::Scale {
+                gamma,
+                beta,
+                input,
+                probe,
+            } => {
+                let g = probe_grad(probe, grads);
+                let [b, _, d] = g.dims();
+                let mut out = vec![(
+                    *gamma,
+                    (g.clone() * input.clone()).sum_dim(1).reshape([b, d]),
+                )];
+                if let Some(beta) = beta {
+                    out.push((*beta, g.sum_dim(1).reshape([b, d])));
+                }
+                out
+            }
+            Tap::Channel {
+                gamma,
+                beta,
+                input,
+                gate,
+                probe,
+            } => {
+                let mut g = probe_grad(probe, grads);
+                if let Some(gate) = gate {
+                    g = g * gate.clone();
+                }
+                let [b, c, _] = g.dims();
+                vec![
+                    (
+                        *gamma,
+                        (g.clone() * input.clone()).sum_dim(2).reshape([b, c]),
+                    ),
+                    (*beta, g.sum_dim(2).reshape([b, c])),
+                ]
+            }
+            Tap::Lookup {
+                table,
+                vocab,
+                ids,
+                probe,
+            } => {
+                let g = probe_grad(probe, grads);
+                let [b, _, d] = g.dims();
+                vec![(
+                    *table,
+                    lookup_grads(ids, *vocab, g).reshape([b, *vocab * d]),
+                )]
+            }
+            Tap::Affine { .. } | Tap::Conv { .. } => unreachable!("handled by the affine view"),
+        }
+    }
+}

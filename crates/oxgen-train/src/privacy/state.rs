@@ -1,0 +1,115 @@
+//! A DP run's privacy state inside a training step: the plan, the ledger of steps taken, ε as
+//! training goes, and the ledger's place in checkpoints. Shared by every family that trains
+//! with DP-SGD.
+
+use crate::checkpoint::Loaded;
+use crate::error::{Error, Result};
+use crate::trainer::StepOutput;
+
+use super::Ledger;
+use super::dpsgd::{DpPlan, DpStats};
+
+/// The checkpoint file that holds the ledger.
+pub(crate) const LEDGER_FILE: &str = "privacy.json";
+
+/// A DP run's plan and what it has spent.
+pub(crate) struct DpState {
+    pub(crate) plan: DpPlan,
+    pub(crate) ledger: Ledger,
+    /// RDP of one step at each of the default orders (the RDP accountant's ε after t steps is
+    /// then a minimum over t times these).
+    rdp_one: Vec<f64>,
+    /// The last ε computed (PRV and GDP: every 100 steps and at the end).
+    last_eps: f64,
+}
+
+impl DpState {
+    pub(crate) fn new(plan: &DpPlan) -> Self {
+        let orders = super::rdp::default_orders();
+        DpState {
+            rdp_one: super::rdp::rdp(plan.q, plan.sigma, 1, &orders),
+            plan: plan.clone(),
+            ledger: plan.ledger(),
+            last_eps: 0.0,
+        }
+    }
+
+    /// Refuses a step beyond the `steps` the plan covers (a run resumed with more steps than it
+    /// was planned for).
+    pub(crate) fn check_budget(&self, steps: usize) -> Result<()> {
+        if self.ledger.steps() >= steps as u64 {
+            return Err(Error::Privacy {
+                parameter: "steps",
+                reason: format!(
+                    "the privacy plan covers {steps} steps and they are spent; a longer run needs a new plan"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// ε after the steps recorded so far (the ledger is one phase of the plan's σ and q).
+    fn epsilon(&mut self, last: bool) -> Result<f64> {
+        let t = self.ledger.steps();
+        if self.plan.config.accountant == super::AccountantKind::Rdp {
+            let orders = super::rdp::default_orders();
+            let total: Vec<f64> = self.rdp_one.iter().map(|r| r * t as f64).collect();
+            self.last_eps = super::rdp::epsilon_from_rdp(&orders, &total, self.plan.config.delta).0;
+        } else if last || t % 100 == 0 {
+            self.last_eps = self.ledger.epsilon()?;
+        }
+        Ok(self.last_eps)
+    }
+
+    /// Records one step taken and writes ε and the clipping statistics into `out` (logged to
+    /// `metrics.jsonl` and the progress bar).
+    pub(crate) fn stepped(
+        &mut self,
+        out: &mut StepOutput,
+        stats: &DpStats,
+        last: bool,
+    ) -> Result<()> {
+        self.ledger.step(self.plan.sigma, self.plan.q);
+        let eps = self.epsilon(last)?;
+        out.extra = serde_json::json!({
+            "epsilon": eps,
+            "dp_rows": stats.batch,
+            "clipped": stats.clipped,
+            "mean_norm": stats.mean_norm,
+        });
+        out.message = Some(format!("loss {:.4}  ε {eps:.3}", out.loss));
+        Ok(())
+    }
+
+    /// The ledger as a checkpoint file.
+    pub(crate) fn file(&self) -> (&'static str, Vec<u8>) {
+        (
+            LEDGER_FILE,
+            serde_json::to_vec_pretty(&self.ledger).expect("a ledger serialises"),
+        )
+    }
+
+    /// Restores the ledger from a checkpoint, refusing one whose steps used another σ or q.
+    pub(crate) fn restore(&mut self, ck: &Loaded) -> Result<()> {
+        let bytes = ck.file(LEDGER_FILE)?;
+        let ledger: Ledger = serde_json::from_slice(bytes).map_err(|e| Error::Checkpoint {
+            path: ck.dir.clone(),
+            reason: format!("{LEDGER_FILE} unreadable: {e}"),
+        })?;
+        if ledger
+            .history
+            .iter()
+            .any(|p| p.sigma != self.plan.sigma || p.q != self.plan.q)
+        {
+            return Err(Error::Privacy {
+                parameter: "steps",
+                reason: format!(
+                    "the checkpoint's DP steps used σ and q {:?}, this run's plan σ = {} and q = {}; resume with the run's own steps, batch size and budget",
+                    ledger.history, self.plan.sigma, self.plan.q
+                ),
+            });
+        }
+        self.ledger = ledger;
+        Ok(())
+    }
+}
