@@ -25,6 +25,9 @@ pub enum Model {
     GptChar,
     /// The digits UNet at `oxgen train diffusion --data digits8`'s defaults (batch 64, EMA).
     UnetDigits,
+    /// The same UNet step under DP-SGD (σ = 1, clip 1, fixed-size batches of the same size);
+    /// no twin.
+    UnetDigitsDp,
 }
 
 impl std::str::FromStr for Model {
@@ -34,8 +37,9 @@ impl std::str::FromStr for Model {
             "gpt-small" => Ok(Self::GptSmall),
             "gpt-char" => Ok(Self::GptChar),
             "unet-digits" => Ok(Self::UnetDigits),
+            "unet-digits-dp" => Ok(Self::UnetDigitsDp),
             _ => Err(format!(
-                "unknown model `{s}`; expected gpt-small, gpt-char or unet-digits"
+                "unknown model `{s}`; expected gpt-small, gpt-char, unet-digits or unet-digits-dp"
             )),
         }
     }
@@ -48,6 +52,7 @@ impl Model {
             Self::GptSmall => "gpt-small",
             Self::GptChar => "gpt-char",
             Self::UnetDigits => "unet-digits",
+            Self::UnetDigitsDp => "unet-digits-dp",
         }
     }
 
@@ -56,7 +61,7 @@ impl Model {
         let (layers, heads, width, context, batch) = match self {
             Self::GptSmall => (4, 4, 128, 128, 32),
             Self::GptChar => (6, 6, 384, 256, 64),
-            Self::UnetDigits => return None,
+            Self::UnetDigits | Self::UnetDigitsDp => return None,
         };
         let model = GptConfig::new(65)
             .with_layers(layers)
@@ -123,7 +128,17 @@ pub fn ours(
         }
         None => {
             let digits = oxgen_train::data::digits8();
-            let config = TrainConfig::defaults("digits8", digits.shape, Some(10));
+            let mut config = TrainConfig::defaults("digits8", digits.shape, Some(10));
+            if model == Model::UnetDigitsDp {
+                use oxgen_train::privacy::dpsgd::{DpConfig, Sampling};
+                config.dp = Some(DpConfig {
+                    sigma: Some(1.0),
+                    clip: 1.0,
+                    sampling: Sampling::FixedSize,
+                    ..DpConfig::default()
+                });
+                config.steps = config.steps.max(warmup + iters);
+            }
             let mut s =
                 oxgen_train::diffusion::stepper(&config, &digits, device).expect("valid config");
             let ema = Some(config.ema_decay);

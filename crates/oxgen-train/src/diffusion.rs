@@ -307,7 +307,8 @@ pub fn train_on(config: &TrainConfig, data: &Dataset, opts: &TrainOptions) -> Re
 }
 
 /// The diffusion step alone, on freshly initialised weights (for `oxgen bench train`): what
-/// [`train_on`] runs each step, without the loop around it. `train` is the training split.
+/// [`train_on`] runs each step, without the loop around it (a DP config's plan included).
+/// `train` is the training split.
 pub fn stepper<'a>(
     config: &'a TrainConfig,
     train: &'a Dataset,
@@ -315,7 +316,11 @@ pub fn stepper<'a>(
 ) -> Result<impl TrainStep + 'a> {
     config.validate()?;
     check_fits(config, train)?;
-    Ok(new_step(config, train, None, device))
+    let plan = match &config.dp {
+        Some(dp) => Some(dp.plan(train.len(), config.batch_size, config.steps)?),
+        None => None,
+    };
+    Ok(new_step(config, train, plan.as_ref(), device))
 }
 
 fn new_step<'a>(
