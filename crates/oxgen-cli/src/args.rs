@@ -189,7 +189,8 @@ impl PeerArgs {
 #[derive(Args)]
 pub(crate) struct TrainBenchArgs {
     /// gpt-small (4 × 4 × 128, context 128, batch 32), gpt-char (6 × 6 × 384, context 256,
-    /// batch 64) or unet-digits (the digits diffusion defaults).
+    /// batch 64), unet-digits (the digits diffusion defaults) or unet-digits-dp (the same step
+    /// under DP-SGD: σ 1, clip 1, fixed-size batches; no twin).
     #[arg(long, default_value = "gpt-small")]
     pub(crate) model: oxgen_bench::train::Model,
     /// Timed steps.
