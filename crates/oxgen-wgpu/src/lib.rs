@@ -10,6 +10,7 @@ pub mod denoise;
 pub mod device;
 pub mod group_norm;
 mod kernel;
+pub mod per_sample_norm;
 
 pub use device::{AdapterReport, DeviceChoice, SelectedDevice, adapters, is_wgpu, select};
 
@@ -23,4 +24,5 @@ pub fn register_kernels() {
     attention::register();
     denoise::register();
     group_norm::register();
+    per_sample_norm::register();
 }

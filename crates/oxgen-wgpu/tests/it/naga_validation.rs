@@ -75,3 +75,15 @@ fn every_attention_variant_validates() {
         validate_with(&format!("attention {v:?}"), &text, capabilities);
     }
 }
+
+#[test]
+fn every_per_sample_norm_variant_validates() {
+    for v in oxgen_wgpu::per_sample_norm::Variant::all() {
+        let text = v.source().complete();
+        assert!(
+            !text.contains("{{"),
+            "{v:?}: a placeholder was left unfilled"
+        );
+        validate(&format!("per_sample_norm {v:?}"), &text);
+    }
+}

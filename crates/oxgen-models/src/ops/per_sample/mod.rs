@@ -24,6 +24,7 @@
 //! must belong to sample i (dimension 0 is the sample).
 
 mod capture;
+pub mod fused;
 
 pub(crate) use capture::{
     burn_affine, burn_layer_norm, tap_affine, tap_conv, tap_group_norm, tap_layer_norm, tap_lookup,
@@ -161,26 +162,12 @@ struct AffineView {
 }
 
 impl AffineView {
-    /// Each sample's squared norm of ∇W (and ∇b), `[B]`: by the Gram matrices when T² ≤ K·N,
-    /// else by the materialised per-sample gradient.
+    /// Each sample's squared norm of ∇W (and ∇b), `[B]`: ∇W's by [`fused::affine_sq_norms`]
+    /// (a kernel, or the Gram matrices or the materialised gradient).
     fn sq_norms(&self) -> Tensor<1> {
-        let (a, g) = (self.a.clone(), self.g.clone());
-        let [b, t, k] = a.dims();
-        let n = g.dims()[2];
-        let w = if t == 1 {
-            a.square().sum_dim(2).reshape([b]) * g.clone().square().sum_dim(2).reshape([b])
-        } else if t * t <= k * n {
-            let aa = a.clone().matmul(a.swap_dims(1, 2));
-            let gg = g.clone().matmul(g.clone().swap_dims(1, 2));
-            (aa * gg).sum_dim(2).sum_dim(1).reshape([b])
-        } else {
-            a.swap_dims(1, 2)
-                .matmul(g.clone())
-                .square()
-                .sum_dim(2)
-                .sum_dim(1)
-                .reshape([b])
-        };
+        let g = self.g.clone();
+        let b = g.dims()[0];
+        let w = fused::affine_sq_norms(self.a.clone(), g.clone());
         match self.bias {
             Some(_) => w + g.sum_dim(1).square().sum_dim(2).reshape([b]),
             None => w,
