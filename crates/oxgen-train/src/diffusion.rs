@@ -243,27 +243,13 @@ pub fn train_on(config: &TrainConfig, data: &Dataset, opts: &TrainOptions) -> Re
     }
     let run = trainer::open_run(opts)?;
     let (train_set, val_set) = data.train_val(config.val_fraction, config.seed);
-    let plan = match &config.dp {
-        Some(dp) => {
-            let plan = dp.plan(train_set.len(), config.batch_size, config.steps)?;
-            tracing::info!(
-                "DP-SGD: σ = {:.4}, q = {:.5}, C = {}, ε = {:.4} at δ = {:e} after {} steps ({:?} accountant, {:?} sampling)",
-                plan.sigma,
-                plan.q,
-                dp.clip,
-                plan.planned_epsilon,
-                dp.delta,
-                config.steps,
-                dp.accountant,
-                dp.sampling
-            );
-            if let Some(r) = run.as_ref() {
-                crate::privacy::write_json_atomic(&r.path().join("privacy-plan.json"), &plan)?;
-            }
-            Some(plan)
-        }
-        None => None,
-    };
+    let plan = crate::privacy::state::open_plan(
+        config.dp.as_ref(),
+        train_set.len(),
+        config.batch_size,
+        config.steps,
+        run.as_ref().map(|r| r.path()),
+    )?;
     let mut step = new_step(config, &train_set, plan.as_ref(), &opts.device);
     let spec = LoopSpec {
         family: "diffusion",
@@ -316,10 +302,13 @@ pub fn stepper<'a>(
 ) -> Result<impl TrainStep + 'a> {
     config.validate()?;
     check_fits(config, train)?;
-    let plan = match &config.dp {
-        Some(dp) => Some(dp.plan(train.len(), config.batch_size, config.steps)?),
-        None => None,
-    };
+    let plan = crate::privacy::state::open_plan(
+        config.dp.as_ref(),
+        train.len(),
+        config.batch_size,
+        config.steps,
+        None,
+    )?;
     Ok(new_step(config, train, plan.as_ref(), device))
 }
 

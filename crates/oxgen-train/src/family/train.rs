@@ -288,27 +288,13 @@ pub fn train_family_on(
     }
     let run = trainer::open_run(opts)?;
     let (train, val) = data.train_val(config.val_fraction, config.seed);
-    let dp_plan = match &config.dp {
-        Some(dp) => {
-            let plan = dp.plan(train.len(), config.batch_size, config.steps)?;
-            tracing::info!(
-                "DP-SGD: σ = {:.4}, q = {:.5}, C = {}, ε = {:.4} at δ = {:e} after {} steps ({:?} accountant, {:?} sampling)",
-                plan.sigma,
-                plan.q,
-                dp.clip,
-                plan.planned_epsilon,
-                dp.delta,
-                config.steps,
-                dp.accountant,
-                dp.sampling
-            );
-            if let Some(r) = run.as_ref() {
-                crate::privacy::write_json_atomic(&r.path().join("privacy-plan.json"), &plan)?;
-            }
-            Some(plan)
-        }
-        None => None,
-    };
+    let dp_plan = crate::privacy::state::open_plan(
+        config.dp.as_ref(),
+        train.len(),
+        config.batch_size,
+        config.steps,
+        run.as_ref().map(|r| r.path()),
+    )?;
     let ad = opts.device.clone().autodiff();
     let shape = data.shape;
     let f = shape.numel() as f64;

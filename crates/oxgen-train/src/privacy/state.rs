@@ -2,15 +2,46 @@
 //! training goes, and the ledger's place in checkpoints. Shared by every family that trains
 //! with DP-SGD.
 
+use std::path::Path;
+
 use crate::checkpoint::Loaded;
 use crate::error::{Error, Result};
 use crate::trainer::StepOutput;
 
 use super::Ledger;
-use super::dpsgd::{DpPlan, DpStats};
+use super::dpsgd::{DpConfig, DpPlan, DpStats};
 
 /// The checkpoint file that holds the ledger.
 pub(crate) const LEDGER_FILE: &str = "privacy.json";
+
+/// The plan of a DP run (none without `dp`) for `n` training rows, logged and written to
+/// `privacy-plan.json` in the run folder `run` (if any), before anything trains.
+pub(crate) fn open_plan(
+    dp: Option<&DpConfig>,
+    n: usize,
+    batch: usize,
+    steps: usize,
+    run: Option<&Path>,
+) -> Result<Option<DpPlan>> {
+    let Some(dp) = dp else {
+        return Ok(None);
+    };
+    let plan = dp.plan(n, batch, steps)?;
+    tracing::info!(
+        "DP-SGD: σ = {:.4}, q = {:.5}, C = {}, ε = {:.4} at δ = {:e} after {steps} steps ({:?} accountant, {:?} sampling)",
+        plan.sigma,
+        plan.q,
+        dp.clip,
+        plan.planned_epsilon,
+        dp.delta,
+        dp.accountant,
+        dp.sampling
+    );
+    if let Some(dir) = run {
+        super::write_json_atomic(&dir.join("privacy-plan.json"), &plan)?;
+    }
+    Ok(Some(plan))
+}
 
 /// A DP run's plan and what it has spent.
 pub(crate) struct DpState {

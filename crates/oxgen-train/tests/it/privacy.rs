@@ -352,15 +352,7 @@ fn dp_vae_spends_its_budget_and_resumes_exactly() {
         plan.planned_epsilon <= 2.0 && plan.planned_epsilon > 1.99,
         "{plan:?}"
     );
-    let eps: Vec<f64> = std::fs::read_to_string(straight_dir.path().join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["epsilon"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect();
+    let eps = logged_epsilons(straight_dir.path());
     assert_eq!(eps.len(), 24);
     assert!(eps.windows(2).all(|w| w[1] > w[0]), "{eps:?}");
     assert!((eps[23] - plan.planned_epsilon).abs() < 1e-9);
