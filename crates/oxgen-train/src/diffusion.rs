@@ -105,11 +105,6 @@ fn host_batch(c: &TrainConfig, train: &Dataset, plan: Option<&DpPlan>, step: usi
             c.batch_size,
         ),
     };
-    let noise_rows = if plan.is_some() {
-        idx.len()
-    } else {
-        c.batch_size
-    };
     HostBatch {
         count,
         rows: train.rows(&idx),
@@ -118,7 +113,7 @@ fn host_batch(c: &TrainConfig, train: &Dataset, plan: Option<&DpPlan>, step: usi
             .as_ref()
             .filter(|_| c.model.num_classes.is_some())
             .map(|l| idx.iter().map(|&i| l[i]).collect()),
-        noise: batch_noise(c, train.shape.numel(), step, noise_rows),
+        noise: batch_noise(c, train.shape.numel(), step, idx.len()),
     }
 }
 
