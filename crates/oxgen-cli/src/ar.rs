@@ -7,10 +7,6 @@ use crate::args::{DecodeBenchArgs, LogprobArgs, SampleArgs, TrainArgs};
 use crate::device;
 
 pub(crate) fn train(a: TrainArgs) -> Result<()> {
-    anyhow::ensure!(
-        a.dp.config()?.is_none(),
-        "DP-SGD (--dp-epsilon, --dp-sigma) trains the VAE and diffusion for now; the autoregressive trainer has no DP step yet (its layers have per-sample gradients, but the GPT ties its head to the embedding by default)"
-    );
     let device = device(&a.device)?;
     let mut config = if a.resume {
         let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
@@ -39,12 +35,18 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
         config.tokenizer = t.clone();
     }
     apply_train_flags!(config, a);
+    if let Some(dp) = a.dp.config()? {
+        config.dp = Some(dp);
+    }
     let opts = a.options(device);
     let report = oxgen_train::ar::train_ar(&config, &opts)?;
     println!(
         "trained {} steps: loss {:.4} -> {:.4} nats/token",
         report.steps, report.first_loss, report.last_loss
     );
+    if let Some(p) = &report.dp {
+        crate::family::print_dp(p);
+    }
     if let Some((step, v)) = report.val.last() {
         println!(
             "validation at step {step}: {v:.4} nats/token ({:.4} bits/token)",

@@ -436,9 +436,12 @@ impl Gpt {
             None => {
                 let table = self.wte.weight.val(); // [vocab, w]
                 let vocab = table.dims()[0];
-                x.reshape([b * t, w])
+                let y = x
+                    .clone()
+                    .reshape([b * t, w])
                     .matmul(table.transpose())
-                    .reshape([b, t, vocab])
+                    .reshape([b, t, vocab]);
+                crate::ops::per_sample::tap_tied_head(&x, y, &self.wte)
             }
         }
     }

@@ -11,6 +11,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 
 use super::{ArTrainConfig, PIXEL_START, PIXEL_VOCAB};
+use crate::privacy::dpsgd::DpPlan;
 use crate::trainer::rng::{Stream, step_rng};
 use crate::{Error, Result};
 
@@ -186,10 +187,63 @@ impl TextData {
     }
 }
 
+impl TextData {
+    /// The training records a DP run samples (its privacy unit): each problem of the arithmetic
+    /// language, each digit image, or each of the corpus's disjoint blocks of `context + 1`
+    /// tokens (a block, not a document or an author, is then what the guarantee protects).
+    pub(crate) fn records(&self, context: usize) -> usize {
+        match self {
+            TextData::Arithmetic(lang) => lang.problems(false).len(),
+            TextData::Pixels { train, .. } => train.len(),
+            TextData::Corpus { train, .. } => train.len() / (context + 1),
+        }
+    }
+
+    /// The training records `idx` (each below [`TextData::records`]) as one batch.
+    pub(crate) fn record_rows(&self, idx: &[usize], context: usize) -> TokenRows {
+        let (data, cols): (Vec<i64>, usize) = match self {
+            TextData::Arithmetic(lang) => {
+                let pool = lang.problems(false);
+                let data = idx
+                    .iter()
+                    .flat_map(|&i| {
+                        let (a, b) = pool[i];
+                        lang.line(a, b).into_iter().map(|t| t as i64)
+                    })
+                    .collect();
+                (data, lang.line_len())
+            }
+            TextData::Pixels { train, .. } => {
+                let data = idx
+                    .iter()
+                    .flat_map(|&i| {
+                        std::iter::once(PIXEL_START as i64)
+                            .chain(train[i].iter().map(|&t| t as i64))
+                    })
+                    .collect();
+                (data, 65)
+            }
+            TextData::Corpus { train, .. } => {
+                let len = context + 1;
+                let data = idx
+                    .iter()
+                    .flat_map(|&i| train[i * len..(i + 1) * len].iter().map(|&t| t as i64))
+                    .collect();
+                (data, len)
+            }
+        };
+        TokenRows {
+            data,
+            rows: idx.len(),
+            cols,
+        }
+    }
+}
+
 /// Token sequences on the host: `rows` × `cols`, row-major.
 pub(crate) struct TokenRows {
     data: Vec<i64>,
-    rows: usize,
+    pub(crate) rows: usize,
     cols: usize,
 }
 
@@ -199,16 +253,30 @@ pub(crate) fn step_draws(
     c: &ArTrainConfig,
     data: &TextData,
     context: usize,
+    plan: Option<&DpPlan>,
     step: usize,
 ) -> StepDraws {
     let mut rng = step_rng(c.seed, step, Stream::Ar);
     let dropout_seed: u64 = rng.random();
+    if let Some(plan) = plan {
+        // DP: the plan's Poisson (or fixed-size) draw of records; an empty draw runs record 0
+        // at weight 0.
+        let idx = plan.batch(c.seed, step, c.batch_size);
+        let count = idx.len();
+        let idx = if count == 0 { vec![0] } else { idx };
+        return StepDraws {
+            dropout_seed,
+            batches: vec![data.record_rows(&idx, context)],
+            dp_rows: Some(count),
+        };
+    }
     let batches = (0..c.grad_accum)
         .map(|_| data.draw(c.batch_size, false, &mut rng, context))
         .collect();
     StepDraws {
         dropout_seed,
         batches,
+        dp_rows: None,
     }
 }
 
@@ -216,4 +284,6 @@ pub(crate) fn step_draws(
 pub(crate) struct StepDraws {
     pub(crate) dropout_seed: u64,
     pub(crate) batches: Vec<TokenRows>,
+    /// A DP step's batch size (its one batch is padded to a row when the draw is empty).
+    pub(crate) dp_rows: Option<usize>,
 }

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 mod codec;
 mod data;
+mod private;
 
 pub use codec::{
     ArRun, Codec, PIXEL_START, PIXEL_VOCAB, PixelGpt, images_nll, is_ar_checkpoint, load_ar,
@@ -132,6 +133,11 @@ pub struct ArTrainConfig {
     /// Non-finite steps in a row before the run stops with an error.
     #[serde(default = "d_bad")]
     pub max_bad_steps: usize,
+    /// Differentially private training (DP-SGD) over the training records (problems, images,
+    /// or disjoint blocks of `context + 1` tokens of a corpus): per-sample clipping replaces
+    /// `grad_clip`, and each step is one sampled batch (`grad_accum` must be 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp: Option<crate::privacy::dpsgd::DpConfig>,
 }
 
 fn d_data() -> String {
@@ -265,6 +271,12 @@ impl ArTrainConfig {
             return bad("digits8 needs a validation split: val_fraction must be above 0".into());
         }
         self.schedule.validate()?;
+        if self.dp.is_some() && self.grad_accum != 1 {
+            return bad(format!(
+                "DP-SGD takes one sampled batch per step: grad_accum must be 1, got {}",
+                self.grad_accum
+            ));
+        }
         // vocab and context come from the data; check the rest with placeholders.
         let mut m = self.model.clone();
         (m.vocab, m.context) = (m.vocab.max(1), m.context.max(1));
@@ -288,6 +300,8 @@ pub struct ArReport {
     pub val: Vec<(usize, f64)>,
     /// Held-out exact match for arithmetic, after training.
     pub exact_match: Option<f64>,
+    /// A DP run's plan (σ, q and the ε it spends).
+    pub dp: Option<crate::privacy::dpsgd::DpPlan>,
 }
 
 /// The autoregressive family's [`TrainStep`].
@@ -302,6 +316,8 @@ struct Step<'a> {
     val: Vec<(usize, f64)>,
     /// Each step's batches, drawn on a thread a few steps ahead.
     prefetch: Prefetch<StepDraws>,
+    /// A DP run's privacy state.
+    dp: Option<crate::privacy::state::DpState>,
 }
 
 impl TrainStep for Step<'_> {
@@ -310,7 +326,11 @@ impl TrainStep for Step<'_> {
         let StepDraws {
             dropout_seed,
             batches,
+            dp_rows,
         } = self.prefetch.get(ctx.step);
+        if let Some(rows) = dp_rows {
+            return self.dp_step(ctx, dropout_seed, batches, rows);
+        }
         // Dropout draws from the device's generator: seeded per step (and held for the step),
         // so a resumed run draws the same masks as a straight one.
         let rng_guard = (c.model.dropout > 0.0).then(|| {
@@ -350,16 +370,23 @@ impl TrainStep for Step<'_> {
 
     fn state(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
         let codec = serde_json::to_vec(&Codec::of(self.data)).expect("codec serializes");
-        Ok(vec![
+        let mut files = vec![
             ("model.bpk", to_bytes(&self.model)?),
             ("optim.bpk", optim_bytes(&self.optim)?),
             ("codec.json", codec),
-        ])
+        ];
+        if let Some(dp) = &self.dp {
+            files.push(dp.file());
+        }
+        Ok(files)
     }
 
     fn restore(&mut self, ck: &Loaded) -> Result<()> {
         self.model = load_weights(self.model.clone(), ck.file("model.bpk")?, &ck.dir)?;
         restore_optim(&mut self.optim, ck, "optim.bpk")?;
+        if let Some(dp) = self.dp.as_mut() {
+            dp.restore(ck)?;
+        }
         Ok(())
     }
 
@@ -402,7 +429,14 @@ pub fn train_ar_on(
 ) -> Result<ArReport> {
     let config = complete(config, data)?;
     let run = trainer::open_run(opts)?;
-    let mut step = new_step(&config, data, &opts.device);
+    let plan = crate::privacy::state::open_plan(
+        config.dp.as_ref(),
+        data.records(config.model.context),
+        config.batch_size,
+        config.steps,
+        run.as_ref().map(|r| r.path()),
+    )?;
+    let mut step = new_step(&config, data, plan.clone(), &opts.device);
     let spec = LoopSpec {
         family: "ar",
         config: &config,
@@ -451,6 +485,7 @@ pub fn train_ar_on(
         last_loss: summary.losses.last().copied().unwrap_or(f64::NAN),
         val: step.val,
         exact_match,
+        dp: plan,
     })
 }
 
@@ -479,10 +514,16 @@ fn complete(config: &ArTrainConfig, data: &TextData) -> Result<ArTrainConfig> {
     Ok(config)
 }
 
-fn new_step<'a>(config: &'a ArTrainConfig, data: &'a TextData, device: &Device) -> Step<'a> {
+fn new_step<'a>(
+    config: &'a ArTrainConfig,
+    data: &'a TextData,
+    plan: Option<crate::privacy::dpsgd::DpPlan>,
+    device: &Device,
+) -> Step<'a> {
     let ad = device.clone().autodiff();
     let model = seeded_init(device, config.seed, || config.model.init(&ad));
     let (c, shared, context) = (config.clone(), Arc::new(data.clone()), model.context());
+    let dp = plan.as_ref().map(crate::privacy::state::DpState::new);
     Step {
         config,
         data,
@@ -491,7 +532,11 @@ fn new_step<'a>(config: &'a ArTrainConfig, data: &'a TextData, device: &Device) 
         model,
         optim: adamw(config),
         val: Vec::new(),
-        prefetch: Prefetch::new(move |s| step_draws(&c, &shared, context, s), 2),
+        prefetch: Prefetch::new(
+            move |s| step_draws(&c, &shared, context, plan.as_ref(), s),
+            2,
+        ),
+        dp,
     }
 }
 
@@ -508,7 +553,14 @@ pub fn stepper<'a>(
             "the config does not fit the data: use ArTrainConfig::fitted".into(),
         ));
     }
-    Ok(new_step(config, data, device))
+    let plan = crate::privacy::state::open_plan(
+        config.dp.as_ref(),
+        data.records(config.model.context),
+        config.batch_size,
+        config.steps,
+        None,
+    )?;
+    Ok(new_step(config, data, plan, device))
 }
 
 impl ArTrainConfig {

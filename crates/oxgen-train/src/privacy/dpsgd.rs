@@ -8,11 +8,11 @@
 //! g̃ = (Σ_{i∈B_t} gᵢ · min(1, C/‖gᵢ‖) + N(0, σ²C²I)) / (qN)
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::Tensor;
+use burn::tensor::{Gradients, Tensor};
 use oxgen_models::ops::denoise::seeded_noise;
 use oxgen_models::ops::per_sample::{self, Tap};
 use rand::Rng;
@@ -231,6 +231,53 @@ impl ModuleVisitor for Untapped<'_> {
     }
 }
 
+/// Adds `g` to `id`'s entry of `acc` (a new entry if it has none).
+fn add_into<const D: usize>(acc: &mut Vec<(ParamId, Tensor<D>)>, id: ParamId, g: Tensor<D>) {
+    match acc.iter_mut().find(|(i, _)| *i == id) {
+        Some((_, a)) => *a = a.clone() + g,
+        None => acc.push((id, g)),
+    }
+}
+
+/// Each sample's squared gradient norm over every parameter the `taps` cover, `[B]`: by each
+/// tap's own norms (ghost clipping), except for a parameter with several taps (a head tied to
+/// its embedding), whose per-sample parts are materialised and summed first.
+pub fn per_sample_sq_norms(taps: &[Tap], grads: &Gradients) -> Tensor<1> {
+    let mut uses: HashMap<ParamId, usize> = HashMap::new();
+    for id in taps.iter().flat_map(Tap::params) {
+        *uses.entry(id).or_default() += 1;
+    }
+    let shared: HashSet<ParamId> = uses
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(id, _)| id)
+        .collect();
+    let row_sq = |g: Tensor<2>| {
+        let b = g.dims()[0];
+        g.square().sum_dim(1).reshape([b])
+    };
+    let mut sq: Option<Tensor<1>> = None;
+    let mut add = |s: Tensor<1>| sq = Some(sq.take().map_or(s.clone(), |a| a + s));
+    let mut merged: Vec<(ParamId, Tensor<2>)> = Vec::new();
+    for t in taps {
+        if !t.params().iter().any(|p| shared.contains(p)) {
+            add(t.sq_norms(grads));
+            continue;
+        }
+        for (id, g) in t.per_sample(grads) {
+            if shared.contains(&id) {
+                add_into(&mut merged, id, g);
+            } else {
+                add(row_sq(g));
+            }
+        }
+    }
+    for (_, g) in merged {
+        add(row_sq(g));
+    }
+    sq.expect("at least one tap")
+}
+
 /// One DP-SGD update of `model`. `loss_sum` computes the *sum* of per-sample losses of the
 /// rows `rows` (an empty batch runs on one row with weight 0, so that the step is noise only).
 /// Returns the model, the mean loss, and the step's statistics. A parameter that receives a
@@ -253,15 +300,6 @@ pub fn dp_update<M: Module>(
     let value = loss.clone().into_scalar::<f32>() as f64 / rows.max(1) as f64;
     let grads = loss.backward();
     let tapped: HashSet<ParamId> = taps.iter().flat_map(Tap::params).collect();
-    let uses: usize = taps.iter().map(|t| t.params().len()).sum();
-    if uses != tapped.len() {
-        // A parameter used twice (a head tied to the embedding) needs its per-sample parts
-        // summed before the norm; the taps' separate norms would miss the cross terms.
-        return Err(Error::Privacy {
-            parameter: "model",
-            reason: "a parameter is used by two layers (a tied embedding and head?); DP-SGD needs untied weights".into(),
-        });
-    }
     let c = plan.config.clip;
     let mut flat: Vec<(ParamId, Tensor<1>)> = Vec::new();
     let mut stats = DpStats {
@@ -269,12 +307,8 @@ pub fn dp_update<M: Module>(
         mean_norm: 0.0,
         clipped: 0.0,
     };
-    if let Some(first) = taps.first() {
-        let mut sq = first.sq_norms(&grads);
-        for t in &taps[1..] {
-            sq = sq + t.sq_norms(&grads);
-        }
-        let norms = sq.sqrt();
+    if !taps.is_empty() {
+        let norms = per_sample_sq_norms(&taps, &grads).sqrt();
         let mut scale = norms
             .clone()
             .add_scalar(1e-6)
@@ -294,10 +328,7 @@ pub fn dp_update<M: Module>(
         }
         for t in &taps {
             for (id, g) in t.weighted_sum(&grads, &scale) {
-                match flat.iter_mut().find(|(i, _)| *i == id) {
-                    Some((_, acc)) => *acc = acc.clone() + g,
-                    None => flat.push((id, g)),
-                }
+                add_into(&mut flat, id, g);
             }
         }
     }
@@ -305,9 +336,11 @@ pub fn dp_update<M: Module>(
     let unclipped: Vec<(ParamId, Tensor<1>)> = match (verify, flat.first()) {
         (true, Some((_, g))) if rows > 0 => {
             let ones = Tensor::<1>::ones([rows], &g.device());
-            taps.iter()
-                .flat_map(|t| t.weighted_sum(&grads, &ones))
-                .collect()
+            let mut sums = Vec::new();
+            for (id, g) in taps.iter().flat_map(|t| t.weighted_sum(&grads, &ones)) {
+                add_into(&mut sums, id, g);
+            }
+            sums
         }
         _ => Vec::new(),
     };
@@ -340,7 +373,7 @@ pub fn dp_update<M: Module>(
         return Err(Error::Privacy {
             parameter: "model",
             reason: format!(
-                "{} parameter(s) (shapes {:?}) belong to layers with no per-sample gradient support; DP-SGD supports affine (Linear), LayerNorm and embedding layers",
+                "{} parameter(s) (shapes {:?}) belong to layers with no per-sample gradient support; DP-SGD supports Linear, Conv2d, Embedding, LayerNorm and GroupNorm layers",
                 check.missing.len(),
                 check.missing
             ),

@@ -11,6 +11,7 @@ mod guidance;
 mod interchange;
 mod lora;
 mod privacy;
+mod privacy_ar;
 mod quality2d;
 mod reliability;
 mod resume;

@@ -46,7 +46,7 @@ impl Net {
     }
 }
 
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
@@ -54,7 +54,10 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 /// Every parameter's gradient in `grads`, flattened, by id.
-fn flat_grads<M: Module>(net: &M, grads: &GradientsParams) -> HashMap<ParamId, Vec<f32>> {
+pub(crate) fn flat_grads<M: Module>(
+    net: &M,
+    grads: &GradientsParams,
+) -> HashMap<ParamId, Vec<f32>> {
     struct V<'a>(&'a GradientsParams, HashMap<ParamId, Vec<f32>>);
     impl ModuleVisitor for V<'_> {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
@@ -68,7 +71,7 @@ fn flat_grads<M: Module>(net: &M, grads: &GradientsParams) -> HashMap<ParamId, V
     v.1
 }
 
-fn assert_close(got: &[f32], want: &[f32], what: &str) {
+pub(crate) fn assert_close(got: &[f32], want: &[f32], what: &str) {
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
     let err = got
         .iter()
@@ -282,7 +285,7 @@ fn conv_and_unet_on(ad: &Device, unet: bool) {
 }
 
 /// Adds a small, index-dependent offset to every parameter.
-struct Jitter(usize);
+pub(crate) struct Jitter(pub(crate) usize);
 
 impl burn::module::ModuleMapper for Jitter {
     fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
@@ -476,7 +479,7 @@ fn dp_update_refuses_untapped_and_reused_parameters() {
 }
 
 /// ε after every step of a run, from its `metrics.jsonl`.
-fn logged_epsilons(dir: &std::path::Path) -> Vec<f64> {
+pub(crate) fn logged_epsilons(dir: &std::path::Path) -> Vec<f64> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
         .lines()

@@ -29,6 +29,7 @@ pub(crate) fn tap_affine<const D: usize>(x: &Tensor<D>, y: Tensor<D>, layer: &Li
     let probe = Tensor::<3>::zeros([b, t, n], &y.device()).require_grad();
     push(Tap::Affine {
         weight: layer.weight.id,
+        transposed: false,
         bias: layer.bias.as_ref().map(|p| p.id),
         input: x.clone().inner().reshape([b, t, k]),
         probe: probe.clone(),
@@ -41,6 +42,26 @@ pub(crate) fn tap_affine<const D: usize>(x: &Tensor<D>, y: Tensor<D>, layer: &Li
 pub(crate) fn burn_affine<const D: usize>(x: Tensor<D>, layer: &Linear) -> Tensor<D> {
     let y = layer.forward(x.clone());
     tap_affine(&x, y, layer)
+}
+
+/// Taps a language-model head tied to the embedding `table` (logits y = x·Eᵀ, E `[V, D]`)
+/// that took the features `x` to `y`: an affine tap whose weight is stored transposed.
+///
+/// # Shapes
+/// - `x`: `[B, T, D]`, `y`: `[B, T, V]`.
+pub(crate) fn tap_tied_head(x: &Tensor<3>, y: Tensor<3>, table: &Embedding) -> Tensor<3> {
+    if !live(&y) {
+        return y;
+    }
+    let probe = Tensor::<3>::zeros(y.dims(), &y.device()).require_grad();
+    push(Tap::Affine {
+        weight: table.weight.id,
+        transposed: true,
+        bias: None,
+        input: x.clone().inner(),
+        probe: probe.clone(),
+    });
+    y + probe
 }
 
 /// Taps the LayerNorm `norm` (built with `epsilon`) that took `x` to `y` (called by

@@ -20,6 +20,10 @@
 //! a SiLU follows (the UNet's fused pair) the probe sits after it and g is the probe's gradient
 //! times silu'(z) at the normalised output z.
 //!
+//! A weight used by two layers (a language-model head tied to its embedding table) has two
+//! taps; each sample's gradient is then the sum of their parts, and DP-SGD materialises those
+//! parts (`[B, numel]`, [`Tap::per_sample`]) to take the norm of the sum.
+//!
 //! The loss must be the *sum* of per-sample losses, and row i of every tapped layer's input
 //! must belong to sample i (dimension 0 is the sample).
 
@@ -28,6 +32,7 @@ pub mod fused;
 
 pub(crate) use capture::{
     burn_affine, burn_layer_norm, tap_affine, tap_conv, tap_group_norm, tap_layer_norm, tap_lookup,
+    tap_tied_head,
 };
 
 use std::cell::RefCell;
@@ -38,10 +43,13 @@ use burn::tensor::{Gradients, Int, Tensor};
 /// What one tapped layer kept.
 #[derive(Clone, Debug)]
 pub enum Tap {
-    /// An affine layer x·W + b (W stored `[K, N]`, as burn's `Linear`).
+    /// An affine layer x·W + b (W stored `[K, N]`, as burn's `Linear`; or `[N, K]` when
+    /// `transposed`, as a language-model head tied to its `[V, D]` embedding table).
     Affine {
         /// The weight's id.
         weight: ParamId,
+        /// Whether the weight is stored `[N, K]`.
+        transposed: bool,
         /// The bias's id, if any.
         bias: Option<ParamId>,
         /// The input, without autodiff, `[B, T, K]`.
@@ -229,6 +237,7 @@ impl Tap {
         match self {
             Tap::Affine {
                 weight,
+                transposed,
                 bias,
                 input,
                 probe,
@@ -237,7 +246,7 @@ impl Tap {
                 g: probe_grad(probe, grads),
                 weight: *weight,
                 bias: *bias,
-                transposed: false,
+                transposed: *transposed,
             }),
             Tap::Conv {
                 weight,
