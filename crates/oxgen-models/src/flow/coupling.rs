@@ -89,7 +89,12 @@ impl Conditioner {
                 let [b, c, h, w] = x.dims();
                 let mut y = x.permute([0, 2, 3, 1]).reshape([b * h * w, c]);
                 for (i, l) in layers.iter().enumerate() {
-                    y = l.forward(y);
+                    // Rows are samples when each is one pixel (vectors): then tapped for DP-SGD.
+                    y = if h * w == 1 {
+                        crate::ops::per_sample::burn_affine(y, l)
+                    } else {
+                        l.forward(y)
+                    };
                     if i + 1 < layers.len() {
                         y = relu(y);
                     }
@@ -100,7 +105,7 @@ impl Conditioner {
             Conditioner::Conv(layers) => {
                 let mut y = x;
                 for (i, l) in layers.iter().enumerate() {
-                    y = l.forward(y);
+                    y = crate::ops::per_sample::burn_conv(y, l);
                     if i + 1 < layers.len() {
                         y = relu(y);
                     }

@@ -6,6 +6,8 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::ops::per_sample;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
@@ -50,8 +52,25 @@ impl ActNorm {
         let [b, _, h, w] = x.dims();
         let s = self.log_scale.val();
         let y = (x + Self::per_channel(self.bias.val())) * Self::per_channel(s.clone().exp());
-        let ld = s.sum().mul_scalar((h * w) as f64).expand([b]);
-        (y, ld)
+        let ld = s.clone().sum().mul_scalar((h * w) as f64).expand([b]);
+        if !per_sample::live(&y) {
+            return (y, ld);
+        }
+        // Per sample i (DP-SGD): ∇bᵢ = Σ_pixels gᵢ·eˢ, ∇sᵢ = Σ_pixels gᵢ·yᵢ + h·w·∂L/∂ldᵢ.
+        let (s_id, b_id) = (self.log_scale.id, self.bias.id);
+        let scale = Self::per_channel(s.inner().exp());
+        let out = y.clone().inner();
+        let hw = (h * w) as f64;
+        per_sample::tap_custom(y, ld, vec![s_id, b_id], move |gy, gld| {
+            let [b, c, _, _] = gy.dims();
+            let db = (gy.clone() * scale.clone())
+                .sum_dim(3)
+                .sum_dim(2)
+                .reshape([b, c]);
+            let ds = (gy * out.clone()).sum_dim(3).sum_dim(2).reshape([b, c])
+                + gld.reshape([b, 1]).mul_scalar(hw);
+            vec![(s_id, ds), (b_id, db)]
+        })
     }
 
     /// The inverse of [`ActNorm::forward`].
@@ -123,14 +142,53 @@ impl InvConv {
     /// # Shapes
     /// - `x`: `[b, c, h, w]`; returns (`[b, c, h, w]`, `[b]`).
     pub fn forward(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
-        let [b, _, h, w] = x.dims();
+        let [b, c, h, w] = x.dims();
         let ld = self
             .log_s
             .val()
             .sum()
             .mul_scalar((h * w) as f64)
             .expand([b]);
-        (Self::apply(x, self.weight()), ld)
+        let y = Self::apply(x.clone(), self.weight());
+        if !per_sample::live(&y) {
+            return (y, ld);
+        }
+        // Per sample i (DP-SGD): Gᵢ = ∂Lᵢ/∂W = Σ_pixels gᵢ xᵢᵀ, then through W = P·L'·U':
+        // ∇L = (Pᵀ Gᵢ U'ᵀ) below the diagonal, ∇U = (L'ᵀ Pᵀ Gᵢ) above it, and
+        // ∇s = diag(L'ᵀ Pᵀ Gᵢ)·eˢ + h·w·∂L/∂ldᵢ.
+        let ids = (self.lower.id, self.upper.id, self.log_s.id);
+        let xin = x.inner().reshape([b, c, h * w]).swap_dims(1, 2);
+        let device = xin.device();
+        let eye = Tensor::<2>::eye(c, &device);
+        let (mask_l, mask_u) = (
+            self.lower_mask.clone().inner(),
+            self.upper_mask.clone().inner(),
+        );
+        let es = self.log_s.val().inner().exp();
+        let l = self.lower.val().inner() * mask_l.clone() + eye.clone();
+        let u =
+            self.upper.val().inner() * mask_u.clone() + eye.clone() * es.clone().reshape([1, c]);
+        let pt = self.perm.clone().inner().transpose();
+        let batch = |m: Tensor<2>| m.reshape([1, c, c]).expand([b, c, c]);
+        let (pt_b, ut_b) = (batch(pt.clone()), batch(u.transpose()));
+        let plt_b = batch(l.transpose().matmul(pt));
+        let hw = (h * w) as f64;
+        per_sample::tap_custom(y, ld, vec![ids.0, ids.1, ids.2], move |gy, gld| {
+            let g = gy.reshape([b, c, h * w]).matmul(xin.clone()); // [b, c, c]
+            let dl = pt_b.clone().matmul(g.clone()).matmul(ut_b.clone())
+                * mask_l.clone().reshape([1, c, c]);
+            let du_full = plt_b.clone().matmul(g);
+            let diag = (du_full.clone() * eye.clone().reshape([1, c, c]))
+                .sum_dim(2)
+                .reshape([b, c]);
+            let ds = diag * es.clone().reshape([1, c]) + gld.reshape([b, 1]).mul_scalar(hw);
+            let du = du_full * mask_u.clone().reshape([1, c, c]);
+            vec![
+                (ids.0, dl.reshape([b, c * c])),
+                (ids.1, du.reshape([b, c * c])),
+                (ids.2, ds),
+            ]
+        })
     }
 
     /// The inverse of [`InvConv::forward`] (W⁻¹ is formed on the host in `f64`).

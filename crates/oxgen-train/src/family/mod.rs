@@ -264,12 +264,12 @@ impl FamilyConfig {
                         reason: "DP-SGD supports affine layers; the conv VAE's convolutions have no per-sample gradients yet (use net = \"mlp\")".into(),
                     });
                 }
-                FamilyModel::Vae(_) => {}
+                FamilyModel::Vae(_) | FamilyModel::Flow(_) => {}
                 other => {
                     return Err(Error::Privacy {
                         parameter: "model",
                         reason: format!(
-                            "DP-SGD trains the VAE and the diffusion family; the {} trainer has no DP step yet",
+                            "DP-SGD trains the VAE, the flow, the GPT and the diffusion family; the {} trainer has no DP step yet",
                             other.name()
                         ),
                     });

@@ -323,7 +323,9 @@ pub fn train_family_on(
     let (model, summary, warnings) = match &config.model {
         FamilyModel::Flow(c) => {
             let mut m = seeded_init(&opts.device, config.seed, || c.init(shape, &ad));
-            if !opts.resume {
+            // Under DP-SGD the ActNorms start as the identity: a data-dependent start would
+            // read the private rows outside the accountant.
+            if !opts.resume && dp_plan.is_none() {
                 // Data-dependent ActNorm initialisation on the first batch.
                 let idx = batch_indices(train.len(), config.batch_size, config.seed, 0);
                 m = m.data_init(train.batch(&idx, &ad));
@@ -339,7 +341,7 @@ pub fn train_family_on(
                     use oxgen_models::generative::ExactDensity;
                     m.log_prob(x).mean().neg().div_scalar(f)
                 }),
-                dp: None,
+                dp: dp_plan.as_ref().map(DpState::new),
             };
             let summary = trainer::run(&mut s, &spec, run.as_ref(), opts)?;
             (Trained::Flow(s.model.valid()), summary, Vec::new())

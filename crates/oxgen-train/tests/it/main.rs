@@ -12,6 +12,7 @@ mod interchange;
 mod lora;
 mod privacy;
 mod privacy_ar;
+mod privacy_flow;
 mod quality2d;
 mod reliability;
 mod resume;

@@ -319,7 +319,7 @@ fn vae_params(t: &oxgen_train::family::Trained) -> Vec<f32> {
     }
 }
 
-fn dp_vae(steps: usize, epsilon: f64) -> oxgen_train::family::FamilyConfig {
+pub(crate) fn dp_vae(steps: usize, epsilon: f64) -> oxgen_train::family::FamilyConfig {
     use oxgen_train::privacy::dpsgd::DpConfig;
     let data = oxgen_train::data::digits8();
     let mut c = oxgen_train::family::FamilyConfig::defaults("vae", &data).unwrap();
@@ -379,7 +379,7 @@ fn dp_vae_spends_its_budget_and_resumes_exactly() {
     let resumed = train_family(&config, &second).unwrap();
     assert_eq!(vae_params(&straight.model), vae_params(&resumed.model));
 
-    // Refused by name: δ ≥ 1/N, a budget below what RDP can certify, a flow, a conv VAE.
+    // Refused by name: δ ≥ 1/N, a budget below what RDP can certify, a GAN.
     let named = |c: oxgen_train::family::FamilyConfig, want: &str| {
         let dir = tempfile::tempdir().unwrap();
         match train_family(&c, &crate::common::opts(dir.path(), Device::flex())) {
@@ -398,9 +398,9 @@ fn dp_vae_spends_its_budget_and_resumes_exactly() {
     c.dp.as_mut().unwrap().clip = 0.0;
     named(c, "clip");
     let data = oxgen_train::data::digits8();
-    let mut flow = oxgen_train::family::FamilyConfig::defaults("flow", &data).unwrap();
-    flow.dp = dp_vae(5, 2.0).dp;
-    named(flow, "model");
+    let mut gan = oxgen_train::family::FamilyConfig::defaults("gan", &data).unwrap();
+    gan.dp = dp_vae(5, 2.0).dp;
+    named(gan, "model");
 }
 
 /// The membership audit (`members` 128 digits, 1,500 steps, LiRA with 2 reference models):

@@ -60,7 +60,9 @@ fn fresh_run_refuses_to_overwrite_and_resume_needs_a_checkpoint() {
 }
 
 /// On wgpu (lavapipe in CI) a resumed run agrees with a straight one within a tolerance: GPU
-/// reductions need not add in the same order twice.
+/// reductions need not add in the same order twice, and burn's autotune, timed while other
+/// tests load the machine, may pick another kernel (another order) in the second process. A
+/// resume bug (a wrong batch, noise draw or optimizer state) moves weights by 1e-2 and more.
 #[test]
 fn resume_on_wgpu_agrees_within_tolerance() {
     let device = crate::wgpu_parity::wgpu_device();
@@ -81,7 +83,7 @@ fn resume_on_wgpu_agrees_within_tolerance() {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0f32, f32::max);
     assert!(
-        max_diff < 1e-5,
+        max_diff < 1e-4,
         "weights differ by up to {max_diff} after resume on wgpu"
     );
     assert!(!a.is_empty() && a.len() == b.len());

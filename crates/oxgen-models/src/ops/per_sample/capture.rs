@@ -2,18 +2,19 @@
 //! Off the tape, or off an autodiff device, they return the output untouched; on it they keep
 //! what the per-sample math needs and add a zero probe leaf to the output.
 
+use burn::module::ParamId;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Embedding, GroupNorm, LayerNorm, Linear, PaddingConfig2d};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::module::unfold4d;
 use burn::tensor::ops::PadMode;
 use burn::tensor::ops::UnfoldOptions;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Gradients, Int, Tensor};
 
-use super::{Tap, push, recording};
+use super::{CustomTap, Tap, probe_grad, push, recording};
 
 /// Whether `y` should be tapped: a tape is open and `y` tracks gradients.
-fn live<const D: usize>(y: &Tensor<D>) -> bool {
+pub(crate) fn live<const D: usize>(y: &Tensor<D>) -> bool {
     recording() && y.is_autodiff()
 }
 
@@ -149,6 +150,38 @@ pub(crate) fn tap_conv(x: &Tensor<4>, y: Tensor<4>, conv: &Conv2d) -> Tensor<4> 
         probe: probe.clone(),
     });
     y + probe
+}
+
+/// `conv.forward(x)` exactly as burn computes it (no fused kernel: runs whose fixtures were
+/// written with burn's arithmetic keep it), tapped.
+pub(crate) fn burn_conv(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
+    let y = conv.forward(x.clone());
+    tap_conv(&x, y, conv)
+}
+
+/// Taps a layer with its own per-sample formula: adds zero probes to its output `y` and to its
+/// per-row log-determinant `ld`, and records `per_sample(gy, gld)`, which maps the probes'
+/// gradients (∂L/∂y `[B, C, H, W]` and ∂L/∂ld `[B]`, without autodiff) to each sample's gradient
+/// of each of `params`, `[B, numel]`.
+pub(crate) fn tap_custom(
+    y: Tensor<4>,
+    ld: Tensor<1>,
+    params: Vec<ParamId>,
+    per_sample: impl Fn(Tensor<4>, Tensor<1>) -> Vec<(ParamId, Tensor<2>)> + 'static,
+) -> (Tensor<4>, Tensor<1>) {
+    if !live(&y) {
+        return (y, ld);
+    }
+    let py = Tensor::<4>::zeros(y.dims(), &y.device()).require_grad();
+    let pl = Tensor::<1>::zeros(ld.dims(), &ld.device()).require_grad();
+    let (qy, ql) = (py.clone(), pl.clone());
+    push(Tap::Custom(CustomTap {
+        params,
+        grads: std::rc::Rc::new(move |grads: &Gradients| {
+            per_sample(probe_grad(&qy, grads), probe_grad(&ql, grads))
+        }),
+    }));
+    (y + py, ld + pl)
 }
 
 /// Taps the GroupNorm `norm` that took `x` to `y`, with `silu` when a SiLU follows it inside

@@ -31,11 +31,12 @@ mod capture;
 pub mod fused;
 
 pub(crate) use capture::{
-    burn_affine, burn_layer_norm, tap_affine, tap_conv, tap_group_norm, tap_layer_norm, tap_lookup,
-    tap_tied_head,
+    burn_affine, burn_conv, burn_layer_norm, live, tap_affine, tap_conv, tap_custom,
+    tap_group_norm, tap_layer_norm, tap_lookup, tap_tied_head,
 };
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use burn::module::ParamId;
 use burn::tensor::{Gradients, Int, Tensor};
@@ -95,6 +96,9 @@ pub enum Tap {
         /// The probe (after the SiLU, if any), `[B, C, S]`.
         probe: Tensor<3>,
     },
+    /// A layer with its own per-sample formula (a flow's ActNorm and LU convolution, whose
+    /// log-determinants use their parameters directly).
+    Custom(CustomTap),
     /// A lookup y = E[ids] (`E`: `[V, D]`).
     Lookup {
         /// E's id.
@@ -106,6 +110,23 @@ pub enum Tap {
         /// The probe, `[B, T, D]`.
         probe: Tensor<3>,
     },
+}
+
+/// The per-sample gradients of a layer tapped by [`capture::tap_custom`]: its parameters, and
+/// a function from the backward pass's gradients to each sample's gradient of each, `[B, numel]`.
+#[derive(Clone)]
+pub struct CustomTap {
+    params: Vec<ParamId>,
+    #[allow(clippy::type_complexity)]
+    grads: Rc<dyn Fn(&Gradients) -> Vec<(ParamId, Tensor<2>)>>,
+}
+
+impl std::fmt::Debug for CustomTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomTap")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
 }
 
 thread_local! {
@@ -229,6 +250,7 @@ impl Tap {
             Tap::Scale { gamma, beta, .. } => std::iter::once(*gamma).chain(*beta).collect(),
             Tap::Channel { gamma, beta, .. } => vec![*gamma, *beta],
             Tap::Lookup { table, .. } => vec![*table],
+            Tap::Custom(c) => c.params.clone(),
         }
     }
 
@@ -383,6 +405,7 @@ impl Tap {
                     lookup_grads(ids, *vocab, g).reshape([b, *vocab * d]),
                 )]
             }
+            Tap::Custom(c) => (c.grads)(grads),
             Tap::Affine { .. } | Tap::Conv { .. } => unreachable!("handled by the affine view"),
         }
     }
