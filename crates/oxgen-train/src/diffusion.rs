@@ -15,7 +15,7 @@ use crate::config::TrainConfig;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::metrics::Quality;
-use crate::privacy::dpsgd::{DpPlan, dp_update};
+use crate::privacy::dpsgd::DpPlan;
 use crate::privacy::state::DpState;
 use crate::sample::final_report;
 use crate::trainer::optim::{ema_update, seeded_init, update};
@@ -122,7 +122,6 @@ impl Step<'_> {
     fn dp_step(&mut self, ctx: StepContext) -> Result<StepOutput> {
         let c = self.config;
         let dp = self.dp.as_mut().expect("a DP run");
-        dp.check_budget(c.steps)?;
         let HostBatch {
             rows,
             labels,
@@ -135,22 +134,19 @@ impl Step<'_> {
         let schedule = c.model.noise_schedule();
         // The loss is a mean over rows and features; times the rows, a sum of per-row means.
         let per_row = shape[0] as f64;
-        let (model, mut out, stats) = dp_update(
+        let (model, out) = dp.update(
             self.model.clone(),
             &mut self.optim,
-            &dp.plan,
             count,
             |m: &Diffusion| {
                 m.loss(&c.model, &schedule, x0, labels.as_deref(), &noise)
                     .mul_scalar(per_row)
             },
-            ctx.lr,
+            &ctx,
             c.seed,
-            ctx.step,
-            ctx.step.is_multiple_of(500),
+            c.steps,
         )?;
         self.model = model;
-        dp.stepped(&mut out, &stats, ctx.step + 1 == c.steps)?;
         Ok(out)
     }
 }

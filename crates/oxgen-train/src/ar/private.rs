@@ -7,7 +7,6 @@ use oxgen_models::ar::Gpt;
 use super::Step;
 use super::data::TokenRows;
 use crate::Result;
-use crate::privacy::dpsgd::dp_update;
 use crate::trainer::optim::device_rng_lock;
 use crate::trainer::{StepContext, StepOutput};
 
@@ -23,7 +22,6 @@ impl Step<'_> {
     ) -> Result<StepOutput> {
         let c = self.config;
         let dp = self.dp.as_mut().expect("a DP run");
-        dp.check_budget(c.steps)?;
         let _rng_guard = (c.model.dropout > 0.0).then(|| {
             let guard = device_rng_lock();
             self.eval_device.seed(dropout_seed);
@@ -37,19 +35,16 @@ impl Step<'_> {
         // The loss is a mean over the batch's records; times their number, a sum of per-record
         // means.
         let per_row = batch.rows as f64;
-        let (model, mut out, stats) = dp_update(
+        let (model, out) = dp.update(
             self.model.clone(),
             &mut self.optim,
-            &dp.plan,
             rows,
             |m: &Gpt| data.loss_of(m, batch, &device).mul_scalar(per_row),
-            ctx.lr,
+            &ctx,
             c.seed,
-            ctx.step,
-            ctx.step.is_multiple_of(500),
+            c.steps,
         )?;
         self.model = model;
-        dp.stepped(&mut out, &stats, ctx.step + 1 == c.steps)?;
         Ok(out)
     }
 }

@@ -16,7 +16,7 @@ use super::{FamilyConfig, FamilyModel, Trained, pixel_levels};
 use crate::checkpoint::{self, Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
 use crate::data::{self, Dataset, LoadOptions};
 use crate::error::{Error, Result};
-use crate::privacy::dpsgd::{DpPlan, dp_update};
+use crate::privacy::dpsgd::DpPlan;
 use crate::privacy::state::DpState;
 use crate::trainer::optim::{grads_of, seeded_init, update};
 use crate::trainer::rng::{Stream, batch_indices, step_seed};
@@ -92,10 +92,9 @@ impl<M: Module> Single<'_, M> {
     /// A DP-SGD step: Poisson batch, per-sample clipping, noise, the accountant.
     fn dp_step(&mut self, ctx: StepContext) -> Result<StepOutput> {
         let c = self.config;
+        // The plan checked the whole run against the budget; `update` also guards a run
+        // resumed with more steps than it was planned for.
         let dp = self.dp.as_mut().expect("a DP run");
-        // The plan checked the whole run against the budget; this guards a run resumed with
-        // more steps than it was planned for.
-        dp.check_budget(c.steps)?;
         let idx = dp.plan.batch(c.seed, ctx.step, c.batch_size);
         let rows = idx.len();
         // An empty Poisson batch still runs (one row at weight 0): the step is noise only.
@@ -105,19 +104,16 @@ impl<M: Module> Single<'_, M> {
         let seed = step_seed(c.seed, ctx.step, Stream::Family(0));
         let loss = &self.loss;
         let per_row = rows.max(1) as f64;
-        let (model, mut out, stats) = dp_update(
+        let (model, out) = dp.update(
             self.model.clone(),
             &mut self.optim,
-            &dp.plan,
             rows,
             |m: &M| loss(m, x, seed, ctx.step).mul_scalar(per_row),
-            ctx.lr,
+            &ctx,
             c.seed,
-            ctx.step,
-            ctx.step.is_multiple_of(500),
+            c.steps,
         )?;
         self.model = model;
-        dp.stepped(&mut out, &stats, ctx.step + 1 == c.steps)?;
         Ok(out)
     }
 }

@@ -6,10 +6,10 @@ use std::path::Path;
 
 use crate::checkpoint::Loaded;
 use crate::error::{Error, Result};
-use crate::trainer::StepOutput;
+use crate::trainer::{StepContext, StepOutput};
 
 use super::Ledger;
-use super::dpsgd::{DpConfig, DpPlan, DpStats};
+use super::dpsgd::{DpConfig, DpPlan, DpStats, dp_update};
 
 /// The checkpoint file that holds the ledger.
 pub(crate) const LEDGER_FILE: &str = "privacy.json";
@@ -63,6 +63,37 @@ impl DpState {
             ledger: plan.ledger(),
             last_eps: 0.0,
         }
+    }
+
+    /// One DP-SGD step of a run of `steps` steps with seed `seed`, the whole of a family's DP
+    /// step once its batch is drawn: the budget check, [`dp_update`] on the sum of the `rows`
+    /// rows' losses (`loss_sum`; checked against the plain gradient every 500 steps), and the
+    /// ledger. Returns the updated model and the step's output.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn update<M: burn::module::Module>(
+        &mut self,
+        model: M,
+        optim: &mut burn::optim::ModuleOptimizer,
+        rows: usize,
+        loss_sum: impl FnOnce(&M) -> burn::tensor::Tensor<1>,
+        ctx: &StepContext,
+        seed: u64,
+        steps: usize,
+    ) -> Result<(M, StepOutput)> {
+        self.check_budget(steps)?;
+        let (model, mut out, stats) = dp_update(
+            model,
+            optim,
+            &self.plan,
+            rows,
+            loss_sum,
+            ctx.lr,
+            seed,
+            ctx.step,
+            ctx.step.is_multiple_of(500),
+        )?;
+        self.stepped(&mut out, &stats, ctx.step + 1 == steps)?;
+        Ok((model, out))
     }
 
     /// Refuses a step beyond the `steps` the plan covers (a run resumed with more steps than it

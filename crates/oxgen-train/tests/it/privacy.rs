@@ -478,6 +478,34 @@ fn dp_update_refuses_untapped_and_reused_parameters() {
     assert!(stats.mean_norm > 0.0);
 }
 
+/// A DP run of 6 steps at target ε = 4, straight and again stopped after 3 and resumed (each
+/// in its own folder): checks that the plan spends 4 to within the search's 0.01 and that ε
+/// was logged after every step, rising; returns the straight run, its ε log and the resumed
+/// run.
+pub(crate) fn dp_six_steps_and_resumed<R>(
+    train: impl Fn(&oxgen_train::TrainOptions) -> oxgen_train::Result<R>,
+    plan: impl Fn(&R) -> Option<&oxgen_train::privacy::dpsgd::DpPlan>,
+) -> (R, Vec<f64>, R) {
+    let straight_dir = tempfile::tempdir().unwrap();
+    let straight = train(&crate::common::opts(straight_dir.path(), Device::flex())).unwrap();
+    let p = plan(&straight).expect("a DP plan");
+    assert!(
+        p.planned_epsilon <= 4.0 && p.planned_epsilon > 3.99,
+        "{p:?}"
+    );
+    let eps = logged_epsilons(straight_dir.path());
+    assert_eq!(eps.len(), 6);
+    assert!(eps.windows(2).all(|w| w[1] > w[0]), "{eps:?}");
+    let split_dir = tempfile::tempdir().unwrap();
+    let mut first = crate::common::opts(split_dir.path(), Device::flex());
+    first.stop_after = Some(3);
+    train(&first).unwrap();
+    let mut second = crate::common::opts(split_dir.path(), Device::flex());
+    second.resume = true;
+    let resumed = train(&second).unwrap();
+    (straight, eps, resumed)
+}
+
 /// ε after every step of a run, from its `metrics.jsonl`.
 pub(crate) fn logged_epsilons(dir: &std::path::Path) -> Vec<f64> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
@@ -518,29 +546,9 @@ fn dp_diffusion_trains_both_denoisers_and_resumes_exactly() {
     c.checkpoint_every = 0;
     c.schedule.warmup_steps = 2;
     c.dp = dp.clone();
-    let straight_dir = tempfile::tempdir().unwrap();
-    let straight = train(
-        &c,
-        &crate::common::opts(straight_dir.path(), Device::flex()),
-    )
-    .unwrap();
+    let (straight, eps, resumed) = dp_six_steps_and_resumed(|o| train(&c, o), |r| r.dp.as_ref());
     let plan = straight.dp.as_ref().expect("a DP plan");
-    assert!(
-        plan.planned_epsilon <= 4.0 && plan.planned_epsilon > 3.99,
-        "{plan:?}"
-    );
-    let eps = logged_epsilons(straight_dir.path());
-    assert_eq!(eps.len(), 6);
-    assert!(eps.windows(2).all(|w| w[1] > w[0]), "{eps:?}");
     assert!((eps[5] - plan.planned_epsilon).abs() < 1e-9);
-
-    let split_dir = tempfile::tempdir().unwrap();
-    let mut first = crate::common::opts(split_dir.path(), Device::flex());
-    first.stop_after = Some(3);
-    train(&c, &first).unwrap();
-    let mut second = crate::common::opts(split_dir.path(), Device::flex());
-    second.resume = true;
-    let resumed = train(&c, &second).unwrap();
     assert_eq!(
         crate::common::params(&straight.model),
         crate::common::params(&resumed.model)

@@ -137,27 +137,8 @@ fn dp_ar(data: &str, steps: usize) -> ArTrainConfig {
 #[test]
 fn dp_gpt_trains_and_resumes_exactly() {
     let c = dp_ar("arithmetic", 6);
-    let straight_dir = tempfile::tempdir().unwrap();
-    let straight = train_ar(
-        &c,
-        &crate::common::opts(straight_dir.path(), Device::flex()),
-    )
-    .unwrap();
-    let plan = straight.dp.as_ref().expect("a DP plan");
-    assert!(
-        plan.planned_epsilon <= 4.0 && plan.planned_epsilon > 3.99,
-        "{plan:?}"
-    );
-    let eps = crate::privacy::logged_epsilons(straight_dir.path());
-    assert_eq!(eps.len(), 6);
-    assert!(eps.windows(2).all(|w| w[1] > w[0]), "{eps:?}");
-    let split_dir = tempfile::tempdir().unwrap();
-    let mut first = crate::common::opts(split_dir.path(), Device::flex());
-    first.stop_after = Some(3);
-    train_ar(&c, &first).unwrap();
-    let mut second = crate::common::opts(split_dir.path(), Device::flex());
-    second.resume = true;
-    let resumed = train_ar(&c, &second).unwrap();
+    let (straight, _, resumed) =
+        crate::privacy::dp_six_steps_and_resumed(|o| train_ar(&c, o), |r| r.dp.as_ref());
     assert_eq!(
         crate::common::params(&straight.model),
         crate::common::params(&resumed.model)

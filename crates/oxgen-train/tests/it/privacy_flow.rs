@@ -163,27 +163,8 @@ fn dp_flow_trains_and_resumes_exactly() {
     c.checkpoint_every = 0;
     c.eval_samples = 100;
     c.dp = crate::privacy::dp_vae(6, 4.0).dp;
-    let straight_dir = tempfile::tempdir().unwrap();
-    let straight = train_family(
-        &c,
-        &crate::common::opts(straight_dir.path(), Device::flex()),
-    )
-    .unwrap();
-    let plan = straight.dp.as_ref().expect("a DP plan");
-    assert!(
-        plan.planned_epsilon <= 4.0 && plan.planned_epsilon > 3.99,
-        "{plan:?}"
-    );
-    let eps = crate::privacy::logged_epsilons(straight_dir.path());
-    assert_eq!(eps.len(), 6);
-    assert!(eps.windows(2).all(|w| w[1] > w[0]), "{eps:?}");
+    let (straight, _, resumed) =
+        crate::privacy::dp_six_steps_and_resumed(|o| train_family(&c, o), |r| r.dp.as_ref());
     assert!(straight.last_loss.is_finite());
-    let split_dir = tempfile::tempdir().unwrap();
-    let mut first = crate::common::opts(split_dir.path(), Device::flex());
-    first.stop_after = Some(3);
-    train_family(&c, &first).unwrap();
-    let mut second = crate::common::opts(split_dir.path(), Device::flex());
-    second.resume = true;
-    let resumed = train_family(&c, &second).unwrap();
     assert_eq!(flow_params(&straight.model), flow_params(&resumed.model));
 }
