@@ -636,7 +636,7 @@ pub(crate) struct ImportArgs {
     pub(crate) out: PathBuf,
 }
 
-/// Differentially private training (DP-SGD; `oxgen train vae`, `flow`, `diffusion` and `ar`).
+/// Differentially private training (DP-SGD; `oxgen train vae`, `flow`, `gan`, `diffusion` and `ar`).
 #[derive(Args, Clone, Debug)]
 pub(crate) struct DpArgs {
     /// Train with DP-SGD to this ε (the noise multiplier σ is found for the run's steps, as

@@ -28,6 +28,18 @@ pub(crate) fn train(family: &str, a: TrainArgs) -> Result<()> {
     apply_train_flags!(config, a);
     if let Some(dp) = a.dp.config()? {
         config.dp = Some(dp);
+        // The default GAN's R1 penalty reads the private rows outside the clipping: a DP GAN
+        // trains without it unless a config file asks (which DP then refuses by name).
+        if let oxgen_train::family::FamilyModel::Gan(g) = &mut config.model
+            && a.config.is_none()
+            && !a.resume
+            && g.penalty != oxgen_models::gan::Penalty::None
+        {
+            g.penalty = oxgen_models::gan::Penalty::None;
+            println!(
+                "DP GAN: training without the gradient penalty (it reads private rows outside the clipping)"
+            );
+        }
     }
     let opts = a.options(device);
     let report = train_family(&config, &opts)?;

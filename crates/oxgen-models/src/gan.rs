@@ -137,10 +137,17 @@ impl DLinear {
         } else {
             w
         };
-        let y = x.matmul(w);
-        match &self.inner.bias {
+        let y = x.clone().matmul(w);
+        let y = match &self.inner.bias {
             Some(b) => y + b.val().unsqueeze(),
             None => y,
+        };
+        // Under DP-SGD: tapped for per-sample gradients (spectral normalization is not
+        // affine in the weight, so a normalized layer stays untapped and DP refuses it).
+        if sn {
+            y
+        } else {
+            crate::ops::per_sample::tap_affine(&x, y, &self.inner)
         }
     }
 }
@@ -155,12 +162,18 @@ impl DConv {
         } else {
             w
         };
-        conv2d(
-            x,
+        let y = conv2d(
+            x.clone(),
             w,
             self.inner.bias.as_ref().map(|b| b.val()),
             ConvOptions::new([2, 2], [1, 1], [1, 1], 1),
-        )
+        );
+        // `inner` was built with this stride and padding, which its tap reads.
+        if sn {
+            y
+        } else {
+            crate::ops::per_sample::tap_conv(&x, y, &self.inner)
+        }
     }
 }
 

@@ -286,7 +286,7 @@ impl Vae {
                 let [c, h, w] = self.data;
                 let mut y = x.reshape([b, c, h, w]);
                 for conv in convs {
-                    y = silu(conv.forward(y));
+                    y = silu(crate::ops::per_sample::burn_conv(y, conv));
                 }
                 let n = y.dims()[1..].iter().product::<usize>();
                 crate::ops::per_sample::burn_affine(y.reshape([b, n]), head)
@@ -313,10 +313,9 @@ impl Vae {
                     h / 4,
                     w / 4,
                 ]);
-                let y = silu(ups[0].forward(y));
+                let y = silu(crate::ops::per_sample::burn_conv_transpose(y, &ups[0]));
                 // [b, c·p, h, w] → [b, c, p, h, w] → [b, p, c·h·w]
-                ups[1]
-                    .forward(y)
+                crate::ops::per_sample::burn_conv_transpose(y, &ups[1])
                     .reshape([b, c, p, h, w])
                     .swap_dims(1, 2)
                     .reshape([b, p, f])

@@ -1,11 +1,11 @@
 //! 2D convolution as the op the UNet calls: the built-in CPU kernel on burn's Flex device
 //! ([`super::cpu::conv`]; ungrouped, undilated, with a bias and explicit or no padding), burn's
-//! `Conv2d` module elsewhere.
+//! `Conv2d` module elsewhere; and the transposed convolution, burn's module, tapped.
 
 use std::sync::Mutex;
 
 use burn::nn::PaddingConfig2d;
-use burn::nn::conv::Conv2d;
+use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::tensor::{DType, Tensor};
 
 use super::cpu::conv::{ConvLaunch, cpu_conv2d};
@@ -26,6 +26,15 @@ pub fn last_path() -> Option<&'static str> {
 pub fn conv2d(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
     let y = conv2d_untapped(x.clone(), conv);
     super::per_sample::tap_conv(&x, y, conv)
+}
+
+/// `conv.forward(x)` for a transposed convolution (burn's module), tapped for per-sample
+/// gradients while a [`super::per_sample::record`] is open.
+///
+/// # Shapes
+/// - `x`: `[b, cin, h, w]`; returns `[b, cout, ho, wo]` as the module does.
+pub fn conv_transpose2d(x: Tensor<4>, conv: &ConvTranspose2d) -> Tensor<4> {
+    super::per_sample::burn_conv_transpose(x, conv)
 }
 
 fn conv2d_untapped(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {

@@ -2,6 +2,7 @@
 //! report ([`report`]), writing the same run folder and checkpoint format as the diffusion and
 //! autoregressive trainers.
 
+mod gan;
 mod report;
 mod train;
 
@@ -224,6 +225,15 @@ impl FamilyConfig {
         })
     }
 
+    /// Optimizer steps that read a private batch: every discriminator update of a GAN
+    /// (`d_steps` per step), every step otherwise. A DP run's accountant counts these.
+    pub fn dp_steps(&self) -> usize {
+        match &self.model {
+            FamilyModel::Gan(c) => self.steps * c.d_steps,
+            _ => self.steps,
+        }
+    }
+
     /// Overrides fields from a TOML or JSON file.
     pub fn merge_file(self, file: &Path) -> Result<Self> {
         let family = self.model.name();
@@ -258,22 +268,19 @@ impl FamilyConfig {
                             .into(),
                     });
                 }
-                FamilyModel::Vae(c) if c.net != oxgen_models::vae::VaeNet::Mlp => {
+                FamilyModel::Gan(c) if c.penalty != Penalty::None => {
                     return Err(Error::Privacy {
-                        parameter: "model",
-                        reason: "DP-SGD supports affine layers; the conv VAE's convolutions have no per-sample gradients yet (use net = \"mlp\")".into(),
+                        parameter: "penalty",
+                        reason: "a DP GAN clips each real row's discriminator gradient; a gradient penalty reads the private rows outside that clipping (set penalty = { kind = \"none\" })".into(),
                     });
                 }
-                FamilyModel::Vae(_) | FamilyModel::Flow(_) => {}
-                other => {
+                FamilyModel::Gan(c) if c.spectral_norm => {
                     return Err(Error::Privacy {
-                        parameter: "model",
-                        reason: format!(
-                            "DP-SGD trains the VAE, the flow, the GPT and the diffusion family; the {} trainer has no DP step yet",
-                            other.name()
-                        ),
+                        parameter: "spectral_norm",
+                        reason: "spectral normalization divides each weight by a function of the whole weight, which has no per-sample gradient formula here; train the DP GAN without it".into(),
                     });
                 }
+                FamilyModel::Vae(_) | FamilyModel::Flow(_) | FamilyModel::Gan(_) => {}
             }
         }
         let fits = match &self.model {

@@ -8,9 +8,9 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Tensor, TensorData};
 use oxgen_models::DataShape;
 use oxgen_models::flow::Flow;
-use oxgen_models::gan::{Gan, GanConfig, GanLoss};
 use oxgen_models::vae::{DecoderKind, Vae};
 
+use super::gan::GanStep;
 use super::report::{FamilyQuality, evaluate_model};
 use super::{FamilyConfig, FamilyModel, Trained, pixel_levels};
 use crate::checkpoint::{self, Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
@@ -18,7 +18,7 @@ use crate::data::{self, Dataset, LoadOptions};
 use crate::error::{Error, Result};
 use crate::privacy::dpsgd::DpPlan;
 use crate::privacy::state::DpState;
-use crate::trainer::optim::{grads_of, seeded_init, update};
+use crate::trainer::optim::{seeded_init, update};
 use crate::trainer::rng::{Stream, batch_indices, step_seed};
 use crate::trainer::{self, LoopSpec, StepContext, StepOutput, TrainOptions, TrainStep};
 
@@ -64,7 +64,7 @@ fn dequantize(x: Tensor<2>, delta: f64, seed: u64) -> Tensor<2> {
     x + u.sub_scalar(0.5).mul_scalar(delta)
 }
 
-fn adam(config: &FamilyConfig) -> ModuleOptimizer {
+pub(super) fn adam(config: &FamilyConfig) -> ModuleOptimizer {
     crate::trainer::adamw::FusedAdamW {
         beta_1: config.beta1 as f32,
         weight_decay: 0.0,
@@ -161,111 +161,6 @@ impl<M: Module> TrainStep for Single<'_, M> {
     }
 }
 
-/// A GAN: `d_steps` discriminator updates, then one generator update, each with its own Adam.
-/// Reports a collapsed discriminator.
-struct GanStep<'a> {
-    config: &'a FamilyConfig,
-    gan: &'a GanConfig,
-    train: &'a Dataset,
-    device: Device,
-    model: Gan,
-    og: ModuleOptimizer,
-    od: ModuleOptimizer,
-    collapsed_for: usize,
-    warnings: Vec<String>,
-}
-
-impl TrainStep for GanStep<'_> {
-    fn step(&mut self, ctx: StepContext) -> Result<StepOutput> {
-        let (c, gc) = (self.config, self.gan);
-        let step = ctx.step;
-        // The discriminator's rate follows the same schedule from its own peak.
-        let lr_d = c.schedule.at(c.lr_d, step, c.steps);
-        let (mut dl, mut dr, mut df) = (0.0, 0.0, 0.0);
-        for k in 0..gc.d_steps {
-            let idx = batch_indices(
-                self.train.len(),
-                c.batch_size,
-                c.seed,
-                step * gc.d_steps + k,
-            );
-            let real = self.train.batch(&idx, &self.device);
-            let b = real.dims()[0];
-            let seed = step_seed(c.seed, step, Stream::Family(1 + k as u64));
-            let fake = self.model.generate(oxgen_models::generative::host_normals(
-                b,
-                self.model.latent(),
-                seed,
-                &self.device,
-            ));
-            let (loss, r, f) = self.model.d_loss(gc, real, fake, seed ^ 0x77);
-            dl = loss.clone().into_scalar::<f32>() as f64;
-            dr = r.into_scalar::<f32>() as f64;
-            df = f.into_scalar::<f32>() as f64;
-            if !dl.is_finite() {
-                break;
-            }
-            let (grads, _) = grads_of(loss, &self.model.discriminator, 0.0);
-            self.model = self.od.step(lr_d, self.model.clone(), grads);
-        }
-        let gl = self.model.g_loss(
-            gc,
-            c.batch_size,
-            step_seed(c.seed, step, Stream::Family(0)),
-            &self.device,
-        );
-        let g = gl.clone().into_scalar::<f32>() as f64;
-        let extra = serde_json::json!({"d_loss": dl, "d_real": dr, "d_fake": df});
-        let message = Some(format!("G {g:.3} D {dl:.3}"));
-        if !(g.is_finite() && dl.is_finite()) {
-            // A non-finite loss on either side skips the generator's update.
-            return Ok(StepOutput {
-                loss: f64::NAN,
-                grad_norm: f64::NAN,
-                extra,
-                message,
-                pending: None,
-            });
-        }
-        let (grads, grad_norm) = grads_of(gl, &self.model.generator, c.grad_clip);
-        self.model = self.og.step(ctx.lr, self.model.clone(), grads);
-        // A discriminator that separates perfectly (σ(D) > 0.99 on real, < 0.01 on fake, for
-        // 200 steps) leaves the generator no gradient: report it.
-        let separated = gc.loss == GanLoss::NonSaturating && dr > 4.6 && df < -4.6;
-        self.collapsed_for = if separated { self.collapsed_for + 1 } else { 0 };
-        if self.collapsed_for == 200 {
-            let w = format!(
-                "discriminator collapse: D separated real from generated data for 200 steps \
-                 (to step {step}); the generator gets no gradient"
-            );
-            tracing::warn!("{w}");
-            self.warnings.push(w);
-        }
-        Ok(StepOutput {
-            loss: g,
-            grad_norm,
-            extra,
-            message,
-            pending: None,
-        })
-    }
-
-    fn state(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
-        Ok(vec![
-            ("model.bpk", to_bytes(&self.model)?),
-            ("optim.bpk", optim_bytes(&self.og)?),
-            ("optim_d.bpk", optim_bytes(&self.od)?),
-        ])
-    }
-
-    fn restore(&mut self, ck: &Loaded) -> Result<()> {
-        self.model = load_weights(self.model.clone(), ck.file("model.bpk")?, &ck.dir)?;
-        restore_optim(&mut self.og, ck, "optim.bpk")?;
-        restore_optim(&mut self.od, ck, "optim_d.bpk")?;
-        Ok(())
-    }
-}
-
 /// Trains a VAE, flow or GAN on the dataset `config.data` names, then (unless skipped) samples,
 /// scores held-out data and writes the report. See [`TrainOptions`].
 pub fn train_family(config: &FamilyConfig, opts: &TrainOptions) -> Result<FamilyReport> {
@@ -288,7 +183,7 @@ pub fn train_family_on(
         config.dp.as_ref(),
         train.len(),
         config.batch_size,
-        config.steps,
+        config.dp_steps(),
         run.as_ref().map(|r| r.path()),
     )?;
     let ad = opts.device.clone().autodiff();
@@ -380,6 +275,7 @@ pub fn train_family_on(
                 od: adam(config),
                 collapsed_for: 0,
                 warnings: Vec::new(),
+                dp: dp_plan.as_ref().map(DpState::new),
             };
             let summary = trainer::run(&mut s, &spec, run.as_ref(), opts)?;
             (Trained::Gan(s.model.valid()), summary, s.warnings)

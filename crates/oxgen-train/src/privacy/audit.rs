@@ -333,7 +333,7 @@ pub fn membership_audit(
     }
     let accountant_epsilon = match &config.dp {
         Some(dp) => Some(
-            dp.plan(n + k_in, config.batch_size, config.steps)?
+            dp.plan(n + k_in, config.batch_size, config.dp_steps())?
                 .planned_epsilon,
         ),
         None => None,

@@ -175,17 +175,27 @@ pub struct DpStats {
     pub clipped: f64,
 }
 
+/// The private gradients in the parameters' shapes, plus the public ones.
 struct Shapes<'a> {
     flat: &'a mut Vec<(ParamId, Tensor<1>)>,
+    public: Option<&'a GradientsParams>,
     out: GradientsParams,
 }
 
 impl ModuleVisitor for Shapes<'_> {
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        if let Some(k) = self.flat.iter().position(|(id, _)| *id == p.id) {
-            let (_, g) = self.flat.swap_remove(k);
-            self.out.register::<D>(p.id, g.reshape(p.val().dims()));
-        }
+        let private = self
+            .flat
+            .iter()
+            .position(|(id, _)| *id == p.id)
+            .map(|k| self.flat.swap_remove(k).1.reshape(p.val().dims()));
+        let public = self.public.and_then(|g| g.get::<D>(p.id));
+        let g = match (private, public) {
+            (Some(a), Some(b)) => a + b,
+            (Some(g), None) | (None, Some(g)) => g,
+            (None, None) => return,
+        };
+        self.out.register::<D>(p.id, g);
     }
 }
 
@@ -284,6 +294,9 @@ pub fn per_sample_sq_norms(taps: &[Tap], grads: &Gradients) -> Tensor<1> {
 /// gradient but no per-sample tap is refused: nothing trains without privacy. With `verify`,
 /// the taps' summed per-sample gradients are also held against the plain gradient, which
 /// catches a tapped parameter used again outside its layer.
+///
+/// `public` is a gradient of a loss that reads no private row (a GAN discriminator's loss on
+/// generated data): added as it is after the private part is clipped, noised and averaged.
 #[allow(clippy::too_many_arguments)]
 pub fn dp_update<M: Module>(
     model: M,
@@ -291,6 +304,7 @@ pub fn dp_update<M: Module>(
     plan: &DpPlan,
     rows: usize,
     loss_sum: impl FnOnce(&M) -> Tensor<1>,
+    public: Option<GradientsParams>,
     lr: f64,
     seed: u64,
     step: usize,
@@ -389,6 +403,7 @@ pub fn dp_update<M: Module>(
     }
     let mut shapes = Shapes {
         flat: &mut flat,
+        public: public.as_ref(),
         out: GradientsParams::new(),
     };
     model.visit(&mut shapes);

@@ -80,6 +80,23 @@ impl DpState {
         seed: u64,
         steps: usize,
     ) -> Result<(M, StepOutput)> {
+        self.update_with_public(model, optim, rows, loss_sum, None, ctx, seed, steps)
+    }
+
+    /// [`DpState::update`] with the gradient of a loss that reads no private row added after
+    /// the private part is clipped and noised (see [`dp_update`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn update_with_public<M: burn::module::Module>(
+        &mut self,
+        model: M,
+        optim: &mut burn::optim::ModuleOptimizer,
+        rows: usize,
+        loss_sum: impl FnOnce(&M) -> burn::tensor::Tensor<1>,
+        public: Option<burn::optim::GradientsParams>,
+        ctx: &StepContext,
+        seed: u64,
+        steps: usize,
+    ) -> Result<(M, StepOutput)> {
         self.check_budget(steps)?;
         let (model, mut out, stats) = dp_update(
             model,
@@ -87,6 +104,7 @@ impl DpState {
             &self.plan,
             rows,
             loss_sum,
+            public,
             ctx.lr,
             seed,
             ctx.step,

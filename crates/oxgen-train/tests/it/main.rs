@@ -13,6 +13,7 @@ mod lora;
 mod privacy;
 mod privacy_ar;
 mod privacy_flow;
+mod privacy_gan;
 mod quality2d;
 mod reliability;
 mod resume;

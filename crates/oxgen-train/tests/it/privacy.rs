@@ -87,7 +87,7 @@ pub(crate) fn assert_close(got: &[f32], want: &[f32], what: &str) {
 /// Per-sample gradients, norms and the clipped sum from one tapped backward pass equal those
 /// of `b` separate backward passes. `loss(net, rows)` is the summed loss of the batch rows
 /// `rows`.
-fn check<M: Module>(
+pub(crate) fn check<M: Module>(
     net: &M,
     b: usize,
     loss: impl Fn(&M, std::ops::Range<usize>) -> Tensor<1>,
@@ -454,7 +454,7 @@ fn dp_update_refuses_untapped_and_reused_parameters() {
     let x = Tensor::<2>::from_data(TensorData::new(rows, [4, 5]), &ad);
     let mut optim = burn::optim::AdamWConfig::new().init();
     let step = |net: Net, optim: &mut _, f: &dyn Fn(&Net) -> Tensor<1>| {
-        dp_update(net, optim, &plan, 4, f, 1e-3, 1, 0, true).map(|(m, _, s)| (m, s))
+        dp_update(net, optim, &plan, 4, f, None, 1e-3, 1, 0, true).map(|(m, _, s)| (m, s))
     };
     let named = |r: Result<(Net, oxgen_train::privacy::dpsgd::DpStats), oxgen_train::Error>| match r
     {

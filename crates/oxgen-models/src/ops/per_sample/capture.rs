@@ -3,7 +3,7 @@
 //! what the per-sample math needs and add a zero probe leaf to the output.
 
 use burn::module::ParamId;
-use burn::nn::conv::Conv2d;
+use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::nn::{Embedding, GroupNorm, LayerNorm, Linear, PaddingConfig2d};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::module::unfold4d;
@@ -157,6 +157,43 @@ pub(crate) fn tap_conv(x: &Tensor<4>, y: Tensor<4>, conv: &Conv2d) -> Tensor<4> 
 pub(crate) fn burn_conv(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
     let y = conv.forward(x.clone());
     tap_conv(&x, y, conv)
+}
+
+/// Taps the transposed convolution `conv` that took `x` to `y`. Grouped or dilated ones, and
+/// output padding that leaves the input positions without a whole output window, are left
+/// untapped: DP-SGD then refuses the model.
+///
+/// # Shapes
+/// - `x`: `[B, Cin, H, W]`, `y`: `[B, N, Ho, Wo]`.
+pub(crate) fn tap_conv_transpose(x: &Tensor<4>, y: Tensor<4>, conv: &ConvTranspose2d) -> Tensor<4> {
+    if !live(&y) || conv.groups != 1 || conv.dilation != [1, 1] {
+        return y;
+    }
+    let [b, cin, h, w] = x.dims();
+    let [_, _, ho, wo] = y.dims();
+    let ([kh, kw], [sh, sw], [ph, pw]) = (conv.kernel_size, conv.stride, conv.padding);
+    // The unfold of the output gradient must give one window per input position.
+    let windows =
+        |o: usize, p: usize, k: usize, s: usize| (o + 2 * p).checked_sub(k).map(|r| r / s + 1);
+    if windows(ho, ph, kh, sh) != Some(h) || windows(wo, pw, kw, sw) != Some(w) {
+        return y;
+    }
+    let input = x.clone().inner().reshape([b, cin, h * w]).swap_dims(1, 2);
+    let probe = Tensor::<4>::zeros(y.dims(), &y.device()).require_grad();
+    push(Tap::ConvTranspose {
+        weight: conv.weight.id,
+        bias: conv.bias.as_ref().map(|p| p.id),
+        input,
+        probe: probe.clone(),
+        window: [conv.kernel_size, conv.stride, conv.padding],
+    });
+    y + probe
+}
+
+/// `conv.forward(x)` exactly as burn computes it, tapped.
+pub(crate) fn burn_conv_transpose(x: Tensor<4>, conv: &ConvTranspose2d) -> Tensor<4> {
+    let y = conv.forward(x.clone());
+    tap_conv_transpose(&x, y, conv)
 }
 
 /// Taps a layer with its own per-sample formula: adds zero probes to its output `y` and to its

@@ -15,7 +15,8 @@
 //! ```
 //!
 //! A 2-D convolution is the affine map of its input patches (im2col: aᵢ is `[L, Cin·kh·kw]` over
-//! the L output positions), so the same three lines serve it with T = L. GroupNorm's per-channel
+//! the L output positions), so the same three lines serve it with T = L; a transposed one
+//! pairs each input position with the patch of output gradient it reaches. GroupNorm's per-channel
 //! scale and shift have the per-sample gradients Σ_s g ⊙ x̂ and Σ_s g over the positions s; when
 //! a SiLU follows (the UNet's fused pair) the probe sits after it and g is the probe's gradient
 //! times silu'(z) at the normalised output z.
@@ -31,14 +32,16 @@ mod capture;
 pub mod fused;
 
 pub(crate) use capture::{
-    burn_affine, burn_conv, burn_layer_norm, live, tap_affine, tap_conv, tap_custom,
-    tap_group_norm, tap_layer_norm, tap_lookup, tap_tied_head,
+    burn_affine, burn_conv, burn_conv_transpose, burn_layer_norm, live, tap_affine, tap_conv,
+    tap_custom, tap_group_norm, tap_layer_norm, tap_lookup, tap_tied_head,
 };
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use burn::module::ParamId;
+use burn::tensor::module::unfold4d;
+use burn::tensor::ops::UnfoldOptions;
 use burn::tensor::{Gradients, Int, Tensor};
 
 /// What one tapped layer kept.
@@ -81,6 +84,23 @@ pub enum Tap {
         patches: Tensor<3>,
         /// The probe added to the output (autodiff leaf), `[B, N, Ho, Wo]`.
         probe: Tensor<4>,
+    },
+    /// A transposed 2-D convolution (ungrouped, undilated), weight stored `[Cin, N, kh, kw]`.
+    /// Input position l of sample i reaches the output window that the layer's kernel,
+    /// stride and padding place there, so ∇W_i = xᵢᵀ Pᵢ with xᵢ `[L, Cin]` and Pᵢ the output
+    /// gradient's patches at those windows, `[L, N·kh·kw]`: an affine view with K = Cin. The
+    /// bias sums the output gradient over positions (not over the overlapping patches).
+    ConvTranspose {
+        /// The weight's id.
+        weight: ParamId,
+        /// The bias's id, if any.
+        bias: Option<ParamId>,
+        /// The input, without autodiff, `[B, L, Cin]` (L = H·W positions).
+        input: Tensor<3>,
+        /// The probe added to the output (autodiff leaf), `[B, N, Ho, Wo]`.
+        probe: Tensor<4>,
+        /// Kernel, stride and padding of the layer.
+        window: [[usize; 2]; 3],
     },
     /// GroupNorm's per-channel affine y = x̂ ⊙ γ + β over `[B, C, positions]`, optionally
     /// followed by SiLU.
@@ -244,7 +264,9 @@ impl Tap {
     /// The parameters this tap covers.
     pub fn params(&self) -> Vec<ParamId> {
         match self {
-            Tap::Affine { weight, bias, .. } | Tap::Conv { weight, bias, .. } => {
+            Tap::Affine { weight, bias, .. }
+            | Tap::Conv { weight, bias, .. }
+            | Tap::ConvTranspose { weight, bias, .. } => {
                 std::iter::once(*weight).chain(*bias).collect()
             }
             Tap::Scale { gamma, beta, .. } => std::iter::once(*gamma).chain(*beta).collect(),
@@ -288,6 +310,40 @@ impl Tap {
                     transposed: true,
                 })
             }
+            Tap::ConvTranspose {
+                weight,
+                input,
+                probe,
+                window: [kernel, stride, padding],
+                ..
+            } => {
+                let options = UnfoldOptions::new(*stride, *padding, [1, 1]);
+                let g = unfold4d(probe_grad(probe, grads), *kernel, options).swap_dims(1, 2);
+                Some(AffineView {
+                    a: input.clone(),
+                    g,
+                    weight: *weight,
+                    bias: None,
+                    transposed: false,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// A transposed convolution's per-sample bias gradients, `[B, N]` (its affine view
+    /// leaves the bias out).
+    fn transposed_bias(&self, grads: &Gradients) -> Option<(ParamId, Tensor<2>)> {
+        match self {
+            Tap::ConvTranspose {
+                bias: Some(bias),
+                probe,
+                ..
+            } => {
+                let [b, n, h, w] = probe.dims();
+                let g = probe_grad(probe, grads).reshape([b, n, h * w]).sum_dim(2);
+                Some((*bias, g.reshape([b, n])))
+            }
             _ => None,
         }
     }
@@ -295,7 +351,14 @@ impl Tap {
     /// Each sample's squared gradient norm over this tap's parameters, `[B]`.
     pub fn sq_norms(&self, grads: &Gradients) -> Tensor<1> {
         if let Some(view) = self.affine(grads) {
-            return view.sq_norms();
+            let sq = view.sq_norms();
+            return match self.transposed_bias(grads) {
+                Some((_, g)) => {
+                    let b = g.dims()[0];
+                    sq + g.square().sum_dim(1).reshape([b])
+                }
+                None => sq,
+            };
         }
         self.per_sample(grads)
             .into_iter()
@@ -311,7 +374,15 @@ impl Tap {
     /// with the gradient flattened; reshape to the parameter's shape.
     pub fn weighted_sum(&self, grads: &Gradients, scale: &Tensor<1>) -> Vec<(ParamId, Tensor<1>)> {
         if let Some(view) = self.affine(grads) {
-            return view.weighted_sum(scale);
+            let mut out = view.weighted_sum(scale);
+            if let Some((id, g)) = self.transposed_bias(grads) {
+                let [b, n] = g.dims();
+                out.push((
+                    id,
+                    (g * scale.clone().reshape([b, 1])).sum_dim(0).reshape([n]),
+                ));
+            }
+            return out;
         }
         match self {
             Tap::Lookup {
@@ -352,7 +423,9 @@ impl Tap {
     /// training needs only [`Tap::sq_norms`] and [`Tap::weighted_sum`]).
     pub fn per_sample(&self, grads: &Gradients) -> Vec<(ParamId, Tensor<2>)> {
         if let Some(view) = self.affine(grads) {
-            return view.per_sample();
+            let mut out = view.per_sample();
+            out.extend(self.transposed_bias(grads));
+            return out;
         }
         match self {
             Tap::Scale {
@@ -406,7 +479,9 @@ impl Tap {
                 )]
             }
             Tap::Custom(c) => (c.grads)(grads),
-            Tap::Affine { .. } | Tap::Conv { .. } => unreachable!("handled by the affine view"),
+            Tap::Affine { .. } | Tap::Conv { .. } | Tap::ConvTranspose { .. } => {
+                unreachable!("handled by the affine view")
+            }
         }
     }
 }
