@@ -1,5 +1,5 @@
-//! `oxgen audit membership`: attacks a VAE recipe (a run's, or the defaults) for membership
-//! leakage.
+//! `oxgen audit membership`: attacks a VAE, flow or GAN recipe (a run's, or the defaults) for
+//! membership leakage.
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -8,22 +8,26 @@ use oxgen_train::privacy::audit::{AuditOptions, membership_audit};
 
 #[derive(Subcommand)]
 pub(crate) enum AuditCommand {
-    /// Membership inference against a VAE recipe: the loss-threshold attack and LiRA, with AUC,
-    /// TPR at 0.1% and 1% FPR, and an empirical lower bound on ε. The audit retrains the recipe
-    /// (the run's config, DP settings included) on `--members` rows it chooses, so that it
-    /// knows who is a member and can plant canaries.
+    /// Membership inference against a VAE, flow or GAN recipe: a threshold on each row's score
+    /// (the log-likelihood; a GAN's discriminator logit) and LiRA, with AUC, TPR at 0.1% and 1%
+    /// FPR, and an empirical lower bound on ε. The audit retrains the recipe (the run's config,
+    /// DP settings included) on `--members` rows it chooses, so that it knows who is a member
+    /// and can plant canaries.
     #[command(
-        after_help = "Examples:\n  oxgen audit membership --ckpt runs/vae --members 256 --references 8 --out runs/audit\n  oxgen audit membership --data digits8 --steps 3000 --dp-epsilon 3 --canaries 64 --out runs/audit-dp"
+        after_help = "Examples:\n  oxgen audit membership --ckpt runs/vae --members 256 --references 8 --out runs/audit\n  oxgen audit membership --data digits8 --steps 3000 --dp-epsilon 3 --canaries 64 --out runs/audit-dp\n  oxgen audit membership --family gan --data digits8 --steps 2000 --out runs/audit-gan"
     )]
     Membership(MembershipArgs),
 }
 
 #[derive(Args)]
 pub(crate) struct MembershipArgs {
-    /// A VAE run whose recipe to audit (its config, DP settings included).
+    /// A VAE, flow or GAN run whose recipe to audit (its config, DP settings included).
     #[arg(long)]
     pub(crate) ckpt: Option<std::path::PathBuf>,
-    /// Without --ckpt: the dataset of the default VAE recipe.
+    /// Without --ckpt: the family of the default recipe.
+    #[arg(long, default_value = "vae", value_parser = ["vae", "flow", "gan"])]
+    pub(crate) family: String,
+    /// Without --ckpt: the dataset of the default recipe.
     #[arg(long, default_value = "digits8")]
     pub(crate) data: String,
     /// Optimizer steps of the target and reference models.
@@ -58,7 +62,7 @@ pub(crate) fn run(cmd: AuditCommand) -> Result<()> {
         }
         None => {
             let data = oxgen_train::data::load(&a.data, 0, &Default::default())?;
-            let mut c = FamilyConfig::defaults("vae", &data)?;
+            let mut c = FamilyConfig::defaults(&a.family, &data)?;
             c.data = a.data.clone();
             c
         }
@@ -68,6 +72,13 @@ pub(crate) fn run(cmd: AuditCommand) -> Result<()> {
     }
     if let Some(dp) = a.dp.config()? {
         config.dp = Some(dp);
+        // As `oxgen train gan`: the default R1 penalty reads private rows outside the
+        // clipping, so a DP GAN of the default recipe trains without it.
+        if let oxgen_train::family::FamilyModel::Gan(g) = &mut config.model
+            && a.ckpt.is_none()
+        {
+            g.penalty = oxgen_models::gan::Penalty::None;
+        }
     }
     let opts = AuditOptions {
         members: a.members,
@@ -84,8 +95,14 @@ pub(crate) fn run(cmd: AuditCommand) -> Result<()> {
     std::fs::create_dir_all(&a.out)?;
     oxgen_train::privacy::write_json_atomic(&a.out.join("report.json"), &r)?;
     match r.accountant_epsilon {
-        Some(e) => println!("target: DP-SGD, accountant ε = {e:.4} at δ = {:e}", r.delta),
-        None => println!("target: non-private (ε lower bounds at δ = {:e})", r.delta),
+        Some(e) => println!(
+            "target: {} with DP-SGD, accountant ε = {e:.4} at δ = {:e}",
+            r.family, r.delta
+        ),
+        None => println!(
+            "target: {}, non-private (ε lower bounds at δ = {:e})",
+            r.family, r.delta
+        ),
     }
     println!(
         "| attack | members / non-members | AUC | TPR at 0.1% FPR | TPR at 1% FPR | ε lower bound (95%) |\n|---|---|---|---|---|---|"

@@ -2,21 +2,23 @@
 //! each with its own Adam.
 //!
 //! Under DP-SGD only the discriminator reads private rows, so only its gradient on the real
-//! batch is clipped per sample and noised (Xie et al. 2018, "Differentially Private Generative
-//! Adversarial Network"). Its gradient on generated rows is a function of the weights (already
-//! private) and of public noise, and is added as it is; the generator's update sees the data
-//! only through the private discriminator, so it is post-processing. With B the expected batch
-//! size qN and ℓ the discriminator's per-row loss:
+//! batch is noised (Xie et al. 2018, "Differentially Private Generative Adversarial
+//! Network"). Its gradient on generated rows is a function of the weights (already private)
+//! and of public noise, so it needs no noise; the generator's update sees the data only
+//! through the private discriminator, so it is post-processing. Both halves are clipped per
+//! row, so that they weigh alike (with the generated half unclipped, the discriminator learns
+//! to call everything generated and the generator collapses: measured). With B the expected
+//! batch size qN (also the generated batch's size) and ℓ the discriminator's per-row loss:
 //!
 //! ```text
-//! g_D = (Σ_{i ∈ real} clip_C(∇ℓ(xᵢ)) + N(0, σ²C²I)) / B  +  ∇ mean_{j ∈ fake} ℓ(G(zⱼ))
+//! g_D = (Σ_{i ∈ real} clip_C(∇ℓ(xᵢ)) + N(0, σ²C²I) + Σ_{j ∈ fake} clip_C(∇ℓ(G(zⱼ)))) / B
 //! ```
 
 use std::cell::Cell;
 
 use burn::optim::ModuleOptimizer;
-use burn::tensor::Device;
 use burn::tensor::activation::softplus;
+use burn::tensor::{Device, Tensor};
 use oxgen_models::gan::{Gan, GanConfig, GanLoss};
 use oxgen_models::generative::host_normals;
 
@@ -24,6 +26,7 @@ use super::FamilyConfig;
 use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
 use crate::data::Dataset;
 use crate::error::Result;
+use crate::privacy::dpsgd::clipped_public;
 use crate::privacy::state::DpState;
 use crate::trainer::optim::grads_of;
 use crate::trainer::rng::{Stream, batch_indices, step_seed};
@@ -104,16 +107,28 @@ impl GanStep<'_> {
             .model
             .generate(host_normals(c.batch_size, latent, seed, &self.device))
             .detach();
-        let df = self.model.discriminate(fake);
-        let fake_loss = match gc.loss {
-            GanLoss::NonSaturating => softplus(df.clone(), 1.0).mean(),
-            GanLoss::Wasserstein => df.clone().mean(),
-        };
-        let fake_value = fake_loss.clone().into_scalar::<f32>() as f64;
-        let fake_mean = df.mean().into_scalar::<f32>() as f64;
-        let (public, _) = grads_of(fake_loss, &self.model.discriminator, 0.0);
-        let real_mean = Cell::new(0.0);
         let kind = gc.loss;
+        let row_losses = move |d: Tensor<1>, real: bool| match (kind, real) {
+            (GanLoss::NonSaturating, true) => softplus(d.neg(), 1.0).sum(),
+            (GanLoss::NonSaturating, false) => softplus(d, 1.0).sum(),
+            (GanLoss::Wasserstein, true) => d.neg().sum(),
+            (GanLoss::Wasserstein, false) => d.sum(),
+        };
+        // The generated rows' gradient, clipped per row as the real rows' are (no noise).
+        let fake_mean = Cell::new(0.0);
+        let expected = dp.plan.q * dp.plan.n as f64;
+        let (public, fake_sum) = clipped_public(
+            &self.model,
+            |m: &Gan| {
+                let d = m.discriminate(fake);
+                fake_mean.set(d.clone().detach().mean().into_scalar::<f32>() as f64);
+                row_losses(d, false)
+            },
+            dp.plan.config.clip,
+            expected,
+        );
+        let fake_value = fake_sum / c.batch_size as f64;
+        let real_mean = Cell::new(0.0);
         let ctx = StepContext {
             step: t,
             lr: lr_d,
@@ -128,10 +143,7 @@ impl GanStep<'_> {
                 if rows > 0 {
                     real_mean.set(d.clone().detach().mean().into_scalar::<f32>() as f64);
                 }
-                match kind {
-                    GanLoss::NonSaturating => softplus(d.neg(), 1.0).sum(),
-                    GanLoss::Wasserstein => d.neg().sum(),
-                }
+                row_losses(d, true)
             },
             Some(public),
             &ctx,
@@ -142,7 +154,7 @@ impl GanStep<'_> {
         Ok(DStep {
             loss: out.loss + fake_value,
             real: real_mean.get(),
-            fake: fake_mean,
+            fake: fake_mean.get(),
             dp: Some(out.extra),
         })
     }

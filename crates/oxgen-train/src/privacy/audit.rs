@@ -1,8 +1,11 @@
 //! The membership-inference audit: how much a trained model leaks about which examples it saw,
 //! measured by attacking it.
 //!
-//! - **Loss threshold** (Yeom et al. 2018): a member has a lower loss. For the VAE the score is
-//!   the per-example log-likelihood bound −NLL (IWAE, 8 draws).
+//! - **Loss threshold** (Yeom et al. 2018): a member has a lower loss. The score is the
+//!   per-example log-likelihood: the VAE's bound −NLL (IWAE, 8 draws), the flow's exact one
+//!   (dequantized on discrete pixels). A GAN has no likelihood; its score is the
+//!   discriminator's logit D(x), LOGAN's white-box attack (Hayes et al. 2019: the
+//!   discriminator scores the rows it was trained on as real).
 //! - **LiRA** (Carlini et al. 2022, "Membership Inference Attacks From First Principles"):
 //!   `references` models of the same recipe, each trained on a random half of the pool of
 //!   members and non-members; for each example, Gaussians fitted to its scores under the models
@@ -24,7 +27,6 @@
 //! accountant's ε; one above it means a bug.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use oxgen_models::vae::Vae;
 use probability::distribution::{Beta, Inverse};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -81,6 +83,8 @@ pub struct Attack {
 /// What the audit found.
 #[derive(Clone, Debug, Serialize)]
 pub struct AuditReport {
+    /// The family attacked: `vae`, `flow` or `gan`.
+    pub family: String,
     /// The target's accountant ε (DP runs).
     pub accountant_epsilon: Option<f64>,
     /// δ used in the lower bound.
@@ -142,30 +146,40 @@ fn attack(name: &str, members: &[f64], others: &[f64], delta: f64, confidence: f
     }
 }
 
-/// −NLL bound (IWAE, 8 draws, one fixed seed) of each row of `rows`.
-fn scores(model: &Vae, rows: &[f32], f: usize, device: &Device) -> Vec<f64> {
+/// Each row's membership score (higher: more likely a member), with one fixed seed: −NLL
+/// (the VAE's IWAE bound with 8 draws, the flow's exact NLL), or a GAN's discriminator logit.
+fn scores(model: &Trained, rows: &[f32], f: usize, device: &Device) -> Vec<f64> {
+    const SEED: u64 = 0xa0d1;
     let mut out = Vec::with_capacity(rows.len() / f);
     for chunk in rows.chunks(256 * f) {
         let m = chunk.len() / f;
         let x = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [m, f]), device);
-        let nll = model.nll_bound(x, 8, 0xa0d1);
-        let v: Vec<f32> = nll
+        let s = match model {
+            Trained::Vae(v) => v.nll_bound(x, 8, SEED).neg(),
+            Trained::Gan(g) => g.discriminate(x),
+            other => other
+                .generative()
+                .nll(x, SEED)
+                .expect("a flow has a likelihood")
+                .neg(),
+        };
+        let v: Vec<f32> = s
             .into_data()
             .convert::<f32>()
             .try_into_vec()
             .unwrap_or_default();
-        out.extend(v.into_iter().map(|v| -f64::from(v)));
+        out.extend(v.into_iter().map(f64::from));
     }
     out
 }
 
-/// Trains `config` on the rows `x` in memory and returns the VAE.
+/// Trains `config` on the rows `x` in memory and returns the model.
 fn train_on(
     config: &FamilyConfig,
     data: &Dataset,
     x: Vec<f32>,
     opts: &TrainOptions,
-) -> Result<Vae> {
+) -> Result<Trained> {
     let set = Dataset {
         x,
         labels: None,
@@ -182,10 +196,7 @@ fn train_on(
         skip_eval: true,
         ..opts.clone()
     };
-    match train_family_on(&c, &set, &o)?.model {
-        Trained::Vae(m) => Ok(m),
-        _ => unreachable!("checked to be a VAE"),
-    }
+    Ok(train_family_on(&c, &set, &o)?.model)
 }
 
 fn fit(v: &[f64]) -> (f64, f64) {
@@ -193,19 +204,17 @@ fn fit(v: &[f64]) -> (f64, f64) {
     (m, v.iter().map(|x| (x - m).powi(2)).sum::<f64>())
 }
 
-/// Audits `config` (a VAE recipe, DP or not) for membership leakage on its data: trains the
-/// target on `opts.members` training rows (plus half the canaries) and attacks it.
+/// Audits `config` (a VAE, flow or GAN recipe, DP or not) for membership leakage on its data:
+/// trains the target on `opts.members` training rows (plus half the canaries) and attacks it.
 pub fn membership_audit(
     config: &FamilyConfig,
     opts: &AuditOptions,
     train: &TrainOptions,
 ) -> Result<AuditReport> {
-    if !matches!(config.model, FamilyModel::Vae(_)) {
-        return Err(Error::Config(format!(
-            "the membership audit attacks VAE runs; this is a {}",
-            config.model.name()
-        )));
-    }
+    let score = match config.model {
+        FamilyModel::Gan(_) => "discriminator",
+        _ => "loss",
+    };
     let data = crate::data::load(&config.data, config.seed, &Default::default())?;
     let (tr, val) = data.train_val(config.val_fraction.max(0.1), config.seed);
     let val = val.ok_or_else(|| {
@@ -241,7 +250,11 @@ pub fn membership_audit(
     );
     let delta = config.dp.as_ref().map_or(1e-5, |d| d.delta);
     let mut attacks = vec![attack(
-        "loss threshold",
+        if score == "loss" {
+            "loss threshold"
+        } else {
+            "discriminator threshold"
+        },
         &s_in,
         &s_out,
         delta,
@@ -250,7 +263,7 @@ pub fn membership_audit(
     let canary_scores = scores(&target, &canaries, f, device);
     if opts.canaries >= 2 {
         attacks.push(attack(
-            "canaries, loss",
+            &format!("canaries, {score}"),
             &canary_scores[..k_in],
             &canary_scores[k_in..],
             delta,
@@ -339,6 +352,7 @@ pub fn membership_audit(
         None => None,
     };
     Ok(AuditReport {
+        family: config.model.name().into(),
         accountant_epsilon,
         delta,
         attacks,

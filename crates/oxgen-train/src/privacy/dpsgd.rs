@@ -288,6 +288,44 @@ pub fn per_sample_sq_norms(taps: &[Tap], grads: &Gradients) -> Tensor<1> {
     sq.expect("at least one tap")
 }
 
+/// Σᵢ min(1, C/‖∇ℓᵢ‖)·∇ℓᵢ / `divisor` for a loss that reads no private row (a GAN
+/// discriminator's loss on generated rows), `loss_sum` the sum of its per-row losses, as
+/// gradients for [`dp_update`]'s `public`, and the loss. Clipping it as the private part is
+/// clipped keeps the two on one scale: an unclipped public gradient next to a clipped private
+/// one tips a discriminator toward calling everything generated.
+pub fn clipped_public<M: Module>(
+    model: &M,
+    loss_sum: impl FnOnce(&M) -> Tensor<1>,
+    clip: f64,
+    divisor: f64,
+) -> (GradientsParams, f64) {
+    let (loss, taps) = per_sample::record(|| loss_sum(model));
+    let value = loss.clone().into_scalar::<f32>() as f64;
+    let grads = loss.backward();
+    let mut flat: Vec<(ParamId, Tensor<1>)> = Vec::new();
+    if !taps.is_empty() {
+        let scale = per_sample_sq_norms(&taps, &grads)
+            .sqrt()
+            .add_scalar(1e-6)
+            .recip()
+            .mul_scalar(clip)
+            .clamp_max(1.0)
+            .div_scalar(divisor);
+        for t in &taps {
+            for (id, g) in t.weighted_sum(&grads, &scale) {
+                add_into(&mut flat, id, g);
+            }
+        }
+    }
+    let mut shapes = Shapes {
+        flat: &mut flat,
+        public: None,
+        out: GradientsParams::new(),
+    };
+    model.visit(&mut shapes);
+    (shapes.out, value)
+}
+
 /// One DP-SGD update of `model`. `loss_sum` computes the *sum* of per-sample losses of the
 /// rows `rows` (an empty batch runs on one row with weight 0, so that the step is noise only).
 /// Returns the model, the mean loss, and the step's statistics. A parameter that receives a

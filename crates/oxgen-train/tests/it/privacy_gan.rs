@@ -111,6 +111,8 @@ fn gan_and_conv_vae_per_sample_gradients_equal_batches_of_one_on_wgpu() {
 
 /// A public gradient passed to `dp_update` is added to the private, clipped and noised one as
 /// it is: with SGD at rate 1 and the same draws, the two updates differ by exactly it.
+/// `clipped_public` at a clip no row reaches is the plain mean gradient, and at a small one
+/// its norm is at most the clip.
 #[test]
 fn dp_update_adds_the_public_gradient_as_it_is() {
     use oxgen_train::privacy::dpsgd::{DpConfig, dp_update};
@@ -131,10 +133,36 @@ fn dp_update_adds_the_public_gradient_as_it_is() {
     let real = |m: &Gan| softplus(m.discriminate(x.clone()).neg(), 1.0).sum();
     let fake = Tensor::<2>::from_data(TensorData::new(rows(5, 3, 7), [5, 3]), &ad);
     let public = GradientsParams::from_grads(
-        softplus(gan.discriminate(fake), 1.0).mean().backward(),
+        softplus(gan.discriminate(fake.clone()), 1.0)
+            .mean()
+            .backward(),
         &gan.discriminator,
     );
     let want = flat_grads(&gan, &public);
+    // Clipped per row at a clip no row reaches, over the 5 rows: the plain mean gradient.
+    let (clipped, _) = oxgen_train::privacy::dpsgd::clipped_public(
+        &gan,
+        |m: &Gan| softplus(m.discriminate(fake.clone()), 1.0).sum(),
+        1e6,
+        5.0,
+    );
+    for (id, g) in flat_grads(&gan, &clipped) {
+        crate::privacy::assert_close(&g, &want[&id], "clipped_public at a large clip");
+    }
+    // At a small clip every row's share is at most C/5 in norm.
+    let (small, _) = oxgen_train::privacy::dpsgd::clipped_public(
+        &gan,
+        |m: &Gan| softplus(m.discriminate(fake.clone()), 1.0).sum(),
+        1e-3,
+        5.0,
+    );
+    let norm: f32 = flat_grads(&gan, &small)
+        .values()
+        .flatten()
+        .map(|v| v * v)
+        .sum::<f32>()
+        .sqrt();
+    assert!(norm <= 1e-3 * 1.0001 && norm > 1e-4, "{norm}");
     let step = |public| {
         let mut sgd = burn::optim::SgdConfig::new().init();
         let (m, _, _) = dp_update(

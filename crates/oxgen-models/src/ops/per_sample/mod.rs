@@ -41,7 +41,7 @@ use std::rc::Rc;
 
 use burn::module::ParamId;
 use burn::tensor::module::unfold4d;
-use burn::tensor::ops::UnfoldOptions;
+use burn::tensor::ops::{PadMode, UnfoldOptions};
 use burn::tensor::{Gradients, Int, Tensor};
 
 /// What one tapped layer kept.
@@ -317,8 +317,12 @@ impl Tap {
                 window: [kernel, stride, padding],
                 ..
             } => {
-                let options = UnfoldOptions::new(*stride, *padding, [1, 1]);
-                let g = unfold4d(probe_grad(probe, grads), *kernel, options).swap_dims(1, 2);
+                // Padded first: burn unfolds unpadded input as a view, padded by a convolution
+                // with a one-hot kernel (C·kh·kw output channels, far slower).
+                let [ph, pw] = *padding;
+                let g = probe_grad(probe, grads).pad((pw, pw, ph, ph), PadMode::Constant(0.0));
+                let options = UnfoldOptions::new(*stride, [0, 0], [1, 1]);
+                let g = unfold4d(g, *kernel, options).swap_dims(1, 2);
                 Some(AffineView {
                     a: input.clone(),
                     g,
