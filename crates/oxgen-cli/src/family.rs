@@ -22,24 +22,25 @@ pub(crate) fn train(family: &str, a: TrainArgs) -> Result<()> {
         let data = oxgen_train::data::load(&name, a.seed.unwrap_or(0), &Default::default())?;
         FamilyConfig::defaults(family, &data)?
     };
+    let dp = a.dp.config()?;
+    // The default GAN's R1 penalty reads the private rows outside the clipping: a DP GAN
+    // trains without it unless a config file asks for one (which DP then refuses by name).
+    if let oxgen_train::family::FamilyModel::Gan(g) = &mut config.model
+        && dp.is_some()
+        && !a.resume
+        && g.penalty != oxgen_models::gan::Penalty::None
+    {
+        g.penalty = oxgen_models::gan::Penalty::None;
+        println!(
+            "DP GAN: training without the default gradient penalty (it reads private rows outside the clipping)"
+        );
+    }
     if let Some(file) = &a.config {
         config = config.merge_file(file)?;
     }
     apply_train_flags!(config, a);
-    if let Some(dp) = a.dp.config()? {
+    if let Some(dp) = dp {
         config.dp = Some(dp);
-        // The default GAN's R1 penalty reads the private rows outside the clipping: a DP GAN
-        // trains without it unless a config file asks (which DP then refuses by name).
-        if let oxgen_train::family::FamilyModel::Gan(g) = &mut config.model
-            && a.config.is_none()
-            && !a.resume
-            && g.penalty != oxgen_models::gan::Penalty::None
-        {
-            g.penalty = oxgen_models::gan::Penalty::None;
-            println!(
-                "DP GAN: training without the gradient penalty (it reads private rows outside the clipping)"
-            );
-        }
     }
     let opts = a.options(device);
     let report = train_family(&config, &opts)?;
