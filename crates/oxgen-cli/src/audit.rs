@@ -1,15 +1,17 @@
-//! `oxgen audit membership`: attacks a VAE, flow or GAN recipe (a run's, or the defaults) for
-//! membership leakage.
+//! `oxgen audit membership`: attacks a VAE, flow, GAN or diffusion recipe (a run's, or the
+//! defaults) for membership leakage.
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use oxgen_train::family::FamilyConfig;
 use oxgen_train::privacy::audit::{AuditOptions, membership_audit};
+use oxgen_train::privacy::audit_target::AuditRecipe;
 
 #[derive(Subcommand)]
 pub(crate) enum AuditCommand {
-    /// Membership inference against a VAE, flow or GAN recipe: a threshold on each row's score
-    /// (the log-likelihood; a GAN's discriminator logit) and LiRA, with AUC, TPR at 0.1% and 1%
+    /// Membership inference against a VAE, flow, GAN or diffusion recipe: a threshold on each
+    /// row's score (the log-likelihood; diffusion's denoising loss; a GAN's discriminator logit)
+    /// and LiRA, with AUC, TPR at 0.1% and 1%
     /// FPR, and an empirical lower bound on ε. The audit retrains the recipe (the run's config,
     /// DP settings included) on `--members` rows it chooses, so that it knows who is a member
     /// and can plant canaries.
@@ -21,11 +23,12 @@ pub(crate) enum AuditCommand {
 
 #[derive(Args)]
 pub(crate) struct MembershipArgs {
-    /// A VAE, flow or GAN run whose recipe to audit (its config, DP settings included).
+    /// A VAE, flow, GAN or diffusion run whose recipe to audit (its config, DP settings
+    /// included; a diffusion recipe trains unconditionally, as the audit's rows have no labels).
     #[arg(long)]
     pub(crate) ckpt: Option<std::path::PathBuf>,
     /// Without --ckpt: the family of the default recipe.
-    #[arg(long, default_value = "vae", value_parser = ["vae", "flow", "gan"])]
+    #[arg(long, default_value = "vae", value_parser = ["vae", "flow", "gan", "diffusion"])]
     pub(crate) family: String,
     /// Without --ckpt: the dataset of the default recipe.
     #[arg(long, default_value = "digits8")]
@@ -54,32 +57,60 @@ pub(crate) struct MembershipArgs {
 pub(crate) fn run(cmd: AuditCommand) -> Result<()> {
     let AuditCommand::Membership(a) = cmd;
     let device = crate::device(&a.device)?;
-    let mut config = match &a.ckpt {
+    let dp = a.dp.config()?;
+    let recipe = match &a.ckpt {
         Some(run) => {
             let ck = oxgen_train::checkpoint::load(run).context("cannot read the run to audit")?;
-            serde_json::from_value::<FamilyConfig>(ck.manifest.config)
-                .context("the run to audit is not a VAE, flow or GAN run")?
+            if ck.manifest.family == "diffusion" {
+                let c = serde_json::from_value::<oxgen_train::TrainConfig>(ck.manifest.config)
+                    .context("the diffusion run's config")?;
+                AuditRecipe::Diffusion(c)
+            } else {
+                let c = serde_json::from_value::<FamilyConfig>(ck.manifest.config)
+                    .context("the run to audit is not a VAE, flow, GAN or diffusion run")?;
+                AuditRecipe::Family(c)
+            }
         }
         None => {
             let data = oxgen_train::data::load(&a.data, 0, &Default::default())?;
-            let mut c = FamilyConfig::defaults(&a.family, &data)?;
-            c.data = a.data.clone();
-            c
+            if a.family == "diffusion" {
+                let mut c = oxgen_train::TrainConfig::defaults(&a.data, data.shape, None);
+                c.data = a.data.clone();
+                AuditRecipe::Diffusion(c)
+            } else {
+                let mut c = FamilyConfig::defaults(&a.family, &data)?;
+                c.data = a.data.clone();
+                // As `oxgen train gan`: the default R1 penalty reads private rows outside the
+                // clipping, so a DP GAN of the default recipe trains without it.
+                if let oxgen_train::family::FamilyModel::Gan(g) = &mut c.model
+                    && dp.is_some()
+                {
+                    g.penalty = oxgen_models::gan::Penalty::None;
+                }
+                AuditRecipe::Family(c)
+            }
         }
     };
-    if let Some(s) = a.steps {
-        config.steps = s;
-    }
-    if let Some(dp) = a.dp.config()? {
-        config.dp = Some(dp);
-        // As `oxgen train gan`: the default R1 penalty reads private rows outside the
-        // clipping, so a DP GAN of the default recipe trains without it.
-        if let oxgen_train::family::FamilyModel::Gan(g) = &mut config.model
-            && a.ckpt.is_none()
-        {
-            g.penalty = oxgen_models::gan::Penalty::None;
+    let recipe = match recipe {
+        AuditRecipe::Family(mut c) => {
+            if let Some(s) = a.steps {
+                c.steps = s;
+            }
+            if dp.is_some() {
+                c.dp = dp;
+            }
+            AuditRecipe::Family(c)
         }
-    }
+        AuditRecipe::Diffusion(mut c) => {
+            if let Some(s) = a.steps {
+                c.steps = s;
+            }
+            if dp.is_some() {
+                c.dp = dp;
+            }
+            AuditRecipe::Diffusion(c)
+        }
+    };
     let opts = AuditOptions {
         members: a.members,
         references: a.references,
@@ -91,7 +122,7 @@ pub(crate) fn run(cmd: AuditCommand) -> Result<()> {
         progress: true,
         ..Default::default()
     };
-    let r = membership_audit(&config, &opts, &train)?;
+    let r = membership_audit(&recipe, &opts, &train)?;
     std::fs::create_dir_all(&a.out)?;
     oxgen_train::privacy::write_json_atomic(&a.out.join("report.json"), &r)?;
     match r.accountant_epsilon {

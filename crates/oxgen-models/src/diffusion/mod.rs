@@ -209,6 +209,34 @@ impl Diffusion {
         labels: Option<&[u32]>,
         noise: &DiffusionBatchNoise,
     ) -> Tensor<1> {
+        let (pred, target) = self.prediction_and_target(config, schedule, x0, labels, noise);
+        (pred - target).powi_scalar(2).mean()
+    }
+
+    /// Each row's denoising loss, averaged over its features, `[batch]` (a membership
+    /// audit's score).
+    pub fn loss_per_row(
+        &self,
+        config: &DiffusionConfig,
+        schedule: &NoiseSchedule,
+        x0: Tensor<2>,
+        labels: Option<&[u32]>,
+        noise: &DiffusionBatchNoise,
+    ) -> Tensor<1> {
+        let b = x0.dims()[0];
+        let (pred, target) = self.prediction_and_target(config, schedule, x0, labels, noise);
+        (pred - target).powi_scalar(2).mean_dim(1).reshape([b])
+    }
+
+    /// The prediction at the noised x0 and its target, `[batch, n]` each.
+    fn prediction_and_target(
+        &self,
+        config: &DiffusionConfig,
+        schedule: &NoiseSchedule,
+        x0: Tensor<2>,
+        labels: Option<&[u32]>,
+        noise: &DiffusionBatchNoise,
+    ) -> (Tensor<2>, Tensor<2>) {
         let device = x0.device();
         let [b, n] = x0.dims();
         let ab: Vec<f64> = noise
@@ -238,8 +266,7 @@ impl Diffusion {
             TensorData::new(noise.t.iter().map(|&t| t as f32).collect::<Vec<_>>(), [b]),
             &device,
         );
-        let pred = self.forward(xt, t, labels);
-        (pred - target).powi_scalar(2).mean()
+        (self.forward(xt, t, labels), target)
     }
 }
 

@@ -2,10 +2,8 @@
 //! measured by attacking it.
 //!
 //! - **Loss threshold** (Yeom et al. 2018): a member has a lower loss. The score is the
-//!   per-example log-likelihood: the VAE's bound −NLL (IWAE, 8 draws), the flow's exact one
-//!   (dequantized on discrete pixels). A GAN has no likelihood; its score is the
-//!   discriminator's logit D(x), LOGAN's white-box attack (Hayes et al. 2019: the
-//!   discriminator scores the rows it was trained on as real).
+//!   per-example log-likelihood (VAE, flow), the negated denoising loss (diffusion), or a GAN's
+//!   discriminator logit (LOGAN); see [`super::audit_target`].
 //! - **LiRA** (Carlini et al. 2022, "Membership Inference Attacks From First Principles"):
 //!   `references` models of the same recipe, each trained on a random half of the pool of
 //!   members and non-members; for each example, Gaussians fitted to its scores under the models
@@ -26,15 +24,13 @@
 //! and the audit reports the largest over thresholds. A DP model's bound must stay below its
 //! accountant's ε; one above it means a bug.
 
-use burn::tensor::{Device, Tensor, TensorData};
 use probability::distribution::{Beta, Inverse};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
-use crate::data::Dataset;
-use crate::family::{FamilyConfig, FamilyModel, Trained, train_family_on};
+use super::audit_target::{AuditRecipe, scores};
 use crate::trainer::TrainOptions;
 use crate::watermark::treering::auc;
 use crate::{Error, Result};
@@ -146,77 +142,21 @@ fn attack(name: &str, members: &[f64], others: &[f64], delta: f64, confidence: f
     }
 }
 
-/// Each row's membership score (higher: more likely a member), with one fixed seed: −NLL
-/// (the VAE's IWAE bound with 8 draws, the flow's exact NLL), or a GAN's discriminator logit.
-fn scores(model: &Trained, rows: &[f32], f: usize, device: &Device) -> Vec<f64> {
-    const SEED: u64 = 0xa0d1;
-    let mut out = Vec::with_capacity(rows.len() / f);
-    for chunk in rows.chunks(256 * f) {
-        let m = chunk.len() / f;
-        let x = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [m, f]), device);
-        let s = match model {
-            Trained::Vae(v) => v.nll_bound(x, 8, SEED).neg(),
-            Trained::Gan(g) => g.discriminate(x),
-            other => other
-                .generative()
-                .nll(x, SEED)
-                .expect("a flow has a likelihood")
-                .neg(),
-        };
-        let v: Vec<f32> = s
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec()
-            .unwrap_or_default();
-        out.extend(v.into_iter().map(f64::from));
-    }
-    out
-}
-
-/// Trains `config` on the rows `x` in memory and returns the model.
-fn train_on(
-    config: &FamilyConfig,
-    data: &Dataset,
-    x: Vec<f32>,
-    opts: &TrainOptions,
-) -> Result<Trained> {
-    let set = Dataset {
-        x,
-        labels: None,
-        num_classes: None,
-        ..data.clone()
-    };
-    let c = FamilyConfig {
-        val_fraction: 0.0,
-        ..config.clone()
-    };
-    let o = TrainOptions {
-        out: None,
-        resume: false,
-        skip_eval: true,
-        ..opts.clone()
-    };
-    Ok(train_family_on(&c, &set, &o)?.model)
-}
-
 fn fit(v: &[f64]) -> (f64, f64) {
     let m = v.iter().sum::<f64>() / v.len().max(1) as f64;
     (m, v.iter().map(|x| (x - m).powi(2)).sum::<f64>())
 }
 
-/// Audits `config` (a VAE, flow or GAN recipe, DP or not) for membership leakage on its data:
-/// trains the target on `opts.members` training rows (plus half the canaries) and attacks it.
+/// Audits `recipe` (DP or not) for membership leakage on its data: trains the target on
+/// `opts.members` training rows (plus half the canaries) and attacks it.
 pub fn membership_audit(
-    config: &FamilyConfig,
+    recipe: &AuditRecipe,
     opts: &AuditOptions,
     train: &TrainOptions,
 ) -> Result<AuditReport> {
-    let score = match config.model {
-        FamilyModel::Gan(_) => "discriminator",
-        _ => "loss",
-    };
-    let data = crate::data::load(&config.data, config.seed, &Default::default())?;
-    let (tr, val) = data.train_val(config.val_fraction.max(0.1), config.seed);
+    let score = recipe.score_name();
+    let data = recipe.data()?;
+    let (tr, val) = data.train_val(recipe.val_fraction().max(0.1), recipe.seed());
     let val = val.ok_or_else(|| {
         Error::Config("the audit needs held-out rows (image or file data)".into())
     })?;
@@ -229,7 +169,7 @@ pub fn membership_audit(
     let f = data.shape.numel();
     let members = tr.x[..n * f].to_vec();
     let others = val.x[..n * f].to_vec();
-    let mut rng = StdRng::seed_from_u64(config.seed ^ 0xca9a);
+    let mut rng = StdRng::seed_from_u64(recipe.seed() ^ 0xca9a);
     let canaries: Vec<f32> = (0..opts.canaries * f)
         .map(|_| {
             if rand::Rng::random::<bool>(&mut rng) {
@@ -243,12 +183,12 @@ pub fn membership_audit(
     let mut target_rows = members.clone();
     target_rows.extend_from_slice(&canaries[..k_in * f]);
     let device = &train.device;
-    let target = train_on(config, &data, target_rows, train)?;
+    let target = recipe.train_on(&data, target_rows, train)?;
     let (s_in, s_out) = (
         scores(&target, &members, f, device),
         scores(&target, &others, f, device),
     );
-    let delta = config.dp.as_ref().map_or(1e-5, |d| d.delta);
+    let delta = recipe.dp().map_or(1e-5, |d| d.delta);
     let mut attacks = vec![attack(
         if score == "loss" {
             "loss threshold"
@@ -279,18 +219,17 @@ pub fn membership_audit(
         let (mut ins, mut outs) = (vec![Vec::new(); total], vec![Vec::new(); total]);
         for r in 0..opts.references {
             let mut idx: Vec<usize> = (0..total).collect();
-            idx.shuffle(&mut StdRng::seed_from_u64(config.seed ^ (0x11a + r as u64)));
+            idx.shuffle(&mut StdRng::seed_from_u64(
+                recipe.seed() ^ (0x11a + r as u64),
+            ));
             let half = &idx[..total / 2];
             let rows: Vec<f32> = half
                 .iter()
                 .flat_map(|&i| pool[i * f..(i + 1) * f].to_vec())
                 .collect();
-            let rc = FamilyConfig {
-                seed: config.seed + 1 + r as u64,
-                ..config.clone()
-            };
+            let rc = recipe.reseeded(recipe.seed() + 1 + r as u64);
             tracing::info!("LiRA reference model {}/{}", r + 1, opts.references);
-            let m = train_on(&rc, &data, rows, train)?;
+            let m = rc.train_on(&data, rows, train)?;
             let s = scores(&m, &pool, f, device);
             let mut seen = vec![false; total];
             for &i in half {
@@ -344,15 +283,15 @@ pub fn membership_audit(
             ));
         }
     }
-    let accountant_epsilon = match &config.dp {
+    let accountant_epsilon = match recipe.dp() {
         Some(dp) => Some(
-            dp.plan(n + k_in, config.batch_size, config.dp_steps())?
+            dp.plan(n + k_in, recipe.batch_size(), recipe.dp_steps())?
                 .planned_epsilon,
         ),
         None => None,
     };
     Ok(AuditReport {
-        family: config.model.name().into(),
+        family: recipe.family().into(),
         accountant_epsilon,
         delta,
         attacks,

@@ -9,6 +9,7 @@
 //! mechanism with sampling rate q and noise multiplier σ (noise σ·C on gradients clipped to C).
 
 pub mod audit;
+pub mod audit_target;
 pub mod dpsgd;
 pub mod gdp;
 pub mod prv;

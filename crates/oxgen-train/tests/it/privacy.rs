@@ -379,7 +379,8 @@ fn dp_vae_spends_its_budget_and_resumes_exactly() {
     let resumed = train_family(&config, &second).unwrap();
     assert_eq!(vae_params(&straight.model), vae_params(&resumed.model));
 
-    // Refused by name: δ ≥ 1/N, a budget below what RDP can certify, a GAN.
+    // Refused by name: δ ≥ 1/N, a budget below what RDP can certify, a GAN with its default
+    // R1 penalty.
     let named = |c: oxgen_train::family::FamilyConfig, want: &str| {
         let dir = tempfile::tempdir().unwrap();
         match train_family(&c, &crate::common::opts(dir.path(), Device::flex())) {
@@ -400,7 +401,7 @@ fn dp_vae_spends_its_budget_and_resumes_exactly() {
     let data = oxgen_train::data::digits8();
     let mut gan = oxgen_train::family::FamilyConfig::defaults("gan", &data).unwrap();
     gan.dp = dp_vae(5, 2.0).dp;
-    named(gan, "model");
+    named(gan, "penalty");
 }
 
 /// The membership audit (`members` 128 digits, 1,500 steps, LiRA with 2 reference models):
@@ -410,6 +411,7 @@ fn dp_vae_spends_its_budget_and_resumes_exactly() {
 #[test]
 fn membership_audit_separates_private_from_non_private() {
     use oxgen_train::privacy::audit::{AuditOptions, membership_audit};
+    use oxgen_train::privacy::audit_target::AuditRecipe;
     let opts = AuditOptions {
         members: 128,
         references: 2,
@@ -422,10 +424,10 @@ fn membership_audit_separates_private_from_non_private() {
     };
     let mut plain = dp_vae(1500, 1.0);
     plain.dp = None;
-    let r = membership_audit(&plain, &opts, &train).unwrap();
+    let r = membership_audit(&AuditRecipe::Family(plain), &opts, &train).unwrap();
     println!("non-private: {:?}", r.attacks);
     assert!(r.attacks[0].auc > 0.75, "{:?}", r.attacks[0]);
-    let r = membership_audit(&dp_vae(1500, 1.0), &opts, &train).unwrap();
+    let r = membership_audit(&AuditRecipe::Family(dp_vae(1500, 1.0)), &opts, &train).unwrap();
     println!("DP ε = 1: {:?}", r.attacks);
     assert!((r.attacks[0].auc - 0.5).abs() < 0.1, "{:?}", r.attacks[0]);
     let e = r.accountant_epsilon.unwrap();
