@@ -10,6 +10,7 @@
 pub mod ar;
 pub mod compress;
 pub mod config;
+pub mod copyright;
 pub mod data;
 pub mod diffusion;
 pub mod error;

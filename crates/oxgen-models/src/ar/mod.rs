@@ -7,6 +7,7 @@ pub mod arithmetic;
 pub mod decode;
 pub mod gpt;
 pub mod lora;
+pub mod naf;
 pub mod tokenizer;
 pub mod watermark;
 
