@@ -22,6 +22,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod decode;
+pub use decode::generate_naf;
+
 /// How the shard models' next-token distributions are combined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
