@@ -82,35 +82,14 @@ pub(crate) fn run(cmd: AuditCommand) -> Result<()> {
                 c.data = a.data.clone();
                 // As `oxgen train gan`: the default R1 penalty reads private rows outside the
                 // clipping, so a DP GAN of the default recipe trains without it.
-                if let oxgen_train::family::FamilyModel::Gan(g) = &mut c.model
-                    && dp.is_some()
-                {
-                    g.penalty = oxgen_models::gan::Penalty::None;
+                if dp.is_some() {
+                    c.drop_penalty_for_dp();
                 }
                 AuditRecipe::Family(c)
             }
         }
     };
-    let recipe = match recipe {
-        AuditRecipe::Family(mut c) => {
-            if let Some(s) = a.steps {
-                c.steps = s;
-            }
-            if dp.is_some() {
-                c.dp = dp;
-            }
-            AuditRecipe::Family(c)
-        }
-        AuditRecipe::Diffusion(mut c) => {
-            if let Some(s) = a.steps {
-                c.steps = s;
-            }
-            if dp.is_some() {
-                c.dp = dp;
-            }
-            AuditRecipe::Diffusion(c)
-        }
-    };
+    let recipe = recipe.with_overrides(a.steps, dp);
     let opts = AuditOptions {
         members: a.members,
         references: a.references,

@@ -25,12 +25,7 @@ pub(crate) fn train(family: &str, a: TrainArgs) -> Result<()> {
     let dp = a.dp.config()?;
     // The default GAN's R1 penalty reads the private rows outside the clipping: a DP GAN
     // trains without it unless a config file asks for one (which DP then refuses by name).
-    if let oxgen_train::family::FamilyModel::Gan(g) = &mut config.model
-        && dp.is_some()
-        && !a.resume
-        && g.penalty != oxgen_models::gan::Penalty::None
-    {
-        g.penalty = oxgen_models::gan::Penalty::None;
+    if dp.is_some() && !a.resume && config.drop_penalty_for_dp() {
         println!(
             "DP GAN: training without the default gradient penalty (it reads private rows outside the clipping)"
         );

@@ -234,6 +234,19 @@ impl FamilyConfig {
         }
     }
 
+    /// Readies a default recipe for DP-SGD: a GAN's gradient penalty reads private rows
+    /// outside the per-sample clipping, so it goes (a config file that asks for one later is
+    /// refused by name). Returns whether it changed anything.
+    pub fn drop_penalty_for_dp(&mut self) -> bool {
+        match &mut self.model {
+            FamilyModel::Gan(g) if g.penalty != Penalty::None => {
+                g.penalty = Penalty::None;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Overrides fields from a TOML or JSON file.
     pub fn merge_file(self, file: &Path) -> Result<Self> {
         let family = self.model.name();

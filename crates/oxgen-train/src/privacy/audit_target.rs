@@ -49,6 +49,22 @@ impl AuditRecipe {
         }
     }
 
+    /// The recipe with its steps and DP settings replaced where given.
+    pub fn with_overrides(self, steps: Option<usize>, dp: Option<DpConfig>) -> Self {
+        match self {
+            AuditRecipe::Family(mut c) => {
+                c.steps = steps.unwrap_or(c.steps);
+                c.dp = dp.or(c.dp);
+                AuditRecipe::Family(c)
+            }
+            AuditRecipe::Diffusion(mut c) => {
+                c.steps = steps.unwrap_or(c.steps);
+                c.dp = dp.or(c.dp);
+                AuditRecipe::Diffusion(c)
+            }
+        }
+    }
+
     /// What the threshold attack thresholds: `loss`, or a GAN's `discriminator`.
     pub(crate) fn score_name(&self) -> &'static str {
         match self {

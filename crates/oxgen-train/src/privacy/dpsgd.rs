@@ -288,6 +288,24 @@ pub fn per_sample_sq_norms(taps: &[Tap], grads: &Gradients) -> Tensor<1> {
     sq.expect("at least one tap")
 }
 
+/// Each sample's clipping factor min(1, C/‖∇θᵢ‖) from its gradient `norms`, `[B]`.
+fn clip_factors(norms: Tensor<1>, clip: f64) -> Tensor<1> {
+    norms
+        .add_scalar(1e-6)
+        .recip()
+        .mul_scalar(clip)
+        .clamp_max(1.0)
+}
+
+/// Σᵢ scaleᵢ·∇θᵢ over every tap, one flattened entry per parameter.
+fn weighted_sums(taps: &[Tap], grads: &Gradients, scale: &Tensor<1>) -> Vec<(ParamId, Tensor<1>)> {
+    let mut flat = Vec::new();
+    for (id, g) in taps.iter().flat_map(|t| t.weighted_sum(grads, scale)) {
+        add_into(&mut flat, id, g);
+    }
+    flat
+}
+
 /// Σᵢ min(1, C/‖∇ℓᵢ‖)·∇ℓᵢ / `divisor` for a loss that reads no private row (a GAN
 /// discriminator's loss on generated rows), `loss_sum` the sum of its per-row losses, as
 /// gradients for [`dp_update`]'s `public`, and the loss. Clipping it as the private part is
@@ -304,18 +322,9 @@ pub fn clipped_public<M: Module>(
     let grads = loss.backward();
     let mut flat: Vec<(ParamId, Tensor<1>)> = Vec::new();
     if !taps.is_empty() {
-        let scale = per_sample_sq_norms(&taps, &grads)
-            .sqrt()
-            .add_scalar(1e-6)
-            .recip()
-            .mul_scalar(clip)
-            .clamp_max(1.0)
-            .div_scalar(divisor);
-        for t in &taps {
-            for (id, g) in t.weighted_sum(&grads, &scale) {
-                add_into(&mut flat, id, g);
-            }
-        }
+        let norms = per_sample_sq_norms(&taps, &grads).sqrt();
+        let scale = clip_factors(norms, clip).div_scalar(divisor);
+        flat = weighted_sums(&taps, &grads, &scale);
     }
     let mut shapes = Shapes {
         flat: &mut flat,
@@ -361,12 +370,7 @@ pub fn dp_update<M: Module>(
     };
     if !taps.is_empty() {
         let norms = per_sample_sq_norms(&taps, &grads).sqrt();
-        let mut scale = norms
-            .clone()
-            .add_scalar(1e-6)
-            .recip()
-            .mul_scalar(c)
-            .clamp_max(1.0);
+        let mut scale = clip_factors(norms.clone(), c);
         if rows == 0 {
             scale = scale.mul_scalar(0.0);
         } else {
@@ -378,21 +382,12 @@ pub fn dp_update<M: Module>(
             stats.mean_norm = host.iter().map(|&v| f64::from(v)).sum::<f64>() / rows as f64;
             stats.clipped = host.iter().filter(|&&v| f64::from(v) > c).count() as f64 / rows as f64;
         }
-        for t in &taps {
-            for (id, g) in t.weighted_sum(&grads, &scale) {
-                add_into(&mut flat, id, g);
-            }
-        }
+        flat = weighted_sums(&taps, &grads, &scale);
     }
     // With `verify`: the taps' unclipped sum, to hold against the plain gradient below.
     let unclipped: Vec<(ParamId, Tensor<1>)> = match (verify, flat.first()) {
         (true, Some((_, g))) if rows > 0 => {
-            let ones = Tensor::<1>::ones([rows], &g.device());
-            let mut sums = Vec::new();
-            for (id, g) in taps.iter().flat_map(|t| t.weighted_sum(&grads, &ones)) {
-                add_into(&mut sums, id, g);
-            }
-            sums
+            weighted_sums(&taps, &grads, &Tensor::<1>::ones([rows], &g.device()))
         }
         _ => Vec::new(),
     };
