@@ -38,6 +38,9 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
     if let Some(dp) = a.dp.config()? {
         config.dp = Some(dp);
     }
+    if let Some(k) = a.shards.shards {
+        return crate::copyright::train(&a, &config, k);
+    }
     let opts = a.options(device);
     let report = oxgen_train::ar::train_ar(&config, &opts)?;
     println!(
@@ -175,6 +178,9 @@ pub(crate) fn sample(a: SampleArgs) -> Result<()> {
 }
 
 pub(crate) fn logprob(a: LogprobArgs) -> Result<()> {
+    if let Some(rule) = crate::copyright::logprob_rule(&a) {
+        return crate::copyright::logprob(&a, rule);
+    }
     let device = device(&a.device)?;
     let run = oxgen_train::ar::load_ar(&a.ckpt, &device)?;
     let text = match (&a.text, &a.file) {

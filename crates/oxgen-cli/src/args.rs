@@ -409,6 +409,8 @@ pub(crate) struct TrainArgs {
     #[command(flatten)]
     pub(crate) dp: DpArgs,
     #[command(flatten)]
+    pub(crate) shards: crate::copyright::ShardArgs,
+    #[command(flatten)]
     pub(crate) device: DeviceArgs,
 }
 
@@ -445,6 +447,8 @@ pub(crate) struct SampleArgs {
     pub(crate) sampling: SamplingArgs,
     #[command(flatten)]
     pub(crate) text: TextSamplingArgs,
+    #[command(flatten)]
+    pub(crate) naf: crate::copyright::NafArgs,
     #[command(flatten)]
     pub(crate) device: DeviceArgs,
 }
@@ -511,6 +515,8 @@ pub(crate) struct LogprobArgs {
     /// Also write the result as JSON here.
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) naf: crate::copyright::NafArgs,
     #[command(flatten)]
     pub(crate) device: DeviceArgs,
 }

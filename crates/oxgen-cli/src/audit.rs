@@ -19,6 +19,15 @@ pub(crate) enum AuditCommand {
         after_help = "Examples:\n  oxgen audit membership --ckpt runs/vae --members 256 --references 8 --out runs/audit\n  oxgen audit membership --data digits8 --steps 3000 --dp-epsilon 3 --canaries 64 --out runs/audit-dp\n  oxgen audit membership --family gan --data digits8 --steps 2000 --out runs/audit-gan"
     )]
     Membership(MembershipArgs),
+    /// Extraction of planted canaries from a text model, or from the NAF combination of a
+    /// sharded run (--naf): each canary's exposure (its rank among --candidates random secrets
+    /// of its format) and the rate at which greedy and sampled continuations of its prefix give
+    /// its secret verbatim. `--plant K --data FILE` writes a text with K canaries planted
+    /// --repeats times each, for a controlled experiment.
+    #[command(
+        after_help = "Examples:\n  oxgen audit extraction --plant 10 --repeats 20 --data ../shared/data/tinyshakespeare.txt --out planted\n  oxgen train ar --data planted/data.txt --out runs/single\n  oxgen train ar --data planted/data.txt --shards 2 --out runs/naf\n  oxgen audit extraction --ckpt runs/single --canaries planted/canaries.jsonl --out runs/ex-single\n  oxgen audit extraction --ckpt runs/naf --naf cp-k --canaries planted/canaries.jsonl --out runs/ex-naf"
+    )]
+    Extraction(crate::copyright::ExtractionArgs),
 }
 
 #[derive(Args)]
@@ -55,7 +64,10 @@ pub(crate) struct MembershipArgs {
 }
 
 pub(crate) fn run(cmd: AuditCommand) -> Result<()> {
-    let AuditCommand::Membership(a) = cmd;
+    let a = match cmd {
+        AuditCommand::Membership(a) => a,
+        AuditCommand::Extraction(a) => return crate::copyright::extraction(a),
+    };
     let device = crate::device(&a.device)?;
     let dp = a.dp.config()?;
     let recipe = match &a.ckpt {

@@ -12,6 +12,7 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
         a.tokenizer.is_none(),
         "--tokenizer is for `oxgen train ar` on a text file"
     );
+    a.shards.refuse("diffusion")?;
     let device = device(&a.device)?;
     let mut config = if a.resume {
         let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;

@@ -29,6 +29,7 @@ mod args;
 mod audit;
 mod bench;
 mod compress;
+mod copyright;
 mod detect;
 mod diffusion;
 mod family;
@@ -85,6 +86,7 @@ fn main() -> Result<()> {
         Command::Tune(TuneMethod::Rm(a)) => tune::rm(a)?,
         Command::Tune(TuneMethod::DiffusionDpo(a)) => tune::diffusion_dpo(a)?,
         Command::Tune(TuneMethod::BestOf(a)) => tune::best_of(a)?,
+        Command::Sample(a) if copyright::wants(&a) => copyright::sample(a)?,
         Command::Sample(a) if oxgen_train::ar::is_ar_checkpoint(&a.ckpt) => ar::sample(a)?,
         Command::Sample(a) if oxgen_train::family::is_family_checkpoint(&a.ckpt) => {
             family::sample(a)?

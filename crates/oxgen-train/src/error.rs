@@ -81,6 +81,15 @@ pub enum Error {
         /// The newest run format this oxgen reads.
         supported: u32,
     },
+    /// NAF sampling asked of a run that was not trained in shards.
+    #[error(
+        "{} is not a sharded run (it has no shards.json): NAF sampling combines the shard models of a run trained with `oxgen train ar --shards K`",
+        path.display()
+    )]
+    NotSharded {
+        /// The run folder.
+        path: PathBuf,
+    },
     /// A config that is invalid.
     #[error("invalid config: {0}")]
     Config(String),

@@ -197,7 +197,7 @@ pub fn load(ckpt: &Path) -> Result<(Coder, (u64, u32), u32)> {
     Ok((Coder::Ar(run), model, codec.crc32))
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let name = path
         .file_name()

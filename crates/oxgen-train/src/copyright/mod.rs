@@ -3,4 +3,7 @@
 //! protected item sits in at most one of them; sampling combines them token by token
 //! ([`oxgen_models::ar::naf`]).
 
+pub mod canary;
+pub mod extraction;
 pub mod shard;
+pub mod sharded;

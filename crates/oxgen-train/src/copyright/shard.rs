@@ -53,6 +53,11 @@ impl ShardKey {
         ShardKey([hi, lo])
     }
 
+    /// The two words of the key.
+    pub fn words(&self) -> [u64; 2] {
+        self.0
+    }
+
     /// The shard (of `shards`) that the item with key `item` goes to.
     pub fn shard_of(&self, item: &[u8], shards: usize) -> usize {
         let mut h = SipHasher13::new_with_keys(self.0[0], self.0[1]);

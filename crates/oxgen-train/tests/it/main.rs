@@ -5,6 +5,7 @@ mod bad_input;
 mod common;
 mod compare;
 mod compress;
+mod copyright;
 mod families;
 mod fixtures;
 mod guidance;

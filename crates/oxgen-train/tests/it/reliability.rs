@@ -46,6 +46,7 @@ fn variant(e: &Error) -> &'static str {
         Error::Device(_) => "Device",
         Error::Compressed { .. } => "Compressed",
         Error::Privacy { .. } => "Privacy",
+        Error::NotSharded { .. } => "NotSharded",
     }
 }
 
@@ -520,6 +521,28 @@ fn cases() -> Vec<Case> {
             Box::new(|d| typed(oxgen_train::checkpoint::load(d))),
             "Checkpoint",
             "run folder",
+        ),
+        // Copyright.
+        case(
+            "NAF sampling asked of a folder that is not a sharded run",
+            Box::new(|d| {
+                typed(oxgen_train::copyright::sharded::load_sharded(
+                    d,
+                    &Device::flex(),
+                ))
+            }),
+            "NotSharded",
+            "not a sharded run",
+        ),
+        case(
+            "canaries file with a line that is not a canary",
+            Box::new(|d| {
+                let p = d.join("canaries.jsonl");
+                fs::write(&p, "the pin is\t123456\n").unwrap();
+                typed(oxgen_train::copyright::canary::read_canaries(&p))
+            }),
+            "Parse",
+            "expected",
         ),
         // Devices.
         case(

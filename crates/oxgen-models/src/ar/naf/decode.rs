@@ -10,8 +10,9 @@ use crate::ar::decode::RowStepper;
 
 /// Draws up to `max_new` tokens after `prompt` (at least one token) from the `rule`
 /// combination of the shard `models`' next-token distributions at `temperature`, with the
-/// draws seeded by `seed`; returns the new tokens and the output's [`NafLedger`]. Errors on
-/// fewer than two models, an empty prompt, a temperature that is not positive, models whose
+/// draws seeded by `seed`; returns the new tokens and the output's [`NafLedger`]. Temperature 0
+/// is greedy: the most likely token of the combination of the distributions at temperature 1.
+/// Errors on fewer than two models, an empty prompt, a negative temperature, models whose
 /// vocabularies differ, and a step where the models share no token.
 pub fn generate_naf(
     models: &[&Gpt],
@@ -31,11 +32,13 @@ pub fn generate_naf(
     if prompt.is_empty() {
         return Err("NAF sampling needs a prompt of at least one token".into());
     }
-    if !(temperature > 0.0 && temperature.is_finite()) {
+    if !(temperature >= 0.0 && temperature.is_finite()) {
         return Err(format!(
-            "the temperature must be positive, got {temperature}"
+            "the temperature must be 0 (greedy) or positive, got {temperature}"
         ));
     }
+    let greedy = temperature == 0.0;
+    let temperature = if greedy { 1.0 } else { temperature };
     let mut steppers: Vec<RowStepper> = models.iter().map(|m| RowStepper::new(m)).collect();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut ledger = NafLedger::new(rule, models.len());
@@ -48,20 +51,38 @@ pub fn generate_naf(
             .collect();
         let refs: Vec<&[f64]> = dists.iter().map(Vec::as_slice).collect();
         let c = combine(rule, &refs)?;
-        let u: f64 = rng.random();
-        let mut acc = 0.0;
-        let mut y = c.probs.len() - 1;
-        for (i, p) in c.probs.iter().enumerate() {
-            acc += p;
-            if u < acc && *p > 0.0 {
-                y = i;
-                break;
-            }
-        }
+        let y = if greedy {
+            argmax(&c.probs)
+        } else {
+            draw(&c.probs, rng.random())
+        };
         ledger.push(&c, &refs, y);
         text[0].push(y as u32);
     }
     Ok((text[0].split_off(prompt.len()), ledger))
+}
+
+/// The index of the largest of `p` (the first on ties).
+fn argmax(p: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &x) in p.iter().enumerate() {
+        if x > p[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// The index that `u` ∈ [0, 1) falls on in the cumulative sum of `probs` (never a zero).
+fn draw(probs: &[f64], u: f64) -> usize {
+    let mut acc = 0.0;
+    for (i, p) in probs.iter().enumerate() {
+        acc += p;
+        if u < acc && *p > 0.0 {
+            return i;
+        }
+    }
+    probs.iter().rposition(|&p| p > 0.0).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -138,6 +159,26 @@ mod tests {
         );
         assert!(generate_naf(&[&a], NafRule::CpK, &[3], 4, 1.0, 5, &device).is_err());
         assert!(generate_naf(&[&a, &b], NafRule::CpK, &[], 4, 1.0, 5, &device).is_err());
-        assert!(generate_naf(&[&a, &b], NafRule::CpK, &[3], 4, 0.0, 5, &device).is_err());
+        assert!(generate_naf(&[&a, &b], NafRule::CpK, &[3], 4, -1.0, 5, &device).is_err());
+    }
+
+    /// Temperature 0 takes the combination's most likely token at every step: the same output
+    /// for every seed, each token the argmax of the recomputed CP-k distribution.
+    #[test]
+    fn greedy_takes_the_most_likely_combined_token() {
+        let (a, b) = (tiny(1), tiny(2));
+        let device = Device::flex();
+        let (out, _) = generate_naf(&[&a, &b], NafRule::CpK, &[3], 5, 0.0, 1, &device).unwrap();
+        let (again, _) = generate_naf(&[&a, &b], NafRule::CpK, &[3], 5, 0.0, 99, &device).unwrap();
+        assert_eq!(out, again);
+        let seq: Vec<u32> = std::iter::once(3).chain(out.iter().copied()).collect();
+        let (qa, qb) = (
+            token_log_probs(&a, &seq, 1.0),
+            token_log_probs(&b, &seq, 1.0),
+        );
+        for t in 0..5 {
+            let c = combine(NafRule::CpK, &[&qa[t], &qb[t]]).unwrap();
+            assert_eq!(argmax(&c.probs), seq[t + 1] as usize);
+        }
     }
 }

@@ -23,7 +23,9 @@
 use serde::{Deserialize, Serialize};
 
 mod decode;
+mod score;
 pub use decode::generate_naf;
+pub use score::naf_token_log_probs;
 
 /// How the shard models' next-token distributions are combined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

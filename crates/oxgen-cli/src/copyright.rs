@@ -1,0 +1,362 @@
+//! Copyright safety on the command line: `oxgen train ar --shards K`, `oxgen sample --naf`,
+//! `oxgen logprob --naf` and `oxgen audit extraction`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use oxgen_models::ar::naf::{NafRule, generate_naf};
+use oxgen_train::copyright::canary::{canaries_text, plant, read_canaries};
+use oxgen_train::copyright::extraction::{
+    ExtractionOptions, Target, extraction_audit, nll_of_text_under,
+};
+use oxgen_train::copyright::shard::{DocumentUnit, ShardKey};
+use oxgen_train::copyright::sharded::{ShardSpec, is_sharded, load_sharded, parse_key};
+
+use crate::args::{LogprobArgs, SampleArgs, TrainArgs};
+
+/// Sharded training (near access-free models).
+#[derive(Args)]
+pub(crate) struct ShardArgs {
+    /// Train K models on disjoint shards of the data (autoregressive runs on a text file), for
+    /// `oxgen sample --naf`. The run folder gets shards.json (which document went where) and
+    /// shard-0 … shard-{K−1}.
+    #[arg(long, value_name = "K")]
+    pub(crate) shards: Option<usize>,
+    /// What one item of the text is: `paragraph` (lines up to a blank line) or `line`. Every
+    /// copy of an item goes to the same shard.
+    #[arg(long, default_value = "paragraph", value_parser = ["line", "paragraph"])]
+    pub(crate) shard_by: String,
+    /// The sharding hash's key, 32 hex digits (default: one derived from --seed).
+    #[arg(long, value_name = "HEX")]
+    pub(crate) shard_key: Option<String>,
+}
+
+impl ShardArgs {
+    /// Refuses --shards for a family that cannot be sharded yet.
+    pub(crate) fn refuse(&self, family: &str) -> Result<()> {
+        if self.shards.is_some() {
+            bail!(
+                "--shards trains autoregressive text models (`oxgen train ar --data FILE --shards K`); {family} runs cannot be sharded yet"
+            );
+        }
+        Ok(())
+    }
+
+    fn spec(&self, shards: usize, seed: u64) -> Result<ShardSpec> {
+        let key = match &self.shard_key {
+            Some(hex) => parse_key(hex)?,
+            None => {
+                ShardKey::from_words(seed ^ 0x6f78_6765_6e2d_6e61, !seed ^ 0x6620_7368_6172_6473)
+            }
+        };
+        Ok(ShardSpec {
+            shards,
+            unit: self
+                .shard_by
+                .parse::<DocumentUnit>()
+                .map_err(anyhow::Error::msg)?,
+            key,
+        })
+    }
+}
+
+/// Near access-free sampling and scoring.
+#[derive(Args)]
+pub(crate) struct NafArgs {
+    /// Combine the shard models of a sharded run token by token: `cp-k` (p ∝ minᵢ qᵢ) or
+    /// `cp-delta` (p ∝ (Πᵢ qᵢ)^{1/k}, also called sqrt). Each sample reports its Δ.
+    #[arg(long, value_name = "RULE", value_parser = ["cp-k", "cp-delta", "sqrt"])]
+    pub(crate) naf: Option<String>,
+}
+
+impl NafArgs {
+    fn rule(&self) -> Option<NafRule> {
+        self.naf
+            .as_deref()
+            .map(|r| r.parse().expect("clap checked it"))
+    }
+}
+
+/// `oxgen train ar --shards K`.
+pub(crate) fn train(
+    a: &TrainArgs,
+    config: &oxgen_train::ar::ArTrainConfig,
+    k: usize,
+) -> Result<()> {
+    let device = crate::device(&a.device)?;
+    let spec = a.shards.spec(k, config.seed)?;
+    let reports =
+        oxgen_train::copyright::sharded::train_ar_sharded(config, &spec, &a.options(device))?;
+    for (i, r) in reports.iter().enumerate() {
+        let val = r.val.last().map_or(String::new(), |(s, v)| {
+            format!("; validation at step {s}: {v:.4} nats/token")
+        });
+        println!(
+            "shard {i}: trained {} steps: loss {:.4} -> {:.4} nats/token{val}",
+            r.steps, r.first_loss, r.last_loss
+        );
+    }
+    println!(
+        "wrote {}/shards.json and shard-0 … shard-{}; sample with `oxgen sample --ckpt {} --naf cp-k`",
+        a.out.display(),
+        k - 1,
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// Whether `oxgen sample` should go here: --naf given, or a sharded run.
+pub(crate) fn wants(a: &SampleArgs) -> bool {
+    a.naf.naf.is_some() || is_sharded(&a.ckpt)
+}
+
+/// `oxgen sample --ckpt SHARDED --naf RULE`.
+pub(crate) fn sample(a: SampleArgs) -> Result<()> {
+    let Some(rule) = a.naf.rule() else {
+        bail!(
+            "{} is a sharded run: pass --naf cp-k or --naf cp-delta to sample the NAF combination, or sample one shard with --ckpt {}/shard-0",
+            a.ckpt.display(),
+            a.ckpt.display()
+        );
+    };
+    let t = &a.text;
+    if t.watermark.is_some() || t.best_of > 1 || t.top_k > 0 || t.top_p < 1.0 {
+        bail!(
+            "--naf samples the combination at --temperature; it takes no --watermark, --best-of, --top-k or --top-p"
+        );
+    }
+    let device = crate::device(&a.device)?;
+    let run = load_sharded(&a.ckpt, &device)?;
+    let codec = &run.shards[0].codec;
+    let prompt = match &t.prompt {
+        Some(p) => codec.prompt(p)?,
+        None => codec.default_prompt(),
+    };
+    let models = run.models();
+    let seed = a.sampling.seed.unwrap_or(0);
+    let (mut lines, mut ledgers) = (Vec::new(), Vec::new());
+    for i in 0..a.n {
+        let (out, ledger) = generate_naf(
+            &models,
+            rule,
+            &prompt,
+            t.max_tokens,
+            t.temperature as f64,
+            seed + i as u64,
+            &device,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let text = codec.decode(&[prompt.clone(), out].concat());
+        println!("{text}");
+        println!(
+            "  [Δ = {:.3} nats over {} tokens (log-ratio per shard: {}); bound {:.3}]",
+            ledger.delta(),
+            ledger.tokens,
+            ledger
+                .log_ratio
+                .iter()
+                .map(|r| format!("{r:.3}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            ledger.bound
+        );
+        lines.push(text.replace('\\', "\\\\").replace('\n', "\\n"));
+        ledgers.push(serde_json::json!({
+            "text": text, "delta": ledger.delta(), "log_ratio": ledger.log_ratio,
+            "bound": ledger.bound, "tokens": ledger.tokens, "rule": ledger.rule,
+        }));
+    }
+    std::fs::create_dir_all(&a.out)?;
+    std::fs::write(a.out.join("samples.txt"), lines.join("\n") + "\n")?;
+    let jsonl: String = ledgers.iter().map(|l| l.to_string() + "\n").collect();
+    std::fs::write(a.out.join("samples.jsonl"), jsonl)?;
+    eprintln!(
+        "wrote {} samples to {}/samples.txt, each with its Δ in samples.jsonl",
+        a.n,
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// `oxgen logprob --ckpt SHARDED --naf RULE`.
+pub(crate) fn logprob(a: &LogprobArgs, rule: NafRule) -> Result<()> {
+    let device = crate::device(&a.device)?;
+    let run = load_sharded(&a.ckpt, &device)?;
+    let text = match (&a.text, &a.file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| f.display().to_string())?,
+        (None, None) => bail!("give --text or --file"),
+    };
+    let target = Target::Naf {
+        models: run.models(),
+        rule,
+    };
+    let (nats, tokens) = nll_of_text_under(&target, &run.shards[0].codec, &text, &device)?;
+    println!(
+        "nll under {}: {nats:.4} nats (exact) over {tokens} tokens; {:.4} nats/token",
+        a.naf.naf.as_deref().unwrap_or_default(),
+        nats / tokens as f64
+    );
+    if let Some(path) = &a.json {
+        let doc = serde_json::json!({
+            "nll_nats": nats, "exact": true, "tokens": tokens,
+            "nats_per_token": nats / tokens as f64, "naf": a.naf.naf,
+        });
+        crate::bench::write_json(path, &doc)?;
+    }
+    Ok(())
+}
+
+/// The rule of `oxgen logprob --naf`, if given.
+pub(crate) fn logprob_rule(a: &LogprobArgs) -> Option<NafRule> {
+    a.naf.rule()
+}
+
+#[derive(Args)]
+pub(crate) struct ExtractionArgs {
+    /// The run to audit: an autoregressive run, or a sharded one with --naf.
+    #[arg(long, required_unless_present = "plant")]
+    pub(crate) ckpt: Option<PathBuf>,
+    /// The canaries: one JSON object per line, {"prefix": ..., "secret": ...}.
+    #[arg(long, required_unless_present = "plant")]
+    pub(crate) canaries: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) naf: NafArgs,
+    /// Random candidates of the secret's format that each canary is ranked among.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) candidates: usize,
+    /// Sampled continuations (temperature 1) per canary.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) samples: usize,
+    /// Seed of the candidates and samples; with --plant, of the canaries and their places.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// Instead of auditing: plant K canaries in --data, each --repeats times, and write
+    /// data.txt, canaries.jsonl and heldout.txt (the validation tail of a run on data.txt) to --out.
+    #[arg(long, value_name = "K", requires = "data")]
+    pub(crate) plant: Option<usize>,
+    /// With --plant: copies of each canary.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) repeats: usize,
+    /// With --plant: the text file to plant in.
+    #[arg(long)]
+    pub(crate) data: Option<PathBuf>,
+    /// Where report.json (or, with --plant, the planted data) goes.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    #[command(flatten)]
+    pub(crate) device: crate::args::DeviceArgs,
+}
+
+/// `oxgen audit extraction`.
+pub(crate) fn extraction(a: ExtractionArgs) -> Result<()> {
+    if let Some(k) = a.plant {
+        return plant_canaries(&a, k);
+    }
+    let (ckpt, canaries) = (
+        a.ckpt.as_ref().expect("clap"),
+        a.canaries.as_ref().expect("clap"),
+    );
+    let canaries = read_canaries(canaries)?;
+    let device = crate::device(&a.device)?;
+    let opts = ExtractionOptions {
+        candidates: a.candidates,
+        samples: a.samples,
+        seed: a.seed,
+    };
+    let (report, what) = match a.naf.rule() {
+        Some(rule) => {
+            let run = load_sharded(ckpt, &device)?;
+            let target = Target::Naf {
+                models: run.models(),
+                rule,
+            };
+            let r = extraction_audit(&target, &run.shards[0].codec, &canaries, &opts, &device)?;
+            (
+                r,
+                format!(
+                    "{} over {} shards",
+                    a.naf.naf.as_deref().unwrap_or_default(),
+                    run.shards.len()
+                ),
+            )
+        }
+        None => {
+            if is_sharded(ckpt) {
+                bail!(
+                    "{} is a sharded run: audit its NAF combination with --naf cp-k, or one shard with --ckpt {}/shard-0",
+                    ckpt.display(),
+                    ckpt.display()
+                );
+            }
+            let run = oxgen_train::ar::load_ar(ckpt, &device)?;
+            let r = extraction_audit(
+                &Target::Model(&run.model),
+                &run.codec,
+                &canaries,
+                &opts,
+                &device,
+            )?;
+            (r, "one model".to_string())
+        }
+    };
+    println!("target: {} ({what})", ckpt.display());
+    println!(
+        "| canary | rank among {} | exposure (bits) | greedy | sampled extractions |\n|---|---|---|---|---|",
+        a.candidates + 1
+    );
+    for c in &report.canaries {
+        println!(
+            "| {}{} | {} | {:.2} | {:?}{} | {}/{} |",
+            c.prefix.trim_start(),
+            c.secret,
+            c.rank,
+            c.exposure,
+            c.greedy,
+            if c.greedy_extracted {
+                " (verbatim)"
+            } else {
+                ""
+            },
+            c.sampled_extracted,
+            report.samples
+        );
+    }
+    println!(
+        "mean exposure {:.2} bits (chance {:.2}, at most {:.2}); greedy extraction {:.1}%; sampled extraction {:.2}%",
+        report.mean_exposure,
+        report.chance_exposure,
+        report.max_exposure,
+        100.0 * report.greedy_rate,
+        100.0 * report.sampled_rate
+    );
+    std::fs::create_dir_all(&a.out)?;
+    oxgen_train::privacy::write_json_atomic(&a.out.join("report.json"), &report)?;
+    println!("wrote {}/report.json", a.out.display());
+    Ok(())
+}
+
+fn plant_canaries(a: &ExtractionArgs, k: usize) -> Result<()> {
+    let data = a.data.as_ref().expect("clap");
+    let text =
+        std::fs::read_to_string(data).with_context(|| format!("reading {}", data.display()))?;
+    // Only the first 80%: a run validates on the last 10% of its text.
+    let (planted, canaries) = plant(&text, k, a.repeats, 0.8, a.seed)?;
+    std::fs::create_dir_all(&a.out)?;
+    let chars = planted.chars().count();
+    let cut = planted
+        .char_indices()
+        .nth(chars * 9 / 10)
+        .map_or(planted.len(), |(b, _)| b);
+    std::fs::write(a.out.join("data.txt"), &planted)?;
+    std::fs::write(a.out.join("canaries.jsonl"), canaries_text(&canaries))?;
+    std::fs::write(a.out.join("heldout.txt"), &planted[cut..])?;
+    println!(
+        "planted {k} canaries × {} in {}: wrote {}/data.txt, canaries.jsonl and heldout.txt (the validation tail of a character-level run on data.txt)",
+        a.repeats,
+        data.display(),
+        a.out.display()
+    );
+    Ok(())
+}
