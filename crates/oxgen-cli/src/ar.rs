@@ -39,7 +39,7 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
         config.dp = Some(dp);
     }
     if let Some(k) = a.shards.shards {
-        return crate::copyright::train(&a, &config, k);
+        return crate::copyright::train(&a, &config, k, device);
     }
     let opts = a.options(device);
     let report = oxgen_train::ar::train_ar(&config, &opts)?;
@@ -178,8 +178,8 @@ pub(crate) fn sample(a: SampleArgs) -> Result<()> {
 }
 
 pub(crate) fn logprob(a: LogprobArgs) -> Result<()> {
-    if let Some(rule) = crate::copyright::logprob_rule(&a) {
-        return crate::copyright::logprob(&a, rule);
+    if crate::copyright::logprob_wants(&a) {
+        return crate::copyright::logprob(&a);
     }
     let device = device(&a.device)?;
     let run = oxgen_train::ar::load_ar(&a.ckpt, &device)?;

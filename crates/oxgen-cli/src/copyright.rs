@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use oxgen_models::ar::naf::{NafRule, generate_naf};
+use oxgen_models::ar::naf::{NafRule, generate_naf, generate_naf_sequence};
 use oxgen_train::copyright::canary::{canaries_text, plant, read_canaries};
 use oxgen_train::copyright::extraction::{
     ExtractionOptions, Target, extraction_audit, nll_of_text_under,
@@ -65,16 +65,38 @@ impl ShardArgs {
 #[derive(Args)]
 pub(crate) struct NafArgs {
     /// Combine the shard models of a sharded run token by token: `cp-k` (p ∝ minᵢ qᵢ) or
-    /// `cp-delta` (p ∝ (Πᵢ qᵢ)^{1/k}, also called sqrt). Each sample reports its Δ.
-    #[arg(long, value_name = "RULE", value_parser = ["cp-k", "cp-delta", "sqrt"])]
+    /// `cp-delta` (p ∝ (Πᵢ qᵢ)^{1/k}, also called sqrt); each sample reports its Δ. Or
+    /// `cp-k-seq`: CP-k over whole outputs, by rejection sampling (short outputs only).
+    #[arg(long, value_name = "RULE", value_parser = ["cp-k", "cp-delta", "sqrt", "cp-k-seq"])]
     pub(crate) naf: Option<String>,
+    /// With --naf cp-k-seq: proposals per output before it is refused.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) max_proposals: usize,
+}
+
+/// A token-level rule, or CP-k over whole outputs.
+#[derive(Clone, Copy)]
+enum Naf {
+    Token(NafRule),
+    Sequence,
 }
 
 impl NafArgs {
-    fn rule(&self) -> Option<NafRule> {
-        self.naf
-            .as_deref()
-            .map(|r| r.parse().expect("clap checked it"))
+    fn choice(&self) -> Option<Naf> {
+        self.naf.as_deref().map(|r| match r {
+            "cp-k-seq" => Naf::Sequence,
+            r => Naf::Token(r.parse().expect("clap checked it")),
+        })
+    }
+
+    fn target<'a>(&self, choice: Naf, models: Vec<&'a oxgen_models::ar::Gpt>) -> Target<'a> {
+        match choice {
+            Naf::Token(rule) => Target::Naf { models, rule },
+            Naf::Sequence => Target::NafSequence {
+                models,
+                max_proposals: self.max_proposals,
+            },
+        }
     }
 }
 
@@ -83,8 +105,8 @@ pub(crate) fn train(
     a: &TrainArgs,
     config: &oxgen_train::ar::ArTrainConfig,
     k: usize,
+    device: burn::tensor::Device,
 ) -> Result<()> {
-    let device = crate::device(&a.device)?;
     let spec = a.shards.spec(k, config.seed)?;
     let reports =
         oxgen_train::copyright::sharded::train_ar_sharded(config, &spec, &a.options(device))?;
@@ -113,9 +135,9 @@ pub(crate) fn wants(a: &SampleArgs) -> bool {
 
 /// `oxgen sample --ckpt SHARDED --naf RULE`.
 pub(crate) fn sample(a: SampleArgs) -> Result<()> {
-    let Some(rule) = a.naf.rule() else {
+    let Some(choice) = a.naf.choice() else {
         bail!(
-            "{} is a sharded run: pass --naf cp-k or --naf cp-delta to sample the NAF combination, or sample one shard with --ckpt {}/shard-0",
+            "{} is a sharded run: pass --naf cp-k, cp-delta or cp-k-seq to sample the NAF combination, or sample one shard with --ckpt {}/shard-0",
             a.ckpt.display(),
             a.ckpt.display()
         );
@@ -137,6 +159,30 @@ pub(crate) fn sample(a: SampleArgs) -> Result<()> {
     let seed = a.sampling.seed.unwrap_or(0);
     let (mut lines, mut ledgers) = (Vec::new(), Vec::new());
     for i in 0..a.n {
+        let rule = match choice {
+            Naf::Token(rule) => rule,
+            Naf::Sequence => {
+                let d = generate_naf_sequence(
+                    &models,
+                    &prompt,
+                    t.max_tokens,
+                    seed + i as u64,
+                    a.naf.max_proposals,
+                    &device,
+                )
+                .map_err(anyhow::Error::msg)?;
+                let text = codec.decode(&[prompt.clone(), d.tokens].concat());
+                println!(
+                    "{text}\n  [accepted after {} proposals; log qᵢ: {:?}]",
+                    d.proposals, d.log_q
+                );
+                lines.push(text.replace('\\', "\\\\").replace('\n', "\\n"));
+                ledgers.push(serde_json::json!({
+                    "text": text, "proposals": d.proposals, "log_q": d.log_q, "rule": "cp-k-seq",
+                }));
+                continue;
+            }
+        };
         let (out, ledger) = generate_naf(
             &models,
             rule,
@@ -180,7 +226,8 @@ pub(crate) fn sample(a: SampleArgs) -> Result<()> {
 }
 
 /// `oxgen logprob --ckpt SHARDED --naf RULE`.
-pub(crate) fn logprob(a: &LogprobArgs, rule: NafRule) -> Result<()> {
+pub(crate) fn logprob(a: &LogprobArgs) -> Result<()> {
+    let choice = a.naf.choice().expect("called with --naf");
     let device = crate::device(&a.device)?;
     let run = load_sharded(&a.ckpt, &device)?;
     let text = match (&a.text, &a.file) {
@@ -188,10 +235,7 @@ pub(crate) fn logprob(a: &LogprobArgs, rule: NafRule) -> Result<()> {
         (None, Some(f)) => std::fs::read_to_string(f).with_context(|| f.display().to_string())?,
         (None, None) => bail!("give --text or --file"),
     };
-    let target = Target::Naf {
-        models: run.models(),
-        rule,
-    };
+    let target = a.naf.target(choice, run.models());
     let (nats, tokens) = nll_of_text_under(&target, &run.shards[0].codec, &text, &device)?;
     println!(
         "nll under {}: {nats:.4} nats (exact) over {tokens} tokens; {:.4} nats/token",
@@ -208,9 +252,9 @@ pub(crate) fn logprob(a: &LogprobArgs, rule: NafRule) -> Result<()> {
     Ok(())
 }
 
-/// The rule of `oxgen logprob --naf`, if given.
-pub(crate) fn logprob_rule(a: &LogprobArgs) -> Option<NafRule> {
-    a.naf.rule()
+/// Whether `oxgen logprob` was given --naf.
+pub(crate) fn logprob_wants(a: &LogprobArgs) -> bool {
+    a.naf.naf.is_some()
 }
 
 #[derive(Args)]
@@ -265,13 +309,10 @@ pub(crate) fn extraction(a: ExtractionArgs) -> Result<()> {
         samples: a.samples,
         seed: a.seed,
     };
-    let (report, what) = match a.naf.rule() {
-        Some(rule) => {
+    let (report, what) = match a.naf.choice() {
+        Some(choice) => {
             let run = load_sharded(ckpt, &device)?;
-            let target = Target::Naf {
-                models: run.models(),
-                rule,
-            };
+            let target = a.naf.target(choice, run.models());
             let r = extraction_audit(&target, &run.shards[0].codec, &canaries, &opts, &device)?;
             (
                 r,
@@ -308,28 +349,38 @@ pub(crate) fn extraction(a: ExtractionArgs) -> Result<()> {
     );
     for c in &report.canaries {
         println!(
-            "| {}{} | {} | {:.2} | {:?}{} | {}/{} |",
+            "| {}{} | {} | {:.2} | {}{} | {}/{} |",
             c.prefix.trim_start(),
             c.secret,
             c.rank,
             c.exposure,
-            c.greedy,
+            c.greedy.as_deref().unwrap_or("(none)"),
             if c.greedy_extracted {
                 " (verbatim)"
             } else {
                 ""
             },
             c.sampled_extracted,
-            report.samples
+            c.sampled
         );
     }
     println!(
-        "mean exposure {:.2} bits (chance {:.2}, at most {:.2}); greedy extraction {:.1}%; sampled extraction {:.2}%",
+        "mean exposure {:.2} bits (chance {:.2}, at most {:.2}); greedy extraction {}; sampled extraction {:.2}%{}",
         report.mean_exposure,
         report.chance_exposure,
         report.max_exposure,
-        100.0 * report.greedy_rate,
-        100.0 * report.sampled_rate
+        report
+            .greedy_rate
+            .map_or("n/a".into(), |g| format!("{:.1}%", 100.0 * g)),
+        100.0 * report.sampled_rate,
+        if report.refused > 0 {
+            format!(
+                " ({} samples refused: no proposal accepted)",
+                report.refused
+            )
+        } else {
+            String::new()
+        }
     );
     std::fs::create_dir_all(&a.out)?;
     oxgen_train::privacy::write_json_atomic(&a.out.join("report.json"), &report)?;

@@ -8,7 +8,7 @@
 //!   share of sampled continuations (temperature 1) that are.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use oxgen_models::ar::naf::{NafRule, generate_naf, naf_token_log_probs};
+use oxgen_models::ar::naf::{NafRule, generate_naf, generate_naf_sequence, naf_token_log_probs};
 use oxgen_models::ar::{DecodeOptions, Gpt, generate, generate_batch};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -29,13 +29,48 @@ pub enum Target<'a> {
         /// The rule.
         rule: NafRule,
     },
+    /// Shard models combined over whole outputs: CP-k on complete continuations, sampled by
+    /// rejection ([`generate_naf_sequence`]). Candidates rank by minᵢ qᵢ(secret | prefix); there
+    /// is no greedy continuation and no per-token likelihood.
+    NafSequence {
+        /// The shard models.
+        models: Vec<&'a Gpt>,
+        /// Proposals allowed per sample before it counts as refused.
+        max_proposals: usize,
+    },
 }
 
 impl Target<'_> {
     fn context(&self) -> usize {
         match self {
             Target::Model(m) => m.context(),
-            Target::Naf { models, .. } => models.iter().map(|m| m.context()).min().unwrap_or(0),
+            Target::Naf { models, .. } | Target::NafSequence { models, .. } => {
+                models.iter().map(|m| m.context()).min().unwrap_or(0)
+            }
+        }
+    }
+
+    /// Each row's score of its last `s` tokens: log p, or for [`Target::NafSequence`]
+    /// minᵢ log qᵢ (log p up to the constant log Z).
+    fn suffix_scores(&self, tokens: Tensor<2, Int>, s: usize) -> Result<Vec<f64>> {
+        let sum = |rows: Vec<Vec<f64>>| -> Vec<f64> {
+            rows.iter()
+                .map(|lp| lp[lp.len() - s..].iter().sum())
+                .collect()
+        };
+        match self {
+            Target::NafSequence { models, .. } => {
+                let mut best: Option<Vec<f64>> = None;
+                for m in models {
+                    let v = sum(Target::Model(m).token_log_probs(tokens.clone())?);
+                    best = Some(match best {
+                        None => v,
+                        Some(b) => b.iter().zip(&v).map(|(x, y)| x.min(*y)).collect(),
+                    });
+                }
+                Ok(best.unwrap_or_default())
+            }
+            _ => Ok(sum(self.token_log_probs(tokens)?)),
         }
     }
 
@@ -62,11 +97,17 @@ impl Target<'_> {
             Target::Naf { models, rule } => {
                 naf_token_log_probs(models, *rule, tokens).map_err(Error::Config)
             }
+            Target::NafSequence { .. } => Err(Error::Config(
+                "sequence-level CP-k has no per-token likelihood: its normaliser Z is known only \
+                 through its acceptance rate"
+                    .into(),
+            )),
         }
     }
 
     /// `n` continuations of `max_new` tokens after `prompt`: greedy when `temperature` is 0,
-    /// else sampled with seeds `seed + i`.
+    /// else sampled with seeds `seed + i`. [`Target::NafSequence`] has no greedy continuation
+    /// (none is returned) and leaves out samples it refuses (no acceptance).
     fn continue_prompt(
         &self,
         prompt: &[u32],
@@ -105,6 +146,27 @@ impl Target<'_> {
                     .map_err(Error::Config)
                 })
                 .collect(),
+            Target::NafSequence {
+                models,
+                max_proposals,
+            } => Ok(if temperature == 0.0 {
+                Vec::new()
+            } else {
+                (0..n as u64)
+                    .filter_map(|i| {
+                        generate_naf_sequence(
+                            models,
+                            prompt,
+                            max_new,
+                            seed + i,
+                            *max_proposals,
+                            device,
+                        )
+                        .ok()
+                        .map(|d| d.tokens)
+                    })
+                    .collect()
+            }),
         }
     }
 }
@@ -137,18 +199,21 @@ pub struct CanaryAudit {
     pub prefix: String,
     /// Its secret.
     pub secret: String,
-    /// −log p(secret | prefix), nats.
+    /// −log p(secret | prefix), nats; for sequence-level CP-k −minᵢ log qᵢ(secret | prefix),
+    /// which exceeds −log p by −log Z.
     pub nll: f64,
     /// 1 + the candidates scored strictly above the secret.
     pub rank: usize,
     /// log₂(N + 1) − log₂ rank.
     pub exposure: f64,
-    /// The greedy continuation.
-    pub greedy: String,
+    /// The greedy continuation (none for sequence-level CP-k).
+    pub greedy: Option<String>,
     /// Whether it is the secret.
     pub greedy_extracted: bool,
     /// Sampled continuations that are the secret.
     pub sampled_extracted: usize,
+    /// Samples drawn (fewer than asked when sequence-level CP-k refused some).
+    pub sampled: usize,
 }
 
 /// The audit of a set of canaries.
@@ -164,10 +229,13 @@ pub struct ExtractionReport {
     pub chance_exposure: f64,
     /// Mean exposure over the canaries.
     pub mean_exposure: f64,
-    /// Share of canaries whose greedy continuation is the secret.
-    pub greedy_rate: f64,
+    /// Share of canaries whose greedy continuation is the secret (none for sequence-level
+    /// CP-k).
+    pub greedy_rate: Option<f64>,
     /// Share of all sampled continuations that are the secret.
     pub sampled_rate: f64,
+    /// Samples that sequence-level CP-k refused (no proposal accepted).
+    pub refused: usize,
     /// Each canary.
     pub canaries: Vec<CanaryAudit>,
 }
@@ -236,14 +304,10 @@ pub fn extraction_audit(
                 .flat_map(|r| keep.iter().chain(r).map(|&x| x as i64))
                 .collect();
             let x = Tensor::<2, Int>::from_data(TensorData::new(ids, [chunk.len(), t]), device);
-            for lp in target.token_log_probs(x)? {
-                scores.push(lp[lp.len() - s..].iter().sum::<f64>());
-            }
+            scores.extend(target.suffix_scores(x, s)?);
         }
         let rank = 1 + scores[1..].iter().filter(|&&v| v > scores[0]).count();
-        let greedy = target
-            .continue_prompt(&prefix, s, 1, 0.0, 0, device)?
-            .remove(0);
+        let greedy = target.continue_prompt(&prefix, s, 1, 0.0, 0, device)?.pop();
         let sampled = target.continue_prompt(&prefix, s, opts.samples, 1.0, opts.seed, device)?;
         out.push(CanaryAudit {
             prefix: c.prefix.clone(),
@@ -251,9 +315,10 @@ pub fn extraction_audit(
             nll: -scores[0],
             rank,
             exposure: ((opts.candidates + 1) as f64).log2() - (rank as f64).log2(),
-            greedy: codec.decode(&greedy),
-            greedy_extracted: greedy == secret,
+            greedy: greedy.as_ref().map(|g| codec.decode(g)),
+            greedy_extracted: greedy.as_ref() == Some(&secret),
             sampled_extracted: sampled.iter().filter(|o| **o == secret).count(),
+            sampled: sampled.len(),
         });
         bar.inc(1);
     }
@@ -265,9 +330,13 @@ pub fn extraction_audit(
         max_exposure: ((opts.candidates + 1) as f64).log2(),
         chance_exposure: chance_exposure(opts.candidates),
         mean_exposure: out.iter().map(|c| c.exposure).sum::<f64>() / n,
-        greedy_rate: out.iter().filter(|c| c.greedy_extracted).count() as f64 / n,
+        greedy_rate: match out.iter().filter(|c| c.greedy.is_some()).count() {
+            0 => None,
+            g => Some(out.iter().filter(|c| c.greedy_extracted).count() as f64 / g as f64),
+        },
         sampled_rate: out.iter().map(|c| c.sampled_extracted).sum::<usize>() as f64
-            / (n * opts.samples.max(1) as f64),
+            / out.iter().map(|c| c.sampled).sum::<usize>().max(1) as f64,
+        refused: out.iter().map(|c| opts.samples - c.sampled).sum(),
         canaries: out,
     })
 }

@@ -190,7 +190,10 @@ fn the_extraction_audit_finds_a_memorised_canary() {
         planted.greedy_extracted && planted.sampled_extracted >= 3,
         "{r:?}"
     );
-    assert!(never.exposure < 3.0 && never.rank > 100 && !never.greedy_extracted, "{r:?}");
+    assert!(
+        never.exposure < 3.0 && never.rank > 100 && !never.greedy_extracted,
+        "{r:?}"
+    );
     let same = Target::Naf {
         models: vec![&run.model, &run.model],
         rule: NafRule::CpK,
@@ -201,6 +204,20 @@ fn the_extraction_audit_finds_a_memorised_canary() {
         (s.canaries[0].nll - planted.nll).abs() < 1e-3,
         "{s:?} vs {r:?}"
     );
+    // Sequence-level CP-k over two copies accepts every proposal (min = mixture) and ranks as
+    // the model does; it has no greedy continuation and no per-token likelihood.
+    let seq = Target::NafSequence {
+        models: vec![&run.model, &run.model],
+        max_proposals: 1,
+    };
+    let q = extraction_audit(&seq, &run.codec, &canaries[..1], &o, &device).unwrap();
+    assert_eq!(
+        (q.canaries[0].rank, q.canaries[0].sampled, q.refused),
+        (1, 20, 0)
+    );
+    assert!(q.greedy_rate.is_none() && q.canaries[0].sampled_extracted >= 3);
+    assert!((q.canaries[0].nll - planted.nll).abs() < 1e-3);
+    assert!(nll_of_text_under(&seq, &run.codec, "speaker", &device).is_err());
     let held = &text[text.len() - 2000..];
     let (n1, t1) = nll_of_text_under(&one, &run.codec, held, &device).unwrap();
     let (n2, t2) = nll_of_text_under(&same, &run.codec, held, &device).unwrap();

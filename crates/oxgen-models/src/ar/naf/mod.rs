@@ -24,8 +24,10 @@ use serde::{Deserialize, Serialize};
 
 mod decode;
 mod score;
+mod sequence;
 pub use decode::generate_naf;
 pub use score::naf_token_log_probs;
+pub use sequence::{SequenceDraw, generate_naf_sequence, sequence_log_probs};
 
 /// How the shard models' next-token distributions are combined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
