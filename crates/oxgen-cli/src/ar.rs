@@ -38,6 +38,9 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
     if let Some(dp) = a.dp.config()? {
         config.dp = Some(dp);
     }
+    if let Some(k) = a.shards.duplicates {
+        config.duplicates = Some([k, a.shards.duplicate_repeats]);
+    }
     if let Some(k) = a.shards.shards {
         return crate::copyright::train(&a, &config, k, device);
     }

@@ -10,6 +10,7 @@ use oxgen_train::copyright::canary::{canaries_text, plant, read_canaries};
 use oxgen_train::copyright::extraction::{
     ExtractionOptions, Target, extraction_audit, nll_of_text_under,
 };
+use oxgen_train::copyright::images::image_audit;
 use oxgen_train::copyright::shard::{DocumentUnit, ShardKey};
 use oxgen_train::copyright::sharded::{ShardSpec, is_sharded, load_sharded, parse_key};
 
@@ -30,6 +31,13 @@ pub(crate) struct ShardArgs {
     /// The sharding hash's key, 32 hex digits (default: one derived from --seed).
     #[arg(long, value_name = "HEX")]
     pub(crate) shard_key: Option<String>,
+    /// Plant K duplicated training images (`oxgen train ar --data digits8`), each present
+    /// --duplicate-repeats times, for a memorisation experiment.
+    #[arg(long, value_name = "K")]
+    pub(crate) duplicates: Option<usize>,
+    /// With --duplicates: copies of each planted image.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) duplicate_repeats: usize,
 }
 
 impl ShardArgs {
@@ -157,6 +165,36 @@ pub(crate) fn sample(a: SampleArgs) -> Result<()> {
     };
     let models = run.models();
     let seed = a.sampling.seed.unwrap_or(0);
+    if *codec == oxgen_train::ar::Codec::Pixels {
+        let Naf::Token(rule) = choice else {
+            bail!(
+                "sequence-level CP-k accepts almost no 64-pixel image: use --naf cp-k or cp-delta"
+            );
+        };
+        let mut images = Vec::with_capacity(a.n);
+        let mut deltas = Vec::with_capacity(a.n);
+        for i in 0..a.n {
+            let (img, ledger) = generate_naf(
+                &models,
+                rule,
+                &[oxgen_train::ar::PIXEL_START],
+                64,
+                1.0,
+                seed + i as u64,
+                &device,
+            )
+            .map_err(anyhow::Error::msg)?;
+            deltas.push(ledger.delta());
+            images.push(img);
+        }
+        oxgen_train::ar::write_images(&a.out, &images)?;
+        let mean = deltas.iter().sum::<f64>() / deltas.len().max(1) as f64;
+        println!(
+            "wrote {}/samples.png and samples.npy; mean Δ {mean:.3} nats per image",
+            a.out.display()
+        );
+        return Ok(());
+    }
     let (mut lines, mut ledgers) = (Vec::new(), Vec::new());
     for i in 0..a.n {
         let rule = match choice {
@@ -263,7 +301,7 @@ pub(crate) struct ExtractionArgs {
     #[arg(long, required_unless_present = "plant")]
     pub(crate) ckpt: Option<PathBuf>,
     /// The canaries: one JSON object per line, {"prefix": ..., "secret": ...}.
-    #[arg(long, required_unless_present = "plant")]
+    #[arg(long, required_unless_present_any = ["plant", "images"])]
     pub(crate) canaries: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) naf: NafArgs,
@@ -286,6 +324,11 @@ pub(crate) struct ExtractionArgs {
     /// With --plant: the text file to plant in.
     #[arg(long)]
     pub(crate) data: Option<PathBuf>,
+    /// Audit images instead of canaries (an autoregressive digits8 run, or a sharded one with
+    /// --naf): draw this many samples and measure their near duplicates of training images
+    /// (planted ones apart) against held-out images, and their FD.
+    #[arg(long, value_name = "N", conflicts_with = "canaries")]
+    pub(crate) images: Option<usize>,
     /// Where report.json (or, with --plant, the planted data) goes.
     #[arg(long)]
     pub(crate) out: PathBuf,
@@ -297,6 +340,9 @@ pub(crate) struct ExtractionArgs {
 pub(crate) fn extraction(a: ExtractionArgs) -> Result<()> {
     if let Some(k) = a.plant {
         return plant_canaries(&a, k);
+    }
+    if let Some(n) = a.images {
+        return audit_images(&a, n);
     }
     let (ckpt, canaries) = (
         a.ckpt.as_ref().expect("clap"),
@@ -354,7 +400,9 @@ pub(crate) fn extraction(a: ExtractionArgs) -> Result<()> {
             c.secret,
             c.rank,
             c.exposure,
-            c.greedy.as_deref().unwrap_or("(none)"),
+            c.greedy
+                .as_deref()
+                .map_or("(none)".into(), |g| g.escape_debug().to_string()),
             if c.greedy_extracted {
                 " (verbatim)"
             } else {
@@ -409,5 +457,50 @@ fn plant_canaries(a: &ExtractionArgs, k: usize) -> Result<()> {
         data.display(),
         a.out.display()
     );
+    Ok(())
+}
+
+fn audit_images(a: &ExtractionArgs, n: usize) -> Result<()> {
+    let ckpt = a.ckpt.as_ref().expect("clap");
+    let device = crate::device(&a.device)?;
+    std::fs::create_dir_all(&a.out)?;
+    let report = match a.naf.choice() {
+        Some(choice) => {
+            let run = load_sharded(ckpt, &device)?;
+            let target = a.naf.target(choice, run.models());
+            image_audit(&target, &run.shards[0].config, n, a.seed, &a.out, &device)?
+        }
+        None => {
+            let run = oxgen_train::ar::load_ar(ckpt, &device)?;
+            image_audit(
+                &Target::Model(&run.model),
+                &run.config,
+                n,
+                a.seed,
+                &a.out,
+                &device,
+            )?
+        }
+    };
+    let m = &report.memorization;
+    println!(
+        "{n} samples of {}{}: near duplicates {:.1}% (held-out images: {:.1}%), exact {:.1}%; of a planted image ({} × {}) {:.1}%; median distance ratio {:.3} (held-out {:.3}); FD {:.2}",
+        ckpt.display(),
+        a.naf
+            .naf
+            .as_deref()
+            .map_or(String::new(), |r| format!(" ({r})")),
+        100.0 * m.near,
+        100.0 * m.near_baseline,
+        100.0 * m.exact,
+        report.planted[0],
+        report.planted[1],
+        100.0 * report.planted_near,
+        m.median_ratio,
+        m.median_ratio_baseline,
+        report.fd
+    );
+    oxgen_train::privacy::write_json_atomic(&a.out.join("report.json"), &report)?;
+    println!("wrote {}/report.json", a.out.display());
     Ok(())
 }

@@ -60,8 +60,12 @@ pub fn load_text(config: &ArTrainConfig) -> Result<TextData> {
                 })
                 .collect()
         };
+        let mut train = rows(&train);
+        if let Some([images, repeats]) = config.duplicates {
+            crate::copyright::duplicates::plant_rows(&mut train, images, repeats, config.seed)?;
+        }
         return Ok(TextData::Pixels {
-            train: rows(&train),
+            train,
             val: rows(&val),
         });
     }

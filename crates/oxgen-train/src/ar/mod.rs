@@ -138,6 +138,10 @@ pub struct ArTrainConfig {
     /// `grad_clip`, and each step is one sampled batch (`grad_accum` must be 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dp: Option<crate::privacy::dpsgd::DpConfig>,
+    /// Planted duplicates, for memorisation experiments (`digits8` only): `[images, repeats]`,
+    /// that many training images (drawn by the seed) each present `repeats` times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<[usize; 2]>,
 }
 
 fn d_data() -> String {

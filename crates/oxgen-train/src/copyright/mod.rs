@@ -4,6 +4,8 @@
 //! ([`oxgen_models::ar::naf`]).
 
 pub mod canary;
+pub mod duplicates;
 pub mod extraction;
+pub mod images;
 pub mod shard;
 pub mod sharded;

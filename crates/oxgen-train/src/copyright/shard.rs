@@ -21,6 +21,8 @@ pub enum DocumentUnit {
     Line,
     /// A run of lines up to a blank line (the blank lines that follow included).
     Paragraph,
+    /// A data row (an image), keyed by its contents; in a text, a line.
+    Row,
 }
 
 impl std::str::FromStr for DocumentUnit {
@@ -30,6 +32,7 @@ impl std::str::FromStr for DocumentUnit {
         match s {
             "line" => Ok(DocumentUnit::Line),
             "paragraph" => Ok(DocumentUnit::Paragraph),
+            "row" => Ok(DocumentUnit::Row),
             other => Err(format!(
                 "unknown document unit `{other}`; expected line or paragraph"
             )),
@@ -75,7 +78,7 @@ pub fn documents(text: &str, unit: DocumentUnit) -> Vec<Range<usize>> {
     for line in text.split_inclusive('\n') {
         let end = pos + line.len();
         match unit {
-            DocumentUnit::Line => out.push(pos..end),
+            DocumentUnit::Line | DocumentUnit::Row => out.push(pos..end),
             DocumentUnit::Paragraph => {
                 let blank = line.trim().is_empty();
                 // A non-blank line after blank ones starts the next paragraph.

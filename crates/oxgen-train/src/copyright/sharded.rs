@@ -93,14 +93,35 @@ fn hash_bytes(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-/// The split of a text file for sharded training: its tokenizer (over the whole text), the
-/// sharded part and the shared validation tokens, cut where [`crate::ar::load_text`] cuts.
-fn split(config: &ArTrainConfig) -> Result<(String, Tokenizer, usize, Vec<u32>)> {
-    if config.data == "arithmetic" || config.data == "digits8" {
-        return Err(Error::Config(format!(
-            "sharded training of an AR model takes a text file, not the embedded {}",
-            config.data
-        )));
+/// What is sharded: a text file's training part, or the training rows of `digits8`.
+enum Source {
+    Text {
+        text: String,
+        tokenizer: Tokenizer,
+        /// Bytes of the training part.
+        cut: usize,
+        val: Vec<u32>,
+    },
+    Rows {
+        train: Vec<Vec<u32>>,
+        val: Vec<Vec<u32>>,
+    },
+}
+
+/// The split of the data for sharded training, as [`crate::ar::load_text`] splits it: for a
+/// text file its tokenizer (over the whole text), the sharded part and the shared validation
+/// tokens; for `digits8` the training images (planted duplicates included) and the held-out ones.
+fn split(config: &ArTrainConfig) -> Result<Source> {
+    if config.data == "arithmetic" {
+        return Err(Error::Config(
+            "sharded training of an AR model takes a text file or digits8, not arithmetic".into(),
+        ));
+    }
+    if config.data == "digits8" {
+        return match crate::ar::load_text(config)? {
+            TextData::Pixels { train, val } => Ok(Source::Rows { train, val }),
+            _ => unreachable!("digits8 loads as pixels"),
+        };
     }
     let path = Path::new(&config.data);
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("text data", path, e))?;
@@ -122,15 +143,86 @@ fn split(config: &ArTrainConfig) -> Result<(String, Tokenizer, usize, Vec<u32>)>
         _ => text.char_indices().nth(cut).map_or(text.len(), |(b, _)| b),
     };
     // A byte cut inside a character: move it to the next boundary.
-    let cut_byte = (cut_byte..=text.len())
+    let cut = (cut_byte..=text.len())
         .find(|&b| text.is_char_boundary(b))
         .unwrap_or(text.len());
-    let val = tokens[cut..].to_vec();
-    Ok((text, tokenizer, cut_byte, val))
+    let val = tokens[tokens.len() * 9 / 10..].to_vec();
+    Ok(Source::Text {
+        text,
+        tokenizer,
+        cut,
+        val,
+    })
+}
+
+fn row_bytes(row: &[u32]) -> Vec<u8> {
+    row.iter().map(|&v| v as u8).collect()
+}
+
+impl Source {
+    fn manifest(&self, config: &ArTrainConfig, spec: &ShardSpec) -> ShardManifest {
+        let (bytes, train_bytes, plan) = match self {
+            Source::Text { text, cut, .. } => (
+                text.as_bytes().to_vec(),
+                *cut,
+                ShardPlan::of_text(&text[..*cut], spec.unit, &spec.key, spec.shards),
+            ),
+            Source::Rows { train, .. } => (
+                train.iter().flat_map(|r| row_bytes(r)).collect(),
+                train.len(),
+                ShardPlan {
+                    shards: spec.shards,
+                    unit: DocumentUnit::Row,
+                    documents: train
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| (i..i + 1, spec.key.shard_of(&row_bytes(r), spec.shards)))
+                        .collect(),
+                },
+            ),
+        };
+        ShardManifest {
+            version: 1,
+            data: config.data.clone(),
+            data_bytes: bytes.len(),
+            data_hash: hash_bytes(&bytes),
+            key: key_hex(&spec.key),
+            train_bytes,
+            counts: plan.counts(),
+            plan,
+        }
+    }
+
+    fn shard(&self, plan: &ShardPlan, i: usize) -> Result<TextData> {
+        Ok(match self {
+            Source::Text {
+                text,
+                tokenizer,
+                cut,
+                val,
+            } => TextData::Corpus {
+                tokenizer: tokenizer.clone(),
+                train: tokenizer
+                    .encode(&plan.shard_text(&text[..*cut], i))
+                    .map_err(|e| Error::Config(format!("shard {i}: {e}")))?,
+                val: val.clone(),
+            },
+            Source::Rows { train, val } => TextData::Pixels {
+                train: plan
+                    .documents
+                    .iter()
+                    .filter(|(_, s)| *s == i)
+                    .map(|(r, _)| train[r.start].clone())
+                    .collect(),
+                val: val.clone(),
+            },
+        })
+    }
 }
 
 /// Trains `spec.shards` GPTs as `config` says, each on its shard of the training part of
-/// `config.data` (a text file), all validated on the same held-out tail. With `opts.out`, writes
+/// `config.data` (a text file, or the images of `digits8`, each image its own item keyed by its
+/// pixels, so that duplicates share a shard), all validated on the same held-out data. With `opts.out`, writes
 /// `shards.json` and `shard-i/`; with `opts.resume`, checks the manifest against the data and
 /// the spec and resumes every shard (a shard with no checkpoint yet starts).
 pub fn train_ar_sharded(
@@ -145,18 +237,8 @@ pub fn train_ar_sharded(
             spec.shards
         )));
     }
-    let (text, tokenizer, cut, val) = split(config)?;
-    let plan = ShardPlan::of_text(&text[..cut], spec.unit, &spec.key, spec.shards);
-    let manifest = ShardManifest {
-        version: 1,
-        data: config.data.clone(),
-        data_bytes: text.len(),
-        data_hash: hash_bytes(text.as_bytes()),
-        key: key_hex(&spec.key),
-        train_bytes: cut,
-        counts: plan.counts(),
-        plan,
-    };
+    let source = split(config)?;
+    let manifest = source.manifest(config, spec);
     if let Some(dir) = &opts.out {
         let file = dir.join(SHARDS_FILE);
         if opts.resume {
@@ -183,20 +265,13 @@ pub fn train_ar_sharded(
     }
     let mut reports = Vec::with_capacity(spec.shards);
     for i in 0..spec.shards {
-        let train = tokenizer
-            .encode(&manifest.plan.shard_text(&text[..cut], i))
-            .map_err(|e| Error::Config(format!("shard {i}: {e}")))?;
         if manifest.counts[i] == 0 {
             return Err(Error::Config(format!(
                 "shard {i} received no document: too few documents for {} shards",
                 spec.shards
             )));
         }
-        let data = TextData::Corpus {
-            tokenizer: tokenizer.clone(),
-            train,
-            val: val.clone(),
-        };
+        let data = source.shard(&manifest.plan, i)?;
         let mut o = opts.clone();
         if let Some(dir) = &opts.out {
             let d = ShardManifest::shard_dir(dir, i);
