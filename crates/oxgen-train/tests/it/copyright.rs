@@ -224,3 +224,52 @@ fn the_extraction_audit_finds_a_memorised_canary() {
     assert_eq!(t1, t2);
     assert!((n1 - n2).abs() < 1e-3 * n1, "{n1} vs {n2}");
 }
+
+/// digits8 with planted duplicates: every copy of an image lands in the shard of its pixels,
+/// the shards partition the training images, and the image audit of the shards' NAF samples
+/// reports over its samples (sequence-level CP-k is refused for 64-pixel images).
+#[test]
+fn sharded_digits_keep_duplicates_together_and_the_image_audit_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::flex();
+    let mut config = ArTrainConfig::defaults("digits8");
+    config.model = config.model.with_layers(1).with_width(24).with_heads(2);
+    (config.steps, config.batch_size, config.eval_every) = (3, 8, 3);
+    config.duplicates = Some([3, 10]);
+    let out = dir.path().join("naf");
+    train_ar_sharded(&config, &spec(9), &opts(&out, device.clone())).unwrap();
+    let m = read_manifest(&out).unwrap();
+    let oxgen_train::ar::TextData::Pixels { train, .. } =
+        oxgen_train::ar::load_text(&config).unwrap()
+    else {
+        panic!("digits8 loads as pixels")
+    };
+    assert_eq!(m.plan.documents.len(), train.len());
+    assert_eq!(m.counts.iter().sum::<usize>(), train.len());
+    let mut shard_of = std::collections::HashMap::new();
+    for (r, s) in &m.plan.documents {
+        assert_eq!(*shard_of.entry(&train[r.start]).or_insert(*s), *s);
+    }
+    let copies = train
+        .iter()
+        .filter(|r| train.iter().filter(|q| q == r).count() >= 10);
+    assert_eq!(copies.count(), 30);
+    let run = load_sharded(&out, &device).unwrap();
+    let naf = Target::Naf {
+        models: run.models(),
+        rule: NafRule::CpK,
+    };
+    let cache = dir.path().join("eval");
+    std::fs::create_dir_all(&cache).unwrap();
+    let a =
+        oxgen_train::copyright::images::image_audit(&naf, &config, 20, 0, &cache, &device).unwrap();
+    assert_eq!((a.memorization.samples, a.planted), (20, [3, 10]));
+    assert!(a.fd.is_finite() && a.fd > 0.0 && (0.0..=1.0).contains(&a.planted_near));
+    let seq = Target::NafSequence {
+        models: run.models(),
+        max_proposals: 10,
+    };
+    assert!(
+        oxgen_train::copyright::images::image_audit(&seq, &config, 2, 0, &cache, &device).is_err()
+    );
+}
