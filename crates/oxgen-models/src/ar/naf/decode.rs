@@ -23,15 +23,7 @@ pub fn generate_naf(
     seed: u64,
     device: &burn::tensor::Device,
 ) -> Result<(Vec<u32>, NafLedger), String> {
-    if models.len() < 2 {
-        return Err(format!(
-            "NAF sampling combines at least 2 shard models, got {}",
-            models.len()
-        ));
-    }
-    if prompt.is_empty() {
-        return Err("NAF sampling needs a prompt of at least one token".into());
-    }
+    super::check_sampling(models.len(), prompt)?;
     if !(temperature >= 0.0 && temperature.is_finite()) {
         return Err(format!(
             "the temperature must be 0 (greedy) or positive, got {temperature}"
@@ -88,17 +80,10 @@ fn draw(probs: &[f64], u: f64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ar::GptConfig;
     use burn::tensor::{Device, Int, Tensor, TensorData};
 
     fn tiny(seed: u64) -> Gpt {
-        let model = GptConfig::new(7)
-            .with_context(8)
-            .with_layers(1)
-            .with_heads(2)
-            .with_width(8)
-            .init(&Device::flex());
-        crate::testing::seeded(model, seed, 1.0)
+        crate::ar::naf::tiny_gpt(7, seed, 1.0)
     }
 
     /// Each model's log-probability of every token of `seq` after the first, by one full forward

@@ -104,6 +104,32 @@ pub fn combine(rule: NafRule, dists: &[&[f64]]) -> Result<Combined, String> {
     })
 }
 
+/// Refuses fewer than two shard models and an empty prompt.
+fn check_sampling(models: usize, prompt: &[u32]) -> Result<(), String> {
+    if models < 2 {
+        return Err(format!(
+            "NAF sampling combines at least 2 shard models, got {models}"
+        ));
+    }
+    if prompt.is_empty() {
+        return Err("NAF sampling needs a prompt of at least one token".into());
+    }
+    Ok(())
+}
+
+/// A one-layer GPT of `vocab` tokens (context 8, width 8) with weights drawn by `seed` at
+/// `scale`, for the tests.
+#[cfg(test)]
+pub(crate) fn tiny_gpt(vocab: usize, seed: u64, scale: f32) -> crate::ar::Gpt {
+    let model = crate::ar::GptConfig::new(vocab)
+        .with_context(8)
+        .with_layers(1)
+        .with_heads(2)
+        .with_width(8)
+        .init(&burn::tensor::Device::flex());
+    crate::testing::seeded(model, seed, scale)
+}
+
 /// Softmax of `logits` at `temperature` (> 0), in f64.
 pub fn softmax(logits: &[f32], temperature: f64) -> Vec<f64> {
     let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;

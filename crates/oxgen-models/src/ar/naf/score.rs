@@ -83,18 +83,11 @@ pub fn naf_token_log_probs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ar::GptConfig;
     use crate::ar::naf::generate_naf;
     use burn::tensor::{Device, TensorData};
 
     fn tiny(seed: u64) -> Gpt {
-        let model = GptConfig::new(7)
-            .with_context(8)
-            .with_layers(1)
-            .with_heads(2)
-            .with_width(8)
-            .init(&Device::flex());
-        crate::testing::seeded(model, seed, 1.0)
+        crate::ar::naf::tiny_gpt(7, seed, 1.0)
     }
 
     /// The combined log-probability of a NAF output, scored in one batch, equals what its

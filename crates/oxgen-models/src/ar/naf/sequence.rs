@@ -64,15 +64,7 @@ pub fn generate_naf_sequence(
     max_proposals: usize,
     device: &burn::tensor::Device,
 ) -> Result<SequenceDraw, String> {
-    if models.len() < 2 {
-        return Err(format!(
-            "NAF sampling combines at least 2 shard models, got {}",
-            models.len()
-        ));
-    }
-    if prompt.is_empty() {
-        return Err("NAF sampling needs a prompt of at least one token".into());
-    }
+    super::check_sampling(models.len(), prompt)?;
     if models.iter().any(|m| len + 1 > m.context()) {
         return Err(format!(
             "sequence-level CP-k scores whole outputs: {len} tokens do not fit the context"
@@ -110,17 +102,10 @@ pub fn generate_naf_sequence(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ar::GptConfig;
     use burn::tensor::Device;
 
     fn tiny(seed: u64, scale: f32) -> Gpt {
-        let model = GptConfig::new(3)
-            .with_context(8)
-            .with_layers(1)
-            .with_heads(2)
-            .with_width(8)
-            .init(&Device::flex());
-        crate::testing::seeded(model, seed, scale)
+        crate::ar::naf::tiny_gpt(3, seed, scale)
     }
 
     /// Over a vocabulary of 3 and outputs of 2 tokens (9 outputs), the accepted outputs'
