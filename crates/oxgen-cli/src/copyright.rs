@@ -432,7 +432,28 @@ pub(crate) fn extraction(a: ExtractionArgs) -> Result<()> {
     );
     std::fs::create_dir_all(&a.out)?;
     oxgen_train::privacy::write_json_atomic(&a.out.join("report.json"), &report)?;
-    println!("wrote {}/report.json", a.out.display());
+    // The exposures from the highest down, against what a model that never saw them gives.
+    let mut e: Vec<f64> = report.canaries.iter().map(|c| c.exposure).collect();
+    e.sort_by(|x, y| y.total_cmp(x));
+    let points: Vec<(f64, f64)> = e
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| ((i + 1) as f64, v))
+        .collect();
+    oxgen_train::plot::curve_with_reference(
+        &a.out.join("exposure.png"),
+        &format!(
+            "canary exposure, {what} (most exposed first; max {:.2} bits)",
+            report.max_exposure
+        ),
+        ("canary", "exposure (bits)"),
+        (&what, &points),
+        Some((
+            "chance (a model that never saw them)",
+            report.chance_exposure,
+        )),
+    )?;
+    println!("wrote {}/report.json and exposure.png", a.out.display());
     Ok(())
 }
 
