@@ -7,6 +7,7 @@
 pub mod embed;
 pub mod invert;
 pub mod mlp;
+pub mod naf;
 pub mod schedule;
 pub mod unet;
 pub mod vlb;
@@ -356,10 +357,46 @@ pub fn sample_from(
     labels: Option<&[u32]>,
     device: &Device,
 ) -> Tensor<2> {
+    let denoiser = DenoiserFn {
+        shape: model.shape,
+        num_classes: model.num_classes,
+        has_null: model.null_class().is_some(),
+        forward: &|x, t, l| model.forward(x, t, l),
+    };
+    sample_from_fn(&denoiser, scheduler, sample, noise, n, labels, device)
+}
+
+/// A denoiser as the sampling loop sees it: the output of a [`Diffusion`] (or a combination of
+/// several) for rows `[b, features]`, timesteps `[b]` and optional labels `[b]`.
+pub struct DenoiserFn<'a> {
+    /// `[channels, height, width]` of a row.
+    pub shape: [usize; 3],
+    /// Classes (the null class, if any, is `num_classes`).
+    pub num_classes: usize,
+    /// Whether it was trained with a null class (classifier-free guidance).
+    pub has_null: bool,
+    /// The prediction.
+    #[allow(clippy::type_complexity)]
+    pub forward: &'a dyn Fn(Tensor<2>, Tensor<1>, Option<Tensor<1, Int>>) -> Tensor<2>,
+}
+
+/// [`sample_from`] for any [`DenoiserFn`].
+///
+/// # Shapes
+/// - `noise`: `[n · features]`; returns `[n, features]`.
+pub fn sample_from_fn(
+    model: &DenoiserFn,
+    scheduler: &mut dyn Scheduler,
+    sample: &SampleConfig,
+    noise: Tensor<1>,
+    n: usize,
+    labels: Option<&[u32]>,
+    device: &Device,
+) -> Tensor<2> {
     let [c, h, w] = model.shape;
     let features = c * h * w;
     let mut x = noise;
-    let guided = labels.is_some() && model.null_class().is_some() && sample.guidance != 1.0;
+    let guided = labels.is_some() && model.has_null && sample.guidance != 1.0;
     let labels = labels.map(|l| {
         assert_eq!(l.len(), n, "sample: {} labels for {n} samples", l.len());
         let mut v: Vec<i64> = l.iter().map(|&y| y as i64).collect();
@@ -375,7 +412,7 @@ pub fn sample_from(
         let rows = if guided { 2 * n } else { n };
         let tt = Tensor::<1>::from_data(TensorData::new(vec![t as f32; rows], [rows]), device);
         let output = if guided {
-            let out = model.forward(Tensor::cat(vec![xb.clone(), xb], 0), tt, labels.clone());
+            let out = (model.forward)(Tensor::cat(vec![xb.clone(), xb], 0), tt, labels.clone());
             let cond = out.clone().slice([0..n]).reshape([n * features]);
             let uncond = out.slice([n..2 * n]).reshape([n * features]);
             ModelOutput {
@@ -385,9 +422,7 @@ pub fn sample_from(
             }
         } else {
             ModelOutput {
-                out: model
-                    .forward(xb, tt, labels.clone())
-                    .reshape([n * features]),
+                out: (model.forward)(xb, tt, labels.clone()).reshape([n * features]),
                 uncond: None,
                 rows: n,
             }
