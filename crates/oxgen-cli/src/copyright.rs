@@ -10,7 +10,7 @@ use oxgen_train::copyright::canary::{canaries_text, plant, read_canaries};
 use oxgen_train::copyright::extraction::{
     ExtractionOptions, Target, extraction_audit, nll_of_text_under,
 };
-use oxgen_train::copyright::images::image_audit;
+use oxgen_train::copyright::images::{diffusion_image_audit, image_audit};
 use oxgen_train::copyright::shard::{DocumentUnit, ShardKey};
 use oxgen_train::copyright::sharded::{ShardSpec, is_sharded, load_sharded, parse_key};
 
@@ -136,6 +136,77 @@ pub(crate) fn train(
     Ok(())
 }
 
+/// `oxgen train diffusion --shards K`.
+pub(crate) fn train_diffusion(
+    a: &TrainArgs,
+    config: &oxgen_train::TrainConfig,
+    k: usize,
+    device: burn::tensor::Device,
+) -> Result<()> {
+    let spec = a.shards.spec(k, config.seed)?;
+    let reports = oxgen_train::copyright::sharded_diffusion::train_diffusion_sharded(
+        config,
+        &spec,
+        &a.options(device),
+    )?;
+    for (i, r) in reports.iter().enumerate() {
+        println!(
+            "shard {i}: trained {} steps: loss {:.4} -> {:.4}",
+            r.steps, r.first_loss, r.last_loss
+        );
+    }
+    println!(
+        "wrote {}/shards.json and shard-0 … shard-{}; sample with `oxgen sample --ckpt {} --naf cp-delta`",
+        a.out.display(),
+        k - 1,
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// A sharded diffusion run's NAF draw: `n` samples from the average of its shard models, with
+/// the class labels `oxgen sample` gives a diffusion run (cycling through the classes).
+fn diffusion_naf_draw(
+    dir: &std::path::Path,
+    naf: &NafArgs,
+    n: usize,
+    seed: Option<u64>,
+    device: &burn::tensor::Device,
+) -> Result<(
+    Vec<f32>,
+    Option<Vec<u32>>,
+    oxgen_train::TrainConfig,
+    oxgen_models::DataShape,
+)> {
+    if !matches!(naf.choice(), Some(Naf::Token(NafRule::CpDelta))) {
+        bail!(
+            "a sharded diffusion run samples by averaging the shard models' predictions (the geometric mean of their noised densities): use --naf cp-delta; cp-k needs likelihoods that diffusion models do not give exactly"
+        );
+    }
+    let (config, runs) =
+        oxgen_train::copyright::sharded_diffusion::load_sharded_diffusion(dir, device)?;
+    let mut s = config.sample.clone();
+    if let Some(seed) = seed {
+        s.seed = seed;
+    }
+    let labels: Option<Vec<u32>> = config
+        .model
+        .num_classes
+        .map(|k| (0..n).map(|i| (i % k) as u32).collect());
+    let models: Vec<&oxgen_models::Diffusion> = runs.iter().map(|r| &r.ema).collect();
+    let x = oxgen_models::diffusion::naf::sample_naf(
+        &models,
+        &config.model,
+        &s,
+        n,
+        labels.as_deref(),
+        device,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let x = oxgen_train::sample::host_samples(x, "NAF samples")?;
+    Ok((x, labels, config, runs[0].manifest.shape))
+}
+
 /// Whether `oxgen sample` should go here: --naf given, or a sharded run.
 pub(crate) fn wants(a: &SampleArgs) -> bool {
     a.naf.naf.is_some() || is_sharded(&a.ckpt)
@@ -151,6 +222,20 @@ pub(crate) fn sample(a: SampleArgs) -> Result<()> {
         );
     };
     let t = &a.text;
+    if is_sharded(&a.ckpt)
+        && oxgen_train::copyright::sharded::read_manifest(&a.ckpt)?.family == "diffusion"
+    {
+        let device = crate::device(&a.device)?;
+        let (x, labels, _, shape) =
+            diffusion_naf_draw(&a.ckpt, &a.naf, a.n, a.sampling.seed, &device)?;
+        oxgen_train::run::write_samples(&a.out, &x, labels.as_deref(), shape, None)?;
+        println!(
+            "wrote {}/samples.png and samples.npy ({} samples from the average of the shard models)",
+            a.out.display(),
+            a.n
+        );
+        return Ok(());
+    }
     if t.watermark.is_some() || t.best_of > 1 || t.top_k > 0 || t.top_p < 1.0 {
         bail!(
             "--naf samples the combination at --temperature; it takes no --watermark, --best-of, --top-k or --top-p"
@@ -485,22 +570,47 @@ fn audit_images(a: &ExtractionArgs, n: usize) -> Result<()> {
     let ckpt = a.ckpt.as_ref().expect("clap");
     let device = crate::device(&a.device)?;
     std::fs::create_dir_all(&a.out)?;
-    let report = match a.naf.choice() {
-        Some(choice) => {
-            let run = load_sharded(ckpt, &device)?;
-            let target = a.naf.target(choice, run.models());
-            image_audit(&target, &run.shards[0].config, n, a.seed, &a.out, &device)?
-        }
-        None => {
-            let run = oxgen_train::ar::load_ar(ckpt, &device)?;
-            image_audit(
-                &Target::Model(&run.model),
-                &run.config,
-                n,
-                a.seed,
-                &a.out,
-                &device,
-            )?
+    let diffusion_sharded = is_sharded(ckpt)
+        && oxgen_train::copyright::sharded::read_manifest(ckpt)?.family == "diffusion";
+    let report = if diffusion_sharded {
+        let (x, _, config, _) = diffusion_naf_draw(ckpt, &a.naf, n, Some(a.seed), &device)?;
+        diffusion_image_audit(&x, &config, &a.out, &device)?
+    } else if a.naf.choice().is_none() && oxgen_train::sample::load_run(ckpt, &device).is_ok() {
+        let run = oxgen_train::sample::load_run(ckpt, &device)?;
+        let mut s = run.config.sample.clone();
+        s.seed = a.seed;
+        let labels: Option<Vec<u32>> = run
+            .config
+            .model
+            .num_classes
+            .map(|k| (0..n).map(|i| (i % k) as u32).collect());
+        let x = oxgen_train::sample::draw(
+            &run.ema,
+            &run.config.model,
+            &s,
+            n,
+            labels.as_deref(),
+            &device,
+        )?;
+        diffusion_image_audit(&x, &run.config, &a.out, &device)?
+    } else {
+        match a.naf.choice() {
+            Some(choice) => {
+                let run = load_sharded(ckpt, &device)?;
+                let target = a.naf.target(choice, run.models());
+                image_audit(&target, &run.shards[0].config, n, a.seed, &a.out, &device)?
+            }
+            None => {
+                let run = oxgen_train::ar::load_ar(ckpt, &device)?;
+                image_audit(
+                    &Target::Model(&run.model),
+                    &run.config,
+                    n,
+                    a.seed,
+                    &a.out,
+                    &device,
+                )?
+            }
         }
     };
     let m = &report.memorization;

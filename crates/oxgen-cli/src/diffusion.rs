@@ -12,7 +12,6 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
         a.tokenizer.is_none(),
         "--tokenizer is for `oxgen train ar` on a text file"
     );
-    a.shards.refuse("diffusion")?;
     let device = device(&a.device)?;
     let mut config = if a.resume {
         let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
@@ -31,6 +30,12 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
     apply_train_flags!(config, a);
     if let Some(dp) = a.dp.config()? {
         config.dp = Some(dp);
+    }
+    if let Some(k) = a.shards.duplicates {
+        config.duplicates = Some([k, a.shards.duplicate_repeats]);
+    }
+    if let Some(k) = a.shards.shards {
+        return crate::copyright::train_diffusion(&a, &config, k, device);
     }
     let opts = a.options(device);
     let report = train_diffusion(&config, &opts)?;

@@ -58,6 +58,10 @@ pub struct TrainConfig {
     /// Differentially private training (DP-SGD): per-sample clipping replaces `grad_clip`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dp: Option<crate::privacy::dpsgd::DpConfig>,
+    /// Planted duplicates, for memorisation experiments: `[images, repeats]`, that many
+    /// training rows (drawn by the seed) each present `repeats` times.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<[usize; 2]>,
 }
 
 impl Default for TrainConfig {
@@ -131,6 +135,7 @@ impl TrainConfig {
                 seed: 0,
             },
             dp: None,
+            duplicates: None,
         }
     }
 

@@ -234,6 +234,10 @@ pub fn train_on(config: &TrainConfig, data: &Dataset, opts: &TrainOptions) -> Re
     }
     let run = trainer::open_run(opts)?;
     let (train_set, val_set) = data.train_val(config.val_fraction, config.seed);
+    let train_set = match config.duplicates {
+        Some([k, r]) => crate::copyright::duplicates::plant_dataset(&train_set, k, r, config.seed)?,
+        None => train_set,
+    };
     let plan = crate::privacy::state::open_plan(
         config.dp.as_ref(),
         train_set.len(),

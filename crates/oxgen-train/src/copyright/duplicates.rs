@@ -43,6 +43,19 @@ pub fn plant_rows<T: Clone>(
     Ok(planted)
 }
 
+/// `data` with `images` of its rows (drawn by `seed`, as [`planted_indices`]) each present
+/// `repeats` times, labels kept. Errors as [`plant_rows`].
+pub fn plant_dataset(
+    data: &crate::data::Dataset,
+    images: usize,
+    repeats: usize,
+    seed: u64,
+) -> Result<crate::data::Dataset> {
+    let mut idx: Vec<usize> = (0..data.len()).collect();
+    plant_rows(&mut idx, images, repeats, seed)?;
+    Ok(data.subset(&idx))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,39 +80,105 @@ pub fn image_audit(
         }
     };
     let [k, r] = config.duplicates.unwrap_or([0, 1]);
-    let planted: Vec<usize> = planted_indices(train.len(), k, config.seed);
-    let (x, tr, va) = (to_values(&images), to_values(&train), to_values(&val));
-    let mem = memorization(&x, &tr, &va, 64);
+    let planted = planted_indices(train.len(), k, config.seed);
+    let data = crate::data::digits8();
+    let (train_set, _) = data.split(config.val_fraction, config.seed);
+    audit_samples(
+        &to_values(&images),
+        &Rows {
+            train: &to_values(&train),
+            val: &to_values(&val),
+            dim: 64,
+            planted: &planted,
+            spec: [k, r],
+        },
+        &train_set,
+        config.seed,
+        cache,
+        device,
+    )
+}
+
+/// The rows an audit measures against: the distinct training rows (before planting), the
+/// planted ones among them, and the held-out rows.
+pub struct Rows<'a> {
+    /// Training rows, row-major, each once.
+    pub train: &'a [f32],
+    /// Held-out rows.
+    pub val: &'a [f32],
+    /// Values per row.
+    pub dim: usize,
+    /// Indices of the planted rows in `train`.
+    pub planted: &'a [usize],
+    /// `[images, repeats]` planted.
+    pub spec: [usize; 2],
+}
+
+/// The audit of samples `x` (row-major, values in [−1, 1]) against `rows`, FD in the features of
+/// the evaluation classifier trained on `labelled` (cached in `cache`).
+pub fn audit_samples(
+    x: &[f32],
+    rows: &Rows,
+    labelled: &crate::data::Dataset,
+    seed: u64,
+    cache: &Path,
+    device: &Device,
+) -> Result<ImageAudit> {
+    let (tr, va, dim) = (rows.train, rows.val, rows.dim);
+    let n = x.len() / dim;
+    let mem = memorization(x, tr, va, dim);
     // Near duplicates of a planted image: d₁ to it, below a third of d₂ to any other.
     let near_planted = x
-        .chunks(64)
+        .chunks(dim)
         .filter(|s| {
             let mut d: Vec<(f64, usize)> = tr
-                .chunks(64)
+                .chunks(dim)
                 .enumerate()
                 .map(|(j, t)| (dist2(s, t), j))
                 .collect();
             d.sort_by(|a, b| a.0.total_cmp(&b.0));
-            planted.contains(&d[0].1) && d[0].0.sqrt() < d[1].0.sqrt() / 3.0
+            rows.planted.contains(&d[0].1) && d[0].0.sqrt() < d[1].0.sqrt() / 3.0
         })
         .count();
-    let data = crate::data::digits8();
-    let (train_set, _) = data.split(config.val_fraction, config.seed);
-    let clf = classifier(
-        &train_set,
-        &cache.join("classifier.bpk"),
-        config.seed,
-        device,
-    )?;
+    let clf = classifier(labelled, &cache.join("classifier.bpk"), seed, device)?;
     let fd = frechet_distance(
-        &clf.host_features(&va, 64, device),
-        &clf.host_features(&x, 64, device),
+        &clf.host_features(va, dim, device),
+        &clf.host_features(x, dim, device),
         FEATURES,
     );
     Ok(ImageAudit {
         memorization: mem,
         planted_near: near_planted as f64 / n.max(1) as f64,
-        planted: [k, r],
+        planted: rows.spec,
         fd,
     })
+}
+
+/// The audit of diffusion samples `x` against the data of the diffusion run `config` (its
+/// split, and the duplicates it planted).
+pub fn diffusion_image_audit(
+    x: &[f32],
+    config: &crate::TrainConfig,
+    cache: &Path,
+    device: &Device,
+) -> Result<ImageAudit> {
+    let data = config.load_data()?;
+    let (train, val) = data.train_val(config.val_fraction, config.seed);
+    let val = val.ok_or_else(|| Error::Config("the image audit needs held-out rows".into()))?;
+    let [k, r] = config.duplicates.unwrap_or([0, 1]);
+    let planted = planted_indices(train.len(), k, config.seed);
+    audit_samples(
+        x,
+        &Rows {
+            train: &train.x,
+            val: &val.x,
+            dim: data.shape.numel(),
+            planted: &planted,
+            spec: [k, r],
+        },
+        &train,
+        config.seed,
+        cache,
+        device,
+    )
 }

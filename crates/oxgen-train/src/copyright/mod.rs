@@ -9,3 +9,4 @@ pub mod extraction;
 pub mod images;
 pub mod shard;
 pub mod sharded;
+pub mod sharded_diffusion;

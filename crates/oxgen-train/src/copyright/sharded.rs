@@ -35,6 +35,9 @@ pub struct ShardSpec {
 pub struct ShardManifest {
     /// Format version.
     pub version: u32,
+    /// The family of the shard runs: `ar` or `diffusion`.
+    #[serde(default = "ar_family")]
+    pub family: String,
     /// The data file.
     pub data: String,
     /// Its size in bytes and SipHash-1-3 (keys 0) of its contents, to refuse a changed file on
@@ -50,6 +53,14 @@ pub struct ShardManifest {
     pub plan: ShardPlan,
     /// Documents per shard.
     pub counts: Vec<usize>,
+    /// The run's config, where the shards' differ from it (diffusion shards have no held-out
+    /// share and their duplicates already planted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
+}
+
+fn ar_family() -> String {
+    "ar".into()
 }
 
 impl ShardManifest {
@@ -86,7 +97,7 @@ pub fn key_hex(key: &ShardKey) -> String {
     format!("{hi:016x}{lo:016x}")
 }
 
-fn hash_bytes(bytes: &[u8]) -> u64 {
+pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
     use std::hash::Hasher;
     let mut h = siphasher::sip::SipHasher13::new_with_keys(0, 0);
     h.write(bytes);
@@ -183,6 +194,7 @@ impl Source {
         };
         ShardManifest {
             version: 1,
+            family: "ar".into(),
             data: config.data.clone(),
             data_bytes: bytes.len(),
             data_hash: hash_bytes(&bytes),
@@ -190,6 +202,7 @@ impl Source {
             train_bytes,
             counts: plan.counts(),
             plan,
+            config: None,
         }
     }
 
@@ -239,11 +252,35 @@ pub fn train_ar_sharded(
     }
     let source = split(config)?;
     let manifest = source.manifest(config, spec);
+    open_manifest(&manifest, opts)?;
+    let mut reports = Vec::with_capacity(spec.shards);
+    for i in 0..spec.shards {
+        if manifest.counts[i] == 0 {
+            return Err(Error::Config(format!(
+                "shard {i} received no document: too few documents for {} shards",
+                spec.shards
+            )));
+        }
+        let data = source.shard(&manifest.plan, i)?;
+        let o = shard_options(opts, i);
+        tracing::info!(
+            "shard {}/{}: {} documents",
+            i + 1,
+            spec.shards,
+            manifest.counts[i]
+        );
+        reports.push(train_ar_on(config, &data, &o)?);
+    }
+    Ok(reports)
+}
+
+/// Writes `shards.json` in a fresh run folder, or checks it against `manifest` on resume.
+pub(crate) fn open_manifest(manifest: &ShardManifest, opts: &TrainOptions) -> Result<()> {
     if let Some(dir) = &opts.out {
         let file = dir.join(SHARDS_FILE);
         if opts.resume {
             let saved = read_manifest(dir)?;
-            if saved != manifest {
+            if saved != *manifest {
                 return Err(Error::Checkpoint {
                     path: file,
                     reason:
@@ -263,30 +300,18 @@ pub fn train_ar_sharded(
             crate::compress::write_atomic(&file, &bytes)?;
         }
     }
-    let mut reports = Vec::with_capacity(spec.shards);
-    for i in 0..spec.shards {
-        if manifest.counts[i] == 0 {
-            return Err(Error::Config(format!(
-                "shard {i} received no document: too few documents for {} shards",
-                spec.shards
-            )));
-        }
-        let data = source.shard(&manifest.plan, i)?;
-        let mut o = opts.clone();
-        if let Some(dir) = &opts.out {
-            let d = ShardManifest::shard_dir(dir, i);
-            o.resume = opts.resume && d.join("checkpoints").join("latest").exists();
-            o.out = Some(d);
-        }
-        tracing::info!(
-            "shard {}/{}: {} documents",
-            i + 1,
-            spec.shards,
-            manifest.counts[i]
-        );
-        reports.push(train_ar_on(config, &data, &o)?);
+    Ok(())
+}
+
+/// The options of shard `i`: its folder inside the run's, resumed if it has a checkpoint.
+pub(crate) fn shard_options(opts: &TrainOptions, i: usize) -> TrainOptions {
+    let mut o = opts.clone();
+    if let Some(dir) = &opts.out {
+        let d = ShardManifest::shard_dir(dir, i);
+        o.resume = opts.resume && d.join("checkpoints").join("latest").exists();
+        o.out = Some(d);
     }
-    Ok(reports)
+    o
 }
 
 /// Reads `dir/shards.json`.
