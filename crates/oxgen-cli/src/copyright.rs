@@ -592,7 +592,16 @@ fn audit_images(a: &ExtractionArgs, n: usize) -> Result<()> {
             labels.as_deref(),
             &device,
         )?;
-        diffusion_image_audit(&x, &run.config, &a.out, &device)?
+        // One shard of a sharded run: its rows are the shard's; the split to audit against is
+        // the run's, kept in shards.json.
+        let run_config = match ckpt.parent().filter(|p| is_sharded(p)) {
+            Some(p) => oxgen_train::copyright::sharded::read_manifest(p)?
+                .config
+                .and_then(|c| serde_json::from_value(c).ok())
+                .unwrap_or_else(|| run.config.clone()),
+            None => run.config.clone(),
+        };
+        diffusion_image_audit(&x, &run_config, &a.out, &device)?
     } else {
         match a.naf.choice() {
             Some(choice) => {
