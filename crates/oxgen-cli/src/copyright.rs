@@ -127,13 +127,17 @@ pub(crate) fn train(
             r.steps, r.first_loss, r.last_loss
         );
     }
-    println!(
-        "wrote {}/shards.json and shard-0 … shard-{}; sample with `oxgen sample --ckpt {} --naf cp-k`",
-        a.out.display(),
-        k - 1,
-        a.out.display()
-    );
+    print_written(&a.out, k, "cp-k");
     Ok(())
+}
+
+fn print_written(out: &std::path::Path, k: usize, rule: &str) {
+    println!(
+        "wrote {}/shards.json and shard-0 … shard-{}; sample with `oxgen sample --ckpt {} --naf {rule}`",
+        out.display(),
+        k - 1,
+        out.display()
+    );
 }
 
 /// `oxgen train diffusion --shards K`.
@@ -155,12 +159,7 @@ pub(crate) fn train_diffusion(
             r.steps, r.first_loss, r.last_loss
         );
     }
-    println!(
-        "wrote {}/shards.json and shard-0 … shard-{}; sample with `oxgen sample --ckpt {} --naf cp-delta`",
-        a.out.display(),
-        k - 1,
-        a.out.display()
-    );
+    print_written(&a.out, k, "cp-delta");
     Ok(())
 }
 
@@ -575,8 +574,7 @@ fn audit_images(a: &ExtractionArgs, n: usize) -> Result<()> {
     let report = if diffusion_sharded {
         let (x, _, config, _) = diffusion_naf_draw(ckpt, &a.naf, n, Some(a.seed), &device)?;
         diffusion_image_audit(&x, &config, &a.out, &device)?
-    } else if a.naf.choice().is_none() && oxgen_train::sample::load_run(ckpt, &device).is_ok() {
-        let run = oxgen_train::sample::load_run(ckpt, &device)?;
+    } else if let (None, Ok(run)) = (a.naf.choice(), oxgen_train::sample::load_run(ckpt, &device)) {
         let mut s = run.config.sample.clone();
         s.seed = a.seed;
         let labels: Option<Vec<u32>> = run

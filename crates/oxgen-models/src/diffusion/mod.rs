@@ -317,11 +317,18 @@ pub fn sample(
     labels: Option<&[u32]>,
     device: &Device,
 ) -> Tensor<2> {
+    let mut scheduler = scheduler_for(config, sample);
+    sample_with(model, scheduler.as_mut(), sample, n, labels, device)
+}
+
+/// The scheduler `sample` asks for (sampler, clip, thresholding, η), over `config`'s noise
+/// schedule and prediction, its timesteps set.
+pub fn scheduler_for(config: &DiffusionConfig, sample: &SampleConfig) -> Box<dyn Scheduler> {
     let core = SchedulerCore::new(config.noise_schedule(), config.prediction, sample.clip)
         .with_dynamic_threshold(sample.dynamic_threshold);
     let mut scheduler = samplers::build(sample.sampler, core, sample.eta);
     scheduler.set_timesteps(sample.steps);
-    sample_with(model, scheduler.as_mut(), sample, n, labels, device)
+    scheduler
 }
 
 /// Samples with any [`Scheduler`], built-in or the program's own, whose timesteps are already

@@ -14,9 +14,8 @@
 
 use burn::tensor::{Device, Int, Tensor};
 
-use super::{DenoiserFn, Diffusion, DiffusionConfig, SampleConfig, sample_from_fn};
+use super::{DenoiserFn, Diffusion, DiffusionConfig, SampleConfig, sample_from_fn, scheduler_for};
 use crate::ops::denoise::seeded_noise;
-use crate::samplers::{self, SchedulerCore};
 
 /// Draws `n` samples from the step-by-step average of the shard `models`, all built by
 /// `config` (the same shape, classes, schedule and prediction), as [`super::sample`] draws from
@@ -57,10 +56,7 @@ pub fn sample_naf(
         has_null: first.null_class().is_some(),
         forward: &forward,
     };
-    let core = SchedulerCore::new(config.noise_schedule(), config.prediction, sample.clip)
-        .with_dynamic_threshold(sample.dynamic_threshold);
-    let mut scheduler = samplers::build(sample.sampler, core, sample.eta);
-    scheduler.set_timesteps(sample.steps);
+    let mut scheduler = scheduler_for(config, sample);
     let [c, h, w] = first.shape;
     let noise = seeded_noise(sample.seed, u32::MAX, n * c * h * w, device);
     Ok(sample_from_fn(

@@ -30,6 +30,19 @@ pub struct ShardSpec {
     pub key: ShardKey,
 }
 
+impl ShardSpec {
+    /// Refuses fewer than two shards.
+    pub fn validate(&self) -> Result<()> {
+        if self.shards < 2 {
+            return Err(Error::Config(format!(
+                "--shards must be at least 2, got {}",
+                self.shards
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// What `shards.json` records.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShardManifest {
@@ -244,12 +257,7 @@ pub fn train_ar_sharded(
     opts: &TrainOptions,
 ) -> Result<Vec<ArReport>> {
     config.validate()?;
-    if spec.shards < 2 {
-        return Err(Error::Config(format!(
-            "--shards must be at least 2, got {}",
-            spec.shards
-        )));
-    }
+    spec.validate()?;
     let source = split(config)?;
     let manifest = source.manifest(config, spec);
     open_manifest(&manifest, opts)?;

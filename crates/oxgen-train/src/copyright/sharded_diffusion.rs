@@ -52,12 +52,7 @@ pub fn train_diffusion_sharded(
     opts: &TrainOptions,
 ) -> Result<Vec<TrainReport>> {
     config.validate()?;
-    if spec.shards < 2 {
-        return Err(Error::Config(format!(
-            "--shards must be at least 2, got {}",
-            spec.shards
-        )));
-    }
+    spec.validate()?;
     let (train, _) = split_rows(config)?;
     let plan = ShardPlan {
         shards: spec.shards,
