@@ -66,9 +66,10 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
 pub(crate) fn sample(a: SampleArgs) -> Result<()> {
     let device = device(&a.device)?;
     let run = oxgen_train::sample::load_run(&a.ckpt, &device)?;
-    let s = a
-        .sampling
-        .apply(run.config.sample.clone(), run.config.model.timesteps)?;
+    let s = a.text.kgw.sampling(
+        a.sampling
+            .apply(run.config.sample.clone(), run.config.model.timesteps)?,
+    );
     if a.text.best_of > 1 {
         anyhow::ensure!(
             a.text.reward.as_deref() == Some("classifier"),

@@ -133,6 +133,7 @@ impl TrainConfig {
                 clip: image.then_some(1.0),
                 dynamic_threshold: None,
                 seed: 0,
+                final_denoise: true,
             },
             dp: None,
             duplicates: None,

@@ -49,6 +49,9 @@ pub struct InvertOptions {
     pub clip: Option<f32>,
     /// Fixed-point refinements per step (0: the plain inversion).
     pub refine: usize,
+    /// Whether the sampler took its last step to x̂₀ (`SampleConfig::final_denoise`); when it
+    /// did not, the image is x at the last timestep t₀ and the inversion starts there.
+    pub final_denoise: bool,
 }
 
 impl Default for InvertOptions {
@@ -58,6 +61,7 @@ impl Default for InvertOptions {
             guidance: 1.0,
             clip: None,
             refine: 0,
+            final_denoise: true,
         }
     }
 }
@@ -124,11 +128,16 @@ pub fn ddim_invert(
             (x_s.clone() - eps.clone().mul_scalar((1.0 - ab_s).sqrt())).div_scalar(ab_s.sqrt());
         x0.mul_scalar(ab_t.sqrt()) + eps.mul_scalar((1.0 - ab_t).sqrt())
     };
-    // The sampler's last step takes x_{t_0} to the image (ᾱ = 1 there).
+    // The sampler's last step takes x_{t_0} to the image (ᾱ = 1 there); a sampler that stopped
+    // before it returned x_{t_0} itself.
     let (mut x, mut ab_s, mut at) = (x0, 1.0f64, ts[0]);
+    if !opts.final_denoise {
+        ab_s = schedule.alpha_bar(Some(ts[0]));
+        ts.remove(0);
+    }
     for (i, &t) in ts.iter().enumerate() {
         // The plain guess: the model at x_s, at the previous time (t_0 itself for the image).
-        let guess_t = if i == 0 { t } else { at };
+        let guess_t = if i == 0 && opts.final_denoise { t } else { at };
         let mut x_t = renoise(&x, eps_at(x.clone(), guess_t), ab_s, t);
         for _ in 0..opts.refine {
             x_t = renoise(&x, eps_at(x_t.clone(), t), ab_s, t);
@@ -166,6 +175,17 @@ mod tests {
     /// invertible where it bites, and an untrained model's x̂₀ bites everywhere.
     #[test]
     fn refined_inversion_recovers_the_noise() {
+        recovers_the_noise(true);
+    }
+
+    /// The same with the sampler stopped before its last step (`final_denoise: false`) and
+    /// the inversion starting from x_{t₀}.
+    #[test]
+    fn inversion_from_the_last_timestep_recovers_the_noise() {
+        recovers_the_noise(false);
+    }
+
+    fn recovers_the_noise(final_denoise: bool) {
         let device = Device::flex();
         let config = DiffusionConfig::new(DenoiserConfig::Mlp(
             MlpDenoiserConfig::new().with_hidden(16),
@@ -180,6 +200,7 @@ mod tests {
             steps: 10,
             guidance: 1.0,
             clip: None,
+            final_denoise,
             ..SampleConfig::default()
         };
         let n = 64;
@@ -204,6 +225,7 @@ mod tests {
                 guidance: 1.0,
                 clip: sample.clip,
                 refine,
+                final_denoise,
             };
             let got = host(ddim_invert(
                 &model,

@@ -289,6 +289,12 @@ pub struct SampleConfig {
     pub dynamic_threshold: Option<f32>,
     /// Noise seed.
     pub seed: u64,
+    /// Take the last step, from x at the last timestep t₀ to x̂₀ (the default). `false` stops
+    /// before it and returns x_{t₀}, which keeps √(1 − ᾱ_{t₀}) of noise (0.042 after 50 DDIM
+    /// steps of a 1,000-step cosine schedule) but can be inverted: on saturated images (MNIST's
+    /// black background) the denoiser's last x̂₀ is flat, and no inversion gets the noise back
+    /// through it (docs/detection.md, Tree-Ring).
+    pub final_denoise: bool,
 }
 
 impl Default for SampleConfig {
@@ -301,6 +307,7 @@ impl Default for SampleConfig {
             clip: None,
             dynamic_threshold: None,
             seed: 0,
+            final_denoise: true,
         }
     }
 }
@@ -413,7 +420,10 @@ pub fn sample_from_fn(
         let len = v.len();
         Tensor::<1, Int>::from_data(TensorData::new(v, [len]), device)
     });
-    let timesteps = scheduler.timesteps().to_vec();
+    let mut timesteps = scheduler.timesteps().to_vec();
+    if !sample.final_denoise {
+        timesteps.pop();
+    }
     for (i, &t) in timesteps.iter().enumerate() {
         let xb = x.clone().reshape([n, features]);
         let rows = if guided { 2 * n } else { n };

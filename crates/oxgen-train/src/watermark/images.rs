@@ -130,6 +130,7 @@ pub fn inversion(sample: &SampleConfig, refine: usize) -> InvertOptions {
         guidance: sample.guidance,
         clip: sample.clip,
         refine,
+        final_denoise: sample.final_denoise,
     }
 }
 
@@ -315,6 +316,8 @@ pub struct TreeRingReport {
     pub invert: InvertLabels,
     /// Fixed-point refinements per inversion step.
     pub refine: usize,
+    /// Whether the sampler took its last step (`SampleConfig::final_denoise`).
+    pub final_denoise: bool,
     /// Per attack.
     pub attacks: Vec<ImageAttackRow>,
     /// FD and class accuracy of the clean samples (labelled runs).
@@ -405,6 +408,7 @@ pub fn evaluate_images(
         n,
         invert: how,
         refine,
+        final_denoise: sample.final_denoise,
         attacks: rows,
         clean: clean_q,
         marked: marked_q,

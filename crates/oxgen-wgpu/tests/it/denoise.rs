@@ -284,6 +284,7 @@ fn a_ddim_sampler_run_takes_the_fused_path_and_matches_the_reference() {
         clip: Some(1.0),
         dynamic_threshold: None,
         seed: 11,
+        final_denoise: true,
     };
     let labels: Vec<u32> = (0..5).collect();
     denoise::set_path(OpPath::Auto);
