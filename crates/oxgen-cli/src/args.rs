@@ -84,6 +84,9 @@ pub(crate) enum Command {
     /// Privacy audits: membership inference (loss threshold and LiRA) against a VAE recipe.
     #[command(subcommand)]
     Audit(crate::audit::AuditCommand),
+    /// Generation in the limit: an adversary enumerates a target language of a collection,
+    /// a generator answers each string with a new one (docs/generation-in-the-limit.md).
+    Limit(crate::limit::LimitArgs),
     /// Decompresses what `oxgen compress` wrote, with the same run; refuses another run, a
     /// corrupt or truncated file, and checks the original's CRC-32 before writing.
     Decompress(crate::compress::DecompressArgs),

@@ -33,6 +33,7 @@ mod copyright;
 mod detect;
 mod diffusion;
 mod family;
+mod limit;
 mod privacy;
 mod tune;
 mod tune_args;
@@ -79,6 +80,7 @@ fn main() -> Result<()> {
         Command::Train(Family::Diffusion(a)) => diffusion::train(a)?,
         Command::Privacy(c) => privacy::run(c)?,
         Command::Audit(c) => audit::run(c)?,
+        Command::Limit(a) => limit::run(a)?,
         Command::Tune(TuneMethod::Grpo(a)) => tune::grpo(a)?,
         Command::Tune(TuneMethod::Sft(a)) => tune::sft(a)?,
         Command::Tune(TuneMethod::Merge(a)) => tune::merge(a)?,

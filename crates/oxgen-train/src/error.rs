@@ -49,6 +49,16 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A collection file of languages that cannot be used, and where.
+    #[error("{}{}: {reason}", path.display(), if *line > 0 { format!(", line {line}") } else { String::new() })]
+    Collection {
+        /// The file.
+        path: PathBuf,
+        /// The line (1-based; 0 when no line is to blame).
+        line: usize,
+        /// Why.
+        reason: String,
+    },
     /// Data containing NaN or infinity.
     #[error("{context} contains a non-finite value (NaN or infinity) at index {index}")]
     NonFinite {

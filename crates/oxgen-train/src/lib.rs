@@ -17,6 +17,7 @@ pub mod error;
 pub mod eval;
 pub mod family;
 pub mod interchange;
+pub mod limit;
 pub mod npy;
 pub mod plot;
 pub mod preset;

@@ -47,6 +47,7 @@ fn variant(e: &Error) -> &'static str {
         Error::Compressed { .. } => "Compressed",
         Error::Privacy { .. } => "Privacy",
         Error::NotSharded { .. } => "NotSharded",
+        Error::Collection { .. } => "Collection",
     }
 }
 
@@ -56,6 +57,29 @@ fn typed<T>(r: Result<T, Error>) -> Result<(), String> {
         Ok(_) => Ok(()),
         Err(e) => Err(format!("{}: {e}", variant(&e))),
     }
+}
+
+/// Reads collection TOML `text` and plays a short KM game on language `target`.
+fn collection(text: &'static str, target: usize) -> Box<dyn Fn(&Path) -> Result<(), String>> {
+    Box::new(move |dir| {
+        let path = dir.join("languages.toml");
+        fs::write(&path, text).unwrap();
+        let c = oxgen_train::limit::Collection::load(&path)
+            .map_err(|e| format!("{}: {e}", variant(&e)))?;
+        let config = oxgen_train::limit::GameConfig {
+            target,
+            steps: 10,
+            ..Default::default()
+        };
+        typed(oxgen_train::limit::report::run(
+            &c,
+            &config,
+            &[oxgen_train::limit::Order::Shortlex],
+            &[oxgen_train::limit::Generator::Km],
+            &dir.join("out"),
+            false,
+        ))
+    })
 }
 
 fn diffusion_with(
@@ -543,6 +567,40 @@ fn cases() -> Vec<Case> {
             }),
             "Parse",
             "expected",
+        ),
+        // Collections of languages (`oxgen limit`).
+        case(
+            "collection file that is not TOML (line 3)",
+            collection("alphabet = \"ab\"\n[[language]]\nregex = a*\n", 0),
+            "Collection",
+            "line 3",
+        ),
+        case(
+            "collection with an invalid regular expression (line 4)",
+            collection(
+                "alphabet = \"ab\"\n[[language]]\nregex = \"a*\"\n[[language]]\nregex = \"(a|b\"\n",
+                0,
+            ),
+            "Collection",
+            "line 4: invalid regular expression",
+        ),
+        case(
+            "collection with an empty language (line 5)",
+            collection(
+                "alphabet = \"ab\"\n\n[[language]]\nregex = \"a*\"\n[[language]]\nregex = \"c+\"\n",
+                0,
+            ),
+            "Collection",
+            "line 5: language `L1` is empty",
+        ),
+        case(
+            "game target out of range (3 of 2 languages)",
+            collection(
+                "[[language]]\nfamily = \"anbn\"\n[[language]]\nfamily = \"progression\"\n",
+                3,
+            ),
+            "Collection",
+            "target 3 is out of range",
         ),
         // Devices.
         case(
