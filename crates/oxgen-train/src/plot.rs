@@ -378,3 +378,63 @@ pub fn curve_with_reference(
         .map_err(|e| plot_err(path, e))?;
     root.present().map_err(|e| plot_err(path, e))
 }
+
+/// Panels stacked one above the other, each with several labelled curves and a legend, against
+/// a logarithmic x axis (x ≥ 1): (y name, [(label, points)]) per panel.
+pub fn labelled_panels_log_x(
+    path: &Path,
+    title: &str,
+    x_name: &str,
+    panels: &[(&str, Vec<(String, Vec<(f64, f64)>)>)],
+) -> Result<()> {
+    register_font();
+    if panels.is_empty() {
+        return Ok(());
+    }
+    let x1 = panels
+        .iter()
+        .flat_map(|(_, s)| s.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)))
+        .fold(2.0f64, f64::max);
+    let root = BitMapBackend::new(path, (900, 330 * panels.len() as u32 + 40)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let root = root
+        .titled(title, ("sans-serif", 22))
+        .map_err(|e| plot_err(path, e))?;
+    for (area, (y_name, series)) in root.split_evenly((panels.len(), 1)).iter().zip(panels) {
+        let mut chart = ChartBuilder::on(area)
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d((1.0..x1).log_scale(), -0.02..1.02)
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc(x_name)
+            .y_desc(*y_name)
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        for (i, (label, pts)) in series.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(
+                    pts.iter()
+                        .copied()
+                        .filter(|p| p.0 >= 1.0 && p.1.is_finite()),
+                    color.stroke_width(2),
+                ))
+                .map_err(|e| plot_err(path, e))?
+                .label(label.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+    }
+    root.present().map_err(|e| plot_err(path, e))
+}

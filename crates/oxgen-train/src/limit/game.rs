@@ -42,7 +42,7 @@ pub struct GameConfig {
     /// A generator's output is its hypothesis' k-th unseen string (shortlex), k geometric with
     /// this mean: every unseen string has positive probability.
     pub mean_rank: f64,
-    /// Points on the curves.
+    /// Points on the curves, at log-spaced steps.
     pub points: usize,
 }
 
@@ -135,7 +135,9 @@ pub fn play(
     let mut adversary = Adversary::new(config.order, config.max_len, config.seed);
     let mut rng = StdRng::seed_from_u64(config.seed ^ 0x5EED);
     let mut breadth_pool = Pool::new(config.max_len);
-    let every = config.steps.div_ceil(config.points.max(1)).max(1);
+    // Points at log-spaced steps: each ratio× the last (at least one step apart).
+    let ratio = (config.steps as f64).powf(1.0 / config.points.max(1) as f64);
+    let mut next_point = 1usize;
     let (mut valid, mut points) = (Vec::new(), Vec::new());
     let (mut changes, mut last_change, mut current): (usize, Option<usize>, Option<usize>) =
         (0, None, None);
@@ -184,7 +186,8 @@ pub fn play(
             }
             current = h;
         }
-        if (t + 1) % every == 0 || t + 1 == config.steps {
+        if t + 1 >= next_point || t + 1 == config.steps {
+            next_point = ((next_point as f64 * ratio).ceil() as usize).max(next_point + 1);
             let from = points.last().map_or(0, |p: &Point| p.step);
             let window = &valid[from..];
             points.push(Point {

@@ -100,31 +100,31 @@ fn write(collection: &Collection, reports: &[GameReport], out: &Path) -> Result<
     orders.dedup();
     for order in orders {
         let games: Vec<&GameReport> = reports.iter().filter(|r| r.config.order == order).collect();
-        let mut series = Vec::new();
-        for r in &games {
-            let pts = |f: &dyn Fn(&super::game::Point) -> Option<f64>| {
-                r.points
+        let curve =
+            |f: &dyn Fn(&super::game::Point) -> Option<f64>| -> Vec<(String, Vec<(f64, f64)>)> {
+                games
                     .iter()
-                    .filter_map(|p| f(p).map(|y| (p.step as f64, y)))
-                    .collect::<Vec<_>>()
+                    .map(|r| {
+                        let pts = r
+                            .points
+                            .iter()
+                            .filter_map(|p| f(p).map(|y| (p.step as f64, y)))
+                            .collect();
+                        (r.config.generator.to_string(), pts)
+                    })
+                    .collect()
             };
-            series.push((
-                format!("validity, {}", r.config.generator),
-                pts(&|p| Some(p.validity)),
-            ));
-            series.push((
-                format!("breadth, {}", r.config.generator),
-                pts(&|p| p.breadth),
-            ));
-        }
-        let named: Vec<(&str, Vec<(f64, f64)>)> = series
-            .iter()
-            .map(|(n, p)| (n.as_str(), p.clone()))
-            .collect();
-        crate::plot::panels(
+        crate::plot::labelled_panels_log_x(
             &out.join(format!("curves-{order}.png")),
             &format!("target `{target}`, {order} adversary"),
-            &named,
+            "step",
+            &[
+                (
+                    "validity (share valid since the last point)",
+                    curve(&|p| Some(p.validity)),
+                ),
+                ("breadth", curve(&|p| p.breadth)),
+            ],
         )?;
     }
     // The trade-off: validity against breadth over the last tenth, one point per breadth
