@@ -8,7 +8,7 @@ use oxgen_train::limit::{Collection, GameConfig, Generator, Order};
 
 #[derive(Args)]
 #[command(
-    after_help = "Examples:\n  oxgen limit --collection examples/limit/bcount.toml --target 1 --adversary adversarial --generator km,identify --steps 100000 --out runs/limit-bcount\n  oxgen limit --collection examples/limit/ab.toml --target 6 --adversary all --generator all --out runs/limit-ab\n\nGenerators: km, identify, gold, memorise, breadth:B (B in [0, 1]); all = these with B = 0, 0.25, 0.5, 0.75, 1.\nAdversaries: shortlex, random, adversarial; all = the three."
+    after_help = "Examples:\n  oxgen limit --collection examples/limit/bcount.toml --target 1 --adversary adversarial --generator km,identify --steps 100000 --out runs/limit-bcount\n  oxgen limit --collection examples/limit/ab.toml --target 6 --adversary all --generator all --out runs/limit-ab\n\n  oxgen limit --collection examples/limit/bcount.toml --target 5 --write-text 2000 --out runs/l3\n  oxgen train ar --data runs/l3/target.txt --out runs/l3-model\n  oxgen limit --collection examples/limit/bcount.toml --target 5 --generator km,model,model-constrained --model runs/l3-model --steps 2000 --out runs/limit-model\n\nGenerators: km, identify, gold, memorise, breadth:B (B in [0, 1]), model and model-constrained (with --model); all = the first four and breadth with B = 0, 0.25, 0.5, 0.75, 1.\nAdversaries: shortlex, random, adversarial; all = the three."
 )]
 pub(crate) struct LimitArgs {
     /// The collection of languages (TOML; docs/generation-in-the-limit.md).
@@ -35,6 +35,17 @@ pub(crate) struct LimitArgs {
     /// Seed of the random order and of the generators' draws.
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
+    /// A trained character run (`oxgen train ar --data FILE`, one string per line) for the
+    /// generators model and model-constrained.
+    #[arg(long)]
+    pub(crate) model: Option<PathBuf>,
+    /// The model generators' nucleus (top-p).
+    #[arg(long, default_value_t = 0.95)]
+    pub(crate) top_p: f32,
+    /// Instead of playing: write N strings of the target, drawn without replacement from its
+    /// first 4N (shortlex), one per line, to OUT/target.txt (training data for --model).
+    #[arg(long, value_name = "N")]
+    pub(crate) write_text: Option<usize>,
     /// Output folder: report.json, report.md, curves-ORDER.png, tradeoff-ORDER.png.
     #[arg(long)]
     pub(crate) out: PathBuf,
@@ -72,6 +83,30 @@ pub(crate) fn run(a: LimitArgs) -> Result<()> {
             "breadth:1",
         ],
     )?;
+    if let Some(n) = a.write_text {
+        let path = a.out.join("target.txt");
+        let k = oxgen_train::limit::report::write_target_text(
+            &collection,
+            a.target,
+            n,
+            a.seed,
+            a.languages,
+            &path,
+        )?;
+        println!("wrote {} ({k} strings of the target)", path.display());
+        return Ok(());
+    }
+    let device = burn::tensor::Device::flex();
+    let run = match &a.model {
+        Some(p) => Some(oxgen_train::ar::load_ar(p, &device)?),
+        None => None,
+    };
+    let mut lines = match &run {
+        Some(r) => Some(oxgen_train::limit::model::ModelLines::new(
+            r, &device, a.seed, a.top_p, a.max_len,
+        )?),
+        None => None,
+    };
     let base = GameConfig {
         target: a.target,
         steps: a.steps,
@@ -85,6 +120,7 @@ pub(crate) fn run(a: LimitArgs) -> Result<()> {
         &base,
         &orders,
         &generators,
+        lines.as_mut(),
         &a.out,
         !a.quiet,
     )?;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::language::{Kind, Language};
 use super::learner::{Generator, Knowledge};
+use super::model::ModelLines;
 use super::text::{Adversary, Order, Pool};
 use crate::{Error, Result};
 
@@ -107,9 +108,12 @@ pub struct GameReport {
 }
 
 /// Plays one game on `languages` (the collection's first ones), one tick of `bar` a step.
+///
+/// `lines` is the trained model that [`Generator::Model`] samples (other generators ignore it).
 pub fn play(
     languages: &[Language],
     config: &GameConfig,
+    mut lines: Option<&mut ModelLines>,
     bar: &indicatif::ProgressBar,
 ) -> Result<GameReport> {
     let target = languages.get(config.target).ok_or_else(|| {
@@ -171,6 +175,24 @@ pub fn play(
                 let i = rng.random_range(0..k.sample.len());
                 Some(k.sample[i].clone())
             }
+            _ if matches!(config.generator, Generator::Model { .. }) => {
+                let src = lines.as_deref_mut().ok_or_else(|| {
+                    Error::Config("the model generator needs a trained run (--model RUN)".into())
+                })?;
+                let constraint = constraint_of(config, languages, h);
+                // Up to 8 lines, the first unseen one kept (else the last).
+                let mut out = None;
+                for _ in 0..8 {
+                    if let Some(line) = src.line(constraint) {
+                        let fresh = !k.seen(&line);
+                        out = Some(line);
+                        if fresh {
+                            break;
+                        }
+                    }
+                }
+                out
+            }
             None => None,
             Some(i) => k.unseen(i, rank),
         };
@@ -193,7 +215,19 @@ pub fn play(
             points.push(Point {
                 step: t + 1,
                 validity: window.iter().filter(|&&v| v).count() as f64 / window.len() as f64,
-                breadth: breadth(&mut k, &mut breadth_pool, target, h, config),
+                breadth: match lines.as_deref_mut() {
+                    Some(src) if matches!(config.generator, Generator::Model { .. }) => {
+                        model_breadth(
+                            &k,
+                            &mut breadth_pool,
+                            target,
+                            src,
+                            constraint_of(config, languages, h),
+                            config,
+                        )
+                    }
+                    _ => breadth(&mut k, &mut breadth_pool, target, h, config),
+                },
                 hypothesis: h,
             });
         }
@@ -225,6 +259,53 @@ pub fn play(
     })
 }
 
+/// What a model generator is constrained to: KM's hypothesis, when asked.
+fn constraint_of<'l>(
+    config: &GameConfig,
+    languages: &'l [Language],
+    h: Option<usize>,
+) -> Option<&'l Language> {
+    match config.generator {
+        Generator::Model { constrained: true } => h.map(|i| &languages[i]),
+        _ => None,
+    }
+}
+
+/// The target's first `n` unseen strings, shortlex.
+fn unseen_of_target(k: &Knowledge, pool: &mut Pool, target: &Language, n: usize) -> Vec<String> {
+    let mut unseen = Vec::new();
+    let mut i = 0;
+    while unseen.len() < n {
+        let Some(s) = pool.get(target, i) else { break };
+        if !k.seen(s) {
+            unseen.push(s.to_owned());
+        }
+        i += 1;
+    }
+    unseen
+}
+
+/// A model generator's breadth: the share of the target's first `breadth_strings / 4` unseen
+/// strings that its nucleus sampler (masked, when constrained) gives positive probability.
+fn model_breadth(
+    k: &Knowledge,
+    pool: &mut Pool,
+    target: &Language,
+    src: &mut ModelLines,
+    constraint: Option<&Language>,
+    config: &GameConfig,
+) -> Option<f64> {
+    let unseen = unseen_of_target(k, pool, target, (config.breadth_strings / 4).max(1));
+    if unseen.is_empty() {
+        return None;
+    }
+    let hit = unseen
+        .iter()
+        .filter(|s| src.in_support(s, constraint))
+        .count();
+    Some(hit as f64 / unseen.len() as f64)
+}
+
 /// The share of the target's strings up to `breadth_len` characters in the hypothesis, when
 /// both are regular expressions; else of its first `breadth_strings` unseen strings (the
 /// memoriser's support is the sample: 0).
@@ -241,15 +322,7 @@ fn breadth(
         let (all, both) = t.count_within(hyp, config.breadth_len);
         return (all > 0.0).then(|| both / all);
     }
-    let mut unseen = Vec::new();
-    let mut i = 0;
-    while unseen.len() < config.breadth_strings {
-        let Some(s) = pool.get(target, i) else { break };
-        if !k.seen(s) {
-            unseen.push(s.to_owned());
-        }
-        i += 1;
-    }
+    let unseen = unseen_of_target(k, pool, target, config.breadth_strings);
     if unseen.is_empty() {
         return None;
     }

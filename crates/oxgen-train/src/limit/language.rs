@@ -130,6 +130,17 @@ impl RegexLanguage {
         self.to_accept[0] == usize::MAX
     }
 
+    /// Whether the string that led from the start (state 0) to `state` is a member.
+    pub fn accepts(&self, state: usize) -> bool {
+        self.accept[state]
+    }
+
+    /// The state after `c` from `state`, if some member still begins this way.
+    pub fn step(&self, state: usize, c: char) -> Option<usize> {
+        let k = self.alphabet.binary_search(&c).ok()?;
+        self.next[state][k].filter(|&t| self.to_accept[t] != usize::MAX)
+    }
+
     /// How many strings of at most `n` symbols `self` has, and how many of those `other` has
     /// too (counted on the product of the two DFAs, as f64: exact below 2⁵³).
     pub fn count_within(&self, other: &RegexLanguage, n: usize) -> (f64, f64) {

@@ -186,6 +186,12 @@ pub enum Generator {
     /// L_{c1} ⊇ L_{c2} ⊇ …, and breadth B picks the one at fraction B from its narrow end (B = 0
     /// is KM's, B = 1 the first consistent language): validity traded for breadth.
     Breadth(f64),
+    /// A trained character model's lines ([`super::model::ModelLines`]), unconstrained or
+    /// constrained to KM's hypothesis; its hypothesis is KM's.
+    Model {
+        /// Masked to KM's hypothesis (when it is a regular expression).
+        constrained: bool,
+    },
 }
 
 impl std::str::FromStr for Generator {
@@ -196,10 +202,12 @@ impl std::str::FromStr for Generator {
             "identify" => Ok(Generator::Identify),
             "gold" => Ok(Generator::Gold),
             "memorise" | "memorize" => Ok(Generator::Memorise),
+            "model" => Ok(Generator::Model { constrained: false }),
+            "model-constrained" => Ok(Generator::Model { constrained: true }),
             _ => match s.strip_prefix("breadth:").map(str::parse::<f64>) {
                 Some(Ok(b)) if (0.0..=1.0).contains(&b) => Ok(Generator::Breadth(b)),
                 _ => Err(format!(
-                    "unknown generator `{s}` (km, identify, gold, memorise, breadth:B with B in [0, 1])"
+                    "unknown generator `{s}` (km, identify, gold, memorise, breadth:B with B in [0, 1], model, model-constrained)"
                 )),
             },
         }
@@ -214,6 +222,8 @@ impl std::fmt::Display for Generator {
             Generator::Gold => f.write_str("gold"),
             Generator::Memorise => f.write_str("memorise"),
             Generator::Breadth(b) => write!(f, "breadth:{b}"),
+            Generator::Model { constrained: false } => f.write_str("model"),
+            Generator::Model { constrained: true } => f.write_str("model-constrained"),
         }
     }
 }
@@ -224,7 +234,7 @@ impl Generator {
     pub fn hypothesis(&self, k: &mut Knowledge, n: usize, m: usize) -> Option<usize> {
         match self {
             Generator::Memorise => None,
-            Generator::Km => k.critical(n, m).last().copied(),
+            Generator::Km | Generator::Model { .. } => k.critical(n, m).last().copied(),
             Generator::Gold => k.consistent_among(n).first().copied(),
             Generator::Identify => {
                 let c = k.consistent_among(n);

@@ -10,12 +10,14 @@
 //! - [`text`]: the adversaries' orders;
 //! - [`learner`]: consistency, inclusion by membership queries, critical languages, and the
 //!   generators' hypotheses;
-//! - [`game`]: the game and its measurements; [`report`]: report.json, report.md, the curves.
+//! - [`game`]: the game and its measurements; [`report`]: report.json, report.md, the curves;
+//! - [`model`]: a trained character model as a generator, constrained or not.
 
 pub mod collection;
 pub mod game;
 pub mod language;
 pub mod learner;
+pub mod model;
 pub mod report;
 pub mod text;
 

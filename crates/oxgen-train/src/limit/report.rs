@@ -10,13 +10,14 @@ use super::learner::Generator;
 use super::text::Order;
 use crate::{Error, Result};
 
-/// Plays every generator against every order (`base` gives the rest of the settings) and
-/// writes the report into `out`.
+/// Plays every generator against every order (`base` gives the rest of the settings; `lines`
+/// is the trained model of the model generators) and writes the report into `out`.
 pub fn run(
     collection: &Collection,
     base: &GameConfig,
     orders: &[Order],
     generators: &[Generator],
+    mut lines: Option<&mut super::model::ModelLines>,
     out: &Path,
     progress: bool,
 ) -> Result<Vec<GameReport>> {
@@ -49,7 +50,7 @@ pub fn run(
                 ..base.clone()
             };
             bar.set_message(format!("{generator} against {order}"));
-            reports.push(play(&languages, &config, &bar)?);
+            reports.push(play(&languages, &config, lines.as_deref_mut(), &bar)?);
         }
     }
     bar.finish_and_clear();
@@ -153,4 +154,35 @@ fn write(collection: &Collection, reports: &[GameReport], out: &Path) -> Result<
         )?;
     }
     Ok(())
+}
+
+/// Writes `n` strings of the target (language `target` of `collection`, among its first
+/// `languages`), drawn without replacement from its first 4n in shortlex order, one per line,
+/// to `path`: training data for a model generator. Returns how many were written (fewer when
+/// the target has fewer strings).
+pub fn write_target_text(
+    collection: &Collection,
+    target: usize,
+    n: usize,
+    seed: u64,
+    languages: usize,
+    path: &Path,
+) -> Result<usize> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let langs = collection.take(languages.max(target + 1))?;
+    let t = langs.get(target).ok_or_else(|| Error::Collection {
+        path: collection.path.clone(),
+        line: 0,
+        reason: format!("target {target} is out of range: {} languages", langs.len()),
+    })?;
+    let mut pool = t.strings(64, 4 * n);
+    pool.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    pool.truncate(n);
+    let text: String = pool.iter().map(|s| format!("{s}\n")).collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("output folder", dir, e))?;
+    }
+    crate::compress::write_atomic(path, text.as_bytes())?;
+    Ok(pool.len())
 }

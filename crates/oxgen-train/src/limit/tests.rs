@@ -202,7 +202,7 @@ fn identification_fails_where_generation_succeeds() {
                 steps: 5000,
                 ..GameConfig::default()
             };
-            play(&langs, &config, &indicatif::ProgressBar::hidden()).unwrap()
+            play(&langs, &config, None, &indicatif::ProgressBar::hidden()).unwrap()
         };
         let identify = game(Generator::Identify);
         assert!(
@@ -288,7 +288,8 @@ fn the_report_is_written() {
     };
     let generators = [0.0, 0.5, 1.0].map(Generator::Breadth);
     let orders = [Order::Shortlex, Order::Adversarial];
-    let reports = super::report::run(&c, &base, &orders, &generators, dir.path(), false).unwrap();
+    let reports =
+        super::report::run(&c, &base, &orders, &generators, None, dir.path(), false).unwrap();
     assert_eq!(reports.len(), 6);
     let json: Vec<super::GameReport> =
         serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();

@@ -76,6 +76,7 @@ fn collection(text: &'static str, target: usize) -> Box<dyn Fn(&Path) -> Result<
             &config,
             &[oxgen_train::limit::Order::Shortlex],
             &[oxgen_train::limit::Generator::Km],
+            None,
             &dir.join("out"),
             false,
         ))
