@@ -92,6 +92,9 @@ pub struct GameReport {
     pub validity: f64,
     /// Share of valid outputs over its last tenth.
     pub validity_last_tenth: f64,
+    /// Share of outputs outside the target (hallucinations; the other invalid outputs are
+    /// repeats of shown strings, or none).
+    pub outside: f64,
     /// The step from which every output was valid to the end (1-based; `None`: the last output
     /// was invalid).
     pub valid_from: Option<usize>,
@@ -143,6 +146,7 @@ pub fn play(
     let ratio = (config.steps as f64).powf(1.0 / config.points.max(1) as f64);
     let mut next_point = 1usize;
     let (mut valid, mut points) = (Vec::new(), Vec::new());
+    let mut outside = 0usize;
     let (mut changes, mut last_change, mut current): (usize, Option<usize>, Option<usize>) =
         (0, None, None);
     // Geometric ranks with mean `mean_rank`: P(r) = (1 − q)·q^r.
@@ -196,11 +200,9 @@ pub fn play(
             None => None,
             Some(i) => k.unseen(i, rank),
         };
-        valid.push(
-            output
-                .as_deref()
-                .is_some_and(|o| target.contains(o) && !k.seen(o)),
-        );
+        let member = output.as_deref().is_some_and(|o| target.contains(o));
+        outside += usize::from(output.is_some() && !member);
+        valid.push(member && output.as_deref().is_some_and(|o| !k.seen(o)));
         if h != current {
             if current.is_some() {
                 changes += 1;
@@ -249,6 +251,7 @@ pub fn play(
         played,
         validity: share(&valid),
         validity_last_tenth: share(&valid[played - played.div_ceil(10)..]),
+        outside: outside as f64 / played.max(1) as f64,
         valid_from,
         changes,
         last_change,

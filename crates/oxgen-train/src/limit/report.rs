@@ -65,16 +65,17 @@ fn fmt_opt(v: Option<usize>) -> String {
 /// The table of `reports`, one row per game.
 pub fn table(reports: &[GameReport]) -> String {
     let mut s = String::from(
-        "| adversary | generator | steps | valid | valid, last tenth | valid from step | hypothesis changes (last at) | final hypothesis | breadth, last tenth |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| adversary | generator | steps | valid | valid, last tenth | outside the target | valid from step | hypothesis changes (last at) | final hypothesis | breadth, last tenth |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in reports {
         s += &format!(
-            "| {} | {} | {} | {:.3} | {:.3} | {} | {} ({}) | {} | {} |\n",
+            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} ({}) | {} | {} |\n",
             r.config.order,
             r.config.generator,
             r.played,
             r.validity,
             r.validity_last_tenth,
+            r.outside,
             fmt_opt(r.valid_from),
             r.changes,
             fmt_opt(r.last_change),
