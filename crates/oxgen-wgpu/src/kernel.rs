@@ -3,9 +3,21 @@
 
 use std::fmt::Debug;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::wgpu::{KernelSource, SourceTemplate};
-use burn::cubecl::prelude::KernelId;
+use burn::cubecl::prelude::{ExecutionMode, KernelId};
+
+/// Whether kernels compile with naga's loop bounding (cubecl's `ExecutionMode::Checked`).
+static LOOP_BOUNDING: AtomicBool = AtomicBool::new(false);
+
+/// Compile the kernels launched from now on with naga's `force_loop_bounding` (cubecl's
+/// `ExecutionMode::Checked`: a counter in every loop, which also blocks unrolling;
+/// gfx-rs/wgpu#7698) or without it (the default, `Unchecked`: every kernel here bounds its own
+/// loops and indices). The two are cached apart, so a benchmark can compare them in one run.
+pub fn set_loop_bounding(on: bool) {
+    LOOP_BOUNDING.store(on, Ordering::Relaxed);
+}
 
 /// A compile-time variant of a WGSL template.
 pub(crate) trait Template: Copy + Eq + Hash + Debug + Send + Sync + 'static {
@@ -23,7 +35,12 @@ impl<V: Template> KernelSource for Wgsl<V> {
 
     fn id(&self) -> KernelId {
         // `info` replaces rather than appends: key the cache on the whole variant.
-        KernelId::new::<Self>().info(self.0)
+        let mode = if LOOP_BOUNDING.load(Ordering::Relaxed) {
+            ExecutionMode::Checked
+        } else {
+            ExecutionMode::Unchecked
+        };
+        KernelId::new::<Self>().info(self.0).mode(mode)
     }
 
     fn lang(&self) -> &'static str {

@@ -13,6 +13,7 @@ mod kernel;
 pub mod per_sample_norm;
 
 pub use device::{AdapterReport, DeviceChoice, SelectedDevice, adapters, is_wgpu, select};
+pub use kernel::set_loop_bounding;
 
 // Found by `oxgen_models::ops::install_kernels` at the first fused-op call, so the kernels take
 // effect on any wgpu device, including one a program made itself.
