@@ -125,32 +125,28 @@ impl Collection {
             } else if let Some(f) = &e.family {
                 family(f, e.start, e.step, e.depth, e.digits).map_err(|r| err(at, r))?
             } else {
-                Kind::Regex(
-                    RegexLanguage::new(e.regex.as_deref().unwrap_or(""), &[])
-                        .map_err(|r| err(at, r))?,
-                )
+                // Compiled below, once the alphabet is known.
+                languages.push((at, name, Err(e.regex.clone().unwrap_or_default())));
+                continue;
             };
-            languages.push((at, name, kind));
+            languages.push((at, name, Ok(kind)));
         }
         // The alphabet: given, or the characters of the built-in families and finite sets.
         let mut alphabet: Vec<char> = match &file.alphabet {
             Some(a) => a.get_ref().chars().collect(),
             None => languages
                 .iter()
-                .flat_map(|(_, name, kind)| {
-                    Language {
-                        name: name.clone(),
-                        kind: kind.clone(),
-                    }
-                    .characters()
+                .filter_map(|(_, name, kind)| {
+                    let kind = kind.as_ref().ok()?.clone();
+                    let name = name.clone();
+                    Some(Language { name, kind }.characters())
                 })
+                .flatten()
                 .collect(),
         };
         alphabet.sort_unstable();
         alphabet.dedup();
-        let has_regex = languages
-            .iter()
-            .any(|(_, _, k)| matches!(k, Kind::Regex(_)))
+        let has_regex = languages.iter().any(|(_, _, k)| k.is_err())
             || file
                 .generate
                 .as_ref()
@@ -164,10 +160,10 @@ impl Collection {
         let mut listed = Vec::new();
         for (at, name, kind) in languages {
             let kind = match kind {
-                Kind::Regex(r) => {
-                    Kind::Regex(RegexLanguage::new(&r.pattern, &alphabet).map_err(|r| err(at, r))?)
+                Ok(k) => k,
+                Err(pattern) => {
+                    Kind::Regex(RegexLanguage::new(&pattern, &alphabet).map_err(|r| err(at, r))?)
                 }
-                k => k,
             };
             let lang = Language { name, kind };
             if lang.is_empty() {

@@ -503,7 +503,7 @@ fn dyck_of_length(
         return;
     }
     // '(' sorts before ')'.
-    if open < depth && open < left {
+    if open < depth && open + 1 < left {
         prefix.push('(');
         dyck_of_length(len, depth, limit, prefix, open + 1, out);
         prefix.pop();
