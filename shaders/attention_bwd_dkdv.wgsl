@@ -26,7 +26,7 @@
 // = invocations), {{ br_d4 }} (= br·d4), {{ causal }}, {{ bias }}, and code unrolled over the
 // head dim (see attention_fwd.wgsl for why): `dot_qs_k`, `dot_dos_v`, `dkdv_add`.
 //
-// Layout: workgroup (x, y) = (key tile, batch·head); invocation r owns key row x·BC + r, with its
+// Layout: workgroup (x, y + z·Y) = (key tile, batch·head); invocation r owns key row x·BC + r, with its
 // k, v, dK and dV rows in registers. Query tiles of BR rows (q, dO, lse, Δ) are staged in
 // workgroup memory. Causal: query rows that cannot see any key of the tile are skipped.
 
@@ -67,13 +67,19 @@ var<workgroup> shared_params: Params;
 @compute @workgroup_size({{ bc }}, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
     if (lid == 0u) {
         shared_params = params;
     }
     let p = workgroupUniformLoad(&shared_params);
-    let bh = wid.y;
+    // (batch, head) = wid.y + wid.z · grid.y: past 65,535 the grid folds into z, and the
+    // workgroups of the last z row past B·H have nothing to do (uniform: the whole workgroup).
+    let bh = wid.y + wid.z * grid.y;
+    if (bh >= p.bh) {
+        return;
+    }
     let key = wid.x * BC + lid;
     let live = key < p.lk;
     let base = (bh * p.lk + key) * D4;

@@ -26,7 +26,7 @@
 // {{ bc_d4 }} (= bc·d4), {{ causal }}, {{ bias }}, and code unrolled over the head dim (see
 // attention_fwd.wgsl for why): `dot_q_k`, `dot_do_v`, `acc_add_ds_k`.
 //
-// Layout: as the forward. Workgroup (x, y) = (query tile, batch·head); invocation r owns query row
+// Layout: as the forward. Workgroup (x, y + z·Y) = (query tile, batch·head); invocation r owns query row
 // x·BR + r, with its q, dO and dQ rows in registers; K and V tiles are staged in workgroup memory.
 
 {{ enable_f16 }}
@@ -63,13 +63,19 @@ var<workgroup> shared_params: Params;
 @compute @workgroup_size({{ br }}, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
     if (lid == 0u) {
         shared_params = params;
     }
     let p = workgroupUniformLoad(&shared_params);
-    let bh = wid.y;
+    // (batch, head) = wid.y + wid.z · grid.y: past 65,535 the grid folds into z, and the
+    // workgroups of the last z row past B·H have nothing to do (uniform: the whole workgroup).
+    let bh = wid.y + wid.z * grid.y;
+    if (bh >= p.bh) {
+        return;
+    }
     let row = wid.x * BR + lid;
     let live = row < p.lq;
     let base = (bh * p.lq + row) * D4;

@@ -28,7 +28,7 @@
 // invocation after 65,535 iterations in total; with the head-dim loops unrolled an invocation
 // makes about 2·Lk loop iterations, not 2·Lk·D.
 //
-// Layout: workgroup (x, y) = (query tile, batch·head). Invocation r owns query row x·BR + r: its
+// Layout: workgroup (x, y + z·Y) = (query tile, batch·head). Invocation r owns query row x·BR + r: its
 // q row and output accumulator stay in registers. K and V tiles of BC rows are staged in
 // workgroup memory, each loaded once per workgroup and read by all BR rows. Per tile: the BC
 // scores, one rescale of the accumulator by exp(m_old − m_new), then the weighted sum of V.
@@ -66,6 +66,7 @@ var<workgroup> shared_params: Params;
 @compute @workgroup_size({{ br }}, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
     if (lid == 0u) {
@@ -73,7 +74,12 @@ fn main(
     }
     // Uniform copy of the parameters: the tile loop below holds barriers.
     let p = workgroupUniformLoad(&shared_params);
-    let bh = wid.y;
+    // (batch, head) = wid.y + wid.z · grid.y: past 65,535 the grid folds into z, and the
+    // workgroups of the last z row past B·H have nothing to do (uniform: the whole workgroup).
+    let bh = wid.y + wid.z * grid.y;
+    if (bh >= p.bh) {
+        return;
+    }
     let row = wid.x * BR + lid;
     let live = row < p.lq;
     let q_base = (bh * p.lq + row) * D4;

@@ -361,8 +361,9 @@ pub(crate) struct DeviceArgs {
     #[arg(long, default_value = "auto")]
     pub(crate) device: DeviceChoice,
     /// Which implementation the fused ops (denoising update, GroupNorm+SiLU, attention) run:
-    /// auto | reference | fused. `fused` fails when no kernel takes the device; inputs a kernel
-    /// has no variant for (attention head dims other than 32, 64, 128) take the reference.
+    /// auto | reference | fused. `fused` fails up front when no kernel takes the device, and at
+    /// the end when an input had no kernel (attention head dims past 256); kernels.json says
+    /// what ran.
     #[arg(long, default_value = "auto", value_parser = parse_path)]
     pub(crate) op_path: OpPath,
 }

@@ -62,6 +62,65 @@ fn device(args: &DeviceArgs) -> Result<burn::tensor::Device> {
     Ok(selected.device)
 }
 
+/// Where a train, sample or eval command writes `kernels.json`: the run folder of `train`, the
+/// output folder of `sample` (the folder of `--out` when it names a file) and of `eval`.
+fn kernels_dir(command: &Command) -> Option<(PathBuf, oxgen_models::ops::OpPath)> {
+    let folder = |out: &std::path::Path| match out.extension() {
+        Some(_) if !out.is_dir() => out
+            .parent()
+            .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf),
+        _ => out.to_path_buf(),
+    };
+    match command {
+        Command::Train(
+            Family::Ar(a)
+            | Family::Vae(a)
+            | Family::Flow(a)
+            | Family::Gan(a)
+            | Family::Diffusion(a),
+        ) => Some((a.out.clone(), a.device.op_path)),
+        Command::Sample(a) => Some((folder(&a.out), a.device.op_path)),
+        Command::Eval(a) => Some((
+            a.out.clone().unwrap_or_else(|| eval_dir(&a.ckpt)),
+            a.device.op_path,
+        )),
+        _ => None,
+    }
+}
+
+/// Writes what the fused ops ran (`kernels.json`) and prints its summary line. A run with
+/// `--op-path fused` in which some op still ran its reference fails here, naming the ops.
+fn report_kernels(dir: &std::path::Path, path: oxgen_models::ops::OpPath) -> Result<()> {
+    use oxgen_models::ops::{OpPath, stats};
+    let report = stats::thread();
+    if report.ops.is_empty() {
+        return Ok(());
+    }
+    let file = report.write(dir).map_err(|e| {
+        anyhow::anyhow!(
+            "could not write {}: {e}",
+            dir.join("kernels.json").display()
+        )
+    })?;
+    eprintln!("{} ({})", report.summary(), file.display());
+    let refused: Vec<String> = report
+        .ops
+        .iter()
+        .filter(|(_, c)| c.reference > 0)
+        .map(|(op, c)| {
+            let why: Vec<&str> = c.reasons.keys().map(String::as_str).collect();
+            format!("{op} ({})", why.join("; "))
+        })
+        .collect();
+    if path == OpPath::Fused && !refused.is_empty() {
+        anyhow::bail!(
+            "--op-path fused: these ops ran their reference: {}",
+            refused.join(", ")
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     alloc::keep_freed_pages();
     let cli = Cli::parse();
@@ -72,6 +131,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    let kernels = kernels_dir(&cli.command);
     match cli.command {
         Command::Train(Family::Ar(a)) => ar::train(a)?,
         Command::Train(Family::Vae(a)) => family::train("vae", a)?,
@@ -121,6 +181,9 @@ fn main() -> Result<()> {
         Command::Bench(BenchKind::Denoise(a)) => bench::denoise(a)?,
         Command::Bench(BenchKind::Train(a)) => bench::train(a)?,
         Command::Bench(BenchKind::Ddim(a)) => bench::ddim(a)?,
+    }
+    if let Some((dir, path)) = kernels {
+        report_kernels(&dir, path)?;
     }
     Ok(())
 }

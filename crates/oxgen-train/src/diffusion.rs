@@ -5,9 +5,8 @@
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Tensor, TensorData};
-use oxgen_models::diffusion::{Diffusion, DiffusionBatchNoise};
+use oxgen_models::diffusion::{BatchEps, Diffusion, DiffusionBatchNoise};
 use rand::Rng;
-use rand_distr::StandardNormal;
 use std::sync::Arc;
 
 use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
@@ -47,21 +46,22 @@ pub struct TrainReport {
     pub dp: Option<DpPlan>,
 }
 
+/// Mixed into the run seed for the Philox key of the training noise (ASCII "noising!"), so that
+/// it differs from the sampler's streams of the same seed.
+const NOISE_KEY: u64 = 0x6e6f_6973_696e_6721;
+
 /// Timesteps, noise and label drops for `b` rows.
-fn batch_noise(
-    config: &TrainConfig,
-    features: usize,
-    step: usize,
-    b: usize,
-) -> DiffusionBatchNoise {
+fn batch_noise(config: &TrainConfig, step: usize, b: usize) -> DiffusionBatchNoise {
     let mut rng = step_rng(config.seed, step, Stream::Diffusion);
     DiffusionBatchNoise {
         t: (0..b)
             .map(|_| rng.random_range(0..config.model.timesteps))
             .collect(),
-        eps: (0..b * features)
-            .map(|_| rng.sample::<f32, _>(StandardNormal))
-            .collect(),
+        // Drawn in registers by the noising kernel: key from the run seed, one stream per step.
+        eps: BatchEps::Philox {
+            seed: config.seed ^ NOISE_KEY,
+            stream: step as u32,
+        },
         drop: (0..b)
             .map(|_| rng.random_bool(config.model.cond_drop_prob))
             .collect(),
@@ -113,7 +113,7 @@ fn host_batch(c: &TrainConfig, train: &Dataset, plan: Option<&DpPlan>, step: usi
             .as_ref()
             .filter(|_| c.model.num_classes.is_some())
             .map(|l| idx.iter().map(|&i| l[i]).collect()),
-        noise: batch_noise(c, train.shape.numel(), step, idx.len()),
+        noise: batch_noise(c, step, idx.len()),
     }
 }
 

@@ -30,8 +30,13 @@ pub const FWD: &str = include_str!("../../../shaders/attention_fwd.wgsl");
 pub const BWD_DQ: &str = include_str!("../../../shaders/attention_bwd_dq.wgsl");
 /// Backward source for dK and dV.
 pub const BWD_DKDV: &str = include_str!("../../../shaders/attention_bwd_dkdv.wgsl");
-/// Head dims with a kernel; others take the reference.
-pub const HEAD_DIMS: [usize; 3] = [32, 64, 128];
+/// The largest head dim with a kernel. Every head dim from 1 to this runs the kernels: the
+/// variant is compiled for the head dim rounded up to a multiple of 4, and inputs whose head dim
+/// is not one are zero-padded (the scale stays 1/√d of the real head dim).
+pub const MAX_HEAD_DIM: usize = 256;
+/// Head dims every variant is validated at (naga, in CI): the smallest, the defaults' 16, the
+/// usual powers of two and the largest.
+pub const HEAD_DIMS: [usize; 7] = [4, 8, 16, 32, 64, 128, 256];
 /// Rows per workgroup: query rows (forward, dQ) or key rows (dK/dV).
 pub const ROWS: u32 = 64;
 
@@ -262,10 +267,17 @@ pub fn half_launches() -> usize {
     HALF_LAUNCHES.load(Ordering::Relaxed)
 }
 
+/// The grid for `tiles` row tiles of `bh` (batch, head) pairs: (tiles, y, z) with
+/// bh = y + z·Y, folded into z past WebGPU's 65,535 workgroups per dimension.
+pub fn grid(tiles: usize, bh: usize) -> (u32, u32, u32) {
+    let (y, z) = crate::denoise::grid_2d(bh);
+    ((tiles as u32).max(1), y, z)
+}
+
 fn launch_kernel(
     x: &CubeTensor,
     variant: Variant,
-    groups: (u32, u32),
+    groups: (u32, u32, u32),
     buffers: Vec<burn::cubecl::server::BufferBinding>,
 ) {
     if variant.half {
@@ -276,7 +288,7 @@ fn launch_kernel(
             Wgsl(variant),
             CubeDim::new_1d(variant.workgroup()),
         )),
-        CubeCount::Static(groups.0, groups.1, 1),
+        CubeCount::Static(groups.0, groups.1, groups.2),
         KernelArguments::new().with_buffers(buffers),
     );
 }
@@ -325,7 +337,7 @@ impl FlashAttentionOps for CubeBackend {
         launch_kernel(
             &q,
             variant(storage, Pass::Forward, d, &launch, store),
-            ((lq as u32).div_ceil(ROWS).max(1), (b * h) as u32),
+            grid(lq.div_ceil(ROWS as usize), b * h),
             vec![
                 q.handle.clone().binding(),
                 k.handle.clone().binding(),
@@ -381,7 +393,6 @@ impl FlashAttentionOps for CubeBackend {
         let dq = client.empty(b * h * lq * d * store.size());
         let dk = client.empty(b * h * lk * d * store.size());
         let dv = client.empty(b * h * lk * d * store.size());
-        let bh = (b * h) as u32;
         let p = client.create_from_slice(&params(b * h, lq, lk, launch.scale));
         let common = || {
             vec![
@@ -399,7 +410,7 @@ impl FlashAttentionOps for CubeBackend {
         launch_kernel(
             &q,
             variant(storage, Pass::Dq, d, &launch, store),
-            ((lq as u32).div_ceil(ROWS).max(1), bh),
+            grid(lq.div_ceil(ROWS as usize), b * h),
             dq_buffers,
         );
         let mut dkdv_buffers = common();
@@ -407,7 +418,7 @@ impl FlashAttentionOps for CubeBackend {
         launch_kernel(
             &q,
             variant(storage, Pass::DkDv, d, &launch, store),
-            ((lk as u32).div_ceil(ROWS).max(1), bh),
+            grid(lk.div_ceil(ROWS as usize), b * h),
             dkdv_buffers,
         );
         let device = q.device.clone();
@@ -582,7 +593,7 @@ impl FusedAttention for WgslAttention {
     }
 
     fn supports(&self, head_dim: usize) -> bool {
-        HEAD_DIMS.contains(&head_dim)
+        (1..=MAX_HEAD_DIM).contains(&head_dim)
     }
 
     fn forward(
@@ -593,16 +604,37 @@ impl FusedAttention for WgslAttention {
         bias: Option<Tensor<4>>,
         options: AttentionOptions,
     ) -> Tensor<4> {
-        let [b, h, _, d] = q.dims();
+        use oxgen_models::ops::{attention::OP, stats};
+        let d = q.dims()[3];
         let lk = k.dims()[2];
-        // One grid row per (batch, head): past the dispatch limit, take the reference; so too
-        // for keys past a software adapter's loop limit.
-        if b * h > crate::denoise::MAX_GROUPS_PER_DIM as usize
-            || (lk > software_max_keys(d) && crate::device::maybe_software())
-        {
+        let padded = d.next_multiple_of(4);
+        // A software adapter (lavapipe) ends an invocation after 65,535 loop iterations.
+        if lk > software_max_keys(padded) && crate::device::maybe_software() {
+            stats::reference(
+                OP,
+                &format!("{lk} keys pass a software adapter's loop limit at head dim {d}"),
+            );
             return oxgen_models::ops::attention::attention_reference(q, k, v, bias, options);
         }
-        flash_attention(q, k, v, bias, options).0
+        stats::fused(OP, self.name());
+        if padded == d {
+            return flash_attention(q, k, v, bias, options).0;
+        }
+        // Zero columns add nothing to q·k and give zero output columns, which are cut off.
+        let options = AttentionOptions {
+            scale: Some(options.scale.unwrap_or(1.0 / (d as f64).sqrt())),
+            ..options
+        };
+        let pad = |t: Tensor<4>| {
+            let [b, h, l, _] = t.dims();
+            let zeros = Tensor::<4>::zeros_like(&t.clone().slice([0..b, 0..h, 0..l, 0..1]))
+                .repeat_dim(3, padded - d);
+            Tensor::cat(vec![t, zeros], 3)
+        };
+        let [b, h, lq, _] = q.dims();
+        flash_attention(pad(q), pad(k), pad(v), bias, options)
+            .0
+            .slice([0..b, 0..h, 0..lq, 0..d])
     }
 }
 

@@ -19,8 +19,24 @@ use oxgen_models::ops::denoise::{DenoiseInput, DenoiseOutput, FusedDenoise, Nois
 
 /// The WGSL source, with `{{ … }}` placeholders (see its header).
 pub const SOURCE: &str = include_str!("../../../shaders/denoise_step.wgsl");
+/// Philox4x32-10 and its normals, appended to the kernels that draw noise.
+pub const PHILOX: &str = include_str!("../../../shaders/philox.wgsl");
 /// Philox's product with a native 64-bit multiply (needs shader-int64).
 pub const MULHILO64: &str = include_str!("../../../shaders/mulhilo64.wgsl");
+
+/// Appends [`PHILOX`] to a kernel's template and fills its placeholders.
+pub(crate) trait WithPhilox {
+    /// With the native 64-bit product when `mul64`.
+    fn with_philox(self, mul64: bool) -> Self;
+}
+
+impl WithPhilox for SourceTemplate {
+    fn with_philox(self, mul64: bool) -> Self {
+        self.add_template(PHILOX)
+            .register("mulhilo64", if mul64 { MULHILO64 } else { "" })
+            .register("mulhilo", if mul64 { "mulhilo64" } else { "mulhilo16" })
+    }
+}
 /// Invocations per workgroup.
 pub const WORKGROUP_SIZE: u32 = 256;
 /// Blocks of four elements per invocation.
@@ -30,6 +46,11 @@ pub const MAX_GROUPS_PER_DIM: u32 = 65_535;
 
 static NATIVE_U64: AtomicBool = AtomicBool::new(true);
 static MUL64_LAUNCHES: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether [`set_native_u64`] allows the native 64-bit product.
+pub(crate) fn native_u64() -> bool {
+    NATIVE_U64.load(Ordering::Relaxed)
+}
 
 /// Whether Philox may use the adapter's 64-bit multiply where it has shader-int64 (default on).
 /// Off forces the 16-bit-halves product everywhere; both give the same bits (for tests and
@@ -104,11 +125,7 @@ impl Variant {
             .register("first_elem", if self.vec4 { "4u * i" } else { "i" })
             .register("as_elem", if self.vec4 { "z" } else { "z.x" })
             .register("lane_elem", if self.vec4 { "T(z[k])" } else { "z[k]" })
-            .register("mulhilo64", if self.mul64 { MULHILO64 } else { "" })
-            .register(
-                "mulhilo",
-                if self.mul64 { "mulhilo64" } else { "mulhilo16" },
-            )
+            .with_philox(self.mul64)
     }
 }
 

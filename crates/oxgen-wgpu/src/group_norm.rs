@@ -1,20 +1,28 @@
-//! The fused GroupNorm+SiLU forward (`shaders/group_norm_silu.wgsl`) behind
-//! `oxgen_models::ops::group_norm`.
+//! The fused GroupNorm+SiLU, forward (`shaders/group_norm_silu.wgsl`) and backward
+//! (`shaders/group_norm_silu_bwd.wgsl`), behind `oxgen_models::ops::group_norm`, so UNet
+//! training takes it too.
 //!
 //! Same design as [`crate::denoise`]: a burn backend extension implemented for `CubeBackend`,
 //! with burn generating the lazy `Fusion<CubeBackend>` version, so it runs in order with the
 //! fused tensor ops around it on burn's default wgpu device.
 
 use crate::kernel::{Template, Wgsl, words_to_bytes};
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::wgpu::{CubeBackend, CubeTensor, SourceKernel, SourceTemplate, into_contiguous};
-use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension, tensor::FloatTensor};
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim};
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Device, Shape, Tensor};
 use oxgen_models::ops::group_norm::{FusedGroupNormSilu, GroupNormParams};
 
 /// The WGSL source, with `{{ … }}` placeholders (see its header).
 pub const SOURCE: &str = include_str!("../../../shaders/group_norm_silu.wgsl");
+/// The backward's WGSL source.
+pub const BACKWARD: &str = include_str!("../../../shaders/group_norm_silu_bwd.wgsl");
 
 /// Which compile-time variant of the kernel to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -23,6 +31,8 @@ pub struct Variant {
     pub affine: bool,
     /// Invocations per workgroup (a power of two); see [`workgroup_size`].
     pub workgroup_size: u32,
+    /// The backward kernel (dx, and the per-sample shares of dγ and dβ).
+    pub backward: bool,
 }
 
 impl Variant {
@@ -31,10 +41,13 @@ impl Variant {
         let mut v = Vec::new();
         for workgroup_size in [16, 32, 64, 128, 256] {
             for affine in [false, true] {
-                v.push(Variant {
-                    affine,
-                    workgroup_size,
-                });
+                for backward in [false, true] {
+                    v.push(Variant {
+                        affine,
+                        workgroup_size,
+                        backward,
+                    });
+                }
             }
         }
         v
@@ -42,7 +55,7 @@ impl Variant {
 
     /// The kernel source of this variant.
     pub fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(SOURCE)
+        SourceTemplate::new(if self.backward { BACKWARD } else { SOURCE })
             .register("workgroup_size", self.workgroup_size.to_string())
             .register("affine", self.affine.to_string())
     }
@@ -97,8 +110,9 @@ pub struct Launch {
     pub eps: f32,
 }
 
-/// The fused forward as a burn backend extension.
-#[backend_extension(Cube, Fusion)]
+/// The fused kernels as a burn backend extension: `Cube` launches them, burn generates the lazy
+/// `Fusion` version, and the `Autodiff` impl (below) records one backward node.
+#[backend_extension(Cube, Autodiff, Fusion)]
 pub trait GroupNormOps: Backend {
     /// `silu(group_norm(x))` for `x` of shape `[b, c, h, w]`. Without affine, γ and β may be any
     /// tensor.
@@ -109,6 +123,17 @@ pub trait GroupNormOps: Backend {
         beta: FloatTensor<Self>,
         launch: Launch,
     ) -> FloatTensor<Self>;
+
+    /// (dx `[b, c, h, w]`, dγ `[c]`, dβ `[c]`) from the forward's inputs and the output's
+    /// gradient `dy`. Without affine, dγ and dβ are zeros.
+    #[fusion(meta = |x, g, b, _dy, _l| (x.clone(), g.clone(), b.clone()))]
+    fn fused_group_norm_silu_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        launch: Launch,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// Workgroup size for a device whose subgroups (warps, SIMD rows) are at most `plane_size`
@@ -175,6 +200,156 @@ impl GroupNormOps for CubeBackend {
         );
         CubeTensor::new_contiguous(client, x.device.clone(), shape, y, DType::F32)
     }
+
+    fn fused_group_norm_silu_backward(
+        x: CubeTensor,
+        gamma: CubeTensor,
+        beta: CubeTensor,
+        dy: CubeTensor,
+        launch: Launch,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let [x, gamma, beta, dy] = [x, gamma, beta, dy].map(into_contiguous);
+        let shape = x.meta.shape().clone();
+        let dims = shape.as_slice();
+        let (b, c) = (dims[0], dims[1]);
+        let hw: usize = dims[2..].iter().product();
+        let client = x.client.clone();
+        let variant = Variant {
+            affine: launch.variant.affine,
+            workgroup_size: workgroup_size(
+                client.properties().hardware.plane_size_max,
+                c / launch.groups * hw,
+            ),
+            backward: true,
+        };
+        let dx = client.empty(shape.num_elements() * 4);
+        // The per-sample shares of dγ and dβ; zeroed, so that without affine they sum to 0.
+        let zeros = || client.create_from_slice(&vec![0u8; b * c * 4]);
+        let (dgamma, dbeta) = (zeros(), zeros());
+        let params = Params {
+            batch: b as u32,
+            channels: c as u32,
+            groups: launch.groups as u32,
+            hw: hw as u32,
+            eps: launch.eps,
+        };
+        let params_handle = client.create_from_slice(&words_to_bytes(&params.words()));
+        let (gx, gy) = grid(b * launch.groups);
+        client.launch(
+            Box::new(SourceKernel::new(
+                Wgsl(variant),
+                CubeDim::new_1d(variant.workgroup_size),
+            )),
+            CubeCount::Static(gx, gy, 1),
+            KernelArguments::new().with_buffers(vec![
+                x.handle.clone().binding(),
+                gamma.handle.clone().binding(),
+                beta.handle.clone().binding(),
+                dy.handle.clone().binding(),
+                dx.clone().binding(),
+                dgamma.clone().binding(),
+                dbeta.clone().binding(),
+                params_handle.binding(),
+            ]),
+        );
+        let device = x.device.clone();
+        let wrap = |handle, shape: Shape| {
+            CubeTensor::new_contiguous(client.clone(), device.clone(), shape, handle, DType::F32)
+        };
+        let per_channel = |handle| {
+            let summed = CubeBackend::float_sum_dim(wrap(handle, Shape::new([b, c])), 0);
+            CubeBackend::float_reshape(summed, Shape::new([c]))
+        };
+        (wrap(dx, shape), per_channel(dgamma), per_channel(dbeta))
+    }
+}
+
+impl<B: GroupNormOps, C: CheckpointStrategy> GroupNormOps for Autodiff<B, C> {
+    fn fused_group_norm_silu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        launch: Launch,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct NormBackward;
+
+        impl<B: GroupNormOps> Backward<B, 3> for NormBackward {
+            type State = (NodeId, NodeId, NodeId, Launch);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
+                let [node_x, node_g, node_b] = ops.parents;
+                let dy = grads.consume::<B>(&ops.node);
+                let (x_id, g_id, b_id, launch) = ops.state;
+                let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_id);
+                let g: FloatTensor<B> = checkpointer.retrieve_node_output(g_id);
+                let b: FloatTensor<B> = checkpointer.retrieve_node_output(b_id);
+                let affine = launch.variant.affine;
+                let (dx, dg, db) = B::fused_group_norm_silu_backward(x, g, b, dy, launch);
+                if let Some(node) = node_x {
+                    grads.register::<B>(node.id, dx);
+                }
+                // Without affine, γ and β are stand-ins (x itself): they get no gradient.
+                if affine {
+                    for (node, grad) in [(node_g, dg), (node_b, db)] {
+                        if let Some(node) = node {
+                            grads.register::<B>(node.id, grad);
+                        }
+                    }
+                }
+            }
+        }
+
+        match NormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_id = prep.checkpoint(&x);
+                let g_id = prep.checkpoint(&gamma);
+                let b_id = prep.checkpoint(&beta);
+                let launch_state = launch.clone();
+                let y = B::fused_group_norm_silu(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    launch,
+                );
+                prep.finish((x_id, g_id, b_id, launch_state), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_group_norm_silu(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                launch,
+            )),
+        }
+    }
+
+    fn fused_group_norm_silu_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        launch: Launch,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        // Not itself differentiable: the results are constants.
+        let (dx, dg, db) = B::fused_group_norm_silu_backward(
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+            dy.into_primitive(),
+            launch,
+        );
+        let lift = <Autodiff<B, C> as AutodiffBackend>::from_inner;
+        (lift(dx), lift(dg), lift(db))
+    }
 }
 
 /// The kernel as the fused path of `oxgen_models::ops::group_norm::group_norm_silu`.
@@ -187,7 +362,7 @@ impl FusedGroupNormSilu for WgslGroupNormSilu {
     }
 
     fn accepts(&self, device: &Device) -> bool {
-        crate::device::is_wgpu(device) && !device.is_autodiff()
+        crate::device::is_wgpu(device)
     }
 
     fn forward(&self, x: Tensor<4>, params: &GroupNormParams) -> Tensor<4> {
@@ -201,6 +376,7 @@ impl FusedGroupNormSilu for WgslGroupNormSilu {
             variant: Variant {
                 affine,
                 workgroup_size: 0,
+                backward: false,
             },
             groups: params.groups,
             eps: params.epsilon as f32,

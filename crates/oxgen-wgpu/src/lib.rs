@@ -2,7 +2,8 @@
 //!
 //! This crate is the only one that names wgpu. It lists adapters ([`device::adapters`]), picks
 //! one ([`device::select`]), and registers its fused kernels behind the op API of `oxgen-models`
-//! (see `docs/architecture.md`): the denoising update and the GroupNorm+SiLU forward.
+//! (see `docs/architecture.md`): attention, the denoising update, the forward noising of
+//! training, GroupNorm+SiLU and per-sample gradient norms.
 
 pub mod attention;
 pub mod copy;
@@ -10,6 +11,7 @@ pub mod denoise;
 pub mod device;
 pub mod group_norm;
 mod kernel;
+pub mod noising;
 pub mod per_sample_norm;
 
 pub use device::{AdapterReport, DeviceChoice, SelectedDevice, adapters, is_wgpu, select};
@@ -25,5 +27,6 @@ pub fn register_kernels() {
     attention::register();
     denoise::register();
     group_norm::register();
+    noising::register();
     per_sample_norm::register();
 }

@@ -131,10 +131,25 @@ pub struct Diffusion {
 pub struct DiffusionBatchNoise {
     /// Timesteps, `[batch]`.
     pub t: Vec<usize>,
-    /// Standard-normal noise, `[batch · features]`.
-    pub eps: Vec<f32>,
+    /// The standard-normal noise ε, `[batch · features]`.
+    pub eps: BatchEps,
     /// Whether each label is dropped to the null class.
     pub drop: Vec<bool>,
+}
+
+/// Where a training batch's noise ε comes from.
+#[derive(Clone, Debug)]
+pub enum BatchEps {
+    /// Given values, `[batch · features]`.
+    Given(Vec<f32>),
+    /// The Philox stream `(seed, stream)` of [`crate::rng`]: drawn in registers by the fused
+    /// noising kernel ([`crate::ops::noising`]), on the host by its reference.
+    Philox {
+        /// Generator key.
+        seed: u64,
+        /// Stream (the trainer uses the step).
+        stream: u32,
+    },
 }
 
 impl DiffusionConfig {
@@ -245,11 +260,25 @@ impl Diffusion {
             .iter()
             .map(|&t| schedule.alphas_cumprod[t])
             .collect();
-        let col = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [b, 1]), &device);
-        let sa = col(ab.iter().map(|a| a.sqrt() as f32).collect());
-        let so = col(ab.iter().map(|a| (1.0 - a).sqrt() as f32).collect());
-        let eps = Tensor::<2>::from_data(TensorData::new(noise.eps.clone(), [b, n]), &device);
-        let xt = x0.clone() * sa.clone() + eps.clone() * so.clone();
+        let col = |v: &[f32]| Tensor::<2>::from_data(TensorData::new(v.to_vec(), [b, 1]), &device);
+        let signal: Vec<f32> = ab.iter().map(|a| a.sqrt() as f32).collect();
+        let noise_scale: Vec<f32> = ab.iter().map(|a| (1.0 - a).sqrt() as f32).collect();
+        let (sa, so) = (col(&signal), col(&noise_scale));
+        let (xt, eps) = match &noise.eps {
+            BatchEps::Given(v) => {
+                let eps = Tensor::<2>::from_data(TensorData::new(v.clone(), [b, n]), &device);
+                (x0.clone() * sa.clone() + eps.clone() * so.clone(), eps)
+            }
+            &BatchEps::Philox { seed, stream } => crate::ops::noising::noising(
+                x0.clone(),
+                &crate::ops::noising::NoisingPlan {
+                    signal,
+                    noise: noise_scale,
+                    seed,
+                    stream,
+                },
+            ),
+        };
         let target = match config.prediction {
             Prediction::Epsilon => eps,
             Prediction::V => eps * sa - x0 * so,

@@ -3,8 +3,7 @@
 //! with [`register_fused`]; it takes tensors on the devices and head dims it accepts, forward and
 //! backward (it brings its own autodiff node).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use burn::tensor::module::attention_fallback;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -28,7 +27,9 @@ pub trait FusedAttention: Send + Sync {
     fn accepts(&self, device: &Device) -> bool;
     /// Whether the kernel has a variant for this head dim.
     fn supports(&self, head_dim: usize) -> bool;
-    /// The attention output. Only called when [`FusedAttention::accepts`] is true.
+    /// The attention output. Only called when [`FusedAttention::accepts`] and
+    /// [`FusedAttention::supports`] are true. Records the call in [`super::stats`] from the code
+    /// that ran: the kernel's name, or the reference with the reason when it declines the input.
     fn forward(
         &self,
         q: Tensor<4>,
@@ -58,22 +59,30 @@ fn kernel_for(device: &Device) -> Option<&'static dyn FusedAttention> {
 pub fn accepts(device: &Device) -> bool {
     kernel_for(device).is_some()
 }
-static LAST: Mutex<Option<&'static str>> = Mutex::new(None);
-static FUSED_CALLS: AtomicUsize = AtomicUsize::new(0);
-
 /// Registers the fused implementation. The first registration wins; later ones return false.
 pub fn register_fused(kernel: Box<dyn FusedAttention>) -> bool {
     FUSED.set(kernel).is_ok()
 }
 
-/// Name of the implementation the most recent call ran: `"reference"` or the kernel's name.
+/// The op's name in [`super::stats`].
+pub const OP: &str = "attention";
+
+/// Name of the implementation the latest call on this thread ran: `"reference"` or a kernel's
+/// name (as the code that ran recorded it, see [`super::stats`]).
 pub fn last_path() -> Option<&'static str> {
-    *LAST.lock().expect("attention path lock")
+    super::stats::last(OP)
 }
 
-/// How many calls took a registered (kernel crate's) fused path since the process started.
+/// How many calls a registered (kernel crate's) fused kernel ran since the process started,
+/// on any thread.
 pub fn fused_calls() -> usize {
-    FUSED_CALLS.load(Ordering::Relaxed)
+    let counts = super::stats::process().op(OP);
+    counts
+        .kernels
+        .iter()
+        .filter(|(name, _)| !name.starts_with("cpu-"))
+        .map(|(_, n)| *n as usize)
+        .sum()
 }
 
 /// softmax(q·kᵀ/√d)·v.
@@ -115,19 +124,16 @@ pub fn attention_with(
     }
     let device = q.device();
     let fused = kernel_for(&device);
-    // A forced fused path panics only when no kernel takes the device; head dims without a
-    // kernel variant take the reference either way.
-    let use_fused = super::take_fused("attention", fused.is_some(), &device);
-    match fused.filter(|k| use_fused && k.supports(d)) {
-        Some(kernel) => {
-            *LAST.lock().expect("attention path lock") = Some(kernel.name());
-            if !std::ptr::addr_eq(kernel, &CPU as &dyn FusedAttention) {
-                FUSED_CALLS.fetch_add(1, Ordering::Relaxed);
-            }
-            kernel.forward(q, k, v, bias, options)
+    let use_fused = super::take_fused(OP, fused.is_some(), &device);
+    match fused.filter(|_| use_fused) {
+        // The kernel records the call itself: it may still decline the input.
+        Some(kernel) if kernel.supports(d) => kernel.forward(q, k, v, bias, options),
+        Some(_) => {
+            super::stats::reference(OP, &format!("head dim {d} has no kernel variant"));
+            attention_reference(q, k, v, bias, options)
         }
         None => {
-            *LAST.lock().expect("attention path lock") = Some("reference");
+            super::stats::reference(OP, super::reference_reason(fused.is_some(), &device));
             attention_reference(q, k, v, bias, options)
         }
     }
@@ -149,8 +155,8 @@ pub fn self_attention(qkv: Tensor<3>, heads: usize, options: AttentionOptions) -
     let (w, d) = (w3 / 3, w3 / 3 / heads);
     let device = qkv.device();
     let cpu = CPU.accepts(&device) && qkv.dtype() == burn::tensor::DType::F32;
-    if cpu && super::take_fused("attention", true, &device) {
-        *LAST.lock().expect("attention path lock") = Some("cpu-self-attention");
+    if cpu && super::take_fused(OP, true, &device) {
+        super::stats::fused(OP, "cpu-self-attention");
         let launch = super::cpu::self_attention::SelfLaunch {
             heads,
             causal: options.causal,

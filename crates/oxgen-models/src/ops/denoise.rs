@@ -19,7 +19,7 @@
 //! [`register_fused`]; [`denoise_step`] then sends tensors on devices it accepts there, unless
 //! [`set_path`] (shared by every op in [`crate::ops`]) forces the reference.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 pub use super::{OpPath, path, set_path};
 
@@ -107,17 +107,18 @@ pub fn accepts(device: &Device) -> bool {
     super::install_kernels();
     FUSED.get().is_some_and(|k| k.accepts(device))
 }
-static LAST: Mutex<Option<&'static str>> = Mutex::new(None);
-
 /// Registers the fused implementation. The first registration wins; later ones return false.
 pub fn register_fused(kernel: Box<dyn FusedDenoise>) -> bool {
     FUSED.set(kernel).is_ok()
 }
 
-/// Name of the implementation the most recent [`denoise_step`] ran: `"reference"` or the fused
-/// kernel's name. Lets a test prove which path really ran.
+/// The op's name in [`super::stats`].
+pub const OP: &str = "denoise";
+
+/// Name of the implementation the latest [`denoise_step`] on this thread ran: `"reference"` or
+/// the fused kernel's name. Lets a test prove which path really ran.
 pub fn last_path() -> Option<&'static str> {
-    *LAST.lock().expect("op path lock")
+    super::stats::last(OP)
 }
 
 /// One denoising update. See the module docs.
@@ -158,14 +159,14 @@ pub fn denoise_step(input: DenoiseInput, coeffs: StepCoeffs, noise: Noise) -> De
     let device = input.x.device();
     super::install_kernels();
     let fused = FUSED.get().filter(|k| k.accepts(&device));
-    let use_fused = super::take_fused("denoise_step", fused.is_some(), &device);
+    let use_fused = super::take_fused(OP, fused.is_some(), &device);
     match fused.filter(|_| use_fused) {
         Some(kernel) => {
-            *LAST.lock().expect("op path lock") = Some(kernel.name());
+            super::stats::fused(OP, kernel.name());
             kernel.step(input, coeffs, noise)
         }
         None => {
-            *LAST.lock().expect("op path lock") = Some("reference");
+            super::stats::reference(OP, super::reference_reason(fused.is_some(), &device));
             denoise_step_reference(input, coeffs, noise)
         }
     }

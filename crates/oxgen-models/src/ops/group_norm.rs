@@ -1,12 +1,11 @@
 //! GroupNorm followed by SiLU, the UNet's most frequent pair: [`group_norm_silu`].
 //!
 //! The reference is burn's `GroupNorm` module followed by `silu`: three or more kernels and two
-//! intermediate tensors. A kernel crate may register a fused forward with [`register_fused`];
-//! it takes tensors on the devices it accepts. Fused kernels only run forward: on an autodiff
-//! device (training) the reference runs, so its backward is burn's.
+//! intermediate tensors. A kernel crate may register a fused version with [`register_fused`];
+//! it takes tensors on the devices it accepts, forward and backward (it brings its own autodiff
+//! node), so training takes it too.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use burn::nn::GroupNorm;
 use burn::tensor::activation::silu;
@@ -37,7 +36,8 @@ impl GroupNormParams {
     }
 }
 
-/// A fused GroupNorm+SiLU forward, provided by a kernel crate.
+/// A fused GroupNorm+SiLU, provided by a kernel crate: forward, and on autodiff devices its
+/// own backward.
 pub trait FusedGroupNormSilu: Send + Sync {
     /// A short name for logs and tests.
     fn name(&self) -> &'static str;
@@ -55,27 +55,33 @@ pub fn accepts(device: &Device) -> bool {
     super::install_kernels();
     FUSED.get().is_some_and(|k| k.accepts(device)) || super::cpu::is_flex(device)
 }
-static LAST: Mutex<Option<&'static str>> = Mutex::new(None);
-static FUSED_CALLS: AtomicUsize = AtomicUsize::new(0);
-
 /// Registers the fused implementation. The first registration wins; later ones return false.
 pub fn register_fused(kernel: Box<dyn FusedGroupNormSilu>) -> bool {
     FUSED.set(kernel).is_ok()
 }
 
-/// Name of the implementation the most recent call ran: `"reference"` or the kernel's name.
+/// The op's name in [`super::stats`].
+pub const OP: &str = "group_norm_silu";
+
+/// Name of the implementation the latest call on this thread ran: `"reference"` or the kernel's
+/// name.
 pub fn last_path() -> Option<&'static str> {
-    *LAST.lock().expect("group norm path lock")
+    super::stats::last(OP)
 }
 
-/// How many calls took the fused path since the process started (lets tests prove that a whole
-/// model forward ran it).
+/// How many calls a registered (kernel crate's) fused kernel ran since the process started, on
+/// any thread (lets tests prove that a whole model forward ran it).
 pub fn fused_calls() -> usize {
-    FUSED_CALLS.load(Ordering::Relaxed)
+    let counts = super::stats::process().op(OP);
+    counts
+        .kernels
+        .iter()
+        .filter(|(name, _)| !name.starts_with("cpu-"))
+        .map(|(_, n)| *n as usize)
+        .sum()
 }
 
-/// `silu(group_norm(x))`, fused where a kernel accepts the device and the device does not track
-/// gradients.
+/// `silu(group_norm(x))`, fused where a kernel accepts the device.
 ///
 /// # Shapes
 /// - `x`: `[b, c, h, w]`; γ, β: `[c]`; output: `[b, c, h, w]`.
@@ -92,8 +98,8 @@ pub fn group_norm_silu(x: Tensor<4>, params: &GroupNormParams) -> Tensor<4> {
         && x.dtype() == burn::tensor::DType::F32
         && params.gamma.is_some()
         && params.beta.is_some();
-    if cpu && super::take_fused("group_norm_silu", true, &device) {
-        *LAST.lock().expect("group norm path lock") = Some("cpu-group-norm-silu");
+    if cpu && super::take_fused(OP, true, &device) {
+        super::stats::fused(OP, "cpu-group-norm-silu");
         let launch = super::cpu::group_norm::NormLaunch {
             groups: params.groups,
             epsilon: params.epsilon as f32,
@@ -108,16 +114,13 @@ pub fn group_norm_silu(x: Tensor<4>, params: &GroupNormParams) -> Tensor<4> {
     }
     super::install_kernels();
     let fused = FUSED.get().filter(|k| k.accepts(&device));
-    let use_fused = super::take_fused("group_norm_silu", fused.is_some(), &device);
-    // The kernel is forward-only: under autodiff (training) the reference runs, forced or not.
-    match fused.filter(|_| use_fused && !device.is_autodiff()) {
+    match fused.filter(|_| super::take_fused(OP, true, &device)) {
         Some(kernel) => {
-            *LAST.lock().expect("group norm path lock") = Some(kernel.name());
-            FUSED_CALLS.fetch_add(1, Ordering::Relaxed);
+            super::stats::fused(OP, kernel.name());
             kernel.forward(x, params)
         }
         None => {
-            *LAST.lock().expect("group norm path lock") = Some("reference");
+            super::stats::reference(OP, super::reference_reason(fused.is_some(), &device));
             group_norm_silu_reference(x, params)
         }
     }

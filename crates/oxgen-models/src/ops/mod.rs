@@ -21,7 +21,9 @@ pub mod gelu;
 pub mod group_norm;
 pub mod layer_norm;
 pub mod linear;
+pub mod noising;
 pub mod per_sample;
+pub mod stats;
 
 /// Which implementation the fused ops use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -54,30 +56,51 @@ pub fn install_kernels() {
     });
 }
 
+/// A forced fused path that some op cannot honour on a device.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "--op-path fused: no kernel accepts {device} for {}; use --op-path auto (the reference runs where no kernel does) or a wgpu device",
+    ops.join(", ")
+)]
+pub struct PathRefused {
+    /// The ops whose kernels refuse the device.
+    pub ops: Vec<&'static str>,
+    /// The device, as its debug name.
+    pub device: String,
+}
+
 /// Whether `path` can be honoured on `device`: with [`OpPath::Fused`], every fused op must have
-/// a kernel that accepts it. Check this (with [`path`]) before running anything, so that a forced
-/// path is a clear error rather than a panic in the middle of a run.
-pub fn check_path(path: OpPath, device: &burn::tensor::Device) -> Result<(), String> {
+/// a kernel that accepts it (an autodiff device, for training, needs kernels with a backward).
+/// Check this (with [`path`]) before running anything, so that a forced path is a clear error
+/// rather than a silent reference.
+pub fn check_path(path: OpPath, device: &burn::tensor::Device) -> Result<(), PathRefused> {
     install_kernels();
     if path != OpPath::Fused {
         return Ok(());
     }
-    let refused: Vec<&str> = [
+    let mut ops: Vec<&'static str> = [
         ("attention", attention::accepts(device)),
-        ("denoise", denoise::accepts(device)),
         ("group_norm_silu", group_norm::accepts(device)),
     ]
     .into_iter()
     .filter(|(_, ok)| !ok)
     .map(|(op, _)| op)
     .collect();
-    if refused.is_empty() {
+    // Sampling ops run on the inner (non-autodiff) device.
+    let inner = device.clone().inner();
+    if !denoise::accepts(&inner) {
+        ops.push("denoise");
+    }
+    if !noising::accepts(device) {
+        ops.push("noising");
+    }
+    if ops.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "the fused path was forced, but no kernel accepts {device:?} for {}; use --op-path auto or a wgpu device",
-            refused.join(", ")
-        ))
+        Err(PathRefused {
+            ops,
+            device: format!("{device:?}"),
+        })
     }
 }
 
@@ -111,21 +134,26 @@ pub fn path() -> OpPath {
         .unwrap_or_else(|| *PATH.read().expect("op path lock"))
 }
 
-/// Whether an op takes its fused path, given whether a fused kernel accepts the device.
-///
-/// # Panics
-/// When the fused path is forced and no kernel accepts the device; [`check_path`] reports that
-/// as an error up front.
-pub(crate) fn take_fused(op: &str, accepted: bool, device: &burn::tensor::Device) -> bool {
+/// Whether an op takes its fused path, given whether a fused kernel accepts the device. A
+/// forced fused path that no kernel accepts runs the reference (and the op records why, see
+/// [`reference_reason`]); [`check_path`] reports that as an error before a run starts.
+pub(crate) fn take_fused(_op: &str, accepted: bool, _device: &burn::tensor::Device) -> bool {
     match path() {
-        OpPath::Auto => accepted,
+        OpPath::Auto | OpPath::Fused => accepted,
         OpPath::Reference => false,
-        OpPath::Fused => {
-            assert!(
-                accepted,
-                "{op}: the fused path was forced, but no fused kernel accepts {device:?}"
-            );
-            true
-        }
+    }
+}
+
+/// Why an op took its reference, given whether a fused kernel accepts the device (for
+/// [`stats::reference`]).
+pub(crate) fn reference_reason(accepted: bool, device: &burn::tensor::Device) -> &'static str {
+    if path() == OpPath::Reference {
+        "--op-path reference"
+    } else if !accepted && device.is_autodiff() {
+        "no kernel for this device with autodiff"
+    } else if !accepted {
+        "no kernel for this device"
+    } else {
+        "the kernel declined the input"
     }
 }

@@ -10,7 +10,7 @@
 //! so that a row is scored alike by the target and by every reference model.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use oxgen_models::diffusion::{Diffusion, DiffusionBatchNoise, DiffusionConfig};
+use oxgen_models::diffusion::{BatchEps, Diffusion, DiffusionBatchNoise, DiffusionConfig};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -206,11 +206,7 @@ fn diffusion_scores(
 ) -> Tensor<1> {
     let m = chunk.len() / f;
     let k = DIFFUSION_TIMESTEPS;
-    let mut noise = DiffusionBatchNoise {
-        t: Vec::with_capacity(m * k),
-        eps: Vec::with_capacity(m * k * f),
-        drop: vec![false; m * k],
-    };
+    let (mut t, mut eps) = (Vec::with_capacity(m * k), Vec::with_capacity(m * k * f));
     let mut x0 = Vec::with_capacity(m * k * f);
     for row in chunk.chunks(f) {
         // FNV-1a over the row's bits: the same row gets the same noise in every model.
@@ -219,13 +215,16 @@ fn diffusion_scores(
         });
         let mut rng = StdRng::seed_from_u64(seed);
         for j in 0..k {
-            noise.t.push(config.timesteps * (j + 1) / (2 * k));
-            noise
-                .eps
-                .extend((0..f).map(|_| -> f32 { StandardNormal.sample(&mut rng) }));
+            t.push(config.timesteps * (j + 1) / (2 * k));
+            eps.extend((0..f).map(|_| -> f32 { StandardNormal.sample(&mut rng) }));
             x0.extend_from_slice(row);
         }
     }
+    let noise = DiffusionBatchNoise {
+        t,
+        eps: BatchEps::Given(eps),
+        drop: vec![false; m * k],
+    };
     let x0 = Tensor::<2>::from_data(TensorData::new(x0, [m * k, f]), device);
     let schedule = config.noise_schedule();
     model

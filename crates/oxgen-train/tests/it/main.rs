@@ -10,6 +10,7 @@ mod families;
 mod fixtures;
 mod guidance;
 mod interchange;
+mod kernel_paths;
 mod limit;
 mod lora;
 mod privacy;

@@ -50,9 +50,8 @@ struct Case {
     half: bool,
 }
 
-/// Output and the three gradients of sum(out ∘ w), on `device`.
-fn run(device: &Device, c: &Case, fused: bool) -> [Vec<f32>; 4] {
-    let (b, h) = (2, 2);
+/// Output and the three gradients of sum(out ∘ w), on `device`, with batch × heads = `bh`.
+fn run_bh(device: &Device, c: &Case, fused: bool, (b, h): (usize, usize)) -> [Vec<f32>; 4] {
     let sq = [b, h, c.lq, c.d];
     let sk = [b, h, c.lk, c.d];
     let round = |v: Vec<f32>| -> Vec<f32> {
@@ -120,14 +119,18 @@ fn run(device: &Device, c: &Case, fused: bool) -> [Vec<f32>; 4] {
 }
 
 fn check(gpu: &Device, c: &Case) {
+    check_bh(gpu, c, (2, 2));
+}
+
+fn check_bh(gpu: &Device, c: &Case, bh: (usize, usize)) {
     let what = format!(
         "lq={} lk={} d={} causal={} bias={} logits×{} f16={}",
         c.lq, c.lk, c.d, c.causal, c.bias, c.logit_scale, c.half
     );
     // f16 results are rounded once on store (2⁻¹¹ relative); Δ = dO·O then sees rounded O.
     let tol = if c.half { 3e-3 } else { 2e-4 };
-    let want = run(&Device::flex(), c, false);
-    let got = run(gpu, c, true);
+    let want = run_bh(&Device::flex(), c, false, bh);
+    let got = run_bh(gpu, c, true, bh);
     for (i, name) in ["out", "dq", "dk", "dv"].iter().enumerate() {
         close(&got[i], &want[i], tol, &format!("{what}: {name}"));
     }
@@ -156,6 +159,58 @@ fn forward_and_gradients_match_the_reference() {
                 }
             }
         }
+    }
+}
+
+/// Every head dim from 1 to 256 has a kernel: the defaults' 16, small ones, ones that are not a
+/// multiple of 4 (zero-padded, with the scale of the real head dim) and the largest, each with
+/// an odd length, causal and not, with and without a masking bias.
+#[test]
+fn every_head_dim_matches_the_reference() {
+    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let gpu = gpu();
+    for (d, l, causal, bias) in [
+        (1, 9, false, false),
+        (6, 33, true, false),
+        (8, 17, false, true),
+        (16, 129, true, true),
+        (16, 40, false, false),
+        (24, 65, true, false),
+        (48, 20, false, true),
+        (130, 9, true, false),
+        (256, 70, false, false),
+        (256, 17, true, true),
+    ] {
+        let case = Case {
+            lq: l,
+            lk: l,
+            d,
+            causal,
+            bias,
+            logit_scale: 1.0,
+            half: false,
+        };
+        check(&gpu, &case);
+    }
+}
+
+/// More (batch, head) pairs than one grid dimension holds (65,535): the grid folds into z, and
+/// every pair, the last included, gets its output and gradients.
+#[test]
+fn batch_heads_past_the_grid_limit() {
+    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let gpu = gpu();
+    for causal in [false, true] {
+        let case = Case {
+            lq: 3,
+            lk: 3,
+            d: 4,
+            causal,
+            bias: false,
+            logit_scale: 1.0,
+            half: false,
+        };
+        check_bh(&gpu, &case, (32_769, 2));
     }
 }
 
@@ -253,30 +308,46 @@ fn large_logits_stay_finite() {
     }
 }
 
-/// For head dims without a WGSL kernel the op takes the reference; the CPU takes its own kernel.
+/// Head dims past 256 take the reference, and the call is counted as such, with the reason; the
+/// CPU takes its own kernel; the counts are those of the code that ran.
 #[test]
 fn path_selection() {
+    use oxgen_models::ops::stats;
     let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     set_path(OpPath::Auto);
     let gpu = gpu();
     let t = |d: usize, device: &Device| on(device, &vec![0.5; 2 * 3 * d], [1, 2, 3, d]);
-    let _ = attention::attention(t(64, &gpu), t(64, &gpu), t(64, &gpu));
-    assert_eq!(attention::last_path(), Some("wgsl-flash-attention"));
-    let _ = attention::attention(t(16, &gpu), t(16, &gpu), t(16, &gpu));
-    assert_eq!(attention::last_path(), Some("reference"));
-    // Forcing the fused path still sends a head dim without a kernel to the reference.
-    set_path(OpPath::Fused);
-    let _ = attention::attention(t(16, &gpu), t(16, &gpu), t(16, &gpu));
-    set_path(OpPath::Auto);
-    assert_eq!(attention::last_path(), Some("reference"));
+    let ((), counts) = stats::scope(|| {
+        let _ = attention::attention(t(16, &gpu), t(16, &gpu), t(16, &gpu));
+        assert_eq!(attention::last_path(), Some("wgsl-flash-attention"));
+        let _ = attention::attention(t(300, &gpu), t(300, &gpu), t(300, &gpu));
+        assert_eq!(attention::last_path(), Some("reference"));
+        // Forcing the fused path still sends a head dim without a kernel to the reference.
+        set_path(OpPath::Fused);
+        let _ = attention::attention(t(300, &gpu), t(300, &gpu), t(300, &gpu));
+        set_path(OpPath::Auto);
+        assert_eq!(attention::last_path(), Some("reference"));
+    });
+    let c = counts.op(attention::OP);
+    assert_eq!((c.fused, c.reference), (1, 2), "{counts:?}");
+    assert_eq!(
+        c.reasons.get("head dim 300 has no kernel variant"),
+        Some(&2)
+    );
     // The Flex device takes the built-in CPU kernel.
     let cpu = Device::flex();
     let _ = attention::attention(t(64, &cpu), t(64, &cpu), t(64, &cpu));
     assert_eq!(attention::last_path(), Some("cpu-fused-attention"));
     set_path(OpPath::Reference);
-    let _ = attention::attention(t(64, &cpu), t(64, &cpu), t(64, &cpu));
+    let ((), counts) = stats::scope(|| {
+        let _ = attention::attention(t(64, &cpu), t(64, &cpu), t(64, &cpu));
+    });
     set_path(OpPath::Auto);
     assert_eq!(attention::last_path(), Some("reference"));
+    assert_eq!(
+        counts.op(attention::OP).reasons.get("--op-path reference"),
+        Some(&1)
+    );
 }
 
 #[test]

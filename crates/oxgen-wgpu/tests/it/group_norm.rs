@@ -1,4 +1,4 @@
-//! The fused GroupNorm+SiLU forward against the plain-burn reference, on wgpu (lavapipe in CI).
+//! The fused GroupNorm+SiLU, forward and backward, against the plain-burn reference, on wgpu (lavapipe in CI).
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use oxgen_models::ops::group_norm::{
@@ -93,8 +93,8 @@ fn extreme_inputs_stay_finite() {
     assert!(y.iter().all(|v| v.is_finite()), "{y:?}");
 }
 
-/// On wgpu without autodiff the op takes the kernel; with autodiff (training) the reference,
-/// whose backward is burn's. The CPU takes its own kernel (forward and backward).
+/// On wgpu the op takes the kernel, with autodiff (training) too; the CPU takes its own kernel
+/// (forward and backward).
 #[test]
 fn path_selection() {
     let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -106,13 +106,90 @@ fn path_selection() {
     let ad = gpu.clone().autodiff();
     let x = Tensor::<4>::random([1, 4, 2, 2], Distribution::Default, &ad).require_grad();
     let y = group_norm_silu(x.clone(), &params(4, 2, true, &ad));
-    assert_eq!(group_norm::last_path(), Some("reference"));
+    assert_eq!(group_norm::last_path(), Some("wgsl-group-norm-silu"));
     let grads = y.sum().backward();
     assert!(x.grad(&grads).is_some());
     let cpu = Device::flex();
     let x = Tensor::<4>::random([1, 4, 2, 2], Distribution::Default, &cpu);
     let _ = group_norm_silu(x, &params(4, 2, true, &cpu));
     assert_eq!(group_norm::last_path(), Some("cpu-group-norm-silu"));
+}
+
+/// (dx, dγ, dβ) of sum(y ∘ w), y = group_norm_silu(x), on `device`: the kernel (through the op)
+/// or the plain-burn reference, through autodiff.
+fn gradients(
+    device: &Device,
+    x: &[f32],
+    shape: [usize; 4],
+    groups: usize,
+    affine: bool,
+    fused: bool,
+) -> [Vec<f32>; 3] {
+    let ad = device.clone().autodiff();
+    let n: usize = shape.iter().product();
+    let w = on(&ad, &oxgen_models::rng::normals(9, 1, n), shape);
+    let xt = on(&ad, x, shape).require_grad();
+    let mut p = params(shape[1], groups, affine, &ad);
+    p.gamma = p.gamma.map(|t| t.require_grad());
+    p.beta = p.beta.map(|t| t.require_grad());
+    let y = if fused {
+        let y = group_norm_silu(xt.clone(), &p);
+        assert_eq!(group_norm::last_path(), Some("wgsl-group-norm-silu"));
+        y
+    } else {
+        group_norm_silu_reference(xt.clone(), &p)
+    };
+    let grads = (y * w).sum().backward();
+    let c = shape[1];
+    let grad1 = |t: &Option<Tensor<1>>| {
+        t.as_ref()
+            .map_or(vec![0.0; c], |t| host(t.grad(&grads).expect("a gradient")))
+    };
+    [
+        host(xt.grad(&grads).expect("a gradient")),
+        grad1(&p.gamma),
+        grad1(&p.beta),
+    ]
+}
+
+/// The backward kernel against burn's autodiff through the reference: dx, dγ and dβ, odd
+/// shapes, a batch of one and of five, groups of one channel and of many, with and without
+/// affine, data far from zero mean, and one group long enough to widen the workgroup.
+#[test]
+fn backward_matches_reference() {
+    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let gpu = gpu();
+    let cpu = Device::flex();
+    let cases: [([usize; 4], usize, f32, f32, f32); 7] = [
+        ([1, 6, 5, 3], 3, 3.0, 2.0, 1e-4),
+        ([2, 32, 8, 8], 8, 3.0, 2.0, 1e-4),
+        ([3, 64, 4, 4], 8, 0.0, 1.0, 1e-4),
+        ([1, 8, 33, 31], 2, 3.0, 2.0, 1e-4),
+        ([5, 4, 1, 1], 4, 3.0, 2.0, 1e-4),
+        ([2, 8, 6, 6], 4, 100.0, 1.0, 1e-3),
+        ([1, 2, 256, 256], 1, 3.0, 2.0, 1e-3),
+    ];
+    for (shape, groups, mean, std, tol) in cases {
+        for affine in [false, true] {
+            let n: usize = shape.iter().product();
+            let x: Vec<f32> = oxgen_models::rng::normals(7, n as u32, n)
+                .into_iter()
+                .map(|v| mean + std * v)
+                .collect();
+            let want = gradients(&cpu, &x, shape, groups, affine, false);
+            let got = gradients(&gpu, &x, shape, groups, affine, true);
+            for (k, name) in ["dx", "dgamma", "dbeta"].iter().enumerate() {
+                // Sums over many elements: relative to the largest magnitude of the result.
+                let scale = want[k].iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+                for (i, (g, w)) in got[k].iter().zip(&want[k]).enumerate() {
+                    assert!(
+                        g.is_finite() && (g - w).abs() <= tol * (scale + w.abs()),
+                        "{shape:?}, {groups} groups, affine {affine}: {name}[{i}]: fused {g}, reference {w}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod denoise;
 mod gpt;
 mod group_norm;
 mod naga_validation;
+mod noising;
 mod per_sample_norm;
 
 use std::sync::Mutex;

@@ -59,7 +59,7 @@ fn every_group_norm_variant_validates() {
 #[test]
 fn every_attention_variant_validates() {
     let variants = oxgen_wgpu::attention::Variant::all();
-    assert_eq!(variants.len(), 72);
+    assert_eq!(variants.len(), 168);
     for v in variants {
         let text = v.source().complete();
         assert!(
@@ -85,5 +85,22 @@ fn every_per_sample_norm_variant_validates() {
             "{v:?}: a placeholder was left unfilled"
         );
         validate(&format!("per_sample_norm {v:?}"), &text);
+    }
+}
+
+#[test]
+fn every_noising_variant_validates() {
+    for v in oxgen_wgpu::noising::Variant::all() {
+        let text = v.source().complete();
+        assert!(
+            !text.contains("{{"),
+            "{v:?}: a placeholder was left unfilled"
+        );
+        let capabilities = if v.mul64 {
+            naga::valid::Capabilities::SHADER_INT64
+        } else {
+            naga::valid::Capabilities::empty()
+        };
+        validate_with(&format!("noising {v:?}"), &text, capabilities);
     }
 }

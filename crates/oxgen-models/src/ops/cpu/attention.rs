@@ -328,9 +328,13 @@ impl FusedAttention for CpuAttention {
         options: AttentionOptions,
     ) -> Tensor<4> {
         let f32_inputs = [&q, &k, &v].iter().all(|t| t.dtype() == DType::F32);
+        use crate::ops::{attention::OP, stats};
         if bias.is_some() || !f32_inputs {
+            let why = if f32_inputs { "no bias" } else { "f32 only" };
+            stats::reference(OP, &format!("the CPU kernel takes {why}"));
             return crate::ops::attention::attention_reference(q, k, v, bias, options);
         }
+        stats::fused(OP, self.name());
         cpu_attention(q, k, v, options).0
     }
 }

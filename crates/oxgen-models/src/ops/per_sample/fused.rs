@@ -3,7 +3,7 @@
 //! writes the `[B, K, N]` per-sample gradients to memory; the reference here materialises them
 //! (or, for short sequences, takes the Gram matrices).
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use burn::tensor::{Device, Tensor};
 
@@ -21,16 +21,19 @@ pub trait FusedSqNorms: Send + Sync {
 }
 
 static FUSED: OnceLock<Box<dyn FusedSqNorms>> = OnceLock::new();
-static LAST: Mutex<Option<&'static str>> = Mutex::new(None);
 
 /// Registers the fused implementation. The first registration wins; later ones return false.
 pub fn register_fused(kernel: Box<dyn FusedSqNorms>) -> bool {
     FUSED.set(kernel).is_ok()
 }
 
-/// Name of the implementation the most recent call ran: `"reference"` or the kernel's name.
+/// The op's name in [`crate::ops::stats`].
+pub const OP: &str = "per_sample_norm";
+
+/// Name of the implementation the latest call on this thread ran: `"reference"` or the kernel's
+/// name.
 pub fn last_path() -> Option<&'static str> {
-    *LAST.lock().expect("per-sample norm path lock")
+    crate::ops::stats::last(OP)
 }
 
 /// ‖aᵢᵀ gᵢ‖²_F for every sample i: the fused kernel where one accepts the device, else
@@ -42,14 +45,17 @@ pub fn affine_sq_norms(a: Tensor<3>, g: Tensor<3>) -> Tensor<1> {
     let device = a.device();
     crate::ops::install_kernels();
     let fused = FUSED.get().filter(|k| k.accepts(&device));
-    let use_fused = crate::ops::take_fused("per_sample_norm", fused.is_some(), &device);
+    let use_fused = crate::ops::take_fused(OP, fused.is_some(), &device);
     match fused.filter(|_| use_fused) {
         Some(kernel) => {
-            *LAST.lock().expect("per-sample norm path lock") = Some(kernel.name());
+            crate::ops::stats::fused(OP, kernel.name());
             kernel.affine_sq_norms(a, g)
         }
         None => {
-            *LAST.lock().expect("per-sample norm path lock") = Some("reference");
+            crate::ops::stats::reference(
+                OP,
+                crate::ops::reference_reason(fused.is_some(), &device),
+            );
             affine_sq_norms_reference(a, g)
         }
     }
