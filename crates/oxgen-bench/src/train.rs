@@ -28,6 +28,9 @@ pub enum Model {
     /// The same UNet step under DP-SGD (σ = 1, clip 1, fixed-size batches of the same size);
     /// no twin.
     UnetDigitsDp,
+    /// The GPT of `oxgen train ar`'s defaults (2 layers × 4 heads × 64: head dim 16, batch and
+    /// optimiser as there), on random tokens of its vocabulary; no twin.
+    GptArithmetic,
 }
 
 impl std::str::FromStr for Model {
@@ -38,8 +41,9 @@ impl std::str::FromStr for Model {
             "gpt-char" => Ok(Self::GptChar),
             "unet-digits" => Ok(Self::UnetDigits),
             "unet-digits-dp" => Ok(Self::UnetDigitsDp),
+            "gpt-arithmetic" => Ok(Self::GptArithmetic),
             _ => Err(format!(
-                "unknown model `{s}`; expected gpt-small, gpt-char, unet-digits or unet-digits-dp"
+                "unknown model `{s}`; expected gpt-small, gpt-char, gpt-arithmetic, unet-digits or unet-digits-dp"
             )),
         }
     }
@@ -53,6 +57,7 @@ impl Model {
             Self::GptChar => "gpt-char",
             Self::UnetDigits => "unet-digits",
             Self::UnetDigitsDp => "unet-digits-dp",
+            Self::GptArithmetic => "gpt-arithmetic",
         }
     }
 
@@ -62,6 +67,7 @@ impl Model {
             Self::GptSmall => (4, 4, 128, 128, 32),
             Self::GptChar => (6, 6, 384, 256, 64),
             Self::UnetDigits | Self::UnetDigitsDp => return None,
+            Self::GptArithmetic => return Some(ArTrainConfig::defaults("arithmetic")),
         };
         let model = GptConfig::new(65)
             .with_layers(layers)
@@ -108,6 +114,9 @@ pub struct TrainReport {
     pub peer_error: Option<String>,
     /// ours ÷ twin throughput.
     pub ratio: Option<f64>,
+    /// The same step with every fused op on its plain-burn reference, timed in the same run
+    /// (`--against-reference`).
+    pub reference: Option<TrainRow>,
 }
 
 /// Times `iters` steps of oxgen's trainer step after `warmup` untimed ones.
@@ -215,8 +224,16 @@ pub fn compare(
     warmup: usize,
     iters: usize,
     python: Option<&str>,
+    against_reference: bool,
 ) -> TrainReport {
-    let ours = ours(model, device, description, warmup, iters);
+    let fused = ours(model, device, description, warmup, iters);
+    let reference = against_reference.then(|| {
+        use oxgen_models::ops::{OpPath, with_path};
+        with_path(OpPath::Reference, || {
+            ours(model, device, description, warmup, iters)
+        })
+    });
+    let ours = fused;
     let (peer, peer_error) = peer::run_if(
         python,
         &[
@@ -235,6 +252,7 @@ pub fn compare(
         peer,
         peer_error,
         ratio,
+        reference,
     }
 }
 
@@ -264,6 +282,20 @@ impl TrainReport {
                 p.per_second(),
                 p.cpu_per_wall,
                 p.peak_rss_mib
+            ));
+        }
+        if let Some(r) = &self.reference {
+            s.push_str(&format!(
+                "| oxgen, reference ops | {} | {:.1} | {:.0} | {} | {} |\n",
+                r.model.name(),
+                r.ms_per_step,
+                r.per_second,
+                opt(r.cpu_per_wall, 2),
+                opt(r.peak_rss_mib, 0),
+            ));
+            s.push_str(&format!(
+                "\nfused ÷ reference ops throughput (one run): {:.2}×\n",
+                o.per_second / r.per_second
             ));
         }
         match (self.ratio, &self.peer_error) {

@@ -192,7 +192,7 @@ impl PeerArgs {
 #[derive(Args)]
 pub(crate) struct TrainBenchArgs {
     /// gpt-small (4 × 4 × 128, context 128, batch 32), gpt-char (6 × 6 × 384, context 256,
-    /// batch 64), unet-digits (the digits diffusion defaults) or unet-digits-dp (the same step
+    /// batch 64), gpt-arithmetic (`train ar`'s defaults), unet-digits (the digits diffusion defaults) or unet-digits-dp (the same step
     /// under DP-SGD: σ 1, clip 1, fixed-size batches; no twin).
     #[arg(long, default_value = "gpt-small")]
     pub(crate) model: oxgen_bench::train::Model,
@@ -214,6 +214,10 @@ pub(crate) struct TrainBenchArgs {
     /// of the kernels.
     #[arg(long, default_value = "auto", value_parser = parse_path)]
     pub(crate) op_path: OpPath,
+    /// Also time the step with every fused op on its reference, in the same run, and print the
+    /// ratio.
+    #[arg(long)]
+    pub(crate) against_reference: bool,
 }
 
 #[derive(Args)]

@@ -94,6 +94,7 @@ pub(crate) fn train(a: TrainBenchArgs) -> Result<()> {
         a.warmup,
         a.iters,
         a.peer.python(),
+        a.against_reference,
     );
     print!("{}", report.markdown());
     if let Some(path) = a.json {

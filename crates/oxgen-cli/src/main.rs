@@ -62,26 +62,24 @@ fn device(args: &DeviceArgs) -> Result<burn::tensor::Device> {
     Ok(selected.device)
 }
 
-/// Where a train, sample or eval command writes `kernels.json`: the run folder of `train`, the
-/// output folder of `sample` (the folder of `--out` when it names a file) and of `eval`.
-fn kernels_dir(command: &Command) -> Option<(PathBuf, oxgen_models::ops::OpPath)> {
-    let folder = |out: &std::path::Path| match out.extension() {
-        Some(_) if !out.is_dir() => out
-            .parent()
-            .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf),
-        _ => out.to_path_buf(),
-    };
+/// Where a train, sample or eval command writes `kernels.json`: in the run folder of `train`,
+/// the output folder of `sample` and `eval`, or beside the file `sample --out` names
+/// (`samples.txt` → `samples.kernels.json`).
+fn kernels_file(command: &Command) -> Option<(PathBuf, oxgen_models::ops::OpPath)> {
+    let name = "kernels.json";
     match command {
         Command::Train(
-            Family::Ar(a)
-            | Family::Vae(a)
-            | Family::Flow(a)
-            | Family::Gan(a)
-            | Family::Diffusion(a),
-        ) => Some((a.out.clone(), a.device.op_path)),
-        Command::Sample(a) => Some((folder(&a.out), a.device.op_path)),
+            Family::Ar(a) | Family::Vae(a) | Family::Flow(a) | Family::Gan(a) | Family::Diffusion(a),
+        ) => Some((a.out.join(name), a.device.op_path)),
+        Command::Sample(a) => {
+            let file = match a.out.extension() {
+                Some(_) if !a.out.is_dir() => a.out.with_extension(name),
+                _ => a.out.join(name),
+            };
+            Some((file, a.device.op_path))
+        }
         Command::Eval(a) => Some((
-            a.out.clone().unwrap_or_else(|| eval_dir(&a.ckpt)),
+            a.out.clone().unwrap_or_else(|| eval_dir(&a.ckpt)).join(name),
             a.device.op_path,
         )),
         _ => None,
@@ -90,18 +88,15 @@ fn kernels_dir(command: &Command) -> Option<(PathBuf, oxgen_models::ops::OpPath)
 
 /// Writes what the fused ops ran (`kernels.json`) and prints its summary line. A run with
 /// `--op-path fused` in which some op still ran its reference fails here, naming the ops.
-fn report_kernels(dir: &std::path::Path, path: oxgen_models::ops::OpPath) -> Result<()> {
+fn report_kernels(file: &std::path::Path, path: oxgen_models::ops::OpPath) -> Result<()> {
     use oxgen_models::ops::{OpPath, stats};
     let report = stats::thread();
     if report.ops.is_empty() {
         return Ok(());
     }
-    let file = report.write(dir).map_err(|e| {
-        anyhow::anyhow!(
-            "could not write {}: {e}",
-            dir.join("kernels.json").display()
-        )
-    })?;
+    report
+        .write(file)
+        .map_err(|e| anyhow::anyhow!("could not write {}: {e}", file.display()))?;
     eprintln!("{} ({})", report.summary(), file.display());
     let refused: Vec<String> = report
         .ops
@@ -131,7 +126,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let kernels = kernels_dir(&cli.command);
+    let kernels = kernels_file(&cli.command);
     match cli.command {
         Command::Train(Family::Ar(a)) => ar::train(a)?,
         Command::Train(Family::Vae(a)) => family::train("vae", a)?,
@@ -182,8 +177,8 @@ fn main() -> Result<()> {
         Command::Bench(BenchKind::Train(a)) => bench::train(a)?,
         Command::Bench(BenchKind::Ddim(a)) => bench::ddim(a)?,
     }
-    if let Some((dir, path)) = kernels {
-        report_kernels(&dir, path)?;
+    if let Some((file, path)) = kernels {
+        report_kernels(&file, path)?;
     }
     Ok(())
 }

@@ -157,15 +157,16 @@ impl KernelReport {
         format!("kernels: {}", parts.join(", "))
     }
 
-    /// Writes `kernels.json` in `dir` (atomically: a temporary file, then a rename).
-    pub fn write(&self, dir: &Path) -> std::io::Result<std::path::PathBuf> {
+    /// Writes the counts as JSON to `file` (`kernels.json`), atomically: a temporary file in
+    /// the same folder, then a rename.
+    pub fn write(&self, file: &Path) -> std::io::Result<()> {
+        let dir = file.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
-        let path = dir.join("kernels.json");
-        let tmp = dir.join(".kernels.json.tmp");
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = dir.join(format!(".{name}.tmp"));
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         std::fs::write(&tmp, text + "\n")?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(path)
+        std::fs::rename(&tmp, file)
     }
 }
 

@@ -178,8 +178,9 @@ fn every_head_dim_matches_the_reference() {
         (24, 65, true, false),
         (48, 20, false, true),
         (130, 9, true, false),
-        (256, 70, false, false),
-        (256, 17, true, true),
+        // One case only: lavapipe's LLVM takes about 25 s per kernel at this head dim (cold
+        // shader cache), where d = 16 takes under 1 s.
+        (256, 70, true, true),
     ] {
         let case = Case {
             lq: l,
