@@ -69,7 +69,11 @@ fn kernels_file(command: &Command) -> Option<(PathBuf, oxgen_models::ops::OpPath
     let name = "kernels.json";
     match command {
         Command::Train(
-            Family::Ar(a) | Family::Vae(a) | Family::Flow(a) | Family::Gan(a) | Family::Diffusion(a),
+            Family::Ar(a)
+            | Family::Vae(a)
+            | Family::Flow(a)
+            | Family::Gan(a)
+            | Family::Diffusion(a),
         ) => Some((a.out.join(name), a.device.op_path)),
         Command::Sample(a) => {
             let file = match a.out.extension() {
@@ -79,7 +83,10 @@ fn kernels_file(command: &Command) -> Option<(PathBuf, oxgen_models::ops::OpPath
             Some((file, a.device.op_path))
         }
         Command::Eval(a) => Some((
-            a.out.clone().unwrap_or_else(|| eval_dir(&a.ckpt)).join(name),
+            a.out
+                .clone()
+                .unwrap_or_else(|| eval_dir(&a.ckpt))
+                .join(name),
             a.device.op_path,
         )),
         _ => None,

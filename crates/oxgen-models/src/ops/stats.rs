@@ -146,12 +146,13 @@ impl KernelReport {
             .ops
             .iter()
             .map(|(op, c)| {
-                let mut s = format!("{op} {} fused", c.fused);
-                if c.reference > 0 {
-                    let why: Vec<&str> = c.reasons.keys().map(String::as_str).collect();
-                    s += &format!(" / {} reference ({})", c.reference, why.join("; "));
+                let why: Vec<&str> = c.reasons.keys().map(String::as_str).collect();
+                let reference = format!("{} reference ({})", c.reference, why.join("; "));
+                match (c.fused, c.reference) {
+                    (f, 0) => format!("{op} {f} fused"),
+                    (0, _) => format!("{op} {reference}"),
+                    (f, _) => format!("{op} {f} fused / {reference}"),
                 }
-                s
             })
             .collect();
         format!("kernels: {}", parts.join(", "))
