@@ -62,8 +62,8 @@ fn device(args: &DeviceArgs) -> Result<burn::tensor::Device> {
     Ok(selected.device)
 }
 
-/// Where a train, sample or eval command writes `kernels.json`: in the run folder of `train`,
-/// the output folder of `sample` and `eval`, or beside the file `sample --out` names
+/// Where a train, tune, sample or eval command writes `kernels.json`: in the run folder of
+/// `train` and `tune`, the output folder of `sample` and `eval`, or beside the file `sample --out` names
 /// (`samples.txt` → `samples.kernels.json`).
 fn kernels_file(command: &Command) -> Option<(PathBuf, oxgen_models::ops::OpPath)> {
     let name = "kernels.json";
@@ -89,6 +89,7 @@ fn kernels_file(command: &Command) -> Option<(PathBuf, oxgen_models::ops::OpPath
                 .join(name),
             a.device.op_path,
         )),
+        Command::Tune(t) => t.run_args().map(|r| (r.out.join(name), r.device.op_path)),
         _ => None,
     }
 }

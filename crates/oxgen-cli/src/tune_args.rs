@@ -61,6 +61,20 @@ pub(crate) enum TuneMethod {
     BestOf(BestOfArgs),
 }
 
+impl TuneMethod {
+    /// The run flags of a method that trains (all but `merge` and `best-of`).
+    pub(crate) fn run_args(&self) -> Option<&RunArgs> {
+        match self {
+            Self::Grpo(a) => Some(&a.run),
+            Self::Sft(a) => Some(&a.run),
+            Self::Dpo(a) => Some(&a.run),
+            Self::Rm(a) => Some(&a.run),
+            Self::DiffusionDpo(a) => Some(&a.run),
+            Self::Merge(_) | Self::BestOf(_) => None,
+        }
+    }
+}
+
 /// What every tuning command takes: the base, the run folder, a config file, resume, quiet,
 /// the device.
 #[derive(Args)]
