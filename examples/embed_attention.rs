@@ -52,6 +52,7 @@ fn main() {
         let opts = AttentionOptions {
             causal,
             scale: None,
+            window: None,
         };
         let ours = attention_with(q.clone(), k.clone(), v.clone(), None, opts);
         let path = last_path().unwrap_or("none");

@@ -37,6 +37,12 @@ struct Params {
     lq: u32,
     lk: u32,
     scale: f32,
+    // Sliding window in keys (0: none): key j is visible to query i only when
+    // j + window + lq > i + lk.
+    window: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> q: array<S>;
@@ -121,6 +127,9 @@ fn main(
                 var visible = key < p.lk;
                 if (CAUSAL) {
                     visible = visible && key + p.lq <= row + p.lk;
+                }
+                if (p.window > 0u) {
+                    visible = visible && key + p.window + p.lq > row + p.lk;
                 }
                 if (visible) {
                     let kb = j * D4;

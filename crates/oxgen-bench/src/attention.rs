@@ -134,6 +134,7 @@ pub fn run(device: &Device, lens: &[usize], cfg: AttentionBench) -> Vec<Attentio
     let options = AttentionOptions {
         causal,
         scale: None,
+        window: None,
     };
     let burn_options = AttentionModuleOptions {
         scale: None,

@@ -192,6 +192,8 @@ pub struct FlashLaunch {
     pub bias: bool,
     /// Score scale (1/√d by default).
     pub scale: f32,
+    /// Sliding window in keys; 0 for none.
+    pub window: u32,
 }
 
 fn out_spec(q: &TensorSpec, v: &TensorSpec) -> TensorSpec {
@@ -234,8 +236,18 @@ pub trait FlashAttentionOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-fn params(bh: usize, lq: usize, lk: usize, scale: f32) -> Vec<u8> {
-    words_to_bytes(&[bh as u32, lq as u32, lk as u32, scale.to_bits()])
+/// The `Params` words of the shaders: bh, lq, lk, scale, window, then padding to 32 bytes.
+fn params(bh: usize, lq: usize, lk: usize, launch: &FlashLaunch) -> Vec<u8> {
+    words_to_bytes(&[
+        bh as u32,
+        lq as u32,
+        lk as u32,
+        launch.scale.to_bits(),
+        launch.window,
+        0,
+        0,
+        0,
+    ])
 }
 
 fn dims4(t: &CubeTensor) -> [usize; 4] {
@@ -333,7 +345,7 @@ impl FlashAttentionOps for CubeBackend {
         let storage = client.properties().hardware.max_shared_memory_size;
         let out = client.empty(b * h * lq * d * store.size());
         let lse = client.empty((b * h * lq).max(1) * 4);
-        let p = client.create_from_slice(&params(b * h, lq, lk, launch.scale));
+        let p = client.create_from_slice(&params(b * h, lq, lk, &launch));
         launch_kernel(
             &q,
             variant(storage, Pass::Forward, d, &launch, store),
@@ -393,7 +405,7 @@ impl FlashAttentionOps for CubeBackend {
         let dq = client.empty(b * h * lq * d * store.size());
         let dk = client.empty(b * h * lk * d * store.size());
         let dv = client.empty(b * h * lk * d * store.size());
-        let p = client.create_from_slice(&params(b * h, lq, lk, launch.scale));
+        let p = client.create_from_slice(&params(b * h, lq, lk, &launch));
         let common = || {
             vec![
                 q.handle.clone().binding(),
@@ -567,6 +579,11 @@ pub fn flash_attention(
         causal: options.causal,
         bias: bias.is_some(),
         scale: options.scale.unwrap_or(1.0 / (d as f64).sqrt()) as f32,
+        // A window past u32 hides nothing: no window.
+        window: options
+            .window
+            .and_then(|w| u32::try_from(w).ok())
+            .unwrap_or(0),
     };
     let bias = bias.unwrap_or_else(|| q.clone());
     let (out, lse) = <Dispatch as FlashAttentionOps>::flash_attention(

@@ -167,6 +167,7 @@ impl Block {
         let options = AttentionOptions {
             causal: true,
             scale: None,
+            window: None,
         };
         let y = if cache.is_none() && !self.rotary {
             self_attention(qkv, self.heads, options)

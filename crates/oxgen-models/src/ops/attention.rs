@@ -17,6 +17,11 @@ pub struct AttentionOptions {
     pub causal: bool,
     /// Score scale; `None` is 1/√d.
     pub scale: Option<f64>,
+    /// A sliding window of this many keys: key j is visible to query i only when it is at most
+    /// `window − 1` places before the query's position (bottom-right aligned as `causal`:
+    /// j + window + lq > i + lk). With `causal`, each query sees its last `window` keys, itself
+    /// included (local attention). No L×L buffer on the fused path.
+    pub window: Option<usize>,
 }
 
 /// A fused attention, provided by a kernel crate.
@@ -154,7 +159,8 @@ pub fn self_attention(qkv: Tensor<3>, heads: usize, options: AttentionOptions) -
     );
     let (w, d) = (w3 / 3, w3 / 3 / heads);
     let device = qkv.device();
-    let cpu = CPU.accepts(&device) && qkv.dtype() == burn::tensor::DType::F32;
+    let cpu =
+        CPU.accepts(&device) && qkv.dtype() == burn::tensor::DType::F32 && options.window.is_none();
     if cpu && super::take_fused(OP, true, &device) {
         super::stats::fused(OP, "cpu-self-attention");
         let launch = super::cpu::self_attention::SelfLaunch {
@@ -186,11 +192,25 @@ pub fn attention_reference(
     bias: Option<Tensor<4>>,
     options: AttentionOptions,
 ) -> Tensor<4> {
+    let [b, h, lq, _] = q.dims();
+    let lk = k.dims()[2];
+    // The window as burn's boolean mask (true hides a key): dense here, by design of a reference.
+    let mask = options.window.map(|w| {
+        let hidden: Vec<bool> = (0..lq * lk)
+            .map(|e| (e % lk) + w + lq <= (e / lk) + lk)
+            .collect();
+        Tensor::<2, burn::tensor::Bool>::from_data(
+            burn::tensor::TensorData::new(hidden, [lq, lk]),
+            &q.device(),
+        )
+        .reshape([1, 1, lq, lk])
+        .expand([b, h, lq, lk])
+    });
     attention_fallback(
         q,
         k,
         v,
-        None,
+        mask,
         bias,
         AttentionModuleOptions {
             scale: options.scale,
@@ -203,6 +223,28 @@ pub fn attention_reference(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A causal window of 2 by hand: with all scores equal (q = 0), query i averages v over
+    /// keys i − 1 and i (only key 0 for the first); the window counts from the bottom-right
+    /// aligned position when the lengths differ.
+    #[test]
+    fn sliding_window_by_hand() {
+        let device = Device::flex();
+        let v: Vec<f32> = (0..5).map(|i| i as f32).collect();
+        let v = Tensor::<4>::from_data(burn::tensor::TensorData::new(v, [1, 1, 5, 1]), &device);
+        let options = AttentionOptions {
+            causal: true,
+            scale: None,
+            window: Some(2),
+        };
+        let zeros = |l: usize| Tensor::<4>::zeros([1, 1, l, 1], &device);
+        let out = attention_reference(zeros(5), zeros(5), v.clone(), None, options);
+        let got = out.into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(got, vec![0.0, 0.5, 1.5, 2.5, 3.5]);
+        // Two queries against five keys: positions 3 and 4, so keys {2, 3} and {3, 4}.
+        let out = attention_reference(zeros(2), zeros(5), v, None, options);
+        assert_eq!(out.into_data().try_to_vec::<f32>().unwrap(), vec![2.5, 3.5]);
+    }
     use burn::tensor::{Distribution, Tolerance, activation::softmax};
 
     /// The reference equals softmax(q·kᵀ/√d)·v written out, and its causal mask hides the future.
@@ -225,6 +267,7 @@ mod tests {
         let causal = AttentionOptions {
             causal: true,
             scale: None,
+            window: None,
         };
         let got = attention_reference(q, k, v.clone(), None, causal);
         got.slice([0..2, 0..3, 0..1, 0..8])

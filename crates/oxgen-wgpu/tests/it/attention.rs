@@ -50,6 +50,13 @@ struct Case {
     half: bool,
 }
 
+thread_local! {
+    /// Sliding window of the cases of [`sliding_window_matches_the_reference`] (0: none); the
+    /// other tests leave it at 0. Read by [`run_bh`] through this thread-local, so `Case` keeps
+    /// its shape.
+    static WINDOW: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Output and the three gradients of sum(out ∘ w), on `device`, with batch × heads = `bh`.
 fn run_bh(device: &Device, c: &Case, fused: bool, (b, h): (usize, usize)) -> [Vec<f32>; 4] {
     let sq = [b, h, c.lq, c.d];
@@ -100,6 +107,7 @@ fn run_bh(device: &Device, c: &Case, fused: bool, (b, h): (usize, usize)) -> [Ve
     let options = AttentionOptions {
         causal: c.causal,
         scale: None,
+        window: Some(WINDOW.with(|w| w.get())).filter(|&w| w > 0),
     };
     let out = if fused {
         set_path(OpPath::Fused);
@@ -124,8 +132,15 @@ fn check(gpu: &Device, c: &Case) {
 
 fn check_bh(gpu: &Device, c: &Case, bh: (usize, usize)) {
     let what = format!(
-        "lq={} lk={} d={} causal={} bias={} logits×{} f16={}",
-        c.lq, c.lk, c.d, c.causal, c.bias, c.logit_scale, c.half
+        "lq={} lk={} d={} causal={} bias={} logits×{} f16={} window={}",
+        c.lq,
+        c.lk,
+        c.d,
+        c.causal,
+        c.bias,
+        c.logit_scale,
+        c.half,
+        WINDOW.with(|w| w.get())
     );
     // f16 results are rounded once on store (2⁻¹¹ relative); Δ = dO·O then sees rounded O.
     let tol = if c.half { 3e-3 } else { 2e-4 };
@@ -192,6 +207,36 @@ fn every_head_dim_matches_the_reference() {
             half: false,
         };
         check(&gpu, &case);
+    }
+}
+
+/// Sliding windows (local attention) without an L×L mask: causal and not, windows shorter and
+/// longer than a tile, queries shorter and longer than keys, with and without a bias; forward
+/// and all three gradients against burn's `attention_fallback` with the window as a dense mask.
+#[test]
+fn sliding_window_matches_the_reference() {
+    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let gpu = gpu();
+    for (lq, lk, d, causal, bias, window) in [
+        (70, 70, 16, true, false, 5),
+        (70, 70, 16, true, true, 40),
+        (33, 33, 32, false, false, 8),
+        (17, 40, 64, true, false, 4),
+        (40, 17, 8, true, true, 3),
+        (129, 129, 64, true, false, 1),
+    ] {
+        WINDOW.with(|w| w.set(window));
+        let case = Case {
+            lq,
+            lk,
+            d,
+            causal,
+            bias,
+            logit_scale: 1.0,
+            half: false,
+        };
+        check(&gpu, &case);
+        WINDOW.with(|w| w.set(0));
     }
 }
 

@@ -55,6 +55,7 @@ fn cpu_attention_matches_the_reference_forward_and_backward() {
     let causal = |c: bool| AttentionOptions {
         causal: c,
         scale: None,
+        window: None,
     };
     // (b, h, lq, lk, d): odd sizes, lq < lk (cached keys), a single query, head dims 1 to 32.
     let cases = [
@@ -69,6 +70,7 @@ fn cpu_attention_matches_the_reference_forward_and_backward() {
             AttentionOptions {
                 causal: false,
                 scale: Some(0.3),
+                window: None,
             },
         ),
     ];
@@ -97,6 +99,7 @@ fn cpu_attention_logsumexp_is_the_softmax_normaliser() {
     let o = AttentionOptions {
         causal: true,
         scale: Some(1.0),
+        window: None,
     };
     let (out, lse) = cpu_attention(q, k, v, o);
     let lse = host(lse);
@@ -281,6 +284,7 @@ fn cpu_self_attention_matches_the_split_reference() {
             let o = AttentionOptions {
                 causal,
                 scale: None,
+                window: None,
             };
             let y = if fused {
                 let launch = SelfLaunch {
