@@ -62,6 +62,30 @@ pub struct TrainConfig {
     /// training rows (drawn by the seed) each present `repeats` times.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicates: Option<[usize; 2]>,
+    /// Where the training noise ε comes from: `philox` (new runs: the Philox stream that the
+    /// noising kernel draws in registers on wgpu) or `host` (the host RNG). A config written
+    /// before this field existed has `host`, so old runs resume exactly as they were trained.
+    #[serde(default = "NoiseSource::legacy")]
+    pub noise: NoiseSource,
+}
+
+/// Where a diffusion run's training noise comes from (see [`TrainConfig::noise`]).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NoiseSource {
+    /// The counter-based Philox stream (seed ^ "noising!", step): the fused noising kernel.
+    #[default]
+    Philox,
+    /// The run's host RNG, drawn between the timesteps and the label drops (runs written
+    /// before 2026-12-05).
+    Host,
+}
+
+impl NoiseSource {
+    /// What a config without the field means: it was written before the field existed.
+    fn legacy() -> Self {
+        Self::Host
+    }
 }
 
 impl Default for TrainConfig {
@@ -137,6 +161,7 @@ impl TrainConfig {
             },
             dp: None,
             duplicates: None,
+            noise: NoiseSource::Philox,
         }
     }
 

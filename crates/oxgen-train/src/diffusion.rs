@@ -7,10 +7,11 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Tensor, TensorData};
 use oxgen_models::diffusion::{BatchEps, Diffusion, DiffusionBatchNoise};
 use rand::Rng;
+use rand_distr::StandardNormal;
 use std::sync::Arc;
 
 use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
-use crate::config::TrainConfig;
+use crate::config::{NoiseSource, TrainConfig};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::metrics::Quality;
@@ -51,17 +52,31 @@ pub struct TrainReport {
 const NOISE_KEY: u64 = 0x6e6f_6973_696e_6721;
 
 /// Timesteps, noise and label drops for `b` rows.
-fn batch_noise(config: &TrainConfig, step: usize, b: usize) -> DiffusionBatchNoise {
+fn batch_noise(
+    config: &TrainConfig,
+    features: usize,
+    step: usize,
+    b: usize,
+) -> DiffusionBatchNoise {
     let mut rng = step_rng(config.seed, step, Stream::Diffusion);
-    DiffusionBatchNoise {
-        t: (0..b)
-            .map(|_| rng.random_range(0..config.model.timesteps))
-            .collect(),
+    let t = (0..b)
+        .map(|_| rng.random_range(0..config.model.timesteps))
+        .collect();
+    let eps = match config.noise {
         // Drawn in registers by the noising kernel: key from the run seed, one stream per step.
-        eps: BatchEps::Philox {
+        NoiseSource::Philox => BatchEps::Philox {
             seed: config.seed ^ NOISE_KEY,
             stream: step as u32,
         },
+        NoiseSource::Host => BatchEps::Given(
+            (0..b * features)
+                .map(|_| rng.sample::<f32, _>(StandardNormal))
+                .collect(),
+        ),
+    };
+    DiffusionBatchNoise {
+        t,
+        eps,
         drop: (0..b)
             .map(|_| rng.random_bool(config.model.cond_drop_prob))
             .collect(),
@@ -113,7 +128,7 @@ fn host_batch(c: &TrainConfig, train: &Dataset, plan: Option<&DpPlan>, step: usi
             .as_ref()
             .filter(|_| c.model.num_classes.is_some())
             .map(|l| idx.iter().map(|&i| l[i]).collect()),
-        noise: batch_noise(c, step, idx.len()),
+        noise: batch_noise(c, train.shape.numel(), step, idx.len()),
     }
 }
 

@@ -27,7 +27,7 @@ pub mod trainer;
 pub mod tune;
 pub mod watermark;
 
-pub use config::TrainConfig;
+pub use config::{NoiseSource, TrainConfig};
 pub use error::{Error, Result};
 pub use eval::{compare, metrics, sample};
 pub use preset::Hardware;
