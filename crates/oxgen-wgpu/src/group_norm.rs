@@ -156,6 +156,50 @@ pub fn grid(count: usize) -> (u32, u32) {
     crate::denoise::grid_2d(count)
 }
 
+/// Launches the forward (or, with `backward`, the backward) kernel over `x` `[b, c, h, w]`: the
+/// workgroup size from the device, the `Params` binding appended to `buffers`, one workgroup
+/// per (sample, group).
+fn launch_kernel(
+    x: &CubeTensor,
+    launch: &Launch,
+    backward: bool,
+    mut buffers: Vec<burn::cubecl::server::BufferBinding>,
+) {
+    let dims = x.meta.shape().as_slice();
+    let (b, c) = (dims[0], dims[1]);
+    let hw: usize = dims[2..].iter().product();
+    let client = &x.client;
+    let variant = Variant {
+        affine: launch.variant.affine,
+        workgroup_size: workgroup_size(
+            client.properties().hardware.plane_size_max,
+            c / launch.groups * hw,
+        ),
+        backward,
+    };
+    let params = Params {
+        batch: b as u32,
+        channels: c as u32,
+        groups: launch.groups as u32,
+        hw: hw as u32,
+        eps: launch.eps,
+    };
+    buffers.push(
+        client
+            .create_from_slice(&words_to_bytes(&params.words()))
+            .binding(),
+    );
+    let (gx, gy) = grid(b * launch.groups);
+    client.launch(
+        Box::new(SourceKernel::new(
+            Wgsl(variant),
+            CubeDim::new_1d(variant.workgroup_size),
+        )),
+        CubeCount::Static(gx, gy, 1),
+        KernelArguments::new().with_buffers(buffers),
+    );
+}
+
 impl GroupNormOps for CubeBackend {
     fn fused_group_norm_silu(
         x: CubeTensor,
@@ -165,38 +209,18 @@ impl GroupNormOps for CubeBackend {
     ) -> CubeTensor {
         let [x, gamma, beta] = [x, gamma, beta].map(into_contiguous);
         let shape = x.meta.shape().clone();
-        let dims = shape.as_slice();
-        let (b, c) = (dims[0], dims[1]);
-        let hw: usize = dims[2..].iter().product();
         let client = x.client.clone();
-        let mut variant = launch.variant;
-        variant.workgroup_size = workgroup_size(
-            client.properties().hardware.plane_size_max,
-            c / launch.groups * hw,
-        );
         let y = client.empty(shape.num_elements() * 4);
-        let params = Params {
-            batch: b as u32,
-            channels: c as u32,
-            groups: launch.groups as u32,
-            hw: hw as u32,
-            eps: launch.eps,
-        };
-        let params_handle = client.create_from_slice(&words_to_bytes(&params.words()));
-        let (gx, gy) = grid(b * launch.groups);
-        client.launch(
-            Box::new(SourceKernel::new(
-                Wgsl(variant),
-                CubeDim::new_1d(variant.workgroup_size),
-            )),
-            CubeCount::Static(gx, gy, 1),
-            KernelArguments::new().with_buffers(vec![
+        launch_kernel(
+            &x,
+            &launch,
+            false,
+            vec![
                 x.handle.clone().binding(),
                 gamma.handle.clone().binding(),
                 beta.handle.clone().binding(),
                 y.clone().binding(),
-                params_handle.binding(),
-            ]),
+            ],
         );
         CubeTensor::new_contiguous(client, x.device.clone(), shape, y, DType::F32)
     }
@@ -212,36 +236,16 @@ impl GroupNormOps for CubeBackend {
         let shape = x.meta.shape().clone();
         let dims = shape.as_slice();
         let (b, c) = (dims[0], dims[1]);
-        let hw: usize = dims[2..].iter().product();
         let client = x.client.clone();
-        let variant = Variant {
-            affine: launch.variant.affine,
-            workgroup_size: workgroup_size(
-                client.properties().hardware.plane_size_max,
-                c / launch.groups * hw,
-            ),
-            backward: true,
-        };
         let dx = client.empty(shape.num_elements() * 4);
         // The per-sample shares of dγ and dβ; zeroed, so that without affine they sum to 0.
         let zeros = || client.create_from_slice(&vec![0u8; b * c * 4]);
         let (dgamma, dbeta) = (zeros(), zeros());
-        let params = Params {
-            batch: b as u32,
-            channels: c as u32,
-            groups: launch.groups as u32,
-            hw: hw as u32,
-            eps: launch.eps,
-        };
-        let params_handle = client.create_from_slice(&words_to_bytes(&params.words()));
-        let (gx, gy) = grid(b * launch.groups);
-        client.launch(
-            Box::new(SourceKernel::new(
-                Wgsl(variant),
-                CubeDim::new_1d(variant.workgroup_size),
-            )),
-            CubeCount::Static(gx, gy, 1),
-            KernelArguments::new().with_buffers(vec![
+        launch_kernel(
+            &x,
+            &launch,
+            true,
+            vec![
                 x.handle.clone().binding(),
                 gamma.handle.clone().binding(),
                 beta.handle.clone().binding(),
@@ -249,8 +253,7 @@ impl GroupNormOps for CubeBackend {
                 dx.clone().binding(),
                 dgamma.clone().binding(),
                 dbeta.clone().binding(),
-                params_handle.binding(),
-            ]),
+            ],
         );
         let device = x.device.clone();
         let wrap = |handle, shape: Shape| {
