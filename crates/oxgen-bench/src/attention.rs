@@ -94,7 +94,7 @@ fn reserved_mib(device: &Device) -> Option<f64> {
 /// Median milliseconds of `iters` calls after one warm-up, and the peak memory (MiB) of the
 /// warm-up call; `None` if a call panicked (an allocation past the adapter's limits, say) or the
 /// device failed.
-fn median<S>(
+pub(crate) fn median<S>(
     iters: usize,
     device: &Device,
     state: S,

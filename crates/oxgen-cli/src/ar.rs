@@ -3,7 +3,8 @@
 
 use anyhow::{Context, Result, bail};
 
-use crate::args::{DecodeBenchArgs, LogprobArgs, SampleArgs, TrainArgs};
+use crate::args::{LogprobArgs, SampleArgs, TrainArgs};
+use crate::bench_args::DecodeBenchArgs;
 use crate::device;
 
 pub(crate) fn train(a: TrainArgs) -> Result<()> {

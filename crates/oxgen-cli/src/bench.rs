@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use oxgen_wgpu::DeviceChoice;
 
-use crate::args::{AttentionBenchArgs, BenchArgs, DdimBenchArgs, TrainBenchArgs};
+use crate::bench_args::{AttentionBenchArgs, BenchArgs, DdimBenchArgs, TrainBenchArgs};
 
 pub(crate) fn attention(a: AttentionBenchArgs) -> Result<()> {
     let selected = oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?;
@@ -23,21 +23,25 @@ pub(crate) fn attention(a: AttentionBenchArgs) -> Result<()> {
     if a.f16 && !selected.device.supports_dtype(burn::tensor::DType::F16) {
         bail!("--f16: this adapter has no shader-f16");
     }
-    let rows = oxgen_bench::attention::run(
-        &selected.device,
-        &a.seq,
-        oxgen_bench::attention::AttentionBench {
-            batch: a.batch,
-            heads: a.heads,
-            dim: a.dim,
-            causal: a.causal,
-            half: a.f16,
-            iters: a.iters,
-            peers: !a.no_peers,
-        },
-    );
+    let cfg = oxgen_bench::attention::AttentionBench {
+        batch: a.batch,
+        heads: a.heads,
+        dim: a.dim,
+        causal: a.causal,
+        half: a.f16,
+        iters: a.iters,
+        peers: !a.no_peers,
+    };
     println!("device: {}\n", selected.description);
-    print!("{}", oxgen_bench::attention::table(&rows));
+    let rows = if a.decode {
+        let rows = oxgen_bench::attention_decode::run(&selected.device, &a.seq, cfg);
+        print!("{}", oxgen_bench::attention_decode::table(&rows));
+        serde_json::to_value(rows)?
+    } else {
+        let rows = oxgen_bench::attention::run(&selected.device, &a.seq, cfg);
+        print!("{}", oxgen_bench::attention::table(&rows));
+        serde_json::to_value(rows)?
+    };
     if let Some(path) = a.json {
         let doc = serde_json::json!({ "device": selected.description, "rows": rows });
         crate::bench::write_json(&path, &doc)?;

@@ -28,6 +28,7 @@ mod ar;
 mod args;
 mod audit;
 mod bench;
+mod bench_args;
 mod compress;
 mod copyright;
 mod detect;

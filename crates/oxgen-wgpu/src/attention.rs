@@ -137,13 +137,13 @@ impl Variant {
 }
 
 /// `n` copies of `term` (with `#` the chunk index) joined by " + ".
-fn sum(n: u32, term: &str) -> String {
+pub(crate) fn sum(n: u32, term: &str) -> String {
     let parts: Vec<String> = (0..n).map(|i| term.replace('#', &i.to_string())).collect();
     format!("({})", parts.join(" + "))
 }
 
 /// `n` copies of `statement` (with `#` the chunk index), one per line.
-fn lines(n: u32, statement: &str) -> String {
+pub(crate) fn lines(n: u32, statement: &str) -> String {
     (0..n)
         .map(|i| statement.replace('#', &i.to_string()))
         .collect::<Vec<_>>()
@@ -279,6 +279,13 @@ pub fn half_launches() -> usize {
     HALF_LAUNCHES.load(Ordering::Relaxed)
 }
 
+/// Counts a launch in f16 storage.
+pub(crate) fn note_launch(half: bool) {
+    if half {
+        HALF_LAUNCHES.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The grid for `tiles` row tiles of `bh` (batch, head) pairs: (tiles, y, z) with
 /// bh = y + z·Y, folded into z past WebGPU's 65,535 workgroups per dimension.
 pub fn grid(tiles: usize, bh: usize) -> (u32, u32, u32) {
@@ -292,9 +299,7 @@ fn launch_kernel(
     groups: (u32, u32, u32),
     buffers: Vec<burn::cubecl::server::BufferBinding>,
 ) {
-    if variant.half {
-        HALF_LAUNCHES.fetch_add(1, Ordering::Relaxed);
-    }
+    note_launch(variant.half);
     x.client.launch(
         Box::new(SourceKernel::new(
             Wgsl(variant),
@@ -342,24 +347,30 @@ impl FlashAttentionOps for CubeBackend {
         let [b, h, lq, d] = dims4(&q);
         let lk = k.meta.shape().as_slice()[2];
         let client = q.client.clone();
-        let storage = client.properties().hardware.max_shared_memory_size;
-        let out = client.empty(b * h * lq * d * store.size());
-        let lse = client.empty((b * h * lq).max(1) * 4);
-        let p = client.create_from_slice(&params(b * h, lq, lk, &launch));
-        launch_kernel(
-            &q,
-            variant(storage, Pass::Forward, d, &launch, store),
-            grid(lq.div_ceil(ROWS as usize), b * h),
-            vec![
-                q.handle.clone().binding(),
-                k.handle.clone().binding(),
-                v.handle.clone().binding(),
-                bias.handle.clone().binding(),
-                out.clone().binding(),
-                lse.clone().binding(),
-                p.binding(),
-            ],
-        );
+        let (out, lse) = if crate::attention_decode::applies(lq) {
+            let half = store == DType::F16;
+            crate::attention_decode::forward(&q, &k, &v, &bias, &launch, half)
+        } else {
+            let storage = client.properties().hardware.max_shared_memory_size;
+            let out = client.empty(b * h * lq * d * store.size());
+            let lse = client.empty((b * h * lq).max(1) * 4);
+            let p = client.create_from_slice(&params(b * h, lq, lk, &launch));
+            launch_kernel(
+                &q,
+                variant(storage, Pass::Forward, d, &launch, store),
+                grid(lq.div_ceil(ROWS as usize), b * h),
+                vec![
+                    q.handle.clone().binding(),
+                    k.handle.clone().binding(),
+                    v.handle.clone().binding(),
+                    bias.handle.clone().binding(),
+                    out.clone().binding(),
+                    lse.clone().binding(),
+                    p.binding(),
+                ],
+            );
+            (out, lse)
+        };
         let device = q.device.clone();
         let out = CubeTensor::new_contiguous(
             client.clone(),
@@ -596,6 +607,9 @@ pub fn flash_attention(
     (Tensor::from_dispatch(out), Tensor::from_dispatch(lse))
 }
 
+/// How the stats name a fused call that took the decode path.
+pub const DECODE_NAME: &str = "wgsl-flash-decoding";
+
 /// The kernels as the fused path of `oxgen_models::ops::attention::attention`.
 #[derive(Debug, Default)]
 pub struct WgslAttention;
@@ -625,15 +639,18 @@ impl FusedAttention for WgslAttention {
         let d = q.dims()[3];
         let lk = k.dims()[2];
         let padded = d.next_multiple_of(4);
+        // The decode path loops about lk / 64 times per invocation; its backward does not.
+        let decode = crate::attention_decode::applies(q.dims()[2]);
+        let limited = !decode || q.is_autodiff();
         // A software adapter (lavapipe) ends an invocation after 65,535 loop iterations.
-        if lk > software_max_keys(padded) && crate::device::maybe_software() {
+        if limited && lk > software_max_keys(padded) && crate::device::maybe_software() {
             stats::reference(
                 OP,
                 &format!("{lk} keys pass a software adapter's loop limit at head dim {d}"),
             );
             return oxgen_models::ops::attention::attention_reference(q, k, v, bias, options);
         }
-        stats::fused(OP, self.name());
+        stats::fused(OP, if decode { DECODE_NAME } else { self.name() });
         if padded == d {
             return flash_attention(q, k, v, bias, options).0;
         }

@@ -6,6 +6,7 @@
 //! training, GroupNorm+SiLU and per-sample gradient norms.
 
 pub mod attention;
+pub mod attention_decode;
 pub mod copy;
 pub mod denoise;
 pub mod device;

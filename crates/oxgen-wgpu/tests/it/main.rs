@@ -2,6 +2,7 @@
 //! when no adapter is found.
 
 mod attention;
+mod attention_decode;
 mod denoise;
 mod gpt;
 mod group_norm;

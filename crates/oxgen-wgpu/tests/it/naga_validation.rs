@@ -104,3 +104,23 @@ fn every_noising_variant_validates() {
         validate_with(&format!("noising {v:?}"), &text, capabilities);
     }
 }
+
+#[test]
+fn every_attention_decode_variant_validates() {
+    let variants = oxgen_wgpu::attention_decode::Variant::all();
+    // 7 head dims × 2 storages × (1 combine + 8 split variants).
+    assert_eq!(variants.len(), 126);
+    for v in variants {
+        let text = v.source().complete();
+        assert!(
+            !text.contains("{{"),
+            "{v:?}: a placeholder was left unfilled"
+        );
+        let capabilities = if v.half {
+            naga::valid::Capabilities::SHADER_FLOAT16
+        } else {
+            naga::valid::Capabilities::empty()
+        };
+        validate_with(&format!("attention_decode {v:?}"), &text, capabilities);
+    }
+}
