@@ -53,6 +53,7 @@ fn main() {
             causal,
             scale: None,
             window: None,
+            key_lengths: None,
         };
         let ours = attention_with(q.clone(), k.clone(), v.clone(), None, opts);
         let path = last_path().unwrap_or("none");

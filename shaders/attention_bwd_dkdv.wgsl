@@ -14,7 +14,7 @@
 //   6 delta   in   [BH, Lq] f32, Δ_i = dO_i · O_i
 //   7 dk      out  [BH, Lk, D] as S
 //   8 dv      out  [BH, Lk, D] as S
-//   9 params  in   `Params` (layout: crates/oxgen-wgpu/src/attention.rs, `Params`)
+//   9 params  in   `Args` (attention_params.wgsl: `Params`, then the key lengths)
 //
 // Storage: S is vec4<f32>, or vec4<f16> where the adapter has shader-f16 and the tensors are
 // f16 (the half variant). Rows are converted to f32 on load; scores, softmax statistics,
@@ -33,18 +33,7 @@
 {{ enable_f16 }}
 alias S = {{ storage }};
 
-struct Params {
-    bh: u32,
-    lq: u32,
-    lk: u32,
-    scale: f32,
-    // Sliding window in keys (0: none): key j is visible to query i only when
-    // j + window + lq > i + lk.
-    window: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// struct Params, struct Args and fn key_length: attention_params.wgsl, appended.
 
 @group(0) @binding(0) var<storage, read_write> q: array<S>;
 @group(0) @binding(1) var<storage, read_write> k: array<S>;
@@ -55,7 +44,7 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dk: array<S>;
 @group(0) @binding(8) var<storage, read_write> dv: array<S>;
-@group(0) @binding(9) var<storage, read_write> params: Params;
+@group(0) @binding(9) var<storage, read_write> params: Args;
 
 const D4: u32 = {{ d4 }}u;
 const BR: u32 = {{ br }}u;
@@ -69,6 +58,7 @@ var<workgroup> dos: array<vec4<f32>, {{ br_d4 }}>;
 var<workgroup> lses: array<f32, {{ br }}>;
 var<workgroup> deltas: array<f32, {{ br }}>;
 var<workgroup> shared_params: Params;
+var<workgroup> shared_key_len: u32;
 
 @compute @workgroup_size({{ bc }}, 1, 1)
 fn main(
@@ -77,9 +67,12 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     if (lid == 0u) {
-        shared_params = params;
+        shared_params = params.p;
+        shared_key_len = key_length(params.p, wid.y + wid.z * grid.y);
     }
     let p = workgroupUniformLoad(&shared_params);
+    // Keys at or past it are padding (lk without per-sequence lengths).
+    let key_len = workgroupUniformLoad(&shared_key_len);
     // (batch, head) = wid.y + wid.z · grid.y: past 65,535 the grid folds into z, and the
     // workgroups of the last z row past B·H have nothing to do (uniform: the whole workgroup).
     let bh = wid.y + wid.z * grid.y;
@@ -138,7 +131,7 @@ fn main(
         if (live) {
             for (var r = 0u; r < BR; r++) {
                 let row = i0 + r;
-                var visible = row < p.lq && lses[r] > NEG_INF;
+                var visible = row < p.lq && lses[r] > NEG_INF && key < key_len;
                 if (CAUSAL) {
                     visible = visible && key + p.lq <= row + p.lk;
                 }

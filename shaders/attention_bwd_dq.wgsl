@@ -14,7 +14,7 @@
 //   5 lse     in   [BH, Lq] f32, from the forward
 //   6 delta   in   [BH, Lq] f32
 //   7 dq      out  [BH, Lq, D] as S
-//   8 params  in   `Params` (layout: crates/oxgen-wgpu/src/attention.rs, `Params`)
+//   8 params  in   `Args` (attention_params.wgsl: `Params`, then the key lengths)
 //
 // Storage: S is vec4<f32>, or vec4<f16> where the adapter has shader-f16 and the tensors are
 // f16 (the half variant). Rows are converted to f32 on load; scores, softmax statistics,
@@ -32,18 +32,7 @@
 {{ enable_f16 }}
 alias S = {{ storage }};
 
-struct Params {
-    bh: u32,
-    lq: u32,
-    lk: u32,
-    scale: f32,
-    // Sliding window in keys (0: none): key j is visible to query i only when
-    // j + window + lq > i + lk.
-    window: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// struct Params, struct Args and fn key_length: attention_params.wgsl, appended.
 
 @group(0) @binding(0) var<storage, read_write> q: array<S>;
 @group(0) @binding(1) var<storage, read_write> k: array<S>;
@@ -53,7 +42,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(6) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dq: array<S>;
-@group(0) @binding(8) var<storage, read_write> params: Params;
+@group(0) @binding(8) var<storage, read_write> params: Args;
 
 const D4: u32 = {{ d4 }}u;
 const BR: u32 = {{ br }}u;
@@ -65,6 +54,7 @@ const NEG_INF: f32 = -3.4028235e38;
 var<workgroup> ks: array<vec4<f32>, {{ bc_d4 }}>;
 var<workgroup> vs: array<vec4<f32>, {{ bc_d4 }}>;
 var<workgroup> shared_params: Params;
+var<workgroup> shared_key_len: u32;
 
 @compute @workgroup_size({{ br }}, 1, 1)
 fn main(
@@ -73,9 +63,12 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     if (lid == 0u) {
-        shared_params = params;
+        shared_params = params.p;
+        shared_key_len = key_length(params.p, wid.y + wid.z * grid.y);
     }
     let p = workgroupUniformLoad(&shared_params);
+    // Keys at or past it are padding (lk without per-sequence lengths).
+    let key_len = workgroupUniformLoad(&shared_key_len);
     // (batch, head) = wid.y + wid.z · grid.y: past 65,535 the grid folds into z, and the
     // workgroups of the last z row past B·H have nothing to do (uniform: the whole workgroup).
     let bh = wid.y + wid.z * grid.y;
@@ -102,10 +95,10 @@ fn main(
         delta_i = delta[bh * p.lq + row];
     }
 
-    var key_end = p.lk;
+    var key_end = key_len;
     if (CAUSAL) {
         let rows_end = min(wid.x * BR + BR, p.lq);
-        key_end = min(p.lk, select(0u, rows_end + p.lk - p.lq, rows_end + p.lk >= p.lq));
+        key_end = min(key_len, select(0u, rows_end + p.lk - p.lq, rows_end + p.lk >= p.lq));
     }
     for (var t0 = 0u; t0 < key_end; t0 += BC) {
         for (var e = lid; e < BC * D4; e += BR) {
@@ -124,7 +117,7 @@ fn main(
         if (live && lse_i > NEG_INF) {
             for (var j = 0u; j < BC; j++) {
                 let key = t0 + j;
-                var visible = key < p.lk;
+                var visible = key < key_len;
                 if (CAUSAL) {
                     visible = visible && key + p.lq <= row + p.lk;
                 }

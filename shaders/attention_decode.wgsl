@@ -25,7 +25,7 @@
 //   5 lse      out  [BH, Lq] f32 (!SPLIT; any buffer when SPLIT)
 //   6 part     out  [BH·Lq, splits, D] as vec4<f32>, unnormalised A (SPLIT; any buffer else)
 //   7 part_ml  out  [BH·Lq, splits] vec2<f32> (M, L) (SPLIT; any buffer else)
-//   8 params   in   `Params` below (crates/oxgen-wgpu/src/attention_decode.rs, `params`)
+//   8 params   in   `Args` (attention_params.wgsl: `Params`, then the key lengths)
 //
 // Template placeholders: `enable_f16`, `storage` (S), {{ d4 }} (head dim / 4), {{ wg }}
 // (invocations), {{ wg_d4 }} (= wg·d4), {{ causal }}, {{ bias }}, {{ split }}, and the unrolled
@@ -37,18 +37,7 @@
 {{ enable_f16 }}
 alias S = {{ storage }};
 
-struct Params {
-    bh: u32,
-    lq: u32,
-    lk: u32,
-    scale: f32,
-    // Sliding window in keys (0: none), as attention_fwd.wgsl.
-    window: u32,
-    // Keys per split (the last split may have fewer).
-    keys_per_split: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// struct Params, struct Args and fn key_length: attention_params.wgsl, appended.
 
 @group(0) @binding(0) var<storage, read_write> q: array<S>;
 @group(0) @binding(1) var<storage, read_write> k: array<S>;
@@ -58,7 +47,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(6) var<storage, read_write> part: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> part_ml: array<vec2<f32>>;
-@group(0) @binding(8) var<storage, read_write> params: Params;
+@group(0) @binding(8) var<storage, read_write> params: Args;
 
 const D4: u32 = {{ d4 }}u;
 const WG: u32 = {{ wg }}u;
@@ -71,6 +60,7 @@ var<workgroup> wm: array<f32, {{ wg }}>;
 var<workgroup> wl: array<f32, {{ wg }}>;
 var<workgroup> wacc: array<vec4<f32>, {{ wg_d4 }}>;
 var<workgroup> shared_params: Params;
+var<workgroup> shared_key_len: u32;
 
 @compute @workgroup_size({{ wg }}, 1, 1)
 fn main(
@@ -79,10 +69,13 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     if (lid == 0u) {
-        shared_params = params;
+        shared_params = params.p;
+        shared_key_len = key_length(params.p, (wid.y + wid.z * grid.y) / max(params.p.lq, 1u));
     }
     // Uniform copy of the parameters: the merge below holds a barrier.
     let p = workgroupUniformLoad(&shared_params);
+    // Keys at or past it are padding (lk without per-sequence lengths).
+    let key_len = workgroupUniformLoad(&shared_key_len);
     // Row of the flattened [BH·Lq]; the workgroups of the last z row past it have nothing to
     // do (uniform: the whole workgroup returns, before any barrier).
     let flat = wid.y + wid.z * grid.y;
@@ -93,7 +86,7 @@ fn main(
     let row = flat % p.lq;
     let split = wid.x;
     let start = split * p.keys_per_split;
-    let end = min(start + p.keys_per_split, p.lk);
+    let end = min(start + p.keys_per_split, key_len);
 
     var qr: array<vec4<f32>, D4>;
     var acc: array<vec4<f32>, D4>;

@@ -135,6 +135,7 @@ pub fn run(device: &Device, lens: &[usize], cfg: AttentionBench) -> Vec<Attentio
         causal,
         scale: None,
         window: None,
+        key_lengths: None,
     };
     let burn_options = AttentionModuleOptions {
         scale: None,
@@ -152,10 +153,11 @@ pub fn run(device: &Device, lens: &[usize], cfg: AttentionBench) -> Vec<Attentio
         let fwd = |f: &dyn Fn(Tensor<4>) -> Tensor<4>| {
             median(iters, device, q.clone(), |q| f(q)).map(|(ms, _)| ms)
         };
-        let ours_fwd_ms = fwd(&|q| flash_attention(q, k.clone(), v.clone(), None, options).0);
+        let ours_fwd_ms =
+            fwd(&|q| flash_attention(q, k.clone(), v.clone(), None, options.clone()).0);
         oxgen_wgpu::set_loop_bounding(true);
         let ours_checked_fwd_ms =
-            fwd(&|q| flash_attention(q, k.clone(), v.clone(), None, options).0);
+            fwd(&|q| flash_attention(q, k.clone(), v.clone(), None, options.clone()).0);
         oxgen_wgpu::set_loop_bounding(false);
         let (burn_fwd_ms, fallback_fwd_ms) = if peers {
             (
@@ -180,7 +182,7 @@ pub fn run(device: &Device, lens: &[usize], cfg: AttentionBench) -> Vec<Attentio
                 Tensor::from_inner(q.grad(&grads).expect("q has a gradient"))
             })
         };
-        let ours = fwd_bwd(&|q, k, v| flash_attention(q, k, v, None, options).0);
+        let ours = fwd_bwd(&|q, k, v| flash_attention(q, k, v, None, options.clone()).0);
         let fallback = if peers {
             fwd_bwd(&|q, k, v| attention_fallback(q, k, v, None, None, burn_options))
         } else {

@@ -78,7 +78,7 @@ pub fn run(device: &Device, keys: &[usize], cfg: AttentionBench) -> Vec<DecodeRo
         let time = |f: &dyn Fn(Tensor<4>) -> Tensor<4>| {
             median(iters, device, q.clone(), |q| f(q)).map(|(ms, _)| ms)
         };
-        let ours = |q| flash_attention(q, k.clone(), v.clone(), None, options).0;
+        let ours = |q| flash_attention(q, k.clone(), v.clone(), None, options.clone()).0;
         let decode_ms = time(&ours);
         oxgen_wgpu::attention_decode::set_enabled(false);
         let forward_kernel_ms = time(&ours);

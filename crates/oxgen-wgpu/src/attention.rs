@@ -7,6 +7,7 @@
 //! backward node whose step runs the two backward kernels. Only the attention output is tracked;
 //! the saved logsumexp comes back untracked. The bias is a constant (no gradient).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::kernel::{Template, Wgsl, words_to_bytes};
@@ -30,6 +31,8 @@ pub const FWD: &str = include_str!("../../../shaders/attention_fwd.wgsl");
 pub const BWD_DQ: &str = include_str!("../../../shaders/attention_bwd_dq.wgsl");
 /// Backward source for dK and dV.
 pub const BWD_DKDV: &str = include_str!("../../../shaders/attention_bwd_dkdv.wgsl");
+/// The parameters every attention kernel reads (`Params`, the key lengths), appended to each.
+pub const PARAMS: &str = include_str!("../../../shaders/attention_params.wgsl");
 /// The largest head dim with a kernel. Every head dim from 1 to this runs the kernels: the
 /// variant is compiled for the head dim rounded up to a multiple of 4, and inputs whose head dim
 /// is not one are zero-padded (the scale stays 1/√d of the real head dim).
@@ -106,7 +109,7 @@ impl Variant {
         } else {
             ("", "vec4<f32>")
         };
-        SourceTemplate::new(text)
+        SourceTemplate::new(format!("{text}{PARAMS}"))
             .register("enable_f16", enable)
             .register("storage", storage)
             .register("d4", d4.to_string())
@@ -184,7 +187,7 @@ pub fn software_max_keys(d: usize) -> usize {
 }
 
 /// Run-time options of one call.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct FlashLaunch {
     /// Causal mask (bottom-right aligned).
     pub causal: bool,
@@ -194,6 +197,8 @@ pub struct FlashLaunch {
     pub scale: f32,
     /// Sliding window in keys; 0 for none.
     pub window: u32,
+    /// Keys per batch element that are not padding (`None`: all are).
+    pub key_lengths: Option<Arc<[u32]>>,
 }
 
 fn out_spec(q: &TensorSpec, v: &TensorSpec) -> TensorSpec {
@@ -236,18 +241,29 @@ pub trait FlashAttentionOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-/// The `Params` words of the shaders: bh, lq, lk, scale, window, then padding to 32 bytes.
-fn params(bh: usize, lq: usize, lk: usize, launch: &FlashLaunch) -> Vec<u8> {
-    words_to_bytes(&[
-        bh as u32,
+/// The `Args` words of the shaders (`shaders/attention_params.wgsl`): bh, lq, lk, scale,
+/// window, heads, whether key lengths follow, keys per split; then one key length per batch
+/// element, or one unused word.
+pub(crate) fn params(
+    [b, h, lq, lk]: [usize; 4],
+    launch: &FlashLaunch,
+    keys_per_split: usize,
+) -> Vec<u8> {
+    let mut words = vec![
+        (b * h) as u32,
         lq as u32,
         lk as u32,
         launch.scale.to_bits(),
         launch.window,
-        0,
-        0,
-        0,
-    ])
+        h as u32,
+        launch.key_lengths.is_some() as u32,
+        keys_per_split as u32,
+    ];
+    match &launch.key_lengths {
+        Some(lengths) => words.extend(lengths.iter()),
+        None => words.push(0),
+    }
+    words_to_bytes(&words)
 }
 
 fn dims4(t: &CubeTensor) -> [usize; 4] {
@@ -354,7 +370,7 @@ impl FlashAttentionOps for CubeBackend {
             let storage = client.properties().hardware.max_shared_memory_size;
             let out = client.empty(b * h * lq * d * store.size());
             let lse = client.empty((b * h * lq).max(1) * 4);
-            let p = client.create_from_slice(&params(b * h, lq, lk, &launch));
+            let p = client.create_from_slice(&params([b, h, lq, lk], &launch, 0));
             launch_kernel(
                 &q,
                 variant(storage, Pass::Forward, d, &launch, store),
@@ -416,7 +432,7 @@ impl FlashAttentionOps for CubeBackend {
         let dq = client.empty(b * h * lq * d * store.size());
         let dk = client.empty(b * h * lk * d * store.size());
         let dv = client.empty(b * h * lk * d * store.size());
-        let p = client.create_from_slice(&params(b * h, lq, lk, &launch));
+        let p = client.create_from_slice(&params([b, h, lq, lk], &launch, 0));
         let common = || {
             vec![
                 q.handle.clone().binding(),
@@ -522,7 +538,7 @@ impl<B: FlashAttentionOps, C: CheckpointStrategy> FlashAttentionOps for Autodiff
                     k.into_primitive(),
                     v.into_primitive(),
                     bias.clone(),
-                    launch,
+                    launch.clone(),
                 );
                 let state = (q_id, k_id, v_id, bias, out.clone(), lse.clone(), launch);
                 let out = prep.finish(state, out);
@@ -585,7 +601,19 @@ pub fn flash_attention(
     bias: Option<Tensor<4>>,
     options: AttentionOptions,
 ) -> (Tensor<4>, Tensor<3>) {
-    let d = q.dims()[3];
+    let [b, _, _, d] = q.dims();
+    let key_lengths = options.key_lengths.as_ref().map(|lengths| {
+        assert_eq!(
+            lengths.len(),
+            b,
+            "attention: {} key lengths for a batch of {b}",
+            lengths.len()
+        );
+        lengths
+            .iter()
+            .map(|&n| u32::try_from(n).unwrap_or(u32::MAX))
+            .collect()
+    });
     let launch = FlashLaunch {
         causal: options.causal,
         bias: bias.is_some(),
@@ -595,6 +623,7 @@ pub fn flash_attention(
             .window
             .and_then(|w| u32::try_from(w).ok())
             .unwrap_or(0),
+        key_lengths,
     };
     let bias = bias.unwrap_or_else(|| q.clone());
     let (out, lse) = <Dispatch as FlashAttentionOps>::flash_attention(

@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::attention::{FlashLaunch, HEAD_DIMS, grid, lines, note_launch, sum};
+use crate::attention::{FlashLaunch, HEAD_DIMS, PARAMS, grid, lines, note_launch, params, sum};
 use crate::kernel::{Template, Wgsl, words_to_bytes};
 use burn::backend::wgpu::{CubeTensor, SourceKernel, SourceTemplate};
 use burn::cubecl::server::{Handle, KernelArguments};
@@ -149,8 +149,8 @@ impl Variant {
             ("", "vec4<f32>")
         };
         let text = match self.pass {
-            Pass::Split => SPLIT,
-            Pass::Combine => COMBINE,
+            Pass::Split => format!("{SPLIT}{PARAMS}"),
+            Pass::Combine => COMBINE.to_string(),
         };
         SourceTemplate::new(text)
             .register("enable_f16", enable)
@@ -213,16 +213,7 @@ pub(crate) fn forward(
     let lse = client.empty(rows.max(1) * 4);
     let n_splits = splits(rows, lk, d as u32, target_groups());
     let per_split = lk.div_ceil(n_splits).max(1);
-    let params = client.create_from_slice(&words_to_bytes(&[
-        bh as u32,
-        lq as u32,
-        lk as u32,
-        launch_opts.scale.to_bits(),
-        launch_opts.window,
-        per_split as u32,
-        0,
-        0,
-    ]));
+    let params = client.create_from_slice(&params([s[0], s[1], lq, lk], launch_opts, per_split));
     let variant = Variant {
         pass: Pass::Split,
         d: d as u32,

@@ -168,6 +168,7 @@ impl Block {
             causal: true,
             scale: None,
             window: None,
+            key_lengths: None,
         };
         let y = if cache.is_none() && !self.rotary {
             self_attention(qkv, self.heads, options)

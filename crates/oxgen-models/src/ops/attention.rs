@@ -3,14 +3,14 @@
 //! with [`register_fused`]; it takes tensors on the devices and head dims it accepts, forward and
 //! backward (it brings its own autodiff node).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use burn::tensor::module::attention_fallback;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
 
 /// Options of one attention call.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct AttentionOptions {
     /// Mask keys after the query (bottom-right aligned when the lengths differ, as burn's
     /// `attention_fallback`: key j is visible to query i when j + lq ≤ i + lk).
@@ -22,6 +22,21 @@ pub struct AttentionOptions {
     /// j + window + lq > i + lk). With `causal`, each query sees its last `window` keys, itself
     /// included (local attention). No L×L buffer on the fused path.
     pub window: Option<usize>,
+    /// Per-sequence key lengths (padding masks): one per batch element; the keys of batch
+    /// element b at positions `key_lengths[b]` and later are masked for every head and query.
+    /// Lengths must be at least 1 (a query with no visible key gets zeros on the fused path
+    /// and NaN in the reference) and at most lk. No L×L buffer on the fused path.
+    pub key_lengths: Option<Arc<[usize]>>,
+}
+
+impl AttentionOptions {
+    /// These options with per-sequence key lengths (see [`AttentionOptions::key_lengths`]).
+    pub fn with_key_lengths(self, lengths: impl Into<Arc<[usize]>>) -> Self {
+        Self {
+            key_lengths: Some(lengths.into()),
+            ..self
+        }
+    }
 }
 
 /// A fused attention, provided by a kernel crate.
@@ -98,12 +113,16 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     attention_with(q, k, v, None, AttentionOptions::default())
 }
 
-/// softmax(scale · q·kᵀ + bias, causal mask)·v, fused where a kernel accepts the device and head
-/// dim.
+/// softmax(scale · q·kᵀ + bias, masks)·v, fused where a kernel accepts the device and head
+/// dim. The masks (causal, sliding window, key lengths) are in `options`.
 ///
 /// # Shapes
 /// - `q`: `[b, h, lq, d]`; `k`, `v`: `[b, h, lk, d]`; `bias`: `[b, h, lq, lk]` (−∞ masks a
 ///   key); returns `[b, h, lq, d]`.
+///
+/// # Panics
+/// When the shapes disagree, or `options.key_lengths` does not hold b lengths in 1..=lk (as
+/// burn's own ops panic on mismatched shapes).
 pub fn attention_with(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -125,6 +144,12 @@ pub fn attention_with(
             bias.dims(),
             [b, h, lq, lk],
             "attention: bias must be [b, h, lq, lk]"
+        );
+    }
+    if let Some(lengths) = &options.key_lengths {
+        assert!(
+            lengths.len() == b && lengths.iter().all(|n| (1..=lk).contains(n)),
+            "attention: key_lengths must hold {b} lengths in 1..={lk}, got {lengths:?}"
         );
     }
     let device = q.device();
@@ -159,8 +184,10 @@ pub fn self_attention(qkv: Tensor<3>, heads: usize, options: AttentionOptions) -
     );
     let (w, d) = (w3 / 3, w3 / 3 / heads);
     let device = qkv.device();
-    let cpu =
-        CPU.accepts(&device) && qkv.dtype() == burn::tensor::DType::F32 && options.window.is_none();
+    let cpu = CPU.accepts(&device)
+        && qkv.dtype() == burn::tensor::DType::F32
+        && options.window.is_none()
+        && options.key_lengths.is_none();
     if cpu && super::take_fused(OP, true, &device) {
         super::stats::fused(OP, "cpu-self-attention");
         let launch = super::cpu::self_attention::SelfLaunch {
@@ -194,16 +221,23 @@ pub fn attention_reference(
 ) -> Tensor<4> {
     let [b, h, lq, _] = q.dims();
     let lk = k.dims()[2];
-    // The window as burn's boolean mask (true hides a key): dense here, by design of a reference.
-    let mask = options.window.map(|w| {
-        let hidden: Vec<bool> = (0..lq * lk)
-            .map(|e| (e % lk) + w + lq <= (e / lk) + lk)
+    // The window and the key lengths as burn's boolean mask (true hides a key): dense here, by
+    // design of a reference.
+    let masked = options.window.is_some() || options.key_lengths.is_some();
+    let mask = masked.then(|| {
+        let hidden: Vec<bool> = (0..b * lq * lk)
+            .map(|e| {
+                let (batch, i, j) = (e / (lq * lk), e / lk % lq, e % lk);
+                let outside = options.window.is_some_and(|w| j + w + lq <= i + lk);
+                let padding = options.key_lengths.as_ref().is_some_and(|n| j >= n[batch]);
+                outside || padding
+            })
             .collect();
-        Tensor::<2, burn::tensor::Bool>::from_data(
-            burn::tensor::TensorData::new(hidden, [lq, lk]),
+        Tensor::<3, burn::tensor::Bool>::from_data(
+            burn::tensor::TensorData::new(hidden, [b, lq, lk]),
             &q.device(),
         )
-        .reshape([1, 1, lq, lk])
+        .reshape([b, 1, lq, lk])
         .expand([b, h, lq, lk])
     });
     attention_fallback(
@@ -236,9 +270,10 @@ mod tests {
             causal: true,
             scale: None,
             window: Some(2),
+            key_lengths: None,
         };
         let zeros = |l: usize| Tensor::<4>::zeros([1, 1, l, 1], &device);
-        let out = attention_reference(zeros(5), zeros(5), v.clone(), None, options);
+        let out = attention_reference(zeros(5), zeros(5), v.clone(), None, options.clone());
         let got = out.into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(got, vec![0.0, 0.5, 1.5, 2.5, 3.5]);
         // Two queries against five keys: positions 3 and 4, so keys {2, 3} and {3, 4}.
@@ -246,6 +281,32 @@ mod tests {
         assert_eq!(out.into_data().try_to_vec::<f32>().unwrap(), vec![2.5, 3.5]);
     }
     use burn::tensor::{Distribution, Tolerance, activation::softmax};
+
+    /// Key lengths by hand: with all scores equal (q = 0), each query of batch element b
+    /// averages v over its first `key_lengths[b]` keys, for every head; with `causal` as well,
+    /// query i averages keys 0..=min(i, len − 1).
+    #[test]
+    fn key_lengths_by_hand() {
+        let device = Device::flex();
+        let v: Vec<f32> = (0..2 * 2 * 4).map(|i| (i % 4) as f32).collect();
+        let v = Tensor::<4>::from_data(burn::tensor::TensorData::new(v, [2, 2, 4, 1]), &device);
+        let zeros = |l: usize| Tensor::<4>::zeros([2, 2, l, 1], &device);
+        let options = AttentionOptions::default().with_key_lengths(vec![2, 4]);
+        let got = attention_reference(zeros(1), zeros(4), v.clone(), None, options.clone());
+        // b = 0 sees keys {0, 1}: 0.5; b = 1 all four: 1.5; both heads alike.
+        assert_eq!(
+            got.into_data().try_to_vec::<f32>().unwrap(),
+            vec![0.5, 0.5, 1.5, 1.5]
+        );
+        let causal = AttentionOptions {
+            causal: true,
+            ..options
+        };
+        let got = attention_reference(zeros(4), zeros(4), v, None, causal);
+        let got = got.into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(&got[..4], &[0.0, 0.5, 0.5, 0.5]);
+        assert_eq!(&got[8..12], &[0.0, 0.5, 1.0, 1.5]);
+    }
 
     /// The reference equals softmax(q·kᵀ/√d)·v written out, and its causal mask hides the future.
     #[test]
@@ -268,6 +329,7 @@ mod tests {
             causal: true,
             scale: None,
             window: None,
+            key_lengths: None,
         };
         let got = attention_reference(q, k, v.clone(), None, causal);
         got.slice([0..2, 0..3, 0..1, 0..8])

@@ -55,6 +55,16 @@ thread_local! {
     /// other tests leave it at 0. Read by [`run_bh`] through this thread-local, so `Case` keeps
     /// its shape.
     static WINDOW: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Per-sequence key lengths of the cases of [`key_lengths_match_the_reference`] (one per
+    /// batch element), as `WINDOW`.
+    static KEY_LENGTHS: std::cell::RefCell<Option<Vec<usize>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with per-sequence key lengths on this thread's cases.
+pub(crate) fn with_key_lengths(lengths: &[usize], f: impl FnOnce()) {
+    KEY_LENGTHS.with(|k| *k.borrow_mut() = Some(lengths.to_vec()));
+    f();
+    KEY_LENGTHS.with(|k| *k.borrow_mut() = None);
 }
 
 /// Runs `f` with a sliding window of `window` keys (0: none) on this thread's cases.
@@ -115,10 +125,11 @@ fn run_bh(device: &Device, c: &Case, fused: bool, (b, h): (usize, usize)) -> [Ve
         causal: c.causal,
         scale: None,
         window: Some(WINDOW.with(|w| w.get())).filter(|&w| w > 0),
+        key_lengths: KEY_LENGTHS.with(|k| k.borrow().clone()).map(Into::into),
     };
     let out = if fused {
         set_path(OpPath::Fused);
-        let out = attention_with(qt.clone(), kt.clone(), vt.clone(), bias, options);
+        let out = attention_with(qt.clone(), kt.clone(), vt.clone(), bias, options.clone());
         set_path(OpPath::Auto);
         assert_eq!(attention::last_path(), Some(expected_name(c.lq)));
         out
@@ -148,7 +159,7 @@ pub(crate) fn check(gpu: &Device, c: &Case) {
 
 fn check_bh(gpu: &Device, c: &Case, bh: (usize, usize)) {
     let what = format!(
-        "lq={} lk={} d={} causal={} bias={} logits×{} f16={} window={}",
+        "lq={} lk={} d={} causal={} bias={} logits×{} f16={} window={} key lengths={:?}",
         c.lq,
         c.lk,
         c.d,
@@ -156,7 +167,8 @@ fn check_bh(gpu: &Device, c: &Case, bh: (usize, usize)) {
         c.bias,
         c.logit_scale,
         c.half,
-        WINDOW.with(|w| w.get())
+        WINDOW.with(|w| w.get()),
+        KEY_LENGTHS.with(|k| k.borrow().clone())
     );
     // f16 results are rounded once on store (2⁻¹¹ relative); Δ = dO·O then sees rounded O.
     let tol = if c.half { 3e-3 } else { 2e-4 };
@@ -251,6 +263,38 @@ fn sliding_window_matches_the_reference() {
             half: false,
         };
         with_window(window, || check(&gpu, &case));
+    }
+}
+
+/// Per-sequence key lengths (padding masks), alone and with causal, bias and window masks, a
+/// length of 1, head dims that pad, and the decode path (one split and several): forward and all
+/// three gradients (the padding keys get zero dK and dV).
+#[test]
+fn key_lengths_match_the_reference() {
+    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let gpu = gpu();
+    for (lq, lk, d, causal, bias, window, lengths) in [
+        (17, 40, 16, false, false, 0, [40, 9]),
+        (70, 70, 32, true, false, 0, [70, 33]),
+        (129, 129, 64, false, true, 0, [1, 100]),
+        (40, 40, 6, true, false, 30, [40, 20]),
+        (1, 1000, 64, false, false, 0, [1000, 257]),
+        (3, 300, 128, true, true, 0, [300, 5]),
+    ] {
+        let case = Case {
+            lq,
+            lk,
+            d,
+            causal,
+            bias,
+            logit_scale: 1.0,
+            half: false,
+        };
+        for groups in [None, Some(oxgen_wgpu::attention_decode::GPU_GROUPS)] {
+            oxgen_wgpu::attention_decode::set_target_groups(groups);
+            with_key_lengths(&lengths, || with_window(window, || check(&gpu, &case)));
+        }
+        oxgen_wgpu::attention_decode::set_target_groups(None);
     }
 }
 

@@ -93,7 +93,7 @@ fn decode_past_the_forward_kernels_key_limit() {
         k.clone(),
         v.clone(),
         None,
-        options,
+        options.clone(),
     ));
     set_path(OpPath::Fused);
     let got = attention_with(

@@ -329,11 +329,16 @@ impl FusedAttention for CpuAttention {
     ) -> Tensor<4> {
         let f32_inputs = [&q, &k, &v].iter().all(|t| t.dtype() == DType::F32);
         use crate::ops::{attention::OP, stats};
-        if bias.is_some() || !f32_inputs || options.window.is_some() {
+        if bias.is_some()
+            || !f32_inputs
+            || options.window.is_some()
+            || options.key_lengths.is_some()
+        {
             let why = match () {
                 _ if !f32_inputs => "f32 only",
                 _ if bias.is_some() => "no bias",
-                _ => "no sliding window",
+                _ if options.window.is_some() => "no sliding window",
+                _ => "no key lengths",
             };
             stats::reference(OP, &format!("the CPU kernel takes {why}"));
             return crate::ops::attention::attention_reference(q, k, v, bias, options);

@@ -56,6 +56,7 @@ fn cpu_attention_matches_the_reference_forward_and_backward() {
         causal: c,
         scale: None,
         window: None,
+        key_lengths: None,
     };
     // (b, h, lq, lk, d): odd sizes, lq < lk (cached keys), a single query, head dims 1 to 32.
     let cases = [
@@ -71,12 +72,13 @@ fn cpu_attention_matches_the_reference_forward_and_backward() {
                 causal: false,
                 scale: Some(0.3),
                 window: None,
+                key_lengths: None,
             },
         ),
     ];
     for (shape, o) in cases {
-        let want = run(shape, o, false);
-        let got = run(shape, o, true);
+        let want = run(shape, o.clone(), false);
+        let got = run(shape, o.clone(), true);
         for (name, (g, w)) in ["out", "dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
             assert_eq!(g.len(), w.len());
             let worst = worst_relative(g, w);
@@ -100,6 +102,7 @@ fn cpu_attention_logsumexp_is_the_softmax_normaliser() {
         causal: true,
         scale: Some(1.0),
         window: None,
+        key_lengths: None,
     };
     let (out, lse) = cpu_attention(q, k, v, o);
     let lse = host(lse);
@@ -285,6 +288,7 @@ fn cpu_self_attention_matches_the_split_reference() {
                 causal,
                 scale: None,
                 window: None,
+                key_lengths: None,
             };
             let y = if fused {
                 let launch = SelfLaunch {
