@@ -369,7 +369,8 @@ pub fn sampler(device: &Device, batch: usize, shape: [usize; 3]) -> Vec<SamplerR
         };
         let mut secs = [0.0; 2];
         // "Fused" is what a user gets (`Auto`: every op with a kernel for these inputs takes
-        // it; the UNet's attention, d = 16, has none); "reference" forces every op's reference.
+        // it: the update, the UNet's attention and GroupNorm+SiLU); "reference" forces every
+        // op's reference.
         for (i, path) in [OpPath::Auto, OpPath::Reference].into_iter().enumerate() {
             denoise::set_path(path);
             // Warm-up: compiles every kernel of the forward and the update.
