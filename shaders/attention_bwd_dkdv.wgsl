@@ -11,7 +11,7 @@
 //   3 bias    in   [BH, Lq, Lk] f32; any buffer when !BIAS
 //   4 d_out   in   [BH, Lq, D] as S
 //   5 lse     in   [BH, Lq] f32, from the forward
-//   6 delta   in   [BH, Lq] f32, Δ_i = dO_i · O_i
+//   6 delta   in   [BH, Lq] f32, Δ_i = dO_i · O_i (written by attention_bwd_dq.wgsl)
 //   7 dk      out  [BH, Lk, D] as S
 //   8 dv      out  [BH, Lk, D] as S
 //   9 params  in   `Args` (attention_params.wgsl: `Params`, then the key lengths)

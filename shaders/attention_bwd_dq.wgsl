@@ -2,7 +2,8 @@
 // buffer. Reference: autodiff through oxgen_models::ops::attention::attention_reference.
 //
 //   p_ij  = exp(s_ij − lse_i)   (s_ij as in attention_fwd.wgsl)
-//   dp_ij = dO_i · v_j;  ds_ij = p_ij (dp_ij − Δ_i),  Δ_i = dO_i · O_i (computed by the launcher)
+//   dp_ij = dO_i · v_j;  ds_ij = p_ij (dp_ij − Δ_i),  Δ_i = dO_i · O_i (computed here, from the
+//          dO row in registers, and written for attention_bwd_dkdv.wgsl, launched after this)
 //   dQ_i  = scale · Σ_j ds_ij k_j
 //
 // Bindings (group 0), all declared read_write (CubeCL sub-allocates shared wgpu buffers):
@@ -12,9 +13,10 @@
 //   3 bias    in   [BH, Lq, Lk] f32; any buffer when !BIAS
 //   4 d_out   in   [BH, Lq, D] as S
 //   5 lse     in   [BH, Lq] f32, from the forward
-//   6 delta   in   [BH, Lq] f32
+//   6 delta   out  [BH, Lq] f32, Δ_i
 //   7 dq      out  [BH, Lq, D] as S
 //   8 params  in   `Args` (attention_params.wgsl: `Params`, then the key lengths)
+//   9 o       in   [BH, Lq, D] as S, the forward's output
 //
 // Storage: S is vec4<f32>, or vec4<f16> where the adapter has shader-f16 and the tensors are
 // f16 (the half variant). Rows are converted to f32 on load; scores, softmax statistics,
@@ -43,6 +45,7 @@ alias S = {{ storage }};
 @group(0) @binding(6) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dq: array<S>;
 @group(0) @binding(8) var<storage, read_write> params: Args;
+@group(0) @binding(9) var<storage, read_write> o: array<S>;
 
 const D4: u32 = {{ d4 }}u;
 const BR: u32 = {{ br }}u;
@@ -92,7 +95,10 @@ fn main(
     }
     if (live) {
         lse_i = lse[bh * p.lq + row];
-        delta_i = delta[bh * p.lq + row];
+        for (var c = 0u; c < D4; c++) {
+            delta_i += dot(dor[c], vec4<f32>(o[base + c]));
+        }
+        delta[bh * p.lq + row] = delta_i;
     }
 
     var key_end = key_len;

@@ -413,21 +413,18 @@ impl FlashAttentionOps for CubeBackend {
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
         let dtypes = [q.dtype, k.dtype, v.dtype];
         let store = storage(&q, &k, &v);
-        // Δ_i = dO_i · O_i, [b, h, lq, 1], in f32: a plain reduction, no L×L buffer.
-        let delta = CubeBackend::float_sum_dim(
-            CubeBackend::float_mul(cast(d_out.clone(), DType::F32), cast(out, DType::F32)),
-            3,
-        );
-        let [q, k, v, d_out] = [q, k, v, d_out].map(|t| into_contiguous(cast(t, store)));
+        let [q, k, v, d_out, out] = [q, k, v, d_out, out].map(|t| into_contiguous(cast(t, store)));
         let bias = if launch.bias {
             cast(bias, DType::F32)
         } else {
             bias
         };
-        let [bias, lse, delta] = [bias, cast(lse, DType::F32), delta].map(into_contiguous);
+        let [bias, lse] = [bias, cast(lse, DType::F32)].map(into_contiguous);
         let [b, h, lq, d] = dims4(&q);
         let lk = k.meta.shape().as_slice()[2];
         let client = q.client.clone();
+        // Δ_i = dO_i · O_i, f32: written by the dQ kernel, read by the dK/dV kernel after it.
+        let delta = client.empty((b * h * lq).max(1) * 4);
         let storage = client.properties().hardware.max_shared_memory_size;
         let dq = client.empty(b * h * lq * d * store.size());
         let dk = client.empty(b * h * lk * d * store.size());
@@ -441,11 +438,15 @@ impl FlashAttentionOps for CubeBackend {
                 bias.handle.clone().binding(),
                 d_out.handle.clone().binding(),
                 lse.handle.clone().binding(),
-                delta.handle.clone().binding(),
+                delta.clone().binding(),
             ]
         };
         let mut dq_buffers = common();
-        dq_buffers.extend([dq.clone().binding(), p.clone().binding()]);
+        dq_buffers.extend([
+            dq.clone().binding(),
+            p.clone().binding(),
+            out.handle.clone().binding(),
+        ]);
         launch_kernel(
             &q,
             variant(storage, Pass::Dq, d, &launch, store),
