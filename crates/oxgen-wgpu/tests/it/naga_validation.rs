@@ -1,13 +1,16 @@
 //! Every template variant of every shader parses and validates with naga (no GPU needed).
 
-use oxgen_wgpu::denoise::Variant;
+use std::fmt::Debug;
+
+use burn::backend::wgpu::SourceTemplate;
+use naga::valid::Capabilities;
 
 fn validate(name: &str, source: &str) {
-    validate_with(name, source, naga::valid::Capabilities::empty());
+    validate_with(name, source, Capabilities::empty());
 }
 
 /// As `validate`, for a shader that needs `capabilities` (f16 variants: `SHADER_FLOAT16`).
-fn validate_with(name: &str, source: &str, capabilities: naga::valid::Capabilities) {
+fn validate_with(name: &str, source: &str, capabilities: Capabilities) {
     let module = naga::front::wgsl::parse_str(source)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
     naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities)
@@ -19,24 +22,42 @@ fn validate_with(name: &str, source: &str, capabilities: naga::valid::Capabiliti
     );
 }
 
-#[test]
-fn every_denoise_variant_validates() {
-    let variants = Variant::all();
-    assert_eq!(variants.len(), 256);
+/// Fills every variant's template (no placeholder may be left) and validates it with the
+/// capabilities that variant needs.
+fn validate_all<V: Debug>(
+    name: &str,
+    variants: Vec<V>,
+    source: impl Fn(&V) -> SourceTemplate,
+    capabilities: impl Fn(&V) -> Capabilities,
+) {
     for v in variants {
-        let text = v.source().complete();
+        let text = source(&v).complete();
         assert!(
             !text.contains("{{"),
-            "{v:?}: a placeholder was left unfilled"
+            "{name} {v:?}: a placeholder was left unfilled"
         );
-        // Only the 64-bit-multiply Philox needs the capability.
-        let capabilities = if v.mul64 {
-            naga::valid::Capabilities::SHADER_INT64
-        } else {
-            naga::valid::Capabilities::empty()
-        };
-        validate_with(&format!("denoise_step {v:?}"), &text, capabilities);
+        validate_with(&format!("{name} {v:?}"), &text, capabilities(&v));
     }
+}
+
+/// The capability when `needed`, else none.
+fn needs(needed: bool, capability: Capabilities) -> Capabilities {
+    if needed {
+        capability
+    } else {
+        Capabilities::empty()
+    }
+}
+
+#[test]
+fn every_denoise_variant_validates() {
+    use oxgen_wgpu::denoise::Variant;
+    let variants = Variant::all();
+    assert_eq!(variants.len(), 256);
+    // Only the 64-bit-multiply Philox needs the capability.
+    validate_all("denoise_step", variants, Variant::source, |v| {
+        needs(v.mul64, Capabilities::SHADER_INT64)
+    });
 }
 
 #[test]
@@ -46,81 +67,46 @@ fn the_copy_kernel_validates() {
 
 #[test]
 fn every_group_norm_variant_validates() {
-    for v in oxgen_wgpu::group_norm::Variant::all() {
-        let text = v.source().complete();
-        assert!(
-            !text.contains("{{"),
-            "{v:?}: a placeholder was left unfilled"
-        );
-        validate(&format!("group_norm_silu {v:?}"), &text);
-    }
+    use oxgen_wgpu::group_norm::Variant;
+    validate_all("group_norm_silu", Variant::all(), Variant::source, |_| {
+        Capabilities::empty()
+    });
 }
 
 #[test]
 fn every_attention_variant_validates() {
-    let variants = oxgen_wgpu::attention::Variant::all();
+    use oxgen_wgpu::attention::Variant;
+    let variants = Variant::all();
     assert_eq!(variants.len(), 168);
-    for v in variants {
-        let text = v.source().complete();
-        assert!(
-            !text.contains("{{"),
-            "{v:?}: a placeholder was left unfilled"
-        );
-        // Only the f16-storage variants need the capability.
-        let capabilities = if v.half {
-            naga::valid::Capabilities::SHADER_FLOAT16
-        } else {
-            naga::valid::Capabilities::empty()
-        };
-        validate_with(&format!("attention {v:?}"), &text, capabilities);
-    }
-}
-
-#[test]
-fn every_per_sample_norm_variant_validates() {
-    for v in oxgen_wgpu::per_sample_norm::Variant::all() {
-        let text = v.source().complete();
-        assert!(
-            !text.contains("{{"),
-            "{v:?}: a placeholder was left unfilled"
-        );
-        validate(&format!("per_sample_norm {v:?}"), &text);
-    }
-}
-
-#[test]
-fn every_noising_variant_validates() {
-    for v in oxgen_wgpu::noising::Variant::all() {
-        let text = v.source().complete();
-        assert!(
-            !text.contains("{{"),
-            "{v:?}: a placeholder was left unfilled"
-        );
-        let capabilities = if v.mul64 {
-            naga::valid::Capabilities::SHADER_INT64
-        } else {
-            naga::valid::Capabilities::empty()
-        };
-        validate_with(&format!("noising {v:?}"), &text, capabilities);
-    }
+    // Only the f16-storage variants need the capability.
+    validate_all("attention", variants, Variant::source, |v| {
+        needs(v.half, Capabilities::SHADER_FLOAT16)
+    });
 }
 
 #[test]
 fn every_attention_decode_variant_validates() {
-    let variants = oxgen_wgpu::attention_decode::Variant::all();
+    use oxgen_wgpu::attention_decode::Variant;
+    let variants = Variant::all();
     // 7 head dims × 2 storages × (1 combine + 8 split variants).
     assert_eq!(variants.len(), 126);
-    for v in variants {
-        let text = v.source().complete();
-        assert!(
-            !text.contains("{{"),
-            "{v:?}: a placeholder was left unfilled"
-        );
-        let capabilities = if v.half {
-            naga::valid::Capabilities::SHADER_FLOAT16
-        } else {
-            naga::valid::Capabilities::empty()
-        };
-        validate_with(&format!("attention_decode {v:?}"), &text, capabilities);
-    }
+    validate_all("attention_decode", variants, Variant::source, |v| {
+        needs(v.half, Capabilities::SHADER_FLOAT16)
+    });
+}
+
+#[test]
+fn every_per_sample_norm_variant_validates() {
+    use oxgen_wgpu::per_sample_norm::Variant;
+    validate_all("per_sample_norm", Variant::all(), Variant::source, |_| {
+        Capabilities::empty()
+    });
+}
+
+#[test]
+fn every_noising_variant_validates() {
+    use oxgen_wgpu::noising::Variant;
+    validate_all("noising", Variant::all(), Variant::source, |v| {
+        needs(v.mul64, Capabilities::SHADER_INT64)
+    });
 }
