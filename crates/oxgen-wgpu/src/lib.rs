@@ -6,6 +6,7 @@
 //! training, GroupNorm+SiLU and per-sample gradient norms.
 
 pub mod attention;
+mod attention_autodiff;
 pub mod attention_decode;
 pub mod copy;
 pub mod denoise;
