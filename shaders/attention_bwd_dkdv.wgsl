@@ -22,13 +22,17 @@
 // lse and delta stay f32.
 //
 // Template placeholders: `enable_f16` (the f16 enable directive, or nothing), `storage` (S),
-// {{ d4 }}, {{ br }} (query rows per tile), {{ bc }} (keys per workgroup
-// = invocations), {{ br_d4 }} (= br·d4), {{ causal }}, {{ bias }}, and code unrolled over the
-// head dim (see attention_fwd.wgsl for why): `dot_qs_k`, `dot_dos_v`, `dkdv_add`.
+// {{ d4 }}, {{ br }} (query rows per tile), {{ bc }} (keys per workgroup), {{ inv }}
+// (invocations), {{ rpi }} (key rows per invocation), {{ qs }} (query rows per step),
+// {{ br_d4 }}, {{ rpi_d4 }}, {{ causal }}, {{ bias }}, and code written out by the launcher
+// (attention_dkdv.rs; see attention_fwd.wgsl for why): `dkdv_keys`, `dkdv_load`, `dkdv_step`,
+// `dkdv_store`.
 //
-// Layout: workgroup (x, y + z·Y) = (key tile, batch·head); invocation r owns key row x·BC + r, with its
-// k, v, dK and dV rows in registers. Query tiles of BR rows (q, dO, lse, Δ) are staged in
-// workgroup memory. Causal: query rows that cannot see any key of the tile are skipped.
+// Layout: workgroup (x, y + z·Y) = (key tile, batch·head); each of the BC / RPI invocations
+// owns RPI key rows (lid, lid + INV, …) with their k, v, dK and dV rows in registers. Query
+// tiles of BR rows (q, dO, lse, Δ) are staged in workgroup memory, and each chunk read from
+// them serves every key row of the invocation. Causal: query rows that cannot see any key of
+// the tile are skipped. Key rows past Lk compute on a copy of the last key and store nothing.
 
 {{ enable_f16 }}
 alias S = {{ storage }};
@@ -49,6 +53,8 @@ alias S = {{ storage }};
 const D4: u32 = {{ d4 }}u;
 const BR: u32 = {{ br }}u;
 const BC: u32 = {{ bc }}u;
+const INV: u32 = {{ inv }}u;
+const QS: u32 = {{ qs }}u;
 const CAUSAL: bool = {{ causal }};
 const BIAS: bool = {{ bias }};
 const NEG_INF: f32 = -3.4028235e38;
@@ -60,7 +66,23 @@ var<workgroup> deltas: array<f32, {{ br }}>;
 var<workgroup> shared_params: Params;
 var<workgroup> shared_key_len: u32;
 
-@compute @workgroup_size({{ bc }}, 1, 1)
+// p_ij = exp(s_ij − lse_i) where query `row` sees `key` with a finite score, else 0
+// (branch-free: `&` and `|` do not short-circuit).
+fn prob(p: Params, key_len: u32, bh: u32, row: u32, key: u32, s: f32, lse_i: f32) -> f32 {
+    var x = s;
+    if (BIAS) {
+        x += bias[(bh * p.lq + min(row, p.lq - 1u)) * p.lk + key];
+    }
+    x = max(x, NEG_INF);
+    var seen = (row < p.lq) & (key < key_len) & (x > NEG_INF) & (lse_i > NEG_INF);
+    if (CAUSAL) {
+        seen = seen & (key + p.lq <= row + p.lk);
+    }
+    seen = seen & ((p.window == 0u) | (key + p.window + p.lq > row + p.lk));
+    return select(0.0, exp(x - lse_i), seen);
+}
+
+@compute @workgroup_size({{ inv }}, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
@@ -76,25 +98,17 @@ fn main(
     // (batch, head) = wid.y + wid.z · grid.y: past 65,535 the grid folds into z, and the
     // workgroups of the last z row past B·H have nothing to do (uniform: the whole workgroup).
     let bh = wid.y + wid.z * grid.y;
-    if (bh >= p.bh) {
+    if (bh >= p.bh || p.lk == 0u) {
         return;
     }
-    let key = wid.x * BC + lid;
-    let live = key < p.lk;
-    let base = (bh * p.lk + key) * D4;
+    // key_r: the key row of slot r; ksrc_r: the key it computes (key_r, or the last key).
+    {{ dkdv_keys }}
 
-    var kr: array<vec4<f32>, D4>;
-    var vr: array<vec4<f32>, D4>;
-    var dk_acc: array<vec4<f32>, D4>;
-    var dv_acc: array<vec4<f32>, D4>;
-    for (var c = 0u; c < D4; c++) {
-        if (live) {
-            kr[c] = vec4<f32>(k[base + c]);
-            vr[c] = vec4<f32>(v[base + c]);
-        }
-        dk_acc[c] = vec4<f32>(0.0);
-        dv_acc[c] = vec4<f32>(0.0);
-    }
+    var kr: array<vec4<f32>, {{ rpi_d4 }}>;
+    var vr: array<vec4<f32>, {{ rpi_d4 }}>;
+    var dk_acc: array<vec4<f32>, {{ rpi_d4 }}>;
+    var dv_acc: array<vec4<f32>, {{ rpi_d4 }}>;
+    {{ dkdv_load }}
 
     // Causal: row i sees key j when j + lq ≤ i + lk, so rows below first_key + lq − lk see none
     // of this workgroup's keys.
@@ -104,7 +118,7 @@ fn main(
         row_start = select(0u, first_key + p.lq - p.lk, first_key + p.lq >= p.lk);
     }
     for (var i0 = row_start; i0 < p.lq; i0 += BR) {
-        for (var e = lid; e < BR * D4; e += BC) {
+        for (var e = lid; e < BR * D4; e += INV) {
             let row = i0 + e / D4;
             var qq = vec4<f32>(0.0);
             var gg = vec4<f32>(0.0);
@@ -116,7 +130,7 @@ fn main(
             qs[e] = qq;
             dos[e] = gg;
         }
-        for (var r = lid; r < BR; r += BC) {
+        for (var r = lid; r < BR; r += INV) {
             let row = i0 + r;
             var l_r = NEG_INF;
             var d_r = 0.0;
@@ -128,35 +142,10 @@ fn main(
             deltas[r] = d_r;
         }
         workgroupBarrier();
-        if (live) {
-            for (var r = 0u; r < BR; r++) {
-                let row = i0 + r;
-                var visible = row < p.lq && lses[r] > NEG_INF && key < key_len;
-                if (CAUSAL) {
-                    visible = visible && key + p.lq <= row + p.lk;
-                }
-                if (p.window > 0u) {
-                    visible = visible && key + p.window + p.lq > row + p.lk;
-                }
-                if (visible) {
-                    let qb = r * D4;
-                    var s = {{ dot_qs_k }};
-                    let dp = {{ dot_dos_v }};
-                    if (BIAS) {
-                        s += bias[(bh * p.lq + row) * p.lk + key];
-                    }
-                    let pij = exp(max(s, NEG_INF) - lses[r]);
-                    let ds = pij * (dp - deltas[r]);
-                    {{ dkdv_add }}
-                }
-            }
+        for (var j = 0u; j < BR; j += QS) {
+            {{ dkdv_step }}
         }
         workgroupBarrier();
     }
-    if (live) {
-        for (var c = 0u; c < D4; c++) {
-            dk[base + c] = S(dk_acc[c]);
-            dv[base + c] = S(dv_acc[c]);
-        }
-    }
+    {{ dkdv_store }}
 }

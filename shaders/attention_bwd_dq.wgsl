@@ -24,12 +24,16 @@
 // lse and delta stay f32.
 //
 // Template placeholders: `enable_f16` (the f16 enable directive, or nothing), `storage` (S),
-// {{ d4 }}, {{ br }} (query rows per workgroup), {{ bc }} (keys per tile),
-// {{ bc_d4 }} (= bc·d4), {{ causal }}, {{ bias }}, and code unrolled over the head dim (see
-// attention_fwd.wgsl for why): `dot_q_k`, `dot_do_v`, `acc_add_ds_k`.
+// {{ d4 }}, {{ br }} (query rows per workgroup), {{ inv }} (invocations), {{ rpi }} (rows per
+// invocation), {{ bc }} (keys per tile), {{ ks }} (keys per step), {{ bc_d4 }}, {{ rpi_d4 }},
+// {{ rpi_ks }}, {{ causal }}, {{ bias }}, and code written out by the launcher
+// (attention_dq.rs; see attention_fwd.wgsl for why): `fwd_rows`, `dq_load`, `dq_step`,
+// `dq_store`.
 //
-// Layout: as the forward. Workgroup (x, y + z·Y) = (query tile, batch·head); invocation r owns query row
-// x·BR + r, with its q, dO and dQ rows in registers; K and V tiles are staged in workgroup memory.
+// Layout: as the forward. Workgroup (x, y + z·Y) = (query tile, batch·head); each of the BR / RPI
+// invocations owns RPI query rows (lid, lid + INV, …) with their q, dO and dQ rows in registers;
+// K and V tiles are staged in workgroup memory, and each chunk read from them serves every row
+// of the invocation. Rows past Lq compute on a copy of the last row and store nothing.
 
 {{ enable_f16 }}
 alias S = {{ storage }};
@@ -49,7 +53,9 @@ alias S = {{ storage }};
 
 const D4: u32 = {{ d4 }}u;
 const BR: u32 = {{ br }}u;
+const INV: u32 = {{ inv }}u;
 const BC: u32 = {{ bc }}u;
+const KS: u32 = {{ ks }}u;
 const CAUSAL: bool = {{ causal }};
 const BIAS: bool = {{ bias }};
 const NEG_INF: f32 = -3.4028235e38;
@@ -59,7 +65,26 @@ var<workgroup> vs: array<vec4<f32>, {{ bc_d4 }}>;
 var<workgroup> shared_params: Params;
 var<workgroup> shared_key_len: u32;
 
-@compute @workgroup_size({{ br }}, 1, 1)
+// Whether `key` is visible from query `row` (branch-free: `&` and `|` do not short-circuit).
+fn visible(p: Params, key_len: u32, row: u32, key: u32) -> bool {
+    var seen = key < key_len;
+    if (CAUSAL) {
+        seen = seen & (key + p.lq <= row + p.lk);
+    }
+    return seen & ((p.window == 0u) | (key + p.window + p.lq > row + p.lk));
+}
+
+// p_ij = exp(s_ij − lse_i) for a visible key with a finite score, else 0.
+fn prob(p: Params, key_len: u32, bh: u32, row: u32, key: u32, s: f32, lse_i: f32) -> f32 {
+    var x = s;
+    if (BIAS) {
+        x += bias[(bh * p.lq + row) * p.lk + min(key, p.lk - 1u)];
+    }
+    x = max(x, NEG_INF);
+    return select(0.0, exp(x - lse_i), visible(p, key_len, row, key) & (x > NEG_INF));
+}
+
+@compute @workgroup_size({{ inv }}, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
@@ -75,31 +100,20 @@ fn main(
     // (batch, head) = wid.y + wid.z · grid.y: past 65,535 the grid folds into z, and the
     // workgroups of the last z row past B·H have nothing to do (uniform: the whole workgroup).
     let bh = wid.y + wid.z * grid.y;
-    if (bh >= p.bh) {
+    if (bh >= p.bh || p.lq == 0u) {
         return;
     }
-    let row = wid.x * BR + lid;
-    let live = row < p.lq;
-    let base = (bh * p.lq + row) * D4;
-    var lse_i = NEG_INF;
-    var delta_i = 0.0;
-    var qr: array<vec4<f32>, D4>;
-    var dor: array<vec4<f32>, D4>;
-    var acc: array<vec4<f32>, D4>;
-    for (var c = 0u; c < D4; c++) {
-        if (live) {
-            qr[c] = vec4<f32>(q[base + c]) * p.scale;
-            dor[c] = vec4<f32>(d_out[base + c]);
-        }
-        acc[c] = vec4<f32>(0.0);
-    }
-    if (live) {
-        lse_i = lse[bh * p.lq + row];
-        for (var c = 0u; c < D4; c++) {
-            delta_i += dot(dor[c], vec4<f32>(o[base + c]));
-        }
-        delta[bh * p.lq + row] = delta_i;
-    }
+    // row_r: the query row of slot r; src_r: the row it computes (row_r, or the last row).
+    {{ fwd_rows }}
+
+    var qr: array<vec4<f32>, {{ rpi_d4 }}>;
+    var dor: array<vec4<f32>, {{ rpi_d4 }}>;
+    var acc: array<vec4<f32>, {{ rpi_d4 }}>;
+    var lse_r: array<f32, {{ rpi }}>;
+    var delta_r: array<f32, {{ rpi }}>;
+    var sc: array<f32, {{ rpi_ks }}>;
+    var dp: array<f32, {{ rpi_ks }}>;
+    {{ dq_load }}
 
     var key_end = key_len;
     if (CAUSAL) {
@@ -107,7 +121,7 @@ fn main(
         key_end = min(key_len, select(0u, rows_end + p.lk - p.lq, rows_end + p.lk >= p.lq));
     }
     for (var t0 = 0u; t0 < key_end; t0 += BC) {
-        for (var e = lid; e < BC * D4; e += BR) {
+        for (var e = lid; e < BC * D4; e += INV) {
             let key = t0 + e / D4;
             var kk = vec4<f32>(0.0);
             var vv = vec4<f32>(0.0);
@@ -120,34 +134,10 @@ fn main(
             vs[e] = vv;
         }
         workgroupBarrier();
-        if (live && lse_i > NEG_INF) {
-            for (var j = 0u; j < BC; j++) {
-                let key = t0 + j;
-                var visible = key < key_len;
-                if (CAUSAL) {
-                    visible = visible && key + p.lq <= row + p.lk;
-                }
-                if (p.window > 0u) {
-                    visible = visible && key + p.window + p.lq > row + p.lk;
-                }
-                if (visible) {
-                    let kb = j * D4;
-                    var s = {{ dot_q_k }};
-                    let dp = {{ dot_do_v }};
-                    if (BIAS) {
-                        s += bias[(bh * p.lq + row) * p.lk + key];
-                    }
-                    let pij = exp(max(s, NEG_INF) - lse_i);
-                    let ds = pij * (dp - delta_i);
-                    {{ acc_add_ds_k }}
-                }
-            }
+        for (var j = 0u; j < BC; j += KS) {
+            {{ dq_step }}
         }
         workgroupBarrier();
     }
-    if (live) {
-        for (var c = 0u; c < D4; c++) {
-            dq[base + c] = S(acc[c] * p.scale);
-        }
-    }
+    {{ dq_store }}
 }

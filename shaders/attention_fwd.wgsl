@@ -1,4 +1,5 @@
-// attention_fwd.wgsl: tiled online-softmax attention, forward (FlashAttention-2 style).
+// attention_fwd.wgsl: tiled online-softmax attention, forward (FlashAttention-2 style), with
+// several query rows per invocation (register tiling).
 // Reference: oxgen_models::ops::attention::attention_reference (burn's attention_fallback).
 //
 //   s_ij = scale · q_i·k_j (+ bias_ij);  causal: key j is visible to query i when
@@ -21,20 +22,25 @@
 // accumulators and workgroup tiles are f32; results are rounded to S once, on store. bias,
 // lse and delta stay f32.
 //
-// Template placeholders: `enable_f16` (the f16 enable directive, or nothing), `storage` (S),
-// {{ d4 }} (head dim / 4), {{ br }} (query rows per workgroup =
-// invocations), {{ bc }} (keys per tile), {{ bc_d4 }} (= bc·d4), {{ causal }}, {{ bias }}, and
-// code unrolled over the d4 vec4 chunks by the launcher (placeholders named in backquotes here,
-// since a placeholder inside a comment would be filled with code): `dot_q_k` (an expression),
-// `acc_add_pv` (statements). Unrolled because lavapipe (llvmpipe) stops every loop of an
-// invocation after 65,535 iterations in total; with the head-dim loops unrolled an invocation
-// makes about 2·Lk loop iterations, not 2·Lk·D.
+// Layout: workgroup (x, y + z·Y) = (query tile of BR rows, batch·head); BR / RPI invocations,
+// each owning RPI query rows (lid, lid + INV, lid + 2·INV, …): their q rows, output
+// accumulators and softmax statistics stay in registers. K and V tiles of BC keys are staged in
+// workgroup memory, each loaded once per workgroup; every K or V chunk read from a tile is used
+// by all RPI rows of the invocation (on lavapipe each such read costs one scalar load per
+// SIMD lane, which one row per invocation could not amortise). The keys of a tile are taken
+// KS at a time: KS scores per row, one rescale of the accumulators by exp(m_old − m_new), then
+// the weighted sum of the KS value rows. Causal: tiles wholly above the diagonal are never
+// loaded. Rows past Lq compute on a copy of the last row and store nothing.
 //
-// Layout: workgroup (x, y + z·Y) = (query tile, batch·head). Invocation r owns query row x·BR + r: its
-// q row and output accumulator stay in registers. K and V tiles of BC rows are staged in
-// workgroup memory, each loaded once per workgroup and read by all BR rows. Per tile: the BC
-// scores, one rescale of the accumulator by exp(m_old − m_new), then the weighted sum of V.
-// Causal: tiles wholly above the diagonal are never loaded.
+// Template placeholders: `enable_f16` (the f16 enable directive, or nothing), `storage` (S),
+// {{ d4 }} (head dim / 4), {{ br }} (query rows per workgroup), {{ inv }} (invocations), {{ rpi }}
+// (rows per invocation), {{ bc }} (keys per tile), {{ ks }} (keys per step), {{ bc_d4 }},
+// {{ rpi_d4 }}, {{ rpi_ks }}, {{ causal }}, {{ bias }}, and code the launcher
+// (attention_fwd.rs) writes out over rows, keys and head-dim chunks (placeholders named in
+// backquotes here, since a placeholder inside a comment would be filled with code): `fwd_rows`,
+// `fwd_load_q`, `fwd_step` and `fwd_store`. Written out because every array index must be a
+// constant for the arrays to stay in registers, and because lavapipe (llvmpipe) stops an
+// invocation after 65,535 loop iterations in total.
 
 {{ enable_f16 }}
 alias S = {{ storage }};
@@ -51,7 +57,9 @@ alias S = {{ storage }};
 
 const D4: u32 = {{ d4 }}u;
 const BR: u32 = {{ br }}u;
+const INV: u32 = {{ inv }}u;
 const BC: u32 = {{ bc }}u;
+const KS: u32 = {{ ks }}u;
 const CAUSAL: bool = {{ causal }};
 const BIAS: bool = {{ bias }};
 const NEG_INF: f32 = -3.4028235e38;
@@ -61,7 +69,25 @@ var<workgroup> vs: array<vec4<f32>, {{ bc_d4 }}>;
 var<workgroup> shared_params: Params;
 var<workgroup> shared_key_len: u32;
 
-@compute @workgroup_size({{ br }}, 1, 1)
+// Whether `key` is visible from query `row` (branch-free: `&` and `|` do not short-circuit).
+fn visible(p: Params, key_len: u32, row: u32, key: u32) -> bool {
+    var seen = key < key_len;
+    if (CAUSAL) {
+        seen = seen & (key + p.lq <= row + p.lk);
+    }
+    return seen & ((p.window == 0u) | (key + p.window + p.lq > row + p.lk));
+}
+
+// The masked, biased score of `key` for query `row` (NEG_INF when masked).
+fn masked(p: Params, key_len: u32, bh: u32, row: u32, key: u32, s: f32) -> f32 {
+    var x = s;
+    if (BIAS) {
+        x += bias[(bh * p.lq + row) * p.lk + min(key, p.lk - 1u)];
+    }
+    return select(NEG_INF, max(x, NEG_INF), visible(p, key_len, row, key));
+}
+
+@compute @workgroup_size({{ inv }}, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
@@ -78,23 +104,18 @@ fn main(
     // (batch, head) = wid.y + wid.z · grid.y: past 65,535 the grid folds into z, and the
     // workgroups of the last z row past B·H have nothing to do (uniform: the whole workgroup).
     let bh = wid.y + wid.z * grid.y;
-    if (bh >= p.bh) {
+    if (bh >= p.bh || p.lq == 0u) {
         return;
     }
-    let row = wid.x * BR + lid;
-    let live = row < p.lq;
-    let q_base = (bh * p.lq + row) * D4;
+    // row_r: the query row of slot r; src_r: the row it computes (row_r, or the last row).
+    {{ fwd_rows }}
 
-    var qr: array<vec4<f32>, D4>;
-    var acc: array<vec4<f32>, D4>;
-    for (var c = 0u; c < D4; c++) {
-        if (live) {
-            qr[c] = vec4<f32>(q[q_base + c]) * p.scale;
-        }
-        acc[c] = vec4<f32>(0.0);
-    }
-    var m = NEG_INF;
-    var l = 0.0;
+    var qr: array<vec4<f32>, {{ rpi_d4 }}>;
+    var acc: array<vec4<f32>, {{ rpi_d4 }}>;
+    var m: array<f32, {{ rpi }}>;
+    var l: array<f32, {{ rpi }}>;
+    var sc: array<f32, {{ rpi_ks }}>;
+    {{ fwd_load_q }}
 
     // Causal: keys past the last one any row of this workgroup may see are never loaded.
     var key_end = key_len;
@@ -103,7 +124,7 @@ fn main(
         key_end = min(key_len, select(0u, rows_end + p.lk - p.lq, rows_end + p.lk >= p.lq));
     }
     for (var t0 = 0u; t0 < key_end; t0 += BC) {
-        for (var e = lid; e < BC * D4; e += BR) {
+        for (var e = lid; e < BC * D4; e += INV) {
             let key = t0 + e / D4;
             var kk = vec4<f32>(0.0);
             var vv = vec4<f32>(0.0);
@@ -116,57 +137,11 @@ fn main(
             vs[e] = vv;
         }
         workgroupBarrier();
-
-        if (live) {
-            var s: array<f32, BC>;
-            var tile_max = NEG_INF;
-            for (var j = 0u; j < BC; j++) {
-                let key = t0 + j;
-                var visible = key < key_len;
-                if (CAUSAL) {
-                    visible = visible && key + p.lq <= row + p.lk;
-                }
-                if (p.window > 0u) {
-                    visible = visible && key + p.window + p.lq > row + p.lk;
-                }
-                var sj = NEG_INF;
-                if (visible) {
-                    let kb = j * D4;
-                    sj = {{ dot_q_k }};
-                    if (BIAS) {
-                        sj += bias[(bh * p.lq + row) * p.lk + key];
-                    }
-                    sj = max(sj, NEG_INF);
-                }
-                s[j] = sj;
-                tile_max = max(tile_max, sj);
-            }
-            let m_new = max(m, tile_max);
-            if (m_new > NEG_INF) {
-                let correction = exp(m - m_new);
-                l *= correction;
-                for (var c = 0u; c < D4; c++) {
-                    acc[c] *= correction;
-                }
-                for (var j = 0u; j < BC; j++) {
-                    if (s[j] > NEG_INF) {
-                        let pj = exp(s[j] - m_new);
-                        l += pj;
-                        let vb = j * D4;
-                        {{ acc_add_pv }}
-                    }
-                }
-                m = m_new;
-            }
+        for (var j = 0u; j < BC; j += KS) {
+            {{ fwd_step }}
         }
         workgroupBarrier();
     }
 
-    if (live) {
-        let inv = select(0.0, 1.0 / l, l > 0.0);
-        for (var c = 0u; c < D4; c++) {
-            out[q_base + c] = S(acc[c] * inv);
-        }
-        lse[bh * p.lq + row] = select(NEG_INF, m + log(l), l > 0.0);
-    }
+    {{ fwd_store }}
 }

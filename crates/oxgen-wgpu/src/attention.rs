@@ -66,6 +66,8 @@ pub struct Variant {
     pub bias: bool,
     /// f16 storage (f32 arithmetic); needs shader-f16.
     pub half: bool,
+    /// Query rows (forward, dQ) or key rows (dK/dV) per invocation.
+    pub per_invocation: u32,
 }
 
 impl Variant {
@@ -77,14 +79,24 @@ impl Variant {
                 for causal in [false, true] {
                     for bias in [false, true] {
                         for half in [false, true] {
-                            v.push(Variant {
-                                pass,
-                                d: d as u32,
-                                tile: tile_rows(d as u32, 32 * 1024),
-                                causal,
-                                bias,
-                                half,
-                            });
+                            // The forward at the software and the GPU row counts.
+                            let d = d as u32;
+                            // Rows per invocation on a software adapter and on a GPU.
+                            use crate::attention_tiling::default_rows;
+                            let mut rows =
+                                vec![default_rows(pass, d, true), default_rows(pass, d, false)];
+                            rows.dedup();
+                            for per_invocation in rows {
+                                v.push(Variant {
+                                    pass,
+                                    d,
+                                    tile: tile_rows(d, 32 * 1024),
+                                    causal,
+                                    bias,
+                                    half,
+                                    per_invocation,
+                                });
+                            }
                         }
                     }
                 }
@@ -97,16 +109,24 @@ impl Variant {
     pub fn source(&self) -> SourceTemplate {
         let d4 = self.d / 4;
         let (text, br, bc) = match self.pass {
-            Pass::Forward => (FWD, ROWS, self.tile),
-            Pass::Dq => (BWD_DQ, ROWS, self.tile),
-            Pass::DkDv => (BWD_DKDV, self.tile, ROWS),
+            Pass::Forward => (FWD, self.group_rows(), self.tile),
+            Pass::Dq => (BWD_DQ, self.group_rows(), self.tile),
+            Pass::DkDv => (BWD_DKDV, self.tile, self.group_rows()),
         };
         let (enable, storage) = if self.half {
             ("enable f16;", "vec4<f16>")
         } else {
             ("", "vec4<f32>")
         };
-        SourceTemplate::new(format!("{text}{PARAMS}"))
+        let template = SourceTemplate::new(format!("{text}{PARAMS}"));
+        let (rows, step) = (self.per_invocation, crate::attention_tiling::PER_STEP);
+        let template = match self.pass {
+            Pass::Forward => crate::attention_fwd::fill(template, d4, rows, step),
+            Pass::Dq => crate::attention_dq::fill(template, d4, rows, step),
+            Pass::DkDv => crate::attention_dkdv::fill(template, d4, rows, step),
+        }
+        .register("inv", self.workgroup().to_string());
+        template
             .register("enable_f16", enable)
             .register("storage", storage)
             .register("d4", d4.to_string())
@@ -116,23 +136,17 @@ impl Variant {
             .register("br_d4", (br * d4).to_string())
             .register("causal", self.causal.to_string())
             .register("bias", self.bias.to_string())
-            .register("dot_q_k", sum(d4, "dot(qr[#], ks[kb + #u])"))
-            .register("dot_do_v", sum(d4, "dot(dor[#], vs[kb + #u])"))
-            .register("acc_add_pv", lines(d4, "acc[#] += pj * vs[vb + #u];"))
-            .register("acc_add_ds_k", lines(d4, "acc[#] += ds * ks[kb + #u];"))
-            .register("dot_qs_k", sum(d4, "dot(qs[qb + #u], kr[#])"))
-            .register("dot_dos_v", sum(d4, "dot(dos[qb + #u], vr[#])"))
-            .register(
-                "dkdv_add",
-                lines(
-                    d4,
-                    "dv_acc[#] += pij * dos[qb + #u]; dk_acc[#] += ds * qs[qb + #u];",
-                ),
-            )
     }
 
+    /// Invocations per workgroup: [`ROWS`] rows, at least 8 invocations (a SIMD group of
+    /// lavapipe).
     fn workgroup(&self) -> u32 {
-        ROWS
+        (ROWS / self.per_invocation).max(8)
+    }
+
+    /// Query rows (forward, dQ) or key rows (dK/dV) per workgroup.
+    pub fn group_rows(&self) -> u32 {
+        self.workgroup() * self.per_invocation
     }
 }
 
@@ -172,15 +186,19 @@ pub fn tile_rows(d: u32, workgroup_storage: usize) -> u32 {
 
 /// The longest key sequence the forward kernel handles on a software adapter (lavapipe), which
 /// silently ends an invocation after 65,535 loop iterations in total. Per tile of BC keys the
-/// forward loops BC·D/4/ROWS times to load, 2·BC times over scores and values, D/4 times to
-/// rescale, and once around the tile loop; 2·D/4 more before and after. With 32 KiB of workgroup
-/// storage: 28,864 keys at d = 32, 23,520 at d = 64, 14,336 at d = 128. Longer sequences take the
-/// reference there. (The backward kernels loop less per key.)
+/// forward loops BC·D/4 / invocations times to load, BC / KS times over key steps and once
+/// around the tile loop (everything else is written out). With 32 KiB of workgroup storage and
+/// the software adapter's rows per invocation: 51,776 keys at d = 32, 28,704 at d = 64, 15,184
+/// at d = 128. Longer sequences take the reference there. (The backward kernels loop less per
+/// key.)
 pub fn software_max_keys(d: usize) -> usize {
     let d4 = d / 4;
     let bc = tile_rows(d as u32, 32 * 1024) as usize;
-    let per_tile = bc * d4 / ROWS as usize + 2 * bc + d4 + 1;
-    (65_535 - 2 * d4) / per_tile * bc
+    let rows = crate::attention_tiling::rows_per_invocation(Pass::Forward, d as u32);
+    let invocations = (ROWS / rows).max(8) as usize;
+    let steps = bc / crate::attention_tiling::PER_STEP as usize;
+    let per_tile = (bc * d4).div_ceil(invocations) + steps + 1;
+    65_535 / per_tile * bc
 }
 
 /// Run-time options of one call.
@@ -282,6 +300,7 @@ fn variant(
         causal: launch.causal,
         bias: launch.bias,
         half: store == DType::F16,
+        per_invocation: crate::attention_tiling::rows_per_invocation(pass, d as u32),
     }
 }
 
@@ -368,10 +387,11 @@ impl FlashAttentionOps for CubeBackend {
             let out = client.empty(b * h * lq * d * store.size());
             let lse = client.empty((b * h * lq).max(1) * 4);
             let p = client.create_from_slice(&params([b, h, lq, lk], &launch, 0));
+            let variant = variant(storage, Pass::Forward, d, &launch, store);
             launch_kernel(
                 &q,
-                variant(storage, Pass::Forward, d, &launch, store),
-                grid(lq.div_ceil(ROWS as usize), b * h),
+                variant,
+                grid(lq.div_ceil(variant.group_rows() as usize), b * h),
                 vec![
                     q.handle.clone().binding(),
                     k.handle.clone().binding(),
@@ -444,18 +464,20 @@ impl FlashAttentionOps for CubeBackend {
             p.clone().binding(),
             out.handle.clone().binding(),
         ]);
+        let dq_variant = variant(storage, Pass::Dq, d, &launch, store);
         launch_kernel(
             &q,
-            variant(storage, Pass::Dq, d, &launch, store),
-            grid(lq.div_ceil(ROWS as usize), b * h),
+            dq_variant,
+            grid(lq.div_ceil(dq_variant.group_rows() as usize), b * h),
             dq_buffers,
         );
         let mut dkdv_buffers = common();
         dkdv_buffers.extend([dk.clone().binding(), dv.clone().binding(), p.binding()]);
+        let dkdv_variant = variant(storage, Pass::DkDv, d, &launch, store);
         launch_kernel(
             &q,
-            variant(storage, Pass::DkDv, d, &launch, store),
-            grid(lk.div_ceil(ROWS as usize), b * h),
+            dkdv_variant,
+            grid(lk.div_ceil(dkdv_variant.group_rows() as usize), b * h),
             dkdv_buffers,
         );
         let device = q.device.clone();

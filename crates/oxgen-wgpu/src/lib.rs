@@ -8,6 +8,10 @@
 pub mod attention;
 mod attention_autodiff;
 pub mod attention_decode;
+mod attention_dkdv;
+mod attention_dq;
+mod attention_fwd;
+pub mod attention_tiling;
 pub mod copy;
 pub mod denoise;
 pub mod device;

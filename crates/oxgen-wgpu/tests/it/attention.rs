@@ -298,6 +298,40 @@ fn key_lengths_match_the_reference() {
     }
 }
 
+/// Resets the rows per invocation to the defaults when dropped (also when a check panics).
+struct DefaultRows;
+
+impl Drop for DefaultRows {
+    fn drop(&mut self) {
+        oxgen_wgpu::attention_tiling::set_rows_per_invocation(None);
+    }
+}
+
+/// The rows per invocation other adapters get (a GPU's 2, and 1 and 4), in all three kernels:
+/// forward and all three gradients at odd lengths (several row tiles), causal with a bias and
+/// plain. The defaults of this adapter run in every other test.
+#[test]
+fn rows_per_invocation_settings_match_the_reference() {
+    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _reset = DefaultRows;
+    let gpu = gpu();
+    for rows in [1, 2, 4] {
+        oxgen_wgpu::attention_tiling::set_rows_per_invocation(Some(rows));
+        for (l, d, causal, bias) in [(129, 64, true, true), (70, 32, false, false)] {
+            let case = Case {
+                lq: l,
+                lk: l,
+                d,
+                causal,
+                bias,
+                logit_scale: 1.0,
+                half: false,
+            };
+            check(&gpu, &case);
+        }
+    }
+}
+
 /// More (batch, head) pairs than one grid dimension holds (65,535): the grid folds into z, and
 /// every pair, the last included, gets its output and gradients.
 #[test]
@@ -468,10 +502,19 @@ fn tile_rows_fit_the_workgroup_storage() {
     assert_eq!(tile_rows(128, 16 * 1024), 8);
 }
 
+/// The forward's key limit on lavapipe (65,535 loop iterations per invocation), worked out by
+/// hand from its loops at the software rows per invocation (16, 16, 8; 8 invocations): at
+/// d = 64, 32-key tiles, 32·16/8 = 64 load iterations + 8 key steps + 1 = 73 per tile,
+/// 65,535 / 73 = 897 tiles of 32 keys.
 #[test]
 fn software_key_limits() {
     use oxgen_wgpu::attention::software_max_keys;
-    assert_eq!(software_max_keys(32), 28_864);
-    assert_eq!(software_max_keys(64), 23_520);
-    assert_eq!(software_max_keys(128), 14_336);
+    // The limits follow the rows per invocation, which another test changes under this lock.
+    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !oxgen_wgpu::device::maybe_software() {
+        return;
+    }
+    assert_eq!(software_max_keys(32), 51_776);
+    assert_eq!(software_max_keys(64), 28_704);
+    assert_eq!(software_max_keys(128), 15_184);
 }

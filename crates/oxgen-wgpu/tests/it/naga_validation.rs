@@ -77,7 +77,10 @@ fn every_group_norm_variant_validates() {
 fn every_attention_variant_validates() {
     use oxgen_wgpu::attention::Variant;
     let variants = Variant::all();
-    assert_eq!(variants.len(), 168);
+    // 8 (causal, bias, f16) per head dim and rows-per-invocation setting; 2 settings (software,
+    // GPU) at each of the 7 head dims, but one at d = 256 for dQ and dK/dV (2 rows on both):
+    // (14 + 13 + 13) · 8.
+    assert_eq!(variants.len(), 320);
     // Only the f16-storage variants need the capability.
     validate_all("attention", variants, Variant::source, |v| {
         needs(v.half, Capabilities::SHADER_FLOAT16)

@@ -1,0 +1,68 @@
+//! Register tiling of the attention kernels: how many rows each invocation owns.
+//!
+//! The forward and dQ kernels give each invocation several query rows, the dK/dV kernel several
+//! key rows, so that every K, V (or q, dO) chunk read from workgroup memory feeds several rows.
+//! On lavapipe a workgroup-memory read inside a loop costs one scalar load per SIMD lane
+//! (llvmpipe cannot prove the address uniform there), so one row per invocation spent most of
+//! its time loading. The launchers (`attention_fwd.rs`, `attention_dq.rs`, `attention_dkdv.rs`)
+//! write each kernel's code out over its rows, so that every register-array index is a
+//! constant.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::attention::Pass;
+
+/// Keys (forward, dQ) or query rows (dK/dV) per step of a kernel's inner loop.
+pub const PER_STEP: u32 = 4;
+
+static ROWS_OVERRIDE: AtomicU32 = AtomicU32::new(0);
+
+/// Sets the rows per invocation of every attention kernel at every head dim (`None`: the
+/// defaults of [`default_rows`]). For tests and benchmarks that compare settings; a power of
+/// two up to 64.
+pub fn set_rows_per_invocation(rows: Option<u32>) {
+    ROWS_OVERRIDE.store(rows.unwrap_or(0), Ordering::Relaxed);
+}
+
+/// Rows per invocation of `pass` at head dim `d` (a multiple of 4), on a software adapter or
+/// not. The forward holds 2·d floats per row in registers (q, output), dQ 3·d (q, dO, dQ) and
+/// dK/dV 4·d (k, v, dK, dV). On a software adapter: the forward rows·d ≤ 1,024 (16 rows up to
+/// d = 64, 8 at 128, 4 at 256), the backward kernels rows·d ≤ 512 (8, 4, 2). On a GPU at most 2
+/// rows (not yet measured there).
+///
+/// Measured on lavapipe, forward at L = 1,024, d = 64, B·H = 8 (`oxgen bench attention --seq
+/// 1024 --batch 1 --heads 8 --iters 3 --no-peers`; one row per invocation took 458 ms): 4 rows
+/// 145 ms, 8 rows 95–102 ms, 16 rows 73 ms, 32 rows 69 ms (with a much longer compile); at 16
+/// rows, 2, 4 and 8 keys per step: 82, 73 and 88 ms.
+pub fn default_rows(pass: Pass, d: u32, software: bool) -> u32 {
+    let (budget, cap) = match pass {
+        Pass::Forward => (1024, 16),
+        Pass::Dq | Pass::DkDv => (512, 8),
+    };
+    let cap = if software { cap } else { 2 };
+    (budget / d.max(4)).clamp(1, cap)
+}
+
+/// Rows per invocation of `pass` at head dim `d` on this machine's adapter (see
+/// [`default_rows`]; [`set_rows_per_invocation`] overrides it).
+pub fn rows_per_invocation(pass: Pass, d: u32) -> u32 {
+    let set = ROWS_OVERRIDE.load(Ordering::Relaxed);
+    if set > 0 {
+        return set;
+    }
+    default_rows(pass, d, crate::device::maybe_software())
+}
+
+/// The row slots of a forward or dQ invocation: `row_r`, its query row, and `src_r`, the row it
+/// computes (row_r, or the last row when row_r is past Lq).
+pub(crate) fn row_slots(rpi: u32) -> String {
+    (0..rpi)
+        .map(|r| {
+            format!(
+                "let row_{r} = wid.x * BR + {r}u * INV + lid;\n    \
+                 let src_{r} = min(row_{r}, p.lq - 1u);"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n    ")
+}
