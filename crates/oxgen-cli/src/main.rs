@@ -38,6 +38,7 @@ mod limit;
 mod privacy;
 mod tune;
 mod tune_args;
+mod vulkan_env;
 
 use anyhow::Result;
 use clap::Parser;
@@ -126,6 +127,7 @@ fn report_kernels(file: &std::path::Path, path: oxgen_models::ops::OpPath) -> Re
 }
 
 fn main() -> Result<()> {
+    let quiet = vulkan_env::quiet_device_select();
     alloc::keep_freed_pages();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -135,6 +137,13 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    if quiet {
+        tracing::debug!(
+            "no XDG_RUNTIME_DIR: Mesa's Vulkan device-select layer is off ({}=1), so its display \
+             probe prints nothing",
+            vulkan_env::NODEVICE_SELECT
+        );
+    }
     let kernels = kernels_file(&cli.command);
     match cli.command {
         Command::Train(Family::Ar(a)) => ar::train(a)?,
