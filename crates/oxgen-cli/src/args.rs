@@ -115,6 +115,10 @@ pub(crate) enum Command {
     Import(ImportArgs),
     /// List wgpu adapters, their kernel limits, and the CPU fallback.
     Info,
+    /// A first look in well under a minute: train a diffusion model on two moons, sample,
+    /// score and draw it (runs/tour/samples.png).
+    #[command(after_help = "Example:\n  oxgen tour\n  oxgen tour --out /tmp/tour --device cpu")]
+    Tour(crate::tour::TourArgs),
     /// Benchmark kernels on this machine's GPU.
     #[command(subcommand)]
     Bench(BenchKind),

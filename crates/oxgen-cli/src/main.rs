@@ -36,6 +36,7 @@ mod diffusion;
 mod family;
 mod limit;
 mod privacy;
+mod tour;
 mod tune;
 mod tune_args;
 mod vulkan_env;
@@ -77,6 +78,9 @@ fn kernels_file(command: &Command) -> Option<(PathBuf, oxgen_models::ops::OpPath
             | Family::Gan(a)
             | Family::Diffusion(a),
         ) => Some((a.out.join(name), a.device.op_path)),
+        Command::Tour(a) => tour::train_args(a)
+            .ok()
+            .map(|t| (t.out.join(name), t.device.op_path)),
         Command::Sample(a) => {
             let file = match a.out.extension() {
                 Some(_) if !a.out.is_dir() => a.out.with_extension(name),
@@ -189,6 +193,7 @@ fn main() -> Result<()> {
             println!("wrote {}", dir.display());
         }
         Command::Info => bench::info(),
+        Command::Tour(a) => tour::run(a)?,
         Command::Bench(BenchKind::Decode(a)) => ar::bench_decode(a)?,
         Command::Bench(BenchKind::Attention(a)) => bench::attention(a)?,
         Command::Bench(BenchKind::Denoise(a)) => bench::denoise(a)?,
