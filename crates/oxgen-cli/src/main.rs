@@ -36,6 +36,8 @@ mod diffusion;
 mod family;
 mod limit;
 mod privacy;
+#[cfg(test)]
+mod readme_check;
 mod tour;
 mod tune;
 mod tune_args;
