@@ -125,7 +125,15 @@ impl Variant {
             Pass::Dq => crate::attention_dq::fill(template, d4, rows, step),
             Pass::DkDv => crate::attention_dkdv::fill(template, d4, rows, step),
         }
-        .register("inv", self.workgroup().to_string());
+        .register("inv", self.workgroup().to_string())
+        // Shared by the three kernels' tiling (keys per step for the forward and dQ, query rows
+        // per step for dK/dV).
+        .register("rpi", rows.to_string())
+        .register("ks", step.to_string())
+        .register("qs", step.to_string())
+        .register("rpi_d4", (rows * d4).to_string())
+        .register("rpi_ks", (rows * step).to_string())
+        .register("fwd_rows", crate::attention_tiling::row_slots(rows));
         template
             .register("enable_f16", enable)
             .register("storage", storage)

@@ -8,9 +8,6 @@ use burn::backend::wgpu::SourceTemplate;
 /// Fills the dK/dV kernel's generated placeholders.
 pub(crate) fn fill(template: SourceTemplate, d4: u32, rpi: u32, qs: u32) -> SourceTemplate {
     template
-        .register("rpi", rpi.to_string())
-        .register("qs", qs.to_string())
-        .register("rpi_d4", (rpi * d4).to_string())
         .register("dkdv_keys", keys(rpi))
         .register("dkdv_load", load(d4, rpi))
         .register("dkdv_step", step(d4, rpi, qs))

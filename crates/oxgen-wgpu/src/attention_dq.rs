@@ -7,11 +7,6 @@ use burn::backend::wgpu::SourceTemplate;
 /// Fills the dQ kernel's generated placeholders.
 pub(crate) fn fill(template: SourceTemplate, d4: u32, rpi: u32, ks: u32) -> SourceTemplate {
     template
-        .register("rpi", rpi.to_string())
-        .register("ks", ks.to_string())
-        .register("rpi_d4", (rpi * d4).to_string())
-        .register("rpi_ks", (rpi * ks).to_string())
-        .register("fwd_rows", crate::attention_tiling::row_slots(rpi))
         .register("dq_load", load(d4, rpi))
         .register("dq_step", step(d4, rpi, ks))
         .register("dq_store", store(d4, rpi))

@@ -9,11 +9,6 @@ use burn::backend::wgpu::SourceTemplate;
 /// invocation and `ks` keys per step.
 pub(crate) fn fill(template: SourceTemplate, d4: u32, rpi: u32, ks: u32) -> SourceTemplate {
     template
-        .register("rpi", rpi.to_string())
-        .register("ks", ks.to_string())
-        .register("rpi_d4", (rpi * d4).to_string())
-        .register("rpi_ks", (rpi * ks).to_string())
-        .register("fwd_rows", crate::attention_tiling::row_slots(rpi))
         .register("fwd_load_q", load_q(d4, rpi))
         .register("fwd_step", step(d4, rpi, ks))
         .register("fwd_store", store(d4, rpi))
