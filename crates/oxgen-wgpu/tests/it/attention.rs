@@ -184,6 +184,7 @@ fn check_bh(gpu: &Device, c: &Case, bh: (usize, usize)) {
 #[test]
 fn forward_and_gradients_match_the_reference() {
     let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _rows = wide_matrix_rows();
     let gpu = gpu();
     for l in [1, 17, 129, 300] {
         for d in [32, 64, 128] {
@@ -244,6 +245,7 @@ fn every_head_dim_matches_the_reference() {
 #[test]
 fn sliding_window_matches_the_reference() {
     let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _rows = wide_matrix_rows();
     let gpu = gpu();
     for (lq, lk, d, causal, bias, window) in [
         (70, 70, 16, true, false, 5),
@@ -272,6 +274,7 @@ fn sliding_window_matches_the_reference() {
 #[test]
 fn key_lengths_match_the_reference() {
     let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _rows = wide_matrix_rows();
     let gpu = gpu();
     for (lq, lk, d, causal, bias, window, lengths) in [
         (17, 40, 16, false, false, 0, [40, 9]),
@@ -300,6 +303,18 @@ fn key_lengths_match_the_reference() {
 
 /// Resets the rows per invocation to the defaults when dropped (also when a check panics).
 struct DefaultRows;
+
+/// The wide test matrices (every length × head dim × mask) run the kernels at 2 rows per
+/// invocation: the code is the same for any row count (one generator writes it out per row),
+/// and at this adapter's defaults (16 and 8 rows at d = 64) lavapipe's LLVM takes about 15 s to
+/// compile each kernel cold, which over the matrices' ~40 variants would add half an hour to
+/// CI. The defaults run in `every_head_dim_matches_the_reference`, `half_storage_…`,
+/// `cross_attention_lengths`, `long_sequences`, `large_logits_stay_finite` and the product
+/// paths; 1, 2 and 4 rows in `rows_per_invocation_settings_match_the_reference`.
+fn wide_matrix_rows() -> DefaultRows {
+    oxgen_wgpu::attention_tiling::set_rows_per_invocation(Some(2));
+    DefaultRows
+}
 
 impl Drop for DefaultRows {
     fn drop(&mut self) {
