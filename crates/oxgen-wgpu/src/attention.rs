@@ -37,7 +37,8 @@ pub const MAX_HEAD_DIM: usize = 256;
 /// Head dims every variant is validated at (naga, in CI): the smallest, the defaults' 16, the
 /// usual powers of two and the largest.
 pub const HEAD_DIMS: [usize; 7] = [4, 8, 16, 32, 64, 128, 256];
-/// Rows per workgroup: query rows (forward, dQ) or key rows (dK/dV).
+/// Rows per workgroup, query rows (forward, dQ) or key rows (dK/dV), where rows per invocation
+/// allow: a workgroup has at least 8 invocations (`Variant::group_rows`).
 pub const ROWS: u32 = 64;
 
 /// Which kernel.
@@ -146,10 +147,9 @@ impl Variant {
             .register("bias", self.bias.to_string())
     }
 
-    /// Invocations per workgroup: [`ROWS`] rows, at least 8 invocations (a SIMD group of
-    /// lavapipe).
+    /// Invocations per workgroup (see [`invocations`]).
     fn workgroup(&self) -> u32 {
-        (ROWS / self.per_invocation).max(8)
+        invocations(self.per_invocation)
     }
 
     /// Query rows (forward, dQ) or key rows (dK/dV) per workgroup.
@@ -203,10 +203,16 @@ pub fn software_max_keys(d: usize) -> usize {
     let d4 = d / 4;
     let bc = tile_rows(d as u32, 32 * 1024) as usize;
     let rows = crate::attention_tiling::rows_per_invocation(Pass::Forward, d as u32);
-    let invocations = (ROWS / rows).max(8) as usize;
+    let invocations = invocations(rows) as usize;
     let steps = bc / crate::attention_tiling::PER_STEP as usize;
     let per_tile = (bc * d4).div_ceil(invocations) + steps + 1;
     65_535 / per_tile * bc
+}
+
+/// Invocations per workgroup for `per_invocation` rows each: [`ROWS`] rows in all, but at least
+/// 8 invocations (one SIMD group of lavapipe).
+fn invocations(per_invocation: u32) -> u32 {
+    (ROWS / per_invocation).max(8)
 }
 
 /// Run-time options of one call.
