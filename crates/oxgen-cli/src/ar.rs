@@ -35,6 +35,9 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
     if let Some(t) = &a.tokenizer {
         config.tokenizer = t.clone();
     }
+    if let Some(p) = a.precision {
+        config.precision = p;
+    }
     apply_train_flags!(config, a);
     if let Some(dp) = a.dp.config()? {
         config.dp = Some(dp);
@@ -62,6 +65,18 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
     }
     if let Some(acc) = report.exact_match {
         println!("held-out exact match: {:.2}%", 100.0 * acc);
+    }
+    if let Some(s) = &report.loss_scale {
+        println!(
+            "f16: final loss scale {}, {} updates skipped for overflow",
+            s.scale, s.overflows
+        );
+    }
+    if let Some(bytes) = report.memory_peak {
+        println!(
+            "device memory high-water mark: {:.1} MiB",
+            bytes as f64 / (1u64 << 20) as f64
+        );
     }
     println!(
         "wrote {}/metrics.jsonl, loss.png, checkpoints/",

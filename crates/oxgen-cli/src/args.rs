@@ -213,6 +213,11 @@ pub(crate) struct TrainArgs {
     /// 1, a non-finite loss stops the run at the next read instead of skipping the step.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) sync_every: Option<u64>,
+    /// `f16`: mixed-precision training (f16 activations, f32 master weights, dynamic loss
+    /// scaling) on a device with f16 (a wgpu adapter with shader-f16, or the CPU); `f32`
+    /// (default). `oxgen train ar` only, for now.
+    #[arg(long, value_name = "f32|f16")]
+    pub(crate) precision: Option<oxgen_models::Precision>,
     #[command(flatten)]
     pub(crate) dp: DpArgs,
     #[command(flatten)]

@@ -12,6 +12,10 @@ pub(crate) fn train(family: &str, a: TrainArgs) -> Result<()> {
         a.tokenizer.is_none(),
         "--tokenizer is for `oxgen train ar` on a text file"
     );
+    anyhow::ensure!(
+        a.precision.is_none_or(|p| p.is_f32()),
+        "--precision f16 trains the GPT (`oxgen train ar`) only, for now"
+    );
     a.shards.refuse(family)?;
     let device = device(&a.device)?;
     let mut config = if a.resume {

@@ -10,6 +10,7 @@ pub mod flow;
 pub mod gan;
 pub mod generative;
 pub mod ops;
+pub mod precision;
 pub mod rng;
 pub mod samplers;
 mod settings;
@@ -18,3 +19,4 @@ mod testing;
 pub mod vae;
 
 pub use diffusion::{DataShape, Diffusion, DiffusionConfig, SampleConfig};
+pub use precision::Precision;

@@ -12,12 +12,13 @@ use burn::nn::{
     Linear, LinearConfig,
 };
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use crate::ops::attention::{AttentionOptions, attention_with, self_attention};
 use crate::ops::gelu::gelu;
 use crate::ops::layer_norm::layer_norm;
 use crate::ops::linear::linear;
+use crate::precision::{Precision, to_dtype};
 
 /// ε of every LayerNorm (burn's and PyTorch's default).
 const LN_EPS: f64 = 1e-5;
@@ -74,8 +75,10 @@ pub fn rotary(x: Tensor<4>, start: usize) -> Tensor<4> {
         }
     }
     let device = x.device();
+    let dtype = x.dtype();
     let table = |v: Vec<f32>| {
-        Tensor::<4>::from_data(burn::tensor::TensorData::new(v, [1, 1, t, half]), &device)
+        let t = Tensor::<4>::from_data(burn::tensor::TensorData::new(v, [1, 1, t, half]), &device);
+        to_dtype(t, dtype)
     };
     let (cos, sin) = (table(cos), table(sin));
     let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
@@ -210,7 +213,10 @@ impl Block {
             // a time, and one query sees every key.
             let (ck, cv) = slot.take().unwrap_or_else(|| {
                 let device = k.device();
-                let zeros = || Tensor::<4>::zeros([b, self.heads, at.capacity, d], &device);
+                let zeros = || {
+                    let z = Tensor::<4>::zeros([b, self.heads, at.capacity, d], &device);
+                    to_dtype(z, k.dtype())
+                };
                 (zeros(), zeros())
             });
             let (h, write) = (self.heads, at.write..at.write + t);
@@ -229,7 +235,7 @@ impl Block {
                 })
                 .collect();
             let mask = Tensor::<4>::from_data(TensorData::new(mask, [1, 1, t, t]), &q.device());
-            mask.expand([b, self.heads, t, t])
+            to_dtype(mask, q.dtype()).expand([b, self.heads, t, t])
         });
         attention_with(q, k, v, bias, options)
             .swap_dims(1, 2)
@@ -247,6 +253,8 @@ pub struct Gpt {
     head: Option<Linear>,
     dropout: Dropout,
     context: usize,
+    /// Activations in f16 ([`Precision::F16`]); the weights stay as they are.
+    half: bool,
 }
 
 impl GptConfig {
@@ -319,6 +327,7 @@ impl GptConfig {
             head: (!self.tie_weights).then(|| LinearConfig::new(w, self.vocab).init(device)),
             dropout: DropoutConfig::new(self.dropout).init(),
             context: self.context,
+            half: false,
         }
     }
 }
@@ -332,6 +341,24 @@ impl Gpt {
     /// Transformer blocks.
     pub fn layers(&self) -> usize {
         self.blocks.len()
+    }
+
+    /// The model computing in `precision`: with [`Precision::F16`] the activations are f16
+    /// from the embeddings to the logits (LayerNorm statistics in f32), the logits come back
+    /// in f32, and the weights stay f32 (mixed-precision training's master copy). Not part of
+    /// the record: a loaded model computes in f32 until told otherwise.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.half = precision == Precision::F16;
+        self
+    }
+
+    /// The precision of the activations (see [`Gpt::with_precision`]).
+    pub fn precision(&self) -> Precision {
+        if self.half {
+            Precision::F16
+        } else {
+            Precision::F32
+        }
     }
 
     /// Calls `f` on the weight of every linear layer: each block's qkv, proj, fc and out, then
@@ -421,7 +448,7 @@ impl Gpt {
     /// # Shapes
     /// - `tokens`: `[b, t]` with t ≤ context; returns `[b, t, width]`.
     pub fn features(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
-        self.trunk(tokens, None, None)
+        self.trunk(tokens, None, None).cast(DType::F32)
     }
 
     fn run(
@@ -433,10 +460,10 @@ impl Gpt {
         let [b, t] = tokens.dims();
         let x = self.trunk(tokens, cache, band);
         let w = x.dims()[2];
-        match &self.head {
+        let logits = match &self.head {
             Some(head) => linear(x, head),
             None => {
-                let table = self.wte.weight.val(); // [vocab, w]
+                let table = to_dtype(self.wte.weight.val(), x.dtype()); // [vocab, w]
                 let vocab = table.dims()[0];
                 let y = x
                     .clone()
@@ -445,7 +472,8 @@ impl Gpt {
                     .reshape([b, t, vocab]);
                 crate::ops::per_sample::tap_tied_head(&x, y, &self.wte)
             }
-        }
+        };
+        logits.cast(DType::F32)
     }
 
     fn trunk(
@@ -472,6 +500,9 @@ impl Gpt {
             x = x + crate::ops::embedding::embedding(positions, wpe);
         }
         let mut x = self.dropout.forward(x);
+        if self.half {
+            x = x.cast(DType::F16);
+        }
         for (i, block) in self.blocks.iter().enumerate() {
             let layer = cache.as_mut().map(|(c, slots)| (&mut c.layers[i], *slots));
             x = block.forward(x, start, layer, band);

@@ -28,6 +28,11 @@ pub fn layer_norm<const D: usize>(x: Tensor<D>, norm: &LayerNorm, epsilon: f64) 
         *LAST.lock().expect("layer norm path lock") = Some("cpu-layer-norm");
         let beta = norm.beta.as_ref().expect("checked above").val();
         super::cpu::layer_norm::cpu_layer_norm(x.clone(), norm.gamma.val(), beta, epsilon)
+    } else if x.dtype() != norm.gamma.val().dtype() {
+        // f16 activations: the statistics in f32, the result back in the input's dtype.
+        *LAST.lock().expect("layer norm path lock") = Some("reference");
+        let dtype = x.dtype();
+        crate::precision::to_dtype(norm.forward(x.clone().cast(DType::F32)), dtype)
     } else {
         *LAST.lock().expect("layer norm path lock") = Some("reference");
         norm.forward(x.clone())

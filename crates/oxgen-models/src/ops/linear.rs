@@ -1,6 +1,7 @@
 //! The affine layer x·W + b, as the op the GPT and UNet blocks call: the built-in CPU kernel on
 //! burn's Flex device ([`super::cpu::linear`]), burn's `Linear` module elsewhere (and for a layer
-//! without a bias, or a 1-D input). Same arithmetic either way.
+//! without a bias, or a 1-D input). Same arithmetic either way. Inputs in another dtype than the
+//! weights (f16 activations, [`crate::precision`]) read the weights cast to theirs.
 
 use std::sync::Mutex;
 
@@ -35,8 +36,24 @@ pub fn linear<const D: usize>(x: Tensor<D>, layer: &Linear) -> Tensor<D> {
         super::cpu::linear::cpu_linear(x.clone(), layer.weight.val(), bias)
     } else {
         *LAST.lock().expect("linear path lock") = Some("reference");
-        layer.forward(x.clone())
+        reference(x.clone(), layer)
     };
     // Differentially private training records per-sample gradient taps here.
     super::per_sample::tap_affine(&x, y, layer)
+}
+
+/// burn's `Linear`, with the weights cast to the input's dtype when they differ (f16
+/// activations over f32 master weights: the weights' gradients come back in f32 through the
+/// cast).
+fn reference<const D: usize>(x: Tensor<D>, layer: &Linear) -> Tensor<D> {
+    let dtype = x.dtype();
+    if layer.weight.val().dtype() == dtype {
+        return layer.forward(x);
+    }
+    let weight = crate::precision::to_dtype(layer.weight.val(), dtype);
+    let bias = layer
+        .bias
+        .as_ref()
+        .map(|b| crate::precision::to_dtype(b.val(), dtype));
+    burn::tensor::module::linear(x, weight, bias)
 }

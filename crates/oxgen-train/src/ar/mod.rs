@@ -11,8 +11,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Tensor};
+use oxgen_models::Precision;
 use oxgen_models::ar::arithmetic::{self, Arithmetic};
 use oxgen_models::ar::{DecodeOptions, Gpt, GptConfig, generate};
 use rand::SeedableRng;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 mod codec;
 mod data;
+mod grads;
 mod private;
 
 pub use codec::{
@@ -33,9 +35,7 @@ pub use data::{TextData, load_text};
 use crate::Hardware;
 use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
 use crate::config::{check_non_negative, check_positive};
-use crate::trainer::optim::{
-    accumulate, clip_global_norm, clip_global_norm_on_device, device_rng_lock, seeded_init,
-};
+use crate::trainer::optim::{clip_global_norm, clip_global_norm_on_device, seeded_init};
 use crate::trainer::prefetch::Prefetch;
 use crate::trainer::{self, LoopSpec, Schedule, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
@@ -142,6 +142,11 @@ pub struct ArTrainConfig {
     /// that many training images (drawn by the seed) each present `repeats` times.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicates: Option<[usize; 2]>,
+    /// The activations' precision: `f32`, or `f16` for mixed precision (f32 master weights and
+    /// optimizer state, f16 forward and backward, dynamic loss scaling); f16 needs a device
+    /// with f16 tensors (a wgpu adapter with shader-f16, or the CPU).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 fn d_data() -> String {
@@ -275,6 +280,9 @@ impl ArTrainConfig {
             return bad("digits8 needs a validation split: val_fraction must be above 0".into());
         }
         self.schedule.validate()?;
+        if self.dp.is_some() && !self.precision.is_f32() {
+            return bad("DP-SGD runs in f32: per-sample gradients are not kept in f16".into());
+        }
         if self.dp.is_some() && self.grad_accum != 1 {
             return bad(format!(
                 "DP-SGD takes one sampled batch per step: grad_accum must be 1, got {}",
@@ -306,6 +314,10 @@ pub struct ArReport {
     pub exact_match: Option<f64>,
     /// A DP run's plan (σ, q and the ε it spends).
     pub dp: Option<crate::privacy::dpsgd::DpPlan>,
+    /// The device allocator's high-water mark in bytes (reserved; `None` on the CPU).
+    pub memory_peak: Option<u64>,
+    /// An f16 run's loss scaler at the end.
+    pub loss_scale: Option<crate::trainer::loss_scale::LossScale>,
 }
 
 /// The autoregressive family's [`TrainStep`].
@@ -322,6 +334,8 @@ struct Step<'a> {
     prefetch: Prefetch<StepDraws>,
     /// A DP run's privacy state.
     dp: Option<crate::privacy::state::DpState>,
+    /// An f16 run's loss scaler.
+    scaler: Option<crate::trainer::loss_scale::LossScale>,
 }
 
 impl TrainStep for Step<'_> {
@@ -335,28 +349,11 @@ impl TrainStep for Step<'_> {
         if let Some(rows) = dp_rows {
             return self.dp_step(ctx, dropout_seed, batches, rows);
         }
-        // Dropout draws from the device's generator: seeded per step (and held for the step),
-        // so a resumed run draws the same masks as a straight one.
-        let rng_guard = (c.model.dropout > 0.0).then(|| {
-            let guard = device_rng_lock();
-            self.eval_device.seed(dropout_seed);
-            guard
-        });
-        let mut grads = GradientsParams::new();
-        // The loss summed over micro-batches, on the device (read here only when not deferred).
-        let mut loss_sum: Option<Tensor<1>> = None;
-        for rows in batches {
-            let loss = self
-                .data
-                .loss_of(&self.model, rows, &self.device)
-                .div_scalar(c.grad_accum as f64);
-            let value = loss.clone().detach().reshape([1]);
-            loss_sum = Some(loss_sum.map_or(value.clone(), |s| s + value));
-            let g = GradientsParams::from_grads(loss.backward(), &self.model);
-            grads = accumulate(&self.model, grads, g);
+        let scale = self.scaler.as_ref().map(|s| s.scale);
+        let (mut grads, loss_sum) = self.micro_batches(batches, dropout_seed, scale);
+        if let Some(scale) = scale {
+            return self.half_update(ctx, grads, loss_sum, scale);
         }
-        drop(rng_guard);
-        let loss_sum = loss_sum.expect("grad_accum is at least 1");
         if ctx.defer {
             let norm =
                 clip_global_norm_on_device(&self.model, &mut grads, c.grad_clip, &self.device);
@@ -379,9 +376,8 @@ impl TrainStep for Step<'_> {
             ("optim.bpk", optim_bytes(&self.optim)?),
             ("codec.json", codec),
         ];
-        if let Some(dp) = &self.dp {
-            files.push(dp.file());
-        }
+        files.extend(self.dp.as_ref().map(|dp| dp.file()));
+        files.extend(self.scaler.as_ref().map(|s| s.file()));
         Ok(files)
     }
 
@@ -390,6 +386,9 @@ impl TrainStep for Step<'_> {
         restore_optim(&mut self.optim, ck, "optim.bpk")?;
         if let Some(dp) = self.dp.as_mut() {
             dp.restore(ck)?;
+        }
+        if self.scaler.is_some() {
+            self.scaler = Some(crate::trainer::loss_scale::LossScale::restore(ck)?);
         }
         Ok(())
     }
@@ -440,7 +439,7 @@ pub fn train_ar_on(
         config.steps,
         run.as_ref().map(|r| r.path()),
     )?;
-    let mut step = new_step(&config, data, plan.clone(), &opts.device);
+    let mut step = new_step(&config, data, plan.clone(), &opts.device)?;
     let spec = LoopSpec {
         family: "ar",
         config: &config,
@@ -490,6 +489,8 @@ pub fn train_ar_on(
         val: step.val,
         exact_match,
         dp: plan,
+        memory_peak: summary.memory_peak,
+        loss_scale: step.scaler,
     })
 }
 
@@ -523,12 +524,20 @@ fn new_step<'a>(
     data: &'a TextData,
     plan: Option<crate::privacy::dpsgd::DpPlan>,
     device: &Device,
-) -> Step<'a> {
+) -> Result<Step<'a>> {
+    if !config.precision.supported_on(device) {
+        return Err(Error::Config(format!(
+            "precision {} needs a device with {0} tensors, and this one has none (a wgpu adapter needs shader-f16); use --precision f32",
+            config.precision
+        )));
+    }
     let ad = device.clone().autodiff();
-    let model = seeded_init(device, config.seed, || config.model.init(&ad));
+    let model = seeded_init(device, config.seed, || config.model.init(&ad))
+        .with_precision(config.precision);
     let (c, shared, context) = (config.clone(), Arc::new(data.clone()), model.context());
     let dp = plan.as_ref().map(crate::privacy::state::DpState::new);
-    Step {
+    let scaler = (!config.precision.is_f32()).then(Default::default);
+    Ok(Step {
         config,
         data,
         device: ad,
@@ -541,7 +550,8 @@ fn new_step<'a>(
             2,
         ),
         dp,
-    }
+        scaler,
+    })
 }
 
 /// The autoregressive step alone, on freshly initialised weights (for `oxgen bench train`):
@@ -564,7 +574,7 @@ pub fn stepper<'a>(
         config.steps,
         None,
     )?;
-    Ok(new_step(config, data, plan, device))
+    new_step(config, data, plan, device)
 }
 
 impl ArTrainConfig {

@@ -13,6 +13,7 @@
 //! Clipping and gradient accumulation are [`optim`]'s, which every step calls.
 
 pub mod adamw;
+pub mod loss_scale;
 pub mod optim;
 pub mod prefetch;
 pub mod rng;
@@ -220,6 +221,9 @@ pub struct Summary {
     pub skipped: usize,
     /// Wall time of the loop, seconds.
     pub seconds: f64,
+    /// The device allocator's high-water mark (bytes reserved), read at the loop's sync points
+    /// (`None` on a device that does not report one, such as the CPU).
+    pub memory_peak: Option<u64>,
 }
 
 impl Summary {
@@ -398,6 +402,8 @@ pub fn run<C: Serialize + DeserializeOwned>(
     });
     let t0 = Instant::now();
     let mut projected = false;
+    let mut first_step: Option<f64> = None;
+    let mut memory_peak = None;
     for s in start..end {
         let lr = spec.schedule.at(spec.lr, s, spec.steps);
         let o = step.step(StepContext {
@@ -418,10 +424,13 @@ pub fn run<C: Serialize + DeserializeOwned>(
         if !finite {
             continue;
         }
-        // After a few steps (or seconds), project the run's length once and warn when long.
-        let timed = s + 1 - start;
-        let elapsed = t0.elapsed().as_secs_f64();
-        if !projected && (timed >= 5 || elapsed > 10.0) && s + 1 < end {
+        // After a few steps (or seconds) past the first, project the run's length once and warn
+        // when long. The first step is left out: on a GPU it compiles (and autotunes) every
+        // kernel, which took 97 s of a 566 s run on lavapipe, and made the projection 40 hours.
+        let first = *first_step.get_or_insert_with(|| t0.elapsed().as_secs_f64());
+        let timed = s - start;
+        let elapsed = t0.elapsed().as_secs_f64() - first;
+        if !projected && timed > 0 && (timed >= 5 || elapsed > 10.0) && s + 1 < end {
             projected = true;
             let eta = elapsed / timed as f64 * (end - s - 1) as f64;
             if eta > LONG_RUN_SECONDS {
@@ -449,6 +458,7 @@ pub fn run<C: Serialize + DeserializeOwned>(
         let checkpoint = run.is_some() && due(spec.checkpoint_every, done);
         if evaluate || checkpoint || due(sync_every, done) {
             rec.flush()?;
+            memory_peak = memory_peak.max(reserved_bytes(&opts.device));
         }
         if evaluate {
             rec.bar.suspend(|| step.evaluate(done))?;
@@ -468,6 +478,7 @@ pub fn run<C: Serialize + DeserializeOwned>(
         }
     }
     rec.flush()?;
+    memory_peak = memory_peak.max(reserved_bytes(&opts.device));
     let Recorder {
         out,
         bar,
@@ -478,9 +489,13 @@ pub fn run<C: Serialize + DeserializeOwned>(
     bar.finish_and_clear();
     let seconds = t0.elapsed().as_secs_f64();
     tracing::info!(
-        "{} steps in {seconds:.1}s ({:.1} it/s)",
+        "{} steps in {seconds:.1}s ({:.1} it/s){}",
         end - start,
-        (end - start) as f64 / seconds.max(1e-9)
+        (end - start) as f64 / seconds.max(1e-9),
+        memory_peak.map_or(String::new(), |b| format!(
+            "; device memory high-water mark {:.1} MiB",
+            b as f64 / (1 << 20) as f64
+        ))
     );
     out.plot_loss(&spec.title)?;
     Ok(Summary {
@@ -488,5 +503,16 @@ pub fn run<C: Serialize + DeserializeOwned>(
         losses,
         skipped,
         seconds,
+        memory_peak,
     })
+}
+
+/// Bytes the device's allocator holds (in use and pooled): its high-water mark so far, since
+/// burn's pools keep their pages. `None` on the CPU. Drains the device's queue (call it where
+/// the loop syncs anyway).
+fn reserved_bytes(device: &burn::tensor::Device) -> Option<u64> {
+    if oxgen_models::ops::cpu::is_flex(device) {
+        return None;
+    }
+    device.memory_pool_usage().map(|u| u.bytes_reserved)
 }

@@ -38,6 +38,11 @@ impl ModuleVisitor for Scale<'_> {
     }
 }
 
+/// Every gradient of `model` multiplied by `factor` (undoing a loss scale, say).
+pub fn scale_grads<M: Module>(model: &M, grads: &mut GradientsParams, factor: f64) {
+    model.visit(&mut Scale { grads, factor });
+}
+
 /// The global L2 norm of all gradients of `model`, and the grads scaled so that it is at most
 /// `max_norm` (no scaling when `max_norm <= 0`). Returns the norm before clipping.
 pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
