@@ -300,10 +300,13 @@ fn dims4(t: &CubeTensor) -> [usize; 4] {
     [s[0], s[1], s[2], s[3]]
 }
 
+/// The kernel variant of `pass` for a launch over `rows` rows (see
+/// [`crate::attention_tiling::rows_for`]).
 fn variant(
     client_storage: usize,
     pass: Pass,
     d: usize,
+    rows: usize,
     launch: &FlashLaunch,
     store: DType,
 ) -> Variant {
@@ -314,7 +317,7 @@ fn variant(
         causal: launch.causal,
         bias: launch.bias,
         half: store == DType::F16,
-        per_invocation: crate::attention_tiling::rows_per_invocation(pass, d as u32),
+        per_invocation: crate::attention_tiling::rows_for(pass, d as u32, rows),
     }
 }
 
@@ -401,7 +404,7 @@ impl FlashAttentionOps for CubeBackend {
             let out = client.empty(b * h * lq * d * store.size());
             let lse = client.empty((b * h * lq).max(1) * 4);
             let p = client.create_from_slice(&params([b, h, lq, lk], &launch, 0));
-            let variant = variant(storage, Pass::Forward, d, &launch, store);
+            let variant = variant(storage, Pass::Forward, d, lq, &launch, store);
             launch_kernel(
                 &q,
                 variant,
@@ -478,7 +481,7 @@ impl FlashAttentionOps for CubeBackend {
             p.clone().binding(),
             out.handle.clone().binding(),
         ]);
-        let dq_variant = variant(storage, Pass::Dq, d, &launch, store);
+        let dq_variant = variant(storage, Pass::Dq, d, lq, &launch, store);
         launch_kernel(
             &q,
             dq_variant,
@@ -487,7 +490,7 @@ impl FlashAttentionOps for CubeBackend {
         );
         let mut dkdv_buffers = common();
         dkdv_buffers.extend([dk.clone().binding(), dv.clone().binding(), p.binding()]);
-        let dkdv_variant = variant(storage, Pass::DkDv, d, &launch, store);
+        let dkdv_variant = variant(storage, Pass::DkDv, d, lk, &launch, store);
         launch_kernel(
             &q,
             dkdv_variant,

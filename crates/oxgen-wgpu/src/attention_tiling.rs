@@ -53,6 +53,25 @@ pub fn rows_per_invocation(pass: Pass, d: u32) -> u32 {
     default_rows(pass, d, crate::device::maybe_software())
 }
 
+/// Rows per invocation of `pass` at head dim `d` for a launch over `rows` rows (queries for the
+/// forward and dQ, keys for dK/dV): [`rows_per_invocation`], cut to the power of two at or above
+/// rows / 8, so that a workgroup (at least 8 invocations) holds not many more rows than there
+/// are. The digits UNet attends over 16 tokens: at 16 rows per invocation a workgroup held 128
+/// rows, 112 of them computed on a clamped copy and dropped; now 2 rows, 16 per workgroup. An
+/// explicit [`set_rows_per_invocation`] is kept as set.
+pub fn rows_for(pass: Pass, d: u32, rows: usize) -> u32 {
+    let r = rows_per_invocation(pass, d);
+    if ROWS_OVERRIDE.load(Ordering::Relaxed) > 0 {
+        return r;
+    }
+    cut(r, rows)
+}
+
+/// `r` rows per invocation, at most the power of two at or above rows / 8.
+fn cut(r: u32, rows: usize) -> u32 {
+    r.min((rows.div_ceil(8).max(1) as u32).next_power_of_two())
+}
+
 /// The row slots of a forward or dQ invocation: `row_r`, its query row, and `src_r`, the row it
 /// computes (row_r, or the last row when row_r is past Lq).
 pub(crate) fn row_slots(rpi: u32) -> String {
@@ -65,4 +84,24 @@ pub(crate) fn row_slots(rpi: u32) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n    ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Short sequences get fewer rows per invocation: a workgroup of 8 invocations then holds
+    /// 16 rows for the UNet's 16 tokens, 16 for the arithmetic GPT's 12, 64 for 64; long ones
+    /// keep the setting.
+    #[test]
+    fn short_sequences_get_fewer_rows() {
+        assert_eq!(cut(16, 16), 2);
+        assert_eq!(cut(16, 12), 2);
+        assert_eq!(cut(16, 20), 4);
+        assert_eq!(cut(16, 64), 8);
+        assert_eq!(cut(16, 65), 16);
+        assert_eq!(cut(16, 4096), 16);
+        assert_eq!(cut(2, 1), 1);
+        assert_eq!(cut(8, 0), 1);
+    }
 }
