@@ -11,6 +11,18 @@ use oxgen_train::TrainOptions;
 use oxgen_train::data;
 use oxgen_train::diffusion::{TrainReport, train};
 
+/// Asserts that two modules' weights ([`params`]) are equal bit for bit, after a resume.
+pub fn assert_same_weights<M: Module>(straight: &M, resumed: &M) {
+    let (a, b) = (params(straight), params(resumed));
+    assert_eq!(a.len(), b.len());
+    let diff = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count();
+    assert_eq!(diff, 0, "{diff} of {} weights differ after resume", a.len());
+}
+
 /// Every float parameter of a module, flattened, in visit order.
 pub fn params<M: Module>(m: &M) -> Vec<f32> {
     struct V(Vec<f32>);

@@ -20,14 +20,7 @@ fn resume_is_bit_exact_on_cpu() {
     let resumed = run(&config, &second);
     assert_eq!(resumed.steps, 24);
 
-    let (a, b) = (params(&straight.model), params(&resumed.model));
-    assert_eq!(a.len(), b.len());
-    let diff = a
-        .iter()
-        .zip(&b)
-        .filter(|(x, y)| x.to_bits() != y.to_bits())
-        .count();
-    assert_eq!(diff, 0, "{diff} of {} weights differ after resume", a.len());
+    assert_same_weights(&straight.model, &resumed.model);
     assert_eq!(
         params(&straight.ema),
         params(&resumed.ema),
