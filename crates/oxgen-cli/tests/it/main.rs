@@ -1,6 +1,15 @@
 //! The `oxgen` binary as a user runs it.
 
-use std::process::Command;
+use std::process::{Command, Output};
+
+/// What a run printed: its stdout, then its stderr.
+fn printed(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
 
 /// On a machine without a desktop session (no `XDG_RUNTIME_DIR`: CI, containers, most
 /// servers), a successful run prints no line containing "error". Mesa's device-select Vulkan
@@ -15,11 +24,7 @@ fn a_headless_run_prints_no_error_line() {
         .env_remove("NODEVICE_SELECT")
         .output()
         .expect("run oxgen info");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = printed(&out);
     assert!(out.status.success(), "oxgen info failed:\n{text}");
     let errors: Vec<&str> = text
         .lines()
@@ -42,11 +47,7 @@ fn the_tour_writes_its_picture_and_scores() {
         .env_remove("XDG_RUNTIME_DIR")
         .output()
         .expect("run oxgen tour");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = printed(&out);
     assert!(out.status.success(), "oxgen tour failed:\n{text}");
     assert!(text.contains("trained 1500 steps"), "{text}");
     assert!(
@@ -109,11 +110,7 @@ fn train_sums(precision: &str, steps: usize, batch: usize) -> (f64, f64, String)
         .arg(&dir)
         .output()
         .expect("run oxgen train ar");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = printed(&out);
     assert!(out.status.success(), "oxgen train ar failed:\n{text}");
     let number = |prefix: &str| -> f64 {
         let line = text.lines().find(|l| l.starts_with(prefix));
