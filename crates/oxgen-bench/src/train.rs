@@ -6,6 +6,7 @@ use burn::tensor::Device;
 use oxgen_models::ar::GptConfig;
 use oxgen_train::TrainConfig;
 use oxgen_train::ar::{ArTrainConfig, TextData};
+use oxgen_train::trainer::parallel::DataParallel;
 use oxgen_train::trainer::{StepContext, TrainStep};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -101,6 +102,13 @@ pub struct TrainRow {
     pub peak_rss_mib: Option<f64>,
     /// Loss of the last step (finite: the work was real).
     pub last_loss: f64,
+    /// Data-parallel replicas (1: one device).
+    pub devices: usize,
+    /// With several devices: mean ms per timed step moving weights out and gradients back
+    /// and summing them.
+    pub allreduce_ms: Option<f64>,
+    /// With several devices: bytes of the model's f32 parameters (one gradient all-reduce).
+    pub param_bytes: Option<u64>,
 }
 
 /// The comparison: ours, the twin's, and ours ÷ theirs in throughput.
@@ -117,21 +125,28 @@ pub struct TrainReport {
     /// The same step with every fused op on its plain-burn reference, timed in the same run
     /// (`--against-reference`).
     pub reference: Option<TrainRow>,
+    /// The same step split over several devices (`--devices`), timed in the same run.
+    pub parallel: Option<TrainRow>,
+    /// One device's step time ÷ (devices × their step time), from `ours` and `parallel`.
+    pub scaling_efficiency: Option<f64>,
 }
 
-/// Times `iters` steps of oxgen's trainer step after `warmup` untimed ones.
+/// Times `iters` steps of oxgen's trainer step after `warmup` untimed ones, on `device` or,
+/// when `parallel` lists several devices (the first being `device`), split over them.
 pub fn ours(
     model: Model,
     device: &Device,
     description: &str,
     warmup: usize,
     iters: usize,
+    parallel: &DataParallel,
 ) -> TrainRow {
-    let ((last_loss, wall, cpu), units, unit) = match model.gpt() {
+    let ((last_loss, wall, cpu, comm, bytes), units, unit) = match model.gpt() {
         Some(c) => {
             let corpus = random_corpus(c.model.vocab);
             let c = c.fitted(&corpus).expect("the benchmark configs are valid");
-            let mut s = oxgen_train::ar::stepper(&c, &corpus, device).expect("valid config");
+            let mut s =
+                oxgen_train::ar::stepper(&c, &corpus, device, parallel).expect("valid config");
             let units = c.batch_size * c.model.context;
             (measure(&mut s, None, c.lr, warmup, iters), units, "tokens")
         }
@@ -148,8 +163,8 @@ pub fn ours(
                 });
                 config.steps = config.steps.max(warmup + iters);
             }
-            let mut s =
-                oxgen_train::diffusion::stepper(&config, &digits, device).expect("valid config");
+            let mut s = oxgen_train::diffusion::stepper(&config, &digits, device, parallel)
+                .expect("valid config");
             let ema = Some(config.ema_decay);
             let timing = measure(&mut s, ema, config.lr, warmup, iters);
             (timing, config.batch_size, "samples")
@@ -165,6 +180,9 @@ pub fn ours(
         cpu_per_wall: cpu.map(|c| c / wall),
         peak_rss_mib: process::peak_rss_mib(),
         last_loss,
+        devices: parallel.devices.len().max(1),
+        allreduce_ms: comm.map(|c| 1e3 * c / iters as f64),
+        param_bytes: bytes,
     }
 }
 
@@ -184,15 +202,22 @@ fn random_corpus(vocab: usize) -> TextData {
     }
 }
 
-/// (last loss, wall seconds, CPU seconds) of `iters` steps after `warmup`.
+/// Seconds of all-reduce so far (a data-parallel step's).
+fn comm_seconds(step: &dyn TrainStep) -> Option<f64> {
+    step.parallel()
+        .map(|p| p.allreduce_ms * p.steps as f64 / 1e3)
+}
+
+/// (last loss, wall seconds, CPU seconds, all-reduce seconds, parameter bytes) of `iters`
+/// steps after `warmup`.
 fn measure(
     step: &mut dyn TrainStep,
     ema: Option<f64>,
     lr: f64,
     warmup: usize,
     iters: usize,
-) -> (f64, f64, Option<f64>) {
-    let mut one = |i: usize| {
+) -> (f64, f64, Option<f64>, Option<f64>, Option<u64>) {
+    let one = |step: &mut dyn TrainStep, i: usize| {
         let out = step
             .step(StepContext {
                 step: i,
@@ -206,14 +231,18 @@ fn measure(
         out.loss
     };
     for i in 0..warmup {
-        one(i);
+        one(step, i);
     }
-    process::timed(|| {
+    let before = comm_seconds(step);
+    let (loss, wall, cpu) = process::timed(|| {
         (warmup..warmup + iters)
-            .map(&mut one)
+            .map(|i| one(step, i))
             .last()
             .unwrap_or(f64::NAN)
-    })
+    });
+    let comm = comm_seconds(step).zip(before).map(|(a, b)| a - b);
+    let bytes = step.parallel().map(|p| p.param_bytes);
+    (loss, wall, cpu, comm, bytes)
 }
 
 /// Ours, then the twin (unless `python` is `None`), one after the other in this process.
@@ -225,14 +254,23 @@ pub fn compare(
     iters: usize,
     python: Option<&str>,
     against_reference: bool,
+    parallel: &DataParallel,
 ) -> TrainReport {
-    let fused = ours(model, device, description, warmup, iters);
+    let one = DataParallel::default();
+    let fused = ours(model, device, description, warmup, iters, &one);
     let reference = against_reference.then(|| {
         use oxgen_models::ops::{OpPath, with_path};
         with_path(OpPath::Reference, || {
-            ours(model, device, description, warmup, iters)
+            ours(model, device, description, warmup, iters, &one)
         })
     });
+    let parallel = parallel.is_parallel().then(|| {
+        let names = parallel.names.join(",");
+        ours(model, device, &names, warmup, iters, parallel)
+    });
+    let scaling_efficiency = parallel
+        .as_ref()
+        .map(|p| fused.ms_per_step / (p.devices as f64 * p.ms_per_step));
     let ours = fused;
     let (peer, peer_error) = peer::run_if(
         python,
@@ -253,6 +291,8 @@ pub fn compare(
         peer_error,
         ratio,
         reference,
+        parallel,
+        scaling_efficiency,
     }
 }
 
@@ -296,6 +336,26 @@ impl TrainReport {
             s.push_str(&format!(
                 "\nfused ÷ reference ops throughput (one run): {:.2}×\n",
                 o.per_second / r.per_second
+            ));
+        }
+        if let (Some(p), Some(e)) = (&self.parallel, self.scaling_efficiency) {
+            s.push_str(&format!(
+                "| oxgen, {} devices ({}) | {} | {:.1} | {:.0} | {} | {} |\n",
+                p.devices,
+                p.device,
+                p.model.name(),
+                p.ms_per_step,
+                p.per_second,
+                opt(p.cpu_per_wall, 2),
+                opt(p.peak_rss_mib, 0),
+            ));
+            s.push_str(&format!(
+                "\n{} devices: all-reduce of {} MiB in {} ms/step; scaling efficiency (one device's step time ÷ ({} × theirs), one run): {:.0}%\n",
+                p.devices,
+                opt(p.param_bytes.map(|b| b as f64 / (1u64 << 20) as f64), 3),
+                opt(p.allreduce_ms, 2),
+                p.devices,
+                100.0 * e
             ));
         }
         match (self.ratio, &self.peer_error) {

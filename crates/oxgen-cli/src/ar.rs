@@ -8,7 +8,7 @@ use crate::bench_args::DecodeBenchArgs;
 use crate::device;
 
 pub(crate) fn train(a: TrainArgs) -> Result<()> {
-    let device = device(&a.device)?;
+    let (device, opts) = a.devices()?;
     let mut config = if a.resume {
         let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
         serde_json::from_value::<oxgen_train::ar::ArTrainConfig>(ck.manifest.config)
@@ -46,9 +46,9 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
         config.duplicates = Some([k, a.shards.duplicate_repeats]);
     }
     if let Some(k) = a.shards.shards {
+        a.one_device("--shards")?;
         return crate::copyright::train(&a, &config, k, device);
     }
-    let opts = a.options(device);
     let report = oxgen_train::ar::train_ar(&config, &opts)?;
     println!(
         "trained {} steps: loss {:.4} -> {:.4} nats/token",
@@ -71,6 +71,9 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
             "f16: final loss scale {}, {} updates skipped for overflow",
             s.scale, s.overflows
         );
+    }
+    if let Some(p) = &report.parallel {
+        println!("{}", p.line());
     }
     if let Some(bytes) = report.memory_peak {
         println!(

@@ -218,6 +218,11 @@ pub(crate) struct TrainArgs {
     /// (default). `oxgen train ar` only, for now.
     #[arg(long, value_name = "f32|f16")]
     pub(crate) precision: Option<oxgen_models::Precision>,
+    /// Data-parallel training: one replica per device, each on a disjoint shard of every
+    /// global batch, gradients summed before each step (wgpu:0,wgpu:1 | cpu:0,cpu:1 | all;
+    /// `oxgen info` numbers the wgpu adapters). `train ar` and `train diffusion`, for now.
+    #[arg(long, value_name = "LIST", conflicts_with = "device")]
+    pub(crate) devices: Option<String>,
     #[command(flatten)]
     pub(crate) dp: DpArgs,
     #[command(flatten)]
@@ -227,7 +232,8 @@ pub(crate) struct TrainArgs {
 }
 
 impl TrainArgs {
-    /// How to run: the run folder, resume, the device, and the progress bar.
+    /// How to run: the run folder, resume, the device, and the progress bar (on one device;
+    /// [`TrainArgs::devices`] gives the replicas of `--devices`).
     pub(crate) fn options(&self, device: burn::tensor::Device) -> TrainOptions {
         TrainOptions {
             out: Some(self.out.clone()),
@@ -237,6 +243,42 @@ impl TrainArgs {
             stop_after: None,
             skip_eval: false,
             sync_every: self.sync_every.map(|n| n as usize),
+            parallel: Default::default(),
+        }
+    }
+
+    /// The run's device and options: on `--devices` when given (the first holds the weights),
+    /// else on `--device`.
+    pub(crate) fn devices(&self) -> anyhow::Result<(burn::tensor::Device, TrainOptions)> {
+        let Some(spec) = &self.devices else {
+            let device = crate::device(&self.device)?;
+            return Ok((device.clone(), self.options(device)));
+        };
+        oxgen_models::ops::denoise::set_path(self.device.op_path);
+        let list = oxgen_wgpu::devices::select_many(spec)?;
+        let mut parallel = oxgen_train::trainer::parallel::DataParallel::default();
+        for (name, selected) in list {
+            oxgen_models::ops::check_path(self.device.op_path, &selected.device)
+                .map_err(anyhow::Error::msg)?;
+            tracing::info!("device {name}: {}", selected.description);
+            parallel.devices.push(selected.device);
+            parallel.names.push(name);
+        }
+        let device = parallel.devices[0].clone();
+        let mut opts = self.options(device.clone());
+        opts.parallel = parallel;
+        Ok((device, opts))
+    }
+
+    /// Refuses `--devices` with more than one device for a command that trains on one.
+    pub(crate) fn one_device(&self, what: &str) -> anyhow::Result<()> {
+        match &self.devices {
+            Some(spec) if spec.contains(',') || spec.trim().eq_ignore_ascii_case("all") => {
+                anyhow::bail!(
+                    "--devices: {what} trains on one device for now (data-parallel training is built for `oxgen train ar` and `oxgen train diffusion`); use --device"
+                )
+            }
+            _ => Ok(()),
         }
     }
 }

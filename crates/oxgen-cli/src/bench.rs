@@ -82,7 +82,19 @@ pub(crate) fn train(a: TrainBenchArgs) -> Result<()> {
     if a.iters == 0 {
         bail!("--iters must be at least 1");
     }
-    let selected = oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?;
+    let mut parallel = oxgen_train::trainer::parallel::DataParallel::default();
+    let selected = match &a.devices {
+        Some(spec) => {
+            let list = oxgen_wgpu::devices::select_many(spec)?;
+            let first = list[0].1.clone();
+            for (name, d) in list {
+                parallel.devices.push(d.device);
+                parallel.names.push(name);
+            }
+            first
+        }
+        None => oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?,
+    };
     oxgen_models::ops::check_path(a.op_path, &selected.device).map_err(anyhow::Error::msg)?;
     oxgen_models::ops::set_path(a.op_path);
     eprintln!(
@@ -99,6 +111,7 @@ pub(crate) fn train(a: TrainBenchArgs) -> Result<()> {
         a.iters,
         a.peer.python(),
         a.against_reference,
+        &parallel,
     );
     print!("{}", report.markdown());
     if let Some(path) = a.json {

@@ -16,7 +16,7 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
         a.precision.is_none_or(|p| p.is_f32()),
         "--precision f16 trains the GPT (`oxgen train ar`) only, for now"
     );
-    let device = device(&a.device)?;
+    let (device, opts) = a.devices()?;
     let mut config = if a.resume {
         let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
         serde_json::from_value::<TrainConfig>(ck.manifest.config).context("config in checkpoint")?
@@ -39,9 +39,9 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
         config.duplicates = Some([k, a.shards.duplicate_repeats]);
     }
     if let Some(k) = a.shards.shards {
+        a.one_device("--shards")?;
         return crate::copyright::train_diffusion(&a, &config, k, device);
     }
-    let opts = a.options(device);
     let report = train_diffusion(&config, &opts)?;
     println!(
         "trained {} steps: loss {:.4} -> {:.4}{}",
@@ -56,6 +56,9 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
     );
     if let Some(p) = &report.dp {
         crate::family::print_dp(p);
+    }
+    if let Some(p) = &report.parallel {
+        println!("{}", p.line());
     }
     if let Some(q) = report.quality {
         println!("{q}");

@@ -17,7 +17,8 @@ pub(crate) fn train(family: &str, a: TrainArgs) -> Result<()> {
         "--precision f16 trains the GPT (`oxgen train ar`) only, for now"
     );
     a.shards.refuse(family)?;
-    let device = device(&a.device)?;
+    a.one_device(&format!("`oxgen train {family}`"))?;
+    let (device, _) = a.devices()?;
     let mut config = if a.resume {
         let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
         serde_json::from_value::<FamilyConfig>(ck.manifest.config)

@@ -18,7 +18,8 @@ use crate::metrics::Quality;
 use crate::privacy::dpsgd::DpPlan;
 use crate::privacy::state::DpState;
 use crate::sample::final_report;
-use crate::trainer::optim::{ema_update, seeded_init, update};
+use crate::trainer::optim::{ema_update, seeded_init, update, update_with};
+use crate::trainer::parallel::{DataParallel, ParallelSummary, Replicas, shard_sizes};
 use crate::trainer::prefetch::Prefetch;
 use crate::trainer::rng::{Stream, batch_indices, step_rng};
 use crate::trainer::{self, LoopSpec, StepContext, StepOutput, TrainOptions, TrainStep};
@@ -45,6 +46,8 @@ pub struct TrainReport {
     pub ema: Diffusion,
     /// A DP run's plan (σ, q and the ε its steps spend).
     pub dp: Option<DpPlan>,
+    /// A data-parallel run's throughput and all-reduce time.
+    pub parallel: Option<ParallelSummary>,
 }
 
 /// Mixed into the run seed for the Philox key of the training noise (ASCII "noising!"), so that
@@ -95,6 +98,8 @@ struct Step<'a> {
     prefetch: Prefetch<HostBatch>,
     /// A DP run's privacy state.
     dp: Option<DpState>,
+    /// A data-parallel run's replicas.
+    replicas: Option<Replicas>,
 }
 
 /// A step's host-side inputs: the batch rows, their labels and the noise.
@@ -105,6 +110,41 @@ struct HostBatch {
     /// The batch's size: `batch_size`, or a DP run's Poisson draw (0: an empty batch, padded
     /// with row 0 at weight 0).
     count: usize,
+}
+
+impl HostBatch {
+    /// Consecutive shards of `sizes` rows (rows, labels, timesteps, label drops and noise
+    /// alike), with their row counts. Philox noise becomes its values, drawn here on the host
+    /// as the kernel's reference draws them ([`oxgen_models::rng::normals`]), so that each
+    /// shard gets its own rows' noise.
+    fn split(self, sizes: &[usize], features: usize) -> Vec<(HostBatch, usize)> {
+        let n = self.rows.len() / features;
+        let eps = match self.noise.eps {
+            BatchEps::Given(v) => v,
+            BatchEps::Philox { seed, stream } => {
+                oxgen_models::rng::normals(seed, stream, n * features)
+            }
+        };
+        let mut start = 0;
+        sizes
+            .iter()
+            .map(|&k| {
+                let (r, f) = (start..start + k, start * features..(start + k) * features);
+                start += k;
+                let shard = HostBatch {
+                    rows: self.rows[f.clone()].to_vec(),
+                    labels: self.labels.as_ref().map(|l| l[r.clone()].to_vec()),
+                    noise: DiffusionBatchNoise {
+                        t: self.noise.t[r.clone()].to_vec(),
+                        eps: BatchEps::Given(eps[f].to_vec()),
+                        drop: self.noise.drop[r].to_vec(),
+                    },
+                    count: k,
+                };
+                (shard, k)
+            })
+            .collect()
+    }
 }
 
 /// What step `step` trains on: a pure function of the config, the data and the step.
@@ -172,13 +212,37 @@ impl TrainStep for Step<'_> {
             return self.dp_step(ctx);
         }
         let c = self.config;
+        let batch = self.prefetch.get(ctx.step);
+        let features = self.train.shape.numel();
+        if let Some(replicas) = self.replicas.as_mut() {
+            let schedule = c.model.noise_schedule();
+            let sizes = shard_sizes(batch.count, replicas.len());
+            let shards = batch.split(&sizes, features);
+            let (grads, value, extra) =
+                replicas.grads(ctx.step, &self.model, shards, None, |m, b, device, _| {
+                    let x0 =
+                        Tensor::from_data(TensorData::new(b.rows, [b.count, features]), device);
+                    m.loss(&c.model, &schedule, x0, b.labels.as_deref(), &b.noise)
+                })?;
+            let (model, mut out) = update_with(
+                self.model.clone(),
+                &mut self.optim,
+                grads,
+                value,
+                ctx.lr,
+                c.grad_clip,
+                ctx.defer,
+            );
+            self.model = model;
+            trainer::merge_extra(&mut out, extra);
+            return Ok(out);
+        }
         let HostBatch {
             rows,
             labels,
             noise,
             ..
-        } = self.prefetch.get(ctx.step);
-        let features = self.train.shape.numel();
+        } = batch;
         let shape = [rows.len() / features, features];
         let x0 = Tensor::from_data(TensorData::new(rows, shape), &self.device);
         let schedule = c.model.noise_schedule();
@@ -222,6 +286,10 @@ impl TrainStep for Step<'_> {
     fn update_ema(&mut self, decay: f64) {
         self.ema = ema_update(self.ema.clone(), &self.model, decay);
     }
+
+    fn parallel(&self) -> Option<ParallelSummary> {
+        self.replicas.as_ref().map(|r| r.summary())
+    }
 }
 
 fn adamw(config: &TrainConfig) -> ModuleOptimizer {
@@ -247,6 +315,8 @@ pub fn train_on(config: &TrainConfig, data: &Dataset, opts: &TrainOptions) -> Re
     if !opts.skip_eval && opts.out.is_some() {
         data.check_val_split(config.val_fraction, 4)?;
     }
+    opts.parallel
+        .check(&opts.device, config.batch_size, config.dp.is_some())?;
     let run = trainer::open_run(opts)?;
     let (train_set, val_set) = data.train_val(config.val_fraction, config.seed);
     let train_set = match config.duplicates {
@@ -260,7 +330,13 @@ pub fn train_on(config: &TrainConfig, data: &Dataset, opts: &TrainOptions) -> Re
         config.steps,
         run.as_ref().map(|r| r.path()),
     )?;
-    let mut step = new_step(config, &train_set, plan.as_ref(), &opts.device);
+    let mut step = new_step(
+        config,
+        &train_set,
+        plan.as_ref(),
+        &opts.device,
+        &opts.parallel,
+    )?;
     let spec = LoopSpec {
         family: "diffusion",
         config,
@@ -299,18 +375,22 @@ pub fn train_on(config: &TrainConfig, data: &Dataset, opts: &TrainOptions) -> Re
         model: step.model.valid(),
         ema: step.ema.valid(),
         dp: plan,
+        parallel: summary.parallel,
     })
 }
 
 /// The diffusion step alone, on freshly initialised weights (for `oxgen bench train`): what
 /// [`train_on`] runs each step, without the loop around it (a DP config's plan included).
-/// `train` is the training split.
+/// `train` is the training split. With `parallel`, the step is split over its devices (the
+/// first must be `device`).
 pub fn stepper<'a>(
     config: &'a TrainConfig,
     train: &'a Dataset,
     device: &Device,
+    parallel: &DataParallel,
 ) -> Result<impl TrainStep + 'a> {
     config.validate()?;
+    parallel.check(device, config.batch_size, config.dp.is_some())?;
     check_fits(config, train)?;
     let plan = crate::privacy::state::open_plan(
         config.dp.as_ref(),
@@ -319,7 +399,7 @@ pub fn stepper<'a>(
         config.steps,
         None,
     )?;
-    Ok(new_step(config, train, plan.as_ref(), device))
+    new_step(config, train, plan.as_ref(), device, parallel)
 }
 
 fn new_step<'a>(
@@ -327,11 +407,12 @@ fn new_step<'a>(
     train: &'a Dataset,
     plan: Option<&DpPlan>,
     device: &Device,
-) -> Step<'a> {
+    parallel: &DataParallel,
+) -> Result<Step<'a>> {
     let ad = device.clone().autodiff();
     let model = seeded_init(device, config.seed, || config.model.init(train.shape, &ad));
     let (c, data, p) = (config.clone(), Arc::new(train.clone()), plan.cloned());
-    Step {
+    Ok(Step {
         config,
         train,
         device: ad,
@@ -343,7 +424,8 @@ fn new_step<'a>(
             PREFETCH_DEPTH,
         ),
         dp: plan.map(DpState::new),
-    }
+        replicas: Replicas::new(parallel, None),
+    })
 }
 
 /// Refuses a config that cannot train on `data`, before anything is written.

@@ -140,6 +140,19 @@ pub enum Error {
     /// No device of the kind asked for.
     #[error("device error: {0}")]
     Device(String),
+    /// A data-parallel replica failed mid-run: nothing of that step was applied, and the last
+    /// checkpoint is intact.
+    #[error(
+        "{device} was lost at step {step}: {reason}; the last checkpoint is intact, and the run resumes (--resume) on any number of devices"
+    )]
+    DeviceLost {
+        /// The device's name (`wgpu:1`).
+        device: String,
+        /// The step it failed in (0-based).
+        step: usize,
+        /// What it reported.
+        reason: String,
+    },
 }
 
 /// Result with [`Error`].

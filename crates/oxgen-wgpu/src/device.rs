@@ -155,7 +155,7 @@ pub fn adapters() -> Vec<AdapterReport> {
     out
 }
 
-fn rank(a: &AdapterReport) -> u8 {
+pub(crate) fn rank(a: &AdapterReport) -> u8 {
     match a.kind.clone().map(|k| k.1) {
         Some(DeviceKind::DiscreteGpu(_)) => 0,
         Some(DeviceKind::IntegratedGpu(_)) => 1,
@@ -234,18 +234,7 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice, String> {
         DeviceChoice::Cpu | DeviceChoice::NdArray => false,
     };
     match list.iter().find(wanted) {
-        Some(a) => {
-            // Noted for kernels whose loops could pass llvmpipe's per-invocation limit.
-            let software =
-                matches!(a.kind, Some((_, DeviceKind::Cpu))) || a.name.contains("llvmpipe");
-            SOFTWARE_SELECTED.store(software, Ordering::Relaxed);
-            Ok(SelectedDevice {
-                device: wgpu_device(a)?,
-                description: format!("wgpu: {} ({}, {})", a.name, a.backend, a.device_type),
-                is_wgpu: true,
-                max_storage_binding: a.max_storage_binding,
-            })
-        }
+        Some(a) => select_adapter(a),
         None if choice == DeviceChoice::Auto => {
             let why = if list.is_empty() {
                 "no wgpu adapter found"
@@ -269,6 +258,21 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice, String> {
             }
         )),
     }
+}
+
+/// Opens adapter `a` as a burn device.
+pub(crate) fn select_adapter(a: &AdapterReport) -> Result<SelectedDevice, String> {
+    // Noted for kernels whose loops could pass llvmpipe's per-invocation limit.
+    let software = matches!(a.kind, Some((_, DeviceKind::Cpu))) || a.name.contains("llvmpipe");
+    if software {
+        SOFTWARE_SELECTED.store(true, Ordering::Relaxed);
+    }
+    Ok(SelectedDevice {
+        device: wgpu_device(a)?,
+        description: format!("wgpu: {} ({}, {})", a.name, a.backend, a.device_type),
+        is_wgpu: true,
+        max_storage_binding: a.max_storage_binding,
+    })
 }
 
 static SOFTWARE_SELECTED: AtomicBool = AtomicBool::new(false);

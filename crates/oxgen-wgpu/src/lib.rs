@@ -15,6 +15,7 @@ pub mod attention_tiling;
 pub mod copy;
 pub mod denoise;
 pub mod device;
+pub mod devices;
 pub mod group_norm;
 mod kernel;
 pub mod noising;

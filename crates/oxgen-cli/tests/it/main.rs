@@ -172,3 +172,56 @@ fn f16_training_matches_f32_with_less_memory() {
         "f16 {mem16} MiB against f32 {mem32} MiB"
     );
 }
+
+/// `--devices` (issue 22): two CPU replicas train and report their all-reduce; a device listed
+/// twice, an unknown one, a batch smaller than the devices, and a family that trains on one
+/// device are each refused with a message, and nothing is written.
+#[test]
+fn devices_train_on_two_replicas_and_bad_lists_are_refused() {
+    let dir = std::env::temp_dir().join(format!("oxgen-devices-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let train = |family: &str, out: &str, extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_oxgen"))
+            .args([
+                "train", family, "--data", "moons", "--steps", "4", "--quiet",
+            ])
+            .arg("--out")
+            .arg(dir.join(out))
+            .args(extra)
+            .output()
+            .expect("run oxgen train");
+        (out.status.success(), printed(&out))
+    };
+    let (ok, text) = train("diffusion", "two", &["--devices", "cpu:0,cpu:1"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("2 devices:") && text.contains("all-reduce"),
+        "{text}"
+    );
+    let metrics = std::fs::read_to_string(dir.join("two/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 4);
+    assert!(
+        metrics.lines().all(|l| l.contains("\"allreduce_ms\":")),
+        "{metrics}"
+    );
+    for (family, devices, batch, says) in [
+        ("diffusion", "cpu:0,cpu:0", "8", "listed twice"),
+        ("diffusion", "tpu:0,cpu:1", "8", "unknown device `tpu:0`"),
+        (
+            "diffusion",
+            "cpu:0,cpu:1",
+            "1",
+            "cannot be split over 2 devices",
+        ),
+        ("vae", "cpu:0,cpu:1", "8", "trains on one device"),
+    ] {
+        let out = format!("bad-{family}-{batch}-{}", devices.replace([':', ','], "-"));
+        let (ok, text) = train(family, &out, &["--devices", devices, "--batch-size", batch]);
+        assert!(!ok && text.contains(says), "{devices}: {text}");
+        assert!(
+            !dir.join(&out).exists(),
+            "{devices}: a refused run wrote its folder"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

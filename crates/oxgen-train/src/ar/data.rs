@@ -251,6 +251,25 @@ pub(crate) struct TokenRows {
     cols: usize,
 }
 
+impl TokenRows {
+    /// Consecutive shards of `sizes` rows each (they sum to `rows`), with their row counts.
+    pub(crate) fn split(self, sizes: &[usize]) -> Vec<(TokenRows, usize)> {
+        let mut rest = self.data;
+        let mut out = Vec::with_capacity(sizes.len());
+        for &n in sizes {
+            let tail = rest.split_off(n * self.cols);
+            let data = std::mem::replace(&mut rest, tail);
+            let shard = TokenRows {
+                data,
+                rows: n,
+                cols: self.cols,
+            };
+            out.push((shard, n));
+        }
+        out
+    }
+}
+
 /// What step `step` draws: the dropout seed and one batch per micro-batch, in the order the
 /// step's generator gives them (a pure function of the step, so it can be made ahead).
 pub(crate) fn step_draws(

@@ -318,6 +318,8 @@ pub struct ArReport {
     pub memory_peak: Option<u64>,
     /// An f16 run's loss scaler at the end.
     pub loss_scale: Option<crate::trainer::loss_scale::LossScale>,
+    /// A data-parallel run's throughput and all-reduce time.
+    pub parallel: Option<crate::trainer::parallel::ParallelSummary>,
 }
 
 /// The autoregressive family's [`TrainStep`].
@@ -336,6 +338,8 @@ struct Step<'a> {
     dp: Option<crate::privacy::state::DpState>,
     /// An f16 run's loss scaler.
     scaler: Option<crate::trainer::loss_scale::LossScale>,
+    /// A data-parallel run's replicas.
+    replicas: Option<crate::trainer::parallel::Replicas>,
 }
 
 impl TrainStep for Step<'_> {
@@ -350,23 +354,28 @@ impl TrainStep for Step<'_> {
             return self.dp_step(ctx, dropout_seed, batches, rows);
         }
         let scale = self.scaler.as_ref().map(|s| s.scale);
-        let (mut grads, loss_sum) = self.micro_batches(batches, dropout_seed, scale);
-        if let Some(scale) = scale {
-            return self.half_update(ctx, grads, loss_sum, scale);
-        }
-        if ctx.defer {
-            let norm =
-                clip_global_norm_on_device(&self.model, &mut grads, c.grad_clip, &self.device);
-            self.model = self.optim.step(ctx.lr, self.model.clone(), grads);
-            return Ok(StepOutput::pending(Tensor::cat(vec![loss_sum, norm], 0)));
-        }
-        let loss_sum = loss_sum.into_scalar::<f32>() as f64;
-        if !loss_sum.is_finite() {
-            return Ok(StepOutput::loss(loss_sum, f64::NAN));
-        }
-        let grad_norm = clip_global_norm(&self.model, &mut grads, c.grad_clip);
-        self.model = self.optim.step(ctx.lr, self.model.clone(), grads);
-        Ok(StepOutput::loss(loss_sum, grad_norm))
+        let (mut grads, loss_sum, extra) =
+            self.micro_batches(ctx.step, batches, dropout_seed, scale)?;
+        let mut out = match scale {
+            Some(scale) => self.half_update(ctx, grads, loss_sum, scale)?,
+            None if ctx.defer => {
+                let norm =
+                    clip_global_norm_on_device(&self.model, &mut grads, c.grad_clip, &self.device);
+                self.model = self.optim.step(ctx.lr, self.model.clone(), grads);
+                StepOutput::pending(Tensor::cat(vec![loss_sum, norm], 0))
+            }
+            None => {
+                let loss_sum = loss_sum.into_scalar::<f32>() as f64;
+                if !loss_sum.is_finite() {
+                    return Ok(StepOutput::loss(loss_sum, f64::NAN));
+                }
+                let grad_norm = clip_global_norm(&self.model, &mut grads, c.grad_clip);
+                self.model = self.optim.step(ctx.lr, self.model.clone(), grads);
+                StepOutput::loss(loss_sum, grad_norm)
+            }
+        };
+        crate::trainer::merge_extra(&mut out, extra);
+        Ok(out)
     }
 
     fn state(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
@@ -391,6 +400,10 @@ impl TrainStep for Step<'_> {
             self.scaler = Some(crate::trainer::loss_scale::LossScale::restore(ck)?);
         }
         Ok(())
+    }
+
+    fn parallel(&self) -> Option<crate::trainer::parallel::ParallelSummary> {
+        self.replicas.as_ref().map(|r| r.summary())
     }
 
     fn evaluate(&mut self, done: usize) -> Result<()> {
@@ -431,6 +444,8 @@ pub fn train_ar_on(
     opts: &TrainOptions,
 ) -> Result<ArReport> {
     let config = complete(config, data)?;
+    opts.parallel
+        .check(&opts.device, config.batch_size, config.dp.is_some())?;
     let run = trainer::open_run(opts)?;
     let plan = crate::privacy::state::open_plan(
         config.dp.as_ref(),
@@ -439,7 +454,7 @@ pub fn train_ar_on(
         config.steps,
         run.as_ref().map(|r| r.path()),
     )?;
-    let mut step = new_step(&config, data, plan.clone(), &opts.device)?;
+    let mut step = new_step(&config, data, plan.clone(), &opts.device, &opts.parallel)?;
     let spec = LoopSpec {
         family: "ar",
         config: &config,
@@ -491,6 +506,7 @@ pub fn train_ar_on(
         dp: plan,
         memory_peak: summary.memory_peak,
         loss_scale: step.scaler,
+        parallel: summary.parallel,
     })
 }
 
@@ -524,6 +540,7 @@ fn new_step<'a>(
     data: &'a TextData,
     plan: Option<crate::privacy::dpsgd::DpPlan>,
     device: &Device,
+    parallel: &crate::trainer::parallel::DataParallel,
 ) -> Result<Step<'a>> {
     if !config.precision.supported_on(device) {
         return Err(Error::Config(format!(
@@ -551,17 +568,21 @@ fn new_step<'a>(
         ),
         dp,
         scaler,
+        replicas: crate::trainer::parallel::Replicas::new(parallel, Some(context)),
     })
 }
 
 /// The autoregressive step alone, on freshly initialised weights (for `oxgen bench train`):
 /// what [`train_ar_on`] runs each step, without the loop around it. `config` must already fit
-/// `data` (vocabulary and context), as [`ArTrainConfig::fitted`] makes it.
+/// `data` (vocabulary and context), as [`ArTrainConfig::fitted`] makes it. With `parallel`,
+/// the step is split over its devices (the first must be `device`).
 pub fn stepper<'a>(
     config: &'a ArTrainConfig,
     data: &'a TextData,
     device: &Device,
+    parallel: &crate::trainer::parallel::DataParallel,
 ) -> Result<impl TrainStep + 'a> {
+    parallel.check(device, config.batch_size, config.dp.is_some())?;
     if complete(config, data)? != *config {
         return Err(Error::Config(
             "the config does not fit the data: use ArTrainConfig::fitted".into(),
@@ -574,7 +595,7 @@ pub fn stepper<'a>(
         config.steps,
         None,
     )?;
-    new_step(config, data, plan, device)
+    new_step(config, data, plan, device, parallel)
 }
 
 impl ArTrainConfig {

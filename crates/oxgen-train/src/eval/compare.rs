@@ -137,6 +137,7 @@ fn train_opts(o: &CompareOptions, dir: &Path) -> TrainOptions {
         stop_after: None,
         skip_eval: false,
         sync_every: None,
+        parallel: Default::default(),
     }
 }
 

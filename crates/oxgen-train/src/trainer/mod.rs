@@ -15,6 +15,7 @@
 pub mod adamw;
 pub mod loss_scale;
 pub mod optim;
+pub mod parallel;
 pub mod prefetch;
 pub mod rng;
 pub mod schedule;
@@ -53,6 +54,9 @@ pub struct TrainOptions {
     /// gradient norm on the device and clip there, and a non-finite loss stops the run at the
     /// next read (the last checkpoint is intact) instead of being skipped.
     pub sync_every: Option<usize>,
+    /// Data parallelism: one replica per device (see [`parallel`]); the default trains on
+    /// `device` alone.
+    pub parallel: parallel::DataParallel,
 }
 
 /// Steps between reads on asynchronous devices, when [`TrainOptions::sync_every`] is `None`.
@@ -80,6 +84,7 @@ impl Default for TrainOptions {
             stop_after: None,
             skip_eval: false,
             sync_every: None,
+            parallel: Default::default(),
         }
     }
 }
@@ -145,6 +150,16 @@ impl StepOutput {
     }
 }
 
+/// Adds the fields of `extra` (a JSON object, or null) to `out`'s metrics fields.
+pub fn merge_extra(out: &mut StepOutput, extra: serde_json::Value) {
+    match (out.extra.as_object_mut(), extra) {
+        (_, serde_json::Value::Null) => {}
+        (Some(m), serde_json::Value::Object(e)) => m.extend(e),
+        (None, e) => out.extra = e,
+        (Some(_), _) => {}
+    }
+}
+
 /// One family's part of training.
 pub trait TrainStep {
     /// One optimizer step (for a GAN, the discriminator's updates and the generator's). A step
@@ -159,6 +174,10 @@ pub trait TrainStep {
     /// Runs at every evaluation interval and at the last step (validation in the log).
     fn evaluate(&mut self, _done: usize) -> Result<()> {
         Ok(())
+    }
+    /// A data-parallel step's throughput and all-reduce time so far.
+    fn parallel(&self) -> Option<parallel::ParallelSummary> {
+        None
     }
 }
 
@@ -224,6 +243,8 @@ pub struct Summary {
     /// The device allocator's high-water mark (bytes reserved), read at the loop's sync points
     /// (`None` on a device that does not report one, such as the CPU).
     pub memory_peak: Option<u64>,
+    /// A data-parallel run's throughput and all-reduce time.
+    pub parallel: Option<parallel::ParallelSummary>,
 }
 
 impl Summary {
@@ -497,6 +518,10 @@ pub fn run<C: Serialize + DeserializeOwned>(
             b as f64 / (1 << 20) as f64
         ))
     );
+    let parallel = step.parallel();
+    if let Some(p) = &parallel {
+        tracing::info!("{}", p.line());
+    }
     out.plot_loss(&spec.title)?;
     Ok(Summary {
         done: end,
@@ -504,6 +529,7 @@ pub fn run<C: Serialize + DeserializeOwned>(
         skipped,
         seconds,
         memory_peak,
+        parallel,
     })
 }
 

@@ -209,6 +209,31 @@ pub fn update<M: Module>(
     (optim.step(lr, model, grads), StepOutput::loss(value, norm))
 }
 
+/// As [`update`], from gradients already taken (a data-parallel step's, summed on the first
+/// device) and the loss `value` (`[1]`) they are of.
+pub fn update_with<M: Module>(
+    model: M,
+    optim: &mut ModuleOptimizer,
+    mut grads: GradientsParams,
+    value: Tensor<1>,
+    lr: f64,
+    clip: f64,
+    defer: bool,
+) -> (M, StepOutput) {
+    if defer {
+        let device = value.device();
+        let norm = clip_global_norm_on_device(&model, &mut grads, clip, &device);
+        let pending = Tensor::cat(vec![value, norm], 0);
+        return (optim.step(lr, model, grads), StepOutput::pending(pending));
+    }
+    let value = value.into_scalar::<f32>() as f64;
+    if !value.is_finite() {
+        return (model, StepOutput::loss(value, f64::NAN));
+    }
+    let norm = clip_global_norm(&model, &mut grads, clip);
+    (optim.step(lr, model, grads), StepOutput::loss(value, norm))
+}
+
 /// Sums two sets of gradients parameter by parameter (gradient accumulation).
 pub fn accumulate<M: Module>(
     model: &M,

@@ -44,6 +44,15 @@ pub fn step_rng(seed: u64, step: usize, stream: Stream) -> StdRng {
     StdRng::seed_from_u64(step_seed(seed, step, stream))
 }
 
+/// Replica `i`'s seed of a step's device draws (dropout) in a data-parallel run, from the
+/// step's `seed`: replica 0 keeps it, so one device draws what a run without replicas would.
+pub fn replica_seed(seed: u64, i: usize) -> u64 {
+    match i {
+        0 => seed,
+        _ => seed ^ (i as u64).wrapping_mul(GOLDEN).rotate_left(17),
+    }
+}
+
 /// The rows for step `step`: position `step · batch` in the endless sequence of per-epoch
 /// shuffles of `n` rows, each shuffle seeded by `(seed, epoch)`.
 pub fn batch_indices(n: usize, batch: usize, seed: u64, step: usize) -> Vec<usize> {
@@ -89,6 +98,19 @@ mod tests {
         for i in 0..seeds.len() {
             for j in i + 1..seeds.len() {
                 assert_ne!(seeds[i], seeds[j]);
+            }
+        }
+    }
+
+    /// Replica 0 draws what a one-device run draws; the others draw their own streams.
+    #[test]
+    fn replicas_past_the_first_get_their_own_seeds() {
+        let s = step_seed(3, 9, Stream::Ar);
+        assert_eq!(replica_seed(s, 0), s);
+        let seeds: Vec<u64> = (0..8).map(|i| replica_seed(s, i)).collect();
+        for i in 0..seeds.len() {
+            for j in i + 1..seeds.len() {
+                assert_ne!(seeds[i], seeds[j], "replicas {i} and {j}");
             }
         }
     }

@@ -63,6 +63,7 @@ pub fn opts(out: &Path, device: Device) -> TrainOptions {
         stop_after: None,
         skip_eval: true,
         sync_every: None,
+        parallel: Default::default(),
     }
 }
 

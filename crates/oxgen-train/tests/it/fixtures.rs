@@ -98,6 +98,7 @@ fn options(out: &Path, resume: bool, stop_after: Option<usize>) -> TrainOptions 
         stop_after,
         skip_eval: true,
         sync_every: None,
+        parallel: Default::default(),
     }
 }
 

@@ -30,6 +30,7 @@ fn options(dir: &std::path::Path) -> TrainOptions {
         stop_after: None,
         skip_eval: true,
         sync_every: None,
+        parallel: Default::default(),
     }
 }
 

@@ -13,6 +13,7 @@ mod interchange;
 mod kernel_paths;
 mod limit;
 mod lora;
+mod parallel;
 mod precision;
 mod privacy;
 mod privacy_ar;

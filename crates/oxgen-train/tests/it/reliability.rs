@@ -48,6 +48,7 @@ fn variant(e: &Error) -> &'static str {
         Error::Privacy { .. } => "Privacy",
         Error::NotSharded { .. } => "NotSharded",
         Error::Collection { .. } => "Collection",
+        Error::DeviceLost { .. } => "DeviceLost",
     }
 }
 
@@ -271,6 +272,20 @@ fn cases() -> Vec<Case> {
             }),
             "Config",
             "validation split",
+        ),
+        // Devices.
+        case(
+            "a global batch of 2 over 3 devices",
+            Box::new(|d| {
+                let mut c = tiny_2d("moons", 2);
+                c.batch_size = 2;
+                let mut o = opts(&d.join("run"), Device::flex());
+                o.parallel =
+                    oxgen_train::trainer::parallel::DataParallel::on(vec![Device::flex(); 3]);
+                typed(train(&c, &o))
+            }),
+            "Config",
+            "cannot be split over 3 devices",
         ),
         // Configs.
         case(

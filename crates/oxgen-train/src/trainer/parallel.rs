@@ -1,0 +1,392 @@
+//! Data parallelism on one machine: one replica of the model per device, each on a disjoint
+//! shard of every global batch, in the shape of burn-train's `MultiDevice` strategy.
+//!
+//! Each step, every replica is forked from the weights on the first device (the broadcast),
+//! runs forward and backward on its shard on its own thread, and its gradients are moved to the
+//! first device with burn's `GradientsParams::to_device` and summed there, each weighted by its
+//! shard's share of the batch (the reduce). One optimiser step then runs on the first device,
+//! which also holds the optimiser state and writes the checkpoints: a checkpoint does not depend
+//! on the number of devices, so a run resumes on any number of them.
+//!
+//! burn 0.22.1's own collective (`DistributedOps::all_reduce`) runs only on CUDA devices (NCCL)
+//! and its remote backend; on wgpu and on the CPU it panics (see `docs/scaling.md`). This
+//! module is what runs on the others, with the same arithmetic: the mean of the per-shard
+//! gradients weighted by shard size is the full batch's gradient, whatever the split.
+//!
+//! Losses must be means over rows of equal weight (every family's is), so an uneven split is
+//! exact: shard `i` of `n_i` rows out of `B` weighs `n_i / B`.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor};
+use serde::Serialize;
+
+use super::optim::accumulate;
+use crate::{Error, Result};
+
+/// The devices of a data-parallel run (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub struct DataParallel {
+    /// One replica per entry, without autodiff; the first holds the weights and must be
+    /// [`super::TrainOptions::device`]. Empty or one entry: no data parallelism. An entry may
+    /// repeat a device (the CPU has one: `cpu:0,cpu:1` are two replicas on it, on threads).
+    pub devices: Vec<Device>,
+    /// Names for logs and errors, one per device (`wgpu:1`); empty: `device 1` and so on.
+    pub names: Vec<String>,
+    /// Testing only: replica `.1` fails as a lost device would at step `.0`.
+    #[doc(hidden)]
+    pub lose_at: Option<(usize, usize)>,
+}
+
+impl DataParallel {
+    /// Replicas on `devices`, the first holding the weights.
+    pub fn on(devices: Vec<Device>) -> Self {
+        Self {
+            devices,
+            ..Self::default()
+        }
+    }
+
+    /// Whether more than one replica trains.
+    pub fn is_parallel(&self) -> bool {
+        self.devices.len() > 1
+    }
+
+    fn name(&self, i: usize) -> String {
+        self.names
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("device {i}"))
+    }
+
+    /// Checks the devices against the run, before anything is written: the first is
+    /// `device`, a global batch of `batch` rows leaves every replica at least one, and the run
+    /// is not DP-SGD (`dp`), whose per-sample clipping and noise are not split over replicas.
+    pub fn check(&self, device: &Device, batch: usize, dp: bool) -> Result<()> {
+        if !self.is_parallel() {
+            return Ok(());
+        }
+        if dp {
+            return Err(Error::Config(
+                "DP-SGD trains on one device: its per-sample clipping and noise are not split over replicas yet; drop --devices or the DP options".into(),
+            ));
+        }
+        if self.devices[0] != *device {
+            return Err(Error::Config(
+                "the first data-parallel device must be the run's device (TrainOptions::device)"
+                    .into(),
+            ));
+        }
+        if batch < self.devices.len() {
+            return Err(Error::Config(format!(
+                "a global batch of {batch} cannot be split over {} devices: each needs at least one row",
+                self.devices.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Sizes of `parts` contiguous shards of `n` rows: as even as can be (the first `n % parts`
+/// get one more).
+pub fn shard_sizes(n: usize, parts: usize) -> Vec<usize> {
+    (0..parts)
+        .map(|i| n / parts + usize::from(i < n % parts))
+        .collect()
+}
+
+/// Throughput and communication of a data-parallel run, averaged over its steps.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ParallelSummary {
+    /// Replicas.
+    pub devices: usize,
+    /// Steps measured.
+    pub steps: usize,
+    /// Per device: rows per second of its own forward and backward.
+    pub samples_per_s: Vec<f64>,
+    /// Per device: tokens per second (sequence models).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_s: Option<Vec<f64>>,
+    /// All replicas together: global-batch rows per second of the step's gradient phase
+    /// (broadcast, forward and backward, reduce).
+    pub total_samples_per_s: f64,
+    /// All replicas together, tokens per second (sequence models).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_tokens_per_s: Option<f64>,
+    /// Mean milliseconds per step moving weights out and gradients back and summing them.
+    pub allreduce_ms: f64,
+    /// Bytes of the model's float parameters (f32): what one all-reduce of its gradients
+    /// carries. Here each step moves them twice per replica past the first (weights out,
+    /// gradients back); a ring all-reduce moves 2·(n − 1)/n of them over each device's link.
+    pub param_bytes: u64,
+    /// Σ per-replica compute time / (devices × gradient-phase time): 1 when every replica
+    /// computes for the whole step and communication is free. It estimates the one-device time
+    /// by the sum of the replicas' (exact when compute is linear in the batch); `oxgen bench`
+    /// measures the ratio to a real one-device run.
+    pub efficiency: f64,
+}
+
+impl ParallelSummary {
+    /// One line for the end of a run.
+    pub fn line(&self) -> String {
+        let per: Vec<String> = self
+            .samples_per_s
+            .iter()
+            .map(|s| format!("{s:.0}"))
+            .collect();
+        format!(
+            "{} devices: {:.0} samples/s overall{} ({} per device), all-reduce of {:.2} MiB {:.2} ms/step, efficiency {:.0}%",
+            self.devices,
+            self.total_samples_per_s,
+            self.total_tokens_per_s
+                .map_or(String::new(), |t| format!(", {t:.0} tokens/s")),
+            per.join(" / "),
+            self.param_bytes as f64 / (1 << 20) as f64,
+            self.allreduce_ms,
+            100.0 * self.efficiency
+        )
+    }
+}
+
+/// The replicas of a step (see the module docs), and what they measured.
+pub struct Replicas {
+    plan: DataParallel,
+    /// The devices with autodiff.
+    devices: Vec<Device>,
+    tokens_per_row: Option<usize>,
+    param_bytes: u64,
+    rows: Vec<usize>,
+    compute_s: Vec<f64>,
+    comm_s: f64,
+    wall_s: f64,
+    steps: usize,
+}
+
+/// What one replica hands back: its gradients, its weighted loss and its seconds of compute.
+type Part = (GradientsParams, Tensor<1>, f64);
+
+impl Replicas {
+    /// Replicas for `plan` (`None` unless it is parallel). Sequence models give their tokens
+    /// per row, for tokens/s.
+    pub fn new(plan: &DataParallel, tokens_per_row: Option<usize>) -> Option<Self> {
+        let n = plan.devices.len();
+        plan.is_parallel().then(|| Self {
+            plan: plan.clone(),
+            devices: plan.devices.iter().map(|d| d.clone().autodiff()).collect(),
+            tokens_per_row,
+            param_bytes: 0,
+            rows: vec![0; n],
+            compute_s: vec![0.0; n],
+            comm_s: 0.0,
+            wall_s: 0.0,
+            steps: 0,
+        })
+    }
+
+    /// Replicas.
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Never empty.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The gradients of the global batch's loss, on the first device: replica `i` computes
+    /// `loss(model_i, shard_i, device_i, i)` (a mean over the shard's `rows` rows), weighted by
+    /// `rows / total`; with `scale`, the backward is of the loss times `scale` (a loss scaler's).
+    /// Returns the summed gradients, the global loss (`[1]`, unscaled) and the step's metrics
+    /// fields (`allreduce_ms`, `compute_ms` and `samples_per_s` per device).
+    ///
+    /// # Errors
+    /// [`Error::DeviceLost`] when a replica fails (its thread panics or its device reports an
+    /// error): nothing was updated.
+    pub fn grads<M, S, F>(
+        &mut self,
+        step: usize,
+        model: &M,
+        shards: Vec<(S, usize)>,
+        scale: Option<f64>,
+        loss: F,
+    ) -> Result<(GradientsParams, Tensor<1>, serde_json::Value)>
+    where
+        M: Module,
+        S: Send,
+        F: Fn(&M, S, &Device, usize) -> Tensor<1> + Sync,
+    {
+        let t0 = Instant::now();
+        if self.param_bytes == 0 {
+            self.param_bytes = 4 * model.num_params() as u64;
+        }
+        let total: usize = shards.iter().map(|s| s.1).sum();
+        let rows: Vec<usize> = shards.iter().map(|s| s.1).collect();
+        let (devices, loss, lose_at) = (&self.devices, &loss, self.plan.lose_at);
+        // The broadcast, from this thread: each replica past the first gets its own copy of the
+        // weights on its device. (Forking from the replicas' threads raced with the first
+        // replica's work on the weights' device: burn's wgpu streams are per thread, and two
+        // lavapipe devices drifted apart after a few steps.)
+        let t = Instant::now();
+        let replicas: Vec<M> = devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match i {
+                0 => model.clone(),
+                _ => model.clone().fork(d),
+            })
+            .collect();
+        for (i, d) in devices.iter().enumerate().skip(1) {
+            d.sync().map_err(|e| Error::DeviceLost {
+                device: self.plan.name(i),
+                step,
+                reason: format!("{e:?}"),
+            })?;
+        }
+        let broadcast = t.elapsed().as_secs_f64();
+        // Forward and backward: replica 0 on this thread (the weights' device is used from
+        // this thread only), the others on their own.
+        let work =
+            |i: usize, replica: M, shard: S, n: usize| -> std::result::Result<Part, String> {
+                if lose_at == Some((step, i)) {
+                    panic!("device lost (injected for a test)");
+                }
+                let device = &devices[i];
+                let t = Instant::now();
+                let l = loss(&replica, shard, device, i).mul_scalar(n as f64 / total as f64);
+                let value = l.clone().detach().reshape([1]);
+                let l = scale.map_or(l.clone(), |s| l.mul_scalar(s));
+                let grads = GradientsParams::from_grads(l.backward(), &replica);
+                device.sync().map_err(|e| format!("{e:?}"))?;
+                Ok((grads, value, t.elapsed().as_secs_f64()))
+            };
+        let results: Vec<std::thread::Result<std::result::Result<Part, String>>> =
+            std::thread::scope(|scope| {
+                let mut jobs = replicas.into_iter().zip(shards).enumerate();
+                let (_, (first, (shard0, n0))) = jobs.next().expect("at least two replicas");
+                let work = &work;
+                let handles: Vec<_> = jobs
+                    .map(|(i, (replica, (shard, n)))| {
+                        scope.spawn(move || work(i, replica, shard, n))
+                    })
+                    .collect();
+                let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    work(0, first, shard0, n0)
+                }));
+                std::iter::once(mine)
+                    .chain(handles.into_iter().map(|h| h.join()))
+                    .collect()
+            });
+        let mut parts = Vec::with_capacity(results.len());
+        for (i, r) in results.into_iter().enumerate() {
+            let reason = match r {
+                Ok(Ok(part)) => {
+                    parts.push(part);
+                    continue;
+                }
+                Ok(Err(e)) => e,
+                Err(panic) => panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "its thread panicked".into()),
+            };
+            return Err(Error::DeviceLost {
+                device: self.plan.name(i),
+                step,
+                reason,
+            });
+        }
+        // The reduce: every replica's gradients to the first device, summed there.
+        let t = Instant::now();
+        let main = self.devices[0].clone();
+        let mut grads = GradientsParams::new();
+        let mut value: Option<Tensor<1>> = None;
+        let mut compute = Vec::with_capacity(parts.len());
+        for (i, (g, v, c)) in parts.into_iter().enumerate() {
+            let (g, v) = match i {
+                0 => (g, v),
+                _ => (g.to_device(&main, model), v.to_device(&main)),
+            };
+            grads = accumulate(model, grads, g);
+            value = Some(value.map_or(v.clone(), |s| s + v));
+            compute.push(c);
+        }
+        main.sync().map_err(|e| Error::DeviceLost {
+            device: self.plan.name(0),
+            step,
+            reason: format!("{e:?}"),
+        })?;
+        let comm = broadcast + t.elapsed().as_secs_f64();
+        let wall = t0.elapsed().as_secs_f64();
+        self.steps += 1;
+        (self.comm_s, self.wall_s) = (self.comm_s + comm, self.wall_s + wall);
+        for i in 0..self.len() {
+            self.rows[i] += rows[i];
+            self.compute_s[i] += compute[i];
+        }
+        let per_device: Vec<f64> = rows
+            .iter()
+            .zip(&compute)
+            .map(|(&n, &c)| n as f64 / c.max(1e-9))
+            .collect();
+        let extra = serde_json::json!({
+            "devices": self.len(),
+            "allreduce_ms": 1e3 * comm,
+            "compute_ms": compute.iter().map(|c| 1e3 * c).collect::<Vec<_>>(),
+            "samples_per_s": per_device,
+            "total_samples_per_s": total as f64 / wall.max(1e-9),
+        });
+        Ok((grads, value.expect("at least two replicas"), extra))
+    }
+
+    /// Averages over the steps so far.
+    pub fn summary(&self) -> ParallelSummary {
+        let n = self.len();
+        let per: Vec<f64> = (0..n)
+            .map(|i| self.rows[i] as f64 / self.compute_s[i].max(1e-9))
+            .collect();
+        let total_rows: usize = self.rows.iter().sum();
+        let total = total_rows as f64 / self.wall_s.max(1e-9);
+        ParallelSummary {
+            devices: n,
+            steps: self.steps,
+            tokens_per_s: self
+                .tokens_per_row
+                .map(|t| per.iter().map(|s| s * t as f64).collect()),
+            total_tokens_per_s: self.tokens_per_row.map(|t| total * t as f64),
+            samples_per_s: per,
+            total_samples_per_s: total,
+            allreduce_ms: 1e3 * self.comm_s / self.steps.max(1) as f64,
+            param_bytes: self.param_bytes,
+            efficiency: self.compute_s.iter().sum::<f64>() / (n as f64 * self.wall_s.max(1e-9)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_as_even_as_can_be() {
+        assert_eq!(shard_sizes(64, 2), vec![32, 32]);
+        assert_eq!(shard_sizes(7, 3), vec![3, 2, 2]);
+        assert_eq!(shard_sizes(2, 2), vec![1, 1]);
+        for (n, p) in [(5, 2), (100, 7), (3, 3)] {
+            let s = shard_sizes(n, p);
+            assert_eq!(s.iter().sum::<usize>(), n);
+            assert!(s.iter().max().unwrap() - s.iter().min().unwrap() <= 1);
+        }
+    }
+
+    #[test]
+    fn a_batch_smaller_than_the_devices_is_refused() {
+        let cpu = Device::flex();
+        let plan = DataParallel::on(vec![cpu.clone(), cpu.clone(), cpu.clone()]);
+        assert!(matches!(plan.check(&cpu, 2, false), Err(Error::Config(_))));
+        assert!(plan.check(&cpu, 3, false).is_ok());
+        assert!(matches!(plan.check(&cpu, 3, true), Err(Error::Config(_))));
+    }
+}

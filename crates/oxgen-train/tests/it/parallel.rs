@@ -1,0 +1,231 @@
+//! Data-parallel training (issue 22): replicas on several devices equal one device on the same
+//! global batch, checkpoints resume on any number of devices, and a lost device stops the run
+//! with a typed error and an intact checkpoint.
+//!
+//! Several devices without a GPU: burn's CPU backend has one device, so the CPU "devices" are
+//! replicas on threads over it (the arithmetic and the gradient sum are the same as on real
+//! devices); two wgpu clients on lavapipe are two devices with their own memory, and gradients
+//! move between them by copies.
+
+use burn::module::Module;
+use burn::tensor::Device;
+use oxgen_models::ar::GptConfig;
+use oxgen_models::diffusion::DenoiserConfig;
+use oxgen_models::diffusion::unet::UNetConfig;
+use oxgen_train::ar::{ArTrainConfig, train_ar};
+use oxgen_train::trainer::TrainOptions;
+use oxgen_train::trainer::parallel::DataParallel;
+use oxgen_train::{Error, TrainConfig};
+
+use crate::common::{opts, params};
+
+/// A one-layer GPT on the arithmetic language, without dropout. `batch` is the global batch.
+fn tiny_gpt(steps: usize, batch: usize) -> ArTrainConfig {
+    let model = GptConfig::new(0)
+        .with_layers(1)
+        .with_heads(2)
+        .with_width(32);
+    let mut c = ArTrainConfig::new(model, "arithmetic");
+    c.model.dropout = 0.0;
+    (c.steps, c.batch_size, c.grad_accum) = (steps, batch, 1);
+    c.schedule.warmup_steps = 2;
+    (c.eval_every, c.eval_batches) = (3, 1);
+    c
+}
+
+/// A small UNet on the 8×8 digits.
+fn tiny_unet(steps: usize, batch: usize) -> TrainConfig {
+    let data = oxgen_train::data::digits8();
+    let mut c = TrainConfig::defaults("digits8", data.shape, data.num_classes);
+    c.model.denoiser = DenoiserConfig::UNet(
+        UNetConfig::new()
+            .with_channels(8)
+            .with_groups(2)
+            .with_heads(2),
+    );
+    (c.steps, c.batch_size, c.checkpoint_every) = (steps, batch, 0);
+    c.schedule.warmup_steps = 2;
+    c
+}
+
+/// Options on `devices` (the first holds the weights).
+fn on(dir: &std::path::Path, devices: &[Device]) -> TrainOptions {
+    let mut o = opts(dir, devices[0].clone());
+    o.parallel = DataParallel::on(devices.to_vec());
+    o
+}
+
+/// Every step's loss from a run folder's metrics.jsonl.
+fn losses(dir: &std::path::Path) -> Vec<f64> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// `a` and `b` agree to `tol` relative: each loss, and each weight tensor's largest difference
+/// against its largest magnitude.
+fn assert_close<M: Module>(what: &str, la: &[f64], lb: &[f64], a: &M, b: &M, tol: f64) {
+    assert_eq!(la.len(), lb.len(), "{what}: step counts");
+    for (s, (x, y)) in la.iter().zip(lb).enumerate() {
+        assert!(
+            (x - y).abs() <= tol * y.abs(),
+            "{what}: step {s} loss {x} vs {y}"
+        );
+    }
+    let (wa, wb) = (params(a), params(b));
+    assert_eq!(wa.len(), wb.len());
+    let scale = wb.iter().fold(0f32, |m, w| m.max(w.abs())) as f64;
+    let worst = wa
+        .iter()
+        .zip(&wb)
+        .map(|(x, y)| (x - y).abs() as f64)
+        .fold(0.0, f64::max);
+    assert!(
+        worst <= tol * scale,
+        "{what}: weights differ by {worst:e} (largest weight {scale})"
+    );
+}
+
+/// 2 replicas (an uneven 4 + 3 split of 7 rows) for 5 steps equal one device on the same
+/// global batch: losses at every step and final weights within 1e-4 relative. And the run
+/// logged its all-reduce time and per-device throughput.
+#[test]
+fn two_cpu_replicas_train_the_gpt_as_one_device_does() {
+    let cpu = Device::flex();
+    let c = tiny_gpt(5, 7);
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = train_ar(&c, &opts(one.path(), cpu.clone())).unwrap();
+    let b = train_ar(&c, &on(two.path(), &[cpu.clone(), cpu])).unwrap();
+    assert_close(
+        "gpt",
+        &losses(two.path()),
+        &losses(one.path()),
+        &b.model,
+        &a.model,
+        1e-4,
+    );
+    let p = b.parallel.expect("a parallel run reports its throughput");
+    assert_eq!((p.devices, p.steps), (2, 5));
+    assert!(p.samples_per_s.iter().all(|s| *s > 0.0) && p.allreduce_ms >= 0.0);
+    assert!(p.tokens_per_s.is_some() && p.efficiency > 0.0, "{p:?}");
+    let line = std::fs::read_to_string(two.path().join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(first["devices"], 2);
+    assert!(first["allreduce_ms"].as_f64().is_some(), "{first}");
+    assert_eq!(first["samples_per_s"].as_array().map(|a| a.len()), Some(2));
+}
+
+/// The same for the diffusion UNet: 3 replicas over a batch of 8 (3 + 3 + 2 rows), Philox
+/// noise drawn for each shard's own rows.
+#[test]
+fn three_cpu_replicas_train_the_unet_as_one_device_does() {
+    let cpu = Device::flex();
+    let c = tiny_unet(5, 8);
+    let (one, three) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = oxgen_train::diffusion::train(&c, &opts(one.path(), cpu.clone())).unwrap();
+    let devices = [cpu.clone(), cpu.clone(), cpu];
+    let b = oxgen_train::diffusion::train(&c, &on(three.path(), &devices)).unwrap();
+    assert_close(
+        "unet",
+        &losses(three.path()),
+        &losses(one.path()),
+        &b.model,
+        &a.model,
+        1e-4,
+    );
+    assert_eq!(b.parallel.map(|p| p.devices), Some(3));
+}
+
+/// A 2-device checkpoint (step 3) resumes on one device and on two, and both end where a
+/// 2-device run that never stopped ends (losses of the resumed steps and final weights).
+#[test]
+fn a_two_device_checkpoint_resumes_on_one_and_on_two() {
+    let cpu = Device::flex();
+    let c = tiny_gpt(5, 8);
+    let pair = [cpu.clone(), cpu.clone()];
+    let straight = tempfile::tempdir().unwrap();
+    let s = train_ar(&c, &on(straight.path(), &pair)).unwrap();
+    let tail = |dir: &std::path::Path| losses(dir)[3..].to_vec();
+    for resume_on in [vec![cpu.clone()], pair.to_vec()] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = on(dir.path(), &pair);
+        first.stop_after = Some(3);
+        assert_eq!(train_ar(&c, &first).unwrap().steps, 3);
+        let mut second = on(dir.path(), &resume_on);
+        second.resume = true;
+        let r = train_ar(&c, &second).unwrap();
+        assert_eq!(r.steps, 5);
+        assert_close(
+            &format!("resumed on {}", resume_on.len()),
+            &tail(dir.path()),
+            &tail(straight.path()),
+            &r.model,
+            &s.model,
+            1e-4,
+        );
+    }
+}
+
+/// A device lost at step 4 is a typed error naming it; the step-3 checkpoint is intact and the
+/// run resumes from it. A global batch smaller than the devices is refused before anything is
+/// written.
+#[test]
+fn a_lost_device_leaves_the_last_checkpoint_and_bad_splits_are_refused() {
+    let cpu = Device::flex();
+    let c = tiny_gpt(6, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = on(dir.path(), &[cpu.clone(), cpu.clone()]);
+    o.parallel.names = vec!["cpu:0".into(), "cpu:1".into()];
+    o.parallel.lose_at = Some((4, 1));
+    let err = train_ar(&c, &o).unwrap_err();
+    assert!(
+        matches!(&err, Error::DeviceLost { device, step: 4, .. } if device == "cpu:1"),
+        "{err}"
+    );
+    let ck = oxgen_train::checkpoint::load(dir.path()).expect("the last checkpoint loads");
+    assert_eq!(ck.manifest.step, 3);
+    let mut again = on(dir.path(), &[cpu.clone(), cpu.clone()]);
+    again.resume = true;
+    assert_eq!(train_ar(&c, &again).unwrap().steps, 6);
+
+    let small = tiny_gpt(2, 2);
+    let run = dir.path().join("three");
+    let err = train_ar(&small, &on(&run, &[cpu.clone(), cpu.clone(), cpu])).unwrap_err();
+    assert!(
+        matches!(&err, Error::Config(m) if m.contains("cannot be split over 3 devices")),
+        "{err}"
+    );
+    assert!(!run.exists(), "nothing is written for a refused split");
+}
+
+/// Two wgpu clients on one adapter (lavapipe in CI) are two devices, each with its own memory:
+/// the weights are copied out and the gradients back each step, and 5 steps equal one device.
+#[test]
+fn two_wgpu_devices_train_the_gpt_as_one_does() {
+    let first = crate::wgpu_parity::wgpu_device();
+    // The selected adapter is opened by its kind (`Cpu` for lavapipe); the default device
+    // lands on the same adapter under another id, so burn gives it its own client.
+    let second = Device::from(
+        burn::backend::WgpuDevice::new(burn::backend::WgpuDeviceKind::DefaultDevice)
+            .on(burn::tensor::wgpu::WgpuBackend::Vulkan),
+    );
+    assert_ne!(first, second, "two distinct wgpu clients");
+    let c = tiny_gpt(5, 8);
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = train_ar(&c, &opts(one.path(), first.clone())).unwrap();
+    let b = train_ar(&c, &on(two.path(), &[first, second])).unwrap();
+    assert_close(
+        "gpt on wgpu",
+        &losses(two.path()),
+        &losses(one.path()),
+        &b.model,
+        &a.model,
+        1e-4,
+    );
+}
