@@ -16,6 +16,7 @@
 #                                          8,192: d = 64 (plain and causal), d = 128, f16; then ours
 #                                          alone at L = 16,384 and 32,768 with peak memory
 #   oxgen bench decode                     GPT decoding with the KV cache vs re-running the window
+#   oxgen bench train --devices all        with several GPUs: one device vs all of them (scaling)
 #   ../shared/peers/torch_anchors.py       PyTorch's eager DDPM step and copy rate, same machine,
 #                                          same run (skipped where python3 has no CUDA torch)
 # Results: OUT/results.json ({"meta": …, "denoise": …, "torch": …}) and one .txt per benchmark.
@@ -46,6 +47,15 @@ benchmarks() { # $1: the oxgen binary, $2: the output folder
     # Memory grows with L: B = 1, H = 8, ours only (burn's L×L buffers would be 8 and 32 GiB).
     timeout 300 "$bin" bench attention --seq 16384,32768 --batch 1 --heads 8 --iters 2 --no-peers \
         --json "$out/attention-long.json" 2>&1 | tee "$out/attention-long.txt"
+    # Data parallelism (issue 22), where the machine has several GPU adapters: the GPT and UNet
+    # steps on the first adapter alone and split over all of them, in one run each (ms/step,
+    # all-reduce ms/step, scaling efficiency).
+    if [ "$("$bin" info 2>/dev/null | grep -c 'discrete GPU')" -gt 1 ]; then
+        for m in gpt-char unet-digits; do
+            timeout 300 "$bin" bench train --model "$m" --devices all --no-peer \
+                --json "$out/parallel-$m.json" 2>&1 | tee "$out/parallel-$m.txt"
+        done
+    fi
 }
 
 peer() { # $1: torch_anchors.py, $2: the output folder
@@ -74,6 +84,8 @@ doc = {
     "attention_f16": load("attention-f16.json"),
     "attention_long": load("attention-long.json"),
     "decode": load("decode.json"),
+    "parallel_gpt_char": load("parallel-gpt-char.json"),
+    "parallel_unet_digits": load("parallel-unet-digits.json"),
     "torch": load("torch_anchors.json"),
 }
 json.dump(doc, open(os.path.join(out, "results.json"), "w"), indent=1)

@@ -220,7 +220,7 @@ pub(crate) struct TrainArgs {
     pub(crate) precision: Option<oxgen_models::Precision>,
     /// Data-parallel training: one replica per device, each on a disjoint shard of every
     /// global batch, gradients summed before each step (wgpu:0,wgpu:1 | cpu:0,cpu:1 | all;
-    /// `oxgen info` numbers the wgpu adapters). `train ar` and `train diffusion`, for now.
+    /// `oxgen info` numbers the wgpu adapters). Every family but the GAN, for now.
     #[arg(long, value_name = "LIST", conflicts_with = "device")]
     pub(crate) devices: Option<String>,
     #[command(flatten)]
@@ -274,9 +274,7 @@ impl TrainArgs {
     pub(crate) fn one_device(&self, what: &str) -> anyhow::Result<()> {
         match &self.devices {
             Some(spec) if spec.contains(',') || spec.trim().eq_ignore_ascii_case("all") => {
-                anyhow::bail!(
-                    "--devices: {what} trains on one device for now (data-parallel training is built for `oxgen train ar` and `oxgen train diffusion`); use --device"
-                )
+                anyhow::bail!("--devices: {what} trains on one device for now; use --device")
             }
             _ => Ok(()),
         }

@@ -17,8 +17,7 @@ pub(crate) fn train(family: &str, a: TrainArgs) -> Result<()> {
         "--precision f16 trains the GPT (`oxgen train ar`) only, for now"
     );
     a.shards.refuse(family)?;
-    a.one_device(&format!("`oxgen train {family}`"))?;
-    let (device, _) = a.devices()?;
+    let (_, opts) = a.devices()?;
     let mut config = if a.resume {
         let ck = oxgen_train::checkpoint::load(&a.out).context("cannot resume")?;
         serde_json::from_value::<FamilyConfig>(ck.manifest.config)
@@ -43,7 +42,6 @@ pub(crate) fn train(family: &str, a: TrainArgs) -> Result<()> {
     if let Some(dp) = dp {
         config.dp = Some(dp);
     }
-    let opts = a.options(device);
     let report = train_family(&config, &opts)?;
     println!(
         "trained {} {} steps in {:.1}s: loss {:.4} -> {:.4}{}",
@@ -60,6 +58,9 @@ pub(crate) fn train(family: &str, a: TrainArgs) -> Result<()> {
     );
     if let Some(p) = &report.dp {
         print_dp(p);
+    }
+    if let Some(p) = &report.parallel {
+        println!("{}", p.line());
     }
     if let Some(q) = &report.quality {
         println!("{q}");

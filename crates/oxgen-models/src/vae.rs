@@ -381,6 +381,15 @@ impl Vae {
         }
         let [b, _] = x.dims();
         let eps = host_normals(b, self.latent, seed, &x.device());
+        self.loss_with(x, beta, eps)
+    }
+
+    /// The one-draw (k = 1) loss of [`Vae::loss`] with the reparameterization noise given
+    /// (a data-parallel shard's rows of the whole batch's draw, say).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, features]`; `eps`: `[batch, latent]`; returns `[1]`.
+    pub fn loss_with(&self, x: Tensor<2>, beta: f64, eps: Tensor<2>) -> Tensor<1> {
         let [rec, _, _, kl] = self.terms(x, eps);
         (kl.mul_scalar(beta) - rec).mean()
     }

@@ -174,8 +174,8 @@ fn f16_training_matches_f32_with_less_memory() {
 }
 
 /// `--devices` (issue 22): two CPU replicas train and report their all-reduce; a device listed
-/// twice, an unknown one, a batch smaller than the devices, and a family that trains on one
-/// device are each refused with a message, and nothing is written.
+/// twice, an unknown one, a batch smaller than the devices, and the GAN (which trains on one
+/// device) are each refused with a message, and nothing is written.
 #[test]
 fn devices_train_on_two_replicas_and_bad_lists_are_refused() {
     let dir = std::env::temp_dir().join(format!("oxgen-devices-{}", std::process::id()));
@@ -213,7 +213,7 @@ fn devices_train_on_two_replicas_and_bad_lists_are_refused() {
             "1",
             "cannot be split over 2 devices",
         ),
-        ("vae", "cpu:0,cpu:1", "8", "trains on one device"),
+        ("gan", "cpu:0,cpu:1", "8", "the GAN trains on one device"),
     ] {
         let out = format!("bad-{family}-{batch}-{}", devices.replace([':', ','], "-"));
         let (ok, text) = train(family, &out, &["--devices", devices, "--batch-size", batch]);

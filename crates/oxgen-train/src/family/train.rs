@@ -18,7 +18,8 @@ use crate::data::{self, Dataset, LoadOptions};
 use crate::error::{Error, Result};
 use crate::privacy::dpsgd::DpPlan;
 use crate::privacy::state::DpState;
-use crate::trainer::optim::{seeded_init, update};
+use crate::trainer::optim::{seeded_init, update, update_with};
+use crate::trainer::parallel::{ParallelSummary, Replicas, shard_sizes};
 use crate::trainer::rng::{Stream, batch_indices, step_seed};
 use crate::trainer::{self, LoopSpec, StepContext, StepOutput, TrainOptions, TrainStep};
 
@@ -43,6 +44,8 @@ pub struct FamilyReport {
     pub train_seconds: f64,
     /// A DP run's plan (σ, q and the ε its steps spend).
     pub dp: Option<DpPlan>,
+    /// A data-parallel run's throughput and all-reduce time.
+    pub parallel: Option<ParallelSummary>,
 }
 
 fn load_data(config: &FamilyConfig) -> Result<Dataset> {
@@ -57,9 +60,10 @@ fn load_data(config: &FamilyConfig) -> Result<Dataset> {
 }
 
 /// Uniform dequantization noise in ±delta/2 on `x` (images only).
-fn dequantize(x: Tensor<2>, delta: f64, seed: u64) -> Tensor<2> {
+fn dequantize(x: Tensor<2>, delta: f64, seed: u64, rows: Rows) -> Tensor<2> {
     let [b, d] = x.dims();
-    let u = oxgen_models::flow::host_uniforms(b * d, seed);
+    let u = oxgen_models::flow::host_uniforms(rows.total * d, seed);
+    let u = u[rows.start * d..(rows.start + b) * d].to_vec();
     let u = Tensor::<2>::from_data(TensorData::new(u, [b, d]), &x.device());
     x + u.sub_scalar(0.5).mul_scalar(delta)
 }
@@ -74,8 +78,24 @@ pub(super) fn adam(config: &FamilyConfig) -> ModuleOptimizer {
     .init()
 }
 
-/// The loss of a VAE or flow on a batch: (model, batch, seed, step).
-type LossFn<'a, M> = Box<dyn Fn(&M, Tensor<2>, u64, usize) -> Tensor<1> + 'a>;
+/// Where a batch's rows sit in the step's whole batch: rows `start..start + n` of `total`. Host
+/// noise is drawn for the whole batch and sliced, so a data-parallel shard draws its own rows'
+/// noise and the replicas together draw what one device would.
+#[derive(Clone, Copy, Debug)]
+struct Rows {
+    start: usize,
+    total: usize,
+}
+
+impl Rows {
+    /// All `n` rows of a batch.
+    fn whole(n: usize) -> Self {
+        Self { start: 0, total: n }
+    }
+}
+
+/// The loss of a VAE or flow on a batch: (model, batch, seed, step, where its rows sit).
+type LossFn<'a, M> = Box<dyn Fn(&M, Tensor<2>, u64, usize, Rows) -> Tensor<1> + Sync + 'a>;
 
 /// One model, one optimizer (VAE and flow).
 struct Single<'a, M> {
@@ -86,6 +106,8 @@ struct Single<'a, M> {
     optim: ModuleOptimizer,
     loss: LossFn<'a, M>,
     dp: Option<DpState>,
+    /// A data-parallel run's replicas.
+    replicas: Option<Replicas>,
 }
 
 impl<M: Module> Single<'_, M> {
@@ -108,7 +130,10 @@ impl<M: Module> Single<'_, M> {
             self.model.clone(),
             &mut self.optim,
             rows,
-            |m: &M| loss(m, x, seed, ctx.step).mul_scalar(per_row),
+            |m: &M| {
+                let n = x.dims()[0];
+                loss(m, x, seed, ctx.step, Rows::whole(n)).mul_scalar(per_row)
+            },
             &ctx,
             c.seed,
             c.steps,
@@ -125,9 +150,43 @@ impl<M: Module> TrainStep for Single<'_, M> {
         }
         let c = self.config;
         let idx = batch_indices(self.train.len(), c.batch_size, c.seed, ctx.step);
-        let x = self.train.batch(&idx, &self.device);
         let seed = step_seed(c.seed, ctx.step, Stream::Family(0));
-        let l = (self.loss)(&self.model, x, seed, ctx.step);
+        if let Some(replicas) = self.replicas.as_mut() {
+            let total = idx.len();
+            let mut start = 0;
+            let shards = shard_sizes(total, replicas.len())
+                .into_iter()
+                .map(|n| {
+                    let shard = (idx[start..start + n].to_vec(), Rows { start, total });
+                    start += n;
+                    (shard, n)
+                })
+                .collect();
+            let (train, loss) = (self.train, &self.loss);
+            let (grads, value, extra) = replicas.grads(
+                ctx.step,
+                &self.model,
+                shards,
+                None,
+                |m, (idx, rows): (Vec<usize>, Rows), device, _| {
+                    loss(m, train.batch(&idx, device), seed, ctx.step, rows)
+                },
+            )?;
+            let (model, mut out) = update_with(
+                self.model.clone(),
+                &mut self.optim,
+                grads,
+                value,
+                ctx.lr,
+                c.grad_clip,
+                ctx.defer,
+            );
+            self.model = model;
+            trainer::merge_extra(&mut out, extra);
+            return Ok(out);
+        }
+        let x = self.train.batch(&idx, &self.device);
+        let l = (self.loss)(&self.model, x, seed, ctx.step, Rows::whole(idx.len()));
         let (model, out) = update(
             self.model.clone(),
             &mut self.optim,
@@ -159,6 +218,10 @@ impl<M: Module> TrainStep for Single<'_, M> {
         }
         Ok(())
     }
+
+    fn parallel(&self) -> Option<ParallelSummary> {
+        self.replicas.as_ref().map(|r| r.summary())
+    }
 }
 
 /// Trains a VAE, flow or GAN on the dataset `config.data` names, then (unless skipped) samples,
@@ -177,6 +240,7 @@ pub fn train_family_on(
     if !opts.skip_eval && opts.out.is_some() {
         data.check_val_split(config.val_fraction, 4)?;
     }
+    check_devices(config, opts)?;
     let run = trainer::open_run(opts)?;
     let (train, val) = data.train_val(config.val_fraction, config.seed);
     let dp_plan = crate::privacy::state::open_plan(
@@ -227,12 +291,17 @@ pub fn train_family_on(
                 device: ad,
                 model: m,
                 optim: adam(config),
-                loss: Box::new(move |m: &Flow, x, seed, _| {
-                    let x = if image { dequantize(x, delta, seed) } else { x };
+                loss: Box::new(move |m: &Flow, x, seed, _, rows| {
+                    let x = if image {
+                        dequantize(x, delta, seed, rows)
+                    } else {
+                        x
+                    };
                     use oxgen_models::generative::ExactDensity;
                     m.log_prob(x).mean().neg().div_scalar(f)
                 }),
                 dp: dp_plan.as_ref().map(DpState::new),
+                replicas: Replicas::new(&opts.parallel, None),
             };
             let summary = trainer::run(&mut s, &spec, run.as_ref(), opts)?;
             (Trained::Flow(s.model.valid()), summary, Vec::new())
@@ -250,15 +319,31 @@ pub fn train_family_on(
                 device: ad,
                 model: m,
                 optim: adam(config),
-                loss: Box::new(move |m: &Vae, x, seed, step| {
+                loss: Box::new(move |m: &Vae, x, seed, step, rows| {
                     let x = if deq {
-                        dequantize(x, delta, seed ^ 1)
+                        dequantize(x, delta, seed ^ 1, rows)
                     } else {
                         x
                     };
-                    m.loss(x, c.beta_at(step), c.train_k, seed).div_scalar(f)
+                    let loss = match c.train_k {
+                        // The whole batch's ε, this batch's rows of it.
+                        1 => {
+                            let b = x.dims()[0];
+                            let eps = oxgen_models::generative::host_normals(
+                                rows.total,
+                                c.latent,
+                                seed,
+                                &x.device(),
+                            )
+                            .slice([rows.start..rows.start + b]);
+                            m.loss_with(x, c.beta_at(step), eps)
+                        }
+                        k => m.loss(x, c.beta_at(step), k, seed),
+                    };
+                    loss.div_scalar(f)
                 }),
                 dp: dp_plan.as_ref().map(DpState::new),
+                replicas: Replicas::new(&opts.parallel, None),
             };
             let summary = trainer::run(&mut s, &spec, run.as_ref(), opts)?;
             (Trained::Vae(s.model.valid()), summary, Vec::new())
@@ -304,7 +389,26 @@ pub fn train_family_on(
         model,
         train_seconds: summary.seconds,
         dp: dp_plan,
+        parallel: summary.parallel,
     })
+}
+
+/// Refuses devices the run cannot split over, before anything is written: see
+/// [`crate::trainer::parallel::DataParallel::check`]; the GAN and an importance-weighted VAE
+/// (`train_k` > 1) train on one device for now.
+fn check_devices(config: &FamilyConfig, opts: &TrainOptions) -> Result<()> {
+    let p = &opts.parallel;
+    p.check(&opts.device, config.batch_size, config.dp.is_some())?;
+    match &config.model {
+        FamilyModel::Gan(_) if p.is_parallel() => Err(Error::Config(
+            "the GAN trains on one device for now (its discriminator and generator steps are not split over replicas); use one device".into(),
+        )),
+        FamilyModel::Vae(c) if p.is_parallel() && c.train_k > 1 => Err(Error::Config(format!(
+            "an importance-weighted VAE (train_k {}) trains on one device for now; use train_k 1 or one device",
+            c.train_k
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Loads a VAE, flow or GAN run (or checkpoint folder): its config and weights.

@@ -229,3 +229,26 @@ fn two_wgpu_devices_train_the_gpt_as_one_does() {
         1e-4,
     );
 }
+
+/// The VAE and the flow (image data, so both dequantize, and the VAE draws ε): 2 CPU replicas
+/// over a batch of 9 (5 + 4) for 5 steps equal one device within 1e-4.
+#[test]
+fn two_cpu_replicas_train_the_vae_and_the_flow_as_one_device_does() {
+    use oxgen_train::family::{FamilyConfig, Trained, train_family};
+    let cpu = Device::flex();
+    let data = oxgen_train::data::digits8();
+    for family in ["vae", "flow"] {
+        let mut c = FamilyConfig::defaults(family, &data).unwrap();
+        (c.steps, c.batch_size, c.checkpoint_every) = (5, 9, 0);
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = train_family(&c, &opts(one.path(), cpu.clone())).unwrap();
+        let b = train_family(&c, &on(two.path(), &[cpu.clone(), cpu.clone()])).unwrap();
+        let (la, lb) = (losses(one.path()), losses(two.path()));
+        match (&a.model, &b.model) {
+            (Trained::Vae(x), Trained::Vae(y)) => assert_close(family, &lb, &la, y, x, 1e-4),
+            (Trained::Flow(x), Trained::Flow(y)) => assert_close(family, &lb, &la, y, x, 1e-4),
+            _ => panic!("{family}: unexpected models"),
+        }
+        assert_eq!(b.parallel.map(|p| p.devices), Some(2), "{family}");
+    }
+}
