@@ -176,6 +176,30 @@ pub(crate) fn parse_path(s: &str) -> Result<OpPath, String> {
         .map_err(|_| format!("expected auto, reference or fused, got `{s}`"))
 }
 
+/// The device of a train or tune command, and its data-parallel replicas: those `--devices`
+/// lists (the first holds the weights), else `--device` alone.
+pub(crate) fn select_devices(
+    devices: Option<&str>,
+    device: &DeviceArgs,
+) -> anyhow::Result<(
+    burn::tensor::Device,
+    oxgen_train::trainer::parallel::DataParallel,
+)> {
+    let mut parallel = oxgen_train::trainer::parallel::DataParallel::default();
+    let Some(spec) = devices else {
+        return Ok((crate::device(device)?, parallel));
+    };
+    oxgen_models::ops::denoise::set_path(device.op_path);
+    for (name, selected) in oxgen_wgpu::devices::select_many(spec)? {
+        oxgen_models::ops::check_path(device.op_path, &selected.device)
+            .map_err(anyhow::Error::msg)?;
+        tracing::info!("device {name}: {}", selected.description);
+        parallel.devices.push(selected.device);
+        parallel.names.push(name);
+    }
+    Ok((parallel.devices[0].clone(), parallel))
+}
+
 #[derive(Args)]
 pub(crate) struct TrainArgs {
     /// Dataset: a built-in name or a path (IDX file, PNG folder, CSV file). Default: digits8.
@@ -250,21 +274,7 @@ impl TrainArgs {
     /// The run's device and options: on `--devices` when given (the first holds the weights),
     /// else on `--device`.
     pub(crate) fn devices(&self) -> anyhow::Result<(burn::tensor::Device, TrainOptions)> {
-        let Some(spec) = &self.devices else {
-            let device = crate::device(&self.device)?;
-            return Ok((device.clone(), self.options(device)));
-        };
-        oxgen_models::ops::denoise::set_path(self.device.op_path);
-        let list = oxgen_wgpu::devices::select_many(spec)?;
-        let mut parallel = oxgen_train::trainer::parallel::DataParallel::default();
-        for (name, selected) in list {
-            oxgen_models::ops::check_path(self.device.op_path, &selected.device)
-                .map_err(anyhow::Error::msg)?;
-            tracing::info!("device {name}: {}", selected.description);
-            parallel.devices.push(selected.device);
-            parallel.names.push(name);
-        }
-        let device = parallel.devices[0].clone();
+        let (device, parallel) = select_devices(self.devices.as_deref(), &self.device)?;
         let mut opts = self.options(device.clone());
         opts.parallel = parallel;
         Ok((device, opts))

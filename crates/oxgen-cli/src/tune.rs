@@ -12,6 +12,7 @@ use oxgen_train::tune::rm::{RmConfig, rm as run_rm};
 use oxgen_train::tune::sft::{SftConfig, sft as run_sft};
 use serde::de::DeserializeOwned;
 
+use crate::args::select_devices;
 use crate::device;
 use crate::tune_args::{
     BestOfArgs, DiffusionDpoArgs, DpoArgs, GrpoArgs, MergeArgs, RmArgs, RunArgs, SftArgs,
@@ -38,18 +39,23 @@ fn config_of<C: DeserializeOwned + Default>(
 }
 
 /// A tuned run in `--out`, with a progress bar unless `--quiet`.
-fn options(run: &RunArgs, device: burn::tensor::Device) -> TrainOptions {
+fn options(
+    run: &RunArgs,
+    device: burn::tensor::Device,
+    parallel: oxgen_train::trainer::parallel::DataParallel,
+) -> TrainOptions {
     TrainOptions {
         out: Some(run.out.clone()),
         resume: run.resume,
         device,
         progress: !run.quiet,
+        parallel,
         ..TrainOptions::default()
     }
 }
 
 pub(crate) fn grpo(a: GrpoArgs) -> Result<()> {
-    let device = device(&a.run.device)?;
+    let (device, parallel) = select_devices(a.run.devices.as_deref(), &a.run.device)?;
     let mut config: GrpoConfig = config_of(&a.run, "grpo", GrpoConfig::merge_file)?;
     if let Some(r) = a.reward {
         config.reward = r;
@@ -61,7 +67,7 @@ pub(crate) fn grpo(a: GrpoArgs) -> Result<()> {
         ($($field:ident),*) => { $( if let Some(v) = a.$field { config.$field = v; } )* };
     }
     set!(format_weight, steps, prompts, group, lr, beta, seed);
-    let opts = options(&a.run, device);
+    let opts = options(&a.run, device, parallel);
     let report = run_grpo(&a.run.base, &config, &opts)?;
     println!("tuned {} steps with {}", report.steps, config.reward);
     if let (Some(first), Some(last)) = (report.evals.first(), report.evals.last()) {
@@ -79,7 +85,7 @@ pub(crate) fn grpo(a: GrpoArgs) -> Result<()> {
 }
 
 pub(crate) fn sft(a: SftArgs) -> Result<()> {
-    let device = device(&a.run.device)?;
+    let (device, parallel) = select_devices(a.run.devices.as_deref(), &a.run.device)?;
     let mut config: SftConfig = config_of(&a.run, "sft", SftConfig::merge_file)?;
     if let Some(d) = a.data {
         config.data = d;
@@ -99,7 +105,7 @@ pub(crate) fn sft(a: SftArgs) -> Result<()> {
         }
         config.lora = Some(lora);
     }
-    let opts = options(&a.run, device);
+    let opts = options(&a.run, device, parallel);
     let report = run_sft(&a.run.base, &config, &opts)?;
     println!("fine-tuned {} steps on {}", report.steps, config.data);
     if let (Some(first), Some(last)) = (report.evals.first(), report.evals.last()) {
@@ -113,7 +119,7 @@ pub(crate) fn sft(a: SftArgs) -> Result<()> {
 }
 
 pub(crate) fn dpo(a: DpoArgs) -> Result<()> {
-    let device = device(&a.run.device)?;
+    let (device, parallel) = select_devices(a.run.devices.as_deref(), &a.run.device)?;
     let mut config: DpoConfig = config_of(&a.run, "dpo", DpoConfig::merge_file)?;
     if let Some(p) = a.pairs {
         (config.pairs, config.pairs_from_verifier) = (p, 0);
@@ -136,7 +142,7 @@ pub(crate) fn dpo(a: DpoArgs) -> Result<()> {
         lr,
         seed
     );
-    let opts = options(&a.run, device);
+    let opts = options(&a.run, device, parallel);
     let report = run_dpo(&a.run.base, &config, &opts)?;
     println!(
         "tuned {} steps on {} pairs ({} held out)",
@@ -164,7 +170,7 @@ pub(crate) fn dpo(a: DpoArgs) -> Result<()> {
 }
 
 pub(crate) fn rm(a: RmArgs) -> Result<()> {
-    let device = device(&a.run.device)?;
+    let (device, parallel) = select_devices(a.run.devices.as_deref(), &a.run.device)?;
     let mut config: RmConfig = config_of(&a.run, "rm", RmConfig::merge_file)?;
     if let Some(p) = a.pairs {
         (config.pairs, config.pairs_from_verifier) = (p, 0);
@@ -173,7 +179,7 @@ pub(crate) fn rm(a: RmArgs) -> Result<()> {
         ($($field:ident),*) => { $( if let Some(v) = a.$field { config.$field = v; } )* };
     }
     set!(pairs_from_verifier, reward, steps, lr, seed);
-    let opts = options(&a.run, device);
+    let opts = options(&a.run, device, parallel);
     let report = run_rm(&a.run.base, &config, &opts)?;
     println!(
         "trained a reward model {} steps on {} pairs ({} held out)",
@@ -253,7 +259,7 @@ pub(crate) fn merge(a: MergeArgs) -> Result<()> {
 }
 
 pub(crate) fn diffusion_dpo(a: DiffusionDpoArgs) -> Result<()> {
-    let device = device(&a.run.device)?;
+    let (device, parallel) = select_devices(a.run.devices.as_deref(), &a.run.device)?;
     let mut config: DiffusionDpoConfig =
         config_of(&a.run, "diffusion_dpo", DiffusionDpoConfig::merge_file)?;
     macro_rules! set {
@@ -268,7 +274,7 @@ pub(crate) fn diffusion_dpo(a: DiffusionDpoArgs) -> Result<()> {
         guidance,
         seed
     );
-    let opts = options(&a.run, device);
+    let opts = options(&a.run, device, parallel);
     let report = run_diffusion_dpo(&a.run.base, &config, &opts)?;
     println!(
         "tuned {} steps on {} pairs ({} held out)",

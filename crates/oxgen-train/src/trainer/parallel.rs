@@ -164,8 +164,48 @@ pub struct Replicas {
     steps: usize,
 }
 
-/// What one replica hands back: its gradients, its weighted loss and its seconds of compute.
-type Part = (GradientsParams, Tensor<1>, f64);
+/// What one replica hands back: its gradients, its weighted loss, its seconds of compute and
+/// what its loss function handed back besides the loss.
+type Part<A> = (GradientsParams, Tensor<1>, f64, A);
+
+/// One replica's share of a step: its data, its rows (for the throughput) and its weight in the
+/// step's loss (the shards' weights sum to 1).
+pub struct Shard<S> {
+    /// What the replica's loss function gets.
+    pub data: S,
+    /// Rows (samples) in it.
+    pub rows: usize,
+    /// Its weight: its rows' share of the batch when the loss is a mean over rows, its tokens'
+    /// share when it is a mean over tokens.
+    pub weight: f64,
+}
+
+impl<S> Shard<S> {
+    /// Shards weighted by their share of the rows.
+    pub fn by_rows(shards: Vec<(S, usize)>) -> Vec<Self> {
+        let total: usize = shards.iter().map(|s| s.1).sum();
+        shards
+            .into_iter()
+            .map(|(data, rows)| Shard {
+                data,
+                rows,
+                weight: rows as f64 / total.max(1) as f64,
+            })
+            .collect()
+    }
+}
+
+/// What [`Replicas::grads_with`] returns.
+pub struct StepGrads<A> {
+    /// The gradients of the whole batch's loss, summed on the first device.
+    pub grads: GradientsParams,
+    /// The whole batch's loss, `[1]`, on the first device (unscaled).
+    pub loss: Tensor<1>,
+    /// The step's metrics fields.
+    pub extra: serde_json::Value,
+    /// What each replica's loss function handed back besides the loss, in replica order.
+    pub aux: Vec<A>,
+}
 
 impl Replicas {
     /// Replicas for `plan` (`None` unless it is parallel). Sequence models give their tokens
@@ -217,12 +257,37 @@ impl Replicas {
         S: Send,
         F: Fn(&M, S, &Device, usize) -> Tensor<1> + Sync,
     {
+        let shards = Shard::by_rows(shards);
+        let out = self.grads_with(step, model, shards, scale, |m, s, d, i| {
+            (loss(m, s, d, i), ())
+        })?;
+        Ok((out.grads, out.loss, out.extra))
+    }
+
+    /// As [`Replicas::grads`], for losses whose shards weigh other than by rows (a mean over
+    /// tokens, say: each shard's weight is its share of the tokens), and that hand back
+    /// something of their own besides the loss (`aux`, one per replica in order: per-row values
+    /// read back for the metrics, say).
+    pub fn grads_with<M, S, A, F>(
+        &mut self,
+        step: usize,
+        model: &M,
+        shards: Vec<Shard<S>>,
+        scale: Option<f64>,
+        loss: F,
+    ) -> Result<StepGrads<A>>
+    where
+        M: Module,
+        S: Send,
+        A: Send,
+        F: Fn(&M, S, &Device, usize) -> (Tensor<1>, A) + Sync,
+    {
         let t0 = Instant::now();
         if self.param_bytes == 0 {
             self.param_bytes = 4 * model.num_params() as u64;
         }
-        let total: usize = shards.iter().map(|s| s.1).sum();
-        let rows: Vec<usize> = shards.iter().map(|s| s.1).collect();
+        let total: usize = shards.iter().map(|s| s.rows).sum();
+        let rows: Vec<usize> = shards.iter().map(|s| s.rows).collect();
         let (devices, loss, lose_at) = (&self.devices, &loss, self.plan.lose_at);
         // The broadcast, from this thread: each replica past the first gets its own copy of the
         // weights on its device. (Forking from the replicas' threads raced with the first
@@ -248,31 +313,30 @@ impl Replicas {
         // Forward and backward: replica 0 on this thread (the weights' device is used from
         // this thread only), the others on their own.
         let work =
-            |i: usize, replica: M, shard: S, n: usize| -> std::result::Result<Part, String> {
+            |i: usize, replica: M, shard: Shard<S>| -> std::result::Result<Part<A>, String> {
                 if lose_at == Some((step, i)) {
                     panic!("device lost (injected for a test)");
                 }
                 let device = &devices[i];
                 let t = Instant::now();
-                let l = loss(&replica, shard, device, i).mul_scalar(n as f64 / total as f64);
+                let (l, aux) = loss(&replica, shard.data, device, i);
+                let l = l.mul_scalar(shard.weight);
                 let value = l.clone().detach().reshape([1]);
                 let l = scale.map_or(l.clone(), |s| l.mul_scalar(s));
                 let grads = GradientsParams::from_grads(l.backward(), &replica);
                 device.sync().map_err(|e| format!("{e:?}"))?;
-                Ok((grads, value, t.elapsed().as_secs_f64()))
+                Ok((grads, value, t.elapsed().as_secs_f64(), aux))
             };
-        let results: Vec<std::thread::Result<std::result::Result<Part, String>>> =
+        let results: Vec<std::thread::Result<std::result::Result<Part<A>, String>>> =
             std::thread::scope(|scope| {
                 let mut jobs = replicas.into_iter().zip(shards).enumerate();
-                let (_, (first, (shard0, n0))) = jobs.next().expect("at least two replicas");
+                let (_, (first, shard0)) = jobs.next().expect("at least two replicas");
                 let work = &work;
                 let handles: Vec<_> = jobs
-                    .map(|(i, (replica, (shard, n)))| {
-                        scope.spawn(move || work(i, replica, shard, n))
-                    })
+                    .map(|(i, (replica, shard))| scope.spawn(move || work(i, replica, shard)))
                     .collect();
                 let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    work(0, first, shard0, n0)
+                    work(0, first, shard0)
                 }));
                 std::iter::once(mine)
                     .chain(handles.into_iter().map(|h| h.join()))
@@ -304,7 +368,8 @@ impl Replicas {
         let mut grads = GradientsParams::new();
         let mut value: Option<Tensor<1>> = None;
         let mut compute = Vec::with_capacity(parts.len());
-        for (i, (g, v, c)) in parts.into_iter().enumerate() {
+        let mut aux = Vec::with_capacity(parts.len());
+        for (i, (g, v, c, a)) in parts.into_iter().enumerate() {
             let (g, v) = match i {
                 0 => (g, v),
                 _ => (g.to_device(&main, model), v.to_device(&main)),
@@ -312,6 +377,7 @@ impl Replicas {
             grads = accumulate(model, grads, g);
             value = Some(value.map_or(v.clone(), |s| s + v));
             compute.push(c);
+            aux.push(a);
         }
         main.sync().map_err(|e| Error::DeviceLost {
             device: self.plan.name(0),
@@ -322,7 +388,8 @@ impl Replicas {
         let wall = t0.elapsed().as_secs_f64();
         self.steps += 1;
         (self.comm_s, self.wall_s) = (self.comm_s + comm, self.wall_s + wall);
-        for i in 0..self.len() {
+        // A step may use fewer replicas than there are (a packed batch of fewer rows).
+        for i in 0..rows.len() {
             self.rows[i] += rows[i];
             self.compute_s[i] += compute[i];
         }
@@ -332,13 +399,18 @@ impl Replicas {
             .map(|(&n, &c)| n as f64 / c.max(1e-9))
             .collect();
         let extra = serde_json::json!({
-            "devices": self.len(),
+            "devices": rows.len(),
             "allreduce_ms": 1e3 * comm,
             "compute_ms": compute.iter().map(|c| 1e3 * c).collect::<Vec<_>>(),
             "samples_per_s": per_device,
             "total_samples_per_s": total as f64 / wall.max(1e-9),
         });
-        Ok((grads, value.expect("at least two replicas"), extra))
+        Ok(StepGrads {
+            grads,
+            loss: value.expect("at least two replicas"),
+            extra,
+            aux,
+        })
     }
 
     /// Averages over the steps so far.

@@ -440,6 +440,7 @@ pub fn diffusion_dpo(
     opts: &TrainOptions,
 ) -> Result<DiffusionDpoReport> {
     config.validate()?;
+    tuning::one_device(opts, "diffusion DPO")?;
     let run = load_run(base, &opts.device)?;
     if run.config.model.num_classes.is_none() {
         return Err(Error::Config(format!(

@@ -24,7 +24,7 @@ use super::tuning::{self, Plan};
 use crate::ar::{ArRun, ArTrainConfig, Codec, load_ar};
 use crate::checkpoint::Loaded;
 use crate::trainer::adamw::FusedAdamW;
-use crate::trainer::optim::clip_global_norm;
+use crate::trainer::parallel::{ParallelSummary, Replicas, Shard, shard_sizes};
 use crate::trainer::rng::{Stream, step_rng};
 use crate::trainer::{self, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
@@ -168,60 +168,84 @@ struct Step {
     context: usize,
     out: Option<PathBuf>,
     evals: Vec<(usize, f64, f64, Option<f64>)>,
+    /// A data-parallel run's replicas.
+    replicas: Option<Replicas>,
 }
 
 impl Step {
-    /// Summed log-probabilities of the chosen then the rejected completions, `[2n]`, and their
-    /// token counts.
-    fn sequence_log_probs(
-        &self,
-        model: &Gpt,
-        pairs: &[&Pair],
-        device: &Device,
-    ) -> (Tensor<1>, Vec<f32>) {
-        let refs: Vec<(&[u32], &[u32])> = pairs
-            .iter()
-            .map(|(p, c, _)| (p.as_slice(), c.as_slice()))
-            .chain(pairs.iter().map(|(p, _, r)| (p.as_slice(), r.as_slice())))
-            .collect();
-        let rows = Rows::one_per_row(&refs, self.context + 1);
-        let counts = rows
-            .mask
-            .chunks(rows.l - 1)
-            .map(|m| m.iter().sum())
-            .collect();
-        let tokens =
-            Tensor::<2, Int>::from_data(TensorData::new(rows.tokens, [rows.n, rows.l]), device);
-        let mask = Tensor::<2>::from_data(TensorData::new(rows.mask, [rows.n, rows.l - 1]), device);
-        let (logp, _) = token_log_probs(model, tokens);
-        ((logp * mask).sum_dim(1).reshape([rows.n]), counts)
+    /// The loss of `pairs` and h of each pair (see [`policy_loss`]), the reference's
+    /// log-probabilities computed here.
+    fn loss(&self, model: &Gpt, pairs: &[&Pair], device: &Device) -> (Tensor<1>, Tensor<1>) {
+        let reference = self.reference_log_probs(pairs);
+        policy_loss(&self.config, self.context, model, pairs, &reference, device)
     }
 
-    /// The loss of `pairs` (the preference loss, plus the chosen completions' NLL per token
-    /// times `nll_weight`) and h of each pair; the reference enters as constants.
-    fn loss(&self, model: &Gpt, pairs: &[&Pair], device: &Device) -> (Tensor<1>, Tensor<1>) {
+    /// The frozen reference's sequence log-probabilities of `pairs`: the chosen completions',
+    /// then the rejected ones' (`2n` values, on the host).
+    fn reference_log_probs(&self, pairs: &[&Pair]) -> Vec<f32> {
         let n = pairs.len();
-        let (policy, counts) = self.sequence_log_probs(model, pairs, device);
-        let (reference, _) = self.sequence_log_probs(&self.reference, pairs, &self.eval_device);
-        let reference: Vec<f32> = host(reference.reshape([1, 2 * n]));
-        let reference = Tensor::<1>::from_data(TensorData::new(reference, [2 * n]), device);
-        let part = |t: &Tensor<1>, i: usize| t.clone().narrow(0, i * n, n);
-        let (loss, h) = preference_loss(
-            part(&policy, 0),
-            part(&policy, 1),
-            part(&reference, 0),
-            part(&reference, 1),
-            self.config.beta,
-            self.config.loss,
-        );
-        if self.config.nll_weight == 0.0 {
-            return (loss, h);
-        }
-        let per_token: Vec<f32> = counts[..n].iter().map(|c| 1.0 / c.max(1.0)).collect();
-        let per_token = Tensor::<1>::from_data(TensorData::new(per_token, [n]), device);
-        let nll = (part(&policy, 0) * per_token).mean().neg();
-        (loss + nll.mul_scalar(self.config.nll_weight), h)
+        let (reference, _) =
+            sequence_log_probs(self.context, &self.reference, pairs, &self.eval_device);
+        host(reference.reshape([1, 2 * n]))
     }
+}
+
+/// Sequence log-probabilities of each pair's chosen completion, then of each rejected one
+/// (`[2n]`), and the completions' token counts.
+fn sequence_log_probs(
+    context: usize,
+    model: &Gpt,
+    pairs: &[&Pair],
+    device: &Device,
+) -> (Tensor<1>, Vec<f32>) {
+    let refs: Vec<(&[u32], &[u32])> = pairs
+        .iter()
+        .map(|(p, c, _)| (p.as_slice(), c.as_slice()))
+        .chain(pairs.iter().map(|(p, _, r)| (p.as_slice(), r.as_slice())))
+        .collect();
+    let rows = Rows::one_per_row(&refs, context + 1);
+    let counts = rows
+        .mask
+        .chunks(rows.l - 1)
+        .map(|m| m.iter().sum())
+        .collect();
+    let tokens =
+        Tensor::<2, Int>::from_data(TensorData::new(rows.tokens, [rows.n, rows.l]), device);
+    let mask = Tensor::<2>::from_data(TensorData::new(rows.mask, [rows.n, rows.l - 1]), device);
+    let (logp, _) = token_log_probs(model, tokens);
+    ((logp * mask).sum_dim(1).reshape([rows.n]), counts)
+}
+
+/// The loss of `pairs` (the preference loss, plus the chosen completions' NLL per token times
+/// `nll_weight`; a mean over pairs) and h of each pair. `reference` holds the frozen
+/// reference's log-probabilities as [`Step::reference_log_probs`] gives them: constants.
+fn policy_loss(
+    config: &DpoConfig,
+    context: usize,
+    model: &Gpt,
+    pairs: &[&Pair],
+    reference: &[f32],
+    device: &Device,
+) -> (Tensor<1>, Tensor<1>) {
+    let n = pairs.len();
+    let (policy, counts) = sequence_log_probs(context, model, pairs, device);
+    let reference = Tensor::<1>::from_data(TensorData::new(reference.to_vec(), [2 * n]), device);
+    let part = |t: &Tensor<1>, i: usize| t.clone().narrow(0, i * n, n);
+    let (loss, h) = preference_loss(
+        part(&policy, 0),
+        part(&policy, 1),
+        part(&reference, 0),
+        part(&reference, 1),
+        config.beta,
+        config.loss,
+    );
+    if config.nll_weight == 0.0 {
+        return (loss, h);
+    }
+    let per_token: Vec<f32> = counts[..n].iter().map(|c| 1.0 / c.max(1.0)).collect();
+    let per_token = Tensor::<1>::from_data(TensorData::new(per_token, [n]), device);
+    let nll = (part(&policy, 0) * per_token).mean().neg();
+    (loss + nll.mul_scalar(config.nll_weight), h)
 }
 
 impl TrainStep for Step {
@@ -231,22 +255,73 @@ impl TrainStep for Step {
         let batch: Vec<&Pair> = (0..c.batch_size)
             .map(|_| &self.train[rng.random_range(0..self.train.len())])
             .collect();
-        let (loss, h) = self.loss(&self.model, &batch, &self.device);
-        let value = loss.clone().into_scalar::<f32>() as f64;
-        if !value.is_finite() {
-            return Ok(StepOutput::loss(value, f64::NAN));
-        }
-        let h = host(h.detach().reshape([1, batch.len()]));
+        // Several devices: the reference runs here, on the whole batch (its values are
+        // constants), and each replica gets its pairs and their reference values.
+        let reference = self
+            .replicas
+            .is_some()
+            .then(|| self.reference_log_probs(&batch));
+        let (value, h, grads) = match (self.replicas.as_mut(), reference) {
+            (Some(replicas), Some(reference)) => {
+                let n = batch.len();
+                let mut start = 0;
+                let shards = shard_sizes(n, replicas.len())
+                    .into_iter()
+                    .map(|k| {
+                        let (a, b) = (start, start + k);
+                        start = b;
+                        let r = [&reference[a..b], &reference[n + a..n + b]].concat();
+                        ((batch[a..b].to_vec(), r), k)
+                    })
+                    .collect();
+                let (config, context) = (&self.config, self.context);
+                let out = replicas.grads_with(
+                    ctx.step,
+                    &self.model,
+                    Shard::by_rows(shards),
+                    None,
+                    |model, (pairs, r): (Vec<&Pair>, Vec<f32>), device, _| {
+                        let (loss, h) = policy_loss(config, context, model, &pairs, &r, device);
+                        (loss, host(h.detach().reshape([1, pairs.len()])))
+                    },
+                )?;
+                let value = out.loss.into_scalar::<f32>() as f64;
+                (value, out.aux.concat(), out.grads)
+            }
+            _ => {
+                let (loss, h) = self.loss(&self.model, &batch, &self.device);
+                let value = loss.clone().into_scalar::<f32>() as f64;
+                if !value.is_finite() {
+                    return Ok(StepOutput::loss(value, f64::NAN));
+                }
+                let h = host(h.detach().reshape([1, batch.len()]));
+                (
+                    value,
+                    h,
+                    GradientsParams::from_grads(loss.backward(), &self.model),
+                )
+            }
+        };
         let accuracy = h.iter().filter(|&&x| x > 0.0).count() as f64 / h.len() as f64;
         let margin = c.beta * h.iter().map(|&x| x as f64).sum::<f64>() / h.len() as f64;
-        let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        let norm = clip_global_norm(&self.model, &mut grads, c.grad_clip);
-        self.model = self.optim.step(ctx.lr, self.model.clone(), grads);
+        let (model, out) = tuning::apply(
+            self.model.clone(),
+            &mut self.optim,
+            value,
+            grads,
+            ctx.lr,
+            c.grad_clip,
+        );
+        self.model = model;
         Ok(StepOutput {
             extra: serde_json::json!({"pref_accuracy": accuracy, "margin": margin}),
             message: Some(format!("loss {value:.4} acc {accuracy:.2}")),
-            ..StepOutput::loss(value, norm)
+            ..out
         })
+    }
+
+    fn parallel(&self) -> Option<ParallelSummary> {
+        self.replicas.as_ref().map(|r| r.summary())
     }
 
     fn state(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
@@ -293,6 +368,8 @@ impl TrainStep for Step {
 /// the tuned run (read like an `ar` run).
 pub fn dpo(base: &Path, config: &DpoConfig, opts: &TrainOptions) -> Result<DpoReport> {
     config.validate()?;
+    opts.parallel
+        .check(&opts.device, config.batch_size, false)?;
     let ArRun {
         config: base_config,
         model: reference,
@@ -341,6 +418,7 @@ pub fn dpo(base: &Path, config: &DpoConfig, opts: &TrainOptions) -> Result<DpoRe
         context,
         out: run.as_ref().map(|r| r.path().to_path_buf()),
         evals: Vec::new(),
+        replicas: Replicas::new(&opts.parallel, None),
     };
     let tuned = DpoRunConfig {
         method: "dpo".into(),

@@ -387,6 +387,7 @@ impl TrainStep for Step {
 /// accuracy is evaluated on the base first (step 0), every `eval_every` steps and at the end.
 pub fn grpo(base: &Path, config: &GrpoConfig, opts: &TrainOptions) -> Result<GrpoReport> {
     config.validate()?;
+    tuning::one_device(opts, "GRPO")?;
     let ArRun {
         config: base_config,
         model: reference,

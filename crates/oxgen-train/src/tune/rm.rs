@@ -24,7 +24,7 @@ use super::tuning::{self, Plan};
 use crate::ar::{ArRun, ArTrainConfig, Codec, load_ar};
 use crate::checkpoint::{self, Loaded, load_weights};
 use crate::trainer::adamw::FusedAdamW;
-use crate::trainer::optim::clip_global_norm;
+use crate::trainer::parallel::{ParallelSummary, Replicas, Shard, shard_sizes};
 use crate::trainer::rng::{Stream, step_rng};
 use crate::trainer::{self, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
@@ -190,6 +190,8 @@ struct Step {
     context: usize,
     out: Option<PathBuf>,
     evals: Vec<(usize, f64)>,
+    /// A data-parallel run's replicas.
+    replicas: Option<Replicas>,
 }
 
 /// r(chosen) − r(rejected) of each pair, `[n]`.
@@ -209,22 +211,65 @@ impl TrainStep for Step {
         let batch: Vec<&Pair> = (0..c.batch_size)
             .map(|_| &self.train[rng.random_range(0..self.train.len())])
             .collect();
-        let m = margins(&self.model, &batch, self.context, &self.device);
-        let loss = log_sigmoid(m.clone()).mean().neg();
-        let value = loss.clone().into_scalar::<f32>() as f64;
-        if !value.is_finite() {
-            return Ok(StepOutput::loss(value, f64::NAN));
-        }
-        let m = host(m.detach().reshape([1, batch.len()]));
+        let context = self.context;
+        // The loss on some pairs and their margins, read back.
+        let loss_of = |model: &RewardModel, pairs: &[&Pair], device: &Device| {
+            let m = margins(model, pairs, context, device);
+            let loss = log_sigmoid(m.clone()).mean().neg();
+            (loss, host(m.detach().reshape([1, pairs.len()])))
+        };
+        let (value, m, grads) = match self.replicas.as_mut() {
+            Some(replicas) => {
+                let mut start = 0;
+                let shards = shard_sizes(batch.len(), replicas.len())
+                    .into_iter()
+                    .map(|k| {
+                        start += k;
+                        (batch[start - k..start].to_vec(), k)
+                    })
+                    .collect();
+                let out = replicas.grads_with(
+                    ctx.step,
+                    &self.model,
+                    Shard::by_rows(shards),
+                    None,
+                    |model, pairs: Vec<&Pair>, device, _| loss_of(model, &pairs, device),
+                )?;
+                let value = out.loss.into_scalar::<f32>() as f64;
+                (value, out.aux.concat(), out.grads)
+            }
+            None => {
+                let (loss, m) = loss_of(&self.model, &batch, &self.device);
+                let value = loss.clone().into_scalar::<f32>() as f64;
+                if !value.is_finite() {
+                    return Ok(StepOutput::loss(value, f64::NAN));
+                }
+                (
+                    value,
+                    m,
+                    GradientsParams::from_grads(loss.backward(), &self.model),
+                )
+            }
+        };
         let accuracy = m.iter().filter(|&&x| x > 0.0).count() as f64 / m.len() as f64;
-        let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        let norm = clip_global_norm(&self.model, &mut grads, c.grad_clip);
-        self.model = self.optim.step(ctx.lr, self.model.clone(), grads);
+        let (model, out) = tuning::apply(
+            self.model.clone(),
+            &mut self.optim,
+            value,
+            grads,
+            ctx.lr,
+            c.grad_clip,
+        );
+        self.model = model;
         Ok(StepOutput {
             extra: serde_json::json!({"pair_accuracy": accuracy}),
             message: Some(format!("loss {value:.4} acc {accuracy:.2}")),
-            ..StepOutput::loss(value, norm)
+            ..out
         })
+    }
+
+    fn parallel(&self) -> Option<ParallelSummary> {
+        self.replicas.as_ref().map(|r| r.summary())
     }
 
     fn state(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
@@ -279,6 +324,8 @@ fn with_head(gpt: Gpt, width: usize, device: &Device, seed: u64) -> RewardModel 
 /// the run (`model:RUN` reads it).
 pub fn rm(base: &Path, config: &RmConfig, opts: &TrainOptions) -> Result<RmReport> {
     config.validate()?;
+    opts.parallel
+        .check(&opts.device, config.batch_size, false)?;
     let ArRun {
         config: base_config,
         model: sampler,
@@ -311,6 +358,7 @@ pub fn rm(base: &Path, config: &RmConfig, opts: &TrainOptions) -> Result<RmRepor
         context,
         out: run.as_ref().map(|r| r.path().to_path_buf()),
         evals: Vec::new(),
+        replicas: Replicas::new(&opts.parallel, None),
     };
     let tuned = RmRunConfig {
         method: "rm".into(),

@@ -79,6 +79,24 @@ impl Rows {
         Self::build(rows, l.max(2))
     }
 
+    /// Consecutive shards of these rows, of `sizes` rows each (they sum to `n`).
+    pub(crate) fn split(&self, sizes: &[usize]) -> Vec<Rows> {
+        let (l, mut start) = (self.l, 0);
+        sizes
+            .iter()
+            .map(|&k| {
+                let shard = Rows {
+                    tokens: self.tokens[start * l..(start + k) * l].to_vec(),
+                    mask: self.mask[start * (l - 1)..(start + k) * (l - 1)].to_vec(),
+                    n: k,
+                    l,
+                };
+                start += k;
+                shard
+            })
+            .collect()
+    }
+
     fn build(rows: Vec<Vec<(&[u32], &[u32])>>, l: usize) -> Self {
         let n = rows.len();
         let mut tokens = vec![0i64; n * l];

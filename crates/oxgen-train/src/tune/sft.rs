@@ -26,7 +26,8 @@ use super::tuning::{self, Plan};
 use crate::ar::{ArRun, ArTrainConfig, Codec, load_ar};
 use crate::checkpoint::Loaded;
 use crate::trainer::adamw::FusedAdamW;
-use crate::trainer::optim::{clip_global_norm, seeded_init};
+use crate::trainer::optim::seeded_init;
+use crate::trainer::parallel::{ParallelSummary, Replicas, Shard, shard_sizes};
 use crate::trainer::rng::{Stream, step_rng};
 use crate::trainer::{self, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
@@ -219,6 +220,8 @@ struct Step {
     context: usize,
     out: Option<PathBuf>,
     evals: Vec<(usize, f64)>,
+    /// A data-parallel run's replicas.
+    replicas: Option<Replicas>,
 }
 
 impl Step {
@@ -276,15 +279,59 @@ impl TrainStep for Step {
             .map(|_| &self.train[rng.random_range(0..self.train.len())])
             .collect();
         let rows = self.rows(&batch);
-        let loss = Self::loss(&self.model, &rows, &self.device);
-        let value = loss.clone().into_scalar::<f32>() as f64;
-        if !value.is_finite() {
-            return Ok(StepOutput::loss(value, f64::NAN));
-        }
-        let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        let norm = clip_global_norm(&self.model, &mut grads, c.grad_clip);
-        self.model = self.optim.step(ctx.lr, self.model.clone(), grads);
-        Ok(StepOutput::loss(value, norm))
+        let (value, grads) = match self.replicas.as_mut() {
+            // The rows split over the replicas, each weighted by its share of the completion
+            // tokens (the loss is a mean over them).
+            Some(replicas) => {
+                let sizes: Vec<usize> = shard_sizes(rows.n, replicas.len())
+                    .into_iter()
+                    .filter(|&k| k > 0)
+                    .collect();
+                let total: f32 = rows.mask.iter().sum();
+                let shards = rows
+                    .split(&sizes)
+                    .into_iter()
+                    .map(|r| Shard {
+                        rows: r.n,
+                        weight: match total > 0.0 {
+                            true => (r.mask.iter().sum::<f32>() / total) as f64,
+                            false => r.n as f64 / rows.n as f64,
+                        },
+                        data: r,
+                    })
+                    .collect();
+                let out =
+                    replicas.grads_with(ctx.step, &self.model, shards, None, |m, r, d, _| {
+                        (Self::loss(m, &r, d), ())
+                    })?;
+                (out.loss.into_scalar::<f32>() as f64, out.grads)
+            }
+            None => {
+                let loss = Self::loss(&self.model, &rows, &self.device);
+                let value = loss.clone().into_scalar::<f32>() as f64;
+                if !value.is_finite() {
+                    return Ok(StepOutput::loss(value, f64::NAN));
+                }
+                (
+                    value,
+                    GradientsParams::from_grads(loss.backward(), &self.model),
+                )
+            }
+        };
+        let (model, out) = tuning::apply(
+            self.model.clone(),
+            &mut self.optim,
+            value,
+            grads,
+            ctx.lr,
+            c.grad_clip,
+        );
+        self.model = model;
+        Ok(out)
+    }
+
+    fn parallel(&self) -> Option<ParallelSummary> {
+        self.replicas.as_ref().map(|r| r.summary())
     }
 
     fn state(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
@@ -315,6 +362,8 @@ impl TrainStep for Step {
 /// is evaluated on the base first (step 0), every `eval_every` steps and at the end.
 pub fn sft(base: &Path, config: &SftConfig, opts: &TrainOptions) -> Result<SftReport> {
     config.validate()?;
+    opts.parallel
+        .check(&opts.device, config.batch_size, false)?;
     let ArRun {
         config: base_config,
         codec,
@@ -360,6 +409,7 @@ pub fn sft(base: &Path, config: &SftConfig, opts: &TrainOptions) -> Result<SftRe
         context,
         out: run.as_ref().map(|r| r.path().to_path_buf()),
         evals: Vec::new(),
+        replicas: Replicas::new(&opts.parallel, None),
     };
     let tuned = SftRunConfig {
         method: "sft".into(),

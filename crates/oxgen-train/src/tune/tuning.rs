@@ -13,7 +13,7 @@ use super::rows::read_evals;
 use crate::ar::{ArRun, Codec, load_ar};
 use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_bytes};
 use crate::run::RunDir;
-use crate::trainer::{self, LoopSpec, Schedule, Summary, TrainOptions, TrainStep};
+use crate::trainer::{self, LoopSpec, Schedule, StepOutput, Summary, TrainOptions, TrainStep};
 use crate::{Error, Result};
 
 /// A tuned run's checkpoint files: the weights, the optimizer and the base's codec.
@@ -73,6 +73,34 @@ pub(crate) struct Plan<'a, C> {
 }
 
 /// Evaluates the base (step 0, unless resuming), then runs the loop.
+/// Refuses several devices for a method that tunes on one, before anything is written.
+pub(crate) fn one_device(opts: &TrainOptions, method: &str) -> Result<()> {
+    match opts.parallel.is_parallel() {
+        true => Err(crate::Error::Config(format!(
+            "{method} tunes on one device for now (its sampling and update are not split over replicas); SFT, DPO and reward models take several"
+        ))),
+        false => Ok(()),
+    }
+}
+
+/// The end of a tuning step from the loss's value and its gradients: a non-finite loss makes
+/// no update, else the gradients are clipped to `clip` and one optimiser step is taken.
+/// Returns the model and the output (loss, gradient norm).
+pub(crate) fn apply<M: Module>(
+    model: M,
+    optim: &mut burn::optim::ModuleOptimizer,
+    value: f64,
+    mut grads: burn::optim::GradientsParams,
+    lr: f64,
+    clip: f64,
+) -> (M, StepOutput) {
+    if !value.is_finite() {
+        return (model, StepOutput::loss(value, f64::NAN));
+    }
+    let norm = crate::trainer::optim::clip_global_norm(&model, &mut grads, clip);
+    (optim.step(lr, model, grads), StepOutput::loss(value, norm))
+}
+
 pub(crate) fn run<C: Serialize + DeserializeOwned>(
     step: &mut dyn TrainStep,
     plan: Plan<'_, C>,

@@ -68,8 +68,8 @@ fn losses(dir: &std::path::Path) -> Vec<f64> {
         .collect()
 }
 
-/// `a` and `b` agree to `tol` relative: each loss, and each weight tensor's largest difference
-/// against its largest magnitude.
+/// `a` and `b` agree to `tol` relative: each loss, and the weights' largest difference against
+/// the largest weight.
 fn assert_close<M: Module>(what: &str, la: &[f64], lb: &[f64], a: &M, b: &M, tol: f64) {
     assert_eq!(la.len(), lb.len(), "{what}: step counts");
     for (s, (x, y)) in la.iter().zip(lb).enumerate() {
@@ -78,12 +78,16 @@ fn assert_close<M: Module>(what: &str, la: &[f64], lb: &[f64], a: &M, b: &M, tol
             "{what}: step {s} loss {x} vs {y}"
         );
     }
-    let (wa, wb) = (params(a), params(b));
+    assert_weights_close(what, &params(a), &params(b), tol);
+}
+
+/// Weights `wa` within `tol` of `wb`: the largest difference against the largest magnitude.
+fn assert_weights_close(what: &str, wa: &[f32], wb: &[f32], tol: f64) {
     assert_eq!(wa.len(), wb.len());
     let scale = wb.iter().fold(0f32, |m, w| m.max(w.abs())) as f64;
     let worst = wa
         .iter()
-        .zip(&wb)
+        .zip(wb)
         .map(|(x, y)| (x - y).abs() as f64)
         .fold(0.0, f64::max);
     assert!(
@@ -251,4 +255,102 @@ fn two_cpu_replicas_train_the_vae_and_the_flow_as_one_device_does() {
         }
         assert_eq!(b.parallel.map(|p| p.devices), Some(2), "{family}");
     }
+}
+
+/// Post-training on two CPU replicas equals one device: SFT (shards weighted by their
+/// completion tokens), DPO (the reference on the whole batch, its values handed to each shard)
+/// and a reward model, 4 steps each from a 5-step arithmetic base, every loss and the final
+/// weights within 1e-4; GRPO refuses several devices.
+#[test]
+fn two_cpu_replicas_tune_as_one_device_does() {
+    use oxgen_train::tune::dpo::{DpoConfig, dpo};
+    use oxgen_train::tune::grpo::{GrpoConfig, grpo};
+    use oxgen_train::tune::rm::{RmConfig, rm};
+    use oxgen_train::tune::sft::{SftConfig, sft};
+    let cpu = Device::flex();
+    let pair = [cpu.clone(), cpu.clone()];
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    let mut b = ArTrainConfig::defaults("arithmetic");
+    b.steps = 5;
+    train_ar(&b, &opts(&base, cpu.clone())).unwrap();
+    // Preference pairs of sums (answers reversed, as the language writes them).
+    let lines: String = (0..60)
+        .map(|i| {
+            let (x, y) = (10 + i, 37 + 2 * i);
+            let right: String = format!("{:03}", x + y).chars().rev().collect();
+            let wrong: String = format!("{:03}", x + y + 1).chars().rev().collect();
+            format!(
+                "{{\"prompt\": \"{x}+{y}=\", \"chosen\": \"{right}\", \"rejected\": \"{wrong}\"}}\n"
+            )
+        })
+        .collect();
+    let pairs = dir.path().join("pairs.jsonl");
+    std::fs::write(&pairs, lines).unwrap();
+    let pairs = pairs.to_str().unwrap().to_string();
+    let run = |name: &str, devices: &[Device]| -> (std::path::PathBuf, Vec<f32>) {
+        let out = dir.path().join(format!("{name}-{}", devices.len()));
+        let o = on(&out, devices);
+        match name {
+            "sft" => {
+                let c = SftConfig {
+                    steps: 4,
+                    batch_size: 9,
+                    eval_every: 4,
+                    ..Default::default()
+                };
+                sft(&base, &c, &o).map(|r| params(&r.model))
+            }
+            "dpo" => {
+                let c = DpoConfig {
+                    pairs: pairs.clone(),
+                    pairs_from_verifier: 0,
+                    nll_weight: 0.5,
+                    steps: 4,
+                    batch_size: 9,
+                    eval_every: 4,
+                    ..Default::default()
+                };
+                dpo(&base, &c, &o).map(|r| params(&r.model))
+            }
+            _ => {
+                let c = RmConfig {
+                    pairs: pairs.clone(),
+                    pairs_from_verifier: 0,
+                    steps: 4,
+                    batch_size: 9,
+                    eval_every: 4,
+                    ..Default::default()
+                };
+                rm(&base, &c, &o).map(|r| params(&r.model))
+            }
+        }
+        .map(|w| (out, w))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    for name in ["sft", "dpo", "rm"] {
+        let ((one, w1), (two, w2)) = (run(name, &pair[..1]), run(name, &pair));
+        let (l1, l2) = (losses(&one), losses(&two));
+        assert_weights_close(name, &w2, &w1, 1e-4);
+        assert_eq!(l1.len(), 4, "{name}");
+        for (s, (x, y)) in l2.iter().zip(&l1).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-4 * y.abs(),
+                "{name}: step {s} loss {x} vs {y}"
+            );
+        }
+    }
+    let err = grpo(
+        &base,
+        &GrpoConfig {
+            steps: 2,
+            ..Default::default()
+        },
+        &on(&dir.path().join("g"), &pair),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::Config(m) if m.contains("GRPO tunes on one device")),
+        "{err}"
+    );
 }
