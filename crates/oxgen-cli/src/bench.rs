@@ -182,4 +182,16 @@ pub(crate) fn info() {
         Ok(s) => println!("--device auto selects: {}", s.description),
         Err(e) => println!("--device auto: {e}"),
     }
+    #[cfg(feature = "autotune-cache")]
+    {
+        let root = burn::cubecl::config::cache::CacheConfig::Global.root();
+        println!(
+            "autotune cache: {} (delete it to clear; CUBECL_AUTOTUNE_CACHE=0 skips it)",
+            root.display()
+        );
+    }
+    #[cfg(not(feature = "autotune-cache"))]
+    println!(
+        "autotune cache: off (each process autotunes anew; build with --features oxgen-cli/autotune-cache to keep the results)"
+    );
 }

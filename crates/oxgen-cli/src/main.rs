@@ -27,6 +27,8 @@ macro_rules! apply_train_flags {
 mod ar;
 mod args;
 mod audit;
+#[cfg(feature = "autotune-cache")]
+mod autotune_cache;
 mod bench;
 mod bench_args;
 mod compress;
@@ -149,6 +151,10 @@ fn main() -> Result<()> {
              probe prints nothing",
             vulkan_env::NODEVICE_SELECT
         );
+    }
+    #[cfg(feature = "autotune-cache")]
+    if let Some(root) = autotune_cache::configure() {
+        tracing::debug!("autotune cache: {} (delete it to clear)", root.display());
     }
     let kernels = kernels_file(&cli.command);
     match cli.command {
