@@ -398,13 +398,23 @@ impl Replicas {
             .zip(&compute)
             .map(|(&n, &c)| n as f64 / c.max(1e-9))
             .collect();
-        let extra = serde_json::json!({
+        let total_per_s = total as f64 / wall.max(1e-9);
+        let mut extra = serde_json::json!({
             "devices": rows.len(),
             "allreduce_ms": 1e3 * comm,
             "compute_ms": compute.iter().map(|c| 1e3 * c).collect::<Vec<_>>(),
             "samples_per_s": per_device,
-            "total_samples_per_s": total as f64 / wall.max(1e-9),
+            "total_samples_per_s": total_per_s,
+            "efficiency": compute.iter().sum::<f64>() / (rows.len() as f64 * wall.max(1e-9)),
         });
+        if let (Some(t), Some(m)) = (self.tokens_per_row, extra.as_object_mut()) {
+            let tokens = |s: f64| s * t as f64;
+            m.insert(
+                "tokens_per_s".into(),
+                per_device.iter().map(|&s| tokens(s)).collect(),
+            );
+            m.insert("total_tokens_per_s".into(), tokens(total_per_s).into());
+        }
         Ok(StepGrads {
             grads,
             loss: value.expect("at least two replicas"),

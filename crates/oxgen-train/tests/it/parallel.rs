@@ -123,6 +123,11 @@ fn two_cpu_replicas_train_the_gpt_as_one_device_does() {
     assert_eq!(first["devices"], 2);
     assert!(first["allreduce_ms"].as_f64().is_some(), "{first}");
     assert_eq!(first["samples_per_s"].as_array().map(|a| a.len()), Some(2));
+    assert_eq!(first["tokens_per_s"].as_array().map(|a| a.len()), Some(2));
+    assert!(
+        first["efficiency"].as_f64().is_some_and(|e| e > 0.0),
+        "{first}"
+    );
 }
 
 /// The same for the diffusion UNet: 3 replicas over a batch of 8 (3 + 3 + 2 rows), Philox
