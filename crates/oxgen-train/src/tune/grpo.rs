@@ -25,6 +25,7 @@ use crate::ar::{ArRun, ArTrainConfig, Codec, load_ar};
 use crate::checkpoint::Loaded;
 use crate::trainer::adamw::FusedAdamW;
 use crate::trainer::optim::clip_global_norm;
+use crate::trainer::parallel::{Replicas, Shard as ParallelShard, shard_sizes};
 use crate::trainer::rng::{Stream, step_rng};
 use crate::trainer::{self, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
@@ -201,9 +202,138 @@ struct Step {
     max_new: usize,
     out: Option<PathBuf>,
     evals: Vec<(usize, f64)>,
+    /// A data-parallel run's replicas (the sampling stays on the first device).
+    replicas: Option<Replicas>,
+}
+
+/// One replica's rows of a GRPO batch, on the host: tokens `[n, l]`, the completion mask, the
+/// reference's log-probabilities (`[n, l − 1]` each), the advantages `[n]`, and the old
+/// policy's log-probabilities after the batch's first update.
+struct Shard {
+    tokens: Vec<i64>,
+    mask: Vec<f32>,
+    reference: Vec<f32>,
+    adv: Vec<f32>,
+    old: Option<Vec<f32>>,
+    n: usize,
+    l: usize,
+}
+
+/// What a replica hands back besides its loss: its old log-probabilities, and its sums of the
+/// KL and clipped terms and of the entropy over its completion tokens, and their count.
+type ShardStats = (Vec<f32>, f64, f64, f64, f64);
+
+/// A replica's GRPO loss on its rows (see [`grpo_loss`]), and its [`ShardStats`].
+fn shard_loss(
+    model: &Gpt,
+    s: Shard,
+    device: &Device,
+    clip: f64,
+    beta: f64,
+) -> (Tensor<1>, ShardStats) {
+    let (n, l) = (s.n, s.l);
+    let f2 = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [n, l - 1]), device);
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(s.tokens, [n, l]), device);
+    let (logp, entropy) = token_log_probs(model, tokens);
+    let old = s.old.unwrap_or_else(|| host(logp.clone().detach()));
+    let adv = Tensor::<1>::from_data(TensorData::new(s.adv, [n]), device);
+    let g = grpo_loss(
+        logp,
+        f2(old.clone()),
+        f2(s.reference),
+        adv,
+        f2(s.mask.clone()),
+        clip,
+        beta,
+    );
+    // The KL and clipped shares are over the shard's tokens (at least 1): back to sums.
+    let count = s.mask.iter().sum::<f32>() as f64;
+    let per = count.max(1.0);
+    let entropy: f64 = host(entropy.detach())
+        .iter()
+        .zip(&s.mask)
+        .map(|(e, m)| (e * m) as f64)
+        .sum();
+    let kl = g.kl.into_scalar::<f32>() as f64 * per;
+    let clipped = g.clipped.into_scalar::<f32>() as f64 * per;
+    (g.loss, (old, kl, clipped, count, entropy))
 }
 
 impl Step {
+    /// The batch's `updates_per_batch` updates split over the replicas: rows of whole
+    /// sequences, each shard weighted by its rows (the loss is a mean over sequences).
+    /// Returns (loss, gradient norm, KL, clipped share, entropy) of the last update.
+    #[allow(clippy::too_many_arguments)]
+    fn parallel_updates(
+        &mut self,
+        ctx: StepContext,
+        tokens: &[i64],
+        mask: &[f32],
+        reference: &[f32],
+        advantages: &[f64],
+        n: usize,
+        l: usize,
+    ) -> Result<Option<(f64, f64, f64, f64, f64)>> {
+        let c = self.config.clone();
+        let replicas = self.replicas.as_mut().expect("a parallel run");
+        let sizes: Vec<usize> = shard_sizes(n, replicas.len())
+            .into_iter()
+            .filter(|&k| k > 0)
+            .collect();
+        let mut olds: Vec<Option<Vec<f32>>> = vec![None; sizes.len()];
+        let mut stats = None;
+        for _ in 0..c.updates_per_batch {
+            let mut start = 0;
+            let shards = sizes
+                .iter()
+                .zip(olds.iter_mut())
+                .map(|(&k, old)| {
+                    let (a, b) = (start, start + k);
+                    start = b;
+                    let shard = Shard {
+                        tokens: tokens[a * l..b * l].to_vec(),
+                        mask: mask[a * (l - 1)..b * (l - 1)].to_vec(),
+                        reference: reference[a * (l - 1)..b * (l - 1)].to_vec(),
+                        adv: advantages[a..b].iter().map(|&v| v as f32).collect(),
+                        old: old.take(),
+                        n: k,
+                        l,
+                    };
+                    (shard, k)
+                })
+                .collect();
+            let out = replicas.grads_with(
+                ctx.step,
+                &self.model,
+                ParallelShard::by_rows(shards),
+                None,
+                |model, s: Shard, device, _| shard_loss(model, s, device, c.clip, c.beta),
+            )?;
+            let value = out.loss.into_scalar::<f32>() as f64;
+            if !value.is_finite() {
+                return Ok(None);
+            }
+            let (mut kl, mut clipped, mut tokens_n, mut entropy) = (0.0, 0.0, 0.0, 0.0);
+            for (i, (old, k, cl, t, e)) in out.aux.into_iter().enumerate() {
+                olds[i] = Some(old);
+                (kl, clipped, tokens_n, entropy) =
+                    (kl + k, clipped + cl, tokens_n + t, entropy + e);
+            }
+            let tokens_n = f64::max(tokens_n, 1.0);
+            let mut grads = out.grads;
+            let norm = clip_global_norm(&self.model, &mut grads, c.grad_clip);
+            self.model = self.optim.step(ctx.lr, self.model.clone(), grads);
+            stats = Some((
+                value,
+                norm,
+                kl / tokens_n,
+                clipped / tokens_n,
+                entropy / tokens_n,
+            ));
+        }
+        Ok(stats)
+    }
+
     fn options(&self, temperature: f32) -> DecodeOptions {
         let stop = self.codec.encode(&self.config.stop).unwrap_or_default();
         DecodeOptions {
@@ -265,7 +395,8 @@ impl Step {
 
 impl TrainStep for Step {
     fn step(&mut self, ctx: StepContext) -> Result<StepOutput> {
-        let c = &self.config;
+        // A copy: the parallel updates borrow the step mutably.
+        let c = &self.config.clone();
         let mut rng = step_rng(c.seed, ctx.step, Stream::Tune);
         let distinct = self.prompts.draw(&mut rng, c.prompts);
         let prompts: Vec<Vec<u32>> = distinct
@@ -296,7 +427,8 @@ impl TrainStep for Step {
         } = Rows::one_per_row(&pairs, usize::MAX);
         let on =
             |d: &Device| Tensor::<2, Int>::from_data(TensorData::new(tokens.clone(), [n, l]), d);
-        let f2 = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [n, l - 1]), &self.device);
+        let device = self.device.clone();
+        let f2 = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [n, l - 1]), &device);
         let (reference, _) = token_log_probs(&self.reference, on(&self.eval_device));
         let reference = f2(host(reference));
         let mask_t = f2(mask.clone());
@@ -308,7 +440,18 @@ impl TrainStep for Step {
             &self.device,
         );
         let (mut old, mut stats) = (None, (0.0, 0.0, 0.0, 0.0, 0.0));
-        for _ in 0..c.updates_per_batch {
+        if self.replicas.is_some() {
+            let reference = host(reference.clone());
+            match self.parallel_updates(ctx, &tokens, &mask, &reference, &advantages, n, l)? {
+                Some(s) => stats = s,
+                None => return Ok(StepOutput::loss(f64::NAN, f64::NAN)),
+            }
+        }
+        let updates = match self.replicas {
+            Some(_) => 0,
+            None => c.updates_per_batch,
+        };
+        for _ in 0..updates {
             let (logp, entropy) = token_log_probs(&self.model, on(&self.device));
             let old_logp = old
                 .get_or_insert_with(|| f2(host(logp.clone().detach())))
@@ -367,6 +510,10 @@ impl TrainStep for Step {
         Ok(())
     }
 
+    fn parallel(&self) -> Option<crate::trainer::parallel::ParallelSummary> {
+        self.replicas.as_ref().map(|r| r.summary())
+    }
+
     fn evaluate(&mut self, done: usize) -> Result<()> {
         let (v, distinct) = self.held_out()?;
         match distinct {
@@ -387,7 +534,8 @@ impl TrainStep for Step {
 /// accuracy is evaluated on the base first (step 0), every `eval_every` steps and at the end.
 pub fn grpo(base: &Path, config: &GrpoConfig, opts: &TrainOptions) -> Result<GrpoReport> {
     config.validate()?;
-    tuning::one_device(opts, "GRPO")?;
+    opts.parallel
+        .check(&opts.device, config.prompts * config.group, false)?;
     let ArRun {
         config: base_config,
         model: reference,
@@ -465,6 +613,7 @@ pub fn grpo(base: &Path, config: &GrpoConfig, opts: &TrainOptions) -> Result<Grp
         max_new,
         out: run.as_ref().map(|r| r.path().to_path_buf()),
         evals: Vec::new(),
+        replicas: Replicas::new(&opts.parallel, None),
     };
     let tuned = TunedConfig {
         method: "grpo".into(),

@@ -77,7 +77,7 @@ pub(crate) struct Plan<'a, C> {
 pub(crate) fn one_device(opts: &TrainOptions, method: &str) -> Result<()> {
     match opts.parallel.is_parallel() {
         true => Err(crate::Error::Config(format!(
-            "{method} tunes on one device for now (its sampling and update are not split over replicas); SFT, DPO and reward models take several"
+            "{method} tunes on one device for now (its sampling and update are not split over replicas); SFT, DPO, GRPO and reward models take several"
         ))),
         false => Ok(()),
     }
