@@ -397,3 +397,26 @@ fn a_two_device_run_with_dropout_repeats_exactly() {
     crate::common::assert_same_weights(&x.model, &y.model);
     assert!(x.loss_scale.is_some() && x.parallel.is_some());
 }
+
+/// The digits UNet on two wgpu clients (lavapipe in CI) against one, 3 steps: the fused
+/// GroupNorm+SiLU and attention kernels run on both devices, and the runs agree within 1e-4.
+#[test]
+fn two_wgpu_devices_train_the_unet_as_one_does() {
+    let first = crate::wgpu_parity::wgpu_device();
+    let second = Device::from(
+        burn::backend::WgpuDevice::new(burn::backend::WgpuDeviceKind::DefaultDevice)
+            .on(burn::tensor::wgpu::WgpuBackend::Vulkan),
+    );
+    let c = tiny_unet(3, 8);
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = oxgen_train::diffusion::train(&c, &opts(one.path(), first.clone())).unwrap();
+    let b = oxgen_train::diffusion::train(&c, &on(two.path(), &[first, second])).unwrap();
+    assert_close(
+        "unet on wgpu",
+        &losses(two.path()),
+        &losses(one.path()),
+        &b.model,
+        &a.model,
+        1e-4,
+    );
+}
