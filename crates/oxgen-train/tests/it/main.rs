@@ -21,6 +21,7 @@ mod privacy_flow;
 mod privacy_gan;
 mod quality2d;
 mod reliability;
+mod reliability_table;
 mod resume;
 mod tune;
 mod watermark;

@@ -643,7 +643,7 @@ fn fixture_with_resume_as_gan() -> Box<dyn Fn(&Path) -> Result<(), String>> {
 }
 
 /// Runs every case; returns (input, error text) rows.
-fn run_all() -> Vec<(&'static str, String)> {
+pub(crate) fn run_all() -> Vec<(&'static str, String)> {
     let mut rows = Vec::new();
     for c in cases() {
         let dir = tempfile::tempdir().unwrap();
@@ -674,37 +674,4 @@ fn run_all() -> Vec<(&'static str, String)> {
 fn every_catalogued_bad_input_is_a_typed_error() {
     let rows = run_all();
     assert!(rows.len() >= 25, "the catalogue has {} cases", rows.len());
-}
-
-/// Prints `docs/reliability.md`.
-#[test]
-#[ignore = "prints docs/reliability.md"]
-fn reliability_table() {
-    let rows = run_all();
-    println!("# Reliability: bad input gets a typed error\n");
-    println!(
-        "Every bad input below was tried by `crates/oxgen-train/tests/it/reliability.rs` (the test \
-         `every_catalogued_bad_input_is_a_typed_error`, run in CI). Each gives a typed \
-         `oxgen_train::Error`, never a panic, and leaves earlier files as they were. The table \
-         is that test's output:\n\n`cargo test --release --workspace --test it -- --ignored \
-         reliability_table --nocapture`\n"
-    );
-    println!("| # | bad input | error (variant: text) |\n|---|---|---|");
-    for (i, (input, text)) in rows.iter().enumerate() {
-        let text = text
-            .replace('|', "\\|")
-            .replace('\n', " ")
-            .replace(std::env::temp_dir().to_str().unwrap(), "$TMP");
-        // Each case's temporary folder ($TMP/.tmpXXXXXX) as `$DIR`, so the table is stable.
-        let text = text
-            .split("$TMP/.tmp")
-            .enumerate()
-            .map(|(i, part)| match i {
-                0 => part.to_string(),
-                // tempfile's names are `.tmp` and six characters.
-                _ => format!("$DIR{}", part.get(6..).unwrap_or("")),
-            })
-            .collect::<String>();
-        println!("| {} | {input} | {text} |", i + 1);
-    }
 }
