@@ -50,6 +50,7 @@ pub mod prelude {
     pub use oxgen_train::ar::{ArTrainConfig, TextData};
     pub use oxgen_train::data::Dataset;
     pub use oxgen_train::family::{FamilyConfig, FamilyModel, Trained};
+    pub use oxgen_train::trainer::parallel::DataParallel;
     pub use oxgen_train::{Error, Schedule, TrainConfig, TrainOptions};
 
     #[cfg(feature = "wgpu")]
