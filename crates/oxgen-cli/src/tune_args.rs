@@ -96,8 +96,7 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) quiet: bool,
     /// Data-parallel tuning: one replica per device, each on a disjoint shard of every batch
-    /// (wgpu:0,wgpu:1 | cpu:0,cpu:1 | all; as `oxgen train --devices`). SFT, DPO, GRPO and
-    /// reward models; diffusion DPO tunes on one device for now.
+    /// (wgpu:0,wgpu:1 | cpu:0,cpu:1 | all; as `oxgen train --devices`).
     #[arg(long, value_name = "LIST", conflicts_with = "device")]
     pub(crate) devices: Option<String>,
     #[command(flatten)]

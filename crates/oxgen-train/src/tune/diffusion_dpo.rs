@@ -40,6 +40,7 @@ use crate::config::TrainConfig;
 use crate::sample::{draw, load_run};
 use crate::trainer::adamw::FusedAdamW;
 use crate::trainer::optim::clip_global_norm;
+use crate::trainer::parallel::{ParallelSummary, Replicas, shard_sizes};
 use crate::trainer::rng::{Stream, step_rng};
 use crate::trainer::{self, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
@@ -164,6 +165,8 @@ pub struct DiffusionDpoReport {
     /// Evaluations: (step, sample scores, held-out implicit-reward accuracy); step 0 is the
     /// base.
     pub evals: Vec<(usize, ImageScores, f64)>,
+    /// A data-parallel run's throughput and all-reduce time.
+    pub parallel: Option<ParallelSummary>,
 }
 
 /// Samples `candidates` images of each prompt (a class) from `model` and pairs the one `judge`
@@ -227,11 +230,74 @@ struct Step {
     optim: ModuleOptimizer,
     out: Option<PathBuf>,
     evals: Vec<(usize, ImageScores, f64)>,
+    /// A data-parallel run's replicas.
+    replicas: Option<Replicas>,
+}
+
+/// What the denoising errors need of the base: its features per image, the noise schedule's
+/// ᾱ and its prediction target (shared with the replicas of a data-parallel run).
+struct Noising<'a> {
+    features: usize,
+    alphas: &'a [f64],
+    prediction: Prediction,
+}
+
+/// Per-pair denoising errors of `model` on the chosen and the rejected images, `[b]` each, at
+/// timesteps `t` with noise `eps` (`[b · features]`) shared within each pair.
+fn errors(
+    noising: &Noising<'_>,
+    model: &Diffusion,
+    pairs: &[&ImagePair],
+    t: &[usize],
+    eps: &[f32],
+    device: &Device,
+) -> (Tensor<1>, Tensor<1>) {
+    let b = pairs.len();
+    let f = noising.features;
+    let mut x0 = Vec::with_capacity(2 * b * f);
+    for p in pairs {
+        x0.extend_from_slice(&p.chosen);
+    }
+    for p in pairs {
+        x0.extend_from_slice(&p.rejected);
+    }
+    let col = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [2 * b, 1]), device);
+    let ab: Vec<f64> = t.iter().chain(t).map(|&s| noising.alphas[s]).collect();
+    let sa = col(ab.iter().map(|a| a.sqrt() as f32).collect());
+    let so = col(ab.iter().map(|a| (1.0 - a).sqrt() as f32).collect());
+    let x0 = Tensor::<2>::from_data(TensorData::new(x0, [2 * b, f]), device);
+    let eps = Tensor::<2>::from_data(TensorData::new([eps, eps].concat(), [2 * b, f]), device);
+    let xt = x0.clone() * sa.clone() + eps.clone() * so.clone();
+    let target = match noising.prediction {
+        Prediction::Epsilon => eps,
+        Prediction::V => eps * sa - x0 * so,
+    };
+    let tt: Vec<f32> = t.iter().chain(t).map(|&s| s as f32).collect();
+    let tt = Tensor::<1>::from_data(TensorData::new(tt, [2 * b]), device);
+    let labels: Vec<i64> = pairs
+        .iter()
+        .chain(pairs)
+        .map(|p| i64::from(p.class))
+        .collect();
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [2 * b]), device);
+    let mse = (model.forward(xt, tt, Some(labels)) - target)
+        .powi_scalar(2)
+        .mean_dim(1)
+        .reshape([2 * b]);
+    (mse.clone().slice([0..b]), mse.slice([b..2 * b]))
 }
 
 impl Step {
-    /// Per-pair denoising errors of `model` on the chosen and the rejected images, `[b]` each,
-    /// at timesteps `t` with noise `eps` (`[b · features]`) shared within each pair.
+    /// The base's [`Noising`].
+    fn noising(&self) -> Noising<'_> {
+        Noising {
+            features: self.judge.features,
+            alphas: &self.schedule.alphas_cumprod,
+            prediction: self.base.model.prediction,
+        }
+    }
+
+    /// [`errors`] with this run's base.
     fn errors(
         &self,
         model: &Diffusion,
@@ -240,43 +306,83 @@ impl Step {
         eps: &[f32],
         device: &Device,
     ) -> (Tensor<1>, Tensor<1>) {
-        let b = pairs.len();
-        let f = self.judge.features;
-        let mut x0 = Vec::with_capacity(2 * b * f);
-        for p in pairs {
-            x0.extend_from_slice(&p.chosen);
-        }
-        for p in pairs {
-            x0.extend_from_slice(&p.rejected);
-        }
-        let col = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [2 * b, 1]), device);
-        let ab: Vec<f64> = t
-            .iter()
-            .chain(t)
-            .map(|&s| self.schedule.alphas_cumprod[s])
-            .collect();
-        let sa = col(ab.iter().map(|a| a.sqrt() as f32).collect());
-        let so = col(ab.iter().map(|a| (1.0 - a).sqrt() as f32).collect());
-        let x0 = Tensor::<2>::from_data(TensorData::new(x0, [2 * b, f]), device);
-        let eps = Tensor::<2>::from_data(TensorData::new([eps, eps].concat(), [2 * b, f]), device);
-        let xt = x0.clone() * sa.clone() + eps.clone() * so.clone();
-        let target = match self.base.model.prediction {
-            Prediction::Epsilon => eps,
-            Prediction::V => eps * sa - x0 * so,
+        errors(&self.noising(), model, pairs, t, eps, device)
+    }
+
+    /// A step split over the replicas: the reference's errors on the whole batch here (they are
+    /// constants), then each replica's pairs with their timesteps, noise and reference errors
+    /// (the loss is a mean over pairs).
+    fn parallel_step(
+        &mut self,
+        ctx: StepContext,
+        batch: &[&ImagePair],
+        t: &[usize],
+        eps: &[f32],
+    ) -> Result<StepOutput> {
+        let (n, f) = (batch.len(), self.judge.features);
+        let host = |x: Tensor<1>| -> Vec<f32> {
+            let v = x.into_data().convert::<f32>().try_into_vec::<f32>();
+            v.expect("f32")
         };
-        let tt: Vec<f32> = t.iter().chain(t).map(|&s| s as f32).collect();
-        let tt = Tensor::<1>::from_data(TensorData::new(tt, [2 * b]), device);
-        let labels: Vec<i64> = pairs
-            .iter()
-            .chain(pairs)
-            .map(|p| i64::from(p.class))
+        let (rw, rl) = self.errors(&self.reference, batch, t, eps, &self.eval_device);
+        let (rw, rl) = (host(rw), host(rl));
+        let noising = Noising {
+            features: f,
+            alphas: &self.schedule.alphas_cumprod,
+            prediction: self.base.model.prediction,
+        };
+        let beta = self.config.beta;
+        let replicas = self.replicas.as_mut().expect("a parallel run");
+        let mut start = 0;
+        let shards = shard_sizes(n, replicas.len())
+            .into_iter()
+            .map(|k| {
+                let (a, b) = (start, start + k);
+                start = b;
+                let shard = (
+                    batch[a..b].to_vec(),
+                    t[a..b].to_vec(),
+                    eps[a * f..b * f].to_vec(),
+                    rw[a..b].to_vec(),
+                    rl[a..b].to_vec(),
+                );
+                (shard, k)
+            })
             .collect();
-        let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [2 * b]), device);
-        let mse = (model.forward(xt, tt, Some(labels)) - target)
-            .powi_scalar(2)
-            .mean_dim(1)
-            .reshape([2 * b]);
-        (mse.clone().slice([0..b]), mse.slice([b..2 * b]))
+        type PairShard<'p> = (Vec<&'p ImagePair>, Vec<usize>, Vec<f32>, Vec<f32>, Vec<f32>);
+        let (grads, value, extra) = replicas.grads(
+            ctx.step,
+            &self.model,
+            shards,
+            None,
+            |model, (pairs, t, eps, rw, rl): PairShard<'_>, device, _| {
+                let (w, l) = errors(&noising, model, &pairs, &t, &eps, device);
+                let k = pairs.len();
+                let v = |x: Vec<f32>| Tensor::<1>::from_data(TensorData::new(x, [k]), device);
+                // As `Step::loss`: −error plays log-likelihood, β/2.
+                let (loss, _) = preference_loss(
+                    w.neg(),
+                    l.neg(),
+                    v(rw).neg(),
+                    v(rl).neg(),
+                    beta / 2.0,
+                    PreferenceLoss::Sigmoid,
+                );
+                loss
+            },
+        )?;
+        let value = value.into_scalar::<f32>() as f64;
+        let (model, mut out) = tuning::apply(
+            self.model.clone(),
+            &mut self.optim,
+            value,
+            grads,
+            ctx.lr,
+            1.0,
+        );
+        self.model = model;
+        trainer::merge_extra(&mut out, extra);
+        Ok(out)
     }
 
     /// Timesteps and noise for `b` pairs from `rng`.
@@ -375,6 +481,11 @@ impl TrainStep for Step {
             .map(|_| &self.train[rng.random_range(0..self.train.len())])
             .collect();
         let (t, eps) = self.noise(batch.len(), &mut rng);
+        if self.replicas.is_some() {
+            // Owned copies (a few KiB): the step borrows `self` mutably.
+            let owned: Vec<ImagePair> = batch.into_iter().cloned().collect();
+            return self.parallel_step(ctx, &owned.iter().collect::<Vec<_>>(), &t, &eps);
+        }
         let (loss, _) = self.loss(&self.model, &batch, &t, &eps, &self.device);
         let value = loss.clone().into_scalar::<f32>() as f64;
         if !value.is_finite() {
@@ -384,6 +495,10 @@ impl TrainStep for Step {
         let norm = clip_global_norm(&self.model, &mut grads, 1.0);
         self.model = self.optim.step(ctx.lr, self.model.clone(), grads);
         Ok(StepOutput::loss(value, norm))
+    }
+
+    fn parallel(&self) -> Option<ParallelSummary> {
+        self.replicas.as_ref().map(|r| r.summary())
     }
 
     fn state(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
@@ -440,7 +555,8 @@ pub fn diffusion_dpo(
     opts: &TrainOptions,
 ) -> Result<DiffusionDpoReport> {
     config.validate()?;
-    tuning::one_device(opts, "diffusion DPO")?;
+    opts.parallel
+        .check(&opts.device, config.batch_size, false)?;
     let run = load_run(base, &opts.device)?;
     if run.config.model.num_classes.is_none() {
         return Err(Error::Config(format!(
@@ -505,6 +621,7 @@ pub fn diffusion_dpo(
         .init(),
         out: dir.as_ref().map(|r| r.path().to_path_buf()),
         evals: Vec::new(),
+        replicas: Replicas::new(&opts.parallel, None),
     };
     let tuned = DiffusionDpoRunConfig {
         method: "diffusion_dpo".into(),
@@ -554,5 +671,6 @@ pub fn diffusion_dpo(
         steps: summary.done,
         pairs: (step.train.len(), step.held.len()),
         evals: step.evals,
+        parallel: summary.parallel,
     })
 }

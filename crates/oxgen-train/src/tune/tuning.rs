@@ -73,16 +73,6 @@ pub(crate) struct Plan<'a, C> {
 }
 
 /// Evaluates the base (step 0, unless resuming), then runs the loop.
-/// Refuses several devices for a method that tunes on one, before anything is written.
-pub(crate) fn one_device(opts: &TrainOptions, method: &str) -> Result<()> {
-    match opts.parallel.is_parallel() {
-        true => Err(crate::Error::Config(format!(
-            "{method} tunes on one device for now (its sampling and update are not split over replicas); SFT, DPO, GRPO and reward models take several"
-        ))),
-        false => Ok(()),
-    }
-}
-
 /// The end of a tuning step from the loss's value and its gradients: a non-finite loss makes
 /// no update, else the gradients are clipped to `clip` and one optimiser step is taken.
 /// Returns the model and the output (loss, gradient norm).

@@ -231,6 +231,38 @@ fn diffusion_dpo_and_best_of_n(base: &Path, device: &Device) {
     let resumed = diffusion_dpo(base, &tiny, &two).unwrap();
     let (x, y) = (params(&straight.model), params(&resumed.model));
     assert!(x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()));
+    // Two CPU replicas (2 + 2 pairs) equal one device: every loss and the weights, 1e-4.
+    let mut two = opts(&base.join("c"), device.clone());
+    two.parallel = oxgen_train::trainer::parallel::DataParallel::on(vec![device.clone(); 2]);
+    let split = diffusion_dpo(base, &tiny, &two).unwrap();
+    let losses = |dir: &Path| -> Vec<f64> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let (la, lb) = (losses(&base.join("a")), losses(&base.join("c")));
+    assert_eq!(la.len(), lb.len());
+    assert!(
+        la.iter()
+            .zip(&lb)
+            .all(|(a, b)| (a - b).abs() <= 1e-4 * a.abs()),
+        "{la:?} vs {lb:?}"
+    );
+    let z = params(&split.model);
+    let scale = x.iter().fold(0f32, |m, w| m.max(w.abs()));
+    let worst = x
+        .iter()
+        .zip(&z)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 1e-4 * scale, "weights differ by {worst:e}");
+    assert!(split.parallel.is_some());
 
     // A one-candidate config, an unconditional base and an autoregressive one are refused
     // before anything is written.
