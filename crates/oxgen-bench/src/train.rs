@@ -297,21 +297,26 @@ pub fn compare(
 }
 
 impl TrainReport {
-    /// The report as a Markdown table.
+    /// The report as a Markdown table: every row (ours, the twin, the reference ops, several
+    /// devices), then the ratios.
     pub fn markdown(&self) -> String {
         let o = &self.ours;
         let opt = |v: Option<f64>, p: usize| v.map_or("–".into(), |v| format!("{v:.p$}"));
+        let row = |who: String, r: &TrainRow| {
+            format!(
+                "| {who} | {} | {:.1} | {:.0} | {} | {} |\n",
+                r.model.name(),
+                r.ms_per_step,
+                r.per_second,
+                opt(r.cpu_per_wall, 2),
+                opt(r.peak_rss_mib, 0),
+            )
+        };
         let mut s = format!(
-            "| who | model | ms/step | {unit}/s | CPU ÷ wall | peak RSS MiB |\n|---|---|---|---|---|---|\n\
-             | oxgen ({}) | {} | {:.1} | {:.0} | {} | {} |\n",
-            o.device,
-            o.model.name(),
-            o.ms_per_step,
-            o.per_second,
-            opt(o.cpu_per_wall, 2),
-            opt(o.peak_rss_mib, 0),
-            unit = o.unit,
+            "| who | model | ms/step | {}/s | CPU ÷ wall | peak RSS MiB |\n|---|---|---|---|---|---|\n",
+            o.unit
         );
+        s.push_str(&row(format!("oxgen ({})", o.device), o));
         if let Some(p) = &self.peer {
             s.push_str(&format!(
                 "| {} ({} threads) | {} | {:.1} | {:.0} | {:.2} | {:.0} |\n",
@@ -325,30 +330,21 @@ impl TrainReport {
             ));
         }
         if let Some(r) = &self.reference {
-            s.push_str(&format!(
-                "| oxgen, reference ops | {} | {:.1} | {:.0} | {} | {} |\n",
-                r.model.name(),
-                r.ms_per_step,
-                r.per_second,
-                opt(r.cpu_per_wall, 2),
-                opt(r.peak_rss_mib, 0),
+            s.push_str(&row("oxgen, reference ops".into(), r));
+        }
+        if let Some(p) = &self.parallel {
+            s.push_str(&row(
+                format!("oxgen, {} devices ({})", p.devices, p.device),
+                p,
             ));
+        }
+        if let Some(r) = &self.reference {
             s.push_str(&format!(
                 "\nfused ÷ reference ops throughput (one run): {:.2}×\n",
                 o.per_second / r.per_second
             ));
         }
         if let (Some(p), Some(e)) = (&self.parallel, self.scaling_efficiency) {
-            s.push_str(&format!(
-                "| oxgen, {} devices ({}) | {} | {:.1} | {:.0} | {} | {} |\n",
-                p.devices,
-                p.device,
-                p.model.name(),
-                p.ms_per_step,
-                p.per_second,
-                opt(p.cpu_per_wall, 2),
-                opt(p.peak_rss_mib, 0),
-            ));
             s.push_str(&format!(
                 "\n{} devices: all-reduce of {} MiB in {} ms/step; scaling efficiency (one device's step time ÷ ({} × theirs), one run): {:.0}%\n",
                 p.devices,

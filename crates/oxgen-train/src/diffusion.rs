@@ -218,24 +218,19 @@ impl TrainStep for Step<'_> {
             let schedule = c.model.noise_schedule();
             let sizes = shard_sizes(batch.count, replicas.len());
             let shards = batch.split(&sizes, features);
-            let (grads, value, extra) =
-                replicas.grads(ctx.step, &self.model, shards, None, |m, b, device, _| {
-                    let x0 =
-                        Tensor::from_data(TensorData::new(b.rows, [b.count, features]), device);
-                    m.loss(&c.model, &schedule, x0, b.labels.as_deref(), &b.noise)
-                })?;
-            let (model, mut out) = update_with(
-                self.model.clone(),
+            let g = replicas.grads(ctx.step, &self.model, shards, None, |m, b, device, _| {
+                let x0 = Tensor::from_data(TensorData::new(b.rows, [b.count, features]), device);
+                m.loss(&c.model, &schedule, x0, b.labels.as_deref(), &b.noise)
+            })?;
+            let (lr, clip) = (ctx.lr, c.grad_clip);
+            return Ok(update_with(
+                &mut self.model,
                 &mut self.optim,
-                grads,
-                value,
-                ctx.lr,
-                c.grad_clip,
+                g,
+                lr,
+                clip,
                 ctx.defer,
-            );
-            self.model = model;
-            trainer::merge_extra(&mut out, extra);
-            return Ok(out);
+            ));
         }
         let HostBatch {
             rows,

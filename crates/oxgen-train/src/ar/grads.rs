@@ -46,7 +46,7 @@ impl Step<'_> {
                     let sizes = shard_sizes(rows.rows, replicas.len());
                     let shards = rows.split(&sizes);
                     let data = self.data;
-                    let (g, value, e) = replicas.grads(
+                    let out = replicas.grads(
                         step,
                         &self.model,
                         shards,
@@ -64,8 +64,8 @@ impl Step<'_> {
                                 .div_scalar(c.grad_accum as f64)
                         },
                     )?;
-                    extra = e;
-                    (g, value)
+                    extra = out.extra;
+                    (out.grads, out.loss)
                 }
                 None => {
                     let loss = self

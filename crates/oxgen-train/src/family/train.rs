@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::privacy::dpsgd::DpPlan;
 use crate::privacy::state::DpState;
 use crate::trainer::optim::{seeded_init, update, update_with};
-use crate::trainer::parallel::{ParallelSummary, Replicas, shard_sizes};
+use crate::trainer::parallel::{ParallelSummary, Replicas, shard_ranges};
 use crate::trainer::rng::{Stream, batch_indices, step_seed};
 use crate::trainer::{self, LoopSpec, StepContext, StepOutput, TrainOptions, TrainStep};
 
@@ -153,17 +153,18 @@ impl<M: Module> TrainStep for Single<'_, M> {
         let seed = step_seed(c.seed, ctx.step, Stream::Family(0));
         if let Some(replicas) = self.replicas.as_mut() {
             let total = idx.len();
-            let mut start = 0;
-            let shards = shard_sizes(total, replicas.len())
+            let shards = shard_ranges(total, replicas.len())
                 .into_iter()
-                .map(|n| {
-                    let shard = (idx[start..start + n].to_vec(), Rows { start, total });
-                    start += n;
-                    (shard, n)
+                .map(|r| {
+                    let rows = Rows {
+                        start: r.start,
+                        total,
+                    };
+                    ((idx[r.clone()].to_vec(), rows), r.len())
                 })
                 .collect();
             let (train, loss) = (self.train, &self.loss);
-            let (grads, value, extra) = replicas.grads(
+            let g = replicas.grads(
                 ctx.step,
                 &self.model,
                 shards,
@@ -172,18 +173,15 @@ impl<M: Module> TrainStep for Single<'_, M> {
                     loss(m, train.batch(&idx, device), seed, ctx.step, rows)
                 },
             )?;
-            let (model, mut out) = update_with(
-                self.model.clone(),
+            let (lr, clip) = (ctx.lr, c.grad_clip);
+            return Ok(update_with(
+                &mut self.model,
                 &mut self.optim,
-                grads,
-                value,
-                ctx.lr,
-                c.grad_clip,
+                g,
+                lr,
+                clip,
                 ctx.defer,
-            );
-            self.model = model;
-            trainer::merge_extra(&mut out, extra);
-            return Ok(out);
+            ));
         }
         let x = self.train.batch(&idx, &self.device);
         let l = (self.loss)(&self.model, x, seed, ctx.step, Rows::whole(idx.len()));

@@ -9,6 +9,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 
 use super::StepOutput;
+use super::parallel::StepGrads;
 use burn::tensor::Tensor;
 use burn::tensor::container::TensorContainer;
 
@@ -194,12 +195,9 @@ pub fn update<M: Module>(
     defer: bool,
 ) -> (M, StepOutput) {
     if defer {
-        let device = loss.device();
         let value = loss.clone().detach().reshape([1]);
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        let norm = clip_global_norm_on_device(&model, &mut grads, clip, &device);
-        let pending = Tensor::cat(vec![value, norm], 0);
-        return (optim.step(lr, model, grads), StepOutput::pending(pending));
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        return step_deferred(model, optim, grads, value, lr, clip);
     }
     let value = loss.clone().into_scalar::<f32>() as f64;
     if !value.is_finite() {
@@ -209,29 +207,55 @@ pub fn update<M: Module>(
     (optim.step(lr, model, grads), StepOutput::loss(value, norm))
 }
 
-/// As [`update`], from gradients already taken (a data-parallel step's, summed on the first
-/// device) and the loss `value` (`[1]`) they are of.
+/// As [`update`], from a data-parallel step's gradients (summed on the first device) and the
+/// loss they are of: `model` is updated in place, and the step's metrics fields join the
+/// output's.
 pub fn update_with<M: Module>(
+    model: &mut M,
+    optim: &mut ModuleOptimizer,
+    step: StepGrads<()>,
+    lr: f64,
+    clip: f64,
+    defer: bool,
+) -> StepOutput {
+    let StepGrads {
+        mut grads,
+        loss: value,
+        extra,
+        ..
+    } = step;
+    let mut out = if defer {
+        let (m, out) = step_deferred(model.clone(), optim, grads, value, lr, clip);
+        *model = m;
+        out
+    } else {
+        let value = value.into_scalar::<f32>() as f64;
+        if value.is_finite() {
+            let norm = clip_global_norm(model, &mut grads, clip);
+            *model = optim.step(lr, model.clone(), grads);
+            StepOutput::loss(value, norm)
+        } else {
+            StepOutput::loss(value, f64::NAN)
+        }
+    };
+    super::merge_extra(&mut out, extra);
+    out
+}
+
+/// A deferred update: clipping on the device, the loss and norm left there
+/// ([`StepOutput::pending`]).
+fn step_deferred<M: Module>(
     model: M,
     optim: &mut ModuleOptimizer,
     mut grads: GradientsParams,
     value: Tensor<1>,
     lr: f64,
     clip: f64,
-    defer: bool,
 ) -> (M, StepOutput) {
-    if defer {
-        let device = value.device();
-        let norm = clip_global_norm_on_device(&model, &mut grads, clip, &device);
-        let pending = Tensor::cat(vec![value, norm], 0);
-        return (optim.step(lr, model, grads), StepOutput::pending(pending));
-    }
-    let value = value.into_scalar::<f32>() as f64;
-    if !value.is_finite() {
-        return (model, StepOutput::loss(value, f64::NAN));
-    }
-    let norm = clip_global_norm(&model, &mut grads, clip);
-    (optim.step(lr, model, grads), StepOutput::loss(value, norm))
+    let device = value.device();
+    let norm = clip_global_norm_on_device(&model, &mut grads, clip, &device);
+    let pending = Tensor::cat(vec![value, norm], 0);
+    (optim.step(lr, model, grads), StepOutput::pending(pending))
 }
 
 /// Sums two sets of gradients parameter by parameter (gradient accumulation).

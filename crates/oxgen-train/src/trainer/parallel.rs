@@ -97,6 +97,20 @@ pub fn shard_sizes(n: usize, parts: usize) -> Vec<usize> {
         .collect()
 }
 
+/// The row ranges of [`shard_sizes`], the empty ones left out (a batch of fewer rows than
+/// replicas uses fewer replicas).
+pub fn shard_ranges(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
+    let mut start = 0;
+    shard_sizes(n, parts)
+        .into_iter()
+        .filter(|&k| k > 0)
+        .map(|k| {
+            start += k;
+            start - k..start
+        })
+        .collect()
+}
+
 /// Throughput and communication of a data-parallel run, averaged over its steps.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ParallelSummary {
@@ -239,7 +253,7 @@ impl Replicas {
     /// `loss(model_i, shard_i, device_i, i)` (a mean over the shard's `rows` rows), weighted by
     /// `rows / total`; with `scale`, the backward is of the loss times `scale` (a loss scaler's).
     /// Returns the summed gradients, the global loss (`[1]`, unscaled) and the step's metrics
-    /// fields (`allreduce_ms`, `compute_ms` and `samples_per_s` per device).
+    /// fields (`allreduce_ms`, `compute_ms` and `samples_per_s` per device): a [`StepGrads`].
     ///
     /// # Errors
     /// [`Error::DeviceLost`] when a replica fails (its thread panics or its device reports an
@@ -251,17 +265,16 @@ impl Replicas {
         shards: Vec<(S, usize)>,
         scale: Option<f64>,
         loss: F,
-    ) -> Result<(GradientsParams, Tensor<1>, serde_json::Value)>
+    ) -> Result<StepGrads<()>>
     where
         M: Module,
         S: Send,
         F: Fn(&M, S, &Device, usize) -> Tensor<1> + Sync,
     {
         let shards = Shard::by_rows(shards);
-        let out = self.grads_with(step, model, shards, scale, |m, s, d, i| {
+        self.grads_with(step, model, shards, scale, |m, s, d, i| {
             (loss(m, s, d, i), ())
-        })?;
-        Ok((out.grads, out.loss, out.extra))
+        })
     }
 
     /// As [`Replicas::grads`], for losses whose shards weigh other than by rows (a mean over
@@ -456,6 +469,8 @@ mod tests {
         assert_eq!(shard_sizes(64, 2), vec![32, 32]);
         assert_eq!(shard_sizes(7, 3), vec![3, 2, 2]);
         assert_eq!(shard_sizes(2, 2), vec![1, 1]);
+        assert_eq!(shard_ranges(7, 3), vec![0..3, 3..5, 5..7]);
+        assert_eq!(shard_ranges(2, 3), vec![0..1, 1..2]);
         for (n, p) in [(5, 2), (100, 7), (3, 3)] {
             let s = shard_sizes(n, p);
             assert_eq!(s.iter().sum::<usize>(), n);

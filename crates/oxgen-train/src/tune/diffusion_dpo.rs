@@ -39,8 +39,8 @@ use crate::checkpoint::{Loaded, load_weights, optim_bytes, restore_optim, to_byt
 use crate::config::TrainConfig;
 use crate::sample::{draw, load_run};
 use crate::trainer::adamw::FusedAdamW;
-use crate::trainer::optim::clip_global_norm;
-use crate::trainer::parallel::{ParallelSummary, Replicas, shard_sizes};
+use crate::trainer::optim::{clip_global_norm, update_with};
+use crate::trainer::parallel::{ParallelSummary, Replicas, shard_ranges};
 use crate::trainer::rng::{Stream, step_rng};
 use crate::trainer::{self, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
@@ -234,18 +234,19 @@ struct Step {
     replicas: Option<Replicas>,
 }
 
-/// What the denoising errors need of the base: its features per image, the noise schedule's
-/// ᾱ and its prediction target (shared with the replicas of a data-parallel run).
-struct Noising<'a> {
+/// What the loss needs of the run: the base's features per image, its noise schedule's ᾱ and
+/// prediction target, and β (shared with the replicas of a data-parallel run).
+struct Objective<'a> {
     features: usize,
     alphas: &'a [f64],
     prediction: Prediction,
+    beta: f64,
 }
 
 /// Per-pair denoising errors of `model` on the chosen and the rejected images, `[b]` each, at
 /// timesteps `t` with noise `eps` (`[b · features]`) shared within each pair.
 fn errors(
-    noising: &Noising<'_>,
+    objective: &Objective<'_>,
     model: &Diffusion,
     pairs: &[&ImagePair],
     t: &[usize],
@@ -253,7 +254,7 @@ fn errors(
     device: &Device,
 ) -> (Tensor<1>, Tensor<1>) {
     let b = pairs.len();
-    let f = noising.features;
+    let f = objective.features;
     let mut x0 = Vec::with_capacity(2 * b * f);
     for p in pairs {
         x0.extend_from_slice(&p.chosen);
@@ -262,13 +263,13 @@ fn errors(
         x0.extend_from_slice(&p.rejected);
     }
     let col = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [2 * b, 1]), device);
-    let ab: Vec<f64> = t.iter().chain(t).map(|&s| noising.alphas[s]).collect();
+    let ab: Vec<f64> = t.iter().chain(t).map(|&s| objective.alphas[s]).collect();
     let sa = col(ab.iter().map(|a| a.sqrt() as f32).collect());
     let so = col(ab.iter().map(|a| (1.0 - a).sqrt() as f32).collect());
     let x0 = Tensor::<2>::from_data(TensorData::new(x0, [2 * b, f]), device);
     let eps = Tensor::<2>::from_data(TensorData::new([eps, eps].concat(), [2 * b, f]), device);
     let xt = x0.clone() * sa.clone() + eps.clone() * so.clone();
-    let target = match noising.prediction {
+    let target = match objective.prediction {
         Prediction::Epsilon => eps,
         Prediction::V => eps * sa - x0 * so,
     };
@@ -287,14 +288,51 @@ fn errors(
     (mse.clone().slice([0..b]), mse.slice([b..2 * b]))
 }
 
+/// The DPO loss of `pairs` and each pair's h (positive: the policy prefers the chosen one more
+/// than the reference does), the reference's errors on the chosen and the rejected images given
+/// (constants, `[b]` each).
+fn policy_loss(
+    objective: &Objective<'_>,
+    model: &Diffusion,
+    pairs: &[&ImagePair],
+    t: &[usize],
+    eps: &[f32],
+    (rw, rl): (&[f32], &[f32]),
+    device: &Device,
+) -> (Tensor<1>, Tensor<1>) {
+    let (w, l) = errors(objective, model, pairs, t, eps, device);
+    let v = |x: &[f32]| Tensor::<1>::from_data(TensorData::new(x.to_vec(), [x.len()]), device);
+    // −error plays log-likelihood: h = −(Δ_θ − Δ_ref); β/2 as in Wallace et al.'s script.
+    preference_loss(
+        w.neg(),
+        l.neg(),
+        v(rw).neg(),
+        v(rl).neg(),
+        objective.beta / 2.0,
+        PreferenceLoss::Sigmoid,
+    )
+}
+
 impl Step {
-    /// The base's [`Noising`].
-    fn noising(&self) -> Noising<'_> {
-        Noising {
+    /// This run's [`Objective`].
+    fn objective(&self) -> Objective<'_> {
+        Objective {
             features: self.judge.features,
             alphas: &self.schedule.alphas_cumprod,
             prediction: self.base.model.prediction,
+            beta: self.config.beta,
         }
+    }
+
+    /// The frozen reference's errors on the chosen and the rejected images of `pairs`, on the
+    /// host.
+    fn reference_errors(&self, pairs: &[&ImagePair], t: &[usize], eps: &[f32]) -> [Vec<f32>; 2] {
+        let host = |x: Tensor<1>| {
+            let v = x.into_data().convert::<f32>().try_into_vec::<f32>();
+            v.expect("f32")
+        };
+        let (rw, rl) = self.errors(&self.reference, pairs, t, eps, &self.eval_device);
+        [host(rw), host(rl)]
     }
 
     /// [`errors`] with this run's base.
@@ -306,7 +344,7 @@ impl Step {
         eps: &[f32],
         device: &Device,
     ) -> (Tensor<1>, Tensor<1>) {
-        errors(&self.noising(), model, pairs, t, eps, device)
+        errors(&self.objective(), model, pairs, t, eps, device)
     }
 
     /// A step split over the replicas: the reference's errors on the whole batch here (they are
@@ -320,69 +358,46 @@ impl Step {
         eps: &[f32],
     ) -> Result<StepOutput> {
         let (n, f) = (batch.len(), self.judge.features);
-        let host = |x: Tensor<1>| -> Vec<f32> {
-            let v = x.into_data().convert::<f32>().try_into_vec::<f32>();
-            v.expect("f32")
-        };
-        let (rw, rl) = self.errors(&self.reference, batch, t, eps, &self.eval_device);
-        let (rw, rl) = (host(rw), host(rl));
-        let noising = Noising {
+        let [rw, rl] = self.reference_errors(batch, t, eps);
+        let objective = Objective {
             features: f,
             alphas: &self.schedule.alphas_cumprod,
             prediction: self.base.model.prediction,
+            beta: self.config.beta,
         };
-        let beta = self.config.beta;
         let replicas = self.replicas.as_mut().expect("a parallel run");
-        let mut start = 0;
-        let shards = shard_sizes(n, replicas.len())
+        let shards = shard_ranges(n, replicas.len())
             .into_iter()
-            .map(|k| {
-                let (a, b) = (start, start + k);
-                start = b;
+            .map(|r| {
                 let shard = (
-                    batch[a..b].to_vec(),
-                    t[a..b].to_vec(),
-                    eps[a * f..b * f].to_vec(),
-                    rw[a..b].to_vec(),
-                    rl[a..b].to_vec(),
+                    batch[r.clone()].to_vec(),
+                    t[r.clone()].to_vec(),
+                    eps[r.start * f..r.end * f].to_vec(),
+                    rw[r.clone()].to_vec(),
+                    rl[r.clone()].to_vec(),
                 );
-                (shard, k)
+                (shard, r.len())
             })
             .collect();
         type PairShard<'p> = (Vec<&'p ImagePair>, Vec<usize>, Vec<f32>, Vec<f32>, Vec<f32>);
-        let (grads, value, extra) = replicas.grads(
+        let g = replicas.grads(
             ctx.step,
             &self.model,
             shards,
             None,
             |model, (pairs, t, eps, rw, rl): PairShard<'_>, device, _| {
-                let (w, l) = errors(&noising, model, &pairs, &t, &eps, device);
-                let k = pairs.len();
-                let v = |x: Vec<f32>| Tensor::<1>::from_data(TensorData::new(x, [k]), device);
-                // As `Step::loss`: −error plays log-likelihood, β/2.
-                let (loss, _) = preference_loss(
-                    w.neg(),
-                    l.neg(),
-                    v(rw).neg(),
-                    v(rl).neg(),
-                    beta / 2.0,
-                    PreferenceLoss::Sigmoid,
-                );
-                loss
+                let reference = (rw.as_slice(), rl.as_slice());
+                policy_loss(&objective, model, &pairs, &t, &eps, reference, device).0
             },
         )?;
-        let value = value.into_scalar::<f32>() as f64;
-        let (model, mut out) = tuning::apply(
-            self.model.clone(),
+        Ok(update_with(
+            &mut self.model,
             &mut self.optim,
-            value,
-            grads,
+            g,
             ctx.lr,
             1.0,
-        );
-        self.model = model;
-        trainer::merge_extra(&mut out, extra);
-        Ok(out)
+            false,
+        ))
     }
 
     /// Timesteps and noise for `b` pairs from `rng`.
@@ -396,8 +411,7 @@ impl Step {
         (t, eps)
     }
 
-    /// The DPO loss of `pairs` and each pair's h (positive: the policy prefers the chosen one
-    /// more than the reference does).
+    /// [`policy_loss`], with the reference's errors computed here.
     fn loss(
         &self,
         model: &Diffusion,
@@ -406,21 +420,8 @@ impl Step {
         eps: &[f32],
         device: &Device,
     ) -> (Tensor<1>, Tensor<1>) {
-        let (w, l) = self.errors(model, pairs, t, eps, device);
-        let (rw, rl) = self.errors(&self.reference, pairs, t, eps, &self.eval_device);
-        let host = |x: Tensor<1>| {
-            let v = x.into_data().convert::<f32>().try_into_vec::<f32>();
-            Tensor::<1>::from_data(TensorData::new(v.expect("f32"), [pairs.len()]), device)
-        };
-        // −error plays log-likelihood: h = −(Δ_θ − Δ_ref); β/2 as in Wallace et al.'s script.
-        preference_loss(
-            w.neg(),
-            l.neg(),
-            host(rw).neg(),
-            host(rl).neg(),
-            self.config.beta / 2.0,
-            PreferenceLoss::Sigmoid,
-        )
+        let [rw, rl] = self.reference_errors(pairs, t, eps);
+        policy_loss(&self.objective(), model, pairs, t, eps, (&rw, &rl), device)
     }
 
     /// Held-out implicit-reward accuracy: the share of held-out pairs whose h, averaged over

@@ -24,7 +24,7 @@ use super::tuning::{self, Plan};
 use crate::ar::{ArRun, ArTrainConfig, Codec, load_ar};
 use crate::checkpoint::Loaded;
 use crate::trainer::adamw::FusedAdamW;
-use crate::trainer::parallel::{ParallelSummary, Replicas, Shard, shard_sizes};
+use crate::trainer::parallel::{ParallelSummary, Replicas, Shard, shard_ranges};
 use crate::trainer::rng::{Stream, step_rng};
 use crate::trainer::{self, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
@@ -264,14 +264,12 @@ impl TrainStep for Step {
         let (value, h, grads) = match (self.replicas.as_mut(), reference) {
             (Some(replicas), Some(reference)) => {
                 let n = batch.len();
-                let mut start = 0;
-                let shards = shard_sizes(n, replicas.len())
+                let shards = shard_ranges(n, replicas.len())
                     .into_iter()
-                    .map(|k| {
-                        let (a, b) = (start, start + k);
-                        start = b;
-                        let r = [&reference[a..b], &reference[n + a..n + b]].concat();
-                        ((batch[a..b].to_vec(), r), k)
+                    .map(|r| {
+                        let (a, b) = (r.start, r.end);
+                        let values = [&reference[a..b], &reference[n + a..n + b]].concat();
+                        ((batch[a..b].to_vec(), values), r.len())
                     })
                     .collect();
                 let (config, context) = (&self.config, self.context);
@@ -304,15 +302,14 @@ impl TrainStep for Step {
         };
         let accuracy = h.iter().filter(|&&x| x > 0.0).count() as f64 / h.len() as f64;
         let margin = c.beta * h.iter().map(|&x| x as f64).sum::<f64>() / h.len() as f64;
-        let (model, out) = tuning::apply(
-            self.model.clone(),
+        let out = tuning::apply(
+            &mut self.model,
             &mut self.optim,
             value,
             grads,
             ctx.lr,
             c.grad_clip,
         );
-        self.model = model;
         Ok(StepOutput {
             extra: serde_json::json!({"pref_accuracy": accuracy, "margin": margin}),
             message: Some(format!("loss {value:.4} acc {accuracy:.2}")),

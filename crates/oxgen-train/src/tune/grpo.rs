@@ -25,7 +25,7 @@ use crate::ar::{ArRun, ArTrainConfig, Codec, load_ar};
 use crate::checkpoint::Loaded;
 use crate::trainer::adamw::FusedAdamW;
 use crate::trainer::optim::clip_global_norm;
-use crate::trainer::parallel::{Replicas, Shard as ParallelShard, shard_sizes};
+use crate::trainer::parallel::{Replicas, Shard as ParallelShard, shard_ranges};
 use crate::trainer::rng::{Stream, step_rng};
 use crate::trainer::{self, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
@@ -276,20 +276,15 @@ impl Step {
     ) -> Result<Option<(f64, f64, f64, f64, f64)>> {
         let c = self.config.clone();
         let replicas = self.replicas.as_mut().expect("a parallel run");
-        let sizes: Vec<usize> = shard_sizes(n, replicas.len())
-            .into_iter()
-            .filter(|&k| k > 0)
-            .collect();
-        let mut olds: Vec<Option<Vec<f32>>> = vec![None; sizes.len()];
+        let ranges = shard_ranges(n, replicas.len());
+        let mut olds: Vec<Option<Vec<f32>>> = vec![None; ranges.len()];
         let mut stats = None;
         for _ in 0..c.updates_per_batch {
-            let mut start = 0;
-            let shards = sizes
+            let shards = ranges
                 .iter()
                 .zip(olds.iter_mut())
-                .map(|(&k, old)| {
-                    let (a, b) = (start, start + k);
-                    start = b;
+                .map(|(r, old)| {
+                    let (a, b, k) = (r.start, r.end, r.len());
                     let shard = Shard {
                         tokens: tokens[a * l..b * l].to_vec(),
                         mask: mask[a * (l - 1)..b * (l - 1)].to_vec(),

@@ -24,7 +24,7 @@ use super::tuning::{self, Plan};
 use crate::ar::{ArRun, ArTrainConfig, Codec, load_ar};
 use crate::checkpoint::{self, Loaded, load_weights};
 use crate::trainer::adamw::FusedAdamW;
-use crate::trainer::parallel::{ParallelSummary, Replicas, Shard, shard_sizes};
+use crate::trainer::parallel::{ParallelSummary, Replicas, Shard, shard_ranges};
 use crate::trainer::rng::{Stream, step_rng};
 use crate::trainer::{self, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
@@ -220,13 +220,9 @@ impl TrainStep for Step {
         };
         let (value, m, grads) = match self.replicas.as_mut() {
             Some(replicas) => {
-                let mut start = 0;
-                let shards = shard_sizes(batch.len(), replicas.len())
+                let shards = shard_ranges(batch.len(), replicas.len())
                     .into_iter()
-                    .map(|k| {
-                        start += k;
-                        (batch[start - k..start].to_vec(), k)
-                    })
+                    .map(|r| (batch[r.clone()].to_vec(), r.len()))
                     .collect();
                 let out = replicas.grads_with(
                     ctx.step,
@@ -252,15 +248,14 @@ impl TrainStep for Step {
             }
         };
         let accuracy = m.iter().filter(|&&x| x > 0.0).count() as f64 / m.len() as f64;
-        let (model, out) = tuning::apply(
-            self.model.clone(),
+        let out = tuning::apply(
+            &mut self.model,
             &mut self.optim,
             value,
             grads,
             ctx.lr,
             c.grad_clip,
         );
-        self.model = model;
         Ok(StepOutput {
             extra: serde_json::json!({"pair_accuracy": accuracy}),
             message: Some(format!("loss {value:.4} acc {accuracy:.2}")),

@@ -79,20 +79,16 @@ impl Rows {
         Self::build(rows, l.max(2))
     }
 
-    /// Consecutive shards of these rows, of `sizes` rows each (they sum to `n`).
-    pub(crate) fn split(&self, sizes: &[usize]) -> Vec<Rows> {
-        let (l, mut start) = (self.l, 0);
-        sizes
+    /// The rows in each of `ranges`.
+    pub(crate) fn split(&self, ranges: &[std::ops::Range<usize>]) -> Vec<Rows> {
+        let l = self.l;
+        ranges
             .iter()
-            .map(|&k| {
-                let shard = Rows {
-                    tokens: self.tokens[start * l..(start + k) * l].to_vec(),
-                    mask: self.mask[start * (l - 1)..(start + k) * (l - 1)].to_vec(),
-                    n: k,
-                    l,
-                };
-                start += k;
-                shard
+            .map(|r| Rows {
+                tokens: self.tokens[r.start * l..r.end * l].to_vec(),
+                mask: self.mask[r.start * (l - 1)..r.end * (l - 1)].to_vec(),
+                n: r.len(),
+                l,
             })
             .collect()
     }

@@ -27,7 +27,7 @@ use crate::ar::{ArRun, ArTrainConfig, Codec, load_ar};
 use crate::checkpoint::Loaded;
 use crate::trainer::adamw::FusedAdamW;
 use crate::trainer::optim::seeded_init;
-use crate::trainer::parallel::{ParallelSummary, Replicas, Shard, shard_sizes};
+use crate::trainer::parallel::{ParallelSummary, Replicas, Shard, shard_ranges};
 use crate::trainer::rng::{Stream, step_rng};
 use crate::trainer::{self, StepContext, StepOutput, TrainOptions, TrainStep};
 use crate::{Error, Result};
@@ -283,13 +283,9 @@ impl TrainStep for Step {
             // The rows split over the replicas, each weighted by its share of the completion
             // tokens (the loss is a mean over them).
             Some(replicas) => {
-                let sizes: Vec<usize> = shard_sizes(rows.n, replicas.len())
-                    .into_iter()
-                    .filter(|&k| k > 0)
-                    .collect();
                 let total: f32 = rows.mask.iter().sum();
                 let shards = rows
-                    .split(&sizes)
+                    .split(&shard_ranges(rows.n, replicas.len()))
                     .into_iter()
                     .map(|r| Shard {
                         rows: r.n,
@@ -318,15 +314,14 @@ impl TrainStep for Step {
                 )
             }
         };
-        let (model, out) = tuning::apply(
-            self.model.clone(),
+        let out = tuning::apply(
+            &mut self.model,
             &mut self.optim,
             value,
             grads,
             ctx.lr,
             c.grad_clip,
         );
-        self.model = model;
         Ok(out)
     }
 

@@ -74,21 +74,22 @@ pub(crate) struct Plan<'a, C> {
 
 /// Evaluates the base (step 0, unless resuming), then runs the loop.
 /// The end of a tuning step from the loss's value and its gradients: a non-finite loss makes
-/// no update, else the gradients are clipped to `clip` and one optimiser step is taken.
-/// Returns the model and the output (loss, gradient norm).
+/// no update, else the gradients are clipped to `clip` and `model` takes one optimiser step.
+/// Returns the output (loss, gradient norm).
 pub(crate) fn apply<M: Module>(
-    model: M,
+    model: &mut M,
     optim: &mut burn::optim::ModuleOptimizer,
     value: f64,
     mut grads: burn::optim::GradientsParams,
     lr: f64,
     clip: f64,
-) -> (M, StepOutput) {
+) -> StepOutput {
     if !value.is_finite() {
-        return (model, StepOutput::loss(value, f64::NAN));
+        return StepOutput::loss(value, f64::NAN);
     }
-    let norm = crate::trainer::optim::clip_global_norm(&model, &mut grads, clip);
-    (optim.step(lr, model, grads), StepOutput::loss(value, norm))
+    let norm = crate::trainer::optim::clip_global_norm(model, &mut grads, clip);
+    *model = optim.step(lr, model.clone(), grads);
+    StepOutput::loss(value, norm)
 }
 
 pub(crate) fn run<C: Serialize + DeserializeOwned>(

@@ -85,3 +85,36 @@ pub fn idx(dims: &[u32], payload: usize) -> Vec<u8> {
     v.extend(std::iter::repeat_n(7u8, payload));
     v
 }
+
+/// The field `key` of every line of a run folder's metrics.jsonl.
+pub fn logged(dir: &std::path::Path, key: &str) -> Vec<f64> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()[key]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Every step's loss from a run folder's metrics.jsonl.
+pub fn losses(dir: &std::path::Path) -> Vec<f64> {
+    logged(dir, "loss")
+}
+
+/// Weights `wa` within `tol` of `wb`: the largest difference against the largest magnitude.
+pub fn assert_weights_close(what: &str, wa: &[f32], wb: &[f32], tol: f64) {
+    assert_eq!(wa.len(), wb.len());
+    let scale = wb.iter().fold(0f32, |m, w| m.max(w.abs())) as f64;
+    let worst = wa
+        .iter()
+        .zip(wb)
+        .map(|(x, y)| (x - y).abs() as f64)
+        .fold(0.0, f64::max);
+    assert!(
+        worst <= tol * scale,
+        "{what}: weights differ by {worst:e} (largest weight {scale})"
+    );
+}

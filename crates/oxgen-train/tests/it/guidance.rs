@@ -19,7 +19,7 @@ use oxgen_train::Error;
 use oxgen_train::tune::best_of_images::best_of_n_classes;
 use oxgen_train::tune::diffusion_dpo::{DiffusionDpoConfig, diffusion_dpo};
 
-use crate::common::{opts, params, run, tiny_2d};
+use crate::common::{assert_weights_close, losses, opts, params, run, tiny_2d};
 
 #[derive(Module, Debug)]
 struct Classifier {
@@ -235,17 +235,6 @@ fn diffusion_dpo_and_best_of_n(base: &Path, device: &Device) {
     let mut two = opts(&base.join("c"), device.clone());
     two.parallel = oxgen_train::trainer::parallel::DataParallel::on(vec![device.clone(); 2]);
     let split = diffusion_dpo(base, &tiny, &two).unwrap();
-    let losses = |dir: &Path| -> Vec<f64> {
-        std::fs::read_to_string(dir.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                    .as_f64()
-                    .unwrap()
-            })
-            .collect()
-    };
     let (la, lb) = (losses(&base.join("a")), losses(&base.join("c")));
     assert_eq!(la.len(), lb.len());
     assert!(
@@ -254,14 +243,7 @@ fn diffusion_dpo_and_best_of_n(base: &Path, device: &Device) {
             .all(|(a, b)| (a - b).abs() <= 1e-4 * a.abs()),
         "{la:?} vs {lb:?}"
     );
-    let z = params(&split.model);
-    let scale = x.iter().fold(0f32, |m, w| m.max(w.abs()));
-    let worst = x
-        .iter()
-        .zip(&z)
-        .map(|(p, q)| (p - q).abs())
-        .fold(0f32, f32::max);
-    assert!(worst <= 1e-4 * scale, "weights differ by {worst:e}");
+    assert_weights_close("diffusion DPO", &params(&split.model), &x, 1e-4);
     assert!(split.parallel.is_some());
 
     // A one-candidate config, an unconditional base and an autoregressive one are refused

@@ -17,7 +17,7 @@ use oxgen_train::trainer::TrainOptions;
 use oxgen_train::trainer::parallel::DataParallel;
 use oxgen_train::{Error, TrainConfig};
 
-use crate::common::{opts, params};
+use crate::common::{assert_weights_close, losses, opts, params};
 
 /// A one-layer GPT on the arithmetic language, without dropout. `batch` is the global batch.
 fn tiny_gpt(steps: usize, batch: usize) -> ArTrainConfig {
@@ -55,19 +55,6 @@ fn on(dir: &std::path::Path, devices: &[Device]) -> TrainOptions {
     o
 }
 
-/// Every step's loss from a run folder's metrics.jsonl.
-fn losses(dir: &std::path::Path) -> Vec<f64> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect()
-}
-
 /// `a` and `b` agree to `tol` relative: each loss, and the weights' largest difference against
 /// the largest weight.
 fn assert_close<M: Module>(what: &str, la: &[f64], lb: &[f64], a: &M, b: &M, tol: f64) {
@@ -79,21 +66,6 @@ fn assert_close<M: Module>(what: &str, la: &[f64], lb: &[f64], a: &M, b: &M, tol
         );
     }
     assert_weights_close(what, &params(a), &params(b), tol);
-}
-
-/// Weights `wa` within `tol` of `wb`: the largest difference against the largest magnitude.
-fn assert_weights_close(what: &str, wa: &[f32], wb: &[f32], tol: f64) {
-    assert_eq!(wa.len(), wb.len());
-    let scale = wb.iter().fold(0f32, |m, w| m.max(w.abs())) as f64;
-    let worst = wa
-        .iter()
-        .zip(wb)
-        .map(|(x, y)| (x - y).abs() as f64)
-        .fold(0.0, f64::max);
-    assert!(
-        worst <= tol * scale,
-        "{what}: weights differ by {worst:e} (largest weight {scale})"
-    );
 }
 
 /// 2 replicas (an uneven 4 + 3 split of 7 rows) for 5 steps equal one device on the same

@@ -510,15 +510,7 @@ pub(crate) fn dp_six_steps_and_resumed<R>(
 
 /// ε after every step of a run, from its `metrics.jsonl`.
 pub(crate) fn logged_epsilons(dir: &std::path::Path) -> Vec<f64> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["epsilon"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect()
+    crate::common::logged(dir, "epsilon")
 }
 
 /// DP-SGD trains the diffusion family end to end: a small class-conditional UNet on the digits
