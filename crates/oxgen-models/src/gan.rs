@@ -369,12 +369,28 @@ impl Gan {
     /// ‖∇ₓD(x)‖² per row, estimated from `dirs` random directions drawn from `seed` by central
     /// differences of step `eps` (see the module docs), `[b]`.
     pub fn grad_norm_sq(&self, x: Tensor<2>, dirs: usize, eps: f64, seed: u64) -> Tensor<1> {
+        let b = x.dims()[0];
+        self.grad_norm_sq_rows(x, dirs, eps, seed, 0, b)
+    }
+
+    /// [`Gan::grad_norm_sq`] for rows `start..start + b` of a batch of `total`: the directions
+    /// are the whole batch's, sliced, so that shards of a batch draw what the batch would.
+    pub fn grad_norm_sq_rows(
+        &self,
+        x: Tensor<2>,
+        dirs: usize,
+        eps: f64,
+        seed: u64,
+        start: usize,
+        total: usize,
+    ) -> Tensor<1> {
         let [b, f] = x.dims();
         let xr = x
             .reshape([b, 1, f])
             .expand([b, dirs, f])
             .reshape([b * dirs, f]);
-        let v = host_normals(b * dirs, f, seed, &xr.device());
+        let v = host_normals(total * dirs, f, seed, &xr.device())
+            .slice([start * dirs..(start + b) * dirs]);
         let both = Tensor::cat(
             vec![
                 xr.clone() + v.clone().mul_scalar(eps),
@@ -400,6 +416,22 @@ impl Gan {
         fake: Tensor<2>,
         seed: u64,
     ) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+        let b = real.dims()[0];
+        self.d_loss_rows(config, real, fake, seed, 0, b)
+    }
+
+    /// [`Gan::d_loss`] on rows `start..start + b` of a batch of `total` (a data-parallel
+    /// shard): the penalty's random draws are the whole batch's, sliced, so the shards' losses
+    /// weighted by their rows add up to the whole batch's.
+    pub fn d_loss_rows(
+        &self,
+        config: &GanConfig,
+        real: Tensor<2>,
+        fake: Tensor<2>,
+        seed: u64,
+        start: usize,
+        total: usize,
+    ) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
         let [b, f] = real.dims();
         let fake = fake.detach();
         let dr = self.discriminate(real.clone());
@@ -415,19 +447,19 @@ impl Gan {
             Penalty::None => loss,
             Penalty::R1 { gamma } => {
                 loss + self
-                    .grad_norm_sq(real, 1, EPS, seed)
+                    .grad_norm_sq_rows(real, 1, EPS, seed, start, total)
                     .mean()
                     .mul_scalar(gamma / 2.0)
             }
             Penalty::GradientPenalty { lambda } => {
-                let a = crate::flow::host_uniforms(b, seed ^ 0x6a6a);
+                let a = crate::flow::host_uniforms(total, seed ^ 0x6a6a)[start..start + b].to_vec();
                 let a =
                     Tensor::<1>::from_data(burn::tensor::TensorData::new(a, [b]), &real.device())
                         .reshape([b, 1])
                         .expand([b, f]);
                 let mix = real.clone() * a.clone() + fake * a.neg().add_scalar(1.0);
                 let norm = self
-                    .grad_norm_sq(mix, 4, EPS, seed)
+                    .grad_norm_sq_rows(mix, 4, EPS, seed, start, total)
                     .add_scalar(1e-12)
                     .sqrt();
                 loss + norm
@@ -442,7 +474,15 @@ impl Gan {
 
     /// The generator's loss for `b` draws from `seed`.
     pub fn g_loss(&self, config: &GanConfig, b: usize, seed: u64, device: &Device) -> Tensor<1> {
-        let fake = self.generate(host_normals(b, self.latent, seed, device));
+        self.g_loss_on(config, host_normals(b, self.latent, seed, device))
+    }
+
+    /// The generator's loss for the latent draws `z`.
+    ///
+    /// # Shapes
+    /// - `z`: `[b, latent]`.
+    pub fn g_loss_on(&self, config: &GanConfig, z: Tensor<2>) -> Tensor<1> {
+        let fake = self.generate(z);
         let df = self.discriminate(fake);
         match config.loss {
             GanLoss::NonSaturating => softplus(df.neg(), 1.0).mean(),

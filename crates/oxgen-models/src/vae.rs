@@ -436,10 +436,22 @@ impl BoundedDensity for Vae {
     }
 
     fn iwae_bound(&self, x: Tensor<2>, k: usize, seed: u64) -> Tensor<1> {
+        let b = x.dims()[0];
+        let eps = host_normals(b * k, self.latent, seed, &x.device());
+        self.iwae_bound_with(x, k, eps)
+    }
+}
+
+impl Vae {
+    /// The IWAE(k) bound per row with the draws given: row `i·k + j` of `eps` is draw `j` of
+    /// row `i` (a data-parallel shard's rows of the whole batch's draws, say).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, features]`; `eps`: `[batch · k, latent]`; returns `[batch]`.
+    pub fn iwae_bound_with(&self, x: Tensor<2>, k: usize, eps: Tensor<2>) -> Tensor<1> {
         let [b, f] = x.dims();
         // Rows repeated k times: [b·k, f], row i·k + j is draw j of row i.
         let xr = x.reshape([b, 1, f]).expand([b, k, f]).reshape([b * k, f]);
-        let eps = host_normals(b * k, self.latent, seed, &xr.device());
         let [rec, log_pz, log_qz, _] = self.terms(xr, eps);
         let log_w = (rec + log_pz - log_qz).reshape([b, k]);
         let max = log_w.clone().max_dim(1);

@@ -16,7 +16,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::metrics::Quality;
 use crate::privacy::dpsgd::DpPlan;
-use crate::privacy::state::DpState;
+use crate::privacy::state::{DpState, Placement};
 use crate::sample::final_report;
 use crate::trainer::optim::{ema_update, seeded_init, update, update_with};
 use crate::trainer::parallel::{DataParallel, ParallelSummary, Replicas, shard_sizes};
@@ -103,6 +103,7 @@ struct Step<'a> {
 }
 
 /// A step's host-side inputs: the batch rows, their labels and the noise.
+#[derive(Clone)]
 struct HostBatch {
     rows: Vec<f32>,
     labels: Option<Vec<u32>>,
@@ -113,37 +114,44 @@ struct HostBatch {
 }
 
 impl HostBatch {
-    /// Consecutive shards of `sizes` rows (rows, labels, timesteps, label drops and noise
-    /// alike), with their row counts. Philox noise becomes its values, drawn here on the host
-    /// as the kernel's reference draws them ([`oxgen_models::rng::normals`]), so that each
-    /// shard gets its own rows' noise.
+    /// Consecutive shards of `sizes` rows, with their row counts (see [`HostBatch::rows_in`]).
     fn split(self, sizes: &[usize], features: usize) -> Vec<(HostBatch, usize)> {
-        let n = self.rows.len() / features;
-        let eps = match self.noise.eps {
-            BatchEps::Given(v) => v,
-            BatchEps::Philox { seed, stream } => {
-                oxgen_models::rng::normals(seed, stream, n * features)
-            }
-        };
         let mut start = 0;
         sizes
             .iter()
             .map(|&k| {
-                let (r, f) = (start..start + k, start * features..(start + k) * features);
                 start += k;
-                let shard = HostBatch {
-                    rows: self.rows[f.clone()].to_vec(),
-                    labels: self.labels.as_ref().map(|l| l[r.clone()].to_vec()),
-                    noise: DiffusionBatchNoise {
-                        t: self.noise.t[r.clone()].to_vec(),
-                        eps: BatchEps::Given(eps[f].to_vec()),
-                        drop: self.noise.drop[r].to_vec(),
-                    },
-                    count: k,
-                };
-                (shard, k)
+                (self.rows_in(start - k..start, features), k)
             })
             .collect()
+    }
+
+    /// Rows `r` of the batch (rows, labels, timesteps, label drops and noise alike); all of
+    /// them: the batch as it is. Philox noise becomes its values, drawn here on the host as the
+    /// kernel's reference draws them ([`oxgen_models::rng::normals`]), so that a shard gets
+    /// its own rows' noise.
+    fn rows_in(&self, r: std::ops::Range<usize>, features: usize) -> HostBatch {
+        let n = self.rows.len() / features;
+        if r == (0..n) {
+            return self.clone();
+        }
+        let f = r.start * features..r.end * features;
+        let eps = match &self.noise.eps {
+            BatchEps::Given(v) => v[f.clone()].to_vec(),
+            BatchEps::Philox { seed, stream } => {
+                oxgen_models::rng::normals(*seed, *stream, n * features)[f.clone()].to_vec()
+            }
+        };
+        HostBatch {
+            rows: self.rows[f].to_vec(),
+            labels: self.labels.as_ref().map(|l| l[r.clone()].to_vec()),
+            noise: DiffusionBatchNoise {
+                t: self.noise.t[r.clone()].to_vec(),
+                eps: BatchEps::Given(eps),
+                drop: self.noise.drop[r.clone()].to_vec(),
+            },
+            count: r.len(),
+        }
     }
 }
 
@@ -177,25 +185,26 @@ impl Step<'_> {
     fn dp_step(&mut self, ctx: StepContext) -> Result<StepOutput> {
         let c = self.config;
         let dp = self.dp.as_mut().expect("a DP run");
-        let HostBatch {
-            rows,
-            labels,
-            noise,
-            count,
-        } = self.prefetch.get(ctx.step);
+        let batch = self.prefetch.get(ctx.step);
+        let count = batch.count;
         let features = self.train.shape.numel();
-        let shape = [rows.len() / features, features];
-        let x0 = Tensor::from_data(TensorData::new(rows, shape), &self.device);
         let schedule = c.model.noise_schedule();
+        let on = Placement {
+            device: &self.device,
+            replicas: self.replicas.as_mut(),
+        };
         // The loss is a mean over rows and features; times the rows, a sum of per-row means.
-        let per_row = shape[0] as f64;
         let (model, out) = dp.update(
             self.model.clone(),
             &mut self.optim,
             count,
-            |m: &Diffusion| {
-                m.loss(&c.model, &schedule, x0, labels.as_deref(), &noise)
-                    .mul_scalar(per_row)
+            on,
+            |m: &Diffusion, r, device, _| {
+                let b = batch.rows_in(r, features);
+                let n = b.rows.len() / features;
+                let x0 = Tensor::from_data(TensorData::new(b.rows, [n, features]), device);
+                m.loss(&c.model, &schedule, x0, b.labels.as_deref(), &b.noise)
+                    .mul_scalar(n as f64)
             },
             &ctx,
             c.seed,
@@ -310,8 +319,7 @@ pub fn train_on(config: &TrainConfig, data: &Dataset, opts: &TrainOptions) -> Re
     if !opts.skip_eval && opts.out.is_some() {
         data.check_val_split(config.val_fraction, 4)?;
     }
-    opts.parallel
-        .check(&opts.device, config.batch_size, config.dp.is_some())?;
+    opts.parallel.check(&opts.device, config.batch_size)?;
     let run = trainer::open_run(opts)?;
     let (train_set, val_set) = data.train_val(config.val_fraction, config.seed);
     let train_set = match config.duplicates {
@@ -385,7 +393,7 @@ pub fn stepper<'a>(
     parallel: &DataParallel,
 ) -> Result<impl TrainStep + 'a> {
     config.validate()?;
-    parallel.check(device, config.batch_size, config.dp.is_some())?;
+    parallel.check(device, config.batch_size)?;
     check_fits(config, train)?;
     let plan = crate::privacy::state::open_plan(
         config.dp.as_ref(),

@@ -76,17 +76,11 @@ pub fn export(ckpt: &Path, out: &Path) -> Result<Exported> {
     let bytes = store
         .get_bytes()
         .map_err(|e| Error::Config(format!("writing safetensors: {e}")))?;
-    write_atomic(out, &bytes)?;
+    crate::run::write_atomic(out, &bytes, "export")?;
     Ok(Exported {
         path: out.into(),
         tensors: tensor_shapes(&bytes, out)?,
     })
-}
-
-fn write_atomic(out: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io("export", &tmp, e))?;
-    std::fs::rename(&tmp, out).map_err(|e| Error::io("export", out, e))
 }
 
 /// The tensors of a safetensors file: name → shape.

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::Shift;
 use plotters::coord::ranged1d::{Ranged, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
@@ -57,6 +58,36 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// Draws on a white in-memory canvas of `size` pixels, then writes it to `path` as a PNG
+/// ([`write_png`]).
+fn render(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()>,
+) -> Result<()> {
+    let mut buf = vec![255u8; size.0 as usize * size.1 as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+        draw(&root)?;
+        root.present().map_err(|e| plot_err(path, e))?;
+    }
+    let img = image::RgbImage::from_raw(size.0, size.1, buf).expect("the canvas's own size");
+    write_png(path, &img)
+}
+
+/// Writes `img` to `path` as a PNG, atomically: a reader never sees half a picture, and a
+/// failed write leaves the previous one.
+fn write_png(path: &Path, img: &image::RgbImage) -> Result<()> {
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| plot_err(path, e))?;
+    crate::run::write_atomic(path, &bytes, "picture")
+}
+
 /// A loss curve: raw losses (light) and an exponential moving average (dark); log-scale y when
 /// every loss is positive, linear otherwise (a flow's NLL per dimension goes below zero).
 pub fn loss_curve(path: &Path, steps: &[usize], losses: &[f64], title: &str) -> Result<()> {
@@ -73,29 +104,29 @@ pub fn loss_curve(path: &Path, steps: &[usize], losses: &[f64], title: &str) -> 
     let (x0, x1) = (pts[0].0, pts.last().unwrap().0.max(pts[0].0 + 1.0));
     let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
     let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-    let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let builder = || {
-        let mut b = ChartBuilder::on(&root);
-        b.caption(title, ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(45)
-            .y_label_area_size(75);
-        b
-    };
-    if lo > 0.0 {
-        let chart = builder()
-            .build_cartesian_2d(x0..x1, (lo * 0.9..hi * 1.1).log_scale())
-            .map_err(|e| plot_err(path, e))?;
-        draw_curve(chart, &pts, path)?;
-    } else {
-        let pad = 0.05 * (hi - lo).max(1e-9);
-        let chart = builder()
-            .build_cartesian_2d(x0..x1, lo - pad..hi + pad)
-            .map_err(|e| plot_err(path, e))?;
-        draw_curve(chart, &pts, path)?;
-    }
-    root.present().map_err(|e| plot_err(path, e))
+    render(path, (800, 500), |root| {
+        let builder = || {
+            let mut b = ChartBuilder::on(&root);
+            b.caption(title, ("sans-serif", 22))
+                .margin(12)
+                .x_label_area_size(45)
+                .y_label_area_size(75);
+            b
+        };
+        if lo > 0.0 {
+            let chart = builder()
+                .build_cartesian_2d(x0..x1, (lo * 0.9..hi * 1.1).log_scale())
+                .map_err(|e| plot_err(path, e))?;
+            draw_curve(chart, &pts, path)?;
+        } else {
+            let pad = 0.05 * (hi - lo).max(1e-9);
+            let chart = builder()
+                .build_cartesian_2d(x0..x1, lo - pad..hi + pad)
+                .map_err(|e| plot_err(path, e))?;
+            draw_curve(chart, &pts, path)?;
+        }
+        Ok(())
+    })
 }
 
 fn draw_curve<'a, Y>(
@@ -169,63 +200,63 @@ pub fn panels_over(
     if series.is_empty() {
         return Ok(());
     }
-    let root = BitMapBackend::new(path, (800, 220 * series.len() as u32 + 40)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let root = root
-        .titled(title, ("sans-serif", 22))
-        .map_err(|e| plot_err(path, e))?;
-    let x1 = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|q| q.0))
-        .fold(0.0f64, f64::max);
-    let x1 = if x1 > 0.0 { x1 } else { 1.0 };
-    // Negative x (a cost below zero, say) widens the axis to the left.
-    let x0 = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|q| q.0))
-        .fold(0.0f64, f64::min);
-    let x0 = if x0 < 0.0 { x0 - 0.05 * (x1 - x0) } else { 0.0 };
-    for (area, (name, pts)) in root.split_evenly((series.len(), 1)).iter().zip(&series) {
-        let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-        let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-        // A flat series gets a unit-wide axis, not one of rounding noise.
-        let pad = if hi - lo < 1e-9 {
-            0.5
-        } else {
-            0.05 * (hi - lo)
-        };
-        let mut chart = ChartBuilder::on(area)
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(75)
-            .build_cartesian_2d(x0..x1, lo - pad..hi + pad)
+    render(path, (800, 220 * series.len() as u32 + 40), |root| {
+        let root = root
+            .titled(title, ("sans-serif", 22))
             .map_err(|e| plot_err(path, e))?;
-        chart
-            .configure_mesh()
-            .x_desc(x_name)
-            .y_desc(*name)
-            .x_label_formatter(&fmt_tick)
-            .y_label_formatter(&fmt_tick)
-            .label_style(("sans-serif", 14))
-            .axis_desc_style(("sans-serif", 16))
-            .draw()
-            .map_err(|e| plot_err(path, e))?;
-        chart
-            .draw_series(LineSeries::new(
-                pts.iter().copied(),
-                RGBColor(20, 60, 160).stroke_width(2),
-            ))
-            .map_err(|e| plot_err(path, e))?;
-        if pts.len() <= 40 {
-            chart
-                .draw_series(
-                    pts.iter()
-                        .map(|&p| Circle::new(p, 3, RGBColor(20, 60, 160).filled())),
-                )
+        let x1 = series
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|q| q.0))
+            .fold(0.0f64, f64::max);
+        let x1 = if x1 > 0.0 { x1 } else { 1.0 };
+        // Negative x (a cost below zero, say) widens the axis to the left.
+        let x0 = series
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|q| q.0))
+            .fold(0.0f64, f64::min);
+        let x0 = if x0 < 0.0 { x0 - 0.05 * (x1 - x0) } else { 0.0 };
+        for (area, (name, pts)) in root.split_evenly((series.len(), 1)).iter().zip(&series) {
+            let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+            let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+            // A flat series gets a unit-wide axis, not one of rounding noise.
+            let pad = if hi - lo < 1e-9 {
+                0.5
+            } else {
+                0.05 * (hi - lo)
+            };
+            let mut chart = ChartBuilder::on(area)
+                .margin(10)
+                .x_label_area_size(40)
+                .y_label_area_size(75)
+                .build_cartesian_2d(x0..x1, lo - pad..hi + pad)
                 .map_err(|e| plot_err(path, e))?;
+            chart
+                .configure_mesh()
+                .x_desc(x_name)
+                .y_desc(*name)
+                .x_label_formatter(&fmt_tick)
+                .y_label_formatter(&fmt_tick)
+                .label_style(("sans-serif", 14))
+                .axis_desc_style(("sans-serif", 16))
+                .draw()
+                .map_err(|e| plot_err(path, e))?;
+            chart
+                .draw_series(LineSeries::new(
+                    pts.iter().copied(),
+                    RGBColor(20, 60, 160).stroke_width(2),
+                ))
+                .map_err(|e| plot_err(path, e))?;
+            if pts.len() <= 40 {
+                chart
+                    .draw_series(
+                        pts.iter()
+                            .map(|&p| Circle::new(p, 3, RGBColor(20, 60, 160).filled())),
+                    )
+                    .map_err(|e| plot_err(path, e))?;
+            }
         }
-    }
-    root.present().map_err(|e| plot_err(path, e))
+        Ok(())
+    })
 }
 
 /// A scatter plot of generated 2D points (blue) over reference points (grey).
@@ -237,34 +268,34 @@ pub fn scatter(path: &Path, samples: &[f32], reference: &[f32], title: &str) -> 
         .copied()
         .filter(|v| v.is_finite());
     let lim = all.fold(1.0f32, |m, v| m.max(v.abs())).min(10.0) as f64 * 1.1;
-    let root = BitMapBackend::new(path, (640, 640)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(50)
-        .build_cartesian_2d(-lim..lim, -lim..lim)
-        .map_err(|e| plot_err(path, e))?;
-    chart
-        .configure_mesh()
-        .x_label_formatter(&fmt_tick)
-        .y_label_formatter(&fmt_tick)
-        .label_style(("sans-serif", 14))
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    let dots = |pts: &[f32], color: RGBAColor| {
-        pts.chunks(2)
-            .map(move |p| Circle::new((p[0] as f64, p[1] as f64), 2, color.filled()))
-            .collect::<Vec<_>>()
-    };
-    chart
-        .draw_series(dots(reference, RGBColor(170, 170, 170).mix(0.5)))
-        .map_err(|e| plot_err(path, e))?;
-    chart
-        .draw_series(dots(samples, RGBColor(30, 90, 200).mix(0.7)))
-        .map_err(|e| plot_err(path, e))?;
-    root.present().map_err(|e| plot_err(path, e))
+    render(path, (640, 640), |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(50)
+            .build_cartesian_2d(-lim..lim, -lim..lim)
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .configure_mesh()
+            .x_label_formatter(&fmt_tick)
+            .y_label_formatter(&fmt_tick)
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        let dots = |pts: &[f32], color: RGBAColor| {
+            pts.chunks(2)
+                .map(move |p| Circle::new((p[0] as f64, p[1] as f64), 2, color.filled()))
+                .collect::<Vec<_>>()
+        };
+        chart
+            .draw_series(dots(reference, RGBColor(170, 170, 170).mix(0.5)))
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .draw_series(dots(samples, RGBColor(30, 90, 200).mix(0.7)))
+            .map_err(|e| plot_err(path, e))?;
+        Ok(())
+    })
 }
 
 /// A grid of images in [−1, 1], channel-major `[n, channels, h, w]`, each scaled up `zoom`×.
@@ -308,7 +339,7 @@ pub fn image_grid(
             }
         }
     }
-    img.save(path).map_err(|e| plot_err(path, e))
+    write_png(path, &img)
 }
 
 /// Named points on the unit square (precision against recall, say), one colour each.
@@ -320,39 +351,39 @@ pub fn labelled_points(
     title: &str,
 ) -> Result<()> {
     register_font();
-    let root = BitMapBackend::new(path, (600, 600)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(16)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..1.05, 0.0..1.05)
-        .map_err(|e| plot_err(path, e))?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc(y_desc)
-        .x_label_formatter(&fmt_tick)
-        .y_label_formatter(&fmt_tick)
-        .label_style(("sans-serif", 14))
-        .axis_desc_style(("sans-serif", 16))
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    for (i, (name, x, y)) in points.iter().enumerate() {
-        let colour = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(std::iter::once(Circle::new((*x, *y), 6, colour.filled())))
+    render(path, (600, 600), |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..1.05, 0.0..1.05)
             .map_err(|e| plot_err(path, e))?;
         chart
-            .draw_series(std::iter::once(Text::new(
-                name.clone(),
-                (*x + 0.015, *y + 0.015),
-                ("sans-serif", 16).into_font().color(&colour),
-            )))
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .x_label_formatter(&fmt_tick)
+            .y_label_formatter(&fmt_tick)
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16))
+            .draw()
             .map_err(|e| plot_err(path, e))?;
-    }
-    root.present().map_err(|e| plot_err(path, e))
+        for (i, (name, x, y)) in points.iter().enumerate() {
+            let colour = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(std::iter::once(Circle::new((*x, *y), 6, colour.filled())))
+                .map_err(|e| plot_err(path, e))?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    name.clone(),
+                    (*x + 0.015, *y + 0.015),
+                    ("sans-serif", 16).into_font().color(&colour),
+                )))
+                .map_err(|e| plot_err(path, e))?;
+        }
+        Ok(())
+    })
 }
 
 /// One curve of (x, y) points against a horizontal reference line, with a legend: a trade-off
@@ -383,57 +414,59 @@ pub fn curve_with_reference(
         0.08 * (hi - lo)
     };
     let x1 = pts.iter().map(|p| p.0).fold(0.0f64, f64::max) * 1.05;
-    let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..x1.max(1e-9), lo - pad..hi + pad)
-        .map_err(|e| plot_err(path, e))?;
-    chart
-        .configure_mesh()
-        .x_desc(x_name)
-        .y_desc(y_name)
-        .x_label_formatter(&fmt_tick)
-        .y_label_formatter(&fmt_tick)
-        .label_style(("sans-serif", 14))
-        .axis_desc_style(("sans-serif", 16))
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    let blue = RGBColor(20, 60, 160);
-    chart
-        .draw_series(LineSeries::new(pts.iter().copied(), blue.stroke_width(2)))
-        .map_err(|e| plot_err(path, e))?
-        .label(name)
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2)));
-    chart
-        .draw_series(pts.iter().map(|&p| Circle::new(p, 4, blue.filled())))
-        .map_err(|e| plot_err(path, e))?;
-    if let Some((rname, r)) = reference {
-        let grey = RGBColor(200, 80, 40);
+    render(path, (800, 500), |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..x1.max(1e-9), lo - pad..hi + pad)
+            .map_err(|e| plot_err(path, e))?;
         chart
-            .draw_series(DashedLineSeries::new(
-                vec![(0.0, r), (x1, r)],
-                8,
-                6,
-                grey.stroke_width(2),
-            ))
+            .configure_mesh()
+            .x_desc(x_name)
+            .y_desc(y_name)
+            .x_label_formatter(&fmt_tick)
+            .y_label_formatter(&fmt_tick)
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16))
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        let blue = RGBColor(20, 60, 160);
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), blue.stroke_width(2)))
             .map_err(|e| plot_err(path, e))?
-            .label(rname)
+            .label(name)
             .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(2))
+                PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2))
             });
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    root.present().map_err(|e| plot_err(path, e))
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 4, blue.filled())))
+            .map_err(|e| plot_err(path, e))?;
+        if let Some((rname, r)) = reference {
+            let grey = RGBColor(200, 80, 40);
+            chart
+                .draw_series(DashedLineSeries::new(
+                    vec![(0.0, r), (x1, r)],
+                    8,
+                    6,
+                    grey.stroke_width(2),
+                ))
+                .map_err(|e| plot_err(path, e))?
+                .label(rname)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        Ok(())
+    })
 }
 
 /// Panels stacked one above the other, each with several labelled curves and a legend, against
@@ -452,52 +485,52 @@ pub fn labelled_panels_log_x(
         .iter()
         .flat_map(|(_, s)| s.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)))
         .fold(2.0f64, f64::max);
-    let root = BitMapBackend::new(path, (900, 330 * panels.len() as u32 + 40)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let root = root
-        .titled(title, ("sans-serif", 22))
-        .map_err(|e| plot_err(path, e))?;
-    for (area, (y_name, series)) in root.split_evenly((panels.len(), 1)).iter().zip(panels) {
-        let mut chart = ChartBuilder::on(area)
-            .margin(10)
-            .x_label_area_size(45)
-            .y_label_area_size(70)
-            .build_cartesian_2d((1.0..x1).log_scale(), -0.02..1.02)
+    render(path, (900, 330 * panels.len() as u32 + 40), |root| {
+        let root = root
+            .titled(title, ("sans-serif", 22))
             .map_err(|e| plot_err(path, e))?;
-        chart
-            .configure_mesh()
-            .x_desc(x_name)
-            .y_desc(*y_name)
-            .x_label_formatter(&fmt_tick)
-            .y_label_formatter(&fmt_tick)
-            .label_style(("sans-serif", 14))
-            .axis_desc_style(("sans-serif", 16))
-            .draw()
-            .map_err(|e| plot_err(path, e))?;
-        for (i, (label, pts)) in series.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
+        for (area, (y_name, series)) in root.split_evenly((panels.len(), 1)).iter().zip(panels) {
+            let mut chart = ChartBuilder::on(area)
+                .margin(10)
+                .x_label_area_size(45)
+                .y_label_area_size(70)
+                .build_cartesian_2d((1.0..x1).log_scale(), -0.02..1.02)
+                .map_err(|e| plot_err(path, e))?;
             chart
-                .draw_series(LineSeries::new(
-                    pts.iter()
-                        .copied()
-                        .filter(|p| p.0 >= 1.0 && p.1.is_finite()),
-                    color.stroke_width(2),
-                ))
-                .map_err(|e| plot_err(path, e))?
-                .label(label.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
+                .configure_mesh()
+                .x_desc(x_name)
+                .y_desc(*y_name)
+                .x_label_formatter(&fmt_tick)
+                .y_label_formatter(&fmt_tick)
+                .label_style(("sans-serif", 14))
+                .axis_desc_style(("sans-serif", 16))
+                .draw()
+                .map_err(|e| plot_err(path, e))?;
+            for (i, (label, pts)) in series.iter().enumerate() {
+                let color = Palette99::pick(i).to_rgba();
+                chart
+                    .draw_series(LineSeries::new(
+                        pts.iter()
+                            .copied()
+                            .filter(|p| p.0 >= 1.0 && p.1.is_finite()),
+                        color.stroke_width(2),
+                    ))
+                    .map_err(|e| plot_err(path, e))?
+                    .label(label.as_str())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.9))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::LowerRight)
+                .draw()
+                .map_err(|e| plot_err(path, e))?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(|e| plot_err(path, e))?;
-    }
-    root.present().map_err(|e| plot_err(path, e))
+        Ok(())
+    })
 }
 
 #[cfg(test)]

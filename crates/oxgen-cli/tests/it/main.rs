@@ -213,7 +213,7 @@ fn devices_train_on_two_replicas_and_bad_lists_are_refused() {
             "1",
             "cannot be split over 2 devices",
         ),
-        ("gan", "cpu:0,cpu:1", "8", "the GAN trains on one device"),
+        ("gan", "cpu:0,cpu:1", "1", "cannot be split over 2 devices"),
     ] {
         let out = format!("bad-{family}-{batch}-{}", devices.replace([':', ','], "-"));
         let (ok, text) = train(family, &out, &["--devices", devices, "--batch-size", batch]);

@@ -268,6 +268,15 @@ impl TokenRows {
         }
         out
     }
+
+    /// A copy of rows `r`.
+    pub(crate) fn rows_in(&self, r: std::ops::Range<usize>) -> TokenRows {
+        TokenRows {
+            data: self.data[r.start * self.cols..r.end * self.cols].to_vec(),
+            rows: r.len(),
+            cols: self.cols,
+        }
+    }
 }
 
 /// What step `step` draws: the dropout seed and one batch per micro-batch, in the order the

@@ -444,8 +444,7 @@ pub fn train_ar_on(
     opts: &TrainOptions,
 ) -> Result<ArReport> {
     let config = complete(config, data)?;
-    opts.parallel
-        .check(&opts.device, config.batch_size, config.dp.is_some())?;
+    opts.parallel.check(&opts.device, config.batch_size)?;
     let run = trainer::open_run(opts)?;
     let plan = crate::privacy::state::open_plan(
         config.dp.as_ref(),
@@ -582,7 +581,7 @@ pub fn stepper<'a>(
     device: &Device,
     parallel: &crate::trainer::parallel::DataParallel,
 ) -> Result<impl TrainStep + 'a> {
-    parallel.check(device, config.batch_size, config.dp.is_some())?;
+    parallel.check(device, config.batch_size)?;
     if complete(config, data)? != *config {
         return Err(Error::Config(
             "the config does not fit the data: use ArTrainConfig::fitted".into(),

@@ -2,12 +2,15 @@
 //! their per-record mean token losses, per-record clipping through the GPT's taps (its tied
 //! head and embedding summed per record) and the accountant.
 
+use burn::tensor::Device;
 use oxgen_models::ar::Gpt;
 
 use super::Step;
 use super::data::TokenRows;
 use crate::Result;
+use crate::privacy::state::Placement;
 use crate::trainer::optim::device_rng_lock;
+use crate::trainer::rng::replica_seed;
 use crate::trainer::{StepContext, StepOutput};
 
 impl Step<'_> {
@@ -22,7 +25,10 @@ impl Step<'_> {
     ) -> Result<StepOutput> {
         let c = self.config;
         let dp = self.dp.as_mut().expect("a DP run");
-        let _rng_guard = (c.model.dropout > 0.0).then(|| {
+        let dropout = c.model.dropout > 0.0;
+        // One device: the device's generator seeded for the step and held. Replicas seed their
+        // own streams from the step's seed and their index (below).
+        let _rng_guard = (dropout && self.replicas.is_none()).then(|| {
             let guard = device_rng_lock();
             self.eval_device.seed(dropout_seed);
             guard
@@ -31,15 +37,29 @@ impl Step<'_> {
             .into_iter()
             .next()
             .expect("a DP step draws one batch");
-        let (data, device) = (self.data, self.device.clone());
+        let data = self.data;
+        let parallel = self.replicas.is_some();
+        let on = Placement {
+            device: &self.device,
+            replicas: self.replicas.as_mut(),
+        };
         // The loss is a mean over the batch's records; times their number, a sum of per-record
         // means.
-        let per_row = batch.rows as f64;
         let (model, out) = dp.update(
             self.model.clone(),
             &mut self.optim,
             rows,
-            |m: &Gpt| data.loss_of(m, batch, &device).mul_scalar(per_row),
+            on,
+            |m: &Gpt, r: std::ops::Range<usize>, device: &Device, i| {
+                let n = r.len();
+                let shard = batch.rows_in(r);
+                let _guard = (dropout && parallel).then(|| {
+                    let guard = device_rng_lock();
+                    device.seed(replica_seed(dropout_seed, i));
+                    guard
+                });
+                data.loss_of(m, shard, device).mul_scalar(n as f64)
+            },
             &ctx,
             c.seed,
             c.steps,

@@ -197,25 +197,6 @@ pub fn load(ckpt: &Path) -> Result<(Coder, (u64, u32), u32)> {
     Ok((Coder::Ar(run), model, codec.crc32))
 }
 
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io("output", path, e)
-    })
-}
-
 fn read(path: &Path, what: &'static str) -> Result<Vec<u8>> {
     if !path.exists() {
         return Err(Error::NotFound {
@@ -453,7 +434,7 @@ pub fn compress(
     let data = read(input, "input file")?;
     let (coder, model, codec) = load(ckpt)?;
     let (file, summary) = compress_bytes(&coder, model, codec, &data, input, opts)?;
-    write_atomic(output, &file)?;
+    crate::run::write_atomic(output, &file, "output")?;
     Ok(summary)
 }
 
@@ -463,7 +444,7 @@ pub fn decompress(ckpt: &Path, input: &Path, output: &Path, progress: bool) -> R
     let bytes = read(input, "compressed file")?;
     let (coder, model, codec) = load(ckpt)?;
     let out = decompress_bytes(&coder, model, codec, &bytes, input, progress)?;
-    write_atomic(output, &out)?;
+    crate::run::write_atomic(output, &out, "output")?;
     Ok(out.len())
 }
 

@@ -305,7 +305,7 @@ pub(crate) fn open_manifest(manifest: &ShardManifest, opts: &TrainOptions) -> Re
             }
             std::fs::create_dir_all(dir).map_err(|e| Error::io("run folder", dir, e))?;
             let bytes = serde_json::to_vec_pretty(&manifest).expect("serialises");
-            crate::compress::write_atomic(&file, &bytes)?;
+            crate::run::write_atomic(&file, &bytes, "output")?;
         }
     }
     Ok(())

@@ -17,7 +17,7 @@ use crate::checkpoint::{self, Loaded, load_weights, optim_bytes, restore_optim, 
 use crate::data::{self, Dataset, LoadOptions};
 use crate::error::{Error, Result};
 use crate::privacy::dpsgd::DpPlan;
-use crate::privacy::state::DpState;
+use crate::privacy::state::{DpState, Placement};
 use crate::trainer::optim::{seeded_init, update, update_with};
 use crate::trainer::parallel::{ParallelSummary, Replicas, shard_ranges};
 use crate::trainer::rng::{Stream, batch_indices, step_seed};
@@ -120,19 +120,26 @@ impl<M: Module> Single<'_, M> {
         let idx = dp.plan.batch(c.seed, ctx.step, c.batch_size);
         let rows = idx.len();
         // An empty Poisson batch still runs (one row at weight 0): the step is noise only.
-        let x = self
-            .train
-            .batch(if rows == 0 { &[0] } else { &idx }, &self.device);
+        let idx = if rows == 0 { vec![0] } else { idx };
         let seed = step_seed(c.seed, ctx.step, Stream::Family(0));
-        let loss = &self.loss;
-        let per_row = rows.max(1) as f64;
+        let (loss, train, total) = (&self.loss, self.train, idx.len());
+        let on = Placement {
+            device: &self.device,
+            replicas: self.replicas.as_mut(),
+        };
         let (model, out) = dp.update(
             self.model.clone(),
             &mut self.optim,
             rows,
-            |m: &M| {
-                let n = x.dims()[0];
-                loss(m, x, seed, ctx.step, Rows::whole(n)).mul_scalar(per_row)
+            on,
+            |m: &M, r: std::ops::Range<usize>, device: &Device, _| {
+                let n = r.len();
+                let x = train.batch(&idx[r.clone()], device);
+                let rows = Rows {
+                    start: r.start,
+                    total,
+                };
+                loss(m, x, seed, ctx.step, rows).mul_scalar(n as f64)
             },
             &ctx,
             c.seed,
@@ -323,20 +330,18 @@ pub fn train_family_on(
                     } else {
                         x
                     };
-                    let loss = match c.train_k {
-                        // The whole batch's ε, this batch's rows of it.
-                        1 => {
-                            let b = x.dims()[0];
-                            let eps = oxgen_models::generative::host_normals(
-                                rows.total,
-                                c.latent,
-                                seed,
-                                &x.device(),
-                            )
-                            .slice([rows.start..rows.start + b]);
-                            m.loss_with(x, c.beta_at(step), eps)
-                        }
-                        k => m.loss(x, c.beta_at(step), k, seed),
+                    // The whole batch's ε (k draws per row for IWAE), this batch's rows of it.
+                    let (b, k) = (x.dims()[0], c.train_k.max(1));
+                    let eps = oxgen_models::generative::host_normals(
+                        rows.total * k,
+                        c.latent,
+                        seed,
+                        &x.device(),
+                    )
+                    .slice([rows.start * k..(rows.start + b) * k]);
+                    let loss = match k {
+                        1 => m.loss_with(x, c.beta_at(step), eps),
+                        k => m.iwae_bound_with(x, k, eps).mean().neg(),
                     };
                     loss.div_scalar(f)
                 }),
@@ -359,6 +364,8 @@ pub fn train_family_on(
                 collapsed_for: 0,
                 warnings: Vec::new(),
                 dp: dp_plan.as_ref().map(DpState::new),
+                replicas: Replicas::new(&opts.parallel, None),
+                parallel_steps: 0,
             };
             let summary = trainer::run(&mut s, &spec, run.as_ref(), opts)?;
             (Trained::Gan(s.model.valid()), summary, s.warnings)
@@ -392,21 +399,9 @@ pub fn train_family_on(
 }
 
 /// Refuses devices the run cannot split over, before anything is written: see
-/// [`crate::trainer::parallel::DataParallel::check`]; the GAN and an importance-weighted VAE
-/// (`train_k` > 1) train on one device for now.
+/// [`crate::trainer::parallel::DataParallel::check`].
 fn check_devices(config: &FamilyConfig, opts: &TrainOptions) -> Result<()> {
-    let p = &opts.parallel;
-    p.check(&opts.device, config.batch_size, config.dp.is_some())?;
-    match &config.model {
-        FamilyModel::Gan(_) if p.is_parallel() => Err(Error::Config(
-            "the GAN trains on one device for now (its discriminator and generator steps are not split over replicas); use one device".into(),
-        )),
-        FamilyModel::Vae(c) if p.is_parallel() && c.train_k > 1 => Err(Error::Config(format!(
-            "an importance-weighted VAE (train_k {}) trains on one device for now; use train_k 1 or one device",
-            c.train_k
-        ))),
-        _ => Ok(()),
-    }
+    opts.parallel.check(&opts.device, config.batch_size)
 }
 
 /// Loads a VAE, flow or GAN run (or checkpoint folder): its config and weights.

@@ -90,14 +90,14 @@ pub fn table(reports: &[GameReport]) -> String {
 fn write(collection: &Collection, reports: &[GameReport], out: &Path) -> Result<()> {
     let json = serde_json::to_vec_pretty(reports)
         .map_err(|e| Error::Config(format!("report.json: {e}")))?;
-    crate::compress::write_atomic(&out.join("report.json"), &json)?;
+    crate::run::write_atomic(&out.join("report.json"), &json, "report")?;
     let target = reports.first().map_or("", |r| r.target.as_str());
     let md = format!(
         "# Generation in the limit: {} (target `{target}`)\n\n{}",
         collection.path.display(),
         table(reports)
     );
-    crate::compress::write_atomic(&out.join("report.md"), md.as_bytes())?;
+    crate::run::write_atomic(&out.join("report.md"), md.as_bytes(), "report")?;
     let mut orders: Vec<Order> = reports.iter().map(|r| r.config.order).collect();
     orders.dedup();
     for order in orders {
@@ -184,6 +184,6 @@ pub fn write_target_text(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("output folder", dir, e))?;
     }
-    crate::compress::write_atomic(path, text.as_bytes())?;
+    crate::run::write_atomic(path, text.as_bytes(), "report")?;
     Ok(pool.len())
 }

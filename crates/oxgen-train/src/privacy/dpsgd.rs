@@ -357,41 +357,77 @@ pub fn dp_update<M: Module>(
     step: usize,
     verify: bool,
 ) -> Result<(M, StepOutput, DpStats)> {
-    let (loss, taps) = per_sample::record(|| loss_sum(&model));
-    let value = loss.clone().into_scalar::<f32>() as f64 / rows.max(1) as f64;
+    let sum = clipped_sum(&model, loss_sum, plan.config.clip, rows == 0, verify)?;
+    Ok(noised_update(
+        model, optim, plan, sum, rows, public, lr, seed, step,
+    ))
+}
+
+/// The private part of a DP-SGD step on some rows (all of them, or one data-parallel
+/// replica's): Σᵢ min(1, C/‖∇ℓᵢ‖)·∇ℓᵢ flattened per parameter in the taps' order, the sum of
+/// the rows' losses and their gradient norms (read back; none for an empty batch).
+pub struct ClippedSum {
+    flat: Vec<(ParamId, Tensor<1>)>,
+    loss: f64,
+    norms: Vec<f32>,
+}
+
+impl ClippedSum {
+    /// The sum of `parts` (replicas in order) on `device`: the first part's parameter order
+    /// is kept, so the noise lands where one device's would.
+    pub fn merge(parts: Vec<ClippedSum>, device: &burn::tensor::Device) -> ClippedSum {
+        let mut parts = parts.into_iter();
+        let mut acc = parts.next().expect("at least one part");
+        for p in parts {
+            for (id, g) in p.flat {
+                add_into(&mut acc.flat, id, g.to_device(device));
+            }
+            acc.loss += p.loss;
+            acc.norms.extend(p.norms);
+        }
+        acc
+    }
+}
+
+/// [`ClippedSum`] of `loss_sum` (the sum of per-row losses) at `model`; `empty`: the rows are a
+/// stand-in for an empty batch, weighted 0. Refuses a model with untapped parameters, and with
+/// `verify` one whose taps disagree with the plain gradient (see [`dp_update`]).
+pub fn clipped_sum<M: Module>(
+    model: &M,
+    loss_sum: impl FnOnce(&M) -> Tensor<1>,
+    clip: f64,
+    empty: bool,
+    verify: bool,
+) -> Result<ClippedSum> {
+    let (loss, taps) = per_sample::record(|| loss_sum(model));
+    let value = loss.clone().into_scalar::<f32>() as f64;
     let grads = loss.backward();
     let tapped: HashSet<ParamId> = taps.iter().flat_map(Tap::params).collect();
-    let c = plan.config.clip;
     let mut flat: Vec<(ParamId, Tensor<1>)> = Vec::new();
-    let mut stats = DpStats {
-        batch: rows,
-        mean_norm: 0.0,
-        clipped: 0.0,
-    };
+    let mut norms_host = Vec::new();
     if !taps.is_empty() {
         let norms = per_sample_sq_norms(&taps, &grads).sqrt();
-        let mut scale = clip_factors(norms.clone(), c);
-        if rows == 0 {
+        let mut scale = clip_factors(norms.clone(), clip);
+        if empty {
             scale = scale.mul_scalar(0.0);
         } else {
-            let host: Vec<f32> = norms
+            norms_host = norms
                 .into_data()
                 .convert::<f32>()
                 .try_into_vec::<f32>()
                 .unwrap_or_default();
-            stats.mean_norm = host.iter().map(|&v| f64::from(v)).sum::<f64>() / rows as f64;
-            stats.clipped = host.iter().filter(|&&v| f64::from(v) > c).count() as f64 / rows as f64;
         }
         flat = weighted_sums(&taps, &grads, &scale);
     }
     // With `verify`: the taps' unclipped sum, to hold against the plain gradient below.
     let unclipped: Vec<(ParamId, Tensor<1>)> = match (verify, flat.first()) {
-        (true, Some((_, g))) if rows > 0 => {
+        (true, Some((_, g))) if !empty => {
+            let rows = norms_host.len();
             weighted_sums(&taps, &grads, &Tensor::<1>::ones([rows], &g.device()))
         }
         _ => Vec::new(),
     };
-    let plain = GradientsParams::from_grads(grads, &model);
+    let plain = GradientsParams::from_grads(grads, model);
     if !unclipped.is_empty() {
         let mut v = SumCheck {
             plain: &plain,
@@ -426,6 +462,42 @@ pub fn dp_update<M: Module>(
             ),
         });
     }
+    Ok(ClippedSum {
+        flat,
+        loss: value,
+        norms: norms_host,
+    })
+}
+
+/// The rest of a DP-SGD step from the clipped sum of its `rows` rows: noise σ·C once, the
+/// average over the expected batch size qN, the `public` gradient, the optimizer's update.
+#[allow(clippy::too_many_arguments)]
+pub fn noised_update<M: Module>(
+    model: M,
+    optim: &mut ModuleOptimizer,
+    plan: &DpPlan,
+    sum: ClippedSum,
+    rows: usize,
+    public: Option<GradientsParams>,
+    lr: f64,
+    seed: u64,
+    step: usize,
+) -> (M, StepOutput, DpStats) {
+    let c = plan.config.clip;
+    let ClippedSum {
+        mut flat,
+        loss,
+        norms,
+    } = sum;
+    let mut stats = DpStats {
+        batch: rows,
+        mean_norm: 0.0,
+        clipped: 0.0,
+    };
+    if rows > 0 && !norms.is_empty() {
+        stats.mean_norm = norms.iter().map(|&v| f64::from(v)).sum::<f64>() / rows as f64;
+        stats.clipped = norms.iter().filter(|&&v| f64::from(v) > c).count() as f64 / rows as f64;
+    }
     // Noise σ·C once per step, then the average over the expected batch size qN.
     let noise_seed = step_seed(seed, step, Stream::Privacy);
     let expected = plan.q * plan.n as f64;
@@ -442,5 +514,6 @@ pub fn dp_update<M: Module>(
     model.visit(&mut shapes);
     let out = shapes.out;
     let model = optim.step(lr, model, out);
-    Ok((model, StepOutput::loss(value, stats.mean_norm), stats))
+    let value = loss / rows.max(1) as f64;
+    (model, StepOutput::loss(value, stats.mean_norm), stats)
 }

@@ -9,7 +9,14 @@ use crate::error::{Error, Result};
 use crate::trainer::{StepContext, StepOutput};
 
 use super::Ledger;
-use super::dpsgd::{DpConfig, DpPlan, DpStats, dp_update};
+use std::ops::Range;
+
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
+
+use super::dpsgd::{ClippedSum, DpConfig, DpPlan, DpStats, clipped_sum, noised_update};
+use crate::trainer::parallel::{Replicas, shard_ranges};
 
 /// The checkpoint file that holds the ledger.
 pub(crate) const LEDGER_FILE: &str = "privacy.json";
@@ -43,6 +50,13 @@ pub(crate) fn open_plan(
     Ok(Some(plan))
 }
 
+/// Where a DP step's rows are: the run's device, and a data-parallel run's replicas (each
+/// clips its shard's per-sample gradients on its own device).
+pub(crate) struct Placement<'a> {
+    pub(crate) device: &'a Device,
+    pub(crate) replicas: Option<&'a mut Replicas>,
+}
+
 /// A DP run's plan and what it has spent.
 pub(crate) struct DpState {
     pub(crate) plan: DpPlan,
@@ -66,51 +80,86 @@ impl DpState {
     }
 
     /// One DP-SGD step of a run of `steps` steps with seed `seed`, the whole of a family's DP
-    /// step once its batch is drawn: the budget check, [`dp_update`] on the sum of the `rows`
-    /// rows' losses (`loss_sum`; checked against the plain gradient every 500 steps), and the
-    /// ledger. Returns the updated model and the step's output.
+    /// step once its batch is drawn: the budget check, the clipped per-sample gradients of the
+    /// `rows` rows (checked against the plain gradient every 500 steps), noise and the update
+    /// ([`dp_update`](super::dpsgd::dp_update)), and the ledger. `loss_sum(model, range, device, replica)` is the sum of
+    /// the losses of the batch's rows `range` on `device`: all of them on the run's device
+    /// (replica 0), or one data-parallel replica's shard on its own (the replicas' clipped sums are added on the
+    /// first device, where the noise is drawn once). An empty batch runs on its first row
+    /// (`0..1`) at weight 0. Returns the updated model and the step's output.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn update<M: burn::module::Module>(
+    pub(crate) fn update<M: Module>(
         &mut self,
         model: M,
-        optim: &mut burn::optim::ModuleOptimizer,
+        optim: &mut ModuleOptimizer,
         rows: usize,
-        loss_sum: impl FnOnce(&M) -> burn::tensor::Tensor<1>,
+        on: Placement<'_>,
+        loss_sum: impl Fn(&M, Range<usize>, &Device, usize) -> Tensor<1> + Sync,
         ctx: &StepContext,
         seed: u64,
         steps: usize,
     ) -> Result<(M, StepOutput)> {
-        self.update_with_public(model, optim, rows, loss_sum, None, ctx, seed, steps)
+        self.update_with_public(model, optim, rows, on, loss_sum, None, ctx, seed, steps)
     }
 
     /// [`DpState::update`] with the gradient of a loss that reads no private row added after
-    /// the private part is clipped and noised (see [`dp_update`]).
+    /// the private part is clipped and noised (see [`dp_update`](super::dpsgd::dp_update)), on the first device.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn update_with_public<M: burn::module::Module>(
+    pub(crate) fn update_with_public<M: Module>(
         &mut self,
         model: M,
-        optim: &mut burn::optim::ModuleOptimizer,
+        optim: &mut ModuleOptimizer,
         rows: usize,
-        loss_sum: impl FnOnce(&M) -> burn::tensor::Tensor<1>,
-        public: Option<burn::optim::GradientsParams>,
+        on: Placement<'_>,
+        loss_sum: impl Fn(&M, Range<usize>, &Device, usize) -> Tensor<1> + Sync,
+        public: Option<GradientsParams>,
         ctx: &StepContext,
         seed: u64,
         steps: usize,
     ) -> Result<(M, StepOutput)> {
         self.check_budget(steps)?;
-        let (model, mut out, stats) = dp_update(
-            model,
-            optim,
-            &self.plan,
-            rows,
-            loss_sum,
-            public,
-            ctx.lr,
-            seed,
-            ctx.step,
-            ctx.step.is_multiple_of(500),
-        )?;
+        let (clip, verify) = (self.plan.config.clip, ctx.step.is_multiple_of(500));
+        let (sum, parallel) = match on.replicas {
+            Some(replicas) if rows > 1 => {
+                let shards = shard_ranges(rows, replicas.len())
+                    .into_iter()
+                    .map(|r| (r.clone(), r.len()))
+                    .collect();
+                let loss_sum = &loss_sum;
+                let work = |m: M, r: Range<usize>, device: &Device, i: usize| {
+                    Ok(clipped_sum(
+                        &m,
+                        |m| loss_sum(m, r, device, i),
+                        clip,
+                        false,
+                        verify,
+                    ))
+                };
+                let merge = |parts: Vec<Result<ClippedSum>>, main: &Device| {
+                    parts
+                        .into_iter()
+                        .collect::<Result<Vec<_>>>()
+                        .map(|p| ClippedSum::merge(p, main))
+                };
+                let (sum, extra) = replicas.run(ctx.step, &model, shards, work, merge)?;
+                (sum?, extra)
+            }
+            _ => {
+                let sum = clipped_sum(
+                    &model,
+                    |m| loss_sum(m, 0..rows.max(1), on.device, 0),
+                    clip,
+                    rows == 0,
+                    verify,
+                )?;
+                (sum, serde_json::Value::Null)
+            }
+        };
+        let (model, mut out, stats) = noised_update(
+            model, optim, &self.plan, sum, rows, public, ctx.lr, seed, ctx.step,
+        );
         self.stepped(&mut out, &stats, ctx.step + 1 == steps)?;
+        crate::trainer::merge_extra(&mut out, parallel);
         Ok((model, out))
     }
 

@@ -61,6 +61,27 @@ impl RunDir {
     }
 }
 
+/// Writes `bytes` to `path` atomically: a temporary file beside it, synced, then renamed over
+/// it, so a reader never sees a half-written file and a failed write leaves the old one.
+/// `what` names the file in the error.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], what: &'static str) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(what, path, e)
+    })
+}
+
 /// One line of `metrics.jsonl`.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct StepMetrics {

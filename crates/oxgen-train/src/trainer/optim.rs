@@ -258,6 +258,11 @@ fn step_deferred<M: Module>(
     (optim.step(lr, model, grads), StepOutput::pending(pending))
 }
 
+/// The gradients of `part`'s parameters only (one network of a model that holds two, say).
+pub fn restrict<P: Module>(part: &P, grads: GradientsParams) -> GradientsParams {
+    accumulate(part, GradientsParams::new(), grads)
+}
+
 /// Sums two sets of gradients parameter by parameter (gradient accumulation).
 pub fn accumulate<M: Module>(
     model: &M,

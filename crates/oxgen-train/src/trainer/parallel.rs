@@ -62,16 +62,10 @@ impl DataParallel {
     }
 
     /// Checks the devices against the run, before anything is written: the first is
-    /// `device`, a global batch of `batch` rows leaves every replica at least one, and the run
-    /// is not DP-SGD (`dp`), whose per-sample clipping and noise are not split over replicas.
-    pub fn check(&self, device: &Device, batch: usize, dp: bool) -> Result<()> {
+    /// `device`, and a global batch of `batch` rows leaves every replica at least one.
+    pub fn check(&self, device: &Device, batch: usize) -> Result<()> {
         if !self.is_parallel() {
             return Ok(());
-        }
-        if dp {
-            return Err(Error::Config(
-                "DP-SGD trains on one device: its per-sample clipping and noise are not split over replicas yet; drop --devices or the DP options".into(),
-            ));
         }
         if self.devices[0] != *device {
             return Err(Error::Config(
@@ -178,9 +172,9 @@ pub struct Replicas {
     steps: usize,
 }
 
-/// What one replica hands back: its gradients, its weighted loss, its seconds of compute and
-/// what its loss function handed back besides the loss.
-type Part<A> = (GradientsParams, Tensor<1>, f64, A);
+/// What one replica hands back: its gradients, its weighted loss and what its loss function
+/// handed back besides the loss.
+type Part<A> = (GradientsParams, Tensor<1>, A);
 
 /// One replica's share of a step: its data, its rows (for the throughput) and its weight in the
 /// step's loss (the shards' weights sum to 1).
@@ -295,13 +289,75 @@ impl Replicas {
         A: Send,
         F: Fn(&M, S, &Device, usize) -> (Tensor<1>, A) + Sync,
     {
+        let shards = shards
+            .into_iter()
+            .map(|s| ((s.data, s.weight), s.rows))
+            .collect();
+        let work = |replica: M, (data, weight): (S, f64), device: &Device, i: usize| {
+            let (l, aux) = loss(&replica, data, device, i);
+            let l = l.mul_scalar(weight);
+            let value = l.clone().detach().reshape([1]);
+            let l = scale.map_or(l.clone(), |s| l.mul_scalar(s));
+            let grads = GradientsParams::from_grads(l.backward(), &replica);
+            Ok((grads, value, aux))
+        };
+        // The reduce: every replica's gradients to the first device, summed there.
+        let reduce = |parts: Vec<Part<A>>, main: &Device| {
+            let mut grads = GradientsParams::new();
+            let mut value: Option<Tensor<1>> = None;
+            let mut aux = Vec::with_capacity(parts.len());
+            for (i, (g, v, a)) in parts.into_iter().enumerate() {
+                let (g, v) = match i {
+                    0 => (g, v),
+                    _ => (g.to_device(main, model), v.to_device(main)),
+                };
+                grads = accumulate(model, grads, g);
+                value = Some(value.map_or(v.clone(), |s| s + v));
+                aux.push(a);
+            }
+            (grads, value.expect("at least one replica"), aux)
+        };
+        let ((grads, loss, aux), extra) = self.run(step, model, shards, work, reduce)?;
+        Ok(StepGrads {
+            grads,
+            loss,
+            extra,
+            aux,
+        })
+    }
+
+    /// One step's work on the replicas, for a step whose reduce is not a sum of
+    /// [`GradientsParams`] (DP-SGD's clipped per-sample sums): the weights are broadcast,
+    /// replica `i` runs `work(model_i, shard_i, device_i, i)` (the first on this thread, the
+    /// others on their own), then `reduce` gets every replica's output in order and the first
+    /// device, and its time counts as communication. Returns what `reduce` made and the step's
+    /// metrics fields (`allreduce_ms`, `compute_ms` and `samples_per_s` per device, ...). Each
+    /// shard comes with its rows, for the throughput.
+    ///
+    /// # Errors
+    /// [`Error::DeviceLost`] when a replica fails: its thread panics, `work` returns an error
+    /// message, or its device reports one.
+    pub fn run<M, S, R, T, F, G>(
+        &mut self,
+        step: usize,
+        model: &M,
+        shards: Vec<(S, usize)>,
+        work: F,
+        reduce: G,
+    ) -> Result<(T, serde_json::Value)>
+    where
+        M: Module,
+        S: Send,
+        R: Send,
+        F: Fn(M, S, &Device, usize) -> std::result::Result<R, String> + Sync,
+        G: FnOnce(Vec<R>, &Device) -> T,
+    {
         let t0 = Instant::now();
         if self.param_bytes == 0 {
             self.param_bytes = 4 * model.num_params() as u64;
         }
-        let total: usize = shards.iter().map(|s| s.rows).sum();
-        let rows: Vec<usize> = shards.iter().map(|s| s.rows).collect();
-        let (devices, loss, lose_at) = (&self.devices, &loss, self.plan.lose_at);
+        let rows: Vec<usize> = shards.iter().map(|s| s.1).collect();
+        let (devices, lose_at) = (&self.devices, self.plan.lose_at);
         // The broadcast, from this thread: each replica past the first gets its own copy of the
         // weights on its device. (Forking from the replicas' threads raced with the first
         // replica's work on the weights' device: burn's wgpu streams are per thread, and two
@@ -309,57 +365,53 @@ impl Replicas {
         let t = Instant::now();
         let replicas: Vec<M> = devices
             .iter()
+            .take(shards.len())
             .enumerate()
             .map(|(i, d)| match i {
                 0 => model.clone(),
                 _ => model.clone().fork(d),
             })
             .collect();
-        for (i, d) in devices.iter().enumerate().skip(1) {
-            d.sync().map_err(|e| Error::DeviceLost {
-                device: self.plan.name(i),
-                step,
-                reason: format!("{e:?}"),
-            })?;
+        for (i, d) in devices.iter().enumerate().take(shards.len()).skip(1) {
+            d.sync().map_err(|e| self.lost(i, step, format!("{e:?}")))?;
         }
         let broadcast = t.elapsed().as_secs_f64();
         // Forward and backward: replica 0 on this thread (the weights' device is used from
         // this thread only), the others on their own.
-        let work =
-            |i: usize, replica: M, shard: Shard<S>| -> std::result::Result<Part<A>, String> {
-                if lose_at == Some((step, i)) {
-                    panic!("device lost (injected for a test)");
-                }
-                let device = &devices[i];
-                let t = Instant::now();
-                let (l, aux) = loss(&replica, shard.data, device, i);
-                let l = l.mul_scalar(shard.weight);
-                let value = l.clone().detach().reshape([1]);
-                let l = scale.map_or(l.clone(), |s| l.mul_scalar(s));
-                let grads = GradientsParams::from_grads(l.backward(), &replica);
-                device.sync().map_err(|e| format!("{e:?}"))?;
-                Ok((grads, value, t.elapsed().as_secs_f64(), aux))
-            };
-        let results: Vec<std::thread::Result<std::result::Result<Part<A>, String>>> =
-            std::thread::scope(|scope| {
-                let mut jobs = replicas.into_iter().zip(shards).enumerate();
-                let (_, (first, shard0)) = jobs.next().expect("at least two replicas");
-                let work = &work;
-                let handles: Vec<_> = jobs
-                    .map(|(i, (replica, shard))| scope.spawn(move || work(i, replica, shard)))
-                    .collect();
-                let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    work(0, first, shard0)
-                }));
-                std::iter::once(mine)
-                    .chain(handles.into_iter().map(|h| h.join()))
-                    .collect()
-            });
-        let mut parts = Vec::with_capacity(results.len());
+        let timed = |i: usize, replica: M, shard: S| -> std::result::Result<(R, f64), String> {
+            if lose_at == Some((step, i)) {
+                panic!("device lost (injected for a test)");
+            }
+            let device = &devices[i];
+            let t = Instant::now();
+            let out = work(replica, shard, device, i)?;
+            device.sync().map_err(|e| format!("{e:?}"))?;
+            Ok((out, t.elapsed().as_secs_f64()))
+        };
+        type Outcome<R> = std::thread::Result<std::result::Result<(R, f64), String>>;
+        let results: Vec<Outcome<R>> = std::thread::scope(|scope| {
+            let mut jobs = replicas
+                .into_iter()
+                .zip(shards.into_iter().map(|s| s.0))
+                .enumerate();
+            let (_, (first, shard0)) = jobs.next().expect("at least one shard");
+            let timed = &timed;
+            let handles: Vec<_> = jobs
+                .map(|(i, (replica, shard))| scope.spawn(move || timed(i, replica, shard)))
+                .collect();
+            let mine =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| timed(0, first, shard0)));
+            std::iter::once(mine)
+                .chain(handles.into_iter().map(|h| h.join()))
+                .collect()
+        });
+        let mut outs = Vec::with_capacity(results.len());
+        let mut compute = Vec::with_capacity(results.len());
         for (i, r) in results.into_iter().enumerate() {
             let reason = match r {
-                Ok(Ok(part)) => {
-                    parts.push(part);
+                Ok(Ok((out, secs))) => {
+                    outs.push(out);
+                    compute.push(secs);
                     continue;
                 }
                 Ok(Err(e)) => e,
@@ -369,36 +421,36 @@ impl Replicas {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "its thread panicked".into()),
             };
-            return Err(Error::DeviceLost {
-                device: self.plan.name(i),
-                step,
-                reason,
-            });
+            return Err(self.lost(i, step, reason));
         }
-        // The reduce: every replica's gradients to the first device, summed there.
         let t = Instant::now();
         let main = self.devices[0].clone();
-        let mut grads = GradientsParams::new();
-        let mut value: Option<Tensor<1>> = None;
-        let mut compute = Vec::with_capacity(parts.len());
-        let mut aux = Vec::with_capacity(parts.len());
-        for (i, (g, v, c, a)) in parts.into_iter().enumerate() {
-            let (g, v) = match i {
-                0 => (g, v),
-                _ => (g.to_device(&main, model), v.to_device(&main)),
-            };
-            grads = accumulate(model, grads, g);
-            value = Some(value.map_or(v.clone(), |s| s + v));
-            compute.push(c);
-            aux.push(a);
-        }
-        main.sync().map_err(|e| Error::DeviceLost {
-            device: self.plan.name(0),
-            step,
-            reason: format!("{e:?}"),
-        })?;
+        let reduced = reduce(outs, &main);
+        main.sync()
+            .map_err(|e| self.lost(0, step, format!("{e:?}")))?;
         let comm = broadcast + t.elapsed().as_secs_f64();
-        let wall = t0.elapsed().as_secs_f64();
+        let extra = self.record(&rows, &compute, comm, t0.elapsed().as_secs_f64());
+        Ok((reduced, extra))
+    }
+
+    /// [`Error::DeviceLost`] for replica `i` at `step`.
+    fn lost(&self, i: usize, step: usize, reason: String) -> Error {
+        Error::DeviceLost {
+            device: self.plan.name(i),
+            step,
+            reason,
+        }
+    }
+
+    /// Adds a step's rows, compute seconds per replica, communication and wall seconds to the
+    /// run's totals; returns the step's metrics fields.
+    fn record(
+        &mut self,
+        rows: &[usize],
+        compute: &[f64],
+        comm: f64,
+        wall: f64,
+    ) -> serde_json::Value {
         self.steps += 1;
         (self.comm_s, self.wall_s) = (self.comm_s + comm, self.wall_s + wall);
         // A step may use fewer replicas than there are (a packed batch of fewer rows).
@@ -406,9 +458,10 @@ impl Replicas {
             self.rows[i] += rows[i];
             self.compute_s[i] += compute[i];
         }
+        let total: usize = rows.iter().sum();
         let per_device: Vec<f64> = rows
             .iter()
-            .zip(&compute)
+            .zip(compute)
             .map(|(&n, &c)| n as f64 / c.max(1e-9))
             .collect();
         let total_per_s = total as f64 / wall.max(1e-9);
@@ -428,16 +481,18 @@ impl Replicas {
             );
             m.insert("total_tokens_per_s".into(), tokens(total_per_s).into());
         }
-        Ok(StepGrads {
-            grads,
-            loss: value.expect("at least two replicas"),
-            extra,
-            aux,
-        })
+        extra
     }
 
     /// Averages over the steps so far.
     pub fn summary(&self) -> ParallelSummary {
+        self.summary_for(self.steps)
+    }
+
+    /// Averages over `steps` training steps, for a step that splits several gradient phases
+    /// over the replicas (a GAN's discriminator and generator updates): the all-reduce time
+    /// is per training step.
+    pub fn summary_for(&self, steps: usize) -> ParallelSummary {
         let n = self.len();
         let per: Vec<f64> = (0..n)
             .map(|i| self.rows[i] as f64 / self.compute_s[i].max(1e-9))
@@ -446,14 +501,14 @@ impl Replicas {
         let total = total_rows as f64 / self.wall_s.max(1e-9);
         ParallelSummary {
             devices: n,
-            steps: self.steps,
+            steps,
             tokens_per_s: self
                 .tokens_per_row
                 .map(|t| per.iter().map(|s| s * t as f64).collect()),
             total_tokens_per_s: self.tokens_per_row.map(|t| total * t as f64),
             samples_per_s: per,
             total_samples_per_s: total,
-            allreduce_ms: 1e3 * self.comm_s / self.steps.max(1) as f64,
+            allreduce_ms: 1e3 * self.comm_s / steps.max(1) as f64,
             param_bytes: self.param_bytes,
             efficiency: self.compute_s.iter().sum::<f64>() / (n as f64 * self.wall_s.max(1e-9)),
         }
@@ -482,8 +537,7 @@ mod tests {
     fn a_batch_smaller_than_the_devices_is_refused() {
         let cpu = Device::flex();
         let plan = DataParallel::on(vec![cpu.clone(), cpu.clone(), cpu.clone()]);
-        assert!(matches!(plan.check(&cpu, 2, false), Err(Error::Config(_))));
-        assert!(plan.check(&cpu, 3, false).is_ok());
-        assert!(matches!(plan.check(&cpu, 3, true), Err(Error::Config(_))));
+        assert!(matches!(plan.check(&cpu, 2), Err(Error::Config(_))));
+        assert!(plan.check(&cpu, 3).is_ok());
     }
 }

@@ -556,8 +556,7 @@ pub fn diffusion_dpo(
     opts: &TrainOptions,
 ) -> Result<DiffusionDpoReport> {
     config.validate()?;
-    opts.parallel
-        .check(&opts.device, config.batch_size, false)?;
+    opts.parallel.check(&opts.device, config.batch_size)?;
     let run = load_run(base, &opts.device)?;
     if run.config.model.num_classes.is_none() {
         return Err(Error::Config(format!(

@@ -365,8 +365,7 @@ impl TrainStep for Step {
 /// the tuned run (read like an `ar` run).
 pub fn dpo(base: &Path, config: &DpoConfig, opts: &TrainOptions) -> Result<DpoReport> {
     config.validate()?;
-    opts.parallel
-        .check(&opts.device, config.batch_size, false)?;
+    opts.parallel.check(&opts.device, config.batch_size)?;
     let ArRun {
         config: base_config,
         model: reference,

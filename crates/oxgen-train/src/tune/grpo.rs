@@ -530,7 +530,7 @@ impl TrainStep for Step {
 pub fn grpo(base: &Path, config: &GrpoConfig, opts: &TrainOptions) -> Result<GrpoReport> {
     config.validate()?;
     opts.parallel
-        .check(&opts.device, config.prompts * config.group, false)?;
+        .check(&opts.device, config.prompts * config.group)?;
     let ArRun {
         config: base_config,
         model: reference,

@@ -319,8 +319,7 @@ fn with_head(gpt: Gpt, width: usize, device: &Device, seed: u64) -> RewardModel 
 /// the run (`model:RUN` reads it).
 pub fn rm(base: &Path, config: &RmConfig, opts: &TrainOptions) -> Result<RmReport> {
     config.validate()?;
-    opts.parallel
-        .check(&opts.device, config.batch_size, false)?;
+    opts.parallel.check(&opts.device, config.batch_size)?;
     let ArRun {
         config: base_config,
         model: sampler,

@@ -357,8 +357,7 @@ impl TrainStep for Step {
 /// is evaluated on the base first (step 0), every `eval_every` steps and at the end.
 pub fn sft(base: &Path, config: &SftConfig, opts: &TrainOptions) -> Result<SftReport> {
     config.validate()?;
-    opts.parallel
-        .check(&opts.device, config.batch_size, false)?;
+    opts.parallel.check(&opts.device, config.batch_size)?;
     let ArRun {
         config: base_config,
         codec,

@@ -17,7 +17,7 @@ use oxgen_train::trainer::TrainOptions;
 use oxgen_train::trainer::parallel::DataParallel;
 use oxgen_train::{Error, TrainConfig};
 
-use crate::common::{assert_weights_close, losses, opts, params};
+use crate::common::{assert_weights_close, logged, losses, opts, params};
 
 /// A one-layer GPT on the arithmetic language, without dropout. `batch` is the global batch.
 fn tiny_gpt(steps: usize, batch: usize) -> ArTrainConfig {
@@ -211,16 +211,23 @@ fn two_wgpu_devices_train_the_gpt_as_one_does() {
     );
 }
 
-/// The VAE and the flow (image data, so both dequantize, and the VAE draws ε): 2 CPU replicas
+/// The VAE, an importance-weighted VAE (`train_k` 3: each row's three draws sliced from the
+/// batch's) and the flow (image data, so all dequantize, and the VAEs draw ε): 2 CPU replicas
 /// over a batch of 9 (5 + 4) for 5 steps equal one device within 1e-4.
 #[test]
 fn two_cpu_replicas_train_the_vae_and_the_flow_as_one_device_does() {
-    use oxgen_train::family::{FamilyConfig, Trained, train_family};
+    use oxgen_train::family::{FamilyConfig, FamilyModel, Trained, train_family};
     let cpu = Device::flex();
     let data = oxgen_train::data::digits8();
-    for family in ["vae", "flow"] {
-        let mut c = FamilyConfig::defaults(family, &data).unwrap();
+    for family in ["vae", "iwae", "flow"] {
+        let mut c =
+            FamilyConfig::defaults(if family == "iwae" { "vae" } else { family }, &data).unwrap();
         (c.steps, c.batch_size, c.checkpoint_every) = (5, 9, 0);
+        if let FamilyModel::Vae(v) = &mut c.model
+            && family == "iwae"
+        {
+            v.train_k = 3;
+        }
         let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let a = train_family(&c, &opts(one.path(), cpu.clone())).unwrap();
         let b = train_family(&c, &on(two.path(), &[cpu.clone(), cpu.clone()])).unwrap();
@@ -232,6 +239,117 @@ fn two_cpu_replicas_train_the_vae_and_the_flow_as_one_device_does() {
         }
         assert_eq!(b.parallel.map(|p| p.devices), Some(2), "{family}");
     }
+}
+
+/// The GAN: every discriminator update and the generator's split over the replicas, the
+/// latent draws and the penalty's random draws sliced from the whole batch's. The digits DCGAN
+/// with R1 (its default) over 3 replicas (7 = 3 + 2 + 2), and a 2D MLP GAN with the WGAN-GP
+/// penalty at interpolates and two discriminator updates per step over 2 (9 = 5 + 4), 5 steps
+/// each: every generator loss, every discriminator loss and the final weights of both networks
+/// within 1e-4 of one device. (Not the Wasserstein loss itself: its critic's output bias has an
+/// identically zero gradient, so Adam's first step moves it by ±lr on the sign of rounding
+/// noise, which differs between any two summation orders: measured, a 2e-4 gap at step 0.)
+#[test]
+fn cpu_replicas_train_the_gan_as_one_device_does() {
+    use oxgen_models::gan::Penalty;
+    use oxgen_train::family::{FamilyConfig, FamilyModel, Trained, train_family_on};
+    let cpu = Device::flex();
+    let digits = oxgen_train::data::digits8();
+    let moons = oxgen_train::data::load("moons", 0, &Default::default()).unwrap();
+    for (data, batch, replicas) in [(&digits, 7, 3), (&moons, 9, 2)] {
+        let mut c = FamilyConfig::defaults("gan", data).unwrap();
+        (c.steps, c.batch_size, c.checkpoint_every) = (5, batch, 0);
+        if let FamilyModel::Gan(g) = &mut c.model
+            && data.name == "moons"
+        {
+            g.penalty = Penalty::GradientPenalty { lambda: 1.0 };
+            g.d_steps = 2;
+        }
+        let what = format!("gan on {}", data.name);
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = train_family_on(&c, data, &opts(one.path(), cpu.clone())).unwrap();
+        let devices = vec![cpu.clone(); replicas];
+        let b = train_family_on(&c, data, &on(two.path(), &devices)).unwrap();
+        let (Trained::Gan(x), Trained::Gan(y)) = (&a.model, &b.model) else {
+            panic!("{what}: unexpected models");
+        };
+        assert_close(&what, &losses(two.path()), &losses(one.path()), y, x, 1e-4);
+        let (da, db) = (logged(one.path(), "d_loss"), logged(two.path(), "d_loss"));
+        assert_eq!(da.len(), 5, "{what}: discriminator losses logged");
+        for (s, (p, q)) in db.iter().zip(&da).enumerate() {
+            assert!(
+                (p - q).abs() <= 1e-4 * q.abs(),
+                "{what}: step {s} D loss {p} vs {q}"
+            );
+        }
+        let p = b.parallel.expect("a parallel summary");
+        assert_eq!((p.devices, p.steps), (replicas, 5), "{what}");
+    }
+}
+
+/// DP-SGD on two CPU replicas equals one device: each replica clips its shard's per-sample
+/// gradients, the clipped sums are added on the first device and the noise is drawn there once.
+/// The digits VAE, the digits GAN (its generated half clipped on the first device), the small UNet and the arithmetic GPT, 4 steps each:
+/// every loss and ε, and the final weights, within 1e-4.
+#[test]
+fn two_cpu_replicas_train_under_dp_sgd_as_one_device_does() {
+    use oxgen_models::gan::Penalty;
+    use oxgen_train::family::{FamilyConfig, FamilyModel, Trained, train_family};
+    use oxgen_train::privacy::dpsgd::DpConfig;
+    let cpu = Device::flex();
+    let pair = [cpu.clone(), cpu.clone()];
+    let dp = Some(DpConfig {
+        epsilon: Some(4.0),
+        clip: 0.1,
+        ..DpConfig::default()
+    });
+    let dirs = || (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let same_epsilons = |what: &str, a: &std::path::Path, b: &std::path::Path| {
+        let (x, y) = (logged(a, "epsilon"), logged(b, "epsilon"));
+        assert_eq!((x.len(), x), (4, y), "{what}: ε per step");
+        let rows = logged(b, "dp_rows");
+        assert!(
+            rows.iter().all(|&r| r >= 2.0),
+            "{what}: Poisson batches {rows:?}"
+        );
+        assert!(logged(b, "allreduce_ms").iter().all(|&t| t >= 0.0));
+    };
+    let data = oxgen_train::data::digits8();
+    for family in ["vae", "gan"] {
+        let mut c = FamilyConfig::defaults(family, &data).unwrap();
+        (c.steps, c.batch_size, c.checkpoint_every) = (4, 32, 0);
+        match &mut c.model {
+            FamilyModel::Gan(g) => g.penalty = Penalty::None,
+            FamilyModel::Vae(_) | FamilyModel::Flow(_) => {}
+        }
+        c.dp = dp.clone();
+        let (one, two) = dirs();
+        let a = train_family(&c, &opts(one.path(), cpu.clone())).unwrap();
+        let b = train_family(&c, &on(two.path(), &pair)).unwrap();
+        let (la, lb) = (losses(one.path()), losses(two.path()));
+        match (&a.model, &b.model) {
+            (Trained::Vae(x), Trained::Vae(y)) => assert_close(family, &lb, &la, y, x, 1e-4),
+            (Trained::Gan(x), Trained::Gan(y)) => assert_close(family, &lb, &la, y, x, 1e-4),
+            _ => panic!("{family}: unexpected models"),
+        }
+        same_epsilons(family, one.path(), two.path());
+    }
+    let mut u = tiny_unet(4, 16);
+    u.dp = dp.clone();
+    let (one, two) = dirs();
+    let a = oxgen_train::diffusion::train(&u, &opts(one.path(), cpu.clone())).unwrap();
+    let b = oxgen_train::diffusion::train(&u, &on(two.path(), &pair)).unwrap();
+    let (la, lb) = (losses(one.path()), losses(two.path()));
+    assert_close("dp unet", &lb, &la, &b.model, &a.model, 1e-4);
+    same_epsilons("dp unet", one.path(), two.path());
+    let mut g = tiny_gpt(4, 16);
+    g.dp = dp;
+    let (one, two) = dirs();
+    let a = train_ar(&g, &opts(one.path(), cpu.clone())).unwrap();
+    let b = train_ar(&g, &on(two.path(), &pair)).unwrap();
+    let (la, lb) = (losses(one.path()), losses(two.path()));
+    assert_close("dp gpt", &lb, &la, &b.model, &a.model, 1e-4);
+    same_epsilons("dp gpt", one.path(), two.path());
 }
 
 /// Post-training on two CPU replicas equals one device: SFT (shards weighted by their
