@@ -82,11 +82,13 @@ impl DpState {
     /// One DP-SGD step of a run of `steps` steps with seed `seed`, the whole of a family's DP
     /// step once its batch is drawn: the budget check, the clipped per-sample gradients of the
     /// `rows` rows (checked against the plain gradient every 500 steps), noise and the update
-    /// ([`dp_update`](super::dpsgd::dp_update)), and the ledger. `loss_sum(model, range, device, replica)` is the sum of
-    /// the losses of the batch's rows `range` on `device`: all of them on the run's device
-    /// (replica 0), or one data-parallel replica's shard on its own (the replicas' clipped sums are added on the
-    /// first device, where the noise is drawn once). An empty batch runs on its first row
-    /// (`0..1`) at weight 0. Returns the updated model and the step's output.
+    /// ([`dp_update`](super::dpsgd::dp_update)), and the ledger.
+    ///
+    /// `loss_sum(model, range, device, replica)` is the sum of the losses of the batch's rows
+    /// `range` on `device`: all of them on the run's device (replica 0), or one data-parallel
+    /// replica's shard on its own device (the replicas' clipped sums are added on the first
+    /// device, where the noise is drawn once). An empty batch runs on its first row (`0..1`)
+    /// at weight 0. Returns the updated model and the step's output.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn update<M: Module>(
         &mut self,
@@ -102,8 +104,9 @@ impl DpState {
         self.update_with_public(model, optim, rows, on, loss_sum, None, ctx, seed, steps)
     }
 
-    /// [`DpState::update`] with the gradient of a loss that reads no private row added after
-    /// the private part is clipped and noised (see [`dp_update`](super::dpsgd::dp_update)), on the first device.
+    /// [`DpState::update`] with the gradient of a loss that reads no private row added on the
+    /// first device after the private part is clipped and noised (see
+    /// [`dp_update`](super::dpsgd::dp_update)).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn update_with_public<M: Module>(
         &mut self,
