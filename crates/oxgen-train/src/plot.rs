@@ -51,6 +51,11 @@ fn fmt_tick(v: &f64) -> String {
     tick_label(*v)
 }
 
+/// A legend entry's mark: a short line in its series' style.
+fn legend_line(style: ShapeStyle) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style)
+}
+
 fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Io {
         path: path.into(),
@@ -153,7 +158,7 @@ where
         .draw_series(LineSeries::new(pts.iter().copied(), light))
         .map_err(|e| plot_err(path, e))?
         .label("loss")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], light.stroke_width(2)));
+        .legend(legend_line(light.stroke_width(2)));
     let mut ema = pts[0].1;
     let smooth: Vec<(f64, f64)> = pts
         .iter()
@@ -166,7 +171,7 @@ where
         .draw_series(LineSeries::new(smooth, dark.stroke_width(2)))
         .map_err(|e| plot_err(path, e))?
         .label("moving average (0.95)")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], dark.stroke_width(2)));
+        .legend(legend_line(dark.stroke_width(2)));
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.9))
@@ -437,9 +442,7 @@ pub fn curve_with_reference(
             .draw_series(LineSeries::new(pts.iter().copied(), blue.stroke_width(2)))
             .map_err(|e| plot_err(path, e))?
             .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2))
-            });
+            .legend(legend_line(blue.stroke_width(2)));
         chart
             .draw_series(pts.iter().map(|&p| Circle::new(p, 4, blue.filled())))
             .map_err(|e| plot_err(path, e))?;
@@ -454,9 +457,7 @@ pub fn curve_with_reference(
                 ))
                 .map_err(|e| plot_err(path, e))?
                 .label(rname)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(2))
-                });
+                .legend(legend_line(grey.stroke_width(2)));
         }
         chart
             .configure_series_labels()
@@ -517,9 +518,7 @@ pub fn labelled_panels_log_x(
                     ))
                     .map_err(|e| plot_err(path, e))?
                     .label(label.as_str())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                    });
+                    .legend(legend_line(color.stroke_width(2)));
             }
             chart
                 .configure_series_labels()
