@@ -56,6 +56,21 @@ fn legend_line(style: ShapeStyle) -> impl Fn((i32, i32)) -> PathElement<(i32, i3
     move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style)
 }
 
+/// The chart's legend at `position`, on a light box with a border.
+fn draw_legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+    path: &Path,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(position)
+        .draw()
+        .map_err(|e| plot_err(path, e))
+}
+
 fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Io {
         path: path.into(),
@@ -459,13 +474,7 @@ pub fn curve_with_reference(
                 .label(rname)
                 .legend(legend_line(grey.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|e| plot_err(path, e))?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight, path)?;
         Ok(())
     })
 }
@@ -520,13 +529,7 @@ pub fn labelled_panels_log_x(
                     .label(label.as_str())
                     .legend(legend_line(color.stroke_width(2)));
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::LowerRight)
-                .draw()
-                .map_err(|e| plot_err(path, e))?;
+            draw_legend(&mut chart, SeriesLabelPosition::LowerRight, path)?;
         }
         Ok(())
     })
