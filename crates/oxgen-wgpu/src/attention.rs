@@ -228,6 +228,14 @@ pub struct FlashLaunch {
     pub window: u32,
     /// Keys per batch element that are not padding (`None`: all are).
     pub key_lengths: Option<Arc<[u32]>>,
+    /// Rows per invocation set on the calling thread or process-wide when the call was made
+    /// (0: the defaults; [`crate::attention_tiling::with_rows_per_invocation`]). Captured at the
+    /// call, because burn's fusion runs the launch later, on the device's own thread; the
+    /// backward takes the forward's.
+    pub rows: u32,
+    /// Workgroups the decode path's splits aim at, as chosen at the call
+    /// ([`crate::attention_decode::target_groups`]).
+    pub groups: usize,
 }
 
 fn out_spec(q: &TensorSpec, v: &TensorSpec) -> TensorSpec {
@@ -317,7 +325,7 @@ fn variant(
         causal: launch.causal,
         bias: launch.bias,
         half: store == DType::F16,
-        per_invocation: crate::attention_tiling::rows_for(pass, d as u32, rows),
+        per_invocation: crate::attention_tiling::rows_for(pass, d as u32, rows, launch.rows),
     }
 }
 
@@ -551,6 +559,8 @@ pub fn flash_attention(
             .and_then(|w| u32::try_from(w).ok())
             .unwrap_or(0),
         key_lengths,
+        rows: crate::attention_tiling::rows_override(),
+        groups: crate::attention_decode::target_groups(),
     };
     let bias = bias.unwrap_or_else(|| q.clone());
     let (out, lse) = <Dispatch as FlashAttentionOps>::flash_attention(

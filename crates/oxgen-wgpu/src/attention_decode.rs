@@ -36,13 +36,27 @@ pub fn set_target_groups(groups: Option<usize>) {
     TARGET_GROUPS.store(groups.unwrap_or(0), Ordering::Relaxed);
 }
 
-/// Workgroups the splits aim at on this device: as [`set_target_groups`] set, else
+thread_local! {
+    static GROUPS_HERE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` with the splits aimed at `groups` workgroups (as [`set_target_groups`]; `None`: the
+/// process-wide choice) on this thread only.
+pub fn with_target_groups<R>(groups: Option<usize>, f: impl FnOnce() -> R) -> R {
+    crate::kernel::with_local(&GROUPS_HERE, groups.unwrap_or(0), f)
+}
+
+/// Workgroups the splits aim at on this device: as [`with_target_groups`] or
+/// [`set_target_groups`] set, else
 /// [`GPU_GROUPS`], or on a software adapter
 /// (lavapipe, which runs a workgroup on one CPU thread) one per CPU core. Measured on lavapipe
 /// (`oxgen bench attention --decode`, docs/benchmarks.md): 8 rows against 4,096 keys took
 /// 5.7 ms in 128 workgroups and 2.8 ms in 8.
 pub fn target_groups() -> usize {
-    let set = TARGET_GROUPS.load(Ordering::Relaxed);
+    let set = match GROUPS_HERE.with(|g| g.get()) {
+        0 => TARGET_GROUPS.load(Ordering::Relaxed),
+        here => here,
+    };
     if set > 0 {
         set
     } else if crate::device::maybe_software() {
@@ -211,7 +225,7 @@ pub(crate) fn forward(
     let item = if half { 2 } else { 4 };
     let out = client.empty(rows * d * item);
     let lse = client.empty(rows.max(1) * 4);
-    let n_splits = splits(rows, lk, d as u32, target_groups());
+    let n_splits = splits(rows, lk, d as u32, launch_opts.groups);
     let per_split = lk.div_ceil(n_splits).max(1);
     let params = client.create_from_slice(&params([s[0], s[1], lq, lk], launch_opts, per_split));
     let variant = Variant {

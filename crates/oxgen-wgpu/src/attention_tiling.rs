@@ -24,6 +24,26 @@ pub fn set_rows_per_invocation(rows: Option<u32>) {
     ROWS_OVERRIDE.store(rows.unwrap_or(0), Ordering::Relaxed);
 }
 
+thread_local! {
+    static ROWS_HERE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` with `rows` rows per invocation (as [`set_rows_per_invocation`]) on this thread only,
+/// over the process-wide setting: the attention calls made inside `f` on this thread (and their
+/// gradients) take it, other threads' calls do not.
+pub fn with_rows_per_invocation<R>(rows: u32, f: impl FnOnce() -> R) -> R {
+    crate::kernel::with_local(&ROWS_HERE, rows, f)
+}
+
+/// The override in force on this thread (0: none): [`with_rows_per_invocation`]'s, else
+/// [`set_rows_per_invocation`]'s.
+pub(crate) fn rows_override() -> u32 {
+    match ROWS_HERE.with(|r| r.get()) {
+        0 => ROWS_OVERRIDE.load(Ordering::Relaxed),
+        here => here,
+    }
+}
+
 /// Rows per invocation of `pass` at head dim `d` (a multiple of 4), on a software adapter or
 /// not. The forward holds 2·d floats per row in registers (q, output), dQ 3·d (q, dO, dQ) and
 /// dK/dV 4·d (k, v, dK, dV). On a software adapter: the forward rows·d ≤ 1,024 (16 rows up to
@@ -44,9 +64,9 @@ pub fn default_rows(pass: Pass, d: u32, software: bool) -> u32 {
 }
 
 /// Rows per invocation of `pass` at head dim `d` on this machine's adapter (see
-/// [`default_rows`]; [`set_rows_per_invocation`] overrides it).
+/// [`default_rows`]; [`set_rows_per_invocation`] and [`with_rows_per_invocation`] override it).
 pub fn rows_per_invocation(pass: Pass, d: u32) -> u32 {
-    let set = ROWS_OVERRIDE.load(Ordering::Relaxed);
+    let set = rows_override();
     if set > 0 {
         return set;
     }
@@ -58,13 +78,16 @@ pub fn rows_per_invocation(pass: Pass, d: u32) -> u32 {
 /// rows / 8, so that a workgroup (at least 8 invocations) holds not many more rows than there
 /// are. The digits UNet attends over 16 tokens: at 16 rows per invocation a workgroup held 128
 /// rows, 112 of them computed on a clamped copy and dropped; now 2 rows, 16 per workgroup. An
-/// explicit [`set_rows_per_invocation`] is kept as set.
-pub fn rows_for(pass: Pass, d: u32, rows: usize) -> u32 {
-    let r = rows_per_invocation(pass, d);
-    if ROWS_OVERRIDE.load(Ordering::Relaxed) > 0 {
-        return r;
+/// explicit [`set_rows_per_invocation`] or [`with_rows_per_invocation`] is kept as set.
+///
+/// `set` is the override captured where the call was made ([`rows_override`], 0 for none):
+/// launches run later, on the device's thread, where the caller's thread-local setting is not
+/// in force.
+pub fn rows_for(pass: Pass, d: u32, rows: usize, set: u32) -> u32 {
+    if set > 0 {
+        return set;
     }
-    cut(r, rows)
+    cut(default_rows(pass, d, crate::device::maybe_software()), rows)
 }
 
 /// `r` rows per invocation, at most the power of two at or above rows / 8.

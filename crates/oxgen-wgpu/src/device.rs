@@ -225,15 +225,7 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice, String> {
     }
     let mut list = adapters();
     list.sort_by_key(rank);
-    let wanted = |a: &&AdapterReport| match choice {
-        DeviceChoice::Auto => rank(a) <= 2,
-        DeviceChoice::Wgpu => rank(a) <= 3,
-        DeviceChoice::Vulkan => a.backend == "Vulkan" && rank(a) <= 3,
-        DeviceChoice::Metal => a.backend == "Metal" && rank(a) <= 3,
-        DeviceChoice::Dx12 => a.backend == "Dx12" && rank(a) <= 3,
-        DeviceChoice::Cpu | DeviceChoice::NdArray => false,
-    };
-    match list.iter().find(wanted) {
+    match list.iter().find(|a| wanted(choice, a)) {
         Some(a) => select_adapter(a),
         None if choice == DeviceChoice::Auto => {
             let why = if list.is_empty() {
@@ -258,6 +250,36 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice, String> {
             }
         )),
     }
+}
+
+/// Whether `choice` takes adapter `a` (the first such in [`rank`] order is taken).
+fn wanted(choice: DeviceChoice, a: &AdapterReport) -> bool {
+    match choice {
+        DeviceChoice::Auto => rank(a) <= 2,
+        DeviceChoice::Wgpu => rank(a) <= 3,
+        DeviceChoice::Vulkan => a.backend == "Vulkan" && rank(a) <= 3,
+        DeviceChoice::Metal => a.backend == "Metal" && rank(a) <= 3,
+        DeviceChoice::Dx12 => a.backend == "Dx12" && rank(a) <= 3,
+        DeviceChoice::Cpu | DeviceChoice::NdArray => false,
+    }
+}
+
+/// A second burn client beside [`select`]'s device for a wgpu `choice`: burn's default device on
+/// the API of the adapter `select` picks. burn opens it under another id (on the same adapter
+/// where it is that API's default, as lavapipe is on a machine without a GPU), so it has its own
+/// memory and its own queue thread: two devices on one adapter, for tests.
+pub fn second_client(choice: DeviceChoice) -> Result<Device, String> {
+    let mut list = adapters();
+    list.sort_by_key(rank);
+    let (api, _) = list
+        .iter()
+        .find(|a| wanted(choice, a))
+        .and_then(|a| a.kind.clone())
+        .ok_or_else(|| format!("no {choice:?} adapter that burn can open"))?;
+    crate::register_kernels();
+    Ok(Device::from(
+        burn::backend::WgpuDevice::new(burn::backend::WgpuDeviceKind::DefaultDevice).on(api),
+    ))
 }
 
 /// Opens adapter `a` as a burn device.

@@ -48,6 +48,26 @@ impl<V: Template> KernelSource for Wgsl<V> {
     }
 }
 
+/// Runs `f` with the thread-local setting `cell` at `value`, then restores this thread's previous
+/// value, also when `f` panics. The scoped overrides of the tuning settings (rows per invocation,
+/// decode splits) are per thread, so that tests and benchmarks on different threads (and devices)
+/// can each run their own. Each call captures them where it is made (burn's fusion may launch
+/// the kernel later, on the device's thread).
+pub(crate) fn with_local<T: Copy + 'static, R>(
+    cell: &'static std::thread::LocalKey<std::cell::Cell<T>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<T: Copy + 'static>(&'static std::thread::LocalKey<std::cell::Cell<T>>, T);
+    impl<T: Copy + 'static> Drop for Restore<T> {
+        fn drop(&mut self) {
+            self.0.with(|c| c.set(self.1));
+        }
+    }
+    let _restore = Restore(cell, cell.with(|c| c.replace(value)));
+    f()
+}
+
 /// Parameter words as the little-endian bytes of a storage buffer.
 pub(crate) fn words_to_bytes(words: &[u32]) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_le_bytes()).collect()

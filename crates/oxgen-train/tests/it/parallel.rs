@@ -192,10 +192,7 @@ fn two_wgpu_devices_train_the_gpt_as_one_does() {
     let first = crate::wgpu_parity::wgpu_device();
     // The selected adapter is opened by its kind (`Cpu` for lavapipe); the default device
     // lands on the same adapter under another id, so burn gives it its own client.
-    let second = Device::from(
-        burn::backend::WgpuDevice::new(burn::backend::WgpuDeviceKind::DefaultDevice)
-            .on(burn::tensor::wgpu::WgpuBackend::Vulkan),
-    );
+    let second = oxgen_wgpu::device::second_client(oxgen_wgpu::DeviceChoice::Wgpu).unwrap();
     assert_ne!(first, second, "two distinct wgpu clients");
     let c = tiny_gpt(5, 8);
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -482,10 +479,7 @@ fn a_two_device_run_with_dropout_repeats_exactly() {
 #[test]
 fn two_wgpu_devices_train_the_unet_as_one_does() {
     let first = crate::wgpu_parity::wgpu_device();
-    let second = Device::from(
-        burn::backend::WgpuDevice::new(burn::backend::WgpuDeviceKind::DefaultDevice)
-            .on(burn::tensor::wgpu::WgpuBackend::Vulkan),
-    );
+    let second = oxgen_wgpu::device::second_client(oxgen_wgpu::DeviceChoice::Wgpu).unwrap();
     let c = tiny_unet(3, 8);
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = oxgen_train::diffusion::train(&c, &opts(one.path(), first.clone())).unwrap();

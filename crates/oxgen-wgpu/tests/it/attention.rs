@@ -3,9 +3,9 @@
 
 use burn::tensor::{DType, Device, Tensor, TensorData, f16};
 use oxgen_models::ops::attention::{self, AttentionOptions, attention_reference, attention_with};
-use oxgen_models::ops::{OpPath, set_path};
+use oxgen_models::ops::{OpPath, with_path};
 
-use crate::{PATH_LOCK, gpu};
+use crate::gpu;
 
 pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
@@ -128,9 +128,9 @@ fn run_bh(device: &Device, c: &Case, fused: bool, (b, h): (usize, usize)) -> [Ve
         key_lengths: KEY_LENGTHS.with(|k| k.borrow().clone()).map(Into::into),
     };
     let out = if fused {
-        set_path(OpPath::Fused);
-        let out = attention_with(qt.clone(), kt.clone(), vt.clone(), bias, options.clone());
-        set_path(OpPath::Auto);
+        let out = with_path(OpPath::Fused, || {
+            attention_with(qt.clone(), kt.clone(), vt.clone(), bias, options.clone())
+        });
         assert_eq!(attention::last_path(), Some(expected_name(c.lq)));
         out
     } else {
@@ -183,27 +183,27 @@ fn check_bh(gpu: &Device, c: &Case, bh: (usize, usize)) {
 /// without a bias that masks keys, every head dim, batch × heads = 4.
 #[test]
 fn forward_and_gradients_match_the_reference() {
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let _rows = wide_matrix_rows();
     let gpu = gpu();
-    for l in [1, 17, 129, 300] {
-        for d in [32, 64, 128] {
-            for causal in [false, true] {
-                for bias in [false, true] {
-                    let case = Case {
-                        lq: l,
-                        lk: l,
-                        d,
-                        causal,
-                        bias,
-                        logit_scale: 1.0,
-                        half: false,
-                    };
-                    check(&gpu, &case);
+    wide_matrix(|| {
+        for l in [1, 17, 129, 300] {
+            for d in [32, 64, 128] {
+                for causal in [false, true] {
+                    for bias in [false, true] {
+                        let case = Case {
+                            lq: l,
+                            lk: l,
+                            d,
+                            causal,
+                            bias,
+                            logit_scale: 1.0,
+                            half: false,
+                        };
+                        check(&gpu, &case);
+                    }
                 }
             }
         }
-    }
+    });
 }
 
 /// Every head dim from 1 to 256 has a kernel: the defaults' 16, small ones, ones that are not a
@@ -211,7 +211,6 @@ fn forward_and_gradients_match_the_reference() {
 /// an odd length, causal and not, with and without a masking bias.
 #[test]
 fn every_head_dim_matches_the_reference() {
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let gpu = gpu();
     for (d, l, causal, bias) in [
         (1, 9, false, false),
@@ -244,8 +243,6 @@ fn every_head_dim_matches_the_reference() {
 /// and all three gradients against burn's `attention_fallback` with the window as a dense mask.
 #[test]
 fn sliding_window_matches_the_reference() {
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let _rows = wide_matrix_rows();
     let gpu = gpu();
     for (lq, lk, d, causal, bias, window) in [
         (70, 70, 16, true, false, 5),
@@ -264,7 +261,7 @@ fn sliding_window_matches_the_reference() {
             logit_scale: 1.0,
             half: false,
         };
-        with_window(window, || check(&gpu, &case));
+        wide_matrix(|| with_window(window, || check(&gpu, &case)));
     }
 }
 
@@ -273,8 +270,6 @@ fn sliding_window_matches_the_reference() {
 /// three gradients (the padding keys get zero dK and dV).
 #[test]
 fn key_lengths_match_the_reference() {
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let _rows = wide_matrix_rows();
     let gpu = gpu();
     for (lq, lk, d, causal, bias, window, lengths) in [
         (17, 40, 16, false, false, 0, [40, 9]),
@@ -294,15 +289,14 @@ fn key_lengths_match_the_reference() {
             half: false,
         };
         for groups in [None, Some(oxgen_wgpu::attention_decode::GPU_GROUPS)] {
-            oxgen_wgpu::attention_decode::set_target_groups(groups);
-            with_key_lengths(&lengths, || with_window(window, || check(&gpu, &case)));
+            oxgen_wgpu::attention_decode::with_target_groups(groups, || {
+                with_key_lengths(&lengths, || {
+                    wide_matrix(|| with_window(window, || check(&gpu, &case)))
+                })
+            });
         }
-        oxgen_wgpu::attention_decode::set_target_groups(None);
     }
 }
-
-/// Resets the rows per invocation to the defaults when dropped (also when a check panics).
-struct DefaultRows;
 
 /// The wide test matrices (every length × head dim × mask) run the kernels at 2 rows per
 /// invocation: the code is the same for any row count (one generator writes it out per row),
@@ -311,15 +305,8 @@ struct DefaultRows;
 /// CI. The defaults run in `every_head_dim_matches_the_reference`, `half_storage_…`,
 /// `cross_attention_lengths`, `long_sequences`, `large_logits_stay_finite` and the product
 /// paths; 1, 2 and 4 rows in `rows_per_invocation_settings_match_the_reference`.
-fn wide_matrix_rows() -> DefaultRows {
-    oxgen_wgpu::attention_tiling::set_rows_per_invocation(Some(2));
-    DefaultRows
-}
-
-impl Drop for DefaultRows {
-    fn drop(&mut self) {
-        oxgen_wgpu::attention_tiling::set_rows_per_invocation(None);
-    }
+fn wide_matrix<R>(f: impl FnOnce() -> R) -> R {
+    oxgen_wgpu::attention_tiling::with_rows_per_invocation(2, f)
 }
 
 /// The rows per invocation other adapters get (a GPU's 2, and 1 and 4), in all three kernels:
@@ -327,11 +314,8 @@ impl Drop for DefaultRows {
 /// plain. The defaults of this adapter run in every other test.
 #[test]
 fn rows_per_invocation_settings_match_the_reference() {
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let _reset = DefaultRows;
     let gpu = gpu();
     for rows in [1, 2, 4] {
-        oxgen_wgpu::attention_tiling::set_rows_per_invocation(Some(rows));
         for (l, d, causal, bias) in [(129, 64, true, true), (70, 32, false, false)] {
             let case = Case {
                 lq: l,
@@ -342,7 +326,7 @@ fn rows_per_invocation_settings_match_the_reference() {
                 logit_scale: 1.0,
                 half: false,
             };
-            check(&gpu, &case);
+            oxgen_wgpu::attention_tiling::with_rows_per_invocation(rows, || check(&gpu, &case));
         }
     }
 }
@@ -351,7 +335,6 @@ fn rows_per_invocation_settings_match_the_reference() {
 /// every pair, the last included, gets its output and gradients.
 #[test]
 fn batch_heads_past_the_grid_limit() {
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let gpu = gpu();
     for causal in [false, true] {
         let case = Case {
@@ -371,7 +354,6 @@ fn batch_heads_past_the_grid_limit() {
 /// which come back as f16, against the f32 reference on the same f16-rounded inputs.
 #[test]
 fn half_storage_matches_the_reference() {
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let gpu = gpu();
     let half = gpu.supports_dtype(DType::F16);
     if !half {
@@ -404,7 +386,6 @@ fn half_storage_matches_the_reference() {
 /// Queries and keys of different lengths (bottom-right causal alignment, as burn's).
 #[test]
 fn cross_attention_lengths() {
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let gpu = gpu();
     for (lq, lk) in [(17, 40), (40, 17)] {
         for causal in [false, true] {
@@ -426,7 +407,6 @@ fn cross_attention_lengths() {
 /// of 65,535 loop iterations per invocation (it silently stopped after about 480 keys at d = 64).
 #[test]
 fn long_sequences() {
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let gpu = gpu();
     for (l, d) in [(1024, 64), (600, 128)] {
         let case = Case {
@@ -445,7 +425,6 @@ fn long_sequences() {
 /// Logits scaled by 30: no NaN or Inf, and still the reference's numbers.
 #[test]
 fn large_logits_stay_finite() {
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let gpu = gpu();
     for causal in [false, true] {
         let case = Case {
@@ -466,8 +445,6 @@ fn large_logits_stay_finite() {
 #[test]
 fn path_selection() {
     use oxgen_models::ops::stats;
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    set_path(OpPath::Auto);
     let gpu = gpu();
     let t = |d: usize, device: &Device| on(device, &vec![0.5; 2 * 3 * d], [1, 2, 3, d]);
     let ((), counts) = stats::scope(|| {
@@ -476,9 +453,9 @@ fn path_selection() {
         let _ = attention::attention(t(300, &gpu), t(300, &gpu), t(300, &gpu));
         assert_eq!(attention::last_path(), Some("reference"));
         // Forcing the fused path still sends a head dim without a kernel to the reference.
-        set_path(OpPath::Fused);
-        let _ = attention::attention(t(300, &gpu), t(300, &gpu), t(300, &gpu));
-        set_path(OpPath::Auto);
+        let _ = with_path(OpPath::Fused, || {
+            attention::attention(t(300, &gpu), t(300, &gpu), t(300, &gpu))
+        });
         assert_eq!(attention::last_path(), Some("reference"));
     });
     let c = counts.op(attention::OP);
@@ -491,11 +468,11 @@ fn path_selection() {
     let cpu = Device::flex();
     let _ = attention::attention(t(64, &cpu), t(64, &cpu), t(64, &cpu));
     assert_eq!(attention::last_path(), Some("cpu-fused-attention"));
-    set_path(OpPath::Reference);
-    let ((), counts) = stats::scope(|| {
-        let _ = attention::attention(t(64, &cpu), t(64, &cpu), t(64, &cpu));
+    let ((), counts) = with_path(OpPath::Reference, || {
+        stats::scope(|| {
+            let _ = attention::attention(t(64, &cpu), t(64, &cpu), t(64, &cpu));
+        })
     });
-    set_path(OpPath::Auto);
     assert_eq!(attention::last_path(), Some("reference"));
     assert_eq!(
         counts.op(attention::OP).reasons.get("--op-path reference"),
@@ -524,8 +501,9 @@ fn tile_rows_fit_the_workgroup_storage() {
 #[test]
 fn software_key_limits() {
     use oxgen_wgpu::attention::software_max_keys;
-    // The limits follow the rows per invocation, which another test changes under this lock.
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // The limits follow the rows per invocation: this thread's, the defaults. Selecting the
+    // adapter notes whether it is a software one.
+    let _gpu = gpu();
     if !oxgen_wgpu::device::maybe_software() {
         return;
     }

@@ -5,13 +5,13 @@
 
 use burn::tensor::{Device, Distribution, Tensor};
 use oxgen_models::ops::attention::{self, AttentionOptions, attention_reference, attention_with};
-use oxgen_models::ops::{OpPath, set_path};
+use oxgen_models::ops::{OpPath, with_path};
 use oxgen_wgpu::attention_decode::{
-    GPU_GROUPS, MAX_SPLITS, set_target_groups, splits, target_groups, workgroup,
+    GPU_GROUPS, MAX_SPLITS, splits, target_groups, with_target_groups, workgroup,
 };
 
 use crate::attention::{Case, check, close, host, with_window};
-use crate::{PATH_LOCK, gpu};
+use crate::gpu;
 
 /// One split and several (each case twice: with this device's split counts, one split on
 /// lavapipe, and with a GPU's, [`GPU_GROUPS`]), every workgroup size (head dims 16, 64, 128 → 64, 64, 32 invocations;
@@ -19,7 +19,6 @@ use crate::{PATH_LOCK, gpu};
 /// keys fewer than the invocations of a workgroup.
 #[test]
 fn decode_matches_the_reference() {
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let gpu = gpu();
     for (lq, lk, d, causal, bias, window, half) in [
         (1, 1, 64, false, false, 0, false),
@@ -42,10 +41,8 @@ fn decode_matches_the_reference() {
             half,
         };
         for groups in [None, Some(GPU_GROUPS)] {
-            set_target_groups(groups);
-            with_window(window, || check(&gpu, &case));
+            with_target_groups(groups, || with_window(window, || check(&gpu, &case)));
         }
-        set_target_groups(None);
     }
 }
 
@@ -75,7 +72,6 @@ fn split_counts() {
 /// reference, and gets the reference's output.
 #[test]
 fn decode_past_the_forward_kernels_key_limit() {
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let gpu = gpu();
     let cpu = Device::flex();
     let (lk, d) = (30_000, 64);
@@ -95,15 +91,15 @@ fn decode_past_the_forward_kernels_key_limit() {
         None,
         options.clone(),
     ));
-    set_path(OpPath::Fused);
-    let got = attention_with(
-        q.to_device(&gpu),
-        k.to_device(&gpu),
-        v.to_device(&gpu),
-        None,
-        options,
-    );
-    set_path(OpPath::Auto);
+    let got = with_path(OpPath::Fused, || {
+        attention_with(
+            q.to_device(&gpu),
+            k.to_device(&gpu),
+            v.to_device(&gpu),
+            None,
+            options,
+        )
+    });
     assert_eq!(
         attention::last_path(),
         Some(oxgen_wgpu::attention::DECODE_NAME)

@@ -5,10 +5,10 @@ use oxgen_models::ops::denoise::FusedDenoise;
 use oxgen_models::ops::denoise::{
     self, DenoiseInput, Noise, OpPath, StepCoeffs, denoise_step, denoise_step_reference,
 };
-use oxgen_models::ops::group_norm;
+use oxgen_models::ops::{group_norm, with_path};
 use oxgen_wgpu::denoise::{WgslDenoise, grid};
 
-use crate::{PATH_LOCK, gpu};
+use crate::{U64_LOCK, gpu};
 
 fn vec1(v: &[f32], device: &Device) -> Tensor<1> {
     Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), device)
@@ -157,9 +157,6 @@ fn in_kernel_noise_matches_the_host_generator() {
     oxgen_wgpu::denoise::set_native_u64(true);
 }
 
-/// Serialises the tests that switch Philox's product.
-static U64_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// Moments, a Kolmogorov–Smirnov test, neighbour and step correlations of the in-kernel noise.
 #[test]
 fn in_kernel_noise_is_standard_normal_and_uncorrelated() {
@@ -261,7 +258,6 @@ fn phi(x: f64) -> f64 {
 #[test]
 fn a_ddim_sampler_run_takes_the_fused_path_and_matches_the_reference() {
     let _u64 = U64_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let gpu = gpu();
     let cfg = oxgen_models::DiffusionConfig::new(oxgen_models::diffusion::DenoiserConfig::UNet(
         oxgen_models::diffusion::unet::UNetConfig::new()
@@ -287,12 +283,12 @@ fn a_ddim_sampler_run_takes_the_fused_path_and_matches_the_reference() {
         final_denoise: true,
     };
     let labels: Vec<u32> = (0..5).collect();
-    denoise::set_path(OpPath::Auto);
-    let norms_before = group_norm::fused_calls();
-    let fused = host(
-        oxgen_models::diffusion::sample(&model, &cfg, &sample, 5, Some(&labels), &gpu)
-            .reshape([5 * 64]),
-    );
+    let (fused, counts) = oxgen_models::ops::stats::scope(|| {
+        host(
+            oxgen_models::diffusion::sample(&model, &cfg, &sample, 5, Some(&labels), &gpu)
+                .reshape([5 * 64]),
+        )
+    });
     assert_eq!(
         denoise::last_path(),
         Some("wgsl-denoise"),
@@ -301,14 +297,14 @@ fn a_ddim_sampler_run_takes_the_fused_path_and_matches_the_reference() {
     // Every GroupNorm+SiLU of the UNet took the fused kernel too: 6 residual blocks × 2 plus the
     // output norm, once per step (the guided batch is one forward).
     assert_eq!(group_norm::last_path(), Some("wgsl-group-norm-silu"));
-    assert_eq!(group_norm::fused_calls() - norms_before, 13 * 8);
-    denoise::set_path(OpPath::Reference);
-    let reference = host(
-        oxgen_models::diffusion::sample(&model, &cfg, &sample, 5, Some(&labels), &gpu)
-            .reshape([5 * 64]),
-    );
+    assert_eq!(counts.op(group_norm::OP).fused, 13 * 8);
+    let reference = with_path(OpPath::Reference, || {
+        host(
+            oxgen_models::diffusion::sample(&model, &cfg, &sample, 5, Some(&labels), &gpu)
+                .reshape([5 * 64]),
+        )
+    });
     assert_eq!(denoise::last_path(), Some("reference"));
-    denoise::set_path(OpPath::Auto);
     assert_close(&fused, &reference, 1e-4, "DDIM samples, fused vs reference");
     // And the CPU never takes it.
     let _ = denoise_step(

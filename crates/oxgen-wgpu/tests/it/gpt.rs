@@ -8,7 +8,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use oxgen_models::ar::{DecodeOptions, GptConfig, generate};
 use oxgen_models::ops::attention;
 
-use crate::{PATH_LOCK, gpu};
+use crate::gpu;
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
@@ -19,7 +19,6 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 
 #[test]
 fn gpt_on_wgpu_matches_the_cpu_and_decodes_with_the_cache() {
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let gpu = gpu();
     let cpu = Device::flex();
     cpu.seed(11);
@@ -33,10 +32,9 @@ fn gpt_on_wgpu_matches_the_cpu_and_decodes_with_the_cache() {
     let on_gpu = on_cpu.clone().to_device(&gpu);
     let seq: Vec<i64> = (0..37).map(|i| (i * 5 % 29) as i64).collect();
     let tokens = |d: &Device| Tensor::<2, Int>::from_data(TensorData::new(seq.clone(), [1, 37]), d);
-    let before = attention::fused_calls();
-    let got = host(on_gpu.forward(tokens(&gpu)));
+    let (got, counts) = oxgen_models::ops::stats::scope(|| host(on_gpu.forward(tokens(&gpu))));
     assert_eq!(
-        attention::fused_calls() - before,
+        counts.op(attention::OP).fused,
         2,
         "one flash call per block"
     );

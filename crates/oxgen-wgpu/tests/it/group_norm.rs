@@ -4,10 +4,9 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use oxgen_models::ops::group_norm::{
     self, FusedGroupNormSilu, GroupNormParams, group_norm_silu, group_norm_silu_reference,
 };
-use oxgen_models::ops::{OpPath, set_path};
 use oxgen_wgpu::group_norm::{WgslGroupNormSilu, grid};
 
-use crate::{PATH_LOCK, gpu};
+use crate::gpu;
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
@@ -97,8 +96,6 @@ fn extreme_inputs_stay_finite() {
 /// (forward and backward).
 #[test]
 fn path_selection() {
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    set_path(OpPath::Auto);
     let gpu = gpu();
     let x = Tensor::<4>::random([1, 4, 2, 2], Distribution::Default, &*gpu);
     let _ = group_norm_silu(x, &params(4, 2, true, &gpu));
@@ -157,7 +154,6 @@ fn gradients(
 /// affine, data far from zero mean, and one group long enough to widen the workgroup.
 #[test]
 fn backward_matches_reference() {
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let gpu = gpu();
     let cpu = Device::flex();
     let cases: [([usize; 4], usize, f32, f32, f32); 7] = [

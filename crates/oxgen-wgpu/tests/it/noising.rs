@@ -3,9 +3,9 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use oxgen_models::ops::noising::{self, NoisingPlan, noising_reference};
-use oxgen_models::ops::{OpPath, set_path, stats};
+use oxgen_models::ops::stats;
 
-use crate::{PATH_LOCK, gpu};
+use crate::{U64_LOCK, gpu};
 
 fn host(t: Tensor<2>) -> Vec<f32> {
     t.into_data()
@@ -18,8 +18,7 @@ fn host(t: Tensor<2>) -> Vec<f32> {
 /// workgroup's blocks, on the plain and the autodiff device, both Philox products.
 #[test]
 fn fused_matches_reference() {
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    set_path(OpPath::Auto);
+    let _u64 = U64_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let gpu = gpu();
     let cpu = Device::flex();
     for native in [true, false] {

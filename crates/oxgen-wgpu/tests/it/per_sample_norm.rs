@@ -6,10 +6,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use oxgen_models::ops::per_sample::fused::{
     self, FusedSqNorms, affine_sq_norms, affine_sq_norms_reference,
 };
-use oxgen_models::ops::{OpPath, set_path};
 use oxgen_wgpu::per_sample_norm::WgslPerSampleNorms;
 
-use crate::{PATH_LOCK, gpu};
+use crate::gpu;
 
 fn host(t: Tensor<1>) -> Vec<f64> {
     t.into_data()
@@ -31,7 +30,6 @@ fn ramp(len: usize, seed: usize, device: &Device, shape: [usize; 3]) -> Tensor<3
 /// kernel equals the reference to 1e-5 relative, and the op takes the kernel on wgpu.
 #[test]
 fn the_per_sample_norm_kernel_matches_the_reference() {
-    let _guard = PATH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let device = gpu();
     let kernel = WgslPerSampleNorms;
     assert!(kernel.accepts(&device));
@@ -55,7 +53,6 @@ fn the_per_sample_norm_kernel_matches_the_reference() {
                 "{b}×{t}×{k}×{n}: kernel {got:?}, reference {want:?}"
             );
         }
-        set_path(OpPath::Auto);
         let via_op = host(affine_sq_norms(a, g));
         assert_eq!(fused::last_path(), Some("wgsl-per-sample-norm"));
         assert_eq!(via_op, got);
