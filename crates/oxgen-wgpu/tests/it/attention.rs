@@ -153,6 +153,21 @@ fn expected_name(lq: usize) -> &'static str {
     }
 }
 
+impl Case {
+    /// f32 inputs, unscaled logits.
+    pub(crate) fn plain(lq: usize, lk: usize, d: usize, causal: bool, bias: bool) -> Self {
+        Self {
+            lq,
+            lk,
+            d,
+            causal,
+            bias,
+            logit_scale: 1.0,
+            half: false,
+        }
+    }
+}
+
 pub(crate) fn check(gpu: &Device, c: &Case) {
     check_bh(gpu, c, (2, 2));
 }
@@ -189,15 +204,7 @@ fn forward_and_gradients_match_the_reference() {
             for d in [32, 64, 128] {
                 for causal in [false, true] {
                     for bias in [false, true] {
-                        let case = Case {
-                            lq: l,
-                            lk: l,
-                            d,
-                            causal,
-                            bias,
-                            logit_scale: 1.0,
-                            half: false,
-                        };
+                        let case = Case::plain(l, l, d, causal, bias);
                         check(&gpu, &case);
                     }
                 }
@@ -225,15 +232,7 @@ fn every_head_dim_matches_the_reference() {
         // shader cache), where d = 16 takes under 1 s.
         (256, 70, true, true),
     ] {
-        let case = Case {
-            lq: l,
-            lk: l,
-            d,
-            causal,
-            bias,
-            logit_scale: 1.0,
-            half: false,
-        };
+        let case = Case::plain(l, l, d, causal, bias);
         check(&gpu, &case);
     }
 }
@@ -252,15 +251,7 @@ fn sliding_window_matches_the_reference() {
         (40, 17, 8, true, true, 3),
         (129, 129, 64, true, false, 1),
     ] {
-        let case = Case {
-            lq,
-            lk,
-            d,
-            causal,
-            bias,
-            logit_scale: 1.0,
-            half: false,
-        };
+        let case = Case::plain(lq, lk, d, causal, bias);
         wide_matrix(|| with_window(window, || check(&gpu, &case)));
     }
 }
@@ -279,15 +270,7 @@ fn key_lengths_match_the_reference() {
         (1, 1000, 64, false, false, 0, [1000, 257]),
         (3, 300, 128, true, true, 0, [300, 5]),
     ] {
-        let case = Case {
-            lq,
-            lk,
-            d,
-            causal,
-            bias,
-            logit_scale: 1.0,
-            half: false,
-        };
+        let case = Case::plain(lq, lk, d, causal, bias);
         for groups in [None, Some(oxgen_wgpu::attention_decode::GPU_GROUPS)] {
             oxgen_wgpu::attention_decode::with_target_groups(groups, || {
                 with_key_lengths(&lengths, || {
@@ -317,15 +300,7 @@ fn rows_per_invocation_settings_match_the_reference() {
     let gpu = gpu();
     for rows in [1, 2, 4] {
         for (l, d, causal, bias) in [(129, 64, true, true), (70, 32, false, false)] {
-            let case = Case {
-                lq: l,
-                lk: l,
-                d,
-                causal,
-                bias,
-                logit_scale: 1.0,
-                half: false,
-            };
+            let case = Case::plain(l, l, d, causal, bias);
             oxgen_wgpu::attention_tiling::with_rows_per_invocation(rows, || check(&gpu, &case));
         }
     }
@@ -337,15 +312,7 @@ fn rows_per_invocation_settings_match_the_reference() {
 fn batch_heads_past_the_grid_limit() {
     let gpu = gpu();
     for causal in [false, true] {
-        let case = Case {
-            lq: 3,
-            lk: 3,
-            d: 4,
-            causal,
-            bias: false,
-            logit_scale: 1.0,
-            half: false,
-        };
+        let case = Case::plain(3, 3, 4, causal, false);
         check_bh(&gpu, &case, (32_769, 2));
     }
 }
@@ -389,15 +356,7 @@ fn cross_attention_lengths() {
     let gpu = gpu();
     for (lq, lk) in [(17, 40), (40, 17)] {
         for causal in [false, true] {
-            let case = Case {
-                lq,
-                lk,
-                d: 64,
-                causal,
-                bias: false,
-                logit_scale: 1.0,
-                half: false,
-            };
+            let case = Case::plain(lq, lk, 64, causal, false);
             check(&gpu, &case);
         }
     }
@@ -409,15 +368,7 @@ fn cross_attention_lengths() {
 fn long_sequences() {
     let gpu = gpu();
     for (l, d) in [(1024, 64), (600, 128)] {
-        let case = Case {
-            lq: l,
-            lk: l,
-            d,
-            causal: false,
-            bias: false,
-            logit_scale: 1.0,
-            half: false,
-        };
+        let case = Case::plain(l, l, d, false, false);
         check(&gpu, &case);
     }
 }
