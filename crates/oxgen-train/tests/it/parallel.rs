@@ -190,8 +190,7 @@ fn a_lost_device_leaves_the_last_checkpoint_and_bad_splits_are_refused() {
 #[test]
 fn two_wgpu_devices_train_the_gpt_as_one_does() {
     let first = crate::wgpu_parity::wgpu_device();
-    // The selected adapter is opened by its kind (`Cpu` for lavapipe); the default device
-    // lands on the same adapter under another id, so burn gives it its own client.
+    // A second client on the same adapter (lavapipe here): its own memory and queue.
     let second = oxgen_wgpu::device::second_client(oxgen_wgpu::DeviceChoice::Wgpu).unwrap();
     assert_ne!(first, second, "two distinct wgpu clients");
     let c = tiny_gpt(5, 8);
