@@ -12,6 +12,7 @@ mod attention_dkdv;
 mod attention_dq;
 mod attention_fwd;
 pub mod attention_tiling;
+pub mod autotune;
 pub mod copy;
 pub mod denoise;
 pub mod device;

@@ -15,7 +15,11 @@ use oxgen_wgpu::DeviceChoice;
 
 use crate::common::params;
 
+/// The wgpu device (lavapipe in CI). burn's autotune takes its first close candidate here
+/// (`oxgen_wgpu::autotune::time_every_kernel`): most of these tests' time on lavapipe is
+/// compiling the candidates it would otherwise try.
 pub fn wgpu_device() -> Device {
+    oxgen_wgpu::autotune::time_every_kernel();
     match oxgen_wgpu::select(DeviceChoice::Wgpu) {
         Ok(d) => d.device,
         Err(e) => panic!(

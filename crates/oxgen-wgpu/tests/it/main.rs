@@ -60,8 +60,10 @@ impl Drop for Gpu {
 }
 
 /// A wgpu device (lavapipe in CI) that no other running test holds, with oxgen's kernels
-/// registered.
+/// registered. burn's autotune takes its first close candidate on it
+/// (`oxgen_wgpu::autotune::time_every_kernel`).
 pub fn gpu() -> Gpu {
+    oxgen_wgpu::autotune::time_every_kernel();
     let first = oxgen_wgpu::select(oxgen_wgpu::DeviceChoice::Wgpu).unwrap_or_else(|e| {
         panic!("no wgpu adapter: {e}. Install mesa-vulkan-drivers to run the kernel tests.")
     });
