@@ -2,7 +2,7 @@
 //!
 //! This crate is the only one that names wgpu. It lists adapters ([`device::adapters`]), picks
 //! one ([`device::select`]), and registers its fused kernels behind the op API of `oxgen-models`
-//! (see `docs/architecture.md`): attention, the denoising update, the forward noising of
+//! (see `docs/architecture.md`): attention, 2D convolution, the denoising update, the forward noising of
 //! training, GroupNorm+SiLU and per-sample gradient norms.
 
 pub mod attention;
@@ -13,6 +13,7 @@ mod attention_dq;
 mod attention_fwd;
 pub mod attention_tiling;
 pub mod autotune;
+pub mod conv;
 pub mod copy;
 pub mod denoise;
 pub mod device;
@@ -33,6 +34,7 @@ inventory::submit!(oxgen_models::ops::KernelInstaller(register_kernels));
 /// the op API runs it at its first call, and [`select`] calls it too.
 pub fn register_kernels() {
     attention::register();
+    conv::register();
     denoise::register();
     group_norm::register();
     noising::register();

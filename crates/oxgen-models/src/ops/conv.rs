@@ -1,21 +1,64 @@
 //! 2D convolution as the op the UNet calls: the built-in CPU kernel on burn's Flex device
-//! ([`super::cpu::conv`]; ungrouped, undilated, with a bias and explicit or no padding), burn's
-//! `Conv2d` module elsewhere; and the transposed convolution, burn's module, tapped.
+//! ([`super::cpu::conv`]), a kernel crate's fused one where it accepts the device (registered
+//! with [`register_fused`]; it brings its own autodiff node, so training takes it too), burn's
+//! `Conv2d` module elsewhere; and the transposed convolution, burn's module, tapped. The fused
+//! paths take ungrouped, undilated convolutions with a bias and explicit or no padding.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 
-use super::cpu::conv::{ConvLaunch, cpu_conv2d};
+pub use super::cpu::conv::ConvLaunch;
+use super::cpu::conv::cpu_conv2d;
 use super::cpu::is_flex;
 
 static LAST: Mutex<Option<&'static str>> = Mutex::new(None);
 
-/// Name of the implementation the most recent call ran: `"reference"` or `"cpu-conv2d"`.
+/// Name of the implementation the most recent call ran: `"reference"`, `"cpu-conv2d"` or a
+/// registered kernel's name.
 pub fn last_path() -> Option<&'static str> {
     *LAST.lock().expect("conv path lock")
+}
+
+/// The op's name in [`super::stats`] (the fused kernel's calls and the reference's on devices
+/// that a fused kernel could serve; the CPU kernel's calls are not counted there).
+pub const OP: &str = "conv2d";
+
+/// A fused 2D convolution, provided by a kernel crate: forward, and on autodiff devices its own
+/// backward (input, weight and bias gradients).
+pub trait FusedConv2d: Send + Sync {
+    /// A short name for logs and tests.
+    fn name(&self) -> &'static str;
+    /// Whether tensors on `device` can take this path.
+    fn accepts(&self, device: &Device) -> bool;
+    /// Whether this kernel takes a `kh × kw` kernel (it may bound the window's size).
+    fn takes_kernel(&self, kh: usize, kw: usize) -> bool;
+    /// The convolution: `x` `[b, cin, h, w]`, `weight` `[cout, cin, kh, kw]`, `bias` `[cout]`;
+    /// returns `[b, cout, launch.out[0], launch.out[1]]`. Only called when
+    /// [`FusedConv2d::accepts`] is true.
+    fn forward(
+        &self,
+        x: Tensor<4>,
+        weight: Tensor<4>,
+        bias: Tensor<1>,
+        launch: ConvLaunch,
+    ) -> Tensor<4>;
+}
+
+static FUSED: OnceLock<Box<dyn FusedConv2d>> = OnceLock::new();
+
+/// Registers the fused implementation. The first registration wins; later ones return false.
+pub fn register_fused(kernel: Box<dyn FusedConv2d>) -> bool {
+    FUSED.set(kernel).is_ok()
+}
+
+/// Whether a fused kernel accepts tensors on `device`: a registered one, or the built-in CPU
+/// kernel on the Flex device.
+pub fn accepts(device: &Device) -> bool {
+    super::install_kernels();
+    FUSED.get().is_some_and(|k| k.accepts(device)) || is_flex(device)
 }
 
 /// `conv.forward(x)`, tapped for per-sample gradients while a
@@ -47,30 +90,71 @@ fn conv2d_untapped(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
         PaddingConfig2d::Valid => Some((0, 0, 0, 0)),
         PaddingConfig2d::Same => None,
     };
-    let accepted = is_flex(&device)
-        && x.dtype() == DType::F32
+    let shape_ok = x.dtype() == DType::F32
         && conv.groups == 1
         && conv.dilation == [1, 1]
         && conv.bias.is_some()
         && padding.is_some_and(|(t, l, b, r)| h + t + b >= kh && w + l + r >= kw);
-    let Some((top, left, bottom, right)) = padding.filter(|_| accepted) else {
+    let reference = |x: Tensor<4>| {
         *LAST.lock().expect("conv path lock") = Some("reference");
-        return conv.forward(x);
+        conv.forward(x)
     };
-    if !super::take_fused("conv2d", true, &device) {
-        *LAST.lock().expect("conv path lock") = Some("reference");
-        return conv.forward(x);
+    let launch = padding
+        .filter(|_| shape_ok)
+        .map(|(top, left, bottom, right)| {
+            let [sh, sw] = conv.stride;
+            ConvLaunch {
+                stride: [sh, sw],
+                pad: [top, left],
+                out: [
+                    (h + top + bottom - kh) / sh + 1,
+                    (w + left + right - kw) / sw + 1,
+                ],
+            }
+        });
+    let bias = || conv.bias.as_ref().expect("checked above").val();
+    if is_flex(&device) {
+        return match launch.filter(|_| super::take_fused(OP, true, &device)) {
+            Some(launch) => {
+                *LAST.lock().expect("conv path lock") = Some("cpu-conv2d");
+                cpu_conv2d(x, conv.weight.val(), bias(), launch)
+            }
+            None => reference(x),
+        };
     }
-    let [sh, sw] = conv.stride;
-    let launch = ConvLaunch {
-        stride: [sh, sw],
-        pad: [top, left],
-        out: [
-            (h + top + bottom - kh) / sh + 1,
-            (w + left + right - kw) / sw + 1,
-        ],
-    };
-    *LAST.lock().expect("conv path lock") = Some("cpu-conv2d");
-    let bias = conv.bias.as_ref().expect("checked above").val();
-    cpu_conv2d(x, conv.weight.val(), bias, launch)
+    super::install_kernels();
+    let kernel = FUSED.get().filter(|k| k.accepts(&device));
+    let taken = kernel
+        .filter(|k| k.takes_kernel(kh, kw))
+        .zip(launch)
+        .filter(|_| super::take_fused(OP, true, &device));
+    match taken {
+        Some((kernel, launch)) => {
+            super::stats::fused(OP, kernel.name());
+            *LAST.lock().expect("conv path lock") = Some(kernel.name());
+            kernel.forward(x, conv.weight.val(), bias(), launch)
+        }
+        None => {
+            // Counted only where a fused kernel exists for the device (the default paths'
+            // convolutions); elsewhere burn's module is simply the implementation.
+            if kernel.is_some() {
+                let reason = if launch.is_none() || !kernel.is_some_and(|k| k.takes_kernel(kh, kw))
+                {
+                    "the kernel declined the input"
+                } else {
+                    super::reference_reason(true, &device)
+                };
+                super::stats::reference(OP, reason);
+            }
+            reference(x)
+        }
+    }
+}
+
+/// The plain-burn reference: burn's `Conv2d` module.
+///
+/// # Shapes
+/// - `x`: `[b, cin, h, w]`; returns `[b, cout, ho, wo]`.
+pub fn conv2d_reference(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
+    conv.forward(x)
 }

@@ -3,6 +3,7 @@
 
 mod attention;
 mod attention_decode;
+mod conv;
 mod denoise;
 mod gpt;
 mod group_norm;

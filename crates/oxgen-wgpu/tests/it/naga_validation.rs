@@ -113,3 +113,13 @@ fn every_noising_variant_validates() {
         needs(v.mul64, Capabilities::SHADER_INT64)
     });
 }
+
+#[test]
+fn every_conv_variant_validates() {
+    use oxgen_wgpu::conv::Variant;
+    let variants = Variant::all();
+    assert_eq!(variants.len(), 12);
+    validate_all("conv2d", variants, Variant::source, |_| {
+        Capabilities::empty()
+    });
+}
