@@ -22,8 +22,9 @@ pub fn last_path() -> Option<&'static str> {
     *LAST.lock().expect("conv path lock")
 }
 
-/// The op's name in [`super::stats`] (the fused kernel's calls and the reference's on devices
-/// that a fused kernel could serve; the CPU kernel's calls are not counted there).
+/// The op's name in [`super::stats`]: the CPU kernel's and a registered kernel's calls, and the
+/// reference's on the devices that one of them serves (elsewhere burn's module is simply the
+/// implementation, and is not counted).
 pub const OP: &str = "conv2d";
 
 /// A fused 2D convolution, provided by a kernel crate: forward, and on autodiff devices its own
@@ -116,10 +117,18 @@ fn conv2d_untapped(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
     if is_flex(&device) {
         return match launch.filter(|_| super::take_fused(OP, true, &device)) {
             Some(launch) => {
+                super::stats::fused(OP, "cpu-conv2d");
                 *LAST.lock().expect("conv path lock") = Some("cpu-conv2d");
                 cpu_conv2d(x, conv.weight.val(), bias(), launch)
             }
-            None => reference(x),
+            None => {
+                let reason = match launch {
+                    None => "the kernel declined the input",
+                    Some(_) => super::reference_reason(true, &device),
+                };
+                super::stats::reference(OP, reason);
+                reference(x)
+            }
         };
     }
     super::install_kernels();

@@ -80,6 +80,7 @@ pub fn check_path(path: OpPath, device: &burn::tensor::Device) -> Result<(), Pat
     }
     let mut ops: Vec<&'static str> = [
         ("attention", attention::accepts(device)),
+        ("conv2d", conv::accepts(device)),
         ("group_norm_silu", group_norm::accepts(device)),
     ]
     .into_iter()

@@ -1,6 +1,6 @@
 //! On wgpu (lavapipe in CI), with the defaults, the default training and sampling paths run the
-//! WGSL kernels and never the references: attention, GroupNorm+SiLU, the denoising update and
-//! the forward noising. The counts are those the code that ran recorded
+//! WGSL kernels and never the references: attention, 2D convolution, GroupNorm+SiLU, the
+//! denoising update and the forward noising. The counts are those the code that ran recorded
 //! (`oxgen_models::ops::stats`), on this test's thread only.
 //!
 //! Each run is a few steps of the default config of `oxgen train diffusion --data digits8`,
@@ -19,7 +19,13 @@ use oxgen_train::{TrainConfig, TrainOptions};
 use crate::wgpu_parity::wgpu_device;
 
 /// The ops that must never take the reference on a default wgpu path.
-const OPS: [&str; 4] = ["attention", "group_norm_silu", "denoise", "noising"];
+const OPS: [&str; 5] = [
+    "attention",
+    "conv2d",
+    "group_norm_silu",
+    "denoise",
+    "noising",
+];
 
 fn options(dir: &std::path::Path) -> TrainOptions {
     TrainOptions {
@@ -66,7 +72,7 @@ fn default_diffusion_paths_run_only_kernels() {
     assert_fused(
         "train diffusion --data digits8",
         &report,
-        &["group_norm_silu", "attention", "noising"],
+        &["conv2d", "group_norm_silu", "attention", "noising"],
     );
     let device = wgpu_device();
     let run = load_run(tmp.path(), &device).unwrap();
@@ -80,7 +86,7 @@ fn default_diffusion_paths_run_only_kernels() {
     assert_fused(
         "sample (diffusion)",
         &report,
-        &["group_norm_silu", "attention", "denoise"],
+        &["conv2d", "group_norm_silu", "attention", "denoise"],
     );
 }
 
