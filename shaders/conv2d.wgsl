@@ -18,16 +18,22 @@
 //                  multiple of 4·VECS (crates/oxgen-wgpu/src/conv.rs, `packed_weight`)
 //   2 bias    in   [Cd] (any buffer when !BIAS)
 //   3 dst     out  [B, Cd, Hd, Wd]
-//   4 params  in   `Params` below (layout: crates/oxgen-wgpu/src/conv.rs, `Params`)
+//   4 params  in   `Params` below (layout: crates/oxgen-wgpu/src/conv.rs, `Geometry`)
 //
 // Template placeholders: {{ workgroup_size }}, {{ vecs }} (output channels per invocation ÷ 4),
-// {{ transposed }}, {{ bias }}.
+// {{ pixels }} (output pixels of a row per invocation), {{ kernel_h }}, {{ kernel_w }},
+// {{ stride_h }}, {{ stride_w }} (the forward's window and stride), {{ row }} (see ROW),
+// {{ transposed }}, {{ bias }}, and the code written out over the run's pixels, the segment and
+// the taps: `declare`, `columns`, `channel`, `store` (in double braces below).
 //
-// Layout: one invocation per output pixel (b, y, x) and block of 4·VECS output channels, whose
-// sums stay in registers. The workgroup's invocations are consecutive pixels of one channel
-// block, so every weight load is the same for all of them (uniform: one scalar load and a
-// broadcast on lavapipe, one cache line on a GPU), and each src value loaded is used 4·VECS
-// times. Pixel blocks run along a 2D grid (x, y); channel blocks along z.
+// Layout: one invocation per run of PX output pixels along a row and block of 4·VECS output
+// channels: PX·VECS vec4 sums in registers. Per source channel and window row it loads the
+// source row segment its pixels' taps cover once (PX + KW − 1 values at stride 1) and each
+// tap's 4·VECS weights once, then does PX·KW·4·VECS multiply-adds from registers: a load feeds
+// several products. The window and stride are compile-time, so the tap loops unroll and no
+// index needs a division at run time (lavapipe runs integer division lane by lane). A
+// workgroup's invocations share the channel block, so the weight loads are the same for all of
+// them. Pixel runs go along a 2D grid (x, y); channel blocks along z.
 
 struct Params {
     batch: u32,
@@ -39,10 +45,8 @@ struct Params {
     dst_w: u32,
     // Cd4 / 4: vec4s per (src channel, tap) row of the packed weight.
     weight_row: u32,
-    kernel_h: u32,
-    kernel_w: u32,
-    stride_h: u32,
-    stride_w: u32,
+    // Runs of PX pixels per output row: ceil(dst_w / PX).
+    runs: u32,
     pad_h: u32,
     pad_w: u32,
 }
@@ -55,22 +59,70 @@ struct Params {
 
 const WG: u32 = {{ workgroup_size }}u;
 const VECS: u32 = {{ vecs }}u;
+const PX: u32 = {{ pixels }}u;
+const KH: u32 = {{ kernel_h }}u;
+const KW: u32 = {{ kernel_w }}u;
+const SH: u32 = {{ stride_h }}u;
+const SW: u32 = {{ stride_w }}u;
 const TRANSPOSED: bool = {{ transposed }};
 const BIAS: bool = {{ bias }};
+// Transposed with a column stride, the taps of neighbouring pixels do not form one segment:
+// each (pixel, tap) gets its own slot (the launcher then uses PX = 1).
+const STRIDED_T: bool = TRANSPOSED && SW > 1u;
+// Source values a run's taps read along one row: (PX − 1)·SW + KW forward, PX + KW − 1
+// transposed at stride 1, PX·KW transposed and strided.
+const ROW: u32 = {{ row }}u;
 
-// The source coordinate that tap `k` of output coordinate `o` reads along one axis, or -1 where
-// it falls outside [0, len) (padding) or, transposed, between strides.
-fn source_coordinate(o: u32, k: u32, stride: u32, pad: u32, len: u32) -> i32 {
+// The source row that window row `k` of output row `o` reads, or -1 where it falls outside
+// [0, len) (padding) or, transposed, between strides.
+fn source_row(o: u32, k: u32, pad: u32, len: u32) -> i32 {
     if (TRANSPOSED) {
         let num = i32(o + pad) - i32(k);
-        if (num < 0 || num % i32(stride) != 0) {
+        if (num < 0 || num % i32(SH) != 0) {
             return -1;
         }
-        let c = num / i32(stride);
+        let c = num / i32(SH);
         return select(-1, c, c < i32(len));
     }
-    let c = i32(o * stride + k) - i32(pad);
+    let c = i32(o * SH + k) - i32(pad);
     return select(-1, c, c >= 0 && c < i32(len));
+}
+
+// The source column of segment slot `q` for a run starting at output column `ox`, or -1 where
+// it reads padding. Forward: slot q is column ox·SW − pad + q. Transposed at stride 1: column
+// ox + pad − (KW − 1) + q. Transposed and strided: slot q = px·KW + kx.
+fn source_column(ox: u32, q: u32, pad: u32, len: u32) -> i32 {
+    var c: i32;
+    if (STRIDED_T) {
+        let num = i32(ox + q / KW + pad) - i32(q % KW);
+        if (num < 0 || num % i32(SW) != 0) {
+            return -1;
+        }
+        c = num / i32(SW);
+    } else if (TRANSPOSED) {
+        c = i32(ox + pad + q) - i32(KW - 1u);
+    } else {
+        c = i32(ox * SW + q) - i32(pad);
+    }
+    return select(-1, c, c >= 0 && c < i32(len));
+}
+
+// Writes the sums of output channels 4·v … 4·v + 3 (those that exist) at (b, oy, ox), with the
+// bias, if `ox` is inside the row.
+fn store(p: Params, b: u32, oy: u32, ox: u32, v: u32, sums: vec4<f32>) {
+    if (ox >= p.dst_w) {
+        return;
+    }
+    for (var l = 0u; l < 4u; l++) {
+        let o = 4u * v + l;
+        if (o < p.dst_channels) {
+            var y = sums[l];
+            if (BIAS) {
+                y += bias[o];
+            }
+            dst[((b * p.dst_channels + o) * p.dst_h + oy) * p.dst_w + ox] = y;
+        }
+    }
 }
 
 @compute @workgroup_size({{ workgroup_size }}, 1, 1)
@@ -80,56 +132,35 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let p = params;
-    let pixels = p.dst_h * p.dst_w;
+    let per_image = p.dst_h * p.runs;
     let index = (wid.x + wid.y * grid.x) * WG + lid;
-    if (index >= p.batch * pixels) {
+    if (index >= p.batch * per_image) {
         return;
     }
-    let b = index / pixels;
-    let pixel = index % pixels;
-    let oy = pixel / p.dst_w;
-    let ox = pixel % p.dst_w;
+    let b = index / per_image;
+    let oy = (index % per_image) / p.runs;
+    let ox = (index % p.runs) * PX;
     let block = wid.z * VECS;
 
-    var acc: array<vec4<f32>, VECS>;
-    for (var j = 0u; j < VECS; j++) {
-        acc[j] = vec4<f32>(0.0);
-    }
-    let taps = p.kernel_h * p.kernel_w;
-    for (var ky = 0u; ky < p.kernel_h; ky++) {
-        let sy = source_coordinate(oy, ky, p.stride_h, p.pad_h, p.src_h);
-        if (sy < 0) {
-            continue;
-        }
-        for (var kx = 0u; kx < p.kernel_w; kx++) {
-            let sx = source_coordinate(ox, kx, p.stride_w, p.pad_w, p.src_w);
-            if (sx < 0) {
-                continue;
-            }
-            var s = (b * p.src_channels * p.src_h + u32(sy)) * p.src_w + u32(sx);
-            var w = (ky * p.kernel_w + kx) * p.weight_row + block;
-            for (var i = 0u; i < p.src_channels; i++) {
-                let v = src[s];
-                for (var j = 0u; j < VECS; j++) {
-                    acc[j] = fma(vec4<f32>(v), weight[w + j], acc[j]);
-                }
-                s += p.src_h * p.src_w;
-                w += taps * p.weight_row;
-            }
+    // a{px}_{j}: the sums of pixel px of the run, output channels 4·(block + j) … + 3; c{q},
+    // in_x{q}, col{q}: segment slot q's source column (the same for every row). Written out by
+    // crates/oxgen-wgpu/src/conv_codegen.rs.
+{{ declare }}
+{{ columns }}
+    let plane = p.src_h * p.src_w;
+    let src_image = b * p.src_channels * plane;
+    for (var ky = 0u; ky < KH; ky++) {
+        let sy = source_row(oy, ky, p.pad_h, p.src_h);
+        let in_y = sy >= 0;
+        var s = src_image + u32(max(sy, 0)) * p.src_w;
+        var w = ky * KW * p.weight_row + block;
+        for (var i = 0u; i < p.src_channels; i++) {
+            // Row segment r{q}, the taps' weights w{kx}_{j}, the products.
+{{ channel }}
+            s += plane;
+            w += KH * KW * p.weight_row;
         }
     }
 
-    let first = block * 4u;
-    for (var j = 0u; j < VECS; j++) {
-        for (var l = 0u; l < 4u; l++) {
-            let o = first + 4u * j + l;
-            if (o < p.dst_channels) {
-                var v = acc[j][l];
-                if (BIAS) {
-                    v += bias[o];
-                }
-                dst[((b * p.dst_channels + o) * p.dst_h + oy) * p.dst_w + ox] = v;
-            }
-        }
-    }
+{{ store }}
 }

@@ -6,6 +6,7 @@
 //! burn generating the lazy `Fusion<CubeBackend>` version, and an `Autodiff` impl that records
 //! one backward node (input gradient, weight gradient, and the bias gradient as burn's sum).
 
+use crate::conv_codegen as codegen;
 use crate::kernel::{Template, Wgsl, words_to_bytes};
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
@@ -28,9 +29,11 @@ pub const WGRAD: &str = include_str!("../../../shaders/conv2d_wgrad.wgsl");
 
 /// Invocations per workgroup of both kernels.
 pub const WORKGROUP_SIZE: u32 = 64;
-/// The largest window (kh·kw) the weight-gradient kernel keeps in registers.
+/// The largest window (kh·kw) the kernels keep in registers.
 pub const MAX_TAPS: usize = 25;
-/// Output pixels per slice of the weight gradient's sums (one workgroup row each).
+/// The largest stride the kernels are compiled for.
+pub const MAX_STRIDE: usize = 4;
+/// Output pixels per slice of the weight gradient's sums, about (whole rows).
 pub const WGRAD_SLICE: usize = 256;
 
 /// Which compile-time variant of a kernel to run.
@@ -40,31 +43,52 @@ pub enum Variant {
     Conv {
         /// Output channels per invocation ÷ 4.
         vecs: u32,
+        /// Output pixels of a row per invocation.
+        pixels: u32,
+        /// The forward's window (height, width).
+        kernel: [u32; 2],
+        /// The forward's stride (rows, columns).
+        stride: [u32; 2],
         /// The input gradient (no bias).
         transposed: bool,
     },
     /// `conv2d_wgrad.wgsl`: the weight gradient's partial sums.
     Wgrad {
-        /// kh·kw.
-        taps: u32,
-        /// Output channels per invocation.
-        outs: u32,
+        /// The window (height, width).
+        kernel: [u32; 2],
+        /// The stride (rows, columns).
+        stride: [u32; 2],
     },
 }
+
+/// Windows and strides that the validation covers: 1 × 1, 3 × 3 (stride 1 and 2), and a
+/// rectangular window with a rectangular stride.
+const GEOMETRIES: [([u32; 2], [u32; 2]); 4] = [
+    ([1, 1], [1, 1]),
+    ([3, 3], [1, 1]),
+    ([3, 3], [2, 2]),
+    ([5, 3], [2, 1]),
+];
 
 impl Variant {
     /// A set of variants covering every template branch (for validation).
     pub fn all() -> Vec<Variant> {
         let mut v = Vec::new();
-        for vecs in [1, 2, 4] {
-            for transposed in [false, true] {
-                v.push(Variant::Conv { vecs, transposed });
+        for (kernel, stride) in GEOMETRIES {
+            for vecs in [1, 2] {
+                for pixels in [1, 4, 8] {
+                    for transposed in [false, true] {
+                        v.push(Variant::Conv {
+                            vecs,
+                            pixels,
+                            kernel,
+                            stride,
+                            transposed,
+                        });
+                    }
+                }
             }
-        }
-        for taps in [1, 9, 25] {
-            for outs in [4, 8] {
-                v.push(Variant::Wgrad { taps, outs });
-            }
+            v.push(Variant::Wgrad { kernel, stride });
         }
         v
     }
@@ -72,15 +96,62 @@ impl Variant {
     /// The kernel source of this variant.
     pub fn source(&self) -> SourceTemplate {
         match *self {
-            Variant::Conv { vecs, transposed } => SourceTemplate::new(SOURCE)
+            Variant::Conv {
+                vecs,
+                pixels,
+                kernel,
+                stride,
+                transposed,
+            } => {
+                // Source values a run's taps read along one row (`ROW` in the shader), and the
+                // slot that pixel px reads for window column kx.
+                let [kh, kw] = kernel;
+                let strided_t = transposed && stride[1] > 1;
+                let row = if strided_t {
+                    pixels * kw
+                } else if transposed {
+                    pixels + kw - 1
+                } else {
+                    (pixels - 1) * stride[1] + kw
+                };
+                let slot = |px: u32, kx: u32| {
+                    if strided_t {
+                        px * kw + kx
+                    } else if transposed {
+                        px + (kw - 1) - kx
+                    } else {
+                        px * stride[1] + kx
+                    }
+                };
+                SourceTemplate::new(SOURCE)
+                    .register("workgroup_size", WORKGROUP_SIZE.to_string())
+                    .register("vecs", vecs.to_string())
+                    .register("pixels", pixels.to_string())
+                    .register("kernel_h", kh.to_string())
+                    .register("kernel_w", kw.to_string())
+                    .register("stride_h", stride[0].to_string())
+                    .register("stride_w", stride[1].to_string())
+                    .register("row", row.to_string())
+                    .register("transposed", transposed.to_string())
+                    .register("bias", (!transposed).to_string())
+                    .register("declare", codegen::conv_declare(pixels, vecs))
+                    .register("columns", codegen::conv_columns(row))
+                    .register(
+                        "channel",
+                        codegen::conv_channel(row, kw, pixels, vecs, slot),
+                    )
+                    .register("store", codegen::conv_store(pixels, vecs))
+            }
+            Variant::Wgrad { kernel, stride } => SourceTemplate::new(WGRAD)
                 .register("workgroup_size", WORKGROUP_SIZE.to_string())
-                .register("vecs", vecs.to_string())
-                .register("transposed", transposed.to_string())
-                .register("bias", (!transposed).to_string()),
-            Variant::Wgrad { taps, outs } => SourceTemplate::new(WGRAD)
-                .register("workgroup_size", WORKGROUP_SIZE.to_string())
-                .register("taps", taps.to_string())
-                .register("outs", outs.to_string()),
+                .register("kernel_h", kernel[0].to_string())
+                .register("kernel_w", kernel[1].to_string())
+                .register("stride_h", stride[0].to_string())
+                .register("stride_w", stride[1].to_string())
+                .register("declare", codegen::wgrad_declare(kernel[0] * kernel[1]))
+                .register("rows", codegen::wgrad_rows(kernel[0]))
+                .register("pixel", codegen::wgrad_pixel(kernel[0], kernel[1]))
+                .register("store", codegen::wgrad_store(kernel[0] * kernel[1])),
         }
     }
 }
@@ -92,18 +163,31 @@ impl Template for Variant {
 }
 
 /// Output channels ÷ 4 per invocation of `conv2d.wgsl` for `channels` output channels: two
-/// vec4s (8 channels), one for 4 or fewer.
+/// vec4s (8 channels), one for 4 or fewer. (On lavapipe, at the UNet's shapes, 2 against 4 was
+/// within ±20% either way; 1 was slower.)
 pub fn vecs_for(channels: usize) -> u32 {
     if channels <= 4 { 1 } else { 2 }
 }
 
-/// Output channels per invocation of the weight gradient.
-pub fn outs_for(channels: usize) -> u32 {
-    if channels <= 4 { 4 } else { 8 }
+/// Output pixels of a row per invocation of `conv2d.wgsl` for rows of `width` pixels: up to 8
+/// (a power of two), and 1 for the input gradient of a column-strided convolution. (On
+/// lavapipe, at the digits' 8 × 8, 8 pixels with two vec4s was the fastest of 2, 4 and 8.)
+pub fn pixels_for(width: usize, strided_transposed: bool) -> u32 {
+    if strided_transposed {
+        1
+    } else {
+        width.clamp(1, 8).next_power_of_two() as u32
+    }
 }
 
-/// The geometry of one convolution, as `conv2d.wgsl` reads it: `src` and `dst` are the forward's
-/// input and output, or the other way round for the input gradient.
+/// Output rows per slice of the weight gradient's sums for rows of `width` pixels: about 256
+/// pixels a slice.
+pub fn slice_rows(width: usize) -> usize {
+    (WGRAD_SLICE / width.max(1)).max(1)
+}
+
+/// The geometry of one convolution, as the kernels read it: `src` and `dst` of `conv2d.wgsl`
+/// are the forward's input and output, or the other way round for the input gradient.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
     /// Samples B.
@@ -112,18 +196,15 @@ pub struct Geometry {
     pub input: [usize; 3],
     /// The forward's output channels, height and width.
     pub output: [usize; 3],
-    /// Kernel height and width.
-    pub kernel: [usize; 2],
-    /// Stride (rows, columns).
-    pub stride: [usize; 2],
     /// Padding before the first row and column.
     pub pad: [usize; 2],
 }
 
 impl Geometry {
-    /// The words of `conv2d.wgsl`'s `Params` (14 words, padded to 16), for the forward or,
-    /// `transposed`, the input gradient; `weight_row` is the packed weight's row in vec4s.
-    pub fn conv_words(&self, transposed: bool, weight_row: usize) -> [u32; 16] {
+    /// The words of `conv2d.wgsl`'s `Params` (11 words, padded to 12), for the forward or,
+    /// `transposed`, the input gradient; `weight_row` is the packed weight's row in vec4s and
+    /// `pixels` the pixels per invocation.
+    pub fn conv_words(&self, transposed: bool, weight_row: usize, pixels: usize) -> [u32; 12] {
         let (src, dst) = if transposed {
             (self.output, self.input)
         } else {
@@ -139,22 +220,31 @@ impl Geometry {
             w(dst[1]),
             w(dst[2]),
             w(weight_row),
-            w(self.kernel[0]),
-            w(self.kernel[1]),
-            w(self.stride[0]),
-            w(self.stride[1]),
+            w(dst[2].div_ceil(pixels)),
+            w(self.pad[0]),
+            w(self.pad[1]),
+            0,
+        ]
+    }
+
+    /// The words of `conv2d_wgrad.wgsl`'s `Params` (10 words, padded to 12); `slice` is the
+    /// output rows per slice.
+    pub fn wgrad_words(&self, slice: usize) -> [u32; 12] {
+        let w = |v: usize| v as u32;
+        [
+            w(self.batch),
+            w(self.input[0]),
+            w(self.input[1]),
+            w(self.input[2]),
+            w(self.output[0]),
+            w(self.output[1]),
+            w(self.output[2]),
+            w(slice),
             w(self.pad[0]),
             w(self.pad[1]),
             0,
             0,
         ]
-    }
-
-    /// The words of `conv2d_wgrad.wgsl`'s `Params` (14 words, padded to 16).
-    pub fn wgrad_words(&self, slice: usize) -> [u32; 16] {
-        let mut words = self.conv_words(false, 0);
-        words[7] = slice as u32;
-        words
     }
 }
 
@@ -203,8 +293,8 @@ pub trait ConvOps: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// `w` `[a, kh, kw, c]` (contiguous after this) with `c` padded with zeros to a multiple of
-/// `multiple`.
+/// `w`, any 4D tensor (contiguous after this), with its last dim padded with zeros to a multiple
+/// of `multiple`; also returns the padded length.
 fn packed_weight(w: CubeTensor, multiple: usize) -> (CubeTensor, usize) {
     let w = into_contiguous(w);
     let dims: [usize; 4] = w.meta.shape().as_slice().try_into().expect("4D weight");
@@ -224,32 +314,45 @@ fn packed_weight(w: CubeTensor, multiple: usize) -> (CubeTensor, usize) {
 }
 
 /// Launches `conv2d.wgsl` from `src` into a new tensor of `dst_shape`, with `weight` packed as
-/// `[src channels, kh, kw, dst channels]`.
+/// `[src channels, kh, kw, dst channels]`; `kernel` and `stride` are the forward's.
+#[allow(clippy::too_many_arguments)]
 fn launch_conv(
     src: CubeTensor,
     weight: CubeTensor,
     bias: Option<CubeTensor>,
     geometry: Geometry,
+    kernel: [usize; 2],
+    stride: [usize; 2],
     transposed: bool,
     dst_shape: Shape,
 ) -> CubeTensor {
     let dst_channels = dst_shape[1];
     let vecs = vecs_for(dst_channels);
+    let pixels = pixels_for(dst_shape[3], transposed && stride[1] > 1);
     let (weight, padded) = packed_weight(weight, 4 * vecs as usize);
     let client = src.client.clone();
     let n = dst_shape.num_elements();
     let dst = client.empty(n.max(1) * 4);
-    let params = client.create_from_slice(&words_to_bytes(
-        &geometry.conv_words(transposed, padded / 4),
-    ));
-    let pixels = dst_shape[0] * dst_shape[2] * dst_shape[3];
-    let (gx, gy) = crate::denoise::grid_2d(pixels.div_ceil(WORKGROUP_SIZE as usize));
+    let params = client.create_from_slice(&words_to_bytes(&geometry.conv_words(
+        transposed,
+        padded / 4,
+        pixels as usize,
+    )));
+    let runs = dst_shape[0] * dst_shape[2] * dst_shape[3].div_ceil(pixels as usize);
+    let (gx, gy) = crate::denoise::grid_2d(runs.div_ceil(WORKGROUP_SIZE as usize));
     let blocks = dst_channels.div_ceil(4 * vecs as usize) as u32;
     // Without a bias the binding takes any buffer: the source.
     let bias = bias.map(into_contiguous).unwrap_or_else(|| src.clone());
+    let variant = Variant::Conv {
+        vecs,
+        pixels,
+        kernel: kernel.map(|k| k as u32),
+        stride: stride.map(|s| s as u32),
+        transposed,
+    };
     client.launch(
         Box::new(SourceKernel::new(
-            Wgsl(Variant::Conv { vecs, transposed }),
+            Wgsl(variant),
             CubeDim::new_1d(WORKGROUP_SIZE),
         )),
         CubeCount::Static(gx, gy, blocks),
@@ -282,14 +385,22 @@ impl ConvOps for CubeBackend {
             batch: b,
             input: [cin, h, w],
             output: [cout, launch.out[0], launch.out[1]],
-            kernel: [kh, kw],
-            stride: launch.stride,
             pad: launch.pad,
         };
         // [cout, cin, kh, kw] → [cin, kh, kw, cout]
         let packed = CubeBackend::float_permute(weight, &[1, 2, 3, 0]);
         let shape = Shape::new([b, cout, launch.out[0], launch.out[1]]);
-        launch_conv(x, packed, Some(bias), geometry, false, shape)
+        let bias = Some(bias);
+        launch_conv(
+            x,
+            packed,
+            bias,
+            geometry,
+            [kh, kw],
+            launch.stride,
+            false,
+            shape,
+        )
     }
 
     fn fused_conv2d_input_grad(
@@ -305,14 +416,21 @@ impl ConvOps for CubeBackend {
             batch: b,
             input: [cin, input[0], input[1]],
             output: [cout, ho, wo],
-            kernel: [kh, kw],
-            stride: launch.stride,
             pad: launch.pad,
         };
         // [cout, cin, kh, kw] → [cout, kh, kw, cin]
         let packed = CubeBackend::float_permute(weight, &[0, 2, 3, 1]);
         let shape = Shape::new([b, cin, input[0], input[1]]);
-        launch_conv(dy, packed, None, geometry, true, shape)
+        launch_conv(
+            dy,
+            packed,
+            None,
+            geometry,
+            [kh, kw],
+            launch.stride,
+            true,
+            shape,
+        )
     }
 
     fn fused_conv2d_weight_grad(
@@ -321,36 +439,35 @@ impl ConvOps for CubeBackend {
         launch: ConvLaunch,
         kernel: [usize; 2],
     ) -> CubeTensor {
-        let [x, dy] = [x, dy].map(into_contiguous);
         let [b, cin, h, w] = dims4(&x);
         let [_, cout, ho, wo] = dims4(&dy);
+        // Channels last, padded to a multiple of 4: the kernel loads 4 channels at once.
+        let nhwc = |t: CubeTensor| packed_weight(CubeBackend::float_permute(t, &[0, 2, 3, 1]), 4).0;
+        let (x, dy) = (nhwc(x), nhwc(dy));
         let taps = kernel[0] * kernel[1];
         let geometry = Geometry {
             batch: b,
             input: [cin, h, w],
             output: [cout, ho, wo],
-            kernel,
-            stride: launch.stride,
             pad: launch.pad,
         };
-        let slices = (b * ho * wo).div_ceil(WGRAD_SLICE).max(1);
-        let outs = outs_for(cout);
+        let rows = slice_rows(wo);
+        let slices = (b * ho).div_ceil(rows).max(1);
         let client = x.client.clone();
         let part = client.empty(slices * cin * taps * cout * 4);
-        let params = client.create_from_slice(&words_to_bytes(&geometry.wgrad_words(WGRAD_SLICE)));
+        let params = client.create_from_slice(&words_to_bytes(&geometry.wgrad_words(rows)));
+        let variant = Variant::Wgrad {
+            kernel: kernel.map(|k| k as u32),
+            stride: launch.stride.map(|s| s as u32),
+        };
+        let blocks = cin.div_ceil(4) * cout.div_ceil(4);
+        let (gx, gz) = crate::denoise::grid_2d(slices);
         client.launch(
             Box::new(SourceKernel::new(
-                Wgsl(Variant::Wgrad {
-                    taps: taps as u32,
-                    outs,
-                }),
+                Wgsl(variant),
                 CubeDim::new_1d(WORKGROUP_SIZE),
             )),
-            CubeCount::Static(
-                cin.div_ceil(WORKGROUP_SIZE as usize) as u32,
-                cout.div_ceil(outs as usize) as u32,
-                slices as u32,
-            ),
+            CubeCount::Static(blocks.div_ceil(WORKGROUP_SIZE as usize) as u32, gx, gz),
             KernelArguments::new().with_buffers(vec![
                 x.handle.clone().binding(),
                 dy.handle.clone().binding(),
@@ -480,6 +597,10 @@ impl FusedConv2d for WgslConv2d {
 
     fn takes_kernel(&self, kh: usize, kw: usize) -> bool {
         kh * kw <= MAX_TAPS
+    }
+
+    fn takes_stride(&self, stride: [usize; 2]) -> bool {
+        stride.iter().all(|&s| (1..=MAX_STRIDE).contains(&s))
     }
 
     fn forward(

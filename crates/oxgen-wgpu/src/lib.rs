@@ -14,6 +14,7 @@ mod attention_fwd;
 pub mod attention_tiling;
 pub mod autotune;
 pub mod conv;
+mod conv_codegen;
 pub mod copy;
 pub mod denoise;
 pub mod device;

@@ -36,6 +36,8 @@ pub trait FusedConv2d: Send + Sync {
     fn accepts(&self, device: &Device) -> bool;
     /// Whether this kernel takes a `kh × kw` kernel (it may bound the window's size).
     fn takes_kernel(&self, kh: usize, kw: usize) -> bool;
+    /// Whether this kernel takes the stride (rows, columns).
+    fn takes_stride(&self, stride: [usize; 2]) -> bool;
     /// The convolution: `x` `[b, cin, h, w]`, `weight` `[cout, cin, kh, kw]`, `bias` `[cout]`;
     /// returns `[b, cout, launch.out[0], launch.out[1]]`. Only called when
     /// [`FusedConv2d::accepts`] is true.
@@ -133,8 +135,9 @@ fn conv2d_untapped(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
     }
     super::install_kernels();
     let kernel = FUSED.get().filter(|k| k.accepts(&device));
+    let takes = |k: &&Box<dyn FusedConv2d>| k.takes_kernel(kh, kw) && k.takes_stride(conv.stride);
     let taken = kernel
-        .filter(|k| k.takes_kernel(kh, kw))
+        .filter(takes)
         .zip(launch)
         .filter(|_| super::take_fused(OP, true, &device));
     match taken {
@@ -147,8 +150,7 @@ fn conv2d_untapped(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
             // Counted only where a fused kernel exists for the device (the default paths'
             // convolutions); elsewhere burn's module is simply the implementation.
             if kernel.is_some() {
-                let reason = if launch.is_none() || !kernel.is_some_and(|k| k.takes_kernel(kh, kw))
-                {
+                let reason = if launch.is_none() || !kernel.is_some_and(|k| takes(&k)) {
                     "the kernel declined the input"
                 } else {
                     super::reference_reason(true, &device)

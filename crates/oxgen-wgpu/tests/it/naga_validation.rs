@@ -118,7 +118,7 @@ fn every_noising_variant_validates() {
 fn every_conv_variant_validates() {
     use oxgen_wgpu::conv::Variant;
     let variants = Variant::all();
-    assert_eq!(variants.len(), 12);
+    assert_eq!(variants.len(), 52);
     validate_all("conv2d", variants, Variant::source, |_| {
         Capabilities::empty()
     });
