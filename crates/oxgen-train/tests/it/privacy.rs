@@ -3,6 +3,7 @@
 //! norm paths (Gram matrices and materialised gradients), for embeddings and LayerNorm, for
 //! convolutions and GroupNorm (with and without the fused SiLU), and for a whole UNet.
 
+use oxgen_train::trainer::optim::seeded_init;
 use std::collections::HashMap;
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
@@ -150,8 +151,8 @@ struct TokNet {
 
 fn per_sample_gradients_on(device: Device) {
     let ad = device.autodiff();
-    ad.seed(7);
-    let net = Net::new(&ad);
+    // Seeded under the process-wide lock: burn's generator is shared with the other tests.
+    let net = seeded_init(&ad, 7, || Net::new(&ad));
     let rows: Vec<f32> = (0..5 * 5)
         .map(|i| ((i * 37 % 11) as f32 - 5.0) / 4.0)
         .collect();
@@ -444,8 +445,7 @@ fn membership_audit_separates_private_from_non_private() {
 fn dp_update_refuses_untapped_and_reused_parameters() {
     use oxgen_train::privacy::dpsgd::{DpConfig, dp_update};
     let ad = Device::flex().autodiff();
-    ad.seed(3);
-    let net = Net::new(&ad);
+    let net = seeded_init(&ad, 3, || Net::new(&ad));
     let plan = DpConfig {
         sigma: Some(1.0),
         ..DpConfig::default()

@@ -12,6 +12,7 @@ use oxgen_models::DataShape;
 use oxgen_models::gan::{Gan, GanConfig, GanNet, Penalty};
 use oxgen_models::ops::conv::conv_transpose2d;
 use oxgen_models::vae::{Vae, VaeConfig, VaeNet};
+use oxgen_train::trainer::optim::seeded_init;
 
 use crate::privacy::{Jitter, check, flat_grads};
 use crate::wgpu_parity::wgpu_device;
@@ -117,12 +118,13 @@ fn gan_and_conv_vae_per_sample_gradients_equal_batches_of_one_on_wgpu() {
 fn dp_update_adds_the_public_gradient_as_it_is() {
     use oxgen_train::privacy::dpsgd::{DpConfig, dp_update};
     let ad = Device::flex().autodiff();
-    ad.seed(5);
-    let gan: Gan = GanConfig::new()
-        .with_hidden(6)
-        .with_latent(2)
-        .with_penalty(Penalty::None)
-        .init(DataShape::Vector { dim: 3 }, &ad);
+    let gan: Gan = seeded_init(&ad, 5, || {
+        GanConfig::new()
+            .with_hidden(6)
+            .with_latent(2)
+            .with_penalty(Penalty::None)
+            .init(DataShape::Vector { dim: 3 }, &ad)
+    });
     let plan = DpConfig {
         sigma: Some(1.0),
         ..DpConfig::default()
