@@ -3,7 +3,9 @@
 use anyhow::{Context, Result, bail};
 use oxgen_wgpu::DeviceChoice;
 
-use crate::bench_args::{AttentionBenchArgs, BenchArgs, DdimBenchArgs, TrainBenchArgs};
+use crate::bench_args::{
+    AttentionBenchArgs, BenchArgs, ConvBenchArgs, DdimBenchArgs, TrainBenchArgs,
+};
 
 pub(crate) fn attention(a: AttentionBenchArgs) -> Result<()> {
     let selected = oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?;
@@ -116,6 +118,28 @@ pub(crate) fn train(a: TrainBenchArgs) -> Result<()> {
     print!("{}", report.markdown());
     if let Some(path) = a.json {
         crate::bench::write_json(&path, &report)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn conv(a: ConvBenchArgs) -> Result<()> {
+    let selected = oxgen_wgpu::select(a.device).map_err(anyhow::Error::msg)?;
+    if !selected.is_wgpu {
+        bail!("the convolution benchmark needs a wgpu device; found only the CPU");
+    }
+    if a.iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    eprintln!("benchmarking conv2d on {} …", selected.description);
+    println!("device: {}\n", selected.description);
+    let rows: Vec<_> = oxgen_bench::conv::UNET_SHAPES
+        .iter()
+        .map(|&s| oxgen_bench::conv::measure(&selected.device, s, a.iters))
+        .collect();
+    print!("{}", oxgen_bench::conv::table(&rows));
+    if let Some(path) = a.json {
+        let doc = serde_json::json!({ "device": selected.description, "rows": rows });
+        crate::bench::write_json(&path, &doc)?;
     }
     Ok(())
 }

@@ -23,6 +23,12 @@ pub(crate) enum BenchKind {
         after_help = "Examples:\n  oxgen bench attention --seq 1024,2048,4096 --json attention.json\n  oxgen bench attention --seq 128,256 --batch 1 --heads 4 --causal\n  oxgen bench attention --seq 16384 --batch 1 --heads 8 --iters 1 --no-peers   (memory grows with L)\n  oxgen bench attention --decode --seq 4096,16384 --batch 1 --heads 8   (one token against a KV cache)"
     )]
     Attention(AttentionBenchArgs),
+    /// The 2D convolution (WGSL, forward and both gradients) against burn's `Conv2d` and its
+    /// autodiff, at the digits UNet's shapes (batch 64), in ms. Prints Markdown and writes JSON.
+    #[command(
+        after_help = "Examples:\n  oxgen bench conv\n  oxgen bench conv --iters 50 --json conv.json"
+    )]
+    Conv(ConvBenchArgs),
     /// GPT decoding with the KV cache (batch 1 and 16 by default) against re-running the window
     /// each step, and beside its PyTorch twin: same model (nanoGPT's shakespeare_char shape by
     /// default, random weights), greedy, tokens checked equal. Prints Markdown and writes JSON.
@@ -152,6 +158,19 @@ pub(crate) struct DecodeBenchArgs {
     pub(crate) json: Option<PathBuf>,
     /// auto | wgpu | vulkan | metal | dx12 | cpu.
     #[arg(long, default_value = "auto")]
+    pub(crate) device: DeviceChoice,
+}
+
+#[derive(Args)]
+pub(crate) struct ConvBenchArgs {
+    /// Timed calls per measurement.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) iters: usize,
+    /// Write the rows as JSON here.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    /// auto | wgpu | vulkan | metal | dx12 (a wgpu device is required).
+    #[arg(long, default_value = "wgpu")]
     pub(crate) device: DeviceChoice,
 }
 

@@ -204,6 +204,7 @@ fn main() -> Result<()> {
         Command::Tour(a) => tour::run(a)?,
         Command::Bench(BenchKind::Decode(a)) => ar::bench_decode(a)?,
         Command::Bench(BenchKind::Attention(a)) => bench::attention(a)?,
+        Command::Bench(BenchKind::Conv(a)) => bench::conv(a)?,
         Command::Bench(BenchKind::Denoise(a)) => bench::denoise(a)?,
         Command::Bench(BenchKind::Train(a)) => bench::train(a)?,
         Command::Bench(BenchKind::Ddim(a)) => bench::ddim(a)?,
