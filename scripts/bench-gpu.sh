@@ -16,6 +16,8 @@
 #                                          8,192: d = 64 (plain and causal), d = 128, f16; then ours
 #                                          alone at L = 16,384 and 32,768 with peak memory
 #   oxgen bench decode                     GPT decoding with the KV cache vs re-running the window
+#   oxgen bench conv                       the UNet's convolutions vs burn's Conv2d (fwd, fwd+bwd)
+#   oxgen bench train --against-reference  the default UNet and GPT steps, kernels vs references
 #   oxgen bench train --devices all        with several GPUs: one device vs all of them (scaling)
 #   ../shared/peers/torch_anchors.py       PyTorch's eager DDPM step and copy rate, same machine,
 #                                          same run (skipped where python3 has no CUDA torch)
@@ -44,6 +46,11 @@ benchmarks() { # $1: the oxgen binary, $2: the output folder
         2>&1 | tee "$out/attention-f16.txt"
     timeout 240 "$bin" bench decode --device wgpu --json "$out/decode.json" 2>&1 |
         tee "$out/decode.txt"
+    timeout 240 "$bin" bench conv --json "$out/conv.json" 2>&1 | tee "$out/conv.txt"
+    for m in unet-digits gpt-arithmetic; do
+        timeout 300 "$bin" bench train --model "$m" --device wgpu --against-reference --no-peer \
+            --json "$out/steps-$m.json" 2>&1 | tee "$out/steps-$m.txt"
+    done
     # Memory grows with L: B = 1, H = 8, ours only (burn's L×L buffers would be 8 and 32 GiB).
     timeout 300 "$bin" bench attention --seq 16384,32768 --batch 1 --heads 8 --iters 2 --no-peers \
         --json "$out/attention-long.json" 2>&1 | tee "$out/attention-long.txt"
