@@ -22,7 +22,7 @@
 //
 // Template placeholders: {{ workgroup_size }}, {{ vecs }} (output channels per invocation ÷ 4),
 // {{ pixels }} (output pixels of a row per invocation), {{ kernel_h }}, {{ kernel_w }},
-// {{ stride_h }}, {{ stride_w }} (the forward's window and stride), {{ row }} (see ROW),
+// {{ stride_h }}, {{ stride_w }} (the forward's window and stride),
 // {{ transposed }}, {{ bias }}, and the code written out over the run's pixels, the segment and
 // the taps: `declare`, `columns`, `channel`, `store` (in double braces below).
 //
@@ -69,9 +69,6 @@ const BIAS: bool = {{ bias }};
 // Transposed with a column stride, the taps of neighbouring pixels do not form one segment:
 // each (pixel, tap) gets its own slot (the launcher then uses PX = 1).
 const STRIDED_T: bool = TRANSPOSED && SW > 1u;
-// Source values a run's taps read along one row: (PX − 1)·SW + KW forward, PX + KW − 1
-// transposed at stride 1, PX·KW transposed and strided.
-const ROW: u32 = {{ row }}u;
 
 // The source row that window row `k` of output row `o` reads, or -1 where it falls outside
 // [0, len) (padding) or, transposed, between strides.

@@ -103,7 +103,7 @@ impl Variant {
                 stride,
                 transposed,
             } => {
-                // Source values a run's taps read along one row (`ROW` in the shader), and the
+                // Source values a run's taps read along one row (the segment's slots), and the
                 // slot that pixel px reads for window column kx.
                 let [kh, kw] = kernel;
                 let strided_t = transposed && stride[1] > 1;
@@ -131,7 +131,6 @@ impl Variant {
                     .register("kernel_w", kw.to_string())
                     .register("stride_h", stride[0].to_string())
                     .register("stride_w", stride[1].to_string())
-                    .register("row", row.to_string())
                     .register("transposed", transposed.to_string())
                     .register("bias", (!transposed).to_string())
                     .register("declare", codegen::conv_declare(pixels, vecs))

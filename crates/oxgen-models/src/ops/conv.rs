@@ -115,48 +115,36 @@ fn conv2d_untapped(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
                 ],
             }
         });
-    let bias = || conv.bias.as_ref().expect("checked above").val();
-    if is_flex(&device) {
-        return match launch.filter(|_| super::take_fused(OP, true, &device)) {
-            Some(launch) => {
-                super::stats::fused(OP, "cpu-conv2d");
-                *LAST.lock().expect("conv path lock") = Some("cpu-conv2d");
-                cpu_conv2d(x, conv.weight.val(), bias(), launch)
-            }
-            None => {
-                let reason = match launch {
-                    None => "the kernel declined the input",
-                    Some(_) => super::reference_reason(true, &device),
-                };
-                super::stats::reference(OP, reason);
-                reference(x)
-            }
-        };
-    }
+    // The CPU kernel on Flex, else a registered kernel that accepts the device; elsewhere
+    // burn's module is simply the implementation, and is not counted.
+    let flex = is_flex(&device);
     super::install_kernels();
-    let kernel = FUSED.get().filter(|k| k.accepts(&device));
-    let takes = |k: &&Box<dyn FusedConv2d>| k.takes_kernel(kh, kw) && k.takes_stride(conv.stride);
-    let taken = kernel
-        .filter(takes)
-        .zip(launch)
-        .filter(|_| super::take_fused(OP, true, &device));
-    match taken {
-        Some((kernel, launch)) => {
-            super::stats::fused(OP, kernel.name());
-            *LAST.lock().expect("conv path lock") = Some(kernel.name());
-            kernel.forward(x, conv.weight.val(), bias(), launch)
+    let registered = FUSED.get().filter(|k| !flex && k.accepts(&device));
+    if !flex && registered.is_none() {
+        return reference(x);
+    }
+    let takes = registered.is_none_or(|k| k.takes_kernel(kh, kw) && k.takes_stride(conv.stride));
+    match launch.filter(|_| takes && super::take_fused(OP, true, &device)) {
+        Some(launch) => {
+            let name = registered.map_or("cpu-conv2d", |k| k.name());
+            super::stats::fused(OP, name);
+            *LAST.lock().expect("conv path lock") = Some(name);
+            let (weight, bias) = (
+                conv.weight.val(),
+                conv.bias.as_ref().expect("checked above").val(),
+            );
+            match registered {
+                Some(kernel) => kernel.forward(x, weight, bias, launch),
+                None => cpu_conv2d(x, weight, bias, launch),
+            }
         }
         None => {
-            // Counted only where a fused kernel exists for the device (the default paths'
-            // convolutions); elsewhere burn's module is simply the implementation.
-            if kernel.is_some() {
-                let reason = if launch.is_none() || !kernel.is_some_and(|k| takes(&k)) {
-                    "the kernel declined the input"
-                } else {
-                    super::reference_reason(true, &device)
-                };
-                super::stats::reference(OP, reason);
-            }
+            let reason = if launch.is_none() || !takes {
+                "the kernel declined the input"
+            } else {
+                super::reference_reason(true, &device)
+            };
+            super::stats::reference(OP, reason);
             reference(x)
         }
     }
