@@ -10,8 +10,13 @@
 // are spread instead: workgroup (split, row) takes keys [split·P, split·P + P) of its (batch·head,
 // query) row, P = params.keys_per_split, and invocation t of it the keys split·P + t, + WG, …,
 // each with its own online-softmax state (m, l, acc) in registers. The workgroup then merges
-// its WG states through workgroup memory: M = max_t m_t first, then each state rescaled to it,
+// its WG states: M = max_t m_t first, then each state rescaled to it,
 //   L = Σ_t e^{m_t − M} l_t,  A = Σ_t e^{m_t − M} acc_t.
+// Each reduction runs first within each subgroup (sg_max, sg_add, sg_add4: subgroupMax and
+// subgroupAdd where the adapter has subgroups, subgroup_ops.wgsl), then lane 0 of each subgroup
+// leaves its subgroup's result in workgroup memory, and the NSG entries are merged after a
+// barrier. Without subgroups (subgroup_ops_fallback.wgsl) every invocation is a subgroup of its
+// own: WG entries. On lavapipe (subgroups of 8) that is 8 entries per reduction instead of 64.
 // SPLIT: the merged state of each split goes to `part` and `part_ml`, and
 // attention_decode_combine.wgsl merges the splits. Otherwise (one split) this kernel writes
 // out = A / L and lse = M + log L itself.
@@ -28,16 +33,19 @@
 //   8 params   in   `Args` (attention_params.wgsl: `Params`, then the key lengths)
 //
 // Template placeholders: `enable_f16`, `storage` (S), {{ d4 }} (head dim / 4), {{ wg }}
-// (invocations), {{ wg_d4 }} (= wg·d4), {{ causal }}, {{ bias }}, {{ split }}, and the unrolled
-// `dot_q_k` and `acc_add_pv` (the launcher writes them over the d4 chunks; lavapipe ends an
-// invocation after 65,535 loop iterations, and unrolled an invocation loops about P / WG times).
+// (invocations), {{ wg_d4 }} (= wg·d4), {{ causal }}, {{ bias }}, {{ split }},
+// `subgroup_builtins` and `subgroup_ids` (the entry point's subgroup builtins, or lid, 0 and WG
+// in their place), and the unrolled `dot_q_k`, `acc_add_pv` and `merge_acc` (the launcher writes
+// them over the d4 chunks; lavapipe ends an invocation after 65,535 loop iterations, and
+// unrolled an invocation loops about P / WG times).
 //
 // Grid: (split, y + z·Y) = (split, bh·Lq + row), folded into z past 65,535.
 
 {{ enable_f16 }}
 alias S = {{ storage }};
 
-// struct Params, struct Args and fn key_length: attention_params.wgsl, appended.
+// struct Params, struct Args and fn key_length: attention_params.wgsl, appended; sg_max, sg_add
+// and sg_add4: subgroup_ops.wgsl or subgroup_ops_fallback.wgsl, appended.
 
 @group(0) @binding(0) var<storage, read_write> q: array<S>;
 @group(0) @binding(1) var<storage, read_write> k: array<S>;
@@ -67,7 +75,10 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
+    {{ subgroup_builtins }}
 ) {
+    // sg: this invocation's subgroup, lane: its index in it, nsg: subgroups in the workgroup.
+    {{ subgroup_ids }}
     if (lid == 0u) {
         shared_params = params.p;
         shared_key_len = key_length(params.p, (wid.y + wid.z * grid.y) / max(params.p.lq, 1u));
@@ -128,27 +139,32 @@ fn main(
         }
     }
 
-    wm[lid] = m;
+    // Merge: the maximum, then the rescaled sums, each over the subgroup first.
+    let m_sg = sg_max(m);
+    if (lane == 0u) {
+        wm[sg] = m_sg;
+    }
     workgroupBarrier();
     var big_m = NEG_INF;
-    for (var t = 0u; t < WG; t++) {
+    for (var t = 0u; t < nsg; t++) {
         big_m = max(big_m, wm[t]);
     }
     // Each state rescaled to the common maximum: e^{m_t − M}, 0 for one that saw no visible key.
     let scale_t = select(0.0, exp(m - big_m), m > NEG_INF);
-    wl[lid] = l * scale_t;
-    for (var c = 0u; c < D4; c++) {
-        wacc[lid * D4 + c] = acc[c] * scale_t;
+    let l_sg = sg_add(l * scale_t);
+    {{ merge_acc }}
+    if (lane == 0u) {
+        wl[sg] = l_sg;
     }
     workgroupBarrier();
 
     var big_l = 0.0;
-    for (var t = 0u; t < WG; t++) {
+    for (var t = 0u; t < nsg; t++) {
         big_l += wl[t];
     }
     for (var c = lid; c < D4; c += WG) {
         var a = vec4<f32>(0.0);
-        for (var t = 0u; t < WG; t++) {
+        for (var t = 0u; t < nsg; t++) {
             a += wacc[t * D4 + c];
         }
         if (SPLIT) {

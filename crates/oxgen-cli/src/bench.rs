@@ -187,11 +187,12 @@ pub(crate) fn info() {
             }
         );
         println!(
-            "    workgroup storage {} KiB, {} invocations/workgroup, subgroups {}..{}, shader-f16 {}, shader-int64 {}, max storage binding {} MiB",
+            "    workgroup storage {} KiB, {} invocations/workgroup, subgroups {}..{} (operations {}), shader-f16 {}, shader-int64 {}, max storage binding {} MiB",
             a.workgroup_storage / 1024,
             a.max_invocations,
             a.subgroup_sizes.0,
             a.subgroup_sizes.1,
+            if a.subgroups { "yes" } else { "no" },
             if a.shader_f16 { "yes" } else { "no" },
             if a.shader_int64 { "yes" } else { "no" },
             a.max_storage_binding >> 20

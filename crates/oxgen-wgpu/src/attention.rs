@@ -236,6 +236,9 @@ pub struct FlashLaunch {
     /// Workgroups the decode path's splits aim at, as chosen at the call
     /// ([`crate::attention_decode::target_groups`]).
     pub groups: usize,
+    /// Whether the decode path may use subgroup operations where the device has them, as set
+    /// at the call ([`crate::subgroups::allowed`]).
+    pub subgroups: bool,
 }
 
 fn out_spec(q: &TensorSpec, v: &TensorSpec) -> TensorSpec {
@@ -561,6 +564,7 @@ pub fn flash_attention(
         key_lengths,
         rows: crate::attention_tiling::rows_override(),
         groups: crate::attention_decode::target_groups(),
+        subgroups: crate::subgroups::allowed(),
     };
     let bias = bias.unwrap_or_else(|| q.clone());
     let (out, lse) = <Dispatch as FlashAttentionOps>::flash_attention(

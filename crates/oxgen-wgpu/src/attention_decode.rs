@@ -103,6 +103,9 @@ pub struct Variant {
     pub split: bool,
     /// f16 storage of q, k, v and out (f32 arithmetic).
     pub half: bool,
+    /// The merge reduces within subgroups first (`subgroupMax`, `subgroupAdd`; Split), for
+    /// adapters with wgpu's `SUBGROUP` feature ([`crate::subgroups`]).
+    pub subgroups: bool,
 }
 
 /// Invocations per workgroup at head dim `d`: the merge holds one vec4 per invocation and
@@ -133,18 +136,22 @@ impl Variant {
                     bias: false,
                     split: true,
                     half,
+                    subgroups: false,
                 };
                 v.push(base);
                 for causal in [false, true] {
                     for bias in [false, true] {
                         for split in [false, true] {
-                            v.push(Variant {
-                                pass: Pass::Split,
-                                causal,
-                                bias,
-                                split,
-                                ..base
-                            });
+                            for subgroups in [false, true] {
+                                v.push(Variant {
+                                    pass: Pass::Split,
+                                    causal,
+                                    bias,
+                                    split,
+                                    subgroups,
+                                    ..base
+                                });
+                            }
                         }
                     }
                 }
@@ -162,10 +169,17 @@ impl Variant {
         } else {
             ("", "vec4<f32>")
         };
+        let sg = crate::subgroups::snippets(self.subgroups, wg);
         let text = match self.pass {
-            Pass::Split => format!("{SPLIT}{PARAMS}"),
+            Pass::Split => format!("{SPLIT}{PARAMS}{}", sg.functions),
             Pass::Combine => COMBINE.to_string(),
         };
+        // Every lane reduces each chunk over its subgroup; lane 0 leaves the sums for the merge.
+        let merge_acc = format!(
+            "{}\n    if (lane == 0u) {{\n{}\n    }}",
+            lines(d4, "let r# = sg_add4(acc[#] * scale_t);"),
+            lines(d4, "    wacc[sg * D4 + #u] = r#;"),
+        );
         SourceTemplate::new(text)
             .register("enable_f16", enable)
             .register("storage", storage)
@@ -180,6 +194,9 @@ impl Variant {
                 "acc_add_pv",
                 lines(d4, "acc[#] += pj * vec4<f32>(v[vb + #u]);"),
             )
+            .register("subgroup_builtins", sg.builtins)
+            .register("subgroup_ids", sg.ids)
+            .register("merge_acc", merge_acc)
     }
 }
 
@@ -196,6 +213,7 @@ fn launch(
     buffers: Vec<burn::cubecl::server::BufferBinding>,
 ) {
     note_launch(variant.half);
+    crate::subgroups::note_launch(variant.subgroups);
     client_tensor.client.launch(
         Box::new(SourceKernel::new(
             Wgsl(variant),
@@ -235,6 +253,7 @@ pub(crate) fn forward(
         bias: launch_opts.bias,
         split: n_splits > 1,
         half,
+        subgroups: launch_opts.subgroups && crate::subgroups::available(q),
     };
     let inputs = || {
         vec![
@@ -274,6 +293,7 @@ pub(crate) fn forward(
         causal: false,
         bias: false,
         split: true,
+        subgroups: false,
         ..variant
     };
     let params = client.create_from_slice(&words_to_bytes(&[rows as u32, n_splits as u32, 0, 0]));

@@ -69,6 +69,8 @@ pub struct AdapterReport {
     pub max_invocations: u32,
     /// Subgroup sizes (min, max); (0, 0) when the adapter does not say.
     pub subgroup_sizes: (u32, u32),
+    /// Whether compute shaders may use subgroup operations (wgpu's `SUBGROUP` feature).
+    pub subgroups: bool,
     /// Whether `f16` is supported in shaders.
     pub shader_f16: bool,
     /// Whether 64-bit integers are supported in shaders (Philox's product uses them).
@@ -145,6 +147,7 @@ pub fn adapters() -> Vec<AdapterReport> {
                 workgroup_storage: limits.max_compute_workgroup_storage_size,
                 max_invocations: limits.max_compute_invocations_per_workgroup,
                 subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
+                subgroups: a.features().contains(wgpu::Features::SUBGROUP),
                 shader_f16: a.features().contains(wgpu::Features::SHADER_F16),
                 shader_int64: a.features().contains(wgpu::Features::SHADER_INT64),
                 max_storage_binding: limits.max_storage_buffer_binding_size as u64,

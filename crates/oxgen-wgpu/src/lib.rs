@@ -23,6 +23,7 @@ pub mod group_norm;
 mod kernel;
 pub mod noising;
 pub mod per_sample_norm;
+pub mod subgroups;
 
 pub use device::{AdapterReport, DeviceChoice, SelectedDevice, adapters, is_wgpu, select};
 pub use kernel::set_loop_bounding;

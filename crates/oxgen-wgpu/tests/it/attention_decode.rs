@@ -9,17 +9,22 @@ use oxgen_models::ops::{OpPath, with_path};
 use oxgen_wgpu::attention_decode::{
     GPU_GROUPS, MAX_SPLITS, splits, target_groups, with_target_groups, workgroup,
 };
+use oxgen_wgpu::subgroups;
 
 use crate::attention::{Case, check, close, host, with_window};
 use crate::gpu;
 
-/// One split and several (each case twice: with this device's split counts, one split on
-/// lavapipe, and with a GPU's, [`GPU_GROUPS`]), every workgroup size (head dims 16, 64, 128 → 64, 64, 32 invocations;
-/// 256 → 16), a head dim that pads (6), causal, bias with masked keys, windows, f16 storage, and
-/// keys fewer than the invocations of a workgroup.
+/// One split and several (each case with this device's split counts, one split on lavapipe, and
+/// with a GPU's, [`GPU_GROUPS`]), every workgroup size (head dims 16, 64, 128 → 64, 64, 32
+/// invocations; 256 → 16), a head dim that pads (6), causal, bias with masked keys, windows, f16
+/// storage, and keys fewer than the invocations of a workgroup. Each also with the merge's
+/// subgroup reductions off, the workgroup-memory fallback; with them on where the adapter has
+/// subgroups (lavapipe has, 8 wide: with 64 invocations, 8 subgroups to merge), and then the
+/// subgroup variant must be the one that ran.
 #[test]
 fn decode_matches_the_reference() {
     let gpu = gpu();
+    let has_subgroups = oxgen_wgpu::adapters().iter().all(|a| a.subgroups);
     for (lq, lk, d, causal, bias, window, half) in [
         (1, 1, 64, false, false, 0, false),
         (1, 17, 16, true, false, 0, false),
@@ -41,7 +46,18 @@ fn decode_matches_the_reference() {
             half,
         };
         for groups in [None, Some(GPU_GROUPS)] {
-            with_target_groups(groups, || with_window(window, || check(&gpu, &case)));
+            for on in [false, true] {
+                let before = subgroups::launches();
+                subgroups::with_enabled(Some(on), || {
+                    with_target_groups(groups, || with_window(window, || check(&gpu, &case)))
+                });
+                if on && has_subgroups {
+                    assert!(
+                        subgroups::launches() > before,
+                        "lq {lq}, lk {lk}, d {d}: the subgroup variant did not run"
+                    );
+                }
+            }
         }
     }
 }

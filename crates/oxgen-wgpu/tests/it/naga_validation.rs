@@ -91,11 +91,29 @@ fn every_attention_variant_validates() {
 fn every_attention_decode_variant_validates() {
     use oxgen_wgpu::attention_decode::Variant;
     let variants = Variant::all();
-    // 7 head dims × 2 storages × (1 combine + 8 split variants).
-    assert_eq!(variants.len(), 126);
+    // 7 head dims × 2 storages × (1 combine + 16 split variants: with and without subgroups).
+    assert_eq!(variants.len(), 238);
     validate_all("attention_decode", variants, Variant::source, |v| {
-        needs(v.half, Capabilities::SHADER_FLOAT16)
+        needs(v.half, Capabilities::SHADER_FLOAT16) | needs(v.subgroups, Capabilities::SUBGROUP)
     });
+    // The fallback really is free of subgroup operations: it validates without the capability,
+    // and the subgroup variant does not.
+    let base = Variant::all()
+        .into_iter()
+        .find(|v| v.subgroups && !v.half)
+        .expect("a subgroup variant");
+    let fallback = Variant {
+        subgroups: false,
+        ..base
+    };
+    validate("attention_decode fallback", &fallback.source().complete());
+    let module = naga::front::wgsl::parse_str(&base.source().complete()).expect("parses");
+    assert!(
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), Capabilities::empty())
+            .validate(&module)
+            .is_err(),
+        "the subgroup variant validated without the SUBGROUP capability"
+    );
 }
 
 #[test]
