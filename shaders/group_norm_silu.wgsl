@@ -15,13 +15,15 @@
 //   3 y       out  [B, C, H, W]
 //   4 params  in   `Params` below (layout: crates/oxgen-wgpu/src/group_norm.rs, `Params`)
 //
-// Template placeholders: {{ workgroup_size }} (a power of two), {{ affine }}.
+// Template placeholders: {{ workgroup_size }} (a power of two), {{ affine }}, and
+// `subgroup_builtins` and `subgroup_ids` (the entry point's subgroup builtins, or lid, 0 and WG
+// in their place).
 //
 // Layout: one workgroup per (sample, group), whose C/G channels are contiguous in memory. Two
-// sweeps over the group: both moments of the shifted data (one tree reduction in workgroup
-// memory), then normalise and write. The group is read twice and written once; for the UNet's
-// groups (≤ 64 KiB) the re-read hits the cache. Barriers are few and the workgroup small (64),
-// because on lavapipe every barrier is a coroutine switch for each SIMD row of the workgroup.
+// sweeps over the group: both moments of the shifted data (one workgroup_sum), then normalise
+// and write. The group is read twice and written once; for the UNet's groups (≤ 64 KiB) the
+// re-read hits the cache. Barriers are few and the workgroup small (two subgroups), because on
+// lavapipe every barrier is a coroutine switch for each SIMD row of the workgroup.
 // The grid is 2D: workgroup = wid.x + wid.y · num_workgroups.x.
 
 struct Params {
@@ -44,25 +46,18 @@ const AFFINE: bool = {{ affine }};
 var<workgroup> partial: array<vec2<f32>, WG>;
 var<workgroup> shared_params: Params;
 
-// Sums of `v` over the workgroup. Every invocation gets the totals.
-fn workgroup_sum(lid: u32, v: vec2<f32>) -> vec2<f32> {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            partial[lid] = partial[lid] + partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    return partial[0];
-}
+// fn workgroup_sum: workgroup_sum.wgsl, or workgroup_sum_subgroup.wgsl where the adapter has
+// subgroups, appended.
 
 @compute @workgroup_size({{ workgroup_size }}, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
+    {{ subgroup_builtins }}
 ) {
+    // sg: this invocation's subgroup, lane: its index in it, nsg: subgroups in the workgroup.
+    {{ subgroup_ids }}
     // Storage loads are not uniform to WGSL; broadcast the parameters through workgroup memory so
     // the early return below is, and the barriers after it are legal.
     if (lid == 0u) {
@@ -87,7 +82,7 @@ fn main(
         let d = x[base + i] - shift;
         sums = sums + vec2<f32>(d, d * d);
     }
-    let total = workgroup_sum(lid, sums);
+    let total = workgroup_sum(lid, sg, lane, nsg, sums);
     let n = f32(len);
     let mean_shifted = total.x / n;
     let mean = shift + mean_shifted;

@@ -18,11 +18,13 @@
 //   6 dbeta    out  [B, C]: likewise for dβ
 //   7 params   in   `Params`, as the forward's (crates/oxgen-wgpu/src/group_norm.rs, `Params`)
 //
-// Template placeholders: {{ workgroup_size }} (a power of two), {{ affine }}.
+// Template placeholders: {{ workgroup_size }} (a power of two), {{ affine }}, and
+// `subgroup_builtins` and `subgroup_ids` (the entry point's subgroup builtins, or lid, 0 and WG
+// in their place).
 //
 // Layout: one workgroup per (sample, group), as the forward. Three sweeps over the group: the
 // moments (as the forward, so μ and r are the same numbers), then per channel the two sums
-// (one tree reduction each), then dx. Nothing is saved from the forward but x itself.
+// (one workgroup_sum each), then dx. Nothing is saved from the forward but x itself.
 
 struct Params {
     batch: u32,
@@ -47,21 +49,8 @@ const AFFINE: bool = {{ affine }};
 var<workgroup> partial: array<vec2<f32>, WG>;
 var<workgroup> shared_params: Params;
 
-// Sums of `v` over the workgroup. Every invocation gets the totals.
-fn workgroup_sum(lid: u32, v: vec2<f32>) -> vec2<f32> {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            partial[lid] = partial[lid] + partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    // The next call overwrites `partial`: every invocation must have read the total first.
-    workgroupBarrier();
-    return total;
-}
+// fn workgroup_sum: workgroup_sum.wgsl, or workgroup_sum_subgroup.wgsl where the adapter has
+// subgroups, appended.
 
 // (dz, x̂) of element i of the group whose channel is c.
 fn grad_z(i: u32, c: u32, mean: f32, rstd: f32) -> vec2<f32> {
@@ -79,7 +68,10 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
+    {{ subgroup_builtins }}
 ) {
+    // sg: this invocation's subgroup, lane: its index in it, nsg: subgroups in the workgroup.
+    {{ subgroup_ids }}
     if (lid == 0u) {
         shared_params = params;
     }
@@ -101,7 +93,7 @@ fn main(
         let d = x[base + i] - shift;
         sums = sums + vec2<f32>(d, d * d);
     }
-    let total = workgroup_sum(lid, sums);
+    let total = workgroup_sum(lid, sg, lane, nsg, sums);
     let n = f32(len);
     let mean_shifted = total.x / n;
     let mean = shift + mean_shifted;
@@ -120,7 +112,7 @@ fn main(
             let g = grad_z(start + i, c, mean, rstd);
             s = s + vec2<f32>(g.x * g.y, g.x);
         }
-        let t = workgroup_sum(lid, s);
+        let t = workgroup_sum(lid, sg, lane, nsg, s);
         var gam = 1.0;
         if (AFFINE) {
             gam = gamma[c];

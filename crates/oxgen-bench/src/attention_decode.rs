@@ -1,9 +1,9 @@
 //! The decode benchmark behind `oxgen bench attention --decode`: one query row per (batch, head)
 //! against a long key sequence (one new token against a KV cache). Our decode path (split over
-//! the keys, `oxgen_wgpu::attention_decode`) against our forward kernel on the same call (what
-//! ran before the decode path existed), burn's `attention` and `attention_fallback`, in one run
-//! on one device. FLOPs: 4·B·H·Lk·d. Outputs are kept alive as in [`crate::attention`]: each
-//! call's output is the next call's query.
+//! the keys, `oxgen_wgpu::attention_decode`), the same with subgroup operations off, our forward
+//! kernel on the same call (what ran before the decode path existed), burn's `attention` and
+//! `attention_fallback`, in one run on one device. FLOPs: 4·B·H·Lk·d. Outputs are kept alive as
+//! in [`crate::attention`]: each call's output is the next call's query.
 
 use burn::tensor::module::{attention as burn_attention, attention_fallback};
 use burn::tensor::ops::AttentionModuleOptions;
@@ -29,8 +29,10 @@ pub struct DecodeRow {
     pub causal: bool,
     /// Storage dtype of q, k, v.
     pub dtype: String,
-    /// Ours, the decode path, ms.
+    /// Ours, the decode path, ms (its merge reducing within subgroups where the adapter has them).
     pub decode_ms: Option<f64>,
+    /// Ours, the decode path with subgroups off (the merge through workgroup memory only), ms.
+    pub no_subgroups_ms: Option<f64>,
     /// Ours, the forward kernel (one query row per invocation), ms.
     pub forward_kernel_ms: Option<f64>,
     /// burn `attention`, ms.
@@ -80,6 +82,7 @@ pub fn run(device: &Device, keys: &[usize], cfg: AttentionBench) -> Vec<DecodeRo
         };
         let ours = |q| flash_attention(q, k.clone(), v.clone(), None, options.clone()).0;
         let decode_ms = time(&ours);
+        let no_subgroups_ms = oxgen_wgpu::subgroups::with_enabled(Some(false), || time(&ours));
         oxgen_wgpu::attention_decode::set_enabled(false);
         let forward_kernel_ms = time(&ours);
         oxgen_wgpu::attention_decode::set_enabled(true);
@@ -99,6 +102,7 @@ pub fn run(device: &Device, keys: &[usize], cfg: AttentionBench) -> Vec<DecodeRo
             causal,
             dtype: if half { "f16" } else { "f32" }.into(),
             decode_ms,
+            no_subgroups_ms,
             forward_kernel_ms,
             burn_ms,
             fallback_ms,
@@ -122,11 +126,11 @@ pub fn table(rows: &[DecodeRow]) -> String {
         _ => "—".into(),
     };
     let mut s = String::from(
-        "| B·H | keys | d | causal | dtype | decode path ms (GFLOP/s) | forward kernel | decode ÷ forward kernel | burn attention | attention_fallback | decode ÷ burn attention |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| B·H | keys | d | causal | dtype | decode path ms (GFLOP/s) | without subgroups | subgroups ÷ without | forward kernel | decode ÷ forward kernel | burn attention | attention_fallback | decode ÷ burn attention |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "| {}·{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {}·{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.batch,
             r.heads,
             r.keys,
@@ -134,6 +138,8 @@ pub fn table(rows: &[DecodeRow]) -> String {
             r.causal,
             r.dtype,
             cell(r.decode_ms, r.flops, true),
+            cell(r.no_subgroups_ms, r.flops, true),
+            ratio(r.decode_ms, r.no_subgroups_ms),
             cell(r.forward_kernel_ms, r.flops, true),
             ratio(r.decode_ms, r.forward_kernel_ms),
             cell(r.burn_ms, r.flops, r.peers),

@@ -23,6 +23,10 @@ use oxgen_models::ops::group_norm::{FusedGroupNormSilu, GroupNormParams};
 pub const SOURCE: &str = include_str!("../../../shaders/group_norm_silu.wgsl");
 /// The backward's WGSL source.
 pub const BACKWARD: &str = include_str!("../../../shaders/group_norm_silu_bwd.wgsl");
+/// The workgroup reduction both append: a tree in workgroup memory.
+pub const SUM: &str = include_str!("../../../shaders/workgroup_sum.wgsl");
+/// The same with subgroup operations.
+pub const SUM_SUBGROUP: &str = include_str!("../../../shaders/workgroup_sum_subgroup.wgsl");
 
 /// Which compile-time variant of the kernel to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -33,6 +37,9 @@ pub struct Variant {
     pub workgroup_size: u32,
     /// The backward kernel (dx, and the per-sample shares of dγ and dβ).
     pub backward: bool,
+    /// Reduce within subgroups first (`subgroupAdd`), for adapters with wgpu's `SUBGROUP`
+    /// feature ([`crate::subgroups`]); at the call, whether subgroups are allowed there.
+    pub subgroups: bool,
 }
 
 impl Variant {
@@ -42,11 +49,14 @@ impl Variant {
         for workgroup_size in [16, 32, 64, 128, 256] {
             for affine in [false, true] {
                 for backward in [false, true] {
-                    v.push(Variant {
-                        affine,
-                        workgroup_size,
-                        backward,
-                    });
+                    for subgroups in [false, true] {
+                        v.push(Variant {
+                            affine,
+                            workgroup_size,
+                            backward,
+                            subgroups,
+                        });
+                    }
                 }
             }
         }
@@ -55,9 +65,14 @@ impl Variant {
 
     /// The kernel source of this variant.
     pub fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(if self.backward { BACKWARD } else { SOURCE })
+        let kernel = if self.backward { BACKWARD } else { SOURCE };
+        let sum = if self.subgroups { SUM_SUBGROUP } else { SUM };
+        let sg = crate::subgroups::snippets(self.subgroups, self.workgroup_size);
+        SourceTemplate::new(format!("{kernel}{sum}"))
             .register("workgroup_size", self.workgroup_size.to_string())
             .register("affine", self.affine.to_string())
+            .register("subgroup_builtins", sg.builtins)
+            .register("subgroup_ids", sg.ids)
     }
 }
 
@@ -176,7 +191,9 @@ fn launch_kernel(
             c / launch.groups * hw,
         ),
         backward,
+        subgroups: launch.variant.subgroups && crate::subgroups::available(x),
     };
+    crate::subgroups::note_launch(variant.subgroups);
     let params = Params {
         batch: b as u32,
         channels: c as u32,
@@ -380,6 +397,7 @@ impl FusedGroupNormSilu for WgslGroupNormSilu {
                 affine,
                 workgroup_size: 0,
                 backward: false,
+                subgroups: crate::subgroups::allowed(),
             },
             groups: params.groups,
             eps: params.epsilon as f32,

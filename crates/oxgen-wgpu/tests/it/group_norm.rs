@@ -5,6 +5,7 @@ use oxgen_models::ops::group_norm::{
     self, FusedGroupNormSilu, GroupNormParams, group_norm_silu, group_norm_silu_reference,
 };
 use oxgen_wgpu::group_norm::{WgslGroupNormSilu, grid};
+use oxgen_wgpu::subgroups;
 
 use crate::gpu;
 
@@ -37,10 +38,12 @@ fn params(c: usize, groups: usize, affine: bool, device: &Device) -> GroupNormPa
 /// Odd shapes, groups longer and shorter than the workgroup, a batch of one, with and without
 /// affine, and inputs far from zero mean (mean 3 and std 2; and mean 100, std 1, where a plain
 /// one-pass variance would lose most of its digits: the kernel shifts the data by one of its
-/// values, the reference is two-pass).
+/// values, the reference is two-pass). Each with the workgroup reduction through subgroups (where
+/// the adapter has them: lavapipe has, 8 wide) and through the workgroup-memory tree.
 #[test]
 fn fused_matches_reference() {
     let gpu = gpu();
+    let has_subgroups = oxgen_wgpu::adapters().iter().all(|a| a.subgroups);
     let cpu = Device::flex();
     let cases: [([usize; 4], usize, f32, f32, f32); 8] = [
         ([1, 6, 5, 3], 3, 3.0, 2.0, 2e-5),
@@ -66,15 +69,19 @@ fn fused_matches_reference() {
                 on(&cpu, &x, shape),
                 &params(shape[1], groups, affine, &cpu),
             ));
-            let got = host(
-                WgslGroupNormSilu
-                    .forward(on(&gpu, &x, shape), &params(shape[1], groups, affine, &gpu)),
-            );
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - w).abs() <= tol * (1.0 + w.abs()),
-                    "{shape:?}, {groups} groups, affine {affine}: element {i}: fused {g}, reference {w}"
-                );
+            for sg in [false, true] {
+                let before = subgroups::launches();
+                let got = host(subgroups::with_enabled(Some(sg), || {
+                    WgslGroupNormSilu
+                        .forward(on(&gpu, &x, shape), &params(shape[1], groups, affine, &gpu))
+                }));
+                assert!(!sg || !has_subgroups || subgroups::launches() > before);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= tol * (1.0 + w.abs()),
+                        "{shape:?}, {groups} groups, affine {affine}, subgroups {sg}: element {i}: fused {g}, reference {w}"
+                    );
+                }
             }
         }
     }
@@ -151,10 +158,12 @@ fn gradients(
 
 /// The backward kernel against burn's autodiff through the reference: dx, dγ and dβ, odd
 /// shapes, a batch of one and of five, groups of one channel and of many, with and without
-/// affine, data far from zero mean, and one group long enough to widen the workgroup.
+/// affine, data far from zero mean, and one group long enough to widen the workgroup; with the
+/// reductions through subgroups (where the adapter has them) and through the tree.
 #[test]
 fn backward_matches_reference() {
     let gpu = gpu();
+    let has_subgroups = oxgen_wgpu::adapters().iter().all(|a| a.subgroups);
     let cpu = Device::flex();
     let cases: [([usize; 4], usize, f32, f32, f32); 7] = [
         ([1, 6, 5, 3], 3, 3.0, 2.0, 1e-4),
@@ -173,15 +182,22 @@ fn backward_matches_reference() {
                 .map(|v| mean + std * v)
                 .collect();
             let want = gradients(&cpu, &x, shape, groups, affine, false);
-            let got = gradients(&gpu, &x, shape, groups, affine, true);
-            for (k, name) in ["dx", "dgamma", "dbeta"].iter().enumerate() {
-                // Sums over many elements: relative to the largest magnitude of the result.
-                let scale = want[k].iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-                for (i, (g, w)) in got[k].iter().zip(&want[k]).enumerate() {
-                    assert!(
-                        g.is_finite() && (g - w).abs() <= tol * (scale + w.abs()),
-                        "{shape:?}, {groups} groups, affine {affine}: {name}[{i}]: fused {g}, reference {w}"
-                    );
+            for sg in [false, true] {
+                let before = subgroups::launches();
+                let got = subgroups::with_enabled(Some(sg), || {
+                    gradients(&gpu, &x, shape, groups, affine, true)
+                });
+                // The forward and the backward kernel.
+                assert!(!sg || !has_subgroups || subgroups::launches() >= before + 2);
+                for (k, name) in ["dx", "dgamma", "dbeta"].iter().enumerate() {
+                    // Sums over many elements: relative to the largest magnitude of the result.
+                    let scale = want[k].iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+                    for (i, (g, w)) in got[k].iter().zip(&want[k]).enumerate() {
+                        assert!(
+                            g.is_finite() && (g - w).abs() <= tol * (scale + w.abs()),
+                            "{shape:?}, {groups} groups, affine {affine}, subgroups {sg}: {name}[{i}]: fused {g}, reference {w}"
+                        );
+                    }
                 }
             }
         }

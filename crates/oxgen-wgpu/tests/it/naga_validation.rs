@@ -68,8 +68,11 @@ fn the_copy_kernel_validates() {
 #[test]
 fn every_group_norm_variant_validates() {
     use oxgen_wgpu::group_norm::Variant;
-    validate_all("group_norm_silu", Variant::all(), Variant::source, |_| {
-        Capabilities::empty()
+    let variants = Variant::all();
+    // 5 workgroup sizes × affine × backward × subgroups.
+    assert_eq!(variants.len(), 40);
+    validate_all("group_norm_silu", variants, Variant::source, |v| {
+        needs(v.subgroups, Capabilities::SUBGROUP)
     });
 }
 
