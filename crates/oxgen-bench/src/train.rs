@@ -125,6 +125,9 @@ pub struct TrainReport {
     /// The same step with every fused op on its plain-burn reference, timed in the same run
     /// (`--against-reference`).
     pub reference: Option<TrainRow>,
+    /// The same step with subgroup operations off (the kernels' reductions through workgroup
+    /// memory only), timed in the same run (`--against-no-subgroups`).
+    pub no_subgroups: Option<TrainRow>,
     /// The same step split over several devices (`--devices`), timed in the same run.
     pub parallel: Option<TrainRow>,
     /// One device's step time ÷ (devices × their step time), from `ours` and `parallel`.
@@ -245,6 +248,15 @@ fn measure(
     (loss, wall, cpu, comm, bytes)
 }
 
+/// The same step timed again in the same run, with something switched off.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Against {
+    /// Every fused op on its plain-burn reference.
+    pub reference: bool,
+    /// Subgroup operations off (`oxgen_wgpu::subgroups::set_enabled(Some(false))`).
+    pub no_subgroups: bool,
+}
+
 /// Ours, then the twin (unless `python` is `None`), one after the other in this process.
 pub fn compare(
     model: Model,
@@ -253,16 +265,23 @@ pub fn compare(
     warmup: usize,
     iters: usize,
     python: Option<&str>,
-    against_reference: bool,
+    against: Against,
     parallel: &DataParallel,
 ) -> TrainReport {
     let one = DataParallel::default();
     let fused = ours(model, device, description, warmup, iters, &one);
-    let reference = against_reference.then(|| {
+    let reference = against.reference.then(|| {
         use oxgen_models::ops::{OpPath, with_path};
         with_path(OpPath::Reference, || {
             ours(model, device, description, warmup, iters, &one)
         })
+    });
+    // Process-wide: the trainer's kernels may launch on burn's device thread.
+    let no_subgroups = against.no_subgroups.then(|| {
+        oxgen_wgpu::subgroups::set_enabled(Some(false));
+        let row = ours(model, device, description, warmup, iters, &one);
+        oxgen_wgpu::subgroups::set_enabled(None);
+        row
     });
     let parallel = parallel.is_parallel().then(|| {
         let names = parallel.names.join(",");
@@ -291,6 +310,7 @@ pub fn compare(
         peer_error,
         ratio,
         reference,
+        no_subgroups,
         parallel,
         scaling_efficiency,
     }
@@ -332,6 +352,9 @@ impl TrainReport {
         if let Some(r) = &self.reference {
             s.push_str(&row("oxgen, reference ops".into(), r));
         }
+        if let Some(r) = &self.no_subgroups {
+            s.push_str(&row("oxgen, subgroups off".into(), r));
+        }
         if let Some(p) = &self.parallel {
             s.push_str(&row(
                 format!("oxgen, {} devices ({})", p.devices, p.device),
@@ -341,6 +364,12 @@ impl TrainReport {
         if let Some(r) = &self.reference {
             s.push_str(&format!(
                 "\nfused ÷ reference ops throughput (one run): {:.2}×\n",
+                o.per_second / r.per_second
+            ));
+        }
+        if let Some(r) = &self.no_subgroups {
+            s.push_str(&format!(
+                "\nsubgroups on ÷ off throughput (one run): {:.2}×\n",
                 o.per_second / r.per_second
             ));
         }

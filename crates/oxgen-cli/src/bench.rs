@@ -112,7 +112,10 @@ pub(crate) fn train(a: TrainBenchArgs) -> Result<()> {
         a.warmup,
         a.iters,
         a.peer.python(),
-        a.against_reference,
+        oxgen_bench::train::Against {
+            reference: a.against_reference,
+            no_subgroups: a.against_no_subgroups,
+        },
         &parallel,
     );
     print!("{}", report.markdown());

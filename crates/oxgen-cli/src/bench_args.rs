@@ -113,6 +113,10 @@ pub(crate) struct TrainBenchArgs {
     /// ratio.
     #[arg(long)]
     pub(crate) against_reference: bool,
+    /// Also time the step with subgroup operations off (the kernels' reductions through
+    /// workgroup memory only), in the same run, and print the ratio.
+    #[arg(long)]
+    pub(crate) against_no_subgroups: bool,
     /// Also time the step split over these devices (data parallelism, as `train --devices`:
     /// wgpu:0,wgpu:1 | cpu:0,cpu:1 | all), in the same run, against the first of them alone:
     /// ms per step, all-reduce ms per step and the scaling efficiency.
