@@ -17,7 +17,9 @@
 #                                          alone at L = 16,384 and 32,768 with peak memory
 #   oxgen bench decode                     GPT decoding with the KV cache vs re-running the window
 #   oxgen bench conv                       the UNet's convolutions vs burn's Conv2d (fwd, fwd+bwd)
+#   oxgen bench attention --decode         one token against a KV cache (subgroup merge on and off)
 #   oxgen bench train --against-reference  the default UNet and GPT steps, kernels vs references
+#     --against-no-subgroups               and with subgroup operations off
 #   oxgen bench train --devices all        with several GPUs: one device vs all of them (scaling)
 #   ../shared/peers/torch_anchors.py       PyTorch's eager DDPM step and copy rate, same machine,
 #                                          same run (skipped where python3 has no CUDA torch)
@@ -44,11 +46,15 @@ benchmarks() { # $1: the oxgen binary, $2: the output folder
         tee "$out/attention-d128.txt"
     timeout 240 "$bin" bench attention --seq 1024,2048,4096 --f16 --json "$out/attention-f16.json" \
         2>&1 | tee "$out/attention-f16.txt"
+    # One token against a KV cache: the decode path, with its subgroup merge and without.
+    timeout 240 "$bin" bench attention --decode --seq 1024,4096,16384,65536 --batch 1 --heads 8 \
+        --json "$out/attention-decode.json" 2>&1 | tee "$out/attention-decode.txt"
     timeout 240 "$bin" bench decode --device wgpu --json "$out/decode.json" 2>&1 |
         tee "$out/decode.txt"
     timeout 240 "$bin" bench conv --json "$out/conv.json" 2>&1 | tee "$out/conv.txt"
     for m in unet-digits gpt-arithmetic; do
-        timeout 300 "$bin" bench train --model "$m" --device wgpu --against-reference --no-peer \
+        timeout 300 "$bin" bench train --model "$m" --device wgpu --against-reference \
+            --against-no-subgroups --no-peer \
             --json "$out/steps-$m.json" 2>&1 | tee "$out/steps-$m.txt"
     done
     # Memory grows with L: B = 1, H = 8, ours only (burn's L×L buffers would be 8 and 32 GiB).

@@ -425,8 +425,10 @@ pub struct NormRow {
     pub shape: [usize; 4],
     /// Groups.
     pub groups: usize,
-    /// Fused kernel, median milliseconds.
+    /// Fused kernel, median milliseconds (its sums through subgroups where the adapter has them).
     pub fused_ms: f64,
+    /// Fused kernel with subgroup operations off (the tree in workgroup memory), median ms.
+    pub no_subgroups_ms: f64,
     /// burn reference (fusion on), median milliseconds.
     pub reference_ms: f64,
     /// reference_ms / fused_ms.
@@ -469,12 +471,21 @@ pub fn group_norm(
             |t| WgslGroupNormSilu.forward(t, &params),
             sync,
         );
+        let no_subgroups_ms = oxgen_wgpu::subgroups::with_enabled(Some(false), || {
+            median_ms(
+                iters,
+                x.clone(),
+                |t| WgslGroupNormSilu.forward(t, &params),
+                sync,
+            )
+        });
         let reference_ms = median_ms(iters, x, |t| group_norm_silu_reference(t, &params), sync);
         let bytes = 8 * shape.iter().product::<usize>();
         rows.push(NormRow {
             shape,
             groups: 8,
             fused_ms,
+            no_subgroups_ms,
             reference_ms,
             speedup: reference_ms / fused_ms,
             fused_gbps: bytes as f64 / fused_ms / 1e6,
@@ -486,12 +497,19 @@ pub fn group_norm(
 /// The GroupNorm rows as a Markdown table.
 pub fn norm_table(rows: &[NormRow]) -> String {
     let mut s = String::from(
-        "| GroupNorm+SiLU shape | groups | fused ms | reference ms | speed-up | fused GB/s |\n|---|---|---|---|---|---|\n",
+        "| GroupNorm+SiLU shape | groups | fused ms | subgroups off ms | on ÷ off | reference ms | speed-up | fused GB/s |\n|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "| {:?} | {} | {:.4} | {:.4} | {:.2}× | {:.1} |\n",
-            r.shape, r.groups, r.fused_ms, r.reference_ms, r.speedup, r.fused_gbps
+            "| {:?} | {} | {:.4} | {:.4} | {:.2}× | {:.4} | {:.2}× | {:.1} |\n",
+            r.shape,
+            r.groups,
+            r.fused_ms,
+            r.no_subgroups_ms,
+            r.no_subgroups_ms / r.fused_ms,
+            r.reference_ms,
+            r.speedup,
+            r.fused_gbps
         ));
     }
     s
