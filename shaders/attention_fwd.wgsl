@@ -32,10 +32,17 @@
 // the weighted sum of the KS value rows. Causal: tiles wholly above the diagonal are never
 // loaded. Rows past Lq compute on a copy of the last row and store nothing.
 //
+// BROADCAST (where the adapter has subgroups and the workgroup is one subgroup): no tiles in
+// workgroup memory and no barriers. At each step lane t loads the K and V chunks t, t + INV, …
+// of the step's KS keys straight from storage into registers, and every K or V chunk a row needs
+// comes from its lane by subgroupBroadcast. On lavapipe a workgroup-memory read in a loop is one
+// scalar load per SIMD lane even when all lanes read one address; a broadcast is one extract.
+//
 // Template placeholders: `enable_f16` (the f16 enable directive, or nothing), `storage` (S),
 // {{ d4 }} (head dim / 4), {{ br }} (query rows per workgroup), {{ inv }} (invocations), {{ rpi }}
 // (rows per invocation), {{ bc }} (keys per tile), {{ ks }} (keys per step), {{ bc_d4 }},
-// {{ rpi_d4 }}, {{ rpi_ks }}, {{ causal }}, {{ bias }}, and code the launcher
+// {{ rpi_d4 }}, {{ rpi_ks }}, {{ causal }}, {{ bias }}, {{ broadcast }}, `subgroup_builtins` (the
+// lane builtin when BROADCAST, else nothing), and code the launcher
 // (attention_fwd.rs) writes out over rows, keys and head-dim chunks (placeholders named in
 // backquotes here, since a placeholder inside a comment would be filled with code): `fwd_rows`,
 // `fwd_load_q`, `fwd_step` and `fwd_store`. Written out because every array index must be a
@@ -62,6 +69,7 @@ const BC: u32 = {{ bc }}u;
 const KS: u32 = {{ ks }}u;
 const CAUSAL: bool = {{ causal }};
 const BIAS: bool = {{ bias }};
+const BROADCAST: bool = {{ broadcast }};
 const NEG_INF: f32 = -3.4028235e38;
 
 var<workgroup> ks: array<vec4<f32>, {{ bc_d4 }}>;
@@ -92,6 +100,7 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
+    {{ subgroup_builtins }}
 ) {
     if (lid == 0u) {
         shared_params = params.p;
@@ -124,23 +133,27 @@ fn main(
         key_end = min(key_len, select(0u, rows_end + p.lk - p.lq, rows_end + p.lk >= p.lq));
     }
     for (var t0 = 0u; t0 < key_end; t0 += BC) {
-        for (var e = lid; e < BC * D4; e += INV) {
-            let key = t0 + e / D4;
-            var kk = vec4<f32>(0.0);
-            var vv = vec4<f32>(0.0);
-            if (key < p.lk) {
-                let src = (bh * p.lk + key) * D4 + e % D4;
-                kk = vec4<f32>(k[src]);
-                vv = vec4<f32>(v[src]);
+        if (!BROADCAST) {
+            for (var e = lid; e < BC * D4; e += INV) {
+                let key = t0 + e / D4;
+                var kk = vec4<f32>(0.0);
+                var vv = vec4<f32>(0.0);
+                if (key < p.lk) {
+                    let src = (bh * p.lk + key) * D4 + e % D4;
+                    kk = vec4<f32>(k[src]);
+                    vv = vec4<f32>(v[src]);
+                }
+                ks[e] = kk;
+                vs[e] = vv;
             }
-            ks[e] = kk;
-            vs[e] = vv;
+            workgroupBarrier();
         }
-        workgroupBarrier();
         for (var j = 0u; j < BC; j += KS) {
             {{ fwd_step }}
         }
-        workgroupBarrier();
+        if (!BROADCAST) {
+            workgroupBarrier();
+        }
     }
 
     {{ fwd_store }}

@@ -42,6 +42,8 @@ pub struct AttentionRow {
     pub ours_fwd_ms: Option<f64>,
     /// Ours, forward, compiled with naga's loop bounding (cubecl's `ExecutionMode::Checked`), ms.
     pub ours_checked_fwd_ms: Option<f64>,
+    /// Ours, forward, with subgroup operations off (K/V tiles in workgroup memory), ms.
+    pub ours_no_subgroups_fwd_ms: Option<f64>,
     /// burn `attention`, forward, ms.
     pub burn_fwd_ms: Option<f64>,
     /// burn `attention_fallback`, forward, ms.
@@ -159,6 +161,9 @@ pub fn run(device: &Device, lens: &[usize], cfg: AttentionBench) -> Vec<Attentio
         let ours_checked_fwd_ms =
             fwd(&|q| flash_attention(q, k.clone(), v.clone(), None, options.clone()).0);
         oxgen_wgpu::set_loop_bounding(false);
+        let ours_no_subgroups_fwd_ms = oxgen_wgpu::subgroups::with_enabled(Some(false), || {
+            fwd(&|q| flash_attention(q, k.clone(), v.clone(), None, options.clone()).0)
+        });
         let (burn_fwd_ms, fallback_fwd_ms) = if peers {
             (
                 fwd(&|q| burn_attention(q, k.clone(), v.clone(), None, None, burn_options)),
@@ -198,6 +203,7 @@ pub fn run(device: &Device, lens: &[usize], cfg: AttentionBench) -> Vec<Attentio
             dtype: if half { "f16" } else { "f32" }.into(),
             ours_fwd_ms,
             ours_checked_fwd_ms,
+            ours_no_subgroups_fwd_ms,
             burn_fwd_ms,
             fallback_fwd_ms,
             ours_fwd_bwd_ms: ours.map(|(ms, _)| ms),
@@ -221,19 +227,19 @@ pub fn table(rows: &[AttentionRow]) -> String {
     };
     let mib = |m: Option<f64>| m.map_or("—".into(), |m| format!("{m:.0}"));
     let mut s = String::from(
-        "| B·H | L | d | causal | dtype | ours fwd ms (TFLOP/s) | ours, loop-bounded (Checked) | Unchecked's factor | burn attention | attention_fallback | ours fwd+bwd | fallback fwd+bwd | ours ÷ fallback (fwd+bwd) | peak MiB ours | peak MiB fallback | one L×L buffer MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| B·H | L | d | causal | dtype | ours fwd ms (TFLOP/s) | ours, loop-bounded (Checked) | Unchecked's factor | ours, subgroups off | subgroups' factor | burn attention | attention_fallback | ours fwd+bwd | fallback fwd+bwd | ours ÷ fallback (fwd+bwd) | peak MiB ours | peak MiB fallback | one L×L buffer MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let ratio = match (r.ours_fwd_bwd_ms, r.fallback_fwd_bwd_ms) {
             (Some(a), Some(b)) => format!("{:.2}×", b / a),
             _ => "—".into(),
         };
-        let unchecked = match (r.ours_fwd_ms, r.ours_checked_fwd_ms) {
+        let factor = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) => format!("{:.2}×", b / a),
             _ => "—".into(),
         };
         s.push_str(&format!(
-            "| {}·{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
+            "| {}·{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
             r.batch,
             r.heads,
             r.len,
@@ -242,7 +248,9 @@ pub fn table(rows: &[AttentionRow]) -> String {
             r.dtype,
             cell(r.ours_fwd_ms, r.fwd_flops, true),
             cell(r.ours_checked_fwd_ms, r.fwd_flops, true),
-            unchecked,
+            factor(r.ours_fwd_ms, r.ours_checked_fwd_ms),
+            cell(r.ours_no_subgroups_fwd_ms, r.fwd_flops, true),
+            factor(r.ours_fwd_ms, r.ours_no_subgroups_fwd_ms),
             cell(r.burn_fwd_ms, r.fwd_flops, r.peers),
             cell(r.fallback_fwd_ms, r.fwd_flops, r.peers),
             cell(r.ours_fwd_bwd_ms, 3.5 * r.fwd_flops, true),

@@ -69,6 +69,11 @@ pub struct Variant {
     pub half: bool,
     /// Query rows (forward, dQ) or key rows (dK/dV) per invocation.
     pub per_invocation: u32,
+    /// Forward only: K and V chunks loaded by the lanes of the workgroup's one subgroup and
+    /// shared by `subgroupBroadcast`, with no tiles in workgroup memory (see
+    /// `shaders/attention_fwd.wgsl`); for adapters with subgroups at least as wide as the
+    /// workgroup.
+    pub broadcast: bool,
 }
 
 impl Variant {
@@ -88,7 +93,7 @@ impl Variant {
                                 vec![default_rows(pass, d, true), default_rows(pass, d, false)];
                             rows.dedup();
                             for per_invocation in rows {
-                                v.push(Variant {
+                                let base = Variant {
                                     pass,
                                     d,
                                     tile: tile_rows(d, 32 * 1024),
@@ -96,7 +101,15 @@ impl Variant {
                                     bias,
                                     half,
                                     per_invocation,
-                                });
+                                    broadcast: false,
+                                };
+                                v.push(base);
+                                if base.broadcast_fits() {
+                                    v.push(Variant {
+                                        broadcast: true,
+                                        ..base
+                                    });
+                                }
                             }
                         }
                     }
@@ -122,7 +135,13 @@ impl Variant {
         let template = SourceTemplate::new(format!("{text}{PARAMS}"));
         let (rows, step) = (self.per_invocation, crate::attention_tiling::PER_STEP);
         let template = match self.pass {
-            Pass::Forward => crate::attention_fwd::fill(template, d4, rows, step),
+            Pass::Forward => crate::attention_fwd::fill(
+                template,
+                d4,
+                rows,
+                step,
+                self.broadcast.then(|| self.workgroup()),
+            ),
             Pass::Dq => crate::attention_dq::fill(template, d4, rows, step),
             Pass::DkDv => crate::attention_dkdv::fill(template, d4, rows, step),
         }
@@ -141,14 +160,38 @@ impl Variant {
             .register("d4", d4.to_string())
             .register("br", br.to_string())
             .register("bc", bc.to_string())
-            .register("bc_d4", (bc * d4).to_string())
+            // The broadcast forward stages no tiles.
+            .register(
+                "bc_d4",
+                if self.broadcast { 1 } else { bc * d4 }.to_string(),
+            )
+            .register("broadcast", self.broadcast.to_string())
+            .register(
+                "subgroup_builtins",
+                if self.broadcast {
+                    "@builtin(subgroup_invocation_id) lane: u32,"
+                } else {
+                    ""
+                },
+            )
             .register("br_d4", (br * d4).to_string())
             .register("causal", self.causal.to_string())
             .register("bias", self.bias.to_string())
     }
 
+    /// Whether the broadcast form applies: the forward, with every lane loading as many chunks
+    /// of a step.
+    pub fn broadcast_fits(&self) -> bool {
+        self.pass == Pass::Forward
+            && crate::attention_fwd::broadcast_fits(
+                self.d / 4,
+                crate::attention_tiling::PER_STEP,
+                self.workgroup(),
+            )
+    }
+
     /// Invocations per workgroup (see [`invocations`]).
-    fn workgroup(&self) -> u32 {
+    pub fn workgroup(&self) -> u32 {
         invocations(self.per_invocation)
     }
 
@@ -313,23 +356,23 @@ fn dims4(t: &CubeTensor) -> [usize; 4] {
 
 /// The kernel variant of `pass` for a launch over `rows` rows (see
 /// [`crate::attention_tiling::rows_for`]).
-fn variant(
-    client_storage: usize,
-    pass: Pass,
-    d: usize,
-    rows: usize,
-    launch: &FlashLaunch,
-    store: DType,
-) -> Variant {
-    Variant {
+/// The variant of `pass` for a launch on `t`'s device over `rows` rows.
+fn variant(t: &CubeTensor, pass: Pass, d: usize, rows: usize, launch: &FlashLaunch) -> Variant {
+    let client_storage = t.client.properties().hardware.max_shared_memory_size;
+    let v = Variant {
         pass,
         d: d as u32,
         tile: tile_rows(d as u32, client_storage),
         causal: launch.causal,
         bias: launch.bias,
-        half: store == DType::F16,
+        half: t.dtype == DType::F16,
         per_invocation: crate::attention_tiling::rows_for(pass, d as u32, rows, launch.rows),
-    }
+        broadcast: false,
+    };
+    // One subgroup per workgroup: the lanes that load are all the lanes that broadcast.
+    let broadcast =
+        launch.subgroups && v.broadcast_fits() && v.workgroup() <= crate::subgroups::min_size(t);
+    Variant { broadcast, ..v }
 }
 
 static HALF_LAUNCHES: AtomicUsize = AtomicUsize::new(0);
@@ -346,6 +389,13 @@ pub(crate) fn note_launch(half: bool) {
     }
 }
 
+static BROADCAST_LAUNCHES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many forwards ran in the broadcast form since the process started (for tests).
+pub fn broadcast_launches() -> usize {
+    BROADCAST_LAUNCHES.load(Ordering::Relaxed)
+}
+
 /// The grid for `tiles` row tiles of `bh` (batch, head) pairs: (tiles, y, z) with
 /// bh = y + z·Y, folded into z past WebGPU's 65,535 workgroups per dimension.
 pub fn grid(tiles: usize, bh: usize) -> (u32, u32, u32) {
@@ -360,6 +410,10 @@ fn launch_kernel(
     buffers: Vec<burn::cubecl::server::BufferBinding>,
 ) {
     note_launch(variant.half);
+    crate::subgroups::note_launch(variant.broadcast);
+    if variant.broadcast {
+        BROADCAST_LAUNCHES.fetch_add(1, Ordering::Relaxed);
+    }
     x.client.launch(
         Box::new(SourceKernel::new(
             Wgsl(variant),
@@ -411,11 +465,10 @@ impl FlashAttentionOps for CubeBackend {
             let half = store == DType::F16;
             crate::attention_decode::forward(&q, &k, &v, &bias, &launch, half)
         } else {
-            let storage = client.properties().hardware.max_shared_memory_size;
             let out = client.empty(b * h * lq * d * store.size());
             let lse = client.empty((b * h * lq).max(1) * 4);
             let p = client.create_from_slice(&params([b, h, lq, lk], &launch, 0));
-            let variant = variant(storage, Pass::Forward, d, lq, &launch, store);
+            let variant = variant(&q, Pass::Forward, d, lq, &launch);
             launch_kernel(
                 &q,
                 variant,
@@ -470,7 +523,6 @@ impl FlashAttentionOps for CubeBackend {
         let client = q.client.clone();
         // Δ_i = dO_i · O_i, f32: written by the dQ kernel, read by the dK/dV kernel after it.
         let delta = client.empty((b * h * lq).max(1) * 4);
-        let storage = client.properties().hardware.max_shared_memory_size;
         let dq = client.empty(b * h * lq * d * store.size());
         let dk = client.empty(b * h * lk * d * store.size());
         let dv = client.empty(b * h * lk * d * store.size());
@@ -492,7 +544,7 @@ impl FlashAttentionOps for CubeBackend {
             p.clone().binding(),
             out.handle.clone().binding(),
         ]);
-        let dq_variant = variant(storage, Pass::Dq, d, lq, &launch, store);
+        let dq_variant = variant(&q, Pass::Dq, d, lq, &launch);
         launch_kernel(
             &q,
             dq_variant,
@@ -501,7 +553,7 @@ impl FlashAttentionOps for CubeBackend {
         );
         let mut dkdv_buffers = common();
         dkdv_buffers.extend([dk.clone().binding(), dv.clone().binding(), p.binding()]);
-        let dkdv_variant = variant(storage, Pass::DkDv, d, lk, &launch, store);
+        let dkdv_variant = variant(&q, Pass::DkDv, d, lk, &launch);
         launch_kernel(
             &q,
             dkdv_variant,

@@ -6,12 +6,54 @@
 use burn::backend::wgpu::SourceTemplate;
 
 /// Fills the forward's generated placeholders for `d4` head-dim chunks, `rpi` rows per
-/// invocation and `ks` keys per step.
-pub(crate) fn fill(template: SourceTemplate, d4: u32, rpi: u32, ks: u32) -> SourceTemplate {
+/// invocation and `ks` keys per step; with `broadcast`, the `inv` lanes of the workgroup's one
+/// subgroup load each step's K and V chunks and broadcast them (no workgroup tiles).
+pub(crate) fn fill(
+    template: SourceTemplate,
+    d4: u32,
+    rpi: u32,
+    ks: u32,
+    broadcast: Option<u32>,
+) -> SourceTemplate {
     template
         .register("fwd_load_q", load_q(d4, rpi))
-        .register("fwd_step", step(d4, rpi, ks))
+        .register("fwd_step", step(d4, rpi, ks, broadcast))
         .register("fwd_store", store(d4, rpi))
+}
+
+/// Whether the broadcast form applies to `inv` lanes: every lane loads as many of the step's
+/// `ks · d4` chunks.
+pub(crate) fn broadcast_fits(d4: u32, ks: u32, inv: u32) -> bool {
+    inv > 0 && (ks * d4) % inv == 0
+}
+
+/// The broadcast form's loads: lane `lane` takes chunks lane + inv·i of the step's keys, which
+/// are contiguous in k and v (keys past Lk read the last one, whose scores are masked).
+fn broadcast_loads(d4: u32, ks: u32, inv: u32) -> Vec<String> {
+    let mut out = vec![
+        "let kb = (bh * p.lk + t0 + j) * D4 + lane;".to_string(),
+        "let klast = (bh * p.lk + p.lk) * D4 - 1u;".to_string(),
+    ];
+    for i in 0..ks * d4 / inv {
+        out.push(format!(
+            "let kl{i} = vec4<f32>(k[min(kb + {o}u, klast)]);\n            \
+             let vl{i} = vec4<f32>(v[min(kb + {o}u, klast)]);",
+            o = i * inv
+        ));
+    }
+    out
+}
+
+/// Chunk `c` of key `kk` of the step, for `name` (K: "k", V: "v"): from workgroup memory, or
+/// broadcast from the lane that loaded it.
+fn chunk(name: &str, kk: u32, c: u32, d4: u32, broadcast: Option<u32>) -> String {
+    match broadcast {
+        Some(inv) => {
+            let idx = kk * d4 + c;
+            format!("subgroupBroadcast({name}l{}, {}u)", idx / inv, idx % inv)
+        }
+        None => format!("{name}s[(j + {kk}u) * D4 + {c}u]"),
+    }
 }
 
 fn load_q(d4: u32, rpi: u32) -> String {
@@ -31,15 +73,18 @@ fn load_q(d4: u32, rpi: u32) -> String {
 
 /// One step of `ks` keys (keys t0 + j … t0 + j + ks − 1 of the staged tile). Each K or V
 /// chunk is read from workgroup memory once and used by every row of the invocation.
-fn step(d4: u32, rpi: u32, ks: u32) -> String {
+fn step(d4: u32, rpi: u32, ks: u32, broadcast: Option<u32>) -> String {
     let mut out = Vec::new();
+    if let Some(inv) = broadcast {
+        out.extend(broadcast_loads(d4, ks, inv));
+    }
     // Scores.
     for kk in 0..ks {
         for r in 0..rpi {
             out.push(format!("sc[{}] = 0.0;", r * ks + kk));
         }
         for c in 0..d4 {
-            out.push(format!("{{ let kc = ks[(j + {kk}u) * D4 + {c}u];"));
+            out.push(format!("{{ let kc = {};", chunk("k", kk, c, d4, broadcast)));
             for r in 0..rpi {
                 out.push(format!(
                     "sc[{0}] += dot(qr[{1}], kc);",
@@ -82,7 +127,7 @@ fn step(d4: u32, rpi: u32, ks: u32) -> String {
     // Weighted values.
     for kk in 0..ks {
         for c in 0..d4 {
-            out.push(format!("{{ let vc = vs[(j + {kk}u) * D4 + {c}u];"));
+            out.push(format!("{{ let vc = {};", chunk("v", kk, c, d4, broadcast)));
             for r in 0..rpi {
                 out.push(format!(
                     "acc[{0}] = fma(vec4<f32>(sc[{1}]), vc, acc[{0}]);",

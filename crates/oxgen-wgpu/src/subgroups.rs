@@ -19,24 +19,32 @@ pub const OPS: &str = include_str!("../../../shaders/subgroup_ops.wgsl");
 /// The same functions for adapters without subgroups: each returns its argument.
 pub const FALLBACK: &str = include_str!("../../../shaders/subgroup_ops_fallback.wgsl");
 
-/// Whether the adapter named `name` has wgpu's `SUBGROUP` feature. cubecl's device properties
-/// say so only for hardware adapters (it leaves its plane operations off on software ones such
-/// as lavapipe, which has them), so this asks wgpu's adapter list, once per name.
-fn adapter_has_subgroups(name: &str) -> bool {
-    static CACHE: OnceLock<Mutex<HashMap<String, bool>>> = OnceLock::new();
+/// The smallest subgroup of the adapter named `name` if it has wgpu's `SUBGROUP` feature, else
+/// `None`. cubecl's device properties say so only for hardware adapters (it leaves its plane
+/// operations off on software ones such as lavapipe, which has them), so this asks wgpu's
+/// adapter list, once per name.
+fn adapter_subgroups(name: &str) -> Option<u32> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Option<u32>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
     *cache.entry(name.to_string()).or_insert_with(|| {
         crate::device::adapters()
             .iter()
-            .any(|a| a.name == name && a.subgroups)
+            .find(|a| a.name == name && a.subgroups)
+            .map(|a| a.subgroup_sizes.0)
     })
 }
 
 /// Whether kernels launched on `t`'s device can use subgroup operations. cubecl requests every
 /// feature its adapter has, `SUBGROUP` included, when it makes the device.
 pub fn available(t: &CubeTensor) -> bool {
-    adapter_has_subgroups(&t.client.properties().identity.name)
+    adapter_subgroups(&t.client.properties().identity.name).is_some()
+}
+
+/// The smallest subgroup the device may run (0 where it has no subgroup operations, or does not
+/// say): a workgroup of at most this many invocations is one subgroup.
+pub fn min_size(t: &CubeTensor) -> u32 {
+    adapter_subgroups(&t.client.properties().identity.name).unwrap_or(0)
 }
 
 /// 0: the device decides; 1: never; 2: where available.

@@ -306,6 +306,51 @@ fn rows_per_invocation_settings_match_the_reference() {
     }
 }
 
+/// The forward's broadcast form, this adapter's default where its subgroups hold the workgroup
+/// (lavapipe: 8 lanes, and 8 invocations at 8 or 16 rows each): each step's K and V chunks are
+/// loaded by the lanes and shared by `subgroupBroadcast`, with no tiles in workgroup memory.
+/// Odd lengths (the last step's keys past Lk read a clamped row, which is masked), queries
+/// longer and shorter than the keys, causal with a bias, a window, key lengths, head dims 8 (one
+/// chunk per lane per step), 64 and 128 (8 rows per invocation), f16; forward and all three
+/// gradients. The first case also with subgroups off (the tiled form at the same row count).
+/// Where the adapter's subgroups are at least 8 wide, the broadcast form must have run.
+#[test]
+fn broadcast_forward_matches_the_reference() {
+    let gpu = gpu();
+    let wide = oxgen_wgpu::adapters()
+        .iter()
+        .all(|a| a.subgroups && a.subgroup_sizes.0 >= 8);
+    for (lq, lk, d, causal, bias, window, lengths, half) in [
+        (129, 129, 64, true, true, 0, None, false),
+        (70, 203, 8, false, false, 0, None, false),
+        (100, 61, 128, true, false, 0, None, false),
+        (129, 129, 32, true, false, 17, Some([129, 40]), false),
+        (90, 90, 64, false, true, 0, None, true),
+    ] {
+        let case = Case {
+            half,
+            ..Case::plain(lq, lk, d, causal, bias)
+        };
+        let before = oxgen_wgpu::attention::broadcast_launches();
+        let run = || {
+            with_window(window, || match &lengths {
+                Some(l) => with_key_lengths(l, || check(&gpu, &case)),
+                None => check(&gpu, &case),
+            })
+        };
+        run();
+        if wide {
+            assert!(
+                oxgen_wgpu::attention::broadcast_launches() > before,
+                "lq {lq}, lk {lk}, d {d}: the broadcast forward did not run"
+            );
+        }
+        if lq == 129 && d == 64 {
+            oxgen_wgpu::subgroups::with_enabled(Some(false), run);
+        }
+    }
+}
+
 /// More (batch, head) pairs than one grid dimension holds (65,535): the grid folds into z, and
 /// every pair, the last included, gets its output and gradients.
 #[test]
