@@ -26,14 +26,17 @@
 // Template placeholders: `enable_f16` (the f16 enable directive, or nothing), `storage` (S),
 // {{ d4 }}, {{ br }} (query rows per workgroup), {{ inv }} (invocations), {{ rpi }} (rows per
 // invocation), {{ bc }} (keys per tile), {{ ks }} (keys per step), {{ bc_d4 }}, {{ rpi_d4 }},
-// {{ rpi_ks }}, {{ causal }}, {{ bias }}, and code written out by the launcher
+// {{ rpi_ks }}, {{ causal }}, {{ bias }}, {{ broadcast }}, `subgroup_builtins` (as the forward's),
+// and code written out by the launcher
 // (attention_dq.rs; see attention_fwd.wgsl for why): `fwd_rows`, `dq_load`, `dq_step`,
 // `dq_store`.
 //
 // Layout: as the forward. Workgroup (x, y + z·Y) = (query tile, batch·head); each of the BR / RPI
 // invocations owns RPI query rows (lid, lid + INV, …) with their q, dO and dQ rows in registers;
 // K and V tiles are staged in workgroup memory, and each chunk read from them serves every row
-// of the invocation. Rows past Lq compute on a copy of the last row and store nothing.
+// of the invocation; BROADCAST, as the forward's: no tiles, each step's chunks loaded by the
+// lanes and shared by subgroupBroadcast. Rows past Lq compute on a copy of the last row and
+// store nothing.
 
 {{ enable_f16 }}
 alias S = {{ storage }};
@@ -58,6 +61,7 @@ const BC: u32 = {{ bc }}u;
 const KS: u32 = {{ ks }}u;
 const CAUSAL: bool = {{ causal }};
 const BIAS: bool = {{ bias }};
+const BROADCAST: bool = {{ broadcast }};
 const NEG_INF: f32 = -3.4028235e38;
 
 var<workgroup> ks: array<vec4<f32>, {{ bc_d4 }}>;
@@ -89,6 +93,7 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
+    {{ subgroup_builtins }}
 ) {
     if (lid == 0u) {
         shared_params = params.p;
@@ -121,23 +126,27 @@ fn main(
         key_end = min(key_len, select(0u, rows_end + p.lk - p.lq, rows_end + p.lk >= p.lq));
     }
     for (var t0 = 0u; t0 < key_end; t0 += BC) {
-        for (var e = lid; e < BC * D4; e += INV) {
-            let key = t0 + e / D4;
-            var kk = vec4<f32>(0.0);
-            var vv = vec4<f32>(0.0);
-            if (key < p.lk) {
-                let src = (bh * p.lk + key) * D4 + e % D4;
-                kk = vec4<f32>(k[src]);
-                vv = vec4<f32>(v[src]);
+        if (!BROADCAST) {
+            for (var e = lid; e < BC * D4; e += INV) {
+                let key = t0 + e / D4;
+                var kk = vec4<f32>(0.0);
+                var vv = vec4<f32>(0.0);
+                if (key < p.lk) {
+                    let src = (bh * p.lk + key) * D4 + e % D4;
+                    kk = vec4<f32>(k[src]);
+                    vv = vec4<f32>(v[src]);
+                }
+                ks[e] = kk;
+                vs[e] = vv;
             }
-            ks[e] = kk;
-            vs[e] = vv;
+            workgroupBarrier();
         }
-        workgroupBarrier();
         for (var j = 0u; j < BC; j += KS) {
             {{ dq_step }}
         }
-        workgroupBarrier();
+        if (!BROADCAST) {
+            workgroupBarrier();
+        }
     }
     {{ dq_store }}
 }

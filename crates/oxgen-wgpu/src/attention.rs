@@ -69,7 +69,7 @@ pub struct Variant {
     pub half: bool,
     /// Query rows (forward, dQ) or key rows (dK/dV) per invocation.
     pub per_invocation: u32,
-    /// Forward only: K and V chunks loaded by the lanes of the workgroup's one subgroup and
+    /// Forward and dQ: K and V chunks loaded by the lanes of the workgroup's one subgroup and
     /// shared by `subgroupBroadcast`, with no tiles in workgroup memory (see
     /// `shaders/attention_fwd.wgsl`); for adapters with subgroups at least as wide as the
     /// workgroup.
@@ -142,7 +142,13 @@ impl Variant {
                 step,
                 self.broadcast.then(|| self.workgroup()),
             ),
-            Pass::Dq => crate::attention_dq::fill(template, d4, rows, step),
+            Pass::Dq => crate::attention_dq::fill(
+                template,
+                d4,
+                rows,
+                step,
+                self.broadcast.then(|| self.workgroup()),
+            ),
             Pass::DkDv => crate::attention_dkdv::fill(template, d4, rows, step),
         }
         .register("inv", self.workgroup().to_string())
@@ -160,7 +166,7 @@ impl Variant {
             .register("d4", d4.to_string())
             .register("br", br.to_string())
             .register("bc", bc.to_string())
-            // The broadcast forward stages no tiles.
+            // The broadcast forms stage no tiles.
             .register(
                 "bc_d4",
                 if self.broadcast { 1 } else { bc * d4 }.to_string(),
@@ -179,11 +185,11 @@ impl Variant {
             .register("bias", self.bias.to_string())
     }
 
-    /// Whether the broadcast form applies: the forward, with every lane loading as many chunks
-    /// of a step.
+    /// Whether the broadcast form applies: the forward or dQ, with every lane loading as many
+    /// chunks of a step.
     pub fn broadcast_fits(&self) -> bool {
-        self.pass == Pass::Forward
-            && crate::attention_fwd::broadcast_fits(
+        matches!(self.pass, Pass::Forward | Pass::Dq)
+            && crate::attention_tiling::broadcast_fits(
                 self.d / 4,
                 crate::attention_tiling::PER_STEP,
                 self.workgroup(),
@@ -391,7 +397,8 @@ pub(crate) fn note_launch(half: bool) {
 
 static BROADCAST_LAUNCHES: AtomicUsize = AtomicUsize::new(0);
 
-/// How many forwards ran in the broadcast form since the process started (for tests).
+/// How many kernels (forward, dQ) ran in the broadcast form since the process started (for
+/// tests).
 pub fn broadcast_launches() -> usize {
     BROADCAST_LAUNCHES.load(Ordering::Relaxed)
 }

@@ -4,11 +4,21 @@
 
 use burn::backend::wgpu::SourceTemplate;
 
-/// Fills the dQ kernel's generated placeholders.
-pub(crate) fn fill(template: SourceTemplate, d4: u32, rpi: u32, ks: u32) -> SourceTemplate {
+use crate::attention_tiling::{chunk, key_loads};
+
+/// Fills the dQ kernel's generated placeholders; with `broadcast`, the `inv` lanes of the
+/// workgroup's one subgroup load each step's K and V chunks and broadcast them (as the
+/// forward's, `attention_fwd.rs`).
+pub(crate) fn fill(
+    template: SourceTemplate,
+    d4: u32,
+    rpi: u32,
+    ks: u32,
+    broadcast: Option<u32>,
+) -> SourceTemplate {
     template
         .register("dq_load", load(d4, rpi))
-        .register("dq_step", step(d4, rpi, ks))
+        .register("dq_step", step(d4, rpi, ks, broadcast))
         .register("dq_store", store(d4, rpi))
 }
 
@@ -38,12 +48,18 @@ fn load(d4: u32, rpi: u32) -> String {
 }
 
 /// One step of `ks` keys: scores and dO·v for every row, then ds, then dQ += ds·k. Each K and V
-/// chunk is read from workgroup memory once.
-fn step(d4: u32, rpi: u32, ks: u32) -> String {
+/// chunk is read from workgroup memory (or broadcast from its lane) once.
+fn step(d4: u32, rpi: u32, ks: u32, broadcast: Option<u32>) -> String {
     let mut out = Vec::new();
+    if let Some(inv) = broadcast {
+        out.extend(key_loads(d4, ks, inv));
+    }
     for kk in 0..ks {
         for c in 0..d4 {
-            out.push(format!("let k{kk}_{c} = ks[(j + {kk}u) * D4 + {c}u];"));
+            out.push(format!(
+                "let k{kk}_{c} = {};",
+                chunk("k", kk, c, d4, broadcast)
+            ));
         }
     }
     for kk in 0..ks {
@@ -61,7 +77,7 @@ fn step(d4: u32, rpi: u32, ks: u32) -> String {
             }
         }
         for c in 0..d4 {
-            out.push(format!("{{ let vc = vs[(j + {kk}u) * D4 + {c}u];"));
+            out.push(format!("{{ let vc = {};", chunk("v", kk, c, d4, broadcast)));
             for r in 0..rpi {
                 out.push(format!(
                     "dp[{0}] += dot(dor[{1}], vc);",

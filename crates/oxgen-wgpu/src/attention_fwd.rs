@@ -5,6 +5,8 @@
 
 use burn::backend::wgpu::SourceTemplate;
 
+use crate::attention_tiling::{chunk, key_loads};
+
 /// Fills the forward's generated placeholders for `d4` head-dim chunks, `rpi` rows per
 /// invocation and `ks` keys per step; with `broadcast`, the `inv` lanes of the workgroup's one
 /// subgroup load each step's K and V chunks and broadcast them (no workgroup tiles).
@@ -19,41 +21,6 @@ pub(crate) fn fill(
         .register("fwd_load_q", load_q(d4, rpi))
         .register("fwd_step", step(d4, rpi, ks, broadcast))
         .register("fwd_store", store(d4, rpi))
-}
-
-/// Whether the broadcast form applies to `inv` lanes: every lane loads as many of the step's
-/// `ks · d4` chunks.
-pub(crate) fn broadcast_fits(d4: u32, ks: u32, inv: u32) -> bool {
-    inv > 0 && (ks * d4) % inv == 0
-}
-
-/// The broadcast form's loads: lane `lane` takes chunks lane + inv·i of the step's keys, which
-/// are contiguous in k and v (keys past Lk read the last one, whose scores are masked).
-fn broadcast_loads(d4: u32, ks: u32, inv: u32) -> Vec<String> {
-    let mut out = vec![
-        "let kb = (bh * p.lk + t0 + j) * D4 + lane;".to_string(),
-        "let klast = (bh * p.lk + p.lk) * D4 - 1u;".to_string(),
-    ];
-    for i in 0..ks * d4 / inv {
-        out.push(format!(
-            "let kl{i} = vec4<f32>(k[min(kb + {o}u, klast)]);\n            \
-             let vl{i} = vec4<f32>(v[min(kb + {o}u, klast)]);",
-            o = i * inv
-        ));
-    }
-    out
-}
-
-/// Chunk `c` of key `kk` of the step, for `name` (K: "k", V: "v"): from workgroup memory, or
-/// broadcast from the lane that loaded it.
-fn chunk(name: &str, kk: u32, c: u32, d4: u32, broadcast: Option<u32>) -> String {
-    match broadcast {
-        Some(inv) => {
-            let idx = kk * d4 + c;
-            format!("subgroupBroadcast({name}l{}, {}u)", idx / inv, idx % inv)
-        }
-        None => format!("{name}s[(j + {kk}u) * D4 + {c}u]"),
-    }
 }
 
 fn load_q(d4: u32, rpi: u32) -> String {
@@ -76,7 +43,7 @@ fn load_q(d4: u32, rpi: u32) -> String {
 fn step(d4: u32, rpi: u32, ks: u32, broadcast: Option<u32>) -> String {
     let mut out = Vec::new();
     if let Some(inv) = broadcast {
-        out.extend(broadcast_loads(d4, ks, inv));
+        out.extend(key_loads(d4, ks, inv));
     }
     // Scores.
     for kk in 0..ks {

@@ -109,6 +109,42 @@ pub(crate) fn row_slots(rpi: u32) -> String {
         .join("\n    ")
 }
 
+/// Whether the broadcast form applies to `inv` lanes: every lane loads as many of the step's
+/// `ks · d4` chunks.
+pub(crate) fn broadcast_fits(d4: u32, ks: u32, inv: u32) -> bool {
+    inv > 0 && (ks * d4) % inv == 0
+}
+
+/// The broadcast form's loads (forward and dQ): lane `lane` takes chunks lane + inv·i of the
+/// `ks` keys of the step at t0 + j, which are contiguous in k and v (keys past Lk read the last
+/// one, whose scores are masked), into `kl{i}` and `vl{i}`.
+pub(crate) fn key_loads(d4: u32, ks: u32, inv: u32) -> Vec<String> {
+    let mut out = vec![
+        "let kb = (bh * p.lk + t0 + j) * D4 + lane;".to_string(),
+        "let klast = (bh * p.lk + p.lk) * D4 - 1u;".to_string(),
+    ];
+    for i in 0..ks * d4 / inv {
+        out.push(format!(
+            "let kl{i} = vec4<f32>(k[min(kb + {o}u, klast)]);\n            \
+             let vl{i} = vec4<f32>(v[min(kb + {o}u, klast)]);",
+            o = i * inv
+        ));
+    }
+    out
+}
+
+/// Chunk `c` of key `kk` of the step, for `name` (K: "k", V: "v"): from workgroup memory, or
+/// broadcast from the lane that loaded it.
+pub(crate) fn chunk(name: &str, kk: u32, c: u32, d4: u32, broadcast: Option<u32>) -> String {
+    match broadcast {
+        Some(inv) => {
+            let idx = kk * d4 + c;
+            format!("subgroupBroadcast({name}l{}, {}u)", idx / inv, idx % inv)
+        }
+        None => format!("{name}s[(j + {kk}u) * D4 + {c}u]"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
