@@ -24,14 +24,16 @@
 // Template placeholders: `enable_f16` (the f16 enable directive, or nothing), `storage` (S),
 // {{ d4 }}, {{ br }} (query rows per tile), {{ bc }} (keys per workgroup), {{ inv }}
 // (invocations), {{ rpi }} (key rows per invocation), {{ qs }} (query rows per step),
-// {{ br_d4 }}, {{ rpi_d4 }}, {{ causal }}, {{ bias }}, and code written out by the launcher
+// {{ br_d4 }}, {{ rpi_d4 }}, {{ causal }}, {{ bias }}, {{ broadcast }}, `subgroup_builtins` (as
+// the forward's), and code written out by the launcher
 // (attention_dkdv.rs; see attention_fwd.wgsl for why): `dkdv_keys`, `dkdv_load`, `dkdv_step`,
 // `dkdv_store`.
 //
 // Layout: workgroup (x, y + z·Y) = (key tile, batch·head); each of the BC / RPI invocations
 // owns RPI key rows (lid, lid + INV, …) with their k, v, dK and dV rows in registers. Query
 // tiles of BR rows (q, dO, lse, Δ) are staged in workgroup memory, and each chunk read from
-// them serves every key row of the invocation. Causal: query rows that cannot see any key of
+// them serves every key row of the invocation; BROADCAST, as the forward's K and V: no tiles,
+// each step's q and dO chunks, lse and Δ loaded by the lanes and shared by subgroupBroadcast. Causal: query rows that cannot see any key of
 // the tile are skipped. Key rows past Lk compute on a copy of the last key and store nothing.
 
 {{ enable_f16 }}
@@ -57,6 +59,7 @@ const INV: u32 = {{ inv }}u;
 const QS: u32 = {{ qs }}u;
 const CAUSAL: bool = {{ causal }};
 const BIAS: bool = {{ bias }};
+const BROADCAST: bool = {{ broadcast }};
 const NEG_INF: f32 = -3.4028235e38;
 
 var<workgroup> qs: array<vec4<f32>, {{ br_d4 }}>;
@@ -87,6 +90,7 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) grid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
+    {{ subgroup_builtins }}
 ) {
     if (lid == 0u) {
         shared_params = params.p;
@@ -118,34 +122,38 @@ fn main(
         row_start = select(0u, first_key + p.lq - p.lk, first_key + p.lq >= p.lk);
     }
     for (var i0 = row_start; i0 < p.lq; i0 += BR) {
-        for (var e = lid; e < BR * D4; e += INV) {
-            let row = i0 + e / D4;
-            var qq = vec4<f32>(0.0);
-            var gg = vec4<f32>(0.0);
-            if (row < p.lq) {
-                let src = (bh * p.lq + row) * D4 + e % D4;
-                qq = vec4<f32>(q[src]) * p.scale;
-                gg = vec4<f32>(d_out[src]);
+        if (!BROADCAST) {
+            for (var e = lid; e < BR * D4; e += INV) {
+                let row = i0 + e / D4;
+                var qq = vec4<f32>(0.0);
+                var gg = vec4<f32>(0.0);
+                if (row < p.lq) {
+                    let src = (bh * p.lq + row) * D4 + e % D4;
+                    qq = vec4<f32>(q[src]) * p.scale;
+                    gg = vec4<f32>(d_out[src]);
+                }
+                qs[e] = qq;
+                dos[e] = gg;
             }
-            qs[e] = qq;
-            dos[e] = gg;
-        }
-        for (var r = lid; r < BR; r += INV) {
-            let row = i0 + r;
-            var l_r = NEG_INF;
-            var d_r = 0.0;
-            if (row < p.lq) {
-                l_r = lse[bh * p.lq + row];
-                d_r = delta[bh * p.lq + row];
+            for (var r = lid; r < BR; r += INV) {
+                let row = i0 + r;
+                var l_r = NEG_INF;
+                var d_r = 0.0;
+                if (row < p.lq) {
+                    l_r = lse[bh * p.lq + row];
+                    d_r = delta[bh * p.lq + row];
+                }
+                lses[r] = l_r;
+                deltas[r] = d_r;
             }
-            lses[r] = l_r;
-            deltas[r] = d_r;
+            workgroupBarrier();
         }
-        workgroupBarrier();
         for (var j = 0u; j < BR; j += QS) {
             {{ dkdv_step }}
         }
-        workgroupBarrier();
+        if (!BROADCAST) {
+            workgroupBarrier();
+        }
     }
     {{ dkdv_store }}
 }

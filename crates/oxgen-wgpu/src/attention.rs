@@ -69,10 +69,10 @@ pub struct Variant {
     pub half: bool,
     /// Query rows (forward, dQ) or key rows (dK/dV) per invocation.
     pub per_invocation: u32,
-    /// Forward and dQ: K and V chunks loaded by the lanes of the workgroup's one subgroup and
-    /// shared by `subgroupBroadcast`, with no tiles in workgroup memory (see
-    /// `shaders/attention_fwd.wgsl`); for adapters with subgroups at least as wide as the
-    /// workgroup.
+    /// K and V chunks (forward, dQ) or q and dO chunks, lse and Δ (dK/dV) loaded by the lanes
+    /// of the workgroup's one subgroup and shared by `subgroupBroadcast`, with no tiles in
+    /// workgroup memory (see `shaders/attention_fwd.wgsl`); for adapters with subgroups at least
+    /// as wide as the workgroup.
     pub broadcast: bool,
 }
 
@@ -149,7 +149,13 @@ impl Variant {
                 step,
                 self.broadcast.then(|| self.workgroup()),
             ),
-            Pass::DkDv => crate::attention_dkdv::fill(template, d4, rows, step),
+            Pass::DkDv => crate::attention_dkdv::fill(
+                template,
+                d4,
+                rows,
+                step,
+                self.broadcast.then(|| self.workgroup()),
+            ),
         }
         .register("inv", self.workgroup().to_string())
         // Shared by the three kernels' tiling (keys per step for the forward and dQ, query rows
@@ -180,15 +186,18 @@ impl Variant {
                     ""
                 },
             )
-            .register("br_d4", (br * d4).to_string())
+            .register(
+                "br_d4",
+                if self.broadcast { 1 } else { br * d4 }.to_string(),
+            )
             .register("causal", self.causal.to_string())
             .register("bias", self.bias.to_string())
     }
 
-    /// Whether the broadcast form applies: the forward or dQ, with every lane loading as many
-    /// chunks of a step.
+    /// Whether the broadcast form applies: every lane loads as many chunks of a step (and, in
+    /// dK/dV, the lanes hold a step's query rows' lse and Δ).
     pub fn broadcast_fits(&self) -> bool {
-        matches!(self.pass, Pass::Forward | Pass::Dq)
+        crate::attention_tiling::PER_STEP <= self.workgroup()
             && crate::attention_tiling::broadcast_fits(
                 self.d / 4,
                 crate::attention_tiling::PER_STEP,
@@ -397,7 +406,7 @@ pub(crate) fn note_launch(half: bool) {
 
 static BROADCAST_LAUNCHES: AtomicUsize = AtomicUsize::new(0);
 
-/// How many kernels (forward, dQ) ran in the broadcast form since the process started (for
+/// How many kernels (forward, dQ, dK/dV) ran in the broadcast form since the process started (for
 /// tests).
 pub fn broadcast_launches() -> usize {
     BROADCAST_LAUNCHES.load(Ordering::Relaxed)

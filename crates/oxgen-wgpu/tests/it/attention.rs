@@ -306,10 +306,10 @@ fn rows_per_invocation_settings_match_the_reference() {
     }
 }
 
-/// The broadcast form of the forward and dQ kernels, this adapter's default where its subgroups
-/// hold the workgroup (lavapipe: 8 lanes, and 8 invocations at 8 or 16 rows each): each step's K
-/// and V chunks are loaded by the lanes and shared by `subgroupBroadcast`, with no tiles in
-/// workgroup memory.
+/// The broadcast form of the three kernels, this adapter's default where its subgroups hold the
+/// workgroup (lavapipe: 8 lanes, and 8 invocations at 8 or 16 rows each): each step's K and V
+/// chunks (forward, dQ) or q and dO chunks, lse and Δ (dK/dV) are loaded by the lanes and shared
+/// by `subgroupBroadcast`, with no tiles in workgroup memory.
 /// Odd lengths (the last step's keys past Lk read a clamped row, which is masked), queries
 /// longer and shorter than the keys, causal with a bias, a window, key lengths, head dims 8 (one
 /// chunk per lane per step), 64 and 128 (8 rows per invocation), f16; forward and all three
@@ -341,9 +341,9 @@ fn broadcast_kernels_match_the_reference() {
         };
         run();
         if wide {
-            // The forward and dQ; at d = 128 dQ holds 4 rows per invocation, 16 invocations,
-            // two subgroups of lavapipe, and takes the tiled form.
-            let kernels = if d <= 64 { 2 } else { 1 };
+            // The forward, dQ and dK/dV; at d = 128 the backward kernels hold 4 rows per
+            // invocation, 16 invocations, two subgroups of lavapipe, and take the tiled form.
+            let kernels = if d <= 64 { 3 } else { 1 };
             assert!(
                 oxgen_wgpu::attention::broadcast_launches() >= before + kernels,
                 "lq {lq}, lk {lk}, d {d}: the broadcast kernels did not run"

@@ -82,11 +82,11 @@ fn every_attention_variant_validates() {
     let variants = Variant::all();
     // 8 (causal, bias, f16) per head dim and rows-per-invocation setting; 2 settings (software,
     // GPU) at each of the 7 head dims, but one at d = 256 for dQ and dK/dV (2 rows on both):
-    // (14 + 13 + 13) · 8; and the broadcast forms of the forward and dQ wherever a step's 4·d/4
-    // chunks split evenly over the workgroup's lanes: 10 of the forward's 14 settings and 9 of
-    // dQ's 13 (not d = 4; not d = 8 or 16 at the GPU's 32 lanes), 19 · 8.
-    assert_eq!(variants.len(), 472);
-    assert_eq!(variants.iter().filter(|v| v.broadcast).count(), 152);
+    // (14 + 13 + 13) · 8; and the broadcast forms wherever a step's 4·d/4 chunks split evenly
+    // over the workgroup's lanes: 10 of the forward's 14 settings and 9 each of dQ's and dK/dV's
+    // 13 (not d = 4; not d = 8 or 16 at the GPU's 32 lanes), 28 · 8.
+    assert_eq!(variants.len(), 544);
+    assert_eq!(variants.iter().filter(|v| v.broadcast).count(), 224);
     // The f16-storage variants need shader-f16, the broadcast ones subgroups.
     validate_all("attention", variants, Variant::source, |v| {
         needs(v.half, Capabilities::SHADER_FLOAT16) | needs(v.broadcast, Capabilities::SUBGROUP)
