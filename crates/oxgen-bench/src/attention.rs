@@ -50,6 +50,8 @@ pub struct AttentionRow {
     pub fallback_fwd_ms: Option<f64>,
     /// Ours, forward + backward, ms.
     pub ours_fwd_bwd_ms: Option<f64>,
+    /// Ours, forward + backward with subgroup operations off, ms.
+    pub ours_no_subgroups_fwd_bwd_ms: Option<f64>,
     /// `attention_fallback` through autodiff, forward + backward, ms.
     pub fallback_fwd_bwd_ms: Option<f64>,
     /// Forward FLOPs.
@@ -188,6 +190,9 @@ pub fn run(device: &Device, lens: &[usize], cfg: AttentionBench) -> Vec<Attentio
             })
         };
         let ours = fwd_bwd(&|q, k, v| flash_attention(q, k, v, None, options.clone()).0);
+        let ours_no_subgroups = oxgen_wgpu::subgroups::with_enabled(Some(false), || {
+            fwd_bwd(&|q, k, v| flash_attention(q, k, v, None, options.clone()).0)
+        });
         let fallback = if peers {
             fwd_bwd(&|q, k, v| attention_fallback(q, k, v, None, None, burn_options))
         } else {
@@ -207,6 +212,7 @@ pub fn run(device: &Device, lens: &[usize], cfg: AttentionBench) -> Vec<Attentio
             burn_fwd_ms,
             fallback_fwd_ms,
             ours_fwd_bwd_ms: ours.map(|(ms, _)| ms),
+            ours_no_subgroups_fwd_bwd_ms: ours_no_subgroups.map(|(ms, _)| ms),
             fallback_fwd_bwd_ms: fallback.map(|(ms, _)| ms),
             fwd_flops: if causal { full / 2.0 } else { full },
             ours_peak_mib: ours.and_then(|(_, peak)| peak),
@@ -227,7 +233,7 @@ pub fn table(rows: &[AttentionRow]) -> String {
     };
     let mib = |m: Option<f64>| m.map_or("—".into(), |m| format!("{m:.0}"));
     let mut s = String::from(
-        "| B·H | L | d | causal | dtype | ours fwd ms (TFLOP/s) | ours, loop-bounded (Checked) | Unchecked's factor | ours, subgroups off | subgroups' factor | burn attention | attention_fallback | ours fwd+bwd | fallback fwd+bwd | ours ÷ fallback (fwd+bwd) | peak MiB ours | peak MiB fallback | one L×L buffer MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| B·H | L | d | causal | dtype | ours fwd ms (TFLOP/s) | ours, loop-bounded (Checked) | Unchecked's factor | ours, subgroups off | subgroups' factor | burn attention | attention_fallback | ours fwd+bwd | ours fwd+bwd, subgroups off | subgroups' factor (fwd+bwd) | fallback fwd+bwd | ours ÷ fallback (fwd+bwd) | peak MiB ours | peak MiB fallback | one L×L buffer MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let ratio = match (r.ours_fwd_bwd_ms, r.fallback_fwd_bwd_ms) {
@@ -239,7 +245,7 @@ pub fn table(rows: &[AttentionRow]) -> String {
             _ => "—".into(),
         };
         s.push_str(&format!(
-            "| {}·{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
+            "| {}·{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
             r.batch,
             r.heads,
             r.len,
@@ -254,6 +260,8 @@ pub fn table(rows: &[AttentionRow]) -> String {
             cell(r.burn_fwd_ms, r.fwd_flops, r.peers),
             cell(r.fallback_fwd_ms, r.fwd_flops, r.peers),
             cell(r.ours_fwd_bwd_ms, 3.5 * r.fwd_flops, true),
+            cell(r.ours_no_subgroups_fwd_bwd_ms, 3.5 * r.fwd_flops, true),
+            factor(r.ours_fwd_bwd_ms, r.ours_no_subgroups_fwd_bwd_ms),
             cell(r.fallback_fwd_bwd_ms, 3.5 * r.fwd_flops, r.peers),
             ratio,
             mib(r.ours_peak_mib),
