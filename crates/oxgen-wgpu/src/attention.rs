@@ -134,38 +134,23 @@ impl Variant {
         };
         let template = SourceTemplate::new(format!("{text}{PARAMS}"));
         let (rows, step) = (self.per_invocation, crate::attention_tiling::PER_STEP);
-        let template = match self.pass {
-            Pass::Forward => crate::attention_fwd::fill(
-                template,
-                d4,
-                rows,
-                step,
-                self.broadcast.then(|| self.workgroup()),
-            ),
-            Pass::Dq => crate::attention_dq::fill(
-                template,
-                d4,
-                rows,
-                step,
-                self.broadcast.then(|| self.workgroup()),
-            ),
-            Pass::DkDv => crate::attention_dkdv::fill(
-                template,
-                d4,
-                rows,
-                step,
-                self.broadcast.then(|| self.workgroup()),
-            ),
-        }
-        .register("inv", self.workgroup().to_string())
-        // Shared by the three kernels' tiling (keys per step for the forward and dQ, query rows
-        // per step for dK/dV).
-        .register("rpi", rows.to_string())
-        .register("ks", step.to_string())
-        .register("qs", step.to_string())
-        .register("rpi_d4", (rows * d4).to_string())
-        .register("rpi_ks", (rows * step).to_string())
-        .register("fwd_rows", crate::attention_tiling::row_slots(rows));
+        // The lanes that load and broadcast, in the broadcast form.
+        let lanes = self.broadcast.then(|| self.workgroup());
+        let fill = match self.pass {
+            Pass::Forward => crate::attention_fwd::fill,
+            Pass::Dq => crate::attention_dq::fill,
+            Pass::DkDv => crate::attention_dkdv::fill,
+        };
+        let template = fill(template, d4, rows, step, lanes)
+            .register("inv", self.workgroup().to_string())
+            // Shared by the three kernels' tiling (keys per step for the forward and dQ, query rows
+            // per step for dK/dV).
+            .register("rpi", rows.to_string())
+            .register("ks", step.to_string())
+            .register("qs", step.to_string())
+            .register("rpi_d4", (rows * d4).to_string())
+            .register("rpi_ks", (rows * step).to_string())
+            .register("fwd_rows", crate::attention_tiling::row_slots(rows));
         template
             .register("enable_f16", enable)
             .register("storage", storage)

@@ -17,6 +17,10 @@ use std::sync::{Condvar, Mutex};
 /// `mul64_launches` a process-wide count).
 pub static U64_LOCK: Mutex<()> = Mutex::new(());
 
+/// Held by the tests that launch f16 attention kernels: `half_storage_matches_the_reference`
+/// counts the f16 launches of its own cases exactly, and the count is process-wide.
+pub static F16_LOCK: Mutex<()> = Mutex::new(());
+
 /// Which of the two test devices a running test holds.
 static HELD: Mutex<[bool; 2]> = Mutex::new([false; 2]);
 static FREED: Condvar = Condvar::new();
