@@ -1,12 +1,16 @@
 //! Subgroup operations (warps, wavefronts, SIMD rows): which devices have them, whether a kernel
 //! should use them, and the WGSL functions it appends either way.
 //!
-//! A kernel that merges per-invocation state (the attention decode path's softmax states) reduces
-//! within each subgroup first with `subgroupMax` and `subgroupAdd`
-//! (`shaders/subgroup_ops.wgsl`), so that only one entry per subgroup goes through workgroup
-//! memory. Where the adapter lacks wgpu's `SUBGROUP` feature, the same kernel appends
-//! `shaders/subgroup_ops_fallback.wgsl` instead, where each invocation is a subgroup of its own.
-//! Both are compiled variants, cached apart, and checked against the reference by the same tests.
+//! Two uses, each with a fallback checked against the reference by the same tests:
+//! - **Reductions.** A kernel that merges per-invocation state (the attention decode path's
+//!   softmax states, GroupNorm+SiLU's sums) reduces within each subgroup first with `subgroupMax`
+//!   and `subgroupAdd` (`shaders/subgroup_ops.wgsl`, `workgroup_sum_subgroup.wgsl`), so that only
+//!   one entry per subgroup goes through workgroup memory. Without subgroups the same kernel
+//!   appends `subgroup_ops_fallback.wgsl` (each invocation a subgroup of its own) or
+//!   `workgroup_sum.wgsl` (a tree).
+//! - **Broadcasts.** The flash-attention kernels, where the workgroup fits in the adapter's
+//!   smallest subgroup, share each step's chunks by `subgroupBroadcast` instead of staging tiles
+//!   in workgroup memory (`crate::attention::Variant::broadcast`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -42,7 +46,8 @@ pub fn available(t: &CubeTensor) -> bool {
 }
 
 /// The smallest subgroup the device may run (0 where it has no subgroup operations, or does not
-/// say): a workgroup of at most this many invocations is one subgroup.
+/// say). The broadcast forms assume that a workgroup of at most this many invocations is one
+/// subgroup, as on lavapipe (tested) and, by their documentation, on NVIDIA and AMD.
 pub fn min_size(t: &CubeTensor) -> u32 {
     adapter_subgroups(&t.client.properties().identity.name).unwrap_or(0)
 }
