@@ -1,4 +1,6 @@
-//! Register tiling of the attention kernels: how many rows each invocation owns.
+//! Tiling of the attention kernels: how many rows each invocation owns, invocations per
+//! workgroup, staged tile sizes, the software adapter's key limit that follows from them, and
+//! the broadcast form's loads.
 //!
 //! The forward and dQ kernels give each invocation several query rows, the dK/dV kernel several
 //! key rows, so that every K, V (or q, dO) chunk read from workgroup memory feeds several rows.
@@ -107,6 +109,43 @@ pub(crate) fn row_slots(rpi: u32) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n    ")
+}
+
+/// Rows of a staged tile for head dim `d`: two tiles of `rows × d` floats in at most half the
+/// adapter's workgroup storage (leaving room for two workgroups per core), a power of two in
+/// 8..=64. 32 KiB (lavapipe): 64, 32, 16 rows for d = 32, 64, 128; 48 KiB (H200) the same.
+pub fn tile_rows(d: u32, workgroup_storage: usize) -> u32 {
+    let budget = (workgroup_storage / 2) as u32;
+    let rows = budget / (2 * d * 4);
+    let rows = if rows == 0 {
+        8
+    } else {
+        1 << (31 - rows.leading_zeros())
+    };
+    rows.clamp(8, 64)
+}
+
+/// The longest key sequence the forward kernel handles on a software adapter (lavapipe), which
+/// silently ends an invocation after 65,535 loop iterations in total. Per tile of BC keys the
+/// forward loops BC·D/4 / invocations times to load, BC / KS times over key steps and once
+/// around the tile loop (everything else is written out). With 32 KiB of workgroup storage and
+/// the software adapter's rows per invocation: 51,776 keys at d = 32, 28,704 at d = 64, 15,184
+/// at d = 128. Longer sequences take the reference there. (The backward kernels loop less per
+/// key.)
+pub fn software_max_keys(d: usize) -> usize {
+    let d4 = d / 4;
+    let bc = tile_rows(d as u32, 32 * 1024) as usize;
+    let rows = rows_per_invocation(Pass::Forward, d as u32);
+    let invocations = invocations(rows) as usize;
+    let steps = bc / PER_STEP as usize;
+    let per_tile = (bc * d4).div_ceil(invocations) + steps + 1;
+    65_535 / per_tile * bc
+}
+
+/// Invocations per workgroup for `per_invocation` rows each: [`crate::attention::ROWS`] rows in all, but at least
+/// 8 invocations (one SIMD group of lavapipe).
+pub(crate) fn invocations(per_invocation: u32) -> u32 {
+    (crate::attention::ROWS / per_invocation).max(8)
 }
 
 /// Whether the broadcast form applies to `inv` lanes: every lane loads as many of the step's
